@@ -1,0 +1,223 @@
+"""One websocket connection of one charging station.
+
+Station-initiated CALLs are handled strictly in order, inline on the reader (a station sends the
+next CALL only after our answer, and a reader task per station is the cheapest way to hold tens of
+thousands of them). Responses to our own calls are matched by message id: only the call in
+flight can be resolved, so a late answer to a call that already timed out is logged and dropped,
+never matched to the next request. Handlers must therefore never await a call to their own
+station; they schedule it with :meth:`StationConnection.after` to run once the answer is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from csms.protocol import frames, schemas
+from csms.protocol.redaction import redact_frame, redact_payload
+from csms.protocol.errors import CallTimeout, OcppError, StationOffline
+from csms.protocol.versions import ProtocolVersion
+
+if TYPE_CHECKING:
+    from csms.app import Daemon
+
+log = logging.getLogger("csms.connection")
+
+_ids = itertools.count(1)
+
+
+class StationConnection:
+    """The protocol session with one station over one websocket."""
+
+    def __init__(self, daemon: Daemon, websocket: Any, station_id: str, version: ProtocolVersion,
+                 remote: str = "") -> None:
+        self.daemon = daemon
+        self.ws = websocket
+        self.station_id = station_id
+        self.version = version
+        self.remote = remote
+        self.accepted = False  # may send more than BootNotification (set from the store at connect)
+        self.connected_at = datetime.now(timezone.utc)
+        self._call_lock = asyncio.Lock()
+        self._pending: tuple[str, str, asyncio.Future[dict[str, Any]]] | None = None
+        self._after: list[Callable[[], Awaitable[Any]]] = []
+        self._events: list[tuple[str, dict[str, Any]]] = []
+        self.closed = False
+
+    # Reading -----------------------------------------------------------------------------------
+    async def serve(self) -> None:
+        """Read frames until the socket closes."""
+        metrics = self.daemon.metrics
+        async for raw in self.ws:
+            self.daemon.last_seen[self.station_id] = datetime.now(timezone.utc)
+            self.daemon.trace(self.station_id, "in", raw)
+            try:
+                frame = frames.parse(raw)
+            except frames.FrameError as exc:
+                metrics.frame_error(exc.code)
+                log.warning("%s sent an unusable frame: %s", self.station_id, exc)
+                await self._send(frames.error_frame(exc.unique_id, exc.code, exc.description))
+                continue
+            if isinstance(frame, frames.Call):
+                await self._handle_call(frame)
+            else:
+                self._resolve(frame)
+
+    async def _handle_call(self, call: frames.Call) -> None:
+        started = time.perf_counter()
+        code: str | None = None
+        try:
+            response = await self._dispatch(call)
+            out = frames.result_frame(call.unique_id, response)
+        except OcppError as exc:
+            code = exc.code
+            out = frames.error_frame(call.unique_id, exc.code, exc.description, exc.details)
+            log.info("%s %s -> CALLERROR %s: %s", self.station_id, call.action, exc.code, exc.description)
+        except Exception:  # noqa: BLE001 - a handler bug must not close the station's connection
+            code = "InternalError"
+            log.exception("%s %s: handler failed", self.station_id, call.action)
+            out = frames.error_frame(call.unique_id, "InternalError", "the central system failed to process the request")
+        await self._send(out)
+        self.daemon.metrics.handled(call.action, code, time.perf_counter() - started)
+        if self._events:
+            events, self._events = self._events, []
+            for kind, data in events:
+                self.daemon.bus.publish(kind, self.station_id, **data)
+        if self._after:
+            pending, self._after = self._after, []
+            for job in pending:
+                self.daemon.spawn(job(), name=f"after {call.action} {self.station_id}")
+
+    async def _dispatch(self, call: frames.Call) -> dict[str, Any]:
+        sd = self.version.schema_dir
+        handler = self.daemon.router.handler(call.action)
+        if handler is None:
+            if call.action in schemas.known_actions(sd):
+                raise OcppError("NotImplemented", f"{call.action} is not a message a charging station sends to the CSMS")
+            raise OcppError("NotSupported", f"unknown action {call.action!r}")
+        if not self.accepted and call.action != "BootNotification":
+            raise OcppError("SecurityError", f"{call.action} refused: the station is not accepted "
+                            "(send BootNotification and wait for Accepted)")
+        schemas.validate(sd, call.action, "Request", call.payload)
+        response = await handler(self, call.payload)
+        try:
+            schemas.validate(sd, call.action, "Response", response)
+        except OcppError as exc:  # our bug: never send a schema-invalid answer
+            log.error("%s %s: handler produced an invalid response: %s", self.station_id, call.action, exc)
+            raise OcppError("InternalError", "the central system produced an invalid response") from None
+        return response
+
+    def after(self, job: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``job`` once the answer to the current CALL has been sent (for calls to this station)."""
+        self._after.append(job)
+
+    def publish(self, kind: str, **data: Any) -> None:
+        """Publish a domain event once the answer to the current CALL has been sent.
+
+        Events describe acknowledged facts, and a subscriber that reacts with a call to this
+        station must not overtake our answer on the wire.
+        """
+        self._events.append((kind, data))
+
+    def _resolve(self, frame: frames.CallResult | frames.CallError) -> None:
+        pending = self._pending
+        if pending is None or pending[0] != frame.unique_id:
+            log.warning("%s answered message %s, which is not the call in flight; dropped", self.station_id,
+                        frame.unique_id)
+            self.daemon.metrics.frame_error("UnmatchedResponse")
+            return
+        _, action, fut = pending
+        if fut.done():
+            return
+        if isinstance(frame, frames.CallError):
+            fut.set_exception(OcppError(frame.code, frame.description, frame.details))
+            return
+        try:
+            schemas.validate(self.version.schema_dir, action, "Response", frame.payload)
+        except OcppError as exc:
+            fut.set_exception(OcppError(exc.code, f"station answered with an invalid payload: {exc.description}",
+                                        exc.details))
+            return
+        fut.set_result(frame.payload)
+
+    # Writing -----------------------------------------------------------------------------------
+    async def _send(self, text: str) -> None:
+        self.daemon.trace(self.station_id, "out", text)
+        try:
+            await self.ws.send(text)
+        except Exception as exc:  # noqa: BLE001 - the reader notices the closed socket
+            log.debug("%s: send failed: %s", self.station_id, exc)
+
+    async def call(self, action: str, payload: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send a CSMS-initiated CALL and return the station's response payload.
+
+        Raises OcppError (invalid request, or the station's CALLERROR), CallTimeout or StationOffline.
+        Calls queue behind the one in flight; every outcome is recorded in the store.
+        """
+        schemas.validate(self.version.schema_dir, action, "Request", payload)
+        timeout = self.daemon.config.websocket.call_timeout_s if timeout is None else timeout
+        sent_at = datetime.now(timezone.utc)
+        started = time.perf_counter()
+        outcome, response = "result", None
+        try:
+            async with self._call_lock:
+                if self.closed:
+                    raise StationOffline(self.station_id)
+                uid = f"{next(_ids):x}"
+                fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+                self._pending = (uid, action, fut)
+                try:
+                    await self._send(frames.call_frame(uid, action, payload))
+                    response = await asyncio.wait_for(fut, timeout)
+                except asyncio.TimeoutError:
+                    raise CallTimeout(f"{self.station_id} did not answer {action} within {timeout:g} s") from None
+                finally:
+                    self._pending = None
+            return response
+        except OcppError as exc:
+            outcome, response = "callerror", {"errorCode": exc.code, "errorDescription": exc.description,
+                                              "errorDetails": exc.details}
+            raise
+        except CallTimeout:
+            outcome = "timeout"
+            raise
+        except StationOffline:
+            outcome = "offline"
+            raise
+        finally:
+            self.daemon.metrics.command(action, outcome, time.perf_counter() - started)
+            await self.daemon.store.record_command(self.station_id, action, redact_payload(action, payload),
+                                                   outcome, response, sent_at,
+                                                   datetime.now(timezone.utc))
+
+    def abort_pending(self) -> None:
+        """Fail the call in flight (the socket closed or was replaced)."""
+        self.closed = True
+        if self._pending is not None and not self._pending[2].done():
+            self._pending[2].set_exception(StationOffline(self.station_id))
+
+
+class Trace:
+    """The last frames of every station, in memory, for the operator's message trace."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._frames: dict[str, deque[tuple[str, str, str]]] = {}
+
+    def add(self, station_id: str, direction: str, frame: str | bytes) -> None:
+        if self.size <= 0:
+            return
+        q = self._frames.get(station_id)
+        if q is None:
+            q = self._frames[station_id] = deque(maxlen=self.size)
+        text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
+        q.append((datetime.now(timezone.utc).isoformat(), direction, redact_frame(text)))
+
+    def get(self, station_id: str) -> list[tuple[str, str, str]]:
+        return list(self._frames.get(station_id, ()))

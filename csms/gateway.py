@@ -1,0 +1,146 @@
+"""The websocket edge: handshake checks, subprotocol choice, and one StationConnection per socket.
+
+Refusals happen in the HTTP handshake with a status and a plain-text reason, and each is logged
+with the remote address, so a lab engineer sees why a charger does not get in.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from datetime import datetime, timezone
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from csms.connection import StationConnection
+from csms.protocol.versions import VERSIONS
+
+if TYPE_CHECKING:
+    from csms.app import Daemon
+
+log = logging.getLogger("csms.gateway")
+
+MAX_IDENTITY_LENGTH = 48  # OCPP 2.0.1: the charging station identity is at most 48 characters
+_BAD_IDENTITY = re.compile(r"[\x00-\x20\x7f/]")
+
+# A check run during the handshake (e.g. authentication): return a Response to refuse, None to admit.
+HandshakeCheck = Callable[[ServerConnection, Request, str], Any]
+
+
+def station_identity(path: str, prefix: str) -> str | None:
+    """The station identity from ``<prefix>/<identity>`` (percent-decoded), or None if the path is wrong."""
+    route = urlsplit(path).path
+    prefix = prefix.rstrip("/")
+    if not route.startswith(prefix + "/"):
+        return None
+    raw = route[len(prefix) + 1:]
+    if not raw or "/" in raw:
+        return None
+    identity = unquote(raw)
+    if len(identity) > MAX_IDENTITY_LENGTH or _BAD_IDENTITY.search(identity):
+        return None
+    return identity
+
+
+class Gateway:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.server: Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        cfg = self.daemon.config.websocket
+        self.server = await serve(
+            self._handle, cfg.host, cfg.port,
+            process_request=self._process_request,
+            subprotocols=list(cfg.subprotocols),  # type: ignore[arg-type]
+            max_size=cfg.max_frame_bytes,
+            ping_interval=cfg.ping_interval_s,
+            ping_timeout=cfg.ping_timeout_s,
+            compression="deflate" if cfg.compression else None,
+            open_timeout=cfg.handshake_timeout_s,
+            ssl=self.daemon.ssl_context,
+            server_header="Netbewust",
+        )
+        scheme = "wss" if self.daemon.ssl_context is not None else "ws"
+        log.info("listening for OCPP stations on %s://%s:%d%s/<stationId> (subprotocols: %s)", scheme, cfg.host,
+                 self.port, cfg.path_prefix.rstrip("/"), ", ".join(cfg.subprotocols))
+
+    async def stop(self) -> None:
+        """Stop accepting, close every station socket with 1001 (going away) and wait for handlers."""
+        if self.server is not None:
+            self.server.close(close_connections=True)
+            await self.server.wait_closed()
+
+    def _refuse(self, connection: ServerConnection, status: HTTPStatus, reason: str, why: str) -> Response:
+        log.warning("refused %s %s: %s", connection.remote_address[0] if connection.remote_address else "?",
+                    connection.request.path if connection.request else "", why)
+        self.daemon.metrics.refused.labels(reason).inc()
+        return connection.respond(status, why + "\n")
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        cfg = self.daemon.config.websocket
+        identity = station_identity(request.path, cfg.path_prefix)
+        if identity is None:
+            return self._refuse(connection, HTTPStatus.NOT_FOUND, "path",
+                                f"expected path {cfg.path_prefix.rstrip('/')}/<stationId> (identity of 1-48 "
+                                "characters, no spaces or '/')")
+        offered = [p.strip() for h in request.headers.get_all("Sec-WebSocket-Protocol") for p in h.split(",")]
+        if not any(p in cfg.subprotocols for p in offered):
+            return self._refuse(connection, HTTPStatus.BAD_REQUEST, "subprotocol",
+                                f"station {identity!r} offered subprotocols {offered or 'none'}; this central "
+                                f"system speaks {', '.join(cfg.subprotocols)}")
+        for check in self.daemon.handshake_checks:
+            refusal = await check(connection, request, identity)
+            if refusal is not None:
+                self.daemon.metrics.refused.labels("auth").inc()
+                return refusal
+        connection.station_id = identity  # type: ignore[attr-defined]
+        return None
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        daemon = self.daemon
+        station_id: str = ws.station_id  # type: ignore[attr-defined]
+        version = VERSIONS[ws.subprotocol]  # type: ignore[index]
+        remote = ws.remote_address[0] if ws.remote_address else "?"
+        conn = StationConnection(daemon, ws, station_id, version, remote)
+        old = daemon.connections.get(station_id)
+        if old is not None:
+            log.info("%s reconnected from %s; closing its previous connection", station_id, remote)
+            old.abort_pending()
+            await old.ws.close(1000, "replaced by a new connection of the same station")
+        daemon.connections[station_id] = conn
+        daemon.metrics.connected.set(len(daemon.connections))
+        record = await daemon.store.get_station(station_id)
+        conn.accepted = record is not None and record.registration == "Accepted"
+        now = datetime.now(timezone.utc)
+        if record is not None:
+            await daemon.store.set_connection_state(station_id, True, now)
+        log.info("%s connected from %s (%s, %s)", station_id, remote, ws.subprotocol,
+                 "accepted" if conn.accepted else "must boot first")
+        daemon.bus.publish("station.connected", station_id, remote=remote, accepted=conn.accepted)
+        try:
+            await conn.serve()
+        except ConnectionClosed:
+            pass
+        finally:
+            conn.abort_pending()
+            if daemon.connections.get(station_id) is conn:
+                del daemon.connections[station_id]
+                daemon.metrics.connected.set(len(daemon.connections))
+                if record is not None or conn.accepted:
+                    await daemon.store.set_connection_state(station_id, False, datetime.now(timezone.utc))
+                daemon.bus.publish("station.disconnected", station_id)
+            rcvd = ws.close_code
+            log.info("%s disconnected (close code %s%s)", station_id, rcvd,
+                     f", {ws.close_reason}" if ws.close_reason else "")

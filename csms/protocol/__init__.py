@@ -1,0 +1,1 @@
+"""OCPP-J wire format: frames, compiled schema validation and error codes."""

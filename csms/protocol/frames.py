@@ -1,0 +1,96 @@
+"""OCPP-J frames: parse an incoming websocket message, serialise outgoing ones.
+
+Parsing is strict and never raises anything but :class:`OcppError`, so the connection can always
+answer with a CALLERROR. When the message id cannot be read the CALLERROR carries id ``"-1"``,
+as OCPP-J 2.0.1 prescribes; a frame that is not JSON at all also gets that answer (the `ocpp`
+package silently drops such frames).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from csms.protocol.errors import OcppError
+
+CALL, CALLRESULT, CALLERROR = 2, 3, 4
+UNKNOWN_ID = "-1"
+MAX_ID_LENGTH = 36  # OCPP-J: the message id is a string of at most 36 characters
+
+
+@dataclass(slots=True)
+class Call:
+    unique_id: str
+    action: str
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True)
+class CallResult:
+    unique_id: str
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True)
+class CallError:
+    unique_id: str
+    code: str
+    description: str
+    details: dict[str, Any]
+
+
+Frame = Call | CallResult | CallError
+
+
+class FrameError(OcppError):
+    """A frame that cannot be handled; ``unique_id`` is what the CALLERROR must echo."""
+
+    def __init__(self, unique_id: str, code: str, description: str) -> None:
+        super().__init__(code, description)
+        self.unique_id = unique_id
+
+
+def parse(raw: str | bytes) -> Frame:
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise FrameError(UNKNOWN_ID, "RpcFrameworkError", f"frame is not valid JSON: {exc}") from None
+    if not isinstance(msg, list) or not msg:
+        raise FrameError(UNKNOWN_ID, "RpcFrameworkError", "frame must be a non-empty JSON array")
+    if len(msg) < 2 or not isinstance(msg[1], str) or not msg[1] or len(msg[1]) > MAX_ID_LENGTH:
+        raise FrameError(UNKNOWN_ID, "RpcFrameworkError",
+                         "message id (element 2) must be a string of 1-36 characters")
+    type_id, unique_id = msg[0], msg[1]
+    if type_id == CALL:
+        if len(msg) != 4:
+            raise FrameError(unique_id, "RpcFrameworkError", f"a CALL has 4 elements, got {len(msg)}")
+        action, payload = msg[2], msg[3]
+        if not isinstance(action, str) or not action:
+            raise FrameError(unique_id, "RpcFrameworkError", "action (element 3) must be a non-empty string")
+        if not isinstance(payload, dict):
+            raise FrameError(unique_id, "FormatViolation", "payload (element 4) must be a JSON object")
+        return Call(unique_id, action, payload)
+    if type_id == CALLRESULT:
+        if len(msg) != 3 or not isinstance(msg[2], dict):
+            raise FrameError(unique_id, "RpcFrameworkError", "a CALLRESULT is [3, id, {payload}]")
+        return CallResult(unique_id, msg[2])
+    if type_id == CALLERROR:
+        if len(msg) != 5 or not isinstance(msg[2], str) or not isinstance(msg[3], str) or not isinstance(msg[4], dict):
+            raise FrameError(unique_id, "RpcFrameworkError", "a CALLERROR is [4, id, code, description, {details}]")
+        return CallError(unique_id, msg[2], msg[3], msg[4])
+    raise FrameError(unique_id, "MessageTypeNotSupported", f"message type {type_id!r} is not 2, 3 or 4")
+
+
+def call_frame(unique_id: str, action: str, payload: dict[str, Any]) -> str:
+    return orjson.dumps([CALL, unique_id, action, payload]).decode()
+
+
+def result_frame(unique_id: str, payload: dict[str, Any]) -> str:
+    return orjson.dumps([CALLRESULT, unique_id, payload]).decode()
+
+
+def error_frame(unique_id: str, code: str, description: str, details: dict[str, Any] | None = None) -> str:
+    # OCPP-J limits errorDescription to 255 characters.
+    return orjson.dumps([CALLERROR, unique_id, code, description[:255], details or {}]).decode()

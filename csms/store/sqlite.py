@@ -1,0 +1,456 @@
+"""SQLite store with group commit.
+
+One thread owns the connection. Every call becomes a job on its queue; the thread takes all jobs
+waiting at that moment, runs each in its own savepoint inside one transaction, commits once and
+then wakes every caller. Under load that turns thousands of small writes per second into a few
+hundred commits, and each caller still returns only after its data is committed. WAL with
+``synchronous=NORMAL`` survives a killed process (the OS keeps written pages); only a power
+loss may lose the last commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import orjson
+
+from csms.meter import flatten
+from csms.store.base import IdTokenRecord, StationRecord, Store, TransactionRecord
+
+T = TypeVar("T")
+MAX_BATCH = 1024
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS stations (
+    station_id TEXT PRIMARY KEY, registration TEXT NOT NULL, registered INTEGER NOT NULL,
+    vendor TEXT, model TEXT, serial_number TEXT, firmware_version TEXT, boot_reason TEXT,
+    last_boot TEXT, last_seen TEXT, connected INTEGER NOT NULL DEFAULT 0,
+    security_profile INTEGER NOT NULL DEFAULT 0, password_hash TEXT, extra TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS connectors (
+    station_id TEXT, evse_id INTEGER, connector_id INTEGER, status TEXT, updated_at TEXT,
+    PRIMARY KEY (station_id, evse_id, connector_id));
+CREATE TABLE IF NOT EXISTS id_tokens (
+    id_token TEXT PRIMARY KEY, type TEXT, status TEXT, expiry TEXT, group_id TEXT);
+CREATE TABLE IF NOT EXISTS transactions (
+    station_id TEXT, transaction_id TEXT, evse_id INTEGER, connector_id INTEGER, id_token TEXT,
+    started_at TEXT, ended_at TEXT, active INTEGER, charging_state TEXT, stopped_reason TEXT,
+    last_seq_no INTEGER, energy_wh REAL, first_seen_as TEXT,
+    PRIMARY KEY (station_id, transaction_id));
+CREATE INDEX IF NOT EXISTS transactions_active ON transactions(active, station_id);
+CREATE TABLE IF NOT EXISTS transaction_events (
+    station_id TEXT, transaction_id TEXT, seq_no INTEGER, event_type TEXT, timestamp TEXT,
+    trigger_reason TEXT, charging_state TEXT, offline INTEGER, payload TEXT, received_at TEXT,
+    PRIMARY KEY (station_id, transaction_id, seq_no));
+CREATE TABLE IF NOT EXISTS meter_samples (
+    station_id TEXT, evse_id INTEGER, transaction_id TEXT, timestamp TEXT, measurand TEXT, phase TEXT,
+    value REAL, unit TEXT, context TEXT, location TEXT, received_at TEXT);
+CREATE INDEX IF NOT EXISTS meter_by_tx ON meter_samples(station_id, transaction_id);
+CREATE TABLE IF NOT EXISTS ev_charging_needs (
+    station_id TEXT, evse_id INTEGER, payload TEXT, received_at TEXT);
+CREATE TABLE IF NOT EXISTS charging_profiles (
+    station_id TEXT, evse_id INTEGER, profile_id INTEGER, purpose TEXT, stack_level INTEGER,
+    transaction_id TEXT, profile TEXT, status TEXT, status_info TEXT, sent_at TEXT);
+CREATE TABLE IF NOT EXISTS variables (
+    station_id TEXT, component TEXT, component_instance TEXT, evse_id INTEGER, connector_id INTEGER,
+    variable TEXT, variable_instance TEXT, attribute_type TEXT, value TEXT, updated_at TEXT,
+    PRIMARY KEY (station_id, component, component_instance, evse_id, connector_id, variable,
+                 variable_instance, attribute_type));
+CREATE TABLE IF NOT EXISTS security_events (
+    station_id TEXT, type TEXT, timestamp TEXT, tech_info TEXT, received_at TEXT);
+CREATE TABLE IF NOT EXISTS station_messages (
+    station_id TEXT, action TEXT, payload TEXT, received_at TEXT);
+CREATE INDEX IF NOT EXISTS station_messages_by_station ON station_messages(station_id, action);
+CREATE TABLE IF NOT EXISTS commands (
+    station_id TEXT, action TEXT, request TEXT, outcome TEXT, response TEXT, sent_at TEXT, finished_at TEXT);
+"""
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(timezone.utc).isoformat()
+
+
+def _dt(s: str | None) -> datetime | None:
+    return None if s is None else datetime.fromisoformat(s)
+
+
+def _json(v: Any) -> str:
+    return orjson.dumps(v).decode()
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None] = (
+            queue.SimpleQueue())
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # Machinery --------------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="sqlite-store", daemon=True)
+        self._thread.start()
+        await ready
+
+    async def close(self) -> None:
+        if self._thread is None:
+            return
+        self._jobs.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        self._thread = None
+
+    def _run(self, ready: asyncio.Future[None]) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(SCHEMA)
+        except Exception as exc:  # noqa: BLE001 - reported to the awaiting opener
+            loop.call_soon_threadsafe(ready.set_exception, exc)
+            return
+        loop.call_soon_threadsafe(ready.set_result, None)
+        stop = False
+        while not stop:
+            job = self._jobs.get()
+            if job is None:
+                break
+            batch = [job]
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            try:
+                conn.execute("BEGIN")
+                for fn, fut in batch:
+                    conn.execute("SAVEPOINT job")
+                    try:
+                        outcomes.append((fut, fn(conn), None))
+                        conn.execute("RELEASE job")
+                    except Exception as exc:  # noqa: BLE001 - one bad job must not fail the batch
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                        outcomes.append((fut, None, exc))
+                conn.execute("COMMIT")
+            except Exception as exc:  # noqa: BLE001 - commit failed: nobody may acknowledge
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                outcomes = [(fut, None, exc) for _, fut in batch]
+            loop.call_soon_threadsafe(_settle, outcomes)
+        conn.close()
+
+    def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        if self._thread is None or self._loop is None:
+            raise RuntimeError("store is not open")
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put((fn, fut))
+        return fut
+
+    async def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        def job(c: sqlite3.Connection) -> list[dict[str, Any]]:
+            cur = c.execute(sql, args)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+        return await self._submit(job)
+
+    # Stations ---------------------------------------------------------------------------------
+    @staticmethod
+    def _station(row: dict[str, Any]) -> StationRecord:
+        return StationRecord(
+            station_id=row["station_id"], registration=row["registration"], registered=bool(row["registered"]),
+            vendor=row["vendor"], model=row["model"], serial_number=row["serial_number"],
+            firmware_version=row["firmware_version"], boot_reason=row["boot_reason"],
+            last_boot=_dt(row["last_boot"]), last_seen=_dt(row["last_seen"]), connected=bool(row["connected"]),
+            security_profile=row["security_profile"], password_hash=row["password_hash"],
+            extra=orjson.loads(row["extra"]))
+
+    async def get_station(self, station_id: str) -> StationRecord | None:
+        rows = await self._rows("SELECT * FROM stations WHERE station_id=?", (station_id,))
+        return self._station(rows[0]) if rows else None
+
+    async def list_stations(self) -> list[StationRecord]:
+        return [self._station(r) for r in await self._rows("SELECT * FROM stations ORDER BY station_id")]
+
+    async def put_station(self, s: StationRecord) -> None:
+        await self._submit(lambda c: c.execute(
+            "INSERT OR REPLACE INTO stations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (s.station_id, s.registration, int(s.registered), s.vendor, s.model, s.serial_number,
+             s.firmware_version, s.boot_reason, _iso(s.last_boot), _iso(s.last_seen), int(s.connected),
+             s.security_profile, s.password_hash, _json(s.extra))))
+
+    async def delete_station(self, station_id: str) -> bool:
+        def job(c: sqlite3.Connection) -> bool:
+            n = c.execute("DELETE FROM stations WHERE station_id=?", (station_id,)).rowcount
+            c.execute("DELETE FROM connectors WHERE station_id=?", (station_id,))
+            return n > 0
+        return await self._submit(job)
+
+    async def record_boot(self, station_id: str, payload: dict[str, Any], registration: str, at: datetime) -> None:
+        cs = payload.get("chargingStation", {})
+        args = (station_id, registration, cs.get("vendorName"), cs.get("model"), cs.get("serialNumber"),
+                cs.get("firmwareVersion"), payload.get("reason"), _iso(at), _iso(at))
+        await self._submit(lambda c: c.execute(
+            "INSERT INTO stations (station_id, registration, registered, vendor, model, serial_number,"
+            " firmware_version, boot_reason, last_boot, last_seen, connected) VALUES (?,?,0,?,?,?,?,?,?,?,1)"
+            " ON CONFLICT(station_id) DO UPDATE SET registration=excluded.registration, vendor=excluded.vendor,"
+            " model=excluded.model, serial_number=excluded.serial_number,"
+            " firmware_version=excluded.firmware_version, boot_reason=excluded.boot_reason,"
+            " last_boot=excluded.last_boot, last_seen=excluded.last_seen, connected=1", args))
+
+    async def set_connection_state(self, station_id: str, connected: bool, at: datetime) -> None:
+        await self._submit(lambda c: c.execute(
+            "UPDATE stations SET connected=?, last_seen=? WHERE station_id=?", (int(connected), _iso(at), station_id)))
+
+    async def touch_stations(self, last_seen: dict[str, datetime]) -> None:
+        if not last_seen:
+            return
+        rows = [(_iso(t), s) for s, t in last_seen.items()]
+        await self._submit(lambda c: c.executemany("UPDATE stations SET last_seen=? WHERE station_id=?", rows))
+
+    # Connectors -------------------------------------------------------------------------------
+    async def set_connector_status(self, station_id: str, evse_id: int, connector_id: int, status: str,
+                                   at: datetime) -> None:
+        await self._submit(lambda c: c.execute(
+            "INSERT OR REPLACE INTO connectors VALUES (?,?,?,?,?)", (station_id, evse_id, connector_id, status, _iso(at))))
+
+    async def list_connectors(self, station_id: str) -> list[dict[str, Any]]:
+        return await self._rows("SELECT evse_id, connector_id, status, updated_at FROM connectors"
+                                " WHERE station_id=? ORDER BY evse_id, connector_id", (station_id,))
+
+    # Id tokens --------------------------------------------------------------------------------
+    @staticmethod
+    def _token(r: dict[str, Any]) -> IdTokenRecord:
+        return IdTokenRecord(r["id_token"], r["type"], r["status"], _dt(r["expiry"]), r["group_id"])
+
+    async def get_id_token(self, id_token: str) -> IdTokenRecord | None:
+        rows = await self._rows("SELECT * FROM id_tokens WHERE id_token=?", (id_token,))
+        return self._token(rows[0]) if rows else None
+
+    async def put_id_token(self, t: IdTokenRecord) -> None:
+        await self._submit(lambda c: c.execute("INSERT OR REPLACE INTO id_tokens VALUES (?,?,?,?,?)",
+                                               (t.id_token, t.type, t.status, _iso(t.expiry), t.group_id)))
+
+    async def list_id_tokens(self) -> list[IdTokenRecord]:
+        return [self._token(r) for r in await self._rows("SELECT * FROM id_tokens ORDER BY id_token")]
+
+    async def delete_id_token(self, id_token: str) -> bool:
+        return await self._submit(
+            lambda c: c.execute("DELETE FROM id_tokens WHERE id_token=?", (id_token,)).rowcount > 0)
+
+    # Transactions -----------------------------------------------------------------------------
+    async def record_transaction_event(self, station_id: str, payload: dict[str, Any],
+                                       received_at: datetime) -> bool:
+        return await self._submit(lambda c: _record_tx_event(c, station_id, payload, _iso(received_at)))
+
+    async def record_meter_values(self, station_id: str, evse_id: int, meter_values: list[dict[str, Any]],
+                                  received_at: datetime) -> None:
+        rows = [(station_id, s.evse_id, s.transaction_id, s.timestamp, s.measurand, s.phase, s.value, s.unit,
+                 s.context, s.location, _iso(received_at)) for s in flatten(meter_values, evse_id, None)]
+        await self._submit(lambda c: c.executemany(
+            "INSERT INTO meter_samples VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows))
+
+    @staticmethod
+    def _tx(r: dict[str, Any]) -> TransactionRecord:
+        return TransactionRecord(
+            station_id=r["station_id"], transaction_id=r["transaction_id"], evse_id=r["evse_id"],
+            connector_id=r["connector_id"], id_token=r["id_token"], started_at=_dt(r["started_at"]),
+            ended_at=_dt(r["ended_at"]), active=bool(r["active"]), charging_state=r["charging_state"],
+            stopped_reason=r["stopped_reason"], last_seq_no=r["last_seq_no"], energy_wh=r["energy_wh"],
+            first_seen_as=r["first_seen_as"])
+
+    async def get_transaction(self, station_id: str, transaction_id: str) -> TransactionRecord | None:
+        rows = await self._rows("SELECT * FROM transactions WHERE station_id=? AND transaction_id=?",
+                                (station_id, transaction_id))
+        return self._tx(rows[0]) if rows else None
+
+    async def list_transactions(self, *, station_id: str | None = None, active: bool | None = None,
+                                since: datetime | None = None, until: datetime | None = None,
+                                limit: int = 1000) -> list[TransactionRecord]:
+        where, args = [], []
+        if station_id is not None:
+            where.append("station_id=?"); args.append(station_id)
+        if active is not None:
+            where.append("active=?"); args.append(int(active))
+        if since is not None:
+            where.append("(ended_at IS NULL OR ended_at>=?)"); args.append(_iso(since))
+        if until is not None:
+            where.append("started_at<=?"); args.append(_iso(until))
+        sql = "SELECT * FROM transactions" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY started_at DESC LIMIT ?"
+        return [self._tx(r) for r in await self._rows(sql, (*args, limit))]
+
+    async def transaction_events(self, station_id: str, transaction_id: str) -> list[dict[str, Any]]:
+        rows = await self._rows("SELECT payload, received_at FROM transaction_events WHERE station_id=? AND"
+                                " transaction_id=? ORDER BY seq_no", (station_id, transaction_id))
+        return [{**orjson.loads(r["payload"]), "receivedAt": r["received_at"]} for r in rows]
+
+    async def meter_samples(self, station_id: str, *, transaction_id: str | None = None,
+                            evse_id: int | None = None, since: datetime | None = None,
+                            limit: int = 100000) -> list[dict[str, Any]]:
+        where, args = ["station_id=?"], [station_id]
+        if transaction_id is not None:
+            where.append("transaction_id=?"); args.append(transaction_id)
+        if evse_id is not None:
+            where.append("evse_id=?"); args.append(evse_id)
+        if since is not None:
+            where.append("timestamp>=?"); args.append(_iso(since))
+        return await self._rows(
+            "SELECT timestamp, evse_id, transaction_id, measurand, phase, value, unit, context FROM meter_samples"
+            " WHERE " + " AND ".join(where) + " ORDER BY timestamp LIMIT ?", (*args, limit))
+
+    # Smart charging ---------------------------------------------------------------------------
+    async def record_ev_charging_needs(self, station_id: str, evse_id: int, payload: dict[str, Any],
+                                       at: datetime) -> None:
+        await self._submit(lambda c: c.execute("INSERT INTO ev_charging_needs VALUES (?,?,?,?)",
+                                               (station_id, evse_id, _json(payload), _iso(at))))
+
+    async def latest_ev_charging_needs(self, station_id: str, evse_id: int) -> dict[str, Any] | None:
+        rows = await self._rows("SELECT payload FROM ev_charging_needs WHERE station_id=? AND evse_id=?"
+                                " ORDER BY rowid DESC LIMIT 1", (station_id, evse_id))
+        return orjson.loads(rows[0]["payload"]) if rows else None
+
+    async def record_charging_profile(self, station_id: str, evse_id: int, profile: dict[str, Any],
+                                      status: str, status_info: dict[str, Any] | None, at: datetime) -> None:
+        args = (station_id, evse_id, profile.get("id"), profile.get("chargingProfilePurpose"),
+                profile.get("stackLevel"), profile.get("transactionId"), _json(profile), status,
+                _json(status_info) if status_info else None, _iso(at))
+        await self._submit(lambda c: c.execute("INSERT INTO charging_profiles VALUES (?,?,?,?,?,?,?,?,?,?)", args))
+
+    async def list_charging_profiles(self, station_id: str) -> list[dict[str, Any]]:
+        rows = await self._rows("SELECT * FROM charging_profiles WHERE station_id=? ORDER BY rowid", (station_id,))
+        for r in rows:
+            r["profile"] = orjson.loads(r["profile"])
+            r["status_info"] = orjson.loads(r["status_info"]) if r["status_info"] else None
+        return rows
+
+    # Device model, events, commands -----------------------------------------------------------
+    async def record_variables(self, station_id: str, variables: list[dict[str, Any]], at: datetime) -> None:
+        rows = []
+        for v in variables:
+            comp, var = v.get("component", {}), v.get("variable", {})
+            rows.append((station_id, comp.get("name"), comp.get("instance", ""), (comp.get("evse") or {}).get("id", -1),
+                         (comp.get("evse") or {}).get("connectorId", -1), var.get("name"), var.get("instance", ""),
+                         v.get("attributeType", "Actual"), None if v.get("value") is None else str(v["value"]),
+                         _iso(at)))
+        await self._submit(lambda c: c.executemany(
+            "INSERT OR REPLACE INTO variables VALUES (?,?,?,?,?,?,?,?,?,?)", rows))
+
+    async def list_variables(self, station_id: str) -> list[dict[str, Any]]:
+        return await self._rows("SELECT component, component_instance, evse_id, connector_id, variable,"
+                                " variable_instance, attribute_type, value, updated_at FROM variables"
+                                " WHERE station_id=? ORDER BY component, variable", (station_id,))
+
+    async def record_security_event(self, station_id: str, type_: str, timestamp: str, tech_info: str | None,
+                                    at: datetime) -> None:
+        await self._submit(lambda c: c.execute("INSERT INTO security_events VALUES (?,?,?,?,?)",
+                                               (station_id, type_, timestamp, tech_info, _iso(at))))
+
+    async def list_security_events(self, station_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        if station_id is None:
+            return await self._rows("SELECT * FROM security_events ORDER BY rowid DESC LIMIT ?", (limit,))
+        return await self._rows("SELECT * FROM security_events WHERE station_id=? ORDER BY rowid DESC LIMIT ?",
+                                (station_id, limit))
+
+    async def record_station_message(self, station_id: str, action: str, payload: dict[str, Any],
+                                     at: datetime) -> None:
+        await self._submit(lambda c: c.execute("INSERT INTO station_messages VALUES (?,?,?,?)",
+                                               (station_id, action, _json(payload), _iso(at))))
+
+    async def list_station_messages(self, station_id: str, action: str | None = None,
+                                    limit: int = 1000) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM station_messages WHERE station_id=?", [station_id]
+        if action is not None:
+            sql += " AND action=?"; args.append(action)
+        rows = await self._rows(sql + " ORDER BY rowid DESC LIMIT ?", (*args, limit))
+        for r in rows:
+            r["payload"] = orjson.loads(r["payload"])
+        return rows
+
+    async def record_command(self, station_id: str, action: str, request: dict[str, Any], outcome: str,
+                             response: dict[str, Any] | None, sent_at: datetime, finished_at: datetime) -> None:
+        args = (station_id, action, _json(request), outcome, None if response is None else _json(response),
+                _iso(sent_at), _iso(finished_at))
+        await self._submit(lambda c: c.execute("INSERT INTO commands VALUES (?,?,?,?,?,?,?)", args))
+
+    async def list_commands(self, station_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        if station_id is None:
+            rows = await self._rows("SELECT * FROM commands ORDER BY rowid DESC LIMIT ?", (limit,))
+        else:
+            rows = await self._rows("SELECT * FROM commands WHERE station_id=? ORDER BY rowid DESC LIMIT ?",
+                                    (station_id, limit))
+        for r in rows:
+            r["request"] = orjson.loads(r["request"])
+            r["response"] = orjson.loads(r["response"]) if r["response"] else None
+        return rows
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for fut, result, exc in outcomes:
+        if fut.cancelled():
+            continue
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+
+def _record_tx_event(c: sqlite3.Connection, station_id: str, p: dict[str, Any], received_at: str | None) -> bool:
+    info = p.get("transactionInfo", {})
+    tx_id = info.get("transactionId")
+    event_type, ts, seq = p.get("eventType"), p.get("timestamp"), p.get("seqNo")
+    cur = c.execute("INSERT OR IGNORE INTO transaction_events VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (station_id, tx_id, seq, event_type, ts, p.get("triggerReason"), info.get("chargingState"),
+                     int(bool(p.get("offline"))), _json(p), received_at))
+    if cur.rowcount == 0:
+        return False  # retransmission of an event already stored
+    evse = p.get("evse") or {}
+    id_token = (p.get("idToken") or {}).get("idToken")
+    samples = flatten(p.get("meterValue", []), evse.get("id"), tx_id)
+    energy = [s for s in samples if s.measurand == "Energy.Active.Import.Register" and s.phase is None]
+    energy_wh = max(energy, key=lambda s: s.timestamp).value if energy else None
+    row = c.execute("SELECT last_seq_no, started_at, energy_wh FROM transactions WHERE station_id=? AND"
+                    " transaction_id=?", (station_id, tx_id)).fetchone()
+    ended = event_type == "Ended"
+    if row is None:
+        c.execute("INSERT INTO transactions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                  (station_id, tx_id, evse.get("id"), evse.get("connectorId"), id_token, ts,
+                   ts if ended else None, int(not ended), info.get("chargingState"), info.get("stoppedReason"),
+                   seq, energy_wh, event_type))
+    else:
+        last_seq, started_at, old_energy = row
+        newer = seq >= (last_seq if last_seq is not None else -1)
+        c.execute(
+            "UPDATE transactions SET evse_id=COALESCE(evse_id, ?), connector_id=COALESCE(connector_id, ?),"
+            " id_token=COALESCE(?, id_token), started_at=?, last_seq_no=?,"
+            " charging_state=CASE WHEN ? AND ? IS NOT NULL THEN ? ELSE charging_state END,"
+            " energy_wh=CASE WHEN ? AND ? IS NOT NULL THEN ? ELSE energy_wh END,"
+            " ended_at=CASE WHEN ? THEN ? ELSE ended_at END, active=CASE WHEN ? THEN 0 ELSE active END,"
+            " stopped_reason=COALESCE(?, stopped_reason) WHERE station_id=? AND transaction_id=?",
+            (evse.get("id"), evse.get("connectorId"), id_token, min(started_at or ts, ts), max(seq, last_seq or 0),
+             int(newer), info.get("chargingState"), info.get("chargingState"),
+             int(newer), energy_wh, energy_wh, int(ended), ts, int(ended), info.get("stoppedReason"),
+             station_id, tx_id))
+    if samples:
+        c.executemany("INSERT INTO meter_samples VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                      [(station_id, s.evse_id, s.transaction_id, s.timestamp, s.measurand, s.phase, s.value,
+                        s.unit, s.context, s.location, received_at) for s in samples])
+    return True
