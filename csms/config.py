@@ -184,7 +184,7 @@ def parse_config(data: Any, file: str = "<config>") -> Config:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name != module_name:
+            if not exc.name or not module_name.startswith(exc.name):
                 raise
             continue  # that part of the daemon is not installed in this build
         issues.extend(getattr(module, func)(getattr(cfg, section), file))
