@@ -60,7 +60,9 @@ def validator(schema_dir: str, action: str, direction: Direction) -> Callable[[A
     with open(schema_path(schema_dir, action, direction), encoding="utf-8-sig") as f:
         schema = json.load(f)
     schema.pop("$id", None)
-    return fastjsonschema.compile(schema)
+    # use_default=False: validation must not add schema defaults (e.g. "tbc": false) to the payload,
+    # so what we store is what the station sent, and a caller's request dict is never mutated.
+    return fastjsonschema.compile(schema, use_default=False)
 
 
 def validate(schema_dir: str, action: str, direction: Direction, payload: Any) -> None:
@@ -69,13 +71,28 @@ def validate(schema_dir: str, action: str, direction: Direction, payload: Any) -
     try:
         check(payload)
     except fastjsonschema.JsonSchemaValueException as exc:
-        field = (exc.name or "data").removeprefix("data").lstrip(".") or "<payload>"
+        field = _offending_field(exc)
         message = (exc.message or "").replace("data.", "", 1).replace("data ", "payload ", 1)
         raise OcppError(
             _RULE_TO_CODE.get(exc.rule or "", "FormatViolation"),
             f"{action}{direction}: {message}",
             {"field": field, "rule": exc.rule},
         ) from None
+
+
+def _offending_field(exc: fastjsonschema.JsonSchemaValueException) -> str:
+    """The dotted path of the field at fault: for a missing or an unexpected property that is the
+    property itself, not the object holding it (fastjsonschema names the object)."""
+    where = (exc.name or "data").removeprefix("data").lstrip(".")
+    culprits: list[str] = []
+    if exc.rule == "required" and isinstance(exc.value, dict):
+        culprits = [k for k in exc.rule_definition or () if k not in exc.value]
+    elif exc.rule == "additionalProperties" and isinstance(exc.value, dict):
+        known = (exc.definition or {}).get("properties", {})
+        culprits = sorted(k for k in exc.value if k not in known)
+    if culprits:
+        return f"{where}.{culprits[0]}" if where else culprits[0]
+    return where or "<payload>"
 
 
 def schema_document(schema_dir: str, action: str, direction: Direction) -> dict[str, Any]:
