@@ -14,7 +14,7 @@ from csms.handlers.common import now
 if TYPE_CHECKING:
     from csms.connection import StationConnection
 
-_NO_CA = {"reasonCode": "NoCertificateAuthority",
+_NO_CA = {"reasonCode": "NoCertAuthority",  # reasonCode: at most 20 characters
           "additionalInfo": "this central system has no certificate authority configured"}
 
 
