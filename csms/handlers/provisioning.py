@@ -18,7 +18,8 @@ log = logging.getLogger("csms.registration")
 async def boot_notification(conn: StationConnection, payload: dict[str, Any]) -> dict[str, Any]:
     cfg = conn.daemon.config.registration
     record = await conn.daemon.store.get_station(conn.station_id)
-    if record is not None and record.registration == "Blocked":
+    blocked = record is not None and record.registration == "Blocked"
+    if blocked:
         status, why = "Rejected", "station is blocked by the operator"
     elif cfg.policy == "allow_unknown" or (record is not None and record.registered):
         status, why = "Accepted", "registered" if record is not None and record.registered else "policy allows unknown stations"
@@ -27,7 +28,7 @@ async def boot_notification(conn: StationConnection, payload: dict[str, Any]) ->
     else:
         status, why = "Rejected", "unknown station and policy is registered_only"
     # The record keeps "Blocked" (an operator decision) rather than the answer we gave.
-    stored = "Blocked" if record is not None and record.registration == "Blocked" else status
+    stored = "Blocked" if blocked else status
     await conn.daemon.store.record_boot(conn.station_id, payload, stored, now())
     conn.accepted = status == "Accepted"
     cs = payload["chargingStation"]
@@ -38,7 +39,9 @@ async def boot_notification(conn: StationConnection, payload: dict[str, Any]) ->
     interval = cfg.heartbeat_interval_s if status == "Accepted" else cfg.pending_retry_interval_s
     response: dict[str, Any] = {"currentTime": ocpp_time(), "interval": interval, "status": status}
     if status != "Accepted":
-        response["statusInfo"] = {"reasonCode": "Unregistered" if record is None else "Blocked",
+        # A known but not (yet) registered station is as unregistered as a new one; only an
+        # operator's block is "Blocked".
+        response["statusInfo"] = {"reasonCode": "Blocked" if blocked else "Unregistered",
                                   "additionalInfo": why[:512]}
     return response
 
