@@ -1,0 +1,89 @@
+"""Which capacity group each EVSE sits behind, on which phases, and how the groups nest.
+
+Assignment is decided once per (station, EVSE) and cached: the most specific rule wins (exact
+station id before a pattern, a named EVSE before "all EVSEs"), ties go to the first rule in config
+order. That makes the answer independent of which transformer happens to be listed first when a
+pattern is broad.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from csms.grid.config import PHASES, GridConfig, MemberRule
+
+
+@dataclass(frozen=True)
+class Assignment:
+    transformer_id: str
+    rule: MemberRule
+
+
+def _specificity(rule: MemberRule) -> tuple[int, int]:
+    return (0 if rule.is_pattern else 1, 1 if rule.evse is not None else 0)
+
+
+class Topology:
+    def __init__(self, grid: GridConfig) -> None:
+        self._groups = grid.transformers
+        self._rules: list[tuple[tuple[int, int], int, str, MemberRule]] = []
+        order = 0
+        for tid, group in grid.transformers.items():
+            for rule in group.members:
+                self._rules.append((_specificity(rule), order, tid, rule))
+                order += 1
+        # Most specific first, then config order.
+        self._rules.sort(key=lambda r: (-r[0][0], -r[0][1], r[1]))
+        self._cache: dict[tuple[str, int], Assignment | None] = {}
+
+    def assignment(self, station_id: str, evse_id: int) -> Assignment | None:
+        key = (station_id, evse_id)
+        if key not in self._cache:
+            if len(self._cache) > 100_000:  # bounded: station ids come from the outside world
+                self._cache.clear()
+            self._cache[key] = next((Assignment(tid, rule) for _, _, tid, rule in self._rules
+                                     if rule.matches(station_id, evse_id)), None)
+        return self._cache[key]
+
+    def transformer_of(self, station_id: str, evse_id: int) -> str | None:
+        """The innermost group the EVSE is assigned to, or None when no rule matches."""
+        found = self.assignment(station_id, evse_id)
+        return found.transformer_id if found else None
+
+    def wiring(self, station_id: str, evse_id: int) -> tuple[str, ...]:
+        """Transformer phases the EVSE's L1, L2, L3 land on (all three when not configured)."""
+        found = self.assignment(station_id, evse_id)
+        return found.rule.phases if found else PHASES
+
+    def chain(self, transformer_id: str) -> list[str]:
+        """The group itself followed by its ancestors, innermost first ([] for an unknown id)."""
+        out: list[str] = []
+        node: str | None = transformer_id
+        while node is not None and node in self._groups and node not in out:
+            out.append(node)
+            node = self._groups[node].parent
+        return out
+
+    def members(self, transformer_id: str) -> list[MemberRule]:
+        """The member rules configured directly on this group."""
+        group = self._groups.get(transformer_id)
+        return list(group.members) if group else []
+
+    def children(self, transformer_id: str) -> list[str]:
+        return [tid for tid, g in self._groups.items() if g.parent == transformer_id]
+
+    def descendants(self, transformer_id: str) -> list[str]:
+        """All groups nested below this one (depth first, config order)."""
+        out: list[str] = []
+        for child in self.children(transformer_id):
+            out.append(child)
+            out.extend(self.descendants(child))
+        return out
+
+    def is_under(self, station_id: str, evse_id: int, transformer_id: str) -> bool:
+        """Whether the EVSE's load counts against this group (directly or through a nested group)."""
+        leaf = self.transformer_of(station_id, evse_id)
+        return leaf is not None and transformer_id in self.chain(leaf)
+
+    def roots(self) -> list[str]:
+        return [tid for tid, g in self._groups.items() if g.parent is None]
