@@ -1,0 +1,629 @@
+"""Redis store: the same records as the SQLite store, shared by several daemon nodes.
+
+Every write is one atomic server-side step (a single command or a Lua script), sent in a
+non-transactional pipeline that may end with ``WAIT`` on the same connection, so a caller returns
+only after Redis (and, with ``wait_replicas``, its replicas) acknowledged the write. The
+TransactionEvent script checks and stores (station, transactionId, seqNo) in one step: two nodes
+receiving the same retransmission can never both store it.
+
+Durability is the Redis server's: run it with ``appendonly yes`` (see docs/storage.md). Every hash
+field holds a JSON value so types survive the round trip. Ids inside key names are escaped
+(``%`` and ``:``) so no station id can reach into another station's keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from csms.meter import flatten
+from csms.store.base import IdTokenRecord, StationRecord, Store, TransactionRecord
+
+log = logging.getLogger(__name__)
+
+PAGE = 500  # members read per round trip when a filtered list query walks a sorted set
+ENERGY = "Energy.Active.Import.Register"
+
+
+class ReplicationError(RedisError):
+    """Fewer replicas than ``wait_replicas`` acknowledged a write in time: do not acknowledge it."""
+
+
+# Lua ------------------------------------------------------------------------------------------
+# Samples get a member "<16 hex digits of a global counter><json>": unique even for identical
+# samples, and equal timestamps keep their arrival order (sorted-set ties sort by member).
+_ADD_SAMPLES = """
+local function add_samples(counter, zkeys, first)
+  local n = (#ARGV - first + 1) / 2
+  if n < 1 then return end
+  local id = redis.call('INCRBY', counter, n) - n
+  for i = first, #ARGV, 2 do
+    id = id + 1
+    local member = string.format('%016x', id) .. ARGV[i + 1]
+    for _, key in ipairs(zkeys) do redis.call('ZADD', key, ARGV[i], member) end
+  end
+end
+"""
+
+# KEYS: events, tx hash, all-tx zset, station-tx zset, active set, station samples, tx samples, counter
+# ARGV: seq, event member, eventType, timestamp, start score, then JSON values ('' = absent):
+#       evse_id, connector_id, id_token, charging_state, stopped_reason, energy_wh, station_id,
+#       transaction_id, timestamp; then ARGV[15] all-tx member; ARGV[16..] sample score/json pairs.
+_TX_EVENT = _ADD_SAMPLES + """
+local seq = tonumber(ARGV[1])
+if redis.call('ZCOUNT', KEYS[1], seq, seq) > 0 then return 0 end
+redis.call('ZADD', KEYS[1], seq, ARGV[2])
+local tx = KEYS[2]
+local ended = ARGV[3] == 'Ended'
+local function set_if(field, value) if value ~= '' then redis.call('HSET', tx, field, value) end end
+if redis.call('EXISTS', tx) == 0 then
+  redis.call('HSET', tx, 'station_id', ARGV[12], 'transaction_id', ARGV[13], 'started_at', ARGV[14],
+             'started_score', ARGV[5], 'last_seq_no', ARGV[1], 'first_seen_as', cjson.encode(ARGV[3]),
+             'active', ended and 'false' or 'true')
+  set_if('evse_id', ARGV[6]); set_if('connector_id', ARGV[7]); set_if('id_token', ARGV[8])
+  set_if('charging_state', ARGV[9]); set_if('stopped_reason', ARGV[10]); set_if('energy_wh', ARGV[11])
+  if ended then
+    redis.call('HSET', tx, 'ended_at', ARGV[14])
+  else
+    redis.call('SADD', KEYS[5], ARGV[15])
+  end
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[15])
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[13])
+else
+  local cur = redis.call('HMGET', tx, 'last_seq_no', 'started_score')
+  local last = tonumber(cur[1]) or -1
+  if redis.call('HEXISTS', tx, 'evse_id') == 0 then set_if('evse_id', ARGV[6]) end
+  if redis.call('HEXISTS', tx, 'connector_id') == 0 then set_if('connector_id', ARGV[7]) end
+  set_if('id_token', ARGV[8])
+  if tonumber(ARGV[5]) < (tonumber(cur[2]) or math.huge) then
+    redis.call('HSET', tx, 'started_at', ARGV[14], 'started_score', ARGV[5])
+    redis.call('ZADD', KEYS[3], ARGV[5], ARGV[15])
+    redis.call('ZADD', KEYS[4], ARGV[5], ARGV[13])
+  end
+  if seq > last then redis.call('HSET', tx, 'last_seq_no', ARGV[1]) end
+  if seq >= last then set_if('charging_state', ARGV[9]); set_if('energy_wh', ARGV[11]) end
+  if ended then
+    redis.call('HSET', tx, 'ended_at', ARGV[14], 'active', 'false')
+    redis.call('SREM', KEYS[5], ARGV[15])
+  end
+  set_if('stopped_reason', ARGV[10])
+end
+local zkeys = {KEYS[6]}
+if #ARGV >= 16 then table.insert(zkeys, KEYS[7]) end
+add_samples(KEYS[8], zkeys, 16)
+return 1
+"""
+
+# KEYS: counter, station samples.  ARGV: sample score/json pairs.
+_METER_VALUES = _ADD_SAMPLES + """
+add_samples(KEYS[1], {KEYS[2]}, 1)
+return 1
+"""
+
+# KEYS: hash, index set.  ARGV: index member, replace ('1' deletes the old hash first),
+# JSON {field: json value | null (delete)}, JSON {field: json value set only if absent}.
+_UPSERT = """
+if ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
+for field, value in pairs(cjson.decode(ARGV[3])) do
+  if value == cjson.null then redis.call('HDEL', KEYS[1], field) else redis.call('HSET', KEYS[1], field, value) end
+end
+for field, value in pairs(cjson.decode(ARGV[4])) do redis.call('HSETNX', KEYS[1], field, value) end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+# KEYS: hash, index set, further keys deleted with it.  ARGV: index member.  Returns 1 if the hash existed.
+_DELETE = """
+local existed = redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+return existed
+"""
+
+# KEYS: hash.  ARGV: field/value pairs, written only if the hash exists (an UPDATE, never an insert).
+_UPDATE_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+# KEYS: lists.  ARGV[1]: the value pushed (newest first) onto every one of them.
+_PUSH_ALL = """
+for _, key in ipairs(KEYS) do redis.call('LPUSH', key, ARGV[1]) end
+return 1
+"""
+
+
+# Values -----------------------------------------------------------------------------------------
+def _iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(timezone.utc).isoformat()
+
+
+def _dt(s: str | None) -> datetime | None:
+    return None if s is None else datetime.fromisoformat(s)
+
+
+def _json(v: Any) -> str:
+    return orjson.dumps(v).decode()
+
+
+def _opt(v: Any) -> str:
+    """A JSON value for the Lua scripts; '' means absent (JSON never encodes to '')."""
+    return "" if v is None else _json(v)
+
+
+def _epoch(ts: Any, what: str) -> float:
+    """Seconds since the epoch of an OCPP date-time (no offset = UTC); ValueError names ``what``."""
+    if not isinstance(ts, str):
+        raise ValueError(f"{what}: expected an ISO 8601 date-time string, got {ts!r}")
+    for text in (ts, ts.upper()):
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            continue
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.timestamp()
+    raise ValueError(f"{what}: {ts!r} is not an ISO 8601 date-time")
+
+
+def _check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be an integer >= 0, got {limit!r}")
+    return limit
+
+
+def _decode(h: dict[str, str]) -> dict[str, Any]:
+    return {k: orjson.loads(v) for k, v in h.items()}
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for error messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparsable url>"
+
+
+def _part(s: str) -> str:
+    """An id made safe for a key segment: no ':' (segment separator), '%' escaped to stay reversible."""
+    return s.replace("%", "%25").replace(":", "%3A")
+
+
+class _Keys:
+    """The key layout (documented in docs/storage.md); every key starts with the prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.p = prefix
+        self.stations = f"{prefix}stations"
+        self.tokens = f"{prefix}tokens"
+        self.txs = f"{prefix}txs"
+        self.active = f"{prefix}txs:active"
+        self.security_events = f"{prefix}security_events"
+        self.commands = f"{prefix}commands"
+        self.sample_counter = f"{prefix}counter:samples"
+
+    def station(self, sid: str, *rest: str) -> str:
+        return ":".join((f"{self.p}station", _part(sid), *map(_part, rest)))
+
+    def token(self, id_token: str) -> str:
+        return f"{self.p}token:{_part(id_token)}"
+
+    def tx(self, sid: str, tx_id: str, *rest: str) -> str:
+        return ":".join((f"{self.p}tx", _part(sid), _part(tx_id), *rest))
+
+
+def _tx_member(sid: str, tx_id: str) -> str:
+    return _json([sid, tx_id])
+
+
+# The store --------------------------------------------------------------------------------------
+class RedisStore(Store):
+    def __init__(self, url: str, prefix: str = "netbewust:", *, wait_replicas: int = 0,
+                 wait_timeout_ms: int = 1000) -> None:
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, got {_redact(str(url))!r}")
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError("redis_prefix must be a non-empty string (it separates this system's keys)")
+        if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int) or wait_replicas < 0:
+            raise ValueError(f"wait_replicas must be an integer >= 0, got {wait_replicas!r}")
+        if isinstance(wait_timeout_ms, bool) or not isinstance(wait_timeout_ms, int) or wait_timeout_ms <= 0:
+            raise ValueError(f"wait_timeout_ms must be an integer > 0, got {wait_timeout_ms!r}")
+        self.url = url
+        self.prefix = prefix
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self.keys = _Keys(prefix)
+        self._redis: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+
+    # Machinery --------------------------------------------------------------------------------
+    async def open(self) -> None:
+        client = aioredis.from_url(self.url, decode_responses=True)
+        try:
+            await client.ping()
+        except (RedisError, OSError) as exc:
+            await client.aclose()
+            raise ConnectionError(f"cannot reach Redis at {_redact(self.url)}: {exc}") from exc
+        self._redis = client
+        for name, source in (("tx_event", _TX_EVENT), ("meter_values", _METER_VALUES), ("upsert", _UPSERT),
+                             ("delete", _DELETE), ("update_if_exists", _UPDATE_IF_EXISTS),
+                             ("push_all", _PUSH_ALL)):
+            self._scripts[name] = client.register_script(source)
+        await self._warn_without_persistence(client)
+
+    async def _warn_without_persistence(self, client: aioredis.Redis) -> None:
+        try:
+            aof = (await client.config_get("appendonly")).get("appendonly")
+        except RedisError:  # CONFIG may be disabled on managed Redis: nothing to check then
+            return
+        if aof != "yes":
+            log.warning("Redis at %s runs without appendonly: acknowledged writes are lost when it restarts"
+                        " (see docs/storage.md)", _redact(self.url))
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    @property
+    def _r(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise RuntimeError("store is not open")
+        return self._redis
+
+    async def _write(self, queue: Callable[[Pipeline], Awaitable[None]]) -> list[Any]:
+        """Send the queued writes in one round trip; return after Redis (and replicas) acknowledged."""
+        pipe = self._r.pipeline(transaction=False)
+        await queue(pipe)
+        if self.wait_replicas:
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        results = await pipe.execute()
+        if self.wait_replicas:
+            acked = results.pop()
+            if acked < self.wait_replicas:
+                raise ReplicationError(f"only {acked} of {self.wait_replicas} Redis replicas acknowledged"
+                                       f" within {self.wait_timeout_ms} ms")
+        return results
+
+    async def _call(self, name: str, keys: list[str], args: Iterable[Any]) -> Any:
+        async def queue(pipe: Pipeline) -> None:
+            await self._scripts[name](keys=keys, args=list(args), client=pipe)
+        return (await self._write(queue))[0]
+
+    async def _hashes(self, keys: list[str]) -> list[dict[str, Any] | None]:
+        if not keys:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        for k in keys:
+            pipe.hgetall(k)
+        return [_decode(h) if h else None for h in await pipe.execute()]
+
+    # Stations ---------------------------------------------------------------------------------
+    @staticmethod
+    def _station(h: dict[str, Any]) -> StationRecord:
+        return StationRecord(
+            station_id=h["station_id"], registration=h.get("registration", "Unknown"),
+            registered=bool(h.get("registered", False)), vendor=h.get("vendor"), model=h.get("model"),
+            serial_number=h.get("serial_number"), firmware_version=h.get("firmware_version"),
+            boot_reason=h.get("boot_reason"), last_boot=_dt(h.get("last_boot")), last_seen=_dt(h.get("last_seen")),
+            connected=bool(h.get("connected", False)), security_profile=h.get("security_profile", 0),
+            password_hash=h.get("password_hash"), extra=h.get("extra", {}))
+
+    async def get_station(self, station_id: str) -> StationRecord | None:
+        h = (await self._hashes([self.keys.station(station_id)]))[0]
+        return self._station(h) if h else None
+
+    async def list_stations(self) -> list[StationRecord]:
+        ids = sorted(await self._r.smembers(self.keys.stations))
+        hashes = await self._hashes([self.keys.station(s) for s in ids])
+        return [self._station(h) for h in hashes if h]
+
+    async def put_station(self, s: StationRecord) -> None:
+        fields = {"station_id": s.station_id, "registration": s.registration, "registered": s.registered,
+                  "vendor": s.vendor, "model": s.model, "serial_number": s.serial_number,
+                  "firmware_version": s.firmware_version, "boot_reason": s.boot_reason,
+                  "last_boot": _iso(s.last_boot), "last_seen": _iso(s.last_seen), "connected": s.connected,
+                  "security_profile": s.security_profile, "password_hash": s.password_hash, "extra": s.extra}
+        await self._call("upsert", [self.keys.station(s.station_id), self.keys.stations],
+                         [s.station_id, "1", _json({k: _opt(v) or None for k, v in fields.items()}), "{}"])
+
+    async def delete_station(self, station_id: str) -> bool:
+        # Like the SQLite store: the station and its connectors go, its history (transactions,
+        # meter samples, messages, commands) stays.
+        existed = await self._call("delete", [self.keys.station(station_id), self.keys.stations,
+                                              self.keys.station(station_id, "connectors")], [station_id])
+        return bool(existed)
+
+    async def record_boot(self, station_id: str, payload: dict[str, Any], registration: str, at: datetime) -> None:
+        cs = payload.get("chargingStation", {})
+        fields = {"station_id": station_id, "registration": registration, "vendor": cs.get("vendorName"),
+                  "model": cs.get("model"), "serial_number": cs.get("serialNumber"),
+                  "firmware_version": cs.get("firmwareVersion"), "boot_reason": payload.get("reason"),
+                  "last_boot": _iso(at), "last_seen": _iso(at), "connected": True}
+        defaults = {"registered": False, "security_profile": 0, "extra": {}}
+        await self._call("upsert", [self.keys.station(station_id), self.keys.stations],
+                         [station_id, "0", _json({k: _opt(v) or None for k, v in fields.items()}),
+                          _json({k: _json(v) for k, v in defaults.items()})])
+
+    async def set_connection_state(self, station_id: str, connected: bool, at: datetime) -> None:
+        await self._call("update_if_exists", [self.keys.station(station_id)],
+                         ["connected", _json(bool(connected)), "last_seen", _json(_iso(at))])
+
+    async def touch_stations(self, last_seen: dict[str, datetime]) -> None:
+        if not last_seen:
+            return
+        script = self._scripts["update_if_exists"]
+
+        async def queue(pipe: Pipeline) -> None:
+            for sid, t in last_seen.items():
+                await script(keys=[self.keys.station(sid)], args=["last_seen", _json(_iso(t))], client=pipe)
+        await self._write(queue)
+
+    # Connectors -------------------------------------------------------------------------------
+    async def set_connector_status(self, station_id: str, evse_id: int, connector_id: int, status: str,
+                                   at: datetime) -> None:
+        row = {"evse_id": evse_id, "connector_id": connector_id, "status": status, "updated_at": _iso(at)}
+        key = self.keys.station(station_id, "connectors")
+
+        async def queue(pipe: Pipeline) -> None:
+            pipe.hset(key, _json([evse_id, connector_id]), _json(row))
+        await self._write(queue)
+
+    async def list_connectors(self, station_id: str) -> list[dict[str, Any]]:
+        rows = [orjson.loads(v) for v in (await self._r.hgetall(self.keys.station(station_id, "connectors"))).values()]
+        return sorted(rows, key=lambda r: (r["evse_id"], r["connector_id"]))
+
+    # Id tokens --------------------------------------------------------------------------------
+    @staticmethod
+    def _token(h: dict[str, Any]) -> IdTokenRecord:
+        return IdTokenRecord(h["id_token"], h.get("type"), h.get("status"), _dt(h.get("expiry")), h.get("group_id"))
+
+    async def get_id_token(self, id_token: str) -> IdTokenRecord | None:
+        h = (await self._hashes([self.keys.token(id_token)]))[0]
+        return self._token(h) if h else None
+
+    async def put_id_token(self, t: IdTokenRecord) -> None:
+        fields = {"id_token": t.id_token, "type": t.type, "status": t.status, "expiry": _iso(t.expiry),
+                  "group_id": t.group_id}
+        await self._call("upsert", [self.keys.token(t.id_token), self.keys.tokens],
+                         [t.id_token, "1", _json({k: _opt(v) or None for k, v in fields.items()}), "{}"])
+
+    async def list_id_tokens(self) -> list[IdTokenRecord]:
+        ids = sorted(await self._r.smembers(self.keys.tokens))
+        return [self._token(h) for h in await self._hashes([self.keys.token(i) for i in ids]) if h]
+
+    async def delete_id_token(self, id_token: str) -> bool:
+        return bool(await self._call("delete", [self.keys.token(id_token), self.keys.tokens], [id_token]))
+
+    # Transactions -----------------------------------------------------------------------------
+    @staticmethod
+    def _sample_args(samples: Iterable[Any], received_at: str | None) -> list[str]:
+        args: list[str] = []
+        for s in samples:
+            args += [repr(_epoch(s.timestamp, "meter value timestamp")), _json({
+                "timestamp": s.timestamp, "evse_id": s.evse_id, "transaction_id": s.transaction_id,
+                "measurand": s.measurand, "phase": s.phase, "value": s.value, "unit": s.unit,
+                "context": s.context, "location": s.location, "received_at": received_at})]
+        return args
+
+    async def record_transaction_event(self, station_id: str, payload: dict[str, Any],
+                                       received_at: datetime) -> bool:
+        info = payload.get("transactionInfo") or {}
+        tx_id, seq, ts = info.get("transactionId"), payload.get("seqNo"), payload.get("timestamp")
+        if not isinstance(tx_id, str) or not tx_id:
+            raise ValueError(f"TransactionEvent without transactionInfo.transactionId: {tx_id!r}")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise ValueError(f"TransactionEvent seqNo must be an integer >= 0, got {seq!r}")
+        start_score = _epoch(ts, "TransactionEvent timestamp")
+        evse = payload.get("evse") or {}
+        samples = flatten(payload.get("meterValue", []), evse.get("id"), tx_id)
+        energy = [s for s in samples if s.measurand == ENERGY and s.phase is None]
+        energy_wh = max(energy, key=lambda s: s.timestamp).value if energy else None
+        received = _iso(received_at)
+        k = self.keys
+        keys = [k.tx(station_id, tx_id, "events"), k.tx(station_id, tx_id), k.txs, k.station(station_id, "txs"),
+                k.active, k.station(station_id, "samples"), k.tx(station_id, tx_id, "samples"), k.sample_counter]
+        args = [str(seq), _json({**payload, "receivedAt": received}), str(payload.get("eventType")),
+                _json(ts), repr(start_score), _opt(evse.get("id")), _opt(evse.get("connectorId")),
+                _opt((payload.get("idToken") or {}).get("idToken")), _opt(info.get("chargingState")),
+                _opt(info.get("stoppedReason")), _opt(energy_wh), _json(station_id), _json(tx_id), _json(ts),
+                _tx_member(station_id, tx_id), *self._sample_args(samples, received)]
+        return bool(await self._call("tx_event", keys, args))
+
+    async def record_meter_values(self, station_id: str, evse_id: int, meter_values: list[dict[str, Any]],
+                                  received_at: datetime) -> None:
+        args = self._sample_args(flatten(meter_values, evse_id, None), _iso(received_at))
+        if args:
+            await self._call("meter_values", [self.keys.sample_counter, self.keys.station(station_id, "samples")],
+                             args)
+
+    @staticmethod
+    def _tx(h: dict[str, Any]) -> TransactionRecord:
+        return TransactionRecord(
+            station_id=h["station_id"], transaction_id=h["transaction_id"], evse_id=h.get("evse_id"),
+            connector_id=h.get("connector_id"), id_token=h.get("id_token"), started_at=_dt(h.get("started_at")),
+            ended_at=_dt(h.get("ended_at")), active=bool(h.get("active")), charging_state=h.get("charging_state"),
+            stopped_reason=h.get("stopped_reason"), last_seq_no=h["last_seq_no"], energy_wh=h.get("energy_wh"),
+            first_seen_as=h["first_seen_as"])
+
+    async def get_transaction(self, station_id: str, transaction_id: str) -> TransactionRecord | None:
+        h = (await self._hashes([self.keys.tx(station_id, transaction_id)]))[0]
+        return self._tx(h) if h else None
+
+    async def list_transactions(self, *, station_id: str | None = None, active: bool | None = None,
+                                since: datetime | None = None, until: datetime | None = None,
+                                limit: int = 1000) -> list[TransactionRecord]:
+        _check_limit(limit)
+        since_s = None if since is None else since.timestamp()
+        until_s = None if until is None else until.timestamp()
+
+        def wanted(h: dict[str, Any]) -> bool:
+            if station_id is not None and h["station_id"] != station_id:
+                return False
+            if active is not None and bool(h.get("active")) != active:
+                return False
+            if since_s is not None and h.get("ended_at") is not None and _epoch(h["ended_at"], "ended_at") < since_s:
+                return False
+            return until_s is None or h["started_score"] <= until_s
+
+        if limit == 0:
+            return []
+        if active:  # the active set is small (one entry per busy EVSE): read it whole
+            pairs = [orjson.loads(m) for m in await self._r.smembers(self.keys.active)]
+            hashes = await self._hashes([self.keys.tx(s, t) for s, t in pairs if station_id in (None, s)])
+            found = sorted((h for h in hashes if h and wanted(h)), key=lambda h: h["started_score"], reverse=True)
+            return [self._tx(h) for h in found[:limit]]
+        # Newest start first, walking the sorted set in pages until ``limit`` records passed the filters.
+        zkey = self.keys.txs if station_id is None else self.keys.station(station_id, "txs")
+        out: list[TransactionRecord] = []
+        offset, page = 0, max(min(limit, PAGE), 1)
+        while len(out) < limit:
+            members = await self._r.zrange(zkey, "+inf" if until_s is None else until_s, "-inf", desc=True,
+                                           byscore=True, offset=offset, num=page)
+            if not members:
+                break
+            offset += len(members)
+            if station_id is None:
+                keys = [self.keys.tx(*orjson.loads(m)) for m in members]
+            else:
+                keys = [self.keys.tx(station_id, m) for m in members]
+            out += [self._tx(h) for h in await self._hashes(keys) if h and wanted(h)]
+        return out[:limit]
+
+    async def transaction_events(self, station_id: str, transaction_id: str) -> list[dict[str, Any]]:
+        return [orjson.loads(m) for m in await self._r.zrange(self.keys.tx(station_id, transaction_id, "events"), 0, -1)]
+
+    async def meter_samples(self, station_id: str, *, transaction_id: str | None = None,
+                            evse_id: int | None = None, since: datetime | None = None,
+                            limit: int = 100000) -> list[dict[str, Any]]:
+        _check_limit(limit)
+        if transaction_id is not None:
+            zkey = self.keys.tx(station_id, transaction_id, "samples")
+        else:
+            zkey = self.keys.station(station_id, "samples")
+        low = "-inf" if since is None else since.timestamp()
+        out: list[dict[str, Any]] = []
+        offset, page = 0, max(min(limit, PAGE * 10), 1)
+        while len(out) < limit:
+            members = await self._r.zrange(zkey, low, "+inf", byscore=True, offset=offset, num=page)
+            if not members:
+                break
+            offset += len(members)
+            for m in members:
+                s = orjson.loads(m[16:])
+                if evse_id is None or s["evse_id"] == evse_id:
+                    out.append({k: s[k] for k in ("timestamp", "evse_id", "transaction_id", "measurand", "phase",
+                                                  "value", "unit", "context")})
+        return out[:limit]
+
+    # Smart charging ---------------------------------------------------------------------------
+    async def record_ev_charging_needs(self, station_id: str, evse_id: int, payload: dict[str, Any],
+                                       at: datetime) -> None:
+        key = self.keys.station(station_id, "ev_needs", str(evse_id))
+        value = _json({"payload": payload, "received_at": _iso(at)})
+
+        async def queue(pipe: Pipeline) -> None:
+            pipe.lpush(key, value)
+        await self._write(queue)
+
+    async def latest_ev_charging_needs(self, station_id: str, evse_id: int) -> dict[str, Any] | None:
+        newest = await self._r.lindex(self.keys.station(station_id, "ev_needs", str(evse_id)), 0)
+        return None if newest is None else orjson.loads(newest)["payload"]
+
+    async def record_charging_profile(self, station_id: str, evse_id: int, profile: dict[str, Any],
+                                      status: str, status_info: dict[str, Any] | None, at: datetime) -> None:
+        row = {"station_id": station_id, "evse_id": evse_id, "profile_id": profile.get("id"),
+               "purpose": profile.get("chargingProfilePurpose"), "stack_level": profile.get("stackLevel"),
+               "transaction_id": profile.get("transactionId"), "profile": profile, "status": status,
+               "status_info": status_info or None, "sent_at": _iso(at)}
+        key, value = self.keys.station(station_id, "charging_profiles"), _json(row)
+
+        async def queue(pipe: Pipeline) -> None:
+            pipe.rpush(key, value)
+        await self._write(queue)
+
+    async def list_charging_profiles(self, station_id: str) -> list[dict[str, Any]]:
+        return [orjson.loads(v) for v in await self._r.lrange(self.keys.station(station_id, "charging_profiles"), 0, -1)]
+
+    # Device model, events, commands -----------------------------------------------------------
+    async def record_variables(self, station_id: str, variables: list[dict[str, Any]], at: datetime) -> None:
+        mapping: dict[str, str] = {}
+        for v in variables:
+            comp, var = v.get("component", {}), v.get("variable", {})
+            evse = comp.get("evse") or {}
+            row = {"component": comp.get("name"), "component_instance": comp.get("instance", ""),
+                   "evse_id": evse.get("id", -1), "connector_id": evse.get("connectorId", -1),
+                   "variable": var.get("name"), "variable_instance": var.get("instance", ""),
+                   "attribute_type": v.get("attributeType", "Actual"),
+                   "value": None if v.get("value") is None else str(v["value"]), "updated_at": _iso(at)}
+            identity = [row[k] for k in ("component", "component_instance", "evse_id", "connector_id", "variable",
+                                         "variable_instance", "attribute_type")]
+            mapping[_json(identity)] = _json(row)
+        if not mapping:
+            return
+        key = self.keys.station(station_id, "variables")
+
+        async def queue(pipe: Pipeline) -> None:
+            pipe.hset(key, mapping=mapping)
+        await self._write(queue)
+
+    async def list_variables(self, station_id: str) -> list[dict[str, Any]]:
+        rows = [orjson.loads(v) for v in (await self._r.hgetall(self.keys.station(station_id, "variables"))).values()]
+
+        def order(r: dict[str, Any]) -> tuple[Any, ...]:
+            return tuple((r[k] is not None, r[k] if r[k] is not None else "")
+                         for k in ("component", "variable", "component_instance", "evse_id", "connector_id",
+                                   "variable_instance", "attribute_type"))
+        return sorted(rows, key=order)
+
+    async def record_security_event(self, station_id: str, type_: str, timestamp: str, tech_info: str | None,
+                                    at: datetime) -> None:
+        row = {"station_id": station_id, "type": type_, "timestamp": timestamp, "tech_info": tech_info,
+               "received_at": _iso(at)}
+        await self._call("push_all", [self.keys.security_events, self.keys.station(station_id, "security_events")],
+                         [_json(row)])
+
+    async def list_security_events(self, station_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        key = self.keys.security_events if station_id is None else self.keys.station(station_id, "security_events")
+        return await self._newest(key, limit)
+
+    async def _newest(self, key: str, limit: int) -> list[dict[str, Any]]:
+        if _check_limit(limit) == 0:
+            return []
+        return [orjson.loads(v) for v in await self._r.lrange(key, 0, limit - 1)]
+
+    async def record_station_message(self, station_id: str, action: str, payload: dict[str, Any],
+                                     at: datetime) -> None:
+        row = {"station_id": station_id, "action": action, "payload": payload, "received_at": _iso(at)}
+        await self._call("push_all", [self.keys.station(station_id, "messages"),
+                                      self.keys.station(station_id, "messages", action)], [_json(row)])
+
+    async def list_station_messages(self, station_id: str, action: str | None = None,
+                                    limit: int = 1000) -> list[dict[str, Any]]:
+        parts = ("messages",) if action is None else ("messages", action)
+        return await self._newest(self.keys.station(station_id, *parts), limit)
+
+    async def record_command(self, station_id: str, action: str, request: dict[str, Any], outcome: str,
+                             response: dict[str, Any] | None, sent_at: datetime, finished_at: datetime) -> None:
+        row = {"station_id": station_id, "action": action, "request": request, "outcome": outcome,
+               "response": response, "sent_at": _iso(sent_at), "finished_at": _iso(finished_at)}
+        await self._call("push_all", [self.keys.commands, self.keys.station(station_id, "commands")], [_json(row)])
+
+    async def list_commands(self, station_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        key = self.keys.commands if station_id is None else self.keys.station(station_id, "commands")
+        return await self._newest(key, limit)
