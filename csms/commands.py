@@ -10,8 +10,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from csms.protocol import schemas
 from csms.protocol.errors import StationOffline
-from csms.protocol.redaction import REDACTED, SECRET_VARIABLES
+from csms.protocol.redaction import REDACTED, SECRET_VARIABLES, redact_payload
+from csms.protocol.versions import OCPP201
+
+DEFAULT_VERSION = OCPP201  # what an offline station's request is checked against
 
 if TYPE_CHECKING:
     from csms.app import Daemon
@@ -26,6 +30,13 @@ class Commands:
         """Send any CSMS-initiated OCPP action by name (validated before it is sent)."""
         conn = self.daemon.connections.get(station_id)
         if conn is None:
+            # Check the request all the same (a caller's bug should not hide behind an offline
+            # station) and record the attempt, so the operator sees what could not be delivered.
+            schemas.check_outgoing(DEFAULT_VERSION, action, payload)
+            at = datetime.now(timezone.utc)
+            self.daemon.metrics.command(action, "offline", 0.0)
+            await self.daemon.store.record_command(station_id, action, redact_payload(action, payload), "offline",
+                                                   None, at, at)
             raise StationOffline(station_id)
         return await conn.call(action, payload, timeout)
 

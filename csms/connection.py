@@ -98,9 +98,11 @@ class StationConnection:
         sd = self.version.schema_dir
         handler = self.daemon.router.handler(call.action)
         if handler is None:
+            # OCPP-J 4.2.3: NotImplemented = "Requested Action is not known by receiver",
+            # NotSupported = "Requested Action is recognized but not supported by the receiver".
             if call.action in schemas.known_actions(sd):
-                raise OcppError("NotImplemented", f"{call.action} is not a message a charging station sends to the CSMS")
-            raise OcppError("NotSupported", f"unknown action {call.action!r}")
+                raise OcppError("NotSupported", f"{call.action} is not a message a charging station sends to the CSMS")
+            raise OcppError("NotImplemented", f"unknown action {call.action!r}")
         if not self.accepted and call.action != "BootNotification":
             raise OcppError("SecurityError", f"{call.action} refused: the station is not accepted "
                             "(send BootNotification and wait for Accepted)")
@@ -157,10 +159,11 @@ class StationConnection:
     async def call(self, action: str, payload: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Send a CSMS-initiated CALL and return the station's response payload.
 
-        Raises OcppError (invalid request, or the station's CALLERROR), CallTimeout or StationOffline.
-        Calls queue behind the one in flight; every outcome is recorded in the store.
+        Raises InvalidRequest (not sent), OcppError (the station's CALLERROR or an invalid answer),
+        CallTimeout or StationOffline. Calls queue behind the one in flight; every outcome of a
+        request that was valid is recorded in the store.
         """
-        schemas.validate(self.version.schema_dir, action, "Request", payload)
+        schemas.check_outgoing(self.version, action, payload)
         timeout = self.daemon.config.websocket.call_timeout_s if timeout is None else timeout
         sent_at = datetime.now(timezone.utc)
         started = time.perf_counter()
@@ -189,6 +192,9 @@ class StationConnection:
             raise
         except StationOffline:
             outcome = "offline"
+            raise
+        except asyncio.CancelledError:  # the caller gave up (its own timeout, shutdown)
+            outcome = "cancelled"
             raise
         finally:
             self.daemon.metrics.command(action, outcome, time.perf_counter() - started)

@@ -30,6 +30,15 @@ class OcppError(Exception):
         super().__init__(f"{code}: {description}")
 
 
+class InvalidRequest(OcppError):
+    """A CSMS-initiated request we refused to send: unknown action, or a payload that breaks its schema.
+
+    It is an :class:`OcppError` (same code, description and ``details["field"]``) so callers that
+    handle CALLERRORs handle it too; catch it first to tell "our request was wrong" from "the
+    station answered with a CALLERROR".
+    """
+
+
 class CallTimeout(Exception):
     """The station did not answer a CSMS-initiated call within the response timeout."""
 

@@ -16,7 +16,8 @@ from typing import Any, Literal
 import fastjsonschema
 import ocpp
 
-from csms.protocol.errors import OcppError
+from csms.protocol.errors import InvalidRequest, OcppError
+from csms.protocol.versions import ProtocolVersion
 
 Direction = Literal["Request", "Response"]
 
@@ -78,6 +79,21 @@ def validate(schema_dir: str, action: str, direction: Direction, payload: Any) -
             f"{action}{direction}: {message}",
             {"field": field, "rule": exc.rule},
         ) from None
+
+
+def check_outgoing(version: ProtocolVersion, action: str, payload: Any) -> None:
+    """Refuse a CSMS-initiated request before it is sent: raise :class:`InvalidRequest`."""
+    sd = version.schema_dir
+    if action not in known_actions(sd):
+        raise InvalidRequest("NotImplemented", f"{action}Request: unknown OCPP action {action!r}",
+                             {"field": "action", "rule": "knownAction"})
+    if action in version.station_only:
+        raise InvalidRequest("NotSupported", f"{action}Request: only a charging station sends {action}",
+                             {"field": "action", "rule": "csmsAction"})
+    try:
+        validate(sd, action, "Request", payload)
+    except OcppError as exc:
+        raise InvalidRequest(exc.code, exc.description, exc.details) from None
 
 
 def _offending_field(exc: fastjsonschema.JsonSchemaValueException) -> str:
