@@ -62,7 +62,8 @@ class ProfileStore:
         if self._duplicate(evse_id, profile):
             return "Rejected", "DuplicateStackLevel"
         self._remove(lambda p: p.profile["id"] == profile["id"])
-        effective = now + timedelta(seconds=self.model.profile_apply_delay_s)
+        # whole seconds, like a station's RTC: a GetCompositeSchedule in the same second sees it
+        effective = (now + timedelta(seconds=self.model.profile_apply_delay_s)).replace(microsecond=0)
         entry = InstalledProfile(evse_id=evse_id, profile=profile, received_at=effective)
         (self.pending if self.model.profile_apply_delay_s > 0 else self.installed).append(entry)
         self._changed()
