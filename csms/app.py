@@ -134,4 +134,7 @@ class Daemon:
 def build_components(daemon: Daemon) -> list[Component]:
     """The optional parts the config asks for. Each lives in its own package and only needs the daemon."""
     components: list[Component] = []
+    from csms.api.server import api_component  # operator API + dashboard, unless api.enabled is false
+    if (api := api_component(daemon)) is not None:
+        components.append(api)
     return components

@@ -1,0 +1,144 @@
+"""Commands to stations: every typed command of the daemon plus the generic OCPP action path.
+
+Outcomes map to HTTP statuses the same way for every command (documented in docs/operator-api.md):
+unknown station 404, known but not connected 409, invalid request 422 (with the offending field),
+station CALLERROR 502 (with its code), no answer in time 504.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from csms.api.auth import ADMIN
+from csms.api.http import ApiError, Routes, daemon_of, json_response, read_body
+from csms.api.schemas import COMMAND_BODIES
+from csms.api.stations import known_station
+from csms.commands import Commands
+from csms.protocol import schemas
+from csms.protocol.errors import CallTimeout, OcppError, StationOffline
+
+log = logging.getLogger("csms.api")
+routes = Routes()
+_request_ids = itertools.count(int(time.time()) % 1_000_000)
+
+Typed = Callable[[Commands, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+# name -> (OCPP action, how to call the typed command with the validated body)
+TYPED: dict[str, tuple[str, Typed]] = {
+    "request-start-transaction": ("RequestStartTransaction", lambda c, s, b: c.request_start_transaction(
+        s, b.get("remote_start_id", next(_request_ids)),
+        {"idToken": b["id_token"], "type": b.get("id_token_type", "Central")},
+        b.get("evse_id"), b.get("charging_profile"))),
+    "request-stop-transaction": ("RequestStopTransaction",
+                                 lambda c, s, b: c.request_stop_transaction(s, b["transaction_id"])),
+    "reset": ("Reset", lambda c, s, b: c.reset(s, b.get("type", "OnIdle"), b.get("evse_id"))),
+    "change-availability": ("ChangeAvailability", lambda c, s, b: c.change_availability(
+        s, b["status"], b.get("evse_id"), b.get("connector_id"))),
+    "unlock-connector": ("UnlockConnector", lambda c, s, b: c.unlock_connector(s, b["evse_id"], b["connector_id"])),
+    "trigger-message": ("TriggerMessage", lambda c, s, b: c.trigger_message(
+        s, b["requested_message"], b.get("evse_id"), b.get("connector_id"))),
+    "get-variables": ("GetVariables", lambda c, s, b: c.get_variables(s, b["items"])),
+    "set-variables": ("SetVariables", lambda c, s, b: c.set_variables(s, b["items"])),
+    "get-base-report": ("GetBaseReport", lambda c, s, b: c.get_base_report(
+        s, b.get("request_id", next(_request_ids)), b.get("report_base", "FullInventory"))),
+    "set-charging-profile": ("SetChargingProfile",
+                             lambda c, s, b: c.set_charging_profile(s, b["evse_id"], b["profile"])),
+    "clear-charging-profile": ("ClearChargingProfile", lambda c, s, b: c.clear_charging_profile(
+        s, profile_id=b.get("profile_id"), evse_id=b.get("evse_id"), purpose=b.get("purpose"),
+        stack_level=b.get("stack_level"))),
+    "get-charging-profiles": ("GetChargingProfiles", lambda c, s, b: c.get_charging_profiles(
+        s, b.get("request_id", next(_request_ids)), evse_id=b.get("evse_id"), purpose=b.get("purpose"))),
+    "get-composite-schedule": ("GetCompositeSchedule", lambda c, s, b: c.get_composite_schedule(
+        s, b["evse_id"], b["duration_s"], b.get("unit"))),
+    "get-transaction-status": ("GetTransactionStatus",
+                               lambda c, s, b: c.get_transaction_status(s, b.get("transaction_id"))),
+}
+assert set(TYPED) == set(COMMAND_BODIES), "every typed command needs a body schema"
+
+
+def csms_actions(daemon: Any, schema_dir: str = "v201") -> list[str]:
+    """Actions the central system may send: those with a schema that no station-side handler takes."""
+    return sorted(a for a in schemas.known_actions(schema_dir) if daemon.router.handler(a) is None)
+
+
+def _is_local_validation(exc: OcppError, action: str) -> bool:
+    """Our own schema check of the request (raised before sending), as opposed to the station's CALLERROR."""
+    return exc.description.startswith(f"{action}Request: ") and set(exc.details) == {"field", "rule"}
+
+
+async def _run(request: web.Request, action: str, send: Callable[[], Awaitable[dict[str, Any]]]) -> web.Response:
+    daemon = daemon_of(request)
+    station_id = request.match_info["station_id"]
+    if station_id not in daemon.connections:
+        raise ApiError(409, f"station {station_id!r} is not connected")
+    started = time.perf_counter()
+    try:
+        response = await send()
+    except StationOffline:
+        raise ApiError(409, f"station {station_id!r} disconnected before it answered {action}") from None
+    except CallTimeout as exc:
+        raise ApiError(504, str(exc)) from None
+    except OcppError as exc:
+        if _is_local_validation(exc, action):
+            raise ApiError(422, f"invalid {action} request: {exc.description.split(': ', 1)[1]}",
+                           field=exc.details["field"], code=exc.code) from None
+        raise ApiError(502, f"station {station_id!r} answered {action} with CALLERROR {exc.code}",
+                       code=exc.code, description=exc.description, details=exc.details) from None
+    latency_ms = (time.perf_counter() - started) * 1000.0
+    log.info("operator %s: %s %s -> %s", request.get("principal"), station_id, action,
+             response.get("status", "answered") if isinstance(response, dict) else "answered")
+    return json_response({"station_id": station_id, "action": action, "response": response,
+                          "latency_ms": round(latency_ms, 3)})
+
+
+@routes.get("/api/commands")
+async def list_commands(request: web.Request) -> web.Response:
+    """What can be sent: the typed commands with their body schema and the generic actions."""
+    return json_response({"typed": {name: {"action": action, "body": COMMAND_BODIES[name]}
+                                    for name, (action, _) in TYPED.items()},
+                          "generic_actions": csms_actions(daemon_of(request))})
+
+
+def _typed_handler(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    action, fn = TYPED[name]
+
+    async def handler(request: web.Request) -> web.Response:
+        await known_station(request)
+        body = await read_body(request, f"command:{name}")
+        commands = daemon_of(request).commands
+        return await _run(request, action, lambda: fn(commands, request.match_info["station_id"], body))
+    handler.__name__ = handler.__qualname__ = f"command_{name.replace('-', '_')}"
+    handler.__doc__ = f"Send {action} (typed: snake_case body, the payload is built by the daemon)."
+    return handler
+
+
+for _name in TYPED:  # one route per typed command, so each has its own documented body
+    routes.post(f"/api/stations/{{station_id}}/commands/{_name}", ADMIN, body=f"command:{_name}")(
+        _typed_handler(_name))
+
+
+@routes.post("/api/stations/{station_id}/call/{action}", ADMIN, body="ocpp_payload")
+async def generic_call(request: web.Request) -> web.Response:
+    """Any CSMS-initiated OCPP 2.0.1 action with its JSON payload, validated before it is sent."""
+    daemon = daemon_of(request)
+    action = request.match_info["action"]
+    allowed = csms_actions(daemon)
+    if action not in allowed:
+        raise ApiError(404, f"{action!r} is not an OCPP 2.0.1 action the central system can send")
+    await known_station(request)
+    payload = await read_body(request, "ocpp_payload")
+    station_id = request.match_info["station_id"]
+    conn = daemon.connections.get(station_id)
+    if conn is not None:
+        try:
+            schemas.validate(conn.version.schema_dir, action, "Request", payload)
+        except OcppError as exc:
+            raise ApiError(422, f"invalid {action} request: {exc.description.split(': ', 1)[-1]}",
+                           field=exc.details.get("field", "<payload>"), code=exc.code) from None
+    return await _run(request, action, lambda: daemon.commands.call(station_id, action, payload))

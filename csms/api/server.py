@@ -1,0 +1,192 @@
+"""The operator API as a daemon component: an aiohttp app in the daemon's own event loop.
+
+It shares the loop with the station edge, so every handler only reads the daemon's state or
+awaits the same calls the daemon makes itself; nothing here blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+from csms.api import commands, events, grid, health, stations, tokens, transactions
+from csms.api.auth import ADMIN, READ, Principal, Tokens, bearer_token, ensure_token_file
+from csms.api.config import ApiConfig, parse, resolve_port, resolve_token_file
+from csms.api.http import DAEMON, ApiError, Route, Routes, json_response
+
+if TYPE_CHECKING:
+    from csms.app import Daemon
+
+log = logging.getLogger("csms.api")
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "static")
+ROUTE_MODULES = (health, stations, transactions, commands, tokens, grid, events)
+ROUTE: web.AppKey[dict[Any, Route]] = web.AppKey("routes")
+SHUTDOWN_TIMEOUT_S = 3.0
+
+
+def all_routes() -> list[Route]:
+    from csms.api import openapi
+
+    return [r for m in ROUTE_MODULES for r in m.routes.items] + openapi.routes.items + _page_routes.items
+
+
+_page_routes = Routes()  # the dashboard page: public (it holds no data and asks for the token itself)
+
+
+@_page_routes.get("/", health.PUBLIC)
+async def dashboard(request: web.Request) -> web.StreamResponse:
+    """The live dashboard (static HTML; it asks for the API token itself)."""
+    return web.FileResponse(os.path.join(STATIC_DIR, "index.html"), headers={"Cache-Control": "no-cache"})
+
+
+def _auth_message(request: web.Request) -> str:
+    if request.headers.get("Authorization") is None:
+        return "missing API token: send the header 'Authorization: Bearer <token>'"
+    return "invalid API token"
+
+
+class ApiServer:
+    """The HTTP component: JSON API, SSE stream, OpenAPI document and the dashboard."""
+
+    def __init__(self, daemon: Daemon, cfg: ApiConfig) -> None:
+        self.daemon = daemon
+        self.cfg = cfg
+        self.token_file = resolve_token_file(cfg, daemon.config)
+        self.file_token: str | None = None
+        self.tokens = Tokens(cfg.tokens, None)
+        self.runner: web.AppRunner | None = None
+        self.site: web.TCPSite | None = None
+        self.app = self._build_app()
+        r = daemon.metrics.registry
+        self.requests = Counter("csms_api_requests_total", "Operator API requests", ["method", "route", "status"],
+                                registry=r)
+        self.latency = Histogram("csms_api_request_seconds", "Operator API request latency (SSE excluded)",
+                                 registry=r)
+
+    # App ---------------------------------------------------------------------------------------
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=1024 * 1024)
+        app[DAEMON] = self.daemon
+        app[events.STREAMS] = set()
+        app[events.HEARTBEAT_S] = self.cfg.sse_heartbeat_s
+        by_handler: dict[Any, Route] = {}
+        for route in all_routes():
+            if route.path == "/" and not self.cfg.dashboard:
+                continue
+            app.router.add_route(route.method, route.path, route.handler)
+            by_handler[route.handler] = route
+        app[ROUTE] = by_handler
+        if self.cfg.dashboard:
+            app.router.add_static("/static/", STATIC_DIR, show_index=False, append_version=False)
+        return app
+
+    @property
+    def port(self) -> int:
+        assert self.site is not None and self.site._server is not None  # noqa: SLF001
+        return self.site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+
+    @property
+    def url(self) -> str:
+        host = self.cfg.host if ":" not in self.cfg.host else f"[{self.cfg.host}]"
+        return f"http://{host}:{self.port}"
+
+    # Middlewares -------------------------------------------------------------------------------
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except ApiError as exc:
+            status = exc.status
+            out = json_response({"error": exc.message, **exc.extra}, exc.status)
+            if exc.status == 401:
+                out.headers["WWW-Authenticate"] = 'Bearer realm="netbewust"'
+            return out
+        except web.HTTPException as exc:
+            status = exc.status
+            if exc.status < 400:
+                raise
+            if exc.status == 404:
+                message = f"no such endpoint: {request.method} {request.path}"
+            elif exc.status == 405:
+                allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+                message = f"method {request.method} is not allowed on {request.path} (allowed: {allowed})"
+            elif exc.status == 413:
+                message = f"request body too large (limit {request.app._client_max_size} bytes)"  # noqa: SLF001
+            else:
+                message = exc.reason
+            out = json_response({"error": message}, exc.status)
+            if "Allow" in exc.headers:
+                out.headers["Allow"] = exc.headers["Allow"]
+            return out
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:  # noqa: BLE001 - never leak a stack trace to the client
+            log.exception("API %s %s failed", request.method, request.path)
+            return json_response({"error": "internal error; the daemon logged the details"}, 500)
+        finally:
+            self.requests.labels(request.method, route, str(status)).inc()
+            if route != "/api/events":
+                self.latency.observe(time.perf_counter() - started)
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        route = request.app[ROUTE].get(request.match_info.handler)
+        if route is None:  # unmatched (404/405) or a static file of the dashboard
+            return await handler(request)
+        needed = route.scope
+        if needed == "metrics":
+            needed = health.PUBLIC if self.cfg.metrics_public else READ
+        if needed == health.PUBLIC:
+            return await handler(request)
+        token = bearer_token(request.headers.get("Authorization"))
+        principal: Principal | None = self.tokens.verify(token) if token is not None else None
+        if principal is None:
+            raise ApiError(401, _auth_message(request))
+        if not principal.allows(needed):
+            raise ApiError(403, f"token {principal.name!r} has scope {principal.scope!r}; "
+                                f"{request.method} {route.path} needs {ADMIN!r}")
+        request["principal"] = principal.name
+        return await handler(request)
+
+    # Lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.file_token = ensure_token_file(self.token_file, self.cfg.generate_token)
+        self.tokens = Tokens(self.cfg.tokens, self.file_token)
+        if not len(self.tokens):
+            log.warning("the operator API has no tokens (no token file at %s, none in api.tokens): "
+                        "every request that needs one is refused", self.token_file)
+        self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        await self.runner.setup()
+        self.site = web.TCPSite(self.runner, self.cfg.host, resolve_port(self.cfg, self.daemon.config),
+                                shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        await self.site.start()
+        log.info("operator API%s on %s/ (admin token file: %s)", " and dashboard" if self.cfg.dashboard else "",
+                 self.url, self.token_file if self.file_token else "none")
+
+    async def stop(self) -> None:
+        events.close_streams(self.app)
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+def api_component(daemon: Daemon) -> ApiServer | None:
+    """The API component when ``api.enabled`` (the default); also reachable as ``daemon.api``."""
+    cfg = parse(daemon.config)
+    if not cfg.enabled:
+        return None
+    server = ApiServer(daemon, cfg)
+    daemon.api = server  # type: ignore[attr-defined]
+    return server

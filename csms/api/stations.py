@@ -1,0 +1,169 @@
+"""Stations: list, detail, register / block / unblock / unregister, and the OCPP message trace.
+
+A station's websocket credentials (password hash, secret device-model values) are never part of
+an answer: the detail only says whether a password is set.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+from csms.api.auth import ADMIN
+from csms.api.http import ApiError, Routes, daemon_of, iso, json_response, read_body
+from csms.protocol.redaction import REDACTED, SECRET_VARIABLES
+from csms.store.base import StationRecord
+
+log = logging.getLogger("csms.api")
+routes = Routes()
+
+
+def station_summary(rec: StationRecord, connected: bool) -> dict[str, Any]:
+    return {"station_id": rec.station_id, "registration": rec.registration, "registered": rec.registered,
+            "connected": connected, "vendor": rec.vendor, "model": rec.model,
+            "serial_number": rec.serial_number, "firmware_version": rec.firmware_version,
+            "boot_reason": rec.boot_reason, "last_boot": iso(rec.last_boot), "last_seen": iso(rec.last_seen),
+            "security_profile": rec.security_profile}
+
+
+def _evses(connectors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    evses: dict[int, list[dict[str, Any]]] = {}
+    for c in connectors:
+        evses.setdefault(c["evse_id"], []).append(
+            {"connector_id": c["connector_id"], "status": c.get("status"), "updated_at": c.get("updated_at")})
+    return [{"evse_id": e, "connectors": sorted(cs, key=lambda c: c["connector_id"])} for e, cs in sorted(evses.items())]
+
+
+def _safe_variable(v: dict[str, Any]) -> dict[str, Any]:
+    name = (v.get("variable") or {}).get("name") if isinstance(v.get("variable"), dict) else v.get("variable")
+    if name in SECRET_VARIABLES:
+        v = {**v, "value": REDACTED}
+    return v
+
+
+async def known_station(request: web.Request) -> StationRecord | None:
+    """The station of the path, 404 if the daemon has never heard of it."""
+    daemon = daemon_of(request)
+    station_id = request.match_info["station_id"]
+    rec = await daemon.store.get_station(station_id)
+    if rec is None and station_id not in daemon.connections:
+        raise ApiError(404, f"unknown station {station_id!r}")
+    return rec
+
+
+@routes.get("/api/stations")
+async def list_stations(request: web.Request) -> web.Response:
+    daemon = daemon_of(request)
+    records = {r.station_id: r for r in await daemon.store.list_stations()}
+    for sid in daemon.connections:  # connected but never booted: not in the store yet
+        records.setdefault(sid, StationRecord(sid))
+    out = [station_summary(r, r.station_id in daemon.connections) for r in sorted(records.values(),
+                                                                                    key=lambda r: r.station_id)]
+    return json_response({"stations": out})
+
+
+@routes.get("/api/stations/{station_id}")
+async def station_detail(request: web.Request) -> web.Response:
+    daemon = daemon_of(request)
+    station_id = request.match_info["station_id"]
+    rec = await known_station(request) or StationRecord(station_id)
+    conn = daemon.connections.get(station_id)
+    out = station_summary(rec, conn is not None)
+    out["connection"] = None if conn is None else {
+        "remote": conn.remote, "subprotocol": conn.version.subprotocol, "connected_at": iso(conn.connected_at), "accepted": conn.accepted}
+    out["evses"] = _evses(await daemon.store.list_connectors(station_id))
+    out["variables"] = [_safe_variable(v) for v in await daemon.store.list_variables(station_id)]
+    out["charging_profiles"] = await daemon.store.list_charging_profiles(station_id)
+    out["has_password"] = rec.password_hash is not None
+    return json_response(out)
+
+
+@routes.get("/api/stations/{station_id}/trace")
+async def station_trace(request: web.Request) -> web.Response:
+    await known_station(request)
+    frames = daemon_of(request).station_trace(request.match_info["station_id"])
+    return json_response({"frames": [{"at": at, "direction": d, "frame": f} for at, d, f in frames]})
+
+
+async def _register_with_security(daemon: Any, station_id: str, profile: int, password: str | None) -> bool:
+    """Delegate to the security module when it is installed; False when it is not."""
+    try:
+        from csms.security import register_station  # type: ignore[attr-defined]
+    except ImportError:
+        return False
+    result = register_station(daemon, station_id, profile, password=password)
+    if hasattr(result, "__await__"):
+        await result
+    return True
+
+
+@routes.post("/api/stations", ADMIN, body="register_station")
+async def register_station(request: web.Request) -> web.Response:
+    """Register (pre-approve) a station; with the security module also its profile and password."""
+    daemon = daemon_of(request)
+    body = await read_body(request, "register_station")
+    station_id, profile, password = body["station_id"], body.get("security_profile"), body.get("password")
+    if profile is not None or password is not None:
+        try:
+            done = await _register_with_security(daemon, station_id, profile or 0, password)
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+        if not done:
+            raise ApiError(503, "security profiles and passwords need the security module, which is not installed")
+    rec = await daemon.store.get_station(station_id) or StationRecord(station_id)
+    created = not rec.registered
+    rec.registered = True
+    if rec.registration != "Blocked":
+        rec.registration = "Accepted"
+    await daemon.store.put_station(rec)
+    log.info("operator %s registered station %s", request.get("principal"), station_id)
+    daemon.bus.publish("station.registered", station_id)
+    return json_response(station_summary(rec, station_id in daemon.connections), 201 if created else 200)
+
+
+async def _disconnect(daemon: Any, station_id: str, reason: str) -> None:
+    conn = daemon.connections.get(station_id)
+    if conn is not None:
+        conn.accepted = False
+        await conn.ws.close(1008, reason)
+
+
+@routes.post("/api/stations/{station_id}/block", ADMIN)
+async def block_station(request: web.Request) -> web.Response:
+    """Block: the station is disconnected and every later boot is Rejected until unblocked."""
+    daemon = daemon_of(request)
+    station_id = request.match_info["station_id"]
+    rec = await known_station(request) or StationRecord(station_id)
+    rec.registration = "Blocked"
+    await daemon.store.put_station(rec)
+    await _disconnect(daemon, station_id, "blocked by the operator")
+    daemon.bus.publish("station.blocked", station_id)
+    return json_response(station_summary(rec, False))
+
+
+@routes.post("/api/stations/{station_id}/unblock", ADMIN)
+async def unblock_station(request: web.Request) -> web.Response:
+    daemon = daemon_of(request)
+    station_id = request.match_info["station_id"]
+    rec = await known_station(request) or StationRecord(station_id)
+    if rec.registration != "Blocked":
+        raise ApiError(409, f"station {station_id!r} is not blocked (registration {rec.registration})")
+    rec.registration = "Accepted" if rec.registered else "Unknown"
+    await daemon.store.put_station(rec)
+    daemon.bus.publish("station.unblocked", station_id)
+    return json_response(station_summary(rec, station_id in daemon.connections))
+
+
+@routes.delete("/api/stations/{station_id}", ADMIN)
+async def unregister_station(request: web.Request) -> web.Response:
+    """Forget a station (its history of transactions stays); a connected one is disconnected."""
+    daemon = daemon_of(request)
+    station_id = request.match_info["station_id"]
+    await known_station(request)
+    await _disconnect(daemon, station_id, "unregistered by the operator")
+    await daemon.store.delete_station(station_id)
+    daemon.bus.publish("station.unregistered", station_id, at=datetime.now(timezone.utc).isoformat())
+    return web.Response(status=204)
