@@ -290,12 +290,13 @@ class SqliteStore(Store):
             where.append("station_id=?"); args.append(station_id)
         if active is not None:
             where.append("active=?"); args.append(int(active))
+        # Timestamps are kept as the station wrote them ("...Z", "+02:00"): compare instants, not text.
         if since is not None:
-            where.append("(ended_at IS NULL OR ended_at>=?)"); args.append(_iso(since))
+            where.append("(ended_at IS NULL OR julianday(ended_at)>=julianday(?))"); args.append(_iso(since))
         if until is not None:
-            where.append("started_at<=?"); args.append(_iso(until))
+            where.append("julianday(started_at)<=julianday(?)"); args.append(_iso(until))
         sql = "SELECT * FROM transactions" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY started_at DESC LIMIT ?"
+        sql += " ORDER BY julianday(started_at) DESC LIMIT ?"
         return [self._tx(r) for r in await self._rows(sql, (*args, limit))]
 
     async def transaction_events(self, station_id: str, transaction_id: str) -> list[dict[str, Any]]:
@@ -312,10 +313,10 @@ class SqliteStore(Store):
         if evse_id is not None:
             where.append("evse_id=?"); args.append(evse_id)
         if since is not None:
-            where.append("timestamp>=?"); args.append(_iso(since))
+            where.append("julianday(timestamp)>=julianday(?)"); args.append(_iso(since))
         return await self._rows(
             "SELECT timestamp, evse_id, transaction_id, measurand, phase, value, unit, context FROM meter_samples"
-            " WHERE " + " AND ".join(where) + " ORDER BY timestamp LIMIT ?", (*args, limit))
+            " WHERE " + " AND ".join(where) + " ORDER BY julianday(timestamp), rowid LIMIT ?", (*args, limit))
 
     # Smart charging ---------------------------------------------------------------------------
     async def record_ev_charging_needs(self, station_id: str, evse_id: int, payload: dict[str, Any],
