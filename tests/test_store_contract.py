@@ -1,0 +1,604 @@
+"""The Store contract: every backend (SQLite, Redis) must behave the same, value for value.
+
+Each Redis test writes under its own key prefix and deletes those keys afterwards, so tests can run
+against a shared Redis on 127.0.0.1:6379 without seeing each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from csms.store.base import IdTokenRecord, StationRecord, Store
+from csms.store.redis_store import RedisStore, ReplicationError
+from csms.store.sqlite import SqliteStore
+from tests.daemon_fixture import running_daemon
+from tests.ocpp_client import RawStation
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+T0 = datetime(2024, 3, 1, 8, 0, tzinfo=timezone.utc)
+
+
+def z(dt: datetime) -> str:
+    """A station-style timestamp ("...Z"), as chargers send them."""
+    return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+async def delete_prefix(prefix: str) -> int:
+    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        return len(keys)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"nbtest:{uuid.uuid4().hex}:"
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path, redis_prefix: str) -> AsyncIterator[Store]:
+    backend: Store = (SqliteStore(str(tmp_path / "contract.db")) if request.param == "sqlite"
+                      else RedisStore(REDIS_URL, redis_prefix))
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+        if request.param == "redis":
+            await delete_prefix(redis_prefix)
+
+
+def tx_event(event_type: str, seq: int, ts: datetime, tx_id: str = "TX-1", *, charging_state: str | None = None,
+             energy_wh: float | None = None, evse: dict[str, int] | None = None, id_token: str | None = None,
+             stopped_reason: str | None = None, offline: bool = False, extra_samples: list[dict[str, Any]] = ()
+             ) -> dict[str, Any]:
+    info: dict[str, Any] = {"transactionId": tx_id}
+    if charging_state:
+        info["chargingState"] = charging_state
+    if stopped_reason:
+        info["stoppedReason"] = stopped_reason
+    p: dict[str, Any] = {"eventType": event_type, "timestamp": z(ts), "triggerReason": "MeterValuePeriodic",
+                         "seqNo": seq, "transactionInfo": info}
+    if evse:
+        p["evse"] = evse
+    if id_token:
+        p["idToken"] = {"idToken": id_token, "type": "ISO14443"}
+    if offline:
+        p["offline"] = True
+    sampled = list(extra_samples)
+    if energy_wh is not None:
+        sampled.append({"value": energy_wh, "context": "Sample.Periodic"})
+    if sampled:
+        p["meterValue"] = [{"timestamp": z(ts), "sampledValue": sampled}]
+    return p
+
+
+# Stations ---------------------------------------------------------------------------------------
+async def test_station_round_trip_and_replace(store: Store) -> None:
+    assert await store.get_station("CS-1") is None
+    rec = StationRecord("CS-1", registration="Accepted", registered=True, vendor="V", model="M",
+                        serial_number="SN", firmware_version="1.2", boot_reason="PowerUp", last_boot=T0,
+                        last_seen=T0 + timedelta(seconds=5), connected=True, security_profile=2,
+                        password_hash="h$1", extra={"site": "Utrecht", "tags": [1, 2]})
+    await store.put_station(rec)
+    assert await store.get_station("CS-1") == rec
+    replaced = StationRecord("CS-1", registration="Pending", extra={"site": "Zeist"})
+    await store.put_station(replaced)
+    assert await store.get_station("CS-1") == replaced  # whole record replaced, old fields gone
+    await store.put_station(StationRecord("CS-0"))
+    assert [s.station_id for s in await store.list_stations()] == ["CS-0", "CS-1"]
+
+
+async def test_record_boot_inserts_then_updates_keeping_operator_fields(store: Store) -> None:
+    boot = {"reason": "PowerUp", "chargingStation": {"vendorName": "V", "model": "M", "serialNumber": "SN",
+                                                     "firmwareVersion": "1.0"}}
+    await store.record_boot("CS-1", boot, "Accepted", T0)
+    first = await store.get_station("CS-1")
+    assert first is not None
+    assert (first.registration, first.registered, first.vendor, first.firmware_version, first.connected,
+            first.last_boot, first.last_seen, first.security_profile, first.extra) == (
+        "Accepted", False, "V", "1.0", True, T0, T0, 0, {})
+    first.registered, first.security_profile, first.password_hash, first.extra = True, 2, "h", {"k": 1}
+    first.connected = False
+    await store.put_station(first)
+    later = T0 + timedelta(hours=1)
+    await store.record_boot("CS-1", {"reason": "Watchdog", "chargingStation": {"vendorName": "V2", "model": "M"}},
+                            "Pending", later)
+    again = await store.get_station("CS-1")
+    assert again is not None
+    assert (again.registration, again.vendor, again.firmware_version, again.serial_number, again.boot_reason,
+            again.last_boot, again.connected) == ("Pending", "V2", None, None, "Watchdog", later, True)
+    assert (again.registered, again.security_profile, again.password_hash, again.extra) == (True, 2, "h", {"k": 1})
+
+
+async def test_connection_state_and_touch_only_update_known_stations(store: Store) -> None:
+    await store.put_station(StationRecord("CS-1", registration="Accepted"))
+    await store.set_connection_state("CS-1", True, T0)
+    await store.set_connection_state("ghost", True, T0)
+    rec = await store.get_station("CS-1")
+    assert rec is not None and rec.connected and rec.last_seen == T0
+    assert await store.get_station("ghost") is None
+    await store.set_connection_state("CS-1", False, T0 + timedelta(seconds=1))
+    rec = await store.get_station("CS-1")
+    assert rec is not None and not rec.connected and rec.last_seen == T0 + timedelta(seconds=1)
+
+    await store.touch_stations({})
+    await store.touch_stations({"CS-1": T0 + timedelta(minutes=3), "ghost": T0})
+    rec = await store.get_station("CS-1")
+    assert rec is not None and rec.last_seen == T0 + timedelta(minutes=3) and rec.registration == "Accepted"
+    assert await store.get_station("ghost") is None
+    assert [s.station_id for s in await store.list_stations()] == ["CS-1"]
+
+
+async def test_delete_station_removes_station_and_connectors_but_keeps_history(store: Store) -> None:
+    await store.record_boot("CS-1", {"reason": "PowerUp", "chargingStation": {"vendorName": "V", "model": "M"}},
+                            "Accepted", T0)
+    await store.set_connector_status("CS-1", 1, 1, "Occupied", T0)
+    assert await store.record_transaction_event("CS-1", tx_event("Started", 0, T0), T0)
+    assert await store.delete_station("CS-1") is True
+    assert await store.delete_station("CS-1") is False
+    assert await store.get_station("CS-1") is None
+    assert await store.list_stations() == []
+    assert await store.list_connectors("CS-1") == []
+    assert (await store.get_transaction("CS-1", "TX-1")) is not None
+
+
+async def test_ids_with_separators_do_not_collide(store: Store) -> None:
+    await store.record_station_message("A", "Heartbeat:x", {"n": 1}, T0)
+    await store.record_station_message("A:Heartbeat", "x", {"n": 2}, T0)
+    assert [m["payload"] for m in await store.list_station_messages("A")] == [{"n": 1}]
+    assert [m["payload"] for m in await store.list_station_messages("A:Heartbeat")] == [{"n": 2}]
+    assert await store.list_station_messages("A", "Heartbeat") == []
+
+
+# Connectors and tokens --------------------------------------------------------------------------
+async def test_connectors_upsert_and_order(store: Store) -> None:
+    await store.set_connector_status("CS-1", 2, 1, "Available", T0)
+    await store.set_connector_status("CS-1", 1, 2, "Faulted", T0)
+    await store.set_connector_status("CS-1", 1, 1, "Available", T0)
+    await store.set_connector_status("CS-1", 1, 1, "Occupied", T0 + timedelta(seconds=9))
+    await store.set_connector_status("CS-2", 1, 1, "Unavailable", T0)
+    rows = await store.list_connectors("CS-1")
+    assert [(r["evse_id"], r["connector_id"], r["status"]) for r in rows] == [
+        (1, 1, "Occupied"), (1, 2, "Faulted"), (2, 1, "Available")]
+    assert datetime.fromisoformat(rows[0]["updated_at"]) == T0 + timedelta(seconds=9)
+
+
+async def test_id_tokens_round_trip_replace_delete(store: Store) -> None:
+    assert await store.get_id_token("TOK-1") is None
+    tok = IdTokenRecord("TOK-1", "ISO14443", "Accepted", T0 + timedelta(days=30), "GROUP-A")
+    await store.put_id_token(tok)
+    await store.put_id_token(IdTokenRecord("TOK-0", "eMAID", "Blocked"))
+    assert await store.get_id_token("TOK-1") == tok
+    await store.put_id_token(IdTokenRecord("TOK-1", "ISO14443", "Expired"))
+    assert await store.get_id_token("TOK-1") == IdTokenRecord("TOK-1", "ISO14443", "Expired", None, None)
+    assert [t.id_token for t in await store.list_id_tokens()] == ["TOK-0", "TOK-1"]
+    assert await store.delete_id_token("TOK-1") is True
+    assert await store.delete_id_token("TOK-1") is False
+    assert [t.id_token for t in await store.list_id_tokens()] == ["TOK-0"]
+
+
+# Transactions -----------------------------------------------------------------------------------
+async def test_transaction_lifecycle(store: Store) -> None:
+    evse = {"id": 1, "connectorId": 1}
+    assert await store.record_transaction_event(
+        "CS-1", tx_event("Started", 0, T0, charging_state="EVConnected", energy_wh=1000, evse=evse,
+                         id_token="TOK-1"), T0)
+    assert await store.record_transaction_event(
+        "CS-1", tx_event("Updated", 1, T0 + timedelta(minutes=15), charging_state="Charging", energy_wh=3500), T0)
+    tx = await store.get_transaction("CS-1", "TX-1")
+    assert tx is not None
+    assert (tx.evse_id, tx.connector_id, tx.id_token, tx.started_at, tx.ended_at, tx.active, tx.charging_state,
+            tx.last_seq_no, tx.energy_wh, tx.first_seen_as) == (
+        1, 1, "TOK-1", T0, None, True, "Charging", 1, 3500.0, "Started")
+    end = T0 + timedelta(hours=1)
+    assert await store.record_transaction_event(
+        "CS-1", tx_event("Ended", 2, end, charging_state="Idle", energy_wh=9000, stopped_reason="EVDisconnected"), T0)
+    tx = await store.get_transaction("CS-1", "TX-1")
+    assert tx is not None
+    assert (tx.active, tx.ended_at, tx.stopped_reason, tx.energy_wh, tx.charging_state, tx.last_seq_no) == (
+        False, end, "EVDisconnected", 9000.0, "Idle", 2)
+    events = await store.transaction_events("CS-1", "TX-1")
+    assert [e["seqNo"] for e in events] == [0, 1, 2]
+    assert events[0]["idToken"]["idToken"] == "TOK-1" and datetime.fromisoformat(events[0]["receivedAt"]) == T0
+    assert await store.get_transaction("CS-1", "TX-unknown") is None
+    assert await store.get_transaction("CS-2", "TX-1") is None
+
+
+async def test_retransmission_is_stored_once(store: Store) -> None:
+    ev = tx_event("Started", 0, T0, energy_wh=500, evse={"id": 1, "connectorId": 1})
+    assert await store.record_transaction_event("CS-1", ev, T0) is True
+    changed = {**ev, "triggerReason": "Authorized"}  # same (station, tx, seqNo): still the same event
+    assert await store.record_transaction_event("CS-1", changed, T0 + timedelta(seconds=30)) is False
+    events = await store.transaction_events("CS-1", "TX-1")
+    assert len(events) == 1 and events[0]["triggerReason"] == "MeterValuePeriodic"
+    assert len(await store.meter_samples("CS-1")) == 1
+    # The same seqNo on another station or transaction is a different event.
+    assert await store.record_transaction_event("CS-2", ev, T0) is True
+    assert await store.record_transaction_event("CS-1", tx_event("Started", 0, T0, tx_id="TX-2"), T0) is True
+
+
+async def test_concurrent_retransmissions_store_exactly_one(store: Store) -> None:
+    ev = tx_event("Updated", 7, T0, charging_state="Charging", energy_wh=42)
+    outcomes = await asyncio.gather(*(store.record_transaction_event("CS-1", ev, T0) for _ in range(20)))
+    assert sorted(outcomes) == [False] * 19 + [True]
+    assert len(await store.transaction_events("CS-1", "TX-1")) == 1
+    assert len(await store.meter_samples("CS-1", transaction_id="TX-1")) == 1
+
+
+async def test_out_of_order_offline_events(store: Store) -> None:
+    """The newest seqNo decides state and energy; the earliest event decides the start."""
+    t = [T0 + timedelta(minutes=10 * i) for i in range(4)]
+    assert await store.record_transaction_event("CS-1", tx_event("Started", 0, t[0], charging_state="EVConnected",
+                                                                 energy_wh=0), t[0])
+    assert await store.record_transaction_event("CS-1", tx_event("Updated", 3, t[3], charging_state="SuspendedEV",
+                                                                 energy_wh=3000), t[3])
+    # Queued while offline, delivered late:
+    assert await store.record_transaction_event("CS-1", tx_event("Updated", 1, t[1], charging_state="Charging",
+                                                                 energy_wh=1000, offline=True), t[3])
+    assert await store.record_transaction_event("CS-1", tx_event("Updated", 2, t[2], charging_state="Charging",
+                                                                 energy_wh=2000, offline=True), t[3])
+    tx = await store.get_transaction("CS-1", "TX-1")
+    assert tx is not None
+    assert (tx.last_seq_no, tx.charging_state, tx.energy_wh, tx.started_at, tx.active) == (
+        3, "SuspendedEV", 3000.0, t[0], True)
+    assert [e["seqNo"] for e in await store.transaction_events("CS-1", "TX-1")] == [0, 1, 2, 3]
+    assert [s["value"] for s in await store.meter_samples("CS-1", transaction_id="TX-1")] == [0, 1000, 2000, 3000]
+
+
+async def test_first_seen_as_updated_then_late_started(store: Store) -> None:
+    t1, t0 = T0 + timedelta(minutes=30), T0
+    assert await store.record_transaction_event("CS-1", tx_event("Updated", 4, t1, charging_state="Charging",
+                                                                 energy_wh=4000), t1)
+    tx = await store.get_transaction("CS-1", "TX-1")
+    assert tx is not None and (tx.first_seen_as, tx.started_at, tx.active, tx.evse_id) == ("Updated", t1, True, None)
+    assert await store.record_transaction_event(
+        "CS-1", tx_event("Started", 0, t0, charging_state="EVConnected", energy_wh=0, evse={"id": 2, "connectorId": 1},
+                         id_token="TOK-9"), t1)
+    tx = await store.get_transaction("CS-1", "TX-1")
+    assert tx is not None
+    assert (tx.first_seen_as, tx.started_at, tx.charging_state, tx.energy_wh, tx.last_seq_no, tx.evse_id,
+            tx.connector_id, tx.id_token) == ("Updated", t0, "Charging", 4000.0, 4, 2, 1, "TOK-9")
+
+
+async def test_first_seen_as_ended_and_late_update_after_end(store: Store) -> None:
+    end = T0 + timedelta(hours=2)
+    assert await store.record_transaction_event("CS-1", tx_event("Ended", 5, end, stopped_reason="Local",
+                                                                 energy_wh=7000), end)
+    tx = await store.get_transaction("CS-1", "TX-1")
+    assert tx is not None
+    assert (tx.first_seen_as, tx.active, tx.started_at, tx.ended_at, tx.stopped_reason) == (
+        "Ended", False, end, end, "Local")
+    assert await store.record_transaction_event("CS-1", tx_event("Updated", 3, T0 + timedelta(hours=1),
+                                                                 charging_state="Charging", energy_wh=5000), end)
+    tx = await store.get_transaction("CS-1", "TX-1")
+    assert tx is not None
+    assert (tx.active, tx.ended_at, tx.energy_wh, tx.last_seq_no, tx.started_at) == (
+        False, end, 7000.0, 5, T0 + timedelta(hours=1))
+    assert await store.list_transactions(active=True) == []
+
+
+async def test_list_transactions_filters_order_and_limit(store: Store) -> None:
+    # TX-A: CS-1, 08:00-09:00 ended; TX-B: CS-1, 10:00 active; TX-C: CS-2, 09:30 active; TX-D: CS-2 07:00-07:30
+    spans = {"TX-A": ("CS-1", T0, T0 + timedelta(hours=1)), "TX-B": ("CS-1", T0 + timedelta(hours=2), None),
+             "TX-C": ("CS-2", T0 + timedelta(hours=1, minutes=30), None),
+             "TX-D": ("CS-2", T0 - timedelta(hours=1), T0 - timedelta(minutes=30))}
+    for tx_id, (sid, start, end) in spans.items():
+        assert await store.record_transaction_event(sid, tx_event("Started", 0, start, tx_id), start)
+        if end is not None:
+            assert await store.record_transaction_event(sid, tx_event("Ended", 1, end, tx_id), end)
+
+    async def ids(**kw: Any) -> list[str]:
+        return [t.transaction_id for t in await store.list_transactions(**kw)]
+
+    assert await ids() == ["TX-B", "TX-C", "TX-A", "TX-D"]  # newest start first
+    assert await ids(station_id="CS-1") == ["TX-B", "TX-A"]
+    assert await ids(active=True) == ["TX-B", "TX-C"]
+    assert await ids(active=False) == ["TX-A", "TX-D"]
+    assert await ids(station_id="CS-2", active=True) == ["TX-C"]
+    assert await ids(since=T0 + timedelta(minutes=30)) == ["TX-B", "TX-C", "TX-A"]  # ended before: out
+    assert await ids(since=T0 + timedelta(hours=1)) == ["TX-B", "TX-C", "TX-A"]  # ended exactly then: in
+    assert await ids(until=T0 + timedelta(hours=1)) == ["TX-A", "TX-D"]
+    assert await ids(until=T0) == ["TX-A", "TX-D"]  # started exactly at ``until``: in
+    assert await ids(since=T0 + timedelta(minutes=59), until=T0 + timedelta(hours=1, minutes=45)) == ["TX-C", "TX-A"]
+    assert await ids(active=True, until=T0 + timedelta(hours=1, minutes=45)) == ["TX-C"]
+    assert await ids(limit=2) == ["TX-B", "TX-C"]
+    assert await ids(active=False, limit=1) == ["TX-A"]
+    assert await ids(limit=0) == []
+    assert await ids(station_id="CS-9") == []
+
+
+async def test_list_transactions_pages_past_filtered_records(store: Store) -> None:
+    """Many newer records failing the filter must not hide older ones that pass (bounded by limit)."""
+    for i in range(30):
+        start = T0 + timedelta(minutes=i)
+        assert await store.record_transaction_event("CS-1", tx_event("Started", 0, start, f"TX-{i:02d}"), start)
+        if i < 5:
+            assert await store.record_transaction_event("CS-1", tx_event("Ended", 1, start, f"TX-{i:02d}"), start)
+    found = await store.list_transactions(station_id="CS-1", active=False, limit=3)
+    assert [t.transaction_id for t in found] == ["TX-04", "TX-03", "TX-02"]
+
+
+# Meter values -----------------------------------------------------------------------------------
+async def test_meter_samples_flattened_and_filtered(store: Store) -> None:
+    t = [T0 + timedelta(minutes=i) for i in range(3)]
+    mv = [{"timestamp": z(t[1]), "sampledValue": [
+        {"value": 7.4, "measurand": "Power.Active.Import", "unitOfMeasure": {"unit": "kW"}},
+        {"value": 16, "measurand": "Current.Import", "phase": "L1", "unitOfMeasure": {"unit": "A"}},
+        {"value": 2.5, "unitOfMeasure": {"unit": "Wh", "multiplier": 3}, "context": "Sample.Clock"}]},
+        {"timestamp": z(t[0]), "sampledValue": [{"value": 1000}]}]
+    await store.record_meter_values("CS-1", 1, mv, t[2])
+    await store.record_meter_values("CS-1", 2, [{"timestamp": z(t[2]), "sampledValue": [{"value": 9}]}], t[2])
+    await store.record_meter_values("CS-2", 1, [{"timestamp": z(t[2]), "sampledValue": [{"value": 5}]}], t[2])
+    assert await store.record_transaction_event("CS-1", tx_event("Started", 0, t[2], energy_wh=2600,
+                                                                 evse={"id": 1}), t[2])
+
+    rows = await store.meter_samples("CS-1")
+    assert [(r["timestamp"], r["evse_id"], r["transaction_id"], r["measurand"], r["phase"], r["value"], r["unit"],
+             r["context"]) for r in rows] == [
+        (z(t[0]), 1, None, "Energy.Active.Import.Register", None, 1000.0, None, None),
+        (z(t[1]), 1, None, "Power.Active.Import", None, 7.4, "kW", None),
+        (z(t[1]), 1, None, "Current.Import", "L1", 16.0, "A", None),
+        (z(t[1]), 1, None, "Energy.Active.Import.Register", None, 2500.0, "Wh", "Sample.Clock"),
+        (z(t[2]), 2, None, "Energy.Active.Import.Register", None, 9.0, None, None),
+        (z(t[2]), 1, "TX-1", "Energy.Active.Import.Register", None, 2600.0, None, "Sample.Periodic"),
+    ]
+    assert [r["value"] for r in await store.meter_samples("CS-1", transaction_id="TX-1")] == [2600.0]
+    assert [r["value"] for r in await store.meter_samples("CS-1", evse_id=2)] == [9.0]
+    assert [r["value"] for r in await store.meter_samples("CS-1", since=t[1])] == [7.4, 16.0, 2500.0, 9.0, 2600.0]
+    assert [r["value"] for r in await store.meter_samples("CS-1", evse_id=1, since=t[1], limit=2)] == [7.4, 16.0]
+    assert await store.meter_samples("CS-1", limit=0) == []
+    assert [r["value"] for r in await store.meter_samples("CS-2")] == [5.0]
+    assert await store.meter_samples("CS-9") == []
+
+
+async def test_meter_values_are_not_deduplicated(store: Store) -> None:
+    """MeterValues has no sequence number: a repeat is stored again, as the station sent it twice."""
+    mv = [{"timestamp": z(T0), "sampledValue": [{"value": 1}]}]
+    await store.record_meter_values("CS-1", 1, mv, T0)
+    await store.record_meter_values("CS-1", 1, mv, T0)
+    assert [r["value"] for r in await store.meter_samples("CS-1")] == [1.0, 1.0]
+
+
+# Smart charging ---------------------------------------------------------------------------------
+async def test_latest_ev_charging_needs(store: Store) -> None:
+    assert await store.latest_ev_charging_needs("CS-1", 1) is None
+    first = {"evseId": 1, "chargingNeeds": {"requestedEnergyTransfer": "AC_single_phase",
+                                            "acChargingParameters": {"energyAmount": 20000, "evMinCurrent": 6,
+                                                                     "evMaxCurrent": 32, "evMaxVoltage": 230}}}
+    second = {"evseId": 1, "chargingNeeds": {**first["chargingNeeds"], "departureTime": z(T0)}}
+    await store.record_ev_charging_needs("CS-1", 1, first, T0)
+    await store.record_ev_charging_needs("CS-1", 1, second, T0 + timedelta(minutes=1))
+    await store.record_ev_charging_needs("CS-1", 2, first, T0)
+    assert await store.latest_ev_charging_needs("CS-1", 1) == second
+    assert await store.latest_ev_charging_needs("CS-1", 2) == first
+    assert await store.latest_ev_charging_needs("CS-2", 1) is None
+
+
+async def test_charging_profiles_recorded_in_order(store: Store) -> None:
+    p1 = {"id": 11, "stackLevel": 1, "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Absolute",
+          "transactionId": "TX-1", "chargingSchedule": [{"id": 1, "chargingRateUnit": "A",
+                                                         "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16}]}]}
+    p2 = {**p1, "id": 12, "stackLevel": 2, "chargingProfilePurpose": "TxDefaultProfile"}
+    del p2["transactionId"]
+    await store.record_charging_profile("CS-1", 1, p1, "Accepted", None, T0)
+    await store.record_charging_profile("CS-1", 0, p2, "Rejected", {"reasonCode": "InvalidSchedule"},
+                                        T0 + timedelta(seconds=1))
+    rows = await store.list_charging_profiles("CS-1")
+    assert [(r["evse_id"], r["profile_id"], r["purpose"], r["stack_level"], r["transaction_id"], r["status"],
+             r["status_info"]) for r in rows] == [
+        (1, 11, "TxProfile", 1, "TX-1", "Accepted", None),
+        (0, 12, "TxDefaultProfile", 2, None, "Rejected", {"reasonCode": "InvalidSchedule"})]
+    assert rows[0]["profile"] == p1 and rows[1]["profile"] == p2
+    assert datetime.fromisoformat(rows[1]["sent_at"]) == T0 + timedelta(seconds=1)
+    assert await store.list_charging_profiles("CS-2") == []
+
+
+# Device model, events, commands -----------------------------------------------------------------
+async def test_variables_upsert_by_component_variable_and_attribute(store: Store) -> None:
+    def var(comp: str, name: str, value: Any, attr: str | None = None, evse: dict[str, int] | None = None,
+            instance: str | None = None) -> dict[str, Any]:
+        c: dict[str, Any] = {"name": comp}
+        if evse:
+            c["evse"] = evse
+        v: dict[str, Any] = {"name": name}
+        if instance:
+            v["instance"] = instance
+        item: dict[str, Any] = {"component": c, "variable": v, "value": value}
+        if attr:
+            item["attributeType"] = attr
+        return item
+
+    await store.record_variables("CS-1", [var("SmartChargingCtrlr", "Enabled", True),
+                                          var("SmartChargingCtrlr", "Enabled", "false", attr="Target"),
+                                          var("EVSE", "Power", 11000, attr="MaxSet", evse={"id": 1}),
+                                          var("Connector", "Type", "cType2", evse={"id": 1, "connectorId": 1})], T0)
+    later = T0 + timedelta(minutes=5)
+    await store.record_variables("CS-1", [var("SmartChargingCtrlr", "Enabled", False)], later)
+    await store.record_variables("CS-1", [], later)
+    rows = await store.list_variables("CS-1")
+    got = sorted((r["component"], r["variable"], r["attribute_type"], r["evse_id"], r["connector_id"], r["value"],
+                  datetime.fromisoformat(r["updated_at"])) for r in rows)
+    assert got == [("Connector", "Type", "Actual", 1, 1, "cType2", T0),
+                   ("EVSE", "Power", "MaxSet", 1, -1, "11000", T0),
+                   ("SmartChargingCtrlr", "Enabled", "Actual", -1, -1, "False", later),
+                   ("SmartChargingCtrlr", "Enabled", "Target", -1, -1, "false", T0)]
+    assert [r["component"] for r in rows] == ["Connector", "EVSE", "SmartChargingCtrlr", "SmartChargingCtrlr"]
+    assert await store.list_variables("CS-2") == []
+
+
+async def test_security_events_newest_first_with_filter_and_limit(store: Store) -> None:
+    for i, sid in enumerate(["CS-1", "CS-2", "CS-1"]):
+        await store.record_security_event(sid, f"Type{i}", z(T0 + timedelta(seconds=i)), None if i else "tech",
+                                          T0 + timedelta(seconds=i))
+    assert [(e["station_id"], e["type"]) for e in await store.list_security_events()] == [
+        ("CS-1", "Type2"), ("CS-2", "Type1"), ("CS-1", "Type0")]
+    one = await store.list_security_events("CS-1")
+    assert [(e["type"], e["tech_info"], e["timestamp"]) for e in one] == [
+        ("Type2", None, z(T0 + timedelta(seconds=2))), ("Type0", "tech", z(T0))]
+    assert [e["type"] for e in await store.list_security_events(limit=1)] == ["Type2"]
+    assert await store.list_security_events("CS-9") == []
+
+
+async def test_station_messages_by_action_newest_first(store: Store) -> None:
+    await store.record_station_message("CS-1", "FirmwareStatusNotification", {"status": "Downloading"}, T0)
+    await store.record_station_message("CS-1", "LogStatusNotification", {"status": "Uploading"}, T0)
+    await store.record_station_message("CS-1", "FirmwareStatusNotification", {"status": "Installed"}, T0)
+    await store.record_station_message("CS-2", "FirmwareStatusNotification", {"status": "Idle"}, T0)
+    rows = await store.list_station_messages("CS-1")
+    assert [(r["action"], r["payload"]["status"]) for r in rows] == [
+        ("FirmwareStatusNotification", "Installed"), ("LogStatusNotification", "Uploading"),
+        ("FirmwareStatusNotification", "Downloading")]
+    fw = await store.list_station_messages("CS-1", "FirmwareStatusNotification", limit=5)
+    assert [r["payload"]["status"] for r in fw] == ["Installed", "Downloading"]
+    assert [r["payload"]["status"] for r in await store.list_station_messages("CS-1", limit=1)] == ["Installed"]
+    assert rows[0]["station_id"] == "CS-1" and datetime.fromisoformat(rows[0]["received_at"]) == T0
+
+
+async def test_commands_recorded_with_outcome(store: Store) -> None:
+    sent, done = T0, T0 + timedelta(milliseconds=250)
+    await store.record_command("CS-1", "Reset", {"type": "Immediate"}, "result", {"status": "Accepted"}, sent, done)
+    await store.record_command("CS-2", "ClearCache", {}, "timeout", None, sent, done)
+    await store.record_command("CS-1", "TriggerMessage", {"requestedMessage": "Heartbeat"}, "result", {}, sent, done)
+    rows = await store.list_commands()
+    assert [(r["station_id"], r["action"], r["outcome"], r["response"]) for r in rows] == [
+        ("CS-1", "TriggerMessage", "result", {}), ("CS-2", "ClearCache", "timeout", None),
+        ("CS-1", "Reset", "result", {"status": "Accepted"})]
+    mine = await store.list_commands("CS-1", limit=5)
+    assert [r["request"] for r in mine] == [{"requestedMessage": "Heartbeat"}, {"type": "Immediate"}]
+    assert datetime.fromisoformat(mine[0]["finished_at"]) == done and datetime.fromisoformat(mine[0]["sent_at"]) == sent
+    assert [r["action"] for r in await store.list_commands(limit=1)] == ["TriggerMessage"]
+
+
+# Redis specifics --------------------------------------------------------------------------------
+async def test_two_redis_nodes_store_a_retransmission_once(redis_prefix: str) -> None:
+    """Two daemons sharing one Redis receive the same event (e.g. a station reconnected elsewhere)."""
+    nodes = [RedisStore(REDIS_URL, redis_prefix) for _ in range(2)]
+    for node in nodes:
+        await node.open()
+    try:
+        ev = tx_event("Updated", 3, T0, charging_state="Charging", energy_wh=10)
+        outcomes = await asyncio.gather(*(nodes[i % 2].record_transaction_event("CS-1", ev, T0) for i in range(10)))
+        assert sorted(outcomes) == [False] * 9 + [True]
+        tx = await nodes[1].get_transaction("CS-1", "TX-1")
+        assert tx is not None and tx.first_seen_as == "Updated" and tx.energy_wh == 10.0
+    finally:
+        for node in nodes:
+            await node.close()
+        await delete_prefix(redis_prefix)
+
+
+async def test_redis_wait_replicas_refuses_unreplicated_writes(redis_prefix: str) -> None:
+    """This Redis has no replicas: with wait_replicas=1 a write must not be reported durable."""
+    store = RedisStore(REDIS_URL, redis_prefix, wait_replicas=1, wait_timeout_ms=20)
+    await store.open()
+    try:
+        with pytest.raises(ReplicationError, match="only 0 of 1 Redis replicas"):
+            await store.put_id_token(IdTokenRecord("TOK-1"))
+    finally:
+        await store.close()
+        await delete_prefix(redis_prefix)
+
+
+async def test_redis_keys_stay_under_prefix(redis_prefix: str) -> None:
+    store = RedisStore(REDIS_URL, redis_prefix)
+    await store.open()
+    try:
+        await store.record_boot("CS-1", {"reason": "PowerUp", "chargingStation": {"vendorName": "V", "model": "M"}},
+                                "Accepted", T0)
+        assert await store.record_transaction_event("CS-1", tx_event("Started", 0, T0, energy_wh=1), T0)
+        await store.record_command("CS-1", "Reset", {"type": "Immediate"}, "offline", None, T0, T0)
+    finally:
+        await store.close()
+    assert await delete_prefix(redis_prefix) >= 8
+    assert await delete_prefix(redis_prefix) == 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"url": "http://127.0.0.1:6379"}, "redis_url must start with"),
+    ({"prefix": ""}, "redis_prefix must be a non-empty string"),
+    ({"wait_replicas": -1}, "wait_replicas must be an integer >= 0"),
+    ({"wait_timeout_ms": 0}, "wait_timeout_ms must be an integer > 0"),
+])
+def test_redis_store_rejects_bad_options(kwargs: dict[str, Any], message: str) -> None:
+    args: dict[str, Any] = {"url": REDIS_URL, "prefix": "nbtest:x:", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        RedisStore(**args)
+
+
+async def test_redis_unreachable_gives_clear_error() -> None:
+    store = RedisStore("redis://:secret@127.0.0.1:1/0", "nbtest:unreachable:")
+    with pytest.raises(ConnectionError, match=r"cannot reach Redis at redis://:\*\*\*@127.0.0.1:1/0") as err:
+        await store.open()
+    assert "secret" not in str(err.value)
+
+
+async def test_redis_rejects_bad_event_values_clearly(redis_prefix: str) -> None:
+    store = RedisStore(REDIS_URL, redis_prefix)
+    await store.open()
+    try:
+        with pytest.raises(ValueError, match="seqNo must be an integer >= 0"):
+            await store.record_transaction_event("CS-1", tx_event("Started", -1, T0), T0)
+        with pytest.raises(ValueError, match="'yesterday' is not an ISO 8601 date-time"):
+            await store.record_transaction_event("CS-1", {**tx_event("Started", 0, T0), "timestamp": "yesterday"}, T0)
+        with pytest.raises(ValueError, match="limit must be an integer >= 0"):
+            await store.list_commands(limit=-5)
+        assert await store.get_transaction("CS-1", "TX-1") is None
+    finally:
+        await store.close()
+        await delete_prefix(redis_prefix)
+
+
+# The daemon on Redis ----------------------------------------------------------------------------
+async def test_daemon_runs_on_redis_end_to_end(tmp_path: Path, redis_prefix: str) -> None:
+    store_cfg = {"backend": "redis", "redis_url": REDIS_URL, "redis_prefix": redis_prefix}
+    try:
+        async with running_daemon(tmp_path, store=store_cfg) as d:
+            assert isinstance(d.daemon.store, RedisStore) and d.daemon.store.prefix == redis_prefix
+            st = await RawStation.connect(d.ws_url, "CS-R1")
+            try:
+                assert (await st.boot())["status"] == "Accepted"
+                assert await st.result("StatusNotification", {"timestamp": z(T0), "connectorStatus": "Occupied",
+                                                              "evseId": 1, "connectorId": 1}) == {}
+                started = tx_event("Started", 0, T0, "TX-R", charging_state="Charging", energy_wh=100,
+                                   evse={"id": 1, "connectorId": 1}, id_token="TOK-R")
+                started["triggerReason"] = "Authorized"
+                answer = await st.result("TransactionEvent", started)
+                assert answer["idTokenInfo"]["status"] == "Accepted"
+                assert await st.result("TransactionEvent", started) == answer  # retransmission: same answer
+                ended = tx_event("Ended", 1, T0 + timedelta(minutes=40), "TX-R", energy_wh=5100,
+                                 stopped_reason="EVDisconnected")
+                ended["triggerReason"] = "EVCommunicationLost"
+                assert await st.result("TransactionEvent", ended) == {}
+            finally:
+                await st.close()
+        # A second node reading the same Redis sees what the daemon acknowledged.
+        reader = RedisStore(REDIS_URL, redis_prefix)
+        await reader.open()
+        try:
+            station = await reader.get_station("CS-R1")
+            assert station is not None and station.vendor == "TestVendor" and station.registration == "Accepted"
+            assert not station.connected  # the daemon recorded the disconnect on shutdown
+            assert [(c["evse_id"], c["status"]) for c in await reader.list_connectors("CS-R1")] == [(1, "Occupied")]
+            tx = await reader.get_transaction("CS-R1", "TX-R")
+            assert tx is not None
+            assert (tx.active, tx.energy_wh, tx.id_token, tx.stopped_reason, tx.first_seen_as, tx.last_seq_no) == (
+                False, 5100.0, "TOK-R", "EVDisconnected", "Started", 1)
+            assert [e["seqNo"] for e in await reader.transaction_events("CS-R1", "TX-R")] == [0, 1]
+            assert [s["value"] for s in await reader.meter_samples("CS-R1", transaction_id="TX-R")] == [100.0, 5100.0]
+        finally:
+            await reader.close()
+    finally:
+        await delete_prefix(redis_prefix)
