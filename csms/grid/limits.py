@@ -77,7 +77,8 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a number")
 
 
-def _decode(payload: bytes | str | dict[str, Any]) -> dict[str, Any]:
+def decode_payload(payload: bytes | str | dict[str, Any]) -> dict[str, Any]:
+    """A JSON object from an MQTT/HTTP body, with a precise SignalError for anything else."""
     if isinstance(payload, dict):
         return payload
     if isinstance(payload, (bytes, bytearray)):
@@ -187,7 +188,7 @@ def parse_signal(payload: bytes | str | dict[str, Any], transformer_id: str, now
     Raises SignalError with a precise reason.
     """
     now = now.astimezone(timezone.utc)
-    data = _decode(payload)
+    data = decode_payload(payload)
     raw_id = data.get("signal_id")
     sid = raw_id if isinstance(raw_id, str) else None
     unknown = sorted(str(k) for k in set(data) - set(PAYLOAD_KEYS))
@@ -343,10 +344,13 @@ class LimitBook:
     def last_heard(self, transformer_id: str) -> datetime | None:
         return self._heard.get(transformer_id)
 
-    def is_silent(self, transformer_id: str, now: datetime) -> bool:
-        """Whether the group expects signals and none was heard within its signal_timeout_s."""
+    def is_silent(self, transformer_id: str, now: datetime, since: datetime | None = None) -> bool:
+        """Whether the group expects signals and none was heard within its signal_timeout_s.
+
+        `since` (e.g. the listener's start) counts as heard when nothing was heard yet: a grace period.
+        """
         timeout = self._group(transformer_id).signal_timeout_s
-        heard = self._heard.get(transformer_id)
+        heard = self._heard.get(transformer_id) or since
         return timeout is not None and (heard is None or (now - heard).total_seconds() > timeout)
 
     def set_safe_mode(self, transformer_id: str, on: bool, reason: str) -> bool:

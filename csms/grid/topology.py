@@ -1,9 +1,10 @@
 """Which capacity group each EVSE sits behind, on which phases, and how the groups nest.
 
 Assignment is decided once per (station, EVSE) and cached: the most specific rule wins (exact
-station id before a pattern, a named EVSE before "all EVSEs"), ties go to the first rule in config
-order. That makes the answer independent of which transformer happens to be listed first when a
-pattern is broad.
+station id before a pattern, a named EVSE before "all EVSEs", then the more deeply nested group,
+since a site under a transformer is the narrower answer and its load still counts on the
+transformer through the chain); remaining ties go to the first rule in config order. So a broad
+pattern on a transformer never swallows the stations of a site configured below it.
 """
 
 from __future__ import annotations
@@ -19,21 +20,22 @@ class Assignment:
     rule: MemberRule
 
 
-def _specificity(rule: MemberRule) -> tuple[int, int]:
-    return (0 if rule.is_pattern else 1, 1 if rule.evse is not None else 0)
+def _specificity(rule: MemberRule, depth: int) -> tuple[int, int, int]:
+    return (0 if rule.is_pattern else 1, 1 if rule.evse is not None else 0, depth)
 
 
 class Topology:
     def __init__(self, grid: GridConfig) -> None:
         self._groups = grid.transformers
-        self._rules: list[tuple[tuple[int, int], int, str, MemberRule]] = []
+        self._rules: list[tuple[tuple[int, int, int], int, str, MemberRule]] = []
         order = 0
         for tid, group in grid.transformers.items():
+            depth = len(self.chain(tid))
             for rule in group.members:
-                self._rules.append((_specificity(rule), order, tid, rule))
+                self._rules.append((_specificity(rule, depth), order, tid, rule))
                 order += 1
         # Most specific first, then config order.
-        self._rules.sort(key=lambda r: (-r[0][0], -r[0][1], r[1]))
+        self._rules.sort(key=lambda r: (tuple(-x for x in r[0]), r[1]))
         self._cache: dict[tuple[str, int], Assignment | None] = {}
 
     def assignment(self, station_id: str, evse_id: int) -> Assignment | None:
