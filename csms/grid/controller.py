@@ -1,0 +1,590 @@
+"""The grid controller: keeps every capacity group under its limit by steering charging sessions.
+
+It listens to the bus (sessions, meter values, EV needs, stations coming and going, limit
+changes), keeps its picture of the world in a :class:`SessionBook` (cheap synchronous updates,
+so nothing heavy sits on the per-message path) and acts from one planning task:
+
+1. a stricter limit gets an immediate safe cut first (``immediate_cut``: proportional, no
+   look-ahead), pushed to every station at once;
+2. then the refined plan (``plan``), also after sessions start or end, needs arrive, stations
+   connect or drop, verification findings, and periodically.
+
+Every limit, plan, push and finding is kept in ``events`` (and published on the bus as
+``grid.plan`` / ``grid.push`` / ``grid.finding``), so the reaction time (limit received -> all
+stations answered) and the outcome can be reported. The clock is injectable so tests and the demo
+can run on simulated time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from csms.bus import Event
+from csms.grid.config import GridConfig
+from csms.grid.pusher import Hysteresis, PushResult, Pusher, Setpoints, failsafe_profile
+from csms.grid.sessions import Defaults, Session, SessionBook, StationCaps, parse_session_id, session_need
+from csms.grid.topology import Topology
+from csms.grid.verify import Finding, Verifier, VerifyConfig
+from csms.meter import Reading
+from profiles.planner import Plan, PlanInput, immediate_cut, plan
+from profiles.units import VOLTAGE_V
+
+if TYPE_CHECKING:
+    from csms.app import Daemon
+    from csms.grid.limits import LimitBook
+
+log = logging.getLogger("csms.grid")
+
+Clock = Callable[[], datetime]
+DEBOUNCE_S = 0.02  # coalesce a burst of events into one plan
+THREAD_PLANNING_SESSIONS = 200  # above this many sessions a plan runs in a worker thread
+SMART_CHARGING_VARIABLES = ("RateUnit", "ProfileStackLevel", "PeriodsPerSchedule")
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class GroupState:
+    """The last plan of one capacity group, for the snapshot and the metrics."""
+
+    limit_kw: float = 0.0
+    limit_source: str = "capacity"
+    base_load_kw: float = 0.0
+    planned_kw: float = 0.0  # EV load planned for the current slot
+    planned_at: datetime | None = None
+    infeasible: bool = False
+    sessions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _UnitPlan:
+    tid: str
+    sessions: list[Session]
+    inp: PlanInput
+    plan: Plan
+    sources: list[str]
+
+
+@dataclass
+class _LimitWatch:
+    received_mono: float
+    tid: str | None
+    kind: str
+
+
+class GridController:
+    """Component: start()/stop(); the operator API reads snapshot(), events and set_session_need()."""
+
+    def __init__(self, daemon: Daemon, grid: GridConfig, limits: LimitBook, *, topology: Topology | None = None,
+                 status: Any = None, clock: Clock | None = None, history: int = 2000) -> None:
+        self.daemon = daemon
+        self.grid = grid
+        self.limits = limits
+        self.topology = topology or Topology(grid)
+        self.status = status  # StatusPublisher or None
+        self.clock: Clock = clock or utc_now
+        p = grid.planning
+        d = grid.session_defaults
+        self.book = SessionBook(Defaults(energy_kwh=d.energy_kwh, dwell_s=d.dwell_h * 3600.0,
+                                         guaranteed_kwh=d.guaranteed_kwh))
+        self.pusher = Pusher(self._send, Hysteresis(current_a=p.hysteresis_a, refresh_s=p.slot_s * p.horizon_slots / 2,
+                                                    min_interval_s=p.min_push_interval_s),
+                             clock=self.clock, stack_level=p.stack_level)
+        self.verifier = Verifier(VerifyConfig(apply_grace_s=p.verify_after_s, overdraw_fraction=p.verify_tolerance,
+                                              resume_grace_s=p.resume_timeout_s))
+        self.events: deque[dict[str, Any]] = deque(maxlen=history)
+        self.groups: dict[str, GroupState] = {tid: GroupState() for tid in grid.transformers}
+        self.plans = 0
+        self.reaction_s: deque[float] = deque(maxlen=100)
+        self._wake = asyncio.Event()
+        self._reasons: set[str] = set()
+        self._watches: list[_LimitWatch] = []
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._idle = asyncio.Event()
+        self._metrics(daemon.metrics.registry)
+
+    # Metrics -----------------------------------------------------------------------------------
+    def _metrics(self, registry: Any) -> None:
+        self.m_limit = Gauge("csms_transformer_limit_kw", "Limit in force per capacity group", ["transformer"],
+                             registry=registry)
+        self.m_load = Gauge("csms_transformer_load_kw", "Measured EV load plus base load per capacity group",
+                            ["transformer"], registry=registry)
+        self.m_planned = Gauge("csms_transformer_planned_kw", "Planned EV load plus base load for the current slot",
+                               ["transformer"], registry=registry)
+        self.m_reaction = Histogram("csms_grid_reaction_seconds",
+                                    "Stricter limit received -> every affected station answered the cut",
+                                    buckets=(.01, .025, .05, .1, .25, .5, 1, 2, 5, 10, 30), registry=registry)
+        self.m_plan_s = Histogram("csms_grid_plan_seconds", "Time to compute one plan of all groups",
+                                  buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5), registry=registry)
+        self.m_pushes = Counter("csms_grid_pushes_total", "TxProfile pushes by outcome", ["status"], registry=registry)
+        self.m_findings = Counter("csms_grid_findings_total", "Verification findings by kind", ["kind"],
+                                  registry=registry)
+
+    # Lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._unsubscribe = self.daemon.bus.subscribe(self._on_event)
+        for station_id in list(self.daemon.connections):  # stations that connected before us
+            self.book.station(station_id).connected = True
+            self._ensure_setup(station_id)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="grid controller")
+        self.request("start")
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def request(self, reason: str) -> None:
+        """Ask for a re-plan soon (coalesced)."""
+        self._reasons.add(reason)
+        self._idle.clear()
+        self._wake.set()
+
+    async def settled(self, timeout: float = 10.0) -> None:
+        """Wait until no re-plan is pending (for tests, the demo and the API's "apply now")."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    # Recording ---------------------------------------------------------------------------------
+    def _record(self, kind: str, /, **data: Any) -> None:
+        entry = {**data, "at": self.clock().isoformat(), "kind": kind}
+        self.events.append(entry)
+
+    # Bus ---------------------------------------------------------------------------------------
+    def _on_event(self, ev: Event) -> None:
+        """Synchronous and cheap: update state, note what needs a re-plan."""
+        kind, sid, data = ev.kind, ev.station_id, ev.data
+        if kind.startswith("grid."):
+            if kind in ("grid.limit", "grid.safe_mode"):
+                tid = self._event_group(data)
+                self._watches.append(_LimitWatch(time.monotonic(), tid, kind))
+                self._record("limit", **{**_scalars(data), "transformer": tid, "event": kind})
+                self.request(kind)
+            elif kind == "grid.signal_rejected":
+                self._record("signal_rejected", **_scalars(data))
+            return
+        if sid is None:
+            return
+        now = self.clock()
+        if kind == "station.connected":
+            self.book.station(sid).connected = True
+            self.request("station connected")
+        elif kind == "station.disconnected":
+            self.book.station(sid).connected = False
+            self.request("station dropped")
+        elif kind == "station.booted":
+            st = self.book.station(sid)
+            st.vendor, st.model, st.connected = data.get("vendor"), data.get("model"), True
+            if data.get("status") == "Accepted":
+                st.ready = False
+                self.pusher.forget(sid)
+                self._ensure_setup(sid, force=True)
+        elif kind in ("transaction.started", "transaction.updated"):
+            session, change = self.book.transaction(sid, data, now)
+            if session is None:
+                return
+            if change == "new":
+                self._ensure_setup(sid)
+                self.request("session started")
+            elif change == "state":
+                self._finding(self.verifier.resume_check(session, now))
+            if change == "reading" or isinstance(data.get("reading"), Reading):
+                self._finding(self.verifier.reading(session, now))
+        elif kind == "transaction.ended":
+            session = self.book.ended(sid, data)
+            if session is not None:
+                self.pusher.forget(sid, session.evse_id)
+                self.request("session ended")
+        elif kind == "meter.values":
+            session = self.book.find(sid, None, data.get("evse_id"))
+            reading = data.get("reading")
+            if session is not None and isinstance(reading, Reading):
+                self.book.reading(session, reading, now)
+                self._finding(self.verifier.reading(session, now))
+        elif kind == "ev.needs":
+            evse_id, needs = data.get("evse_id"), data.get("needs")
+            if isinstance(evse_id, int) and isinstance(needs, dict):
+                self.book.ev_needs(sid, evse_id, needs, now)
+                self.request("EV needs")
+
+    def _event_group(self, data: dict[str, Any]) -> str | None:
+        for key in ("transformer", "transformer_id", "tid", "group"):
+            value = data.get(key)
+            if isinstance(value, str) and value in self.grid.transformers:
+                return value
+        return None
+
+    def _finding(self, finding: Finding | None) -> None:
+        if finding is None:
+            return
+        self.m_findings.labels(finding.kind).inc()
+        self._record("finding", **finding.as_dict())
+        data = finding.as_dict()
+        self.daemon.bus.publish("grid.finding", data.pop("station_id"), **data)
+        if finding.kind != "resumed":
+            log.warning("%s evse %s: %s (%s)", finding.station_id, finding.evse_id, finding.kind, finding.detail)
+            self.request(f"finding {finding.kind}")
+
+    # Operator hooks -----------------------------------------------------------------------------
+    def set_session_need(self, station_id: str, evse_id: int, energy_kwh: float | None = None,
+                         departure: datetime | None = None, guaranteed_kwh: float | None = None) -> dict[str, Any]:
+        """Set what a running session needs (raises KeyError for no such session, ValueError for bad values)."""
+        session = self.book.set_api_need(station_id, evse_id, self.clock(), energy_kwh, departure, guaranteed_kwh)
+        need = session.need
+        assert need is not None
+        self._record("need", station_id=station_id, evse_id=evse_id, energy_kwh=need.energy_kwh,
+                     departure=need.departure.isoformat(), guaranteed_kwh=need.guaranteed_kwh)
+        self.request("need set by operator")
+        return {"station_id": station_id, "evse_id": evse_id, "energy_kwh": need.energy_kwh,
+                "departure": need.departure.isoformat(), "guaranteed_kwh": need.guaranteed_kwh}
+
+    # Station setup ----------------------------------------------------------------------------------
+    def _ensure_setup(self, station_id: str, force: bool = False) -> None:
+        st = self.book.station(station_id)
+        if st.setup_running or (st.ready and not force):
+            return
+        st.setup_running = True
+        self.daemon.spawn(self._setup_station(station_id), name=f"grid setup {station_id}")
+
+    async def _setup_station(self, station_id: str) -> None:
+        """Read what the station accepts and install the fail-safe TxDefaultProfile."""
+        st = self.book.station(station_id)
+        try:
+            vendor_model = f"{st.vendor}/{st.model}" if st.vendor or st.model else None
+            rule = self.grid.station_model_for(station_id, vendor_model)
+            caps = StationCaps(rate_units=("A",), max_stack_level=0, periods_per_schedule=1, v2g=rule.v2g,
+                               phases=rule.phases, max_current_a=rule.max_current_a,
+                               min_current_a=rule.min_current_a, source="rule")
+            try:
+                response = await self.daemon.commands.get_variables(station_id, [
+                    {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": name}}
+                    for name in SMART_CHARGING_VARIABLES])
+                _apply_variables(caps, response.get("getVariableResult", []))
+            except Exception as exc:  # noqa: BLE001 - a station without a device model gets the safest shape
+                log.info("%s: GetVariables failed (%s); assuming amps, stack level 0, one period", station_id, exc)
+            if rule.rate_unit is not None:
+                caps.rate_units = (rule.rate_unit,)
+            st.caps = caps
+            profile = failsafe_profile(caps, self.grid.planning.fail_safe_limit_a, self.clock())
+            try:
+                response = await self.daemon.commands.set_charging_profile(station_id, 0, profile)
+                st.failsafe_status = str(response.get("status"))
+            except Exception as exc:  # noqa: BLE001
+                st.failsafe_status = type(exc).__name__
+            st.ready = True
+            self._record("station_setup", station_id=station_id, rate_units=list(caps.rate_units),
+                         stack_level=caps.max_stack_level, periods=caps.periods_per_schedule, v2g=caps.v2g,
+                         caps_source=caps.source, failsafe=st.failsafe_status)
+        finally:
+            st.setup_running = False
+        self.request("station ready")
+
+    # The planning loop --------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        interval = self.grid.planning.replan_interval_s
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), interval)
+            except asyncio.TimeoutError:
+                self._reasons.add("periodic")
+            self._wake.clear()
+            watches, self._watches = self._watches, []
+            try:
+                if watches:
+                    await self._cut(watches)
+                await asyncio.sleep(DEBOUNCE_S)
+                self._wake.clear()
+                reasons, self._reasons = self._reasons, set()
+                self._check_resumes()
+                if self.grid.planning.enabled:
+                    await self._plan_and_push(sorted(reasons) or ["periodic"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the controller must survive a bad plan and try again
+                log.exception("grid planning failed")
+            if not self._wake.is_set():
+                self._idle.set()
+
+    def _check_resumes(self) -> None:
+        now = self.clock()
+        for session in self.book:
+            self._finding(self.verifier.resume_check(session, now))
+
+    async def _cut(self, watches: list[_LimitWatch]) -> None:
+        """Immediate safe answer for groups whose limit in force became stricter than planned."""
+        now = self.clock()
+        tids = {w.tid for w in watches}
+        if None in tids:
+            tids = set(self.grid.transformers)
+        stricter = []
+        for tid in sorted(t for t in tids if t is not None):
+            limit, _ = self.limits.limit_at(tid, now)
+            state = self.groups.get(tid)
+            if state is None or state.planned_at is None or limit < state.limit_kw - 1e-9 \
+                    or state.planned_kw + state.base_load_kw > limit:
+                stricter.append(tid)
+        if not stricter:
+            return
+        units = self._plan_units(now, stricter, cut=True)
+        results = await self._push_units(units, now, kind="cut")
+        done = time.monotonic()
+        for w in watches:
+            if w.tid is None or w.tid in stricter:
+                seconds = done - w.received_mono
+                self.m_reaction.observe(seconds)
+                self.reaction_s.append(seconds)
+                self._record("reaction", transformer=w.tid, seconds=round(seconds, 4), pushes=len(results),
+                             accepted=sum(r.status == "Accepted" for r in results))
+
+    async def _plan_and_push(self, reasons: list[str]) -> None:
+        now = self.clock()
+        started = time.perf_counter()
+        tids = list(self.grid.transformers)
+        units = self._plan_units(now, tids, cut=False)
+        self.m_plan_s.observe(time.perf_counter() - started)
+        self.plans += 1
+        await self._push_units(units, now, kind="plan", reasons=reasons)
+
+    # Planning ------------------------------------------------------------------------------------------
+    def _sessions_by_group(self) -> dict[str, list[Session]]:
+        out: dict[str, list[Session]] = {tid: [] for tid in self.grid.transformers}
+        for session in self.book:
+            tid = self.topology.transformer_of(session.station_id, session.evse_id)
+            if tid is not None:
+                out.setdefault(tid, []).append(session)
+        return out
+
+    def _plan_input(self, tid: str, sessions: list[Session], start: datetime,
+                    cap_kw: list[float] | None = None) -> tuple[PlanInput, list[str]]:
+        p = self.grid.planning
+        sched = self.limits.schedule(tid, start, p.horizon_slots, p.slot_s)
+        limits = [kw - p.margin_kw for kw, _ in sched]
+        if cap_kw is not None:
+            limits = [min(a, b) for a, b in zip(limits, cap_kw)]
+        base = [self.limits.base_load_kw(tid, start + timedelta(seconds=i * p.slot_s)) for i in range(len(sched))]
+        needs = []
+        for s in sessions:
+            st = self.book.station(s.station_id)
+            if not p.allow_pause:
+                s.can_pause = False
+            needs.append(session_need(s, st.caps, start, self.book.defaults,
+                                      self.topology.wiring(s.station_id, s.evse_id), connected=st.connected))
+        group = self.grid.transformers[tid]
+        inp = PlanInput(sessions=needs, limit_kw=limits, base_load_kw=base, slot_s=float(p.slot_s),
+                        phase_limit_a=group.phase_limit_a)
+        return inp, [source for _, source in sched]
+
+    def _plan_units(self, now: datetime, tids: list[str], *, cut: bool) -> list[_UnitPlan]:
+        """Plan each group's own sessions, then tighten groups whose parents would be overloaded."""
+        start = now.replace(microsecond=0)
+        by_group = self._sessions_by_group()
+        solve = immediate_cut if cut else plan
+        wanted = set(tids)
+        for tid in tids:  # a parent's limit constrains every nested group
+            wanted.update(self.topology.descendants(tid))
+        units: dict[str, _UnitPlan] = {}
+        for tid in self.grid.transformers:
+            if tid in wanted:
+                inp, sources = self._plan_input(tid, by_group.get(tid, []), start)
+                units[tid] = _UnitPlan(tid, by_group.get(tid, []), inp, solve(inp), sources)
+        self._fit_parents(units, start, solve)
+        for unit in units.values():
+            self._remember(unit, now)
+        return list(units.values())
+
+    def _fit_parents(self, units: dict[str, _UnitPlan], start: datetime, solve: Callable[[PlanInput], Plan]) -> None:
+        """Nested groups: when a subtree overloads an ancestor, shrink the nested EV loads
+        in proportion to their planned load and plan them again (once: plans keep their caps)."""
+        for ancestor in self.grid.transformers:
+            below = [t for t in self.topology.descendants(ancestor) if t in units]
+            if not below or ancestor not in units:
+                continue
+            subtree = [ancestor] + below
+            n = len(units[ancestor].inp.limit_kw)
+            load = [sum(units[t].plan.total_kw[i] + units[t].inp.base_load_kw[i] for t in subtree) for i in range(n)]
+            over = [max(0.0, load[i] - units[ancestor].inp.limit_kw[i]) for i in range(n)]
+            if max(over) <= 1e-6:
+                continue
+            for t in subtree:
+                u = units[t]
+                ev_total = [sum(units[x].plan.total_kw[i] for x in subtree) or 1.0 for i in range(n)]
+                cap = [u.inp.base_load_kw[i] + max(0.0, u.plan.total_kw[i] - over[i] * u.plan.total_kw[i] / ev_total[i])
+                       for i in range(n)]
+                inp, sources = self._plan_input(t, u.sessions, start, cap_kw=cap)
+                units[t] = _UnitPlan(t, u.sessions, inp, solve(inp), sources)
+
+    def _remember(self, unit: _UnitPlan, now: datetime) -> None:
+        state = self.groups.setdefault(unit.tid, GroupState())
+        state.limit_kw = float(unit.inp.limit_kw[0]) + self.grid.planning.margin_kw
+        state.limit_source = unit.sources[0] if unit.sources else "capacity"
+        state.base_load_kw = float(unit.inp.base_load_kw[0])
+        state.planned_kw = float(unit.plan.total_kw[0])
+        state.planned_at = now
+        state.infeasible = 0 in unit.plan.infeasible_slots
+        state.sessions = [s.session_id for s in unit.inp.sessions]
+        self.m_limit.labels(unit.tid).set(state.limit_kw)
+        self.m_planned.labels(unit.tid).set(state.planned_kw + state.base_load_kw)
+        self.m_load.labels(unit.tid).set(self._measured_kw(unit.tid) + state.base_load_kw)
+
+    # Pushing ---------------------------------------------------------------------------------------
+    async def _send(self, station_id: str, evse_id: int, profile: dict[str, Any]) -> dict[str, Any]:
+        return await self.daemon.commands.set_charging_profile(station_id, evse_id, profile)
+
+    async def _push_units(self, units: list[_UnitPlan], now: datetime, *, kind: str,
+                          reasons: list[str] | None = None) -> list[PushResult]:
+        p = self.grid.planning
+        start = now.replace(microsecond=0)
+        todo: list[tuple[Setpoints, StationCaps]] = []
+        sessions: dict[tuple[str, int], Session] = {}
+        for unit in units:
+            for need in unit.inp.sessions:
+                key = parse_session_id(need.session_id)
+                session = self.book.sessions.get(key)
+                st = self.book.station(key[0])
+                if session is None or need.fixed_kw is not None or not st.connected or not st.ready:
+                    continue  # uncontrollable, unreachable, or still being set up: budgeted, not pushed
+                sp = unit.plan.sessions[need.session_id]
+                todo.append((Setpoints(key[0], key[1], session.transaction_id, start, float(p.slot_s),
+                                       sp.current_a, need.phases), st.caps))
+                sessions[key] = session
+        to_send, skipped = self.pusher.due(todo)
+        results = await self.pusher.push(to_send)
+        for r in results:
+            session = sessions.get((r.station_id, r.evse_id))
+            self.m_pushes.labels(r.status).inc()
+            self._record("push", trigger=kind, **r.as_dict())
+            self.daemon.bus.publish("grid.push", r.station_id, evse_id=r.evse_id, status=r.status, limit=r.limit,
+                                    unit=r.unit, limit_a=r.limit_a, trigger=kind)
+            if session is None or self.book.sessions.get(session.key) is not session:
+                continue
+            st = self.book.station(r.station_id)
+            phases = next((sp.phases for sp, _ in todo if (sp.station_id, sp.evse_id) == session.key), 3)
+            kw = None if r.limit_a is None else r.limit_a * phases * VOLTAGE_V / 1000.0
+            assumed = min(st.caps.max_current_a, p.fail_safe_limit_a if st.failsafe_status == "Accepted"
+                          else st.caps.max_current_a) * st.caps.phases * VOLTAGE_V / 1000.0
+            self._finding(self.verifier.pushed(session, r, kw, assumed))
+        if skipped:
+            self.m_pushes.labels("skipped").inc(len(skipped))
+        for r in skipped:
+            installed = self.pusher.installed.get((r.station_id, r.evse_id))
+            session = sessions.get((r.station_id, r.evse_id))
+            if installed is not None and session is not None:
+                value = installed.value_at(now)
+                if value is not None:
+                    session.setpoint_a = value
+                    session.setpoint_kw = value * installed.phases * VOLTAGE_V / 1000.0
+        summary = {"trigger": kind, "pushed": len(results), "skipped": len(skipped),
+                   "accepted": sum(r.status == "Accepted" for r in results)}
+        for unit in units:
+            state = self.groups[unit.tid]
+            data = {"transformer": unit.tid, "limit_kw": round(state.limit_kw, 3), "limit_source": state.limit_source,
+                    "planned_kw": round(state.planned_kw, 3), "base_load_kw": round(state.base_load_kw, 3),
+                    "sessions": len(unit.sessions), "infeasible": state.infeasible, **summary}
+            if reasons:
+                data["reasons"] = reasons
+            self._record(kind, **data)
+            self.daemon.bus.publish("grid.plan", None, **data)
+            if self.status is not None:
+                try:
+                    self.status.publish(unit.tid, self.group_snapshot(unit.tid))
+                except Exception:  # noqa: BLE001 - status is informative; never block control on it
+                    log.exception("status publish for %s failed", unit.tid)
+        return results
+
+    # Reading ----------------------------------------------------------------------------------------
+    def _measured_kw(self, tid: str) -> float:
+        return sum(s.power_kw or 0.0 for s in self._sessions_by_group().get(tid, []))
+
+    def group_snapshot(self, tid: str) -> dict[str, Any]:
+        state = self.groups.get(tid, GroupState())
+        now = self.clock()
+        limit, source = self.limits.limit_at(tid, now)
+        sessions = self._sessions_by_group().get(tid, [])
+        measured = sum(s.power_kw or 0.0 for s in sessions)
+        return {
+            "transformer": tid,
+            "limit_kw": limit,
+            "limit_source": source,
+            "safe_mode": self.limits.in_safe_mode(tid),
+            "measured_kw": round(measured + state.base_load_kw, 3),
+            "measured_ev_kw": round(measured, 3),
+            "planned_kw": round(state.planned_kw + state.base_load_kw, 3),
+            "planned_ev_kw": round(state.planned_kw, 3),
+            "base_load_kw": state.base_load_kw,
+            "planned_at": state.planned_at.isoformat() if state.planned_at else None,
+            "infeasible": state.infeasible,
+            "sessions": [self._session_view(s) for s in sessions],
+        }
+
+    def _session_view(self, s: Session) -> dict[str, Any]:
+        st = self.book.station(s.station_id)
+        need = s.need
+        return {
+            "station_id": s.station_id, "evse_id": s.evse_id, "transaction_id": s.transaction_id,
+            "state": s.state(), "charging_state": s.charging_state, "connected": st.connected,
+            "setpoint_a": s.setpoint_a, "setpoint_kw": None if s.setpoint_kw is None else round(s.setpoint_kw, 3),
+            "actual_kw": None if s.power_kw is None else round(s.power_kw, 3),
+            "delivered_kwh": round(s.delivered_kwh, 3),
+            "need_kwh": None if need is None else need.energy_kwh,
+            "need_source": "default" if need is None else need.source,
+            "departure": None if need is None else need.departure.isoformat(),
+            "fixed_kw": s.fixed_kw, "fixed_reason": s.fixed_reason,
+            "can_pause": s.can_pause, "no_pause_reason": s.no_pause_reason,
+            "push_status": s.push_status,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the operator API and dashboard show, per capacity group."""
+        return {
+            "at": self.clock().isoformat(),
+            "plans": self.plans,
+            "pushes_sent": self.pusher.sent,
+            "pushes_skipped": self.pusher.skipped,
+            "last_reaction_s": self.reaction_s[-1] if self.reaction_s else None,
+            "transformers": {tid: self.group_snapshot(tid) for tid in self.grid.transformers},
+        }
+
+
+def _scalars(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if isinstance(v, (int, float, str, bool, type(None)))}
+
+
+def _apply_variables(caps: StationCaps, results: list[dict[str, Any]]) -> None:
+    """Fold GetVariables answers into ``caps`` (unparseable values keep the safe defaults)."""
+    found = False
+    for r in results:
+        if r.get("attributeStatus") != "Accepted" or not isinstance(r.get("attributeValue"), str):
+            continue
+        name, value = r["variable"]["name"], r["attributeValue"]
+        if name == "RateUnit":
+            units = tuple(u.strip() for u in value.split(",") if u.strip() in ("A", "W"))
+            if units:
+                caps.rate_units, found = units, True
+        elif name in ("ProfileStackLevel", "PeriodsPerSchedule"):
+            try:
+                number = int(value)
+            except ValueError:
+                continue
+            if number >= (0 if name == "ProfileStackLevel" else 1):
+                found = True
+                if name == "ProfileStackLevel":
+                    caps.max_stack_level = number
+                else:
+                    caps.periods_per_schedule = number
+    if found:
+        caps.source = "device-model"

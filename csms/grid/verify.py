@@ -1,0 +1,123 @@
+"""Trust but verify: an Accepted profile is not proof that a station or car follows it.
+
+Three things are detected and turned into planner constraints, so the others absorb the
+difference:
+
+* a Rejected (or failed) push: the session is uncontrollable, budgeted at what it draws
+  (``fixed_kw``);
+* a car drawing clearly more than its setpoint in its meter values, repeatedly, after the station
+  had time to apply the profile: uncontrollable too, budgeted at its measured draw;
+* a car that does not resume after a pause (it stays suspended without power once we offer
+  current again): it must never be paused again (``can_pause=False``) and is held at its
+  minimum instead.
+
+Pure state transitions on :class:`Session`; the caller supplies the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from csms.grid.pusher import PushResult
+from csms.grid.sessions import SUSPENDED_STATES, Session
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    apply_grace_s: float = 30.0  # time a station gets to apply a profile before readings must follow it
+    overdraw_tolerance_kw: float = 0.5
+    overdraw_fraction: float = 0.1
+    overdraw_readings: int = 2  # consecutive readings over the setpoint before we act
+    resume_grace_s: float = 120.0  # time a car gets to start drawing again after a pause
+    drawing_kw: float = 0.2  # below this a car counts as not drawing
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # rejected | overdraw | no_resume | resumed
+    station_id: str
+    evse_id: int
+    transaction_id: str
+    detail: str
+    fixed_kw: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"finding": self.kind, "station_id": self.station_id, "evse_id": self.evse_id,
+                "transaction_id": self.transaction_id, "detail": self.detail, "fixed_kw": self.fixed_kw}
+
+
+class Verifier:
+    def __init__(self, config: VerifyConfig | None = None) -> None:
+        self.config = config or VerifyConfig()
+
+    def _finding(self, session: Session, kind: str, detail: str, fixed_kw: float | None = None) -> Finding:
+        return Finding(kind, session.station_id, session.evse_id, session.transaction_id, detail, fixed_kw)
+
+    def pushed(self, session: Session, result: PushResult, setpoint_kw: float | None,
+               assumed_kw: float) -> Finding | None:
+        """Record a push outcome. ``assumed_kw``: the budget for a session we cannot control and
+        have never measured (the station's fail-safe or its maximum)."""
+        now = result.at
+        if result.status != "Accepted":
+            drawn = session.power_kw if session.power_kw is not None else assumed_kw
+            session.push_status = result.status
+            if session.fixed_kw is None:
+                session.fixed_kw, session.fixed_reason = max(0.0, drawn), f"profile {result.status}"
+                return self._finding(session, "rejected", f"SetChargingProfile {result.status}"
+                                     f"{': ' + result.reason if result.reason else ''}", session.fixed_kw)
+            return None
+        previous = session.setpoint_a
+        session.push_status, session.pushed_at = "Accepted", now
+        session.setpoint_a, session.setpoint_kw = result.limit_a, setpoint_kw
+        session.overdraw_count = 0
+        if result.limit_a == 0 and previous != 0:
+            session.paused_while_drawing = (session.power_kw or 0.0) > self.config.drawing_kw
+        elif previous == 0 and (result.limit_a or 0) > 0 and session.paused_while_drawing:
+            session.resumed_at = now
+        return None
+
+    def reading(self, session: Session, now: datetime) -> Finding | None:
+        """Check a fresh meter reading against the setpoint in force."""
+        cfg = self.config
+        power = session.power_kw
+        if power is None:
+            return None
+        if session.fixed_kw is not None:
+            if session.fixed_reason and session.fixed_reason.startswith("draws"):
+                session.fixed_kw = max(0.0, power)  # an uncontrollable car is budgeted at what it draws
+            return self.resume_check(session, now)
+        sp = session.setpoint_kw
+        if (sp is not None and session.pushed_at is not None
+                and (now - session.pushed_at).total_seconds() >= cfg.apply_grace_s
+                and power > sp + max(cfg.overdraw_tolerance_kw, cfg.overdraw_fraction * abs(sp))):
+            session.overdraw_count += 1
+            if session.overdraw_count >= cfg.overdraw_readings:
+                session.fixed_kw, session.fixed_reason = power, f"draws {power:.1f} kW over setpoint {sp:.1f} kW"
+                return self._finding(session, "overdraw", session.fixed_reason, power)
+        else:
+            session.overdraw_count = 0
+        return self.resume_check(session, now)
+
+    def resume_check(self, session: Session, now: datetime) -> Finding | None:
+        """After a resume: drawing again clears the watch; still idle after the grace marks never-pause."""
+        if session.resumed_at is None:
+            return None
+        cfg = self.config
+        drawing = (session.power_kw or 0.0) > cfg.drawing_kw and session.power_at is not None \
+            and session.power_at >= session.resumed_at
+        if drawing:
+            session.resumed_at, session.paused_while_drawing = None, False
+            return self._finding(session, "resumed", "car draws power again after the pause")
+        if (now - session.resumed_at).total_seconds() < cfg.resume_grace_s:
+            return None
+        if session.charging_state is not None and session.charging_state not in SUSPENDED_STATES \
+                and session.charging_state != "EVConnected":
+            return None
+        session.resumed_at, session.paused_while_drawing = None, False
+        if session.can_pause:
+            session.can_pause = False
+            session.no_pause_reason = "did not resume after a pause"
+            return self._finding(session, "no_resume",
+                                 f"still {session.charging_state or 'idle'} {cfg.resume_grace_s:g} s after resume")
+        return None
