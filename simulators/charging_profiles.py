@@ -186,6 +186,22 @@ class ProfileStore:
         return len(self.installed) + len(self.pending)
 
 
+_SCHEDULE_REASONS = {"InvalidChargingSchedule", "MissingStartSchedule", "RelativeWithStartSchedule", "InvalidDuration",
+                     "NoPeriods", "TooManyPeriods", "InvalidPeriod", "FirstStartPeriodNotZero",
+                     "StartPeriodsNotIncreasing", "InvalidNumberPhases", "LimitTooManyDecimals", "InvalidDate"}
+_REASON_CODES = {"UnitNotAllowed": "UnsupportedRateUnit", "StackLevelTooHigh": "InvalidStackLevel",
+                 "InvalidStackLevel": "InvalidStackLevel", "NoActiveTransaction": "TxNotFound",
+                 "TransactionIdMismatch": "TxNotFound", "MissingTransactionId": "TxNotFound",
+                 "DuplicateStackLevel": "DuplicateProfile", "DischargeNotSupported": "InvalidValue",
+                 "NegativeStationMax": "InvalidValue", "UnknownEvse": "UnknownEvse"}
+
+
+def status_info(reason: str) -> dict:
+    """statusInfo for a rejection: a short reasonCode (the schema allows 20 characters) + the detail."""
+    code = _REASON_CODES.get(reason) or ("InvalidSchedule" if reason in _SCHEDULE_REASONS else "InvalidProfile")
+    return {"reasonCode": code, "additionalInfo": reason}
+
+
 def _has_negative_limit(profile: dict) -> bool:
     return any(period["limit"] < 0 for schedule in profile["chargingSchedule"]
                for period in schedule["chargingSchedulePeriod"])

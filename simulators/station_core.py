@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from profiles.units import VOLTAGE_V, round_down_one_decimal
-from simulators.charging_profiles import ProfileStore
+from simulators.charging_profiles import ProfileStore, status_info
 from simulators.clock import Clock
 from simulators.device_model import DeviceModel
 from simulators.ev import EV, EVSession
@@ -219,12 +219,13 @@ class StationCore:
     def _start_transaction(self, evse: Evse, now: datetime, trigger: str, *, id_token: dict | None = None,
                            remote_start_id: int | None = None, tx_id: str | None = None) -> Transaction:
         evse.restart_after_reset = False
-        tx = Transaction(id=tx_id or self._new_tx_id(evse), started_at=now,
+        # whole seconds (a station RTC): Relative profiles then have whole-second period boundaries
+        tx = Transaction(id=tx_id or self._new_tx_id(evse), started_at=now.replace(microsecond=0),
                          charging_state=EV_CONNECTED if evse.ev is not None else IDLE,
                          remote_start_id=remote_start_id)
         evse.tx = tx
         evse.next_meter_at = now + timedelta(seconds=self.meter_interval_s)
-        self._tx_event(evse, "Started", trigger, now, context="Transaction.Begin", id_token=id_token)
+        self._tx_event(evse, "Started", trigger, tx.started_at, context="Transaction.Begin", id_token=id_token)
         if id_token is not None:
             tx.authorized, tx.id_token = True, id_token
         elif not self.model.authorize:
@@ -492,7 +493,7 @@ class StationCore:
         if status == "Accepted":
             self._reevaluate(now)
             return {"status": "Accepted"}
-        return {"status": status, "statusInfo": {"reasonCode": reason}}
+        return {"status": status, "statusInfo": status_info(reason or "")}
 
     def handle_clear_charging_profile(self, payload: dict) -> dict:
         now = self.advance(self.clock.now())
@@ -549,7 +550,7 @@ class StationCore:
             profile = {**profile, "transactionId": future_tx_id}
             status, reason = self.profiles.set_profile(evse.id, profile, now, future_tx_id)
             if status != "Accepted":
-                return {"status": "Rejected", "statusInfo": {"reasonCode": reason}}
+                return {"status": "Rejected", "statusInfo": status_info(reason or "")}
         token = payload["idToken"]
         tx = self._start_transaction(evse, now, "RemoteStart", id_token=token,
                                      remote_start_id=payload.get("remoteStartId"), tx_id=future_tx_id)
