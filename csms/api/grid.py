@@ -32,14 +32,14 @@ async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def _signal_listener(grid: Any) -> Any:
-    for name in ("signals", "signal_listener", "listener"):
-        listener = getattr(grid, name, None)
+def _signal_listener(daemon: Any, grid: Any) -> Any:
+    """The grid's SignalListener (``submit``), wherever the grid package hangs it."""
+    for owner, name in ((grid, "signals"), (daemon, "grid_signals"), (grid, "signal_listener"),
+                        (grid, "listener")):
+        listener = getattr(owner, name, None)
         if listener is not None and hasattr(listener, "submit"):
             return listener
-    if hasattr(grid, "submit"):
-        return grid
-    raise ApiError(503, "the grid controller has no signal listener")
+    raise ApiError(503, "limit signals are not configured (the grid controller has no signal listener)")
 
 
 def _events(grid: Any, limit: int) -> list[Any]:
@@ -68,18 +68,23 @@ async def post_limit(request: web.Request) -> web.Response:
     """Submit a limit signal for one transformer, exactly as if it came in over MQTT."""
     grid = grid_of(request)
     body = await read_body(request, "grid_limit")
-    listener = _signal_listener(grid)
+    listener = _signal_listener(daemon_of(request), grid)
     transformer_id = request.match_info["transformer_id"]
     try:
-        from csms.grid.signals import SignalError  # type: ignore[import-not-found]
+        from csms.grid.limits import SignalError
     except ImportError:  # pragma: no cover - only without the grid package
         SignalError = ValueError  # noqa: N806
+    known = getattr(getattr(listener, "grid", None), "transformers", None)
+    if known is not None and transformer_id not in known:
+        raise ApiError(404, f"unknown transformer {transformer_id!r} (known: {', '.join(sorted(known))})")
     try:
-        result = await listener.submit(transformer_id, body)
+        signal = await listener.submit(transformer_id, body)
     except SignalError as exc:
-        raise ApiError(404 if "unknown transformer" in str(exc) else 422, str(exc)) from None
+        raise ApiError(422, f"limit signal rejected: {exc}") from None
     return json_response({"transformer_id": transformer_id, "accepted": True,
-                          **({"result": result} if result is not None else {})}, 202)
+                          "signal_id": getattr(signal, "signal_id", None), "source": getattr(signal, "source", None),
+                          "intervals": [{"start": start, "end": end, "limit_kw": kw}
+                                        for start, end, kw in getattr(signal, "intervals", ())]}, 202)
 
 
 @routes.post("/api/grid/sessions/{station_id}/{evse_id}/need", ADMIN, body="session_need")

@@ -169,8 +169,7 @@ class ApiServer:
                         "every request that needs one is refused", self.token_file)
         self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await self.runner.setup()
-        self.site = web.TCPSite(self.runner, self.cfg.host, resolve_port(self.cfg, self.daemon.config),
-                                shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        self.site = web.TCPSite(self.runner, self.cfg.host, resolve_port(self.cfg, self.daemon.config))
         await self.site.start()
         log.info("operator API%s on %s/ (admin token file: %s)", " and dashboard" if self.cfg.dashboard else "",
                  self.url, self.token_file if self.file_token else "none")

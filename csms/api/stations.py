@@ -88,40 +88,40 @@ async def station_trace(request: web.Request) -> web.Response:
     return json_response({"frames": [{"at": at, "direction": d, "frame": f} for at, d, f in frames]})
 
 
-async def _register_with_security(daemon: Any, station_id: str, profile: int, password: str | None) -> bool:
-    """Delegate to the security module when it is installed; False when it is not."""
-    try:
-        from csms.security import register_station  # type: ignore[attr-defined]
-    except ImportError:
-        return False
-    result = register_station(daemon, station_id, profile, password=password)
-    if hasattr(result, "__await__"):
-        await result
-    return True
-
-
 @routes.post("/api/stations", ADMIN, body="register_station")
 async def register_station(request: web.Request) -> web.Response:
-    """Register (pre-approve) a station; with the security module also its profile and password."""
+    """Register (pre-approve) a station; with a security profile also its credentials.
+
+    A password the security module generates is in this answer once and never again (only its
+    hash is stored).
+    """
     daemon = daemon_of(request)
     body = await read_body(request, "register_station")
     station_id, profile, password = body["station_id"], body.get("security_profile"), body.get("password")
-    if profile is not None or password is not None:
+    existing = await daemon.store.get_station(station_id)
+    generated = None
+    if password is not None and not profile:
+        raise ApiError(422, "a password needs security_profile 1 or 2", field="security_profile")
+    if profile:
         try:
-            done = await _register_with_security(daemon, station_id, profile or 0, password)
+            from csms.security.credentials import register_station as register_credentials
+        except ImportError:
+            raise ApiError(503, "security profiles need the security module, which is not installed") from None
+        try:
+            generated = await register_credentials(daemon, station_id, profile, password=password)
         except ValueError as exc:
-            raise ApiError(422, str(exc)) from None
-        if not done:
-            raise ApiError(503, "security profiles and passwords need the security module, which is not installed")
+            raise ApiError(422, str(exc), field="password" if password is not None else "security_profile") from None
     rec = await daemon.store.get_station(station_id) or StationRecord(station_id)
-    created = not rec.registered
     rec.registered = True
     if rec.registration != "Blocked":
         rec.registration = "Accepted"
     await daemon.store.put_station(rec)
-    log.info("operator %s registered station %s", request.get("principal"), station_id)
+    log.info("operator %s registered station %s (profile %s)", request.get("principal"), station_id, profile)
     daemon.bus.publish("station.registered", station_id)
-    return json_response(station_summary(rec, station_id in daemon.connections), 201 if created else 200)
+    out = station_summary(rec, station_id in daemon.connections)
+    if generated is not None:
+        out["password"] = generated
+    return json_response(out, 201 if existing is None or not existing.registered else 200)
 
 
 async def _disconnect(daemon: Any, station_id: str, reason: str) -> None:
