@@ -46,6 +46,7 @@ class Daemon:
         self.handshake_checks: list[HandshakeCheck] = []
         self.ssl_context: ssl.SSLContext | None = None
         self.certificate_signer: Any = None  # async (conn, SignCertificate payload) -> response
+        self.message_gate: Any = None  # per-station CALL rate cap (csms.security.ratelimit.MessageGate)
         self.components: list[Component] = []
         self._trace = Trace(config.store.trace_frames)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -134,6 +135,12 @@ class Daemon:
 def build_components(daemon: Daemon) -> list[Component]:
     """The optional parts the config asks for. Each lives in its own package and only needs the daemon."""
     components: list[Component] = []
+    if daemon.config.security:  # station authentication, TLS, CA, edge limits (csms/security)
+        from csms.security import install as install_security
+        components.append(install_security(daemon))
+    else:
+        from csms.security import LAB_MODE_WARNING
+        log.warning(LAB_MODE_WARNING)
     from csms.api.server import api_component  # operator API + dashboard, unless api.enabled is false
     if (api := api_component(daemon)) is not None:
         components.append(api)

@@ -71,6 +71,8 @@ class Gateway:
             open_timeout=cfg.handshake_timeout_s,
             ssl=self.daemon.ssl_context,
             server_header="Netbewust",
+            # security: TLS handshakes get the websocket handshake's deadline too (asyncio's default is 60 s).
+            **({"ssl_handshake_timeout": cfg.handshake_timeout_s} if self.daemon.ssl_context is not None else {}),
         )
         scheme = "wss" if self.daemon.ssl_context is not None else "ws"
         log.info("listening for OCPP stations on %s://%s:%d%s/<stationId> (subprotocols: %s)", scheme, cfg.host,

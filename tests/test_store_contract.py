@@ -47,7 +47,7 @@ def redis_prefix() -> str:
     return f"nbtest:{uuid.uuid4().hex}:"
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path, redis_prefix: str) -> AsyncIterator[Store]:
     backend: Store = (SqliteStore(str(tmp_path / "contract.db")) if request.param == "sqlite"
                       else RedisStore(REDIS_URL, redis_prefix))
@@ -483,6 +483,7 @@ async def test_commands_recorded_with_outcome(store: Store) -> None:
 
 
 # Redis specifics --------------------------------------------------------------------------------
+@pytest.mark.redis
 async def test_two_redis_nodes_store_a_retransmission_once(redis_prefix: str) -> None:
     """Two daemons sharing one Redis receive the same event (e.g. a station reconnected elsewhere)."""
     nodes = [RedisStore(REDIS_URL, redis_prefix) for _ in range(2)]
@@ -500,6 +501,7 @@ async def test_two_redis_nodes_store_a_retransmission_once(redis_prefix: str) ->
         await delete_prefix(redis_prefix)
 
 
+@pytest.mark.redis
 async def test_redis_wait_replicas_refuses_unreplicated_writes(redis_prefix: str) -> None:
     """This Redis has no replicas: with wait_replicas=1 a write must not be reported durable."""
     store = RedisStore(REDIS_URL, redis_prefix, wait_replicas=1, wait_timeout_ms=20)
@@ -512,6 +514,7 @@ async def test_redis_wait_replicas_refuses_unreplicated_writes(redis_prefix: str
         await delete_prefix(redis_prefix)
 
 
+@pytest.mark.redis
 async def test_redis_keys_stay_under_prefix(redis_prefix: str) -> None:
     store = RedisStore(REDIS_URL, redis_prefix)
     await store.open()
@@ -545,6 +548,7 @@ async def test_redis_unreachable_gives_clear_error() -> None:
     assert "secret" not in str(err.value)
 
 
+@pytest.mark.redis
 async def test_redis_rejects_bad_event_values_clearly(redis_prefix: str) -> None:
     store = RedisStore(REDIS_URL, redis_prefix)
     await store.open()
@@ -562,6 +566,7 @@ async def test_redis_rejects_bad_event_values_clearly(redis_prefix: str) -> None
 
 
 # The daemon on Redis ----------------------------------------------------------------------------
+@pytest.mark.redis
 async def test_daemon_runs_on_redis_end_to_end(tmp_path: Path, redis_prefix: str) -> None:
     store_cfg = {"backend": "redis", "redis_url": REDIS_URL, "redis_prefix": redis_prefix}
     try:

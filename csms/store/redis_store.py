@@ -57,7 +57,8 @@ end
 # KEYS: events, tx hash, all-tx zset, station-tx zset, active set, station samples, tx samples, counter
 # ARGV: seq, event member, eventType, timestamp, start score, then JSON values ('' = absent):
 #       evse_id, connector_id, id_token, charging_state, stopped_reason, energy_wh, station_id,
-#       transaction_id, timestamp; then ARGV[15] all-tx member; ARGV[16..] sample score/json pairs.
+#       transaction_id, timestamp; then ARGV[15] all-tx member, ARGV[16] transaction id (station-tx
+#       member), ARGV[17..] sample score/json pairs.
 _TX_EVENT = _ADD_SAMPLES + """
 local seq = tonumber(ARGV[1])
 if redis.call('ZCOUNT', KEYS[1], seq, seq) > 0 then return 0 end
@@ -77,7 +78,7 @@ if redis.call('EXISTS', tx) == 0 then
     redis.call('SADD', KEYS[5], ARGV[15])
   end
   redis.call('ZADD', KEYS[3], ARGV[5], ARGV[15])
-  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[13])
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[16])
 else
   local cur = redis.call('HMGET', tx, 'last_seq_no', 'started_score')
   local last = tonumber(cur[1]) or -1
@@ -87,7 +88,7 @@ else
   if tonumber(ARGV[5]) < (tonumber(cur[2]) or math.huge) then
     redis.call('HSET', tx, 'started_at', ARGV[14], 'started_score', ARGV[5])
     redis.call('ZADD', KEYS[3], ARGV[5], ARGV[15])
-    redis.call('ZADD', KEYS[4], ARGV[5], ARGV[13])
+    redis.call('ZADD', KEYS[4], ARGV[5], ARGV[16])
   end
   if seq > last then redis.call('HSET', tx, 'last_seq_no', ARGV[1]) end
   if seq >= last then set_if('charging_state', ARGV[9]); set_if('energy_wh', ARGV[11]) end
@@ -98,8 +99,8 @@ else
   set_if('stopped_reason', ARGV[10])
 end
 local zkeys = {KEYS[6]}
-if #ARGV >= 16 then table.insert(zkeys, KEYS[7]) end
-add_samples(KEYS[8], zkeys, 16)
+if #ARGV >= 17 then table.insert(zkeys, KEYS[7]) end
+add_samples(KEYS[8], zkeys, 17)
 return 1
 """
 
@@ -442,7 +443,7 @@ class RedisStore(Store):
                 _json(ts), repr(start_score), _opt(evse.get("id")), _opt(evse.get("connectorId")),
                 _opt((payload.get("idToken") or {}).get("idToken")), _opt(info.get("chargingState")),
                 _opt(info.get("stoppedReason")), _opt(energy_wh), _json(station_id), _json(tx_id), _json(ts),
-                _tx_member(station_id, tx_id), *self._sample_args(samples, received)]
+                _tx_member(station_id, tx_id), tx_id, *self._sample_args(samples, received)]
         return bool(await self._call("tx_event", keys, args))
 
     async def record_meter_values(self, station_id: str, evse_id: int, meter_values: list[dict[str, Any]],
