@@ -1,0 +1,109 @@
+"""Station security: profiles 1-3, credentials, the station CA and the limits of the hardened edge.
+
+:func:`install` wires it into a daemon whose config has a ``security`` section; without one the
+daemon runs in lab mode (plain ws://, no station authentication) and warns at startup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from csms.protocol.redaction import REDACTED, redact_frame
+from csms.security.auth import StationAuthenticator
+from csms.security.ca import CertificateAuthority, CsrSigner
+from csms.security.config import SecurityConfig, parse_security
+from csms.security.ratelimit import FailureLimiter, MessageGate
+from csms.security.tls import server_context
+
+if TYPE_CHECKING:
+    from csms.app import Daemon
+
+log = logging.getLogger("csms.security")
+
+LAB_MODE_WARNING = ("no 'security' section in the config: LAB MODE - stations connect over plain ws:// "
+                    "without any authentication; never expose this port beyond a lab network")
+
+
+class _SecretsFilter(logging.Filter):
+    """Blank the Authorization header and password frames in websockets' DEBUG logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            if len(args) == 2 and isinstance(args[0], str) and args[0].lower() == "authorization":
+                record.args = (args[0], REDACTED)
+            elif any("Password" in str(a) for a in args):
+                record.args = tuple(redact_frame(str(a)) for a in args)
+        return True
+
+
+class Security:
+    """The installed security part (a daemon component: runs the idle-timeout sweeper)."""
+
+    def __init__(self, daemon: Daemon, config: SecurityConfig) -> None:
+        self.daemon = daemon
+        self.config = config
+        self.failures = FailureLimiter(config.auth_failures)
+        self.authenticator = StationAuthenticator(daemon, self.failures)
+        self.message_gate = MessageGate(config.message_rate)
+        self.ca = CertificateAuthority.load(config.ca) if config.ca is not None else None
+        self._log_filter = _SecretsFilter()
+
+    async def start(self) -> None:
+        for name in ("websockets.server", "websockets.client"):
+            logging.getLogger(name).addFilter(self._log_filter)
+        if self.config.allow_plain_ws:
+            log.warning("security.allow_plain_ws: stations use profile 1 over plain ws:// - their passwords cross "
+                        "the network unencrypted; lab use only")
+        self.daemon.spawn(self._sweep_idle_forever(), "security: idle sweeper")
+
+    async def stop(self) -> None:
+        for name in ("websockets.server", "websockets.client"):
+            logging.getLogger(name).removeFilter(self._log_filter)
+
+    def idle_stations(self) -> list[str]:
+        """Connected stations that sent no CALL within idle_timeout_s (counting from their connect)."""
+        limit = self.config.idle_timeout_s
+        mono, wall = time.monotonic(), datetime.now(timezone.utc)
+        idle = []
+        for station_id, conn in self.daemon.connections.items():
+            since_connect = (wall - conn.connected_at).total_seconds()
+            last = self.message_gate.last_call.get(station_id)
+            since_call = mono - last if last is not None else since_connect
+            if min(since_connect, since_call) > limit:
+                idle.append(station_id)
+        return idle
+
+    async def _sweep_idle_forever(self) -> None:
+        period = max(0.05, min(self.config.idle_timeout_s / 4, 30.0))
+        while True:
+            await asyncio.sleep(period)
+            for station_id in self.idle_stations():
+                conn = self.daemon.connections.get(station_id)
+                if conn is not None:
+                    log.warning("%s sent nothing for %g s: closing its socket (idle timeout)", station_id,
+                                self.config.idle_timeout_s)
+                    self.daemon.spawn(conn.ws.close(1000, "idle timeout"), f"idle close {station_id}")
+            self.message_gate.forget_others(self.daemon.connections)
+
+
+def install(daemon: Daemon) -> Security:
+    """Configure the daemon's edge from its ``security`` section and return the component to start."""
+    config = parse_security(daemon.config.security, daemon.config.source)
+    security = Security(daemon, config)
+    if config.tls is not None:
+        daemon.ssl_context = server_context(config.tls)
+    daemon.handshake_checks.append(security.authenticator)
+    if security.ca is not None:
+        daemon.certificate_signer = CsrSigner(security.ca)
+    daemon.message_gate = security.message_gate
+    return security
+
+
+def security_of(daemon: Daemon) -> Any:
+    """The installed :class:`Security` component, or None in lab mode."""
+    return next((c for c in daemon.components if isinstance(c, Security)), None)
