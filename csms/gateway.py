@@ -120,7 +120,10 @@ class Gateway:
         if old is not None:
             log.info("%s reconnected from %s; closing its previous connection", station_id, remote)
             old.abort_pending()
-            await old.ws.close(1000, "replaced by a new connection of the same station")
+            # In the background: a station usually reconnects because the old socket died, and a
+            # dead socket never completes the closing handshake (close_timeout would stall us).
+            daemon.spawn(old.ws.close(1000, "replaced by a new connection of the same station"),
+                         f"close replaced connection of {station_id}")
         daemon.connections[station_id] = conn
         daemon.metrics.connected.set(len(daemon.connections))
         record = await daemon.store.get_station(station_id)
