@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from csms.api.auth import ADMIN
-from csms.api.http import ApiError, Routes, daemon_of, json_response, read_body
+from csms.api.http import ApiError, Routes, daemon_of, principal_of, json_response, read_body
 from csms.api.schemas import COMMAND_BODIES
 from csms.api.stations import known_station
 from csms.commands import Commands
@@ -62,9 +62,13 @@ TYPED: dict[str, tuple[str, Typed]] = {
 assert set(TYPED) == set(COMMAND_BODIES), "every typed command needs a body schema"
 
 
+BOTH_WAYS = frozenset({"DataTransfer"})  # the only OCPP 2.0.1 message either side may initiate
+
+
 def csms_actions(daemon: Any, schema_dir: str = "v201") -> list[str]:
     """Actions the central system may send: those with a schema that no station-side handler takes."""
-    return sorted(a for a in schemas.known_actions(schema_dir) if daemon.router.handler(a) is None)
+    return sorted(a for a in schemas.known_actions(schema_dir)
+                  if a in BOTH_WAYS or daemon.router.handler(a) is None)
 
 
 def _is_local_validation(exc: OcppError, action: str) -> bool:
@@ -91,7 +95,7 @@ async def _run(request: web.Request, action: str, send: Callable[[], Awaitable[d
         raise ApiError(502, f"station {station_id!r} answered {action} with CALLERROR {exc.code}",
                        code=exc.code, description=exc.description, details=exc.details) from None
     latency_ms = (time.perf_counter() - started) * 1000.0
-    log.info("operator %s: %s %s -> %s", request.get("principal"), station_id, action,
+    log.info("operator %s: %s %s -> %s", principal_of(request), station_id, action,
              response.get("status", "answered") if isinstance(response, dict) else "answered")
     return json_response({"station_id": station_id, "action": action, "response": response,
                           "latency_ms": round(latency_ms, 3)})

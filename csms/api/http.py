@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from csms.app import Daemon
 
 DAEMON: web.AppKey[Any] = web.AppKey("daemon")
+# Who made the request (the token's name), for the log lines of changes.
+PRINCIPAL: Any = web.RequestKey("principal", str) if hasattr(web, "RequestKey") else "principal"
+
+
+def principal_of(request: web.Request) -> str | None:
+    return request.get(PRINCIPAL)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

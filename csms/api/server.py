@@ -18,7 +18,7 @@ from prometheus_client import Counter, Histogram
 from csms.api import commands, events, grid, health, stations, tokens, transactions
 from csms.api.auth import ADMIN, READ, Principal, Tokens, bearer_token, ensure_token_file
 from csms.api.config import ApiConfig, parse, resolve_port, resolve_token_file
-from csms.api.http import DAEMON, ApiError, Route, Routes, json_response
+from csms.api.http import DAEMON, PRINCIPAL, ApiError, Route, Routes, json_response
 
 if TYPE_CHECKING:
     from csms.app import Daemon
@@ -157,7 +157,7 @@ class ApiServer:
         if not principal.allows(needed):
             raise ApiError(403, f"token {principal.name!r} has scope {principal.scope!r}; "
                                 f"{request.method} {route.path} needs {ADMIN!r}")
-        request["principal"] = principal.name
+        request[PRINCIPAL] = principal.name
         return await handler(request)
 
     # Lifecycle ---------------------------------------------------------------------------------

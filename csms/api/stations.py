@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from csms.api.auth import ADMIN
-from csms.api.http import ApiError, Routes, daemon_of, iso, json_response, read_body
+from csms.api.http import ApiError, Routes, daemon_of, principal_of, iso, json_response, read_body
 from csms.protocol.redaction import REDACTED, SECRET_VARIABLES
 from csms.store.base import StationRecord
 
@@ -116,7 +116,7 @@ async def register_station(request: web.Request) -> web.Response:
     if rec.registration != "Blocked":
         rec.registration = "Accepted"
     await daemon.store.put_station(rec)
-    log.info("operator %s registered station %s (profile %s)", request.get("principal"), station_id, profile)
+    log.info("operator %s registered station %s (profile %s)", principal_of(request), station_id, profile)
     daemon.bus.publish("station.registered", station_id)
     out = station_summary(rec, station_id in daemon.connections)
     if generated is not None:
