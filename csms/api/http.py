@@ -115,7 +115,12 @@ async def read_body(request: web.Request, schema: str) -> dict[str, Any]:
     try:
         _validator(schema)(data)
     except fastjsonschema.JsonSchemaValueException as exc:
-        field = (exc.name or "data").removeprefix("data").lstrip(".") or "<body>"
+        field = (exc.name or "data").removeprefix("data").lstrip(".")
+        if exc.rule == "required" and isinstance(exc.value, dict) and isinstance(exc.rule_definition, list):
+            missing = [k for k in exc.rule_definition if k not in exc.value]
+            if missing:  # name the missing field itself, not its parent
+                field = f"{field}.{missing[0]}" if field else missing[0]
+        field = field or "<body>"
         message = (exc.message or "invalid").replace("data.", "", 1).replace("data ", "body ", 1)
         raise ApiError(422, f"invalid request body: {message}", field=field) from None
     return data
