@@ -21,6 +21,7 @@ _ALLOWED = frozenset(chr(c) for c in range(0x21, 0x7F))  # printable ASCII witho
 # ~16 MiB and ~40 ms per hash: slow for a guesser, affordable for a station's (re)connect.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
 _MAXMEM = 64 * 1024 * 1024
+DKLEN = 64
 
 
 class PasswordError(ValueError):
@@ -49,7 +50,8 @@ def _b64(data: bytes) -> str:
 def hash_password(password: str) -> str:
     validate(password)
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=_MAXMEM)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=_MAXMEM,
+                            dklen=DKLEN)
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(digest)}"
 
 
@@ -61,9 +63,11 @@ def verify(password: str, stored: str | None) -> bool:
         scheme, n, r, p, salt, digest = stored.split("$")
         if scheme != "scrypt":
             return False
-        expected = base64.b64decode(digest)
-        actual = hashlib.scrypt(password.encode("utf-8", "surrogatepass"), salt=base64.b64decode(salt),
-                                n=int(n), r=int(r), p=int(p), maxmem=_MAXMEM, dklen=len(expected))
+        expected = base64.b64decode(digest, validate=True)
+        if len(expected) != DKLEN:  # a truncated hash would otherwise match on its prefix
+            return False
+        actual = hashlib.scrypt(password.encode("utf-8", "surrogatepass"), salt=base64.b64decode(salt, validate=True),
+                                n=int(n), r=int(r), p=int(p), maxmem=_MAXMEM, dklen=DKLEN)
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, expected)
