@@ -1,0 +1,182 @@
+"""`csms-sim`: run a fleet of simulated OCPP 2.0.1 stations against any central system."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import resource
+import sys
+from pathlib import Path
+
+from simulators.errors import ScenarioError
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if not args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except ScenarioError as exc:
+        print(f"csms-sim: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="csms-sim", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log station events (INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    fleet = sub.add_parser("fleet", help="run a scenario's stations and write power time series + plot")
+    _common(fleet)
+    fleet.add_argument("--scenario", required=True,
+                       help="scenario YAML file, or the name of a shipped one (residential_evening, office_depot)")
+    fleet.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)")
+    fleet.add_argument("--duration-h", type=float, help="simulated hours to run (default: the scenario's)")
+    fleet.add_argument("--out", type=Path, default=Path("sim-results"), help="results directory")
+    fleet.add_argument("--loadtest", action="store_true", help="every EVSE charges from the start (protocol load)")
+    fleet.set_defaults(func=_run_fleet)
+
+    load = sub.add_parser("loadtest", help="protocol load: all stations charging, report rates/latency/errors")
+    _common(load)
+    load.add_argument("--scenario", default="loadtest", help="scenario (default: the shipped loadtest.yaml)")
+    load.add_argument("--duration", type=float, default=60.0, help="real seconds to run (default 60)")
+    load.add_argument("--meter-interval", type=float, help="override the scenario's meter interval (s)")
+    load.add_argument("--out", type=Path, help="also write results here")
+    load.set_defaults(func=_run_loadtest)
+
+    check = sub.add_parser("check", help="validate a scenario file and print what it would run")
+    check.add_argument("--scenario", required=True)
+    check.add_argument("--stations", type=int)
+    check.set_defaults(func=_check)
+    return parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", required=True, help="central system websocket URL, e.g. ws://127.0.0.1:9000/ocpp "
+                                                "(the station id is appended as the last path segment)")
+    p.add_argument("--stations", type=int, help="total number of stations (group shares of the scenario kept)")
+    p.add_argument("--validate", action="store_true",
+                   help="schema-check every outgoing/incoming payload with the ocpp package (slower)")
+    p.add_argument("--connect-rate", type=float, default=500.0, help="new connections per second (default 500)")
+    p.add_argument("--no-progress", action="store_true", help="no live progress display")
+
+
+def resolve_scenario(name: str) -> Path:
+    path = Path(name)
+    if path.exists():
+        return path
+    shipped = SCENARIO_DIR / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if shipped.exists():
+        return shipped
+    raise ScenarioError("no such file, and no shipped scenario by that name "
+                        f"(shipped: {', '.join(p.stem for p in sorted(SCENARIO_DIR.glob('*.yaml')))})", file=name)
+
+
+def _load(name: str):
+    from simulators.scenario import load_scenario
+    return load_scenario(resolve_scenario(name))
+
+
+def _check(args: argparse.Namespace) -> int:
+    scenario = _load(args.scenario)
+    plans = scenario.plan(args.stations)
+    sessions = sum(len(p.sessions) for p in plans)
+    print(f"{scenario.name}: {len(plans)} stations, {sessions} sessions, {scenario.duration_s / 3600:g} h from "
+          f"{scenario.start.isoformat()}, max speed {scenario.max_speed:g}x")
+    for transformer in scenario.transformers:
+        n = sum(1 for p in plans if p.transformer == transformer.id)
+        print(f"  {transformer.id}: {n} stations, capacity {transformer.capacity_kw:g} kW")
+    return 0
+
+
+def _raise_fd_limit() -> None:
+    """Thousands of sockets need more than the usual 1024 file descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _run_fleet(args: argparse.Namespace) -> int:
+    from simulators.fleet import Fleet, wall_clock_note
+    from simulators.results import report, write_results
+
+    scenario = _load(args.scenario)
+    _raise_fd_limit()
+    fleet = Fleet(args.url, scenario, stations=args.stations, speed=args.speed, validate=args.validate,
+                  connect_rate_per_s=args.connect_rate, loadtest=args.loadtest)
+    print(wall_clock_note(args.speed, scenario.start), file=sys.stderr)
+    duration = args.duration_h * 3600 if args.duration_h else None
+    result = asyncio.run(_with_progress(fleet, duration, not args.no_progress))
+    paths = write_results(result, args.out)
+    summary = report(result)
+    print(json.dumps({"transformers": summary["transformers"], "load": summary["load"]}, indent=2))
+    print(f"results: {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    return 0
+
+
+def _run_loadtest(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from simulators.fleet import Fleet
+    from simulators.results import write_results
+
+    scenario = _load(args.scenario)
+    if args.meter_interval:
+        scenario.station_models = {k: replace(m, meter_interval_s=args.meter_interval)
+                                   for k, m in scenario.station_models.items()}
+    scenario.duration_s = args.duration
+    scenario.sample_interval_s = min(scenario.sample_interval_s, args.duration)
+    _raise_fd_limit()
+    fleet = Fleet(args.url, scenario, stations=args.stations, speed=1.0, validate=args.validate,
+                  connect_rate_per_s=args.connect_rate, loadtest=True)
+    result = asyncio.run(_with_progress(fleet, args.duration, not args.no_progress))
+    if args.out:
+        write_results(result, args.out)
+    print(json.dumps(result.load, indent=2))
+    return 0 if result.load["error_count"] == 0 else 1
+
+
+async def _with_progress(fleet, duration: float | None, show: bool):
+    if not show:
+        return await fleet.run(duration_s=duration)
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    def render() -> Table:
+        snap = fleet.stats.snapshot()
+        table = Table(title=f"csms-sim: {fleet.scenario.name}", show_header=False)
+        table.add_row("simulated time", fleet.clock.now().isoformat(timespec="seconds"))
+        table.add_row("connections up", f"{snap['connections_up']} / {len(fleet.stations)}")
+        table.add_row("EVs plugged in", str(fleet.active_sessions()))
+        table.add_row("charging power", f"{fleet.total_power_kw():,.1f} kW")
+        table.add_row("messages/s", f"{snap['messages_per_s']}")
+        table.add_row("latency p50/p95/p99", f"{snap['latency_ms_p50']} / {snap['latency_ms_p95']} / "
+                                             f"{snap['latency_ms_p99']} ms")
+        table.add_row("errors", str(snap["error_count"]))
+        return table
+
+    with Live(render(), console=Console(stderr=True), refresh_per_second=2, transient=False) as live:
+        last = [0.0]
+
+        def update(_fleet) -> None:
+            now = asyncio.get_running_loop().time()
+            if now - last[0] >= 0.5:
+                last[0] = now
+                live.update(render())
+
+        result = await fleet.run(duration_s=duration, on_sample=update)
+        live.update(render())
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Many stations in one process, sharing one clock, one event loop and one set of load figures.
+
+The fleet samples every station's net energy register each `sample_interval_s` simulated
+seconds, so the power series are exact interval averages (what a grid meter settles on), not
+instantaneous snapshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Callable
+
+import numpy as np
+
+from simulators.clock import Clock
+from simulators.errors import ScenarioError
+from simulators.ev import EVSession
+from simulators.models import EVModel
+from simulators.scenario import Scenario, StationPlan
+from simulators.station import SimStation
+from simulators.stats import LinkStats
+
+LOG = logging.getLogger("simulators.fleet")
+
+
+@dataclass
+class FleetResult:
+    """Interval-average power per station (kW) at the end of each sample interval, plus figures."""
+
+    scenario: str
+    start: datetime
+    sample_interval_s: float
+    times: list[datetime]
+    station_ids: list[str]
+    transformers: list[str]
+    capacity_kw: dict[str, float]
+    power_kw: np.ndarray  # shape (stations, samples), float32
+    load: dict
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def aggregate_kw(self) -> dict[str, np.ndarray]:
+        """Sum per transformer, and 'total'."""
+        out: dict[str, np.ndarray] = {}
+        names = np.asarray(self.transformers)
+        for transformer in self.capacity_kw:
+            out[transformer] = self.power_kw[names == transformer].sum(axis=0)
+        out["total"] = self.power_kw.sum(axis=0) if len(self.station_ids) else np.zeros(len(self.times))
+        return out
+
+
+class Fleet:
+    """N `SimStation`s from a scenario plan. `await run()` returns a `FleetResult`."""
+
+    def __init__(self, url: str, scenario: Scenario, *, stations: int | None = None, speed: float = 1.0,
+                 validate: bool = False, connect_rate_per_s: float = 500.0, loadtest: bool = False,
+                 call_timeout_s: float = 30.0, station_kwargs: dict | None = None) -> None:
+        if speed > scenario.max_speed:
+            raise ScenarioError(f"--speed {speed} is above what this scenario allows (clock.max_speed = "
+                                f"{scenario.max_speed})", file=scenario.file, key="clock.max_speed")
+        if speed <= 0:
+            raise ScenarioError("--speed must be > 0", file=scenario.file)
+        self.scenario = scenario
+        self.speed = speed
+        self.loadtest = loadtest
+        self.clock = Clock(speed, scenario.start)
+        self.stats = LinkStats()
+        self.connect_rate_per_s = connect_rate_per_s
+        plans = scenario.plan(stations)
+        if loadtest:
+            plans = [_plug_everything(plan, scenario.start) for plan in plans]
+        self.plans = plans
+        kwargs = {"validate": validate, "call_timeout_s": call_timeout_s, **(station_kwargs or {})}
+        self.stations = [SimStation(p.station_id, url, p.model, p.sessions, self.clock, stats=self.stats, **kwargs)
+                         for p in plans]
+        self._tasks: list[asyncio.Task] = []
+
+    @property
+    def connected(self) -> int:
+        return self.stats.connections_up
+
+    def active_sessions(self) -> int:
+        return sum(1 for s in self.stations for e in s.core.evses.values() if e.ev is not None)
+
+    def total_power_kw(self) -> float:
+        return sum(s.core.total_power_w for s in self.stations) / 1000.0
+
+    async def run(self, *, duration_s: float | None = None,
+                  on_sample: Callable[["Fleet"], None] | None = None) -> FleetResult:
+        """Run for `duration_s` simulated seconds (default: the scenario's), then stop every station."""
+        duration = self.scenario.duration_s if duration_s is None else duration_s
+        self.clock = Clock(self.speed, self.scenario.start)
+        for station in self.stations:
+            station.clock = station.core.clock = self.clock
+            station.core.last = self.clock.now()
+        interval = self.scenario.sample_interval_s
+        samples = max(1, int(duration // interval))
+        power = np.zeros((len(self.stations), samples), dtype=np.float32)
+        times: list[datetime] = []
+        starter = asyncio.create_task(self._start_all())
+        last_energy = np.zeros(len(self.stations))
+        try:
+            for k in range(samples):
+                target = (k + 1) * interval
+                while self.clock.elapsed() < target:
+                    await asyncio.sleep(min(0.5, self.clock.real_seconds(target - self.clock.elapsed()) + 0.001))
+                    if on_sample is not None:
+                        on_sample(self)
+                now = self.clock.start + timedelta(seconds=target)
+                energy = np.fromiter((s.core.net_energy_wh for s in self._advanced(now)), dtype=float,
+                                     count=len(self.stations))
+                power[:, k] = (energy - last_energy) / 1000.0 / (interval / 3600.0)
+                last_energy = energy
+                times.append(now)
+        finally:
+            starter.cancel()
+            await self.stop()
+        counters: dict[str, int] = {}
+        for station in self.stations:
+            for key, value in station.core.counters.items():
+                counters[key] = counters.get(key, 0) + value
+        return FleetResult(
+            scenario=self.scenario.name, start=self.scenario.start, sample_interval_s=interval, times=times,
+            station_ids=[p.station_id for p in self.plans], transformers=[p.transformer for p in self.plans],
+            capacity_kw={t.id: t.capacity_kw for t in self.scenario.transformers}, power_kw=power,
+            load=self.stats.snapshot(), counters=counters)
+
+    def _advanced(self, now: datetime):
+        for station in self.stations:
+            station.core.advance(now)
+            yield station
+
+    async def _start_all(self) -> None:
+        """Connect at a bounded rate: a thundering herd measures the accept queue, not the CSMS."""
+        batch = max(1, int(self.connect_rate_per_s / 10))
+        for i in range(0, len(self.stations), batch):
+            for station in self.stations[i:i + batch]:
+                self._tasks.append(asyncio.create_task(station.run(), name=f"station:{station.station_id}"))
+            await asyncio.sleep(0.1)
+
+    async def stop(self) -> None:
+        for station in self.stations:
+            station.stop()
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=15)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    self.stats.error(f"station_crashed:{type(task.exception()).__name__}")
+                    LOG.error("station task failed: %r", task.exception())
+        self._tasks.clear()
+
+
+def _plug_everything(plan: StationPlan, start: datetime) -> StationPlan:
+    """Load-test plan: every EVSE gets one long session right at the start (staggered 0-10 s)."""
+    template = plan.sessions[0] if plan.sessions else None
+    sessions = []
+    for evse_id in range(1, plan.model.evse_count + 1):
+        offset = timedelta(seconds=(zlib.crc32(f"{plan.station_id}/{evse_id}".encode()) % 10_000) / 1000.0)
+        if template is not None:
+            sessions.append(replace(template, evse_id=evse_id, arrival=start + offset,
+                                    departure=start + timedelta(days=30)))
+        else:
+            sessions.append(EVSession(evse_id=evse_id, arrival=start + offset, departure=start + timedelta(days=30),
+                                      ev=EVModel(battery_kwh=200), soc_start=0.1, energy_need_kwh=150))
+    return replace(plan, sessions=tuple(sessions))
+
+
+def wall_clock_note(speed: float, start: datetime) -> str:
+    """How simulated time maps to the central system's wall clock (printed by the CLI)."""
+    return (f"simulated time starts at {start.isoformat()} and runs {speed:g}x real time; message timestamps are "
+            f"simulated time, heartbeats/timeouts/retries are real seconds")
