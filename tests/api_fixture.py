@@ -109,3 +109,40 @@ async def api_daemon(tmp_path: Path, **overrides: Any) -> AsyncIterator[Api]:
             finally:
                 for st in api.stations:
                     await st.close()
+
+
+def minimal_answer(action: str, schema_dir: str = "v201") -> dict[str, Any]:
+    """The smallest schema-valid response to ``action`` (first enum value, required fields only)."""
+    from csms.protocol.schemas import schema_document
+
+    doc = schema_document(schema_dir, action, "Response")
+    definitions = doc.get("definitions", {})
+
+    def build(schema: dict[str, Any]) -> Any:
+        if "$ref" in schema:
+            return build(definitions[schema["$ref"].rsplit("/", 1)[-1]])
+        if "enum" in schema:
+            return schema["enum"][0]
+        kind = schema.get("type")
+        if kind == "object":
+            return {k: build(schema["properties"][k]) for k in schema.get("required", [])}
+        if kind == "array":
+            return [build(schema["items"]) for _ in range(schema.get("minItems", 0))]
+        if kind == "string":
+            return "2025-01-01T00:00:00Z" if schema.get("format") == "date-time" else "x" * schema.get("minLength", 1)
+        if kind == "integer":
+            return max(0, schema.get("minimum", 0))
+        if kind == "number":
+            return float(max(0, schema.get("minimum", 0)))
+        if kind == "boolean":
+            return False
+        return None
+
+    return build(doc)
+
+
+def answer_everything(daemon: Daemon) -> dict[str, Any]:
+    """Auto-answers for every action the daemon can send: the typed ones as above, the rest minimal."""
+    from csms.api.commands import csms_actions
+
+    return {**{a: minimal_answer(a) for a in csms_actions(daemon)}, **STATION_ANSWERS}
