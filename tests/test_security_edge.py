@@ -108,3 +108,19 @@ async def test_active_station_is_not_idle(tmp_path: Path) -> None:
         d.daemon.connections["CS-A"].connected_at = d.daemon.connections["CS-A"].connected_at.replace(year=2000)
         assert security.idle_stations() == ["CS-A"]
         await st.close()
+
+
+def test_websockets_debug_logs_do_not_show_credentials() -> None:
+    import logging
+
+    from csms.security import _SecretsFilter
+
+    header = logging.LogRecord("websockets.server", logging.DEBUG, __file__, 1, "< %s: %s",
+                               ("Authorization", "Basic Q1MtMTpzZWNyZXQ="), None)
+    frame = logging.LogRecord("websockets.server", logging.DEBUG, __file__, 1, "> %s",
+                              ('TEXT [2,"1","SetVariables",{"setVariableData":[{"attributeValue":"s3cret-pass-word",'
+                               '"variable":{"name":"BasicAuthPassword"}}]}]',), None)
+    for record in (header, frame):
+        assert _SecretsFilter().filter(record)
+    assert "Q1MtMTpzZWNyZXQ=" not in header.getMessage()
+    assert "s3cret-pass-word" not in frame.getMessage() and "BasicAuthPassword" in frame.getMessage()

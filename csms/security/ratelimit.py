@@ -137,7 +137,11 @@ class MessageGate:
         """True if the station may send this CALL now (hot path: a dict lookup and a refill)."""
         now = self.clock()
         self.last_call[station_id] = now
-        if self._buckets.get(station_id).take(now):
+        bucket = self._buckets.buckets.get(station_id) or self._buckets.get(station_id)
+        tokens = bucket.tokens + (now - bucket.stamp) * bucket.rate  # TokenBucket.take, inlined
+        bucket.tokens, bucket.stamp = (tokens if tokens < bucket.capacity else bucket.capacity), now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
             if self._refused_in_a_row:
                 self._refused_in_a_row.pop(station_id, None)
             return True

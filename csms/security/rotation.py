@@ -43,9 +43,11 @@ async def rotate_password(daemon: Daemon, station_id: str, new_password: str | N
         raise RotationError(f"{station_id} is not connected; a password can only be rotated on a live connection")
     password = new_password if new_password is not None else passwords.generate()
     try:
-        record.extra[NEXT_PASSWORD_KEY] = await passwords.hash_password_async(password)
+        hashed = await passwords.hash_password_async(password)
     except passwords.PasswordError as exc:
         raise RegistrationError(str(exc)) from None
+    record = await store.get_station(station_id) or record  # fresh: hashing took a while
+    record.extra[NEXT_PASSWORD_KEY] = hashed
     await store.put_station(record)
     item = {"component": {"name": "SecurityCtrlr"}, "variable": {"name": "BasicAuthPassword"},
             "attributeValue": password}
