@@ -89,6 +89,7 @@ async def test_idle_station_is_disconnected(tmp_path: Path) -> None:
         st = await RawStation.connect(d.ws_url, "CS-IDLE", additional_headers=basic("CS-IDLE", PASSWORD))
         gate = security_of(d.daemon).message_gate
         assert d.daemon.message_gate is gate
+        gate.admit("CS-OTHER")  # the connection's hook reports activity (idle sweeping is armed)
         await asyncio.wait_for(st.ws.wait_closed(), 5)
         assert st.ws.close_code == 1000 and st.ws.close_reason == "idle timeout"
         with pytest.raises(ConnectionClosed):
@@ -104,6 +105,10 @@ async def test_active_station_is_not_idle(tmp_path: Path) -> None:
         gate = security.message_gate
         gate.admit("CS-A")  # what the connection's hook does for each CALL
         assert security.idle_stations() == []
+        gate.hooked = False  # no activity report from the hook at all: nobody is judged idle
+        d.daemon.connections["CS-A"].connected_at = d.daemon.connections["CS-A"].connected_at.replace(year=2000)
+        assert security.idle_stations() == []
+        gate.admit("CS-A")
         gate.last_call["CS-A"] -= 101
         d.daemon.connections["CS-A"].connected_at = d.daemon.connections["CS-A"].connected_at.replace(year=2000)
         assert security.idle_stations() == ["CS-A"]

@@ -66,7 +66,13 @@ class Security:
             logging.getLogger(name).removeFilter(self._log_filter)
 
     def idle_stations(self) -> list[str]:
-        """Connected stations that sent no CALL within idle_timeout_s (counting from their connect)."""
+        """Connected stations that sent no CALL within idle_timeout_s (counting from their connect).
+
+        Activity is what StationConnection.serve reports through the message gate; until that hook
+        has reported any CALL at all, nobody is judged idle (an active station must never be cut).
+        """
+        if not self.message_gate.hooked:
+            return []
         limit = self.config.idle_timeout_s
         mono, wall = time.monotonic(), datetime.now(timezone.utc)
         idle = []

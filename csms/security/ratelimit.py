@@ -132,11 +132,13 @@ class MessageGate:
         self._buckets = _Buckets(limits.burst, limits.per_second, clock)
         self._refused_in_a_row: dict[str, int] = {}
         self.last_call: dict[str, float] = {}
+        self.hooked = False  # set by the first admit(): StationConnection reports CALLs to this gate
 
     def admit(self, station_id: str) -> bool:
         """True if the station may send this CALL now (hot path: a dict lookup and a refill)."""
         now = self.clock()
         self.last_call[station_id] = now
+        self.hooked = True
         bucket = self._buckets.buckets.get(station_id) or self._buckets.get(station_id)
         tokens = bucket.tokens + (now - bucket.stamp) * bucket.rate  # TokenBucket.take, inlined
         bucket.tokens, bucket.stamp = (tokens if tokens < bucket.capacity else bucket.capacity), now
