@@ -41,6 +41,7 @@ class FleetResult:
     power_kw: np.ndarray  # shape (stations, samples), float32
     load: dict
     counters: dict[str, int] = field(default_factory=dict)
+    energy_kwh: np.ndarray | None = None  # net energy per station over the run (end of the last interval)
 
     def aggregate_kw(self) -> dict[str, np.ndarray]:
         """Sum per transformer, and 'total'."""
@@ -101,7 +102,8 @@ class Fleet:
         power = np.zeros((len(self.stations), samples), dtype=np.float32)
         times: list[datetime] = []
         starter = asyncio.create_task(self._start_all())
-        last_energy = np.zeros(len(self.stations))
+        first_energy = last_energy = np.fromiter((s.core.net_energy_wh for s in self.stations), dtype=float,
+                                                 count=len(self.stations))
         try:
             for k in range(samples):
                 target = (k + 1) * interval
@@ -126,7 +128,7 @@ class Fleet:
             scenario=self.scenario.name, start=self.scenario.start, sample_interval_s=interval, times=times,
             station_ids=[p.station_id for p in self.plans], transformers=[p.transformer for p in self.plans],
             capacity_kw={t.id: t.capacity_kw for t in self.scenario.transformers}, power_kw=power,
-            load=self.stats.snapshot(), counters=counters)
+            load=self.stats.snapshot(), counters=counters, energy_kwh=(last_energy - first_energy) / 1000.0)
 
     def _advanced(self, now: datetime):
         for station in self.stations:

@@ -63,10 +63,10 @@ def plot_aggregate(result: FleetResult, path: Path) -> None:
     aggregate = result.aggregate_kw()
     fig, ax = plt.subplots(figsize=(11, 5), dpi=100)
     for name, capacity in result.capacity_kw.items():
-        line, = ax.step(result.times, aggregate[name], where="post", label=f"{name} load")
+        line, = ax.step(result.times, aggregate[name], where="pre", label=f"{name} load")
         ax.axhline(capacity, linestyle="--", color=line.get_color(), alpha=0.6, label=f"{name} capacity")
     if len(result.capacity_kw) > 1:
-        ax.step(result.times, aggregate["total"], where="post", color="black", linewidth=1.5, label="total")
+        ax.step(result.times, aggregate["total"], where="pre", color="black", linewidth=1.5, label="total")
     ax.set_title(f"{result.scenario}: aggregate charging load ({result.sample_interval_s / 60:g}-min averages)")
     ax.set_ylabel("kW")
     ax.set_xlabel("simulated time (UTC)")

@@ -471,11 +471,11 @@ class StationCore:
         """Going offline drops what only makes sense live; TransactionEvents stay queued."""
         self.online = online
         if not online:
-            kept = deque(item for item in self.outbox if item.transactional)
-            for item in self.outbox:
-                if not item.transactional and item.on_result is not None:
+            dropped = [item for item in self.outbox if not item.transactional]
+            self.outbox = deque(item for item in self.outbox if item.transactional)
+            for item in dropped:  # callbacks may queue new events: never while iterating the queue
+                if item.on_result is not None:
                     item.on_result(None)
-            self.outbox = kept
 
     def _wake(self) -> None:
         if self.on_outbox is not None:
