@@ -142,7 +142,14 @@ class SqliteStore(Store):
                 for fn, fut in batch:
                     conn.execute("SAVEPOINT job")
                     try:
-                        outcomes.append((fut, fn(conn), None))
+                        result = fn(conn)
+                        if isinstance(result, sqlite3.Cursor):
+                            # Never hand a cursor to the event loop: it would be finalised there,
+                            # on another thread, while this one uses the connection (SQLITE_MISUSE
+                            # "bad parameter or other API misuse" under load).
+                            result.close()
+                            result = None
+                        outcomes.append((fut, result, None))
                         conn.execute("RELEASE job")
                     except Exception as exc:  # noqa: BLE001 - one bad job must not fail the batch
                         conn.execute("ROLLBACK TO job")
