@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Other packages (demo, operator CLI) add their subcommands here: register(subparsers) -> None.
 extra_commands: list = []
+import csms.opcli  # noqa: E402,F401 - registers the operator API subcommands (stations, send, limit, tail ...)
 
 
 def main(argv: list[str] | None = None) -> int:
