@@ -117,6 +117,7 @@ class Fleet:
                 power[:, k] = (energy - last_energy) / 1000.0 / (interval / 3600.0)
                 last_energy = energy
                 times.append(now)
+            load = self.stats.snapshot()  # before stopping: connections still up
         finally:
             starter.cancel()
             await self.stop()
@@ -128,7 +129,7 @@ class Fleet:
             scenario=self.scenario.name, start=self.scenario.start, sample_interval_s=interval, times=times,
             station_ids=[p.station_id for p in self.plans], transformers=[p.transformer for p in self.plans],
             capacity_kw={t.id: t.capacity_kw for t in self.scenario.transformers}, power_kw=power,
-            load=self.stats.snapshot(), counters=counters, energy_kwh=(last_energy - first_energy) / 1000.0)
+            load=load, counters=counters, energy_kwh=(last_energy - first_energy) / 1000.0)
 
     def _advanced(self, now: datetime):
         for station in self.stations:

@@ -265,7 +265,7 @@ class SimStation:
             if not boot.done() or boot.exception() is not None or not boot.result():
                 return False
             accepted = True
-            self.stats.connections_up += 1
+            self.stats.connection_up()
             self.core.set_online(True)
             self.core.on_boot_accepted()
             self.accepted.set()

@@ -19,6 +19,7 @@ _RESERVOIR = 200_000
 @dataclass
 class LinkStats:
     connections_up: int = 0
+    peak_connections_up: int = 0
     connects: int = 0
     disconnects: int = 0
     calls_sent: int = 0
@@ -39,6 +40,10 @@ class LinkStats:
             if slot < _RESERVOIR:
                 self.latencies_s[slot] = seconds
 
+    def connection_up(self) -> None:
+        self.connections_up += 1
+        self.peak_connections_up = max(self.peak_connections_up, self.connections_up)
+
     def error(self, kind: str) -> None:
         self.errors[kind] += 1
 
@@ -47,7 +52,8 @@ class LinkStats:
         pcts = (np.percentile(np.asarray(self.latencies_s), [50, 95, 99]) * 1000).round(2).tolist() \
             if self.latencies_s else [None, None, None]
         return {
-            "connections_up": self.connections_up, "connects": self.connects, "disconnects": self.disconnects,
+            "connections_up": self.connections_up, "peak_connections_up": self.peak_connections_up,
+            "connects": self.connects, "disconnects": self.disconnects,
             "calls_sent": self.calls_sent, "calls_received": self.calls_received,
             "messages_per_s": round((self.calls_sent + self.calls_received) / elapsed, 1),
             "latency_ms_p50": pcts[0], "latency_ms_p95": pcts[1], "latency_ms_p99": pcts[2],
