@@ -157,7 +157,8 @@ def cmd_stations(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
         return EXIT_OK
-    table = Table(title=f"{len(data['stations'])} stations")
+    n = len(data['stations'])
+    table = Table(title=f"{n} station{'s' * (n != 1)}")
     for col in ("station", "connected", "registration", "vendor", "model", "firmware", "last seen"):
         table.add_column(col)
     for s in data["stations"]:
