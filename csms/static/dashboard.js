@@ -192,10 +192,10 @@
   }
 
   // Chart ---------------------------------------------------------------------------------------
-  function niceMax(v) {
-    if (!(v > 0)) return 10;
-    const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (m * p >= v) return m * p;
+  function niceStep(span, ticks) {
+    const raw = Math.max(span, 1e-6) / ticks;
+    const p = Math.pow(10, Math.floor(Math.log10(raw)));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= raw) return m * p;
     return 10 * p;
   }
 
@@ -210,14 +210,17 @@
     ctx.clearRect(0, 0, w, h);
     const css = getComputedStyle(document.documentElement);
     const color = (name) => css.getPropertyValue(name).trim();
-    const m = { l: 52, r: 14, t: 10, b: 24 };
+    const m = { l: 62, r: 14, t: 12, b: 24 };
     const pw = w - m.l - m.r, ph = h - m.t - m.b;
     const now = Date.now();
     const t1 = Math.max(now, points.length ? points[points.length - 1].t : now);
-    const t0 = Math.min(t1 - 60 * 1000, Math.max(t1 - WINDOW_S * 1000, points.length ? points[0].t : t1));
-    const values = points.flatMap((p) => [p.load, p.plan, p.limit]).filter((v) => typeof v === "number");
-    const yMax = niceMax(Math.max(1, ...values) * 1.1);
-    const yMin = Math.min(0, ...values) < 0 ? -niceMax(-Math.min(...values) * 1.1) : 0;
+    const t0 = Math.min(t1 - 30 * 1000, Math.max(t1 - WINDOW_S * 1000, points.length ? points[0].t : t1));
+    const values = points.filter((p) => p.t >= t0).flatMap((p) => [p.load, p.plan, p.limit])
+      .filter((v) => typeof v === "number");
+    const hi = Math.max(1, ...values) * 1.08, lo = Math.min(0, ...values) * 1.08;
+    const step = niceStep(hi - lo, 4);
+    const yMax = Math.ceil(hi / step) * step;
+    const yMin = Math.floor(lo / step) * step;
     const x = (t) => m.l + (t - t0) / (t1 - t0) * pw;
     const y = (v) => m.t + (yMax - v) / (yMax - yMin) * ph;
 
@@ -226,13 +229,11 @@
     ctx.fillStyle = color("--muted");
     ctx.strokeStyle = "#e7ebf0";
     ctx.lineWidth = 1;
-    const steps = 4;
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
-    for (let i = 0; i <= steps; i++) {
-      const v = yMin + (yMax - yMin) * i / steps;
+    for (let v = yMin; v <= yMax + step / 2; v += step) {
       ctx.beginPath(); ctx.moveTo(m.l, Math.round(y(v)) + 0.5); ctx.lineTo(w - m.r, Math.round(y(v)) + 0.5); ctx.stroke();
-      ctx.fillText(`${+v.toFixed(1)} kW`, m.l - 6, y(v));
+      ctx.fillText(`${+v.toFixed(step < 1 ? 1 : 0)} kW`, m.l - 6, y(v));
     }
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
@@ -278,6 +279,7 @@
     if (prev !== null) ctx.lineTo(x(t1), y(prev.limit));
     ctx.stroke();
     const last = visible[visible.length - 1];
+    canvas.dataset.lastLimit = last && typeof last.limit === "number" ? String(last.limit) : "";
     if (last && typeof last.limit === "number") {
       ctx.fillStyle = color("--limit");
       ctx.textAlign = "right"; ctx.textBaseline = "bottom";
@@ -293,7 +295,8 @@
       case "grid.limit": return `${d.transformer_id || d.transformer || ""}: ${kw(d.limit_kw)} (${d.source || "?"})`;
       case "grid.safe_mode": return `${d.transformer_id || ""}: safe mode ${d.on ? "ON" : "off"}${d.reason ? " – " + d.reason : ""}`;
       case "grid.signal_rejected": return `${d.transformer_id || ""}: ${d.reason || "rejected"}`;
-      case "grid.push": return `${where} ${d.status}${d.limit != null ? " · limit " + d.limit : ""}`;
+      case "grid.push": return `${where} ${d.status}${d.limit != null ? ` · ${d.limit} ${d.unit || ""}` : ""}` +
+        (d.trigger ? ` (${d.trigger})` : "");
       case "grid.plan": return Object.entries(d).filter(([, v]) => typeof v !== "object").slice(0, 5)
         .map(([k, v]) => `${k}=${typeof v === "number" ? +v.toFixed(3) : v}`).join(" ");
       case "transaction.started": case "transaction.ended":

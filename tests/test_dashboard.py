@@ -1,0 +1,195 @@
+"""The live dashboard in real headless Chromium (driven over the DevTools protocol, no Playwright).
+
+A daemon with grid control and two simulated stations charging runs in the test; the page is opened
+with the token in the URL; a limit is posted through the API and the chart and session table must
+follow without a reload. A screenshot is saved under test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import websockets
+
+from tests.test_api_grid import charging_site
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--remote-debugging-port=0", "--window-size=1280,1000"]
+
+
+class Page:
+    """One browser tab over CDP: send commands, evaluate JavaScript, wait for conditions."""
+
+    def __init__(self, ws: Any, session_id: str) -> None:
+        self.ws = ws
+        self.session_id = session_id
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self.console: list[str] = []
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for raw in self.ws:
+            msg = json.loads(raw)
+            if "id" in msg and msg["id"] in self._pending:
+                fut = self._pending.pop(msg["id"])
+                if not fut.done():
+                    if "error" in msg:
+                        fut.set_exception(RuntimeError(f"CDP error: {msg['error']}"))
+                    else:
+                        fut.set_result(msg.get("result", {}))
+            elif msg.get("method") == "Runtime.exceptionThrown":
+                self.console.append("exception: " + json.dumps(msg["params"]["exceptionDetails"])[:500])
+            elif msg.get("method") == "Runtime.consoleAPICalled":
+                args = msg["params"]["args"]
+                self.console.append(f"{msg['params']['type']}: " + " ".join(str(a.get("value", "")) for a in args))
+
+    async def send(self, method: str, params: dict[str, Any] | None = None, *, session: bool = True) -> Any:
+        mid = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[mid] = fut
+        msg: dict[str, Any] = {"id": mid, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = self.session_id
+        await self.ws.send(json.dumps(msg))
+        return await asyncio.wait_for(fut, 15)
+
+    async def eval(self, expression: str) -> Any:
+        result = await self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
+                                                      "awaitPromise": True})
+        if "exceptionDetails" in result:
+            raise AssertionError(f"JS failed: {expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def wait_for(self, expression: str, timeout: float = 10.0, what: str = "") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = await self.eval(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what or expression} not true within {timeout} s; console: {self.console}")
+            await asyncio.sleep(0.1)
+
+    async def screenshot(self, path: Path) -> None:
+        data = await self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(data["data"]))
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Page]:
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert binary, "Chromium is needed: apt-get install -y chromium (.ci/run installs it)"
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            url = await asyncio.wait_for(asyncio.to_thread(_devtools_url, proc), 30)
+            async with websockets.connect(url, max_size=64 * 1024 * 1024) as ws:
+                probe = Page(ws, "")
+                target = await probe.send("Target.createTarget", {"url": "about:blank"}, session=False)
+                attached = await probe.send("Target.attachToTarget", {"targetId": target["targetId"],
+                                                                      "flatten": True}, session=False)
+                probe.session_id = attached["sessionId"]
+                for domain in ("Page.enable", "Runtime.enable"):
+                    await probe.send(domain)
+                await probe.send("Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 1000,
+                                                                        "deviceScaleFactor": 1, "mobile": False})
+                try:
+                    yield probe
+                finally:
+                    probe._reader.cancel()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _devtools_url(proc: subprocess.Popen[str]) -> str:
+    assert proc.stderr is not None
+    for line in proc.stderr:  # Chromium prints the endpoint on stderr at startup
+        match = re.search(r"DevTools listening on (ws://\S+)", line)
+        if match:
+            return match.group(1)
+    raise AssertionError(f"Chromium exited ({proc.wait()}) without a DevTools endpoint")
+
+
+CARD = "document.querySelector('article.transformer[data-transformer=\"T1\"]')"
+
+
+async def test_dashboard_follows_a_posted_limit_live(tmp_path: Path) -> None:
+    async with charging_site(tmp_path, n=2) as (api, _stations), chromium() as page:
+        await page.send("Page.navigate", {"url": f"{api.url}/?token={api.admin_token}"})
+        await page.wait_for(f"{CARD} !== null && {CARD}.dataset.limitKw === '100'", 15, "transformer card")
+        # The token left the address bar and lives in sessionStorage.
+        assert await page.eval("location.search") == ""
+        assert await page.eval("sessionStorage.getItem('netbewust.apiToken')") == api.admin_token
+        await page.wait_for("document.getElementById('stream-state').textContent === 'live'", 10, "live stream")
+        await page.wait_for(f"{CARD}.querySelectorAll('tbody tr[data-session]').length === 2", 10, "session rows")
+        await page.wait_for(f"[...{CARD}.querySelectorAll('tbody tr[data-session]')].every("
+                            "r => r.dataset.state === 'charging')", 10, "sessions charging")
+        # Let the chart gather a little history at full power.
+        await page.wait_for(f"Number({CARD}.querySelector('canvas').dataset.points) >= 4", 15, "chart history")
+        before_points = int(await page.eval(f"{CARD}.querySelector('canvas').dataset.points"))
+        before_load = float(await page.eval(f"window.netbewust.lastSnapshot.transformers.T1.measured_kw"))
+        assert before_load > 10
+
+        status, _ = await api.post("/api/grid/transformers/T1/limit", {"signal_id": "dash-1", "limit_kw": 8,
+                                                                         "source": "dso"})
+        assert status == 202
+        # Without a reload: the card, the chart and the table follow.
+        await page.wait_for(f"{CARD}.dataset.limitKw === '8'", 10, "limit on the card")
+        assert "dso" in await page.eval(f"{CARD}.querySelector('.source').textContent")
+        await page.wait_for(f"{CARD}.querySelector('canvas').dataset.lastLimit === '8'", 10, "limit in the chart")
+        await page.wait_for(
+            f"[...{CARD}.querySelectorAll('tbody tr[data-session] td.setpoint')]"
+            ".map(td => parseFloat(td.textContent)).reduce((a, b) => a + b, 0) <= 8.05", 10, "setpoints in the table")
+        await page.wait_for(f"window.netbewust.lastSnapshot.transformers.T1.measured_kw <= 8.5", 15,
+                            "metered load under the limit")
+        await page.wait_for(f"{CARD}.querySelector('.measured').textContent !== '{before_load:.1f} kW'", 5)
+        assert int(await page.eval(f"{CARD}.querySelector('canvas').dataset.points")) > before_points
+        log = await page.eval("[...document.querySelectorAll('#event-log li')].map(li => li.textContent).join('\\n')")
+        (ARTIFACTS / "dashboard-log.txt").parent.mkdir(exist_ok=True)
+        (ARTIFACTS / "dashboard-log.txt").write_text(log)
+        assert re.search(r"grid\.limitT1: 8\.0 kW \(\S*dso\S*\)", log) and "grid.push" in log
+        assert await page.eval("document.location.pathname") == "/"  # never reloaded or navigated away
+        # A few more samples so the screenshot shows the drop, then save it.
+        target = int(await page.eval(f"{CARD}.querySelector('canvas').dataset.points")) + 3
+        await page.wait_for(f"Number({CARD}.querySelector('canvas').dataset.points) >= {target}", 15)
+        await page.screenshot(ARTIFACTS / "dashboard.png")
+        assert (ARTIFACTS / "dashboard.png").stat().st_size > 10_000
+        assert not [c for c in page.console if c.startswith("exception")], page.console
+
+
+async def test_dashboard_asks_for_a_token_and_refuses_a_wrong_one(tmp_path: Path) -> None:
+    from tests.api_fixture import api_daemon
+
+    async with api_daemon(tmp_path) as api, chromium() as page:
+        await page.send("Page.navigate", {"url": f"{api.url}/"})
+        await page.wait_for("!document.getElementById('login').hidden", 10, "login form")
+        await page.eval("document.getElementById('token-input').value = 'wrong'; "
+                        "document.getElementById('login-form').requestSubmit(); true")
+        await page.wait_for("document.getElementById('login-error').textContent.includes('invalid API token')", 10)
+        await page.eval(f"document.getElementById('token-input').value = '{api.admin_token}'; "
+                        "document.getElementById('login-form').requestSubmit(); true")
+        await page.wait_for("!document.getElementById('main').hidden", 10, "dashboard shown")
+        await page.wait_for("document.querySelector('.no-grid')?.textContent === 'grid control is not configured'",
+                            10, "no-grid notice")
