@@ -1,0 +1,101 @@
+"""`python -m bench all | scale | reaction | planning | hosting [--smoke] [--out DIR]`.
+
+Runs the parts in order, shows progress with rich, and writes RESULTS.md plus PNG figures
+(bench/RESULTS.md and bench/results/ by default). Each part is bounded in time; a part that fails
+is reported in RESULTS.md with its error instead of stopping the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.console import Console
+
+from bench.report import Section, write_results
+
+PARTS = ("scale", "reaction", "planning", "hosting")
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+def _runner(part: str, smoke: bool) -> Callable[[Path, Callable[[str], None]], Awaitable[Section]]:
+    if part == "scale":
+        from bench import scale
+        return lambda out, say: scale.run(scale.SMOKE if smoke else scale.FULL, out, say)
+    if part == "reaction":
+        from bench import reaction
+        return lambda out, say: reaction.run(reaction.SMOKE if smoke else reaction.FULL, out, say)
+    if part == "planning":
+        from bench import planning
+        return lambda out, say: planning.run(planning.SMOKE if smoke else planning.FULL, out, say)
+    if part == "hosting":
+        from bench import hosting
+        return lambda out, say: hosting.run(hosting.SMOKE if smoke else hosting.FULL, out, say)
+    raise ValueError(f"unknown part {part!r} (known: all, {', '.join(PARTS)})")
+
+
+def _machine() -> str:
+    load = os.getloadavg()
+    return (f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores, "
+            f"{platform.machine()}, load average at start {load[0]:.1f}")
+
+
+async def run_parts(parts: list[str], out_md: Path, fig_dir: Path, smoke: bool, console: Console) -> list[Section]:
+    from bench.servers import pin_loadgen
+
+    pinning = pin_loadgen()
+    sections: list[Section] = []
+    started = time.monotonic()
+    for part in parts:
+        console.rule(f"[bold]{part}")
+        t0 = time.monotonic()
+
+        def say(text: str, _part: str = part) -> None:
+            console.print(f"[dim]{time.monotonic() - started:6.0f}s[/] [cyan]{_part}[/] {text}", highlight=False)
+
+        try:
+            section = await _runner(part, smoke)(fig_dir, say)
+        except Exception as exc:  # noqa: BLE001 - report it, run the other parts
+            console.print_exception()
+            section = Section(part, f"{part}: FAILED")
+            section.notes.append(f"the part failed: `{type(exc).__name__}: {exc}`")
+            section.data["error"] = "".join(traceback.format_exception(exc))
+        section.seconds = time.monotonic() - t0
+        sections.append(section)
+        say(f"done in {section.seconds:.0f} s")
+    header = (f"# Benchmark results{' (smoke run)' if smoke else ''}\n\n"
+              f"Written by `python -m bench {' '.join(parts) if len(parts) < len(PARTS) else 'all'}"
+              f"{' --smoke' if smoke else ''}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; "
+              f"{_machine()}; {pinning}. Total {time.monotonic() - started:.0f} s. "
+              "Method and assumptions: docs/benchmarks.md. Every target below is stated as met or missed "
+              "with the measured figure.")
+    write_results(sections, out_md, header)
+    console.print(f"wrote {out_md}")
+    return sections
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Netbewust benchmarks (issue 6)")
+    parser.add_argument("part", choices=("all", *PARTS))
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the machinery in well under a minute")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="directory for RESULTS.md and results/*.png (default: the bench package)")
+    args = parser.parse_args(argv)
+    out = args.out or BENCH_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    parts = list(PARTS) if args.part == "all" else [args.part]
+    console = Console(stderr=True)
+    sections = asyncio.run(run_parts(parts, out / "RESULTS.md", out / "results", args.smoke, console))
+    return 1 if any("error" in s.data for s in sections) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
