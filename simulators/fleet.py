@@ -34,7 +34,7 @@ class FleetResult:
     scenario: str
     start: datetime
     sample_interval_s: float
-    times: list[datetime]
+    times: list[datetime]  # end of each interval: the instant all stations were read (the "cut")
     station_ids: list[str]
     transformers: list[str]
     capacity_kw: dict[str, float]
@@ -42,6 +42,7 @@ class FleetResult:
     load: dict
     counters: dict[str, int] = field(default_factory=dict)
     energy_kwh: np.ndarray | None = None  # net energy per station over the run (end of the last interval)
+    first_cut: datetime | None = None  # start of the first interval
 
     def aggregate_kw(self) -> dict[str, np.ndarray]:
         """Sum per transformer, and 'total'."""
@@ -102,6 +103,7 @@ class Fleet:
         power = np.zeros((len(self.stations), samples), dtype=np.float32)
         times: list[datetime] = []
         starter = asyncio.create_task(self._start_all())
+        first_cut = last_cut = self.clock.now()
         first_energy = last_energy = np.fromiter((s.core.net_energy_wh for s in self.stations), dtype=float,
                                                  count=len(self.stations))
         try:
@@ -111,12 +113,15 @@ class Fleet:
                     await asyncio.sleep(min(0.5, self.clock.real_seconds(target - self.clock.elapsed()) + 0.001))
                     if on_sample is not None:
                         on_sample(self)
-                now = self.clock.start + timedelta(seconds=target)
-                energy = np.fromiter((s.core.net_energy_wh for s in self._advanced(now)), dtype=float,
+                # A consistent cut: every station advanced to the same instant (none can be past it),
+                # averaged over the exact simulated time since the previous cut.
+                cut = self.clock.now()
+                energy = np.fromiter((s.core.net_energy_wh for s in self._advanced(cut)), dtype=float,
                                      count=len(self.stations))
-                power[:, k] = (energy - last_energy) / 1000.0 / (interval / 3600.0)
-                last_energy = energy
-                times.append(now)
+                span_h = max(1e-9, (cut - last_cut).total_seconds() / 3600.0)
+                power[:, k] = (energy - last_energy) / 1000.0 / span_h
+                last_energy, last_cut = energy, cut
+                times.append(cut)
             load = self.stats.snapshot()  # before stopping: connections still up
         finally:
             starter.cancel()
@@ -129,7 +134,8 @@ class Fleet:
             scenario=self.scenario.name, start=self.scenario.start, sample_interval_s=interval, times=times,
             station_ids=[p.station_id for p in self.plans], transformers=[p.transformer for p in self.plans],
             capacity_kw={t.id: t.capacity_kw for t in self.scenario.transformers}, power_kw=power,
-            load=load, counters=counters, energy_kwh=(last_energy - first_energy) / 1000.0)
+            load=load, counters=counters, energy_kwh=(last_energy - first_energy) / 1000.0,
+            first_cut=first_cut)
 
     def _advanced(self, now: datetime):
         for station in self.stations:

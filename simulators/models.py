@@ -7,7 +7,7 @@ awkward stations/cars (see docs/simulators.md).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from simulators.errors import ScenarioError
@@ -134,4 +134,4 @@ def _check_positive(obj: object, *names: str) -> None:
             raise ValueError(f"{name} must be > 0, got {getattr(obj, name)!r}")
 
 
-__all__ = ["StationModel", "EVModel", "model_from_dict", "field"]
+__all__ = ["StationModel", "EVModel", "model_from_dict"]

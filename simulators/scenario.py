@@ -9,8 +9,8 @@ Every malformed input raises `ScenarioError` naming the file and the key.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,6 @@ class Scenario:
 
 
 def _with(ev: EVModel, **changes: Any) -> EVModel:
-    from dataclasses import replace
     return replace(ev, **changes)
 
 

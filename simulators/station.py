@@ -13,7 +13,7 @@ import logging
 import random
 import time
 import uuid
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 import websockets
 from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
@@ -388,13 +388,4 @@ def _discard(core: StationCore, item: Outgoing) -> None:
         pass  # already dropped by a full offline queue
 
 
-async def run_until(station: SimStation, predicate: Callable[[], bool], timeout_s: float) -> None:
-    """Poll `predicate` every 10 ms until true or raise TimeoutError (for tests and tools)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise asyncio.TimeoutError(f"{station.station_id}: condition not met within {timeout_s}s")
-        await asyncio.sleep(0.01)
-
-
-__all__ = ["SimStation", "SUBPROTOCOL", "run_until", "Awaitable"]
+__all__ = ["SimStation", "SUBPROTOCOL"]

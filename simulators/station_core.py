@@ -9,7 +9,6 @@ directly with a `ManualClock`; fleets drive it in real time x speed.
 from __future__ import annotations
 
 import itertools
-import logging
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -22,8 +21,6 @@ from simulators.device_model import DeviceModel
 from simulators.ev import EV, EVSession
 from simulators.meter import iso, sample
 from simulators.models import StationModel
-
-LOG = logging.getLogger("simulators.station")
 
 CHARGING, EV_CONNECTED, SUSPENDED_EV, SUSPENDED_EVSE, IDLE = (
     "Charging", "EVConnected", "SuspendedEV", "SuspendedEVSE", "Idle")

@@ -44,7 +44,10 @@ async def test_fleet_runs_faster_than_real_time_and_writes_results(tmp_path: Pat
     # every session charges 16 A x 3 phases from its arrival on: energy matches the integral of the series
     started = {m[0] for m in csms.messages if m[1] == "TransactionEvent"}
     assert len(started) == len({p.station_id for p in fleet.plans if p.sessions})
-    energy_kwh = float(result.power_kw.sum() * 300 / 3600)
+    cuts = [result.first_cut, *result.times]
+    spans_h = np.asarray([(b - a).total_seconds() / 3600 for a, b in zip(cuts, cuts[1:])])
+    assert np.allclose(spans_h, 300 / 3600, rtol=0.3)  # sampled close to the 5-minute boundaries
+    energy_kwh = float((result.power_kw * spans_h).sum())
     assert result.energy_kwh is not None
     assert energy_kwh == pytest.approx(float(result.energy_kwh.sum()), rel=1e-4) and energy_kwh > 0
     assert result.power_kw.max() <= 2 * 16 * 3 * 0.23 + 1e-3  # never above two cars at 16 A
