@@ -100,6 +100,7 @@ def sessions_from_scenario(sc: Scenario, charge_points: int, *, station_max_a: f
 
     A need larger than the car can take at full power during its stay is capped to that (the car
     would leave with less whatever the controller did), so "all sessions served" is attainable.
+    Discharging needs a bidirectional charge point, so V2G is all (`all_v2g`) or nothing.
     """
     plans = sc.plan(stations=max(1, math.ceil(charge_points / max(m.evse_count for m in sc.station_models.values()))))
     out: list[Sess] = []
@@ -118,7 +119,7 @@ def sessions_from_scenario(sc: Scenario, charge_points: int, *, station_max_a: f
                 max_a = min(sp.model.max_current_a if station_max_a is None else station_max_a, s.ev.max_current_a)
                 cap = max_a * phases * VOLTAGE_V / 1000.0 * (d - a) * SLOT_H * 0.999
                 need = min(s.energy_need_kwh, cap)
-                v2g = all_v2g or s.ev.bidirectional
+                v2g = all_v2g
                 dis = max(0.0, (s.soc_start - min_soc) * s.ev.battery_kwh) if v2g else 0.0
                 out.append(Sess(
                     sid=f"{sp.station_id}/{evse}/{k}", arrival=a, departure=d, need_kwh=round(need, 3),

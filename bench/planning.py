@@ -173,7 +173,8 @@ def _section(s: PlanningSettings, quality: dict[str, dict[str, list[dm.Outcome]]
 def _day_plot(example: dict[str, dm.Outcome], path: Path) -> Path:
     fig, ax = figure(7.0, 3.6)
     any_run = next(iter(example.values()))
-    n = int(np.max(np.nonzero(any_run.total_kw - any_run.total_kw[-1])[0], initial=95)) + 2
+    active = [int(np.max(np.nonzero(np.abs(o.ev_kw) > 1e-6)[0], initial=0)) for o in example.values()]
+    n = min(any_run.total_kw.size, max(active, default=95) + 5)
     hours = 14 + np.arange(n) * dm.SLOT_H
     base = any_run.total_kw[:n] - any_run.ev_kw[:n]
     ax.plot(hours, any_run.limit_kw[:n], color="black", lw=1.2, label="limit")
@@ -181,7 +182,7 @@ def _day_plot(example: dict[str, dm.Outcome], path: Path) -> Path:
     for name, style in (("uncontrolled", "r-"), ("llf", "c--"), ("planner", "b-"), ("optimum", "g:")):
         if name in example:
             ax.step(hours, example[name].total_kw[:n], style, where="post", lw=1, label=name)
-    ax.set_xlabel("hour (from 14:00)")
+    ax.set_xlabel("hour of day (24+ = next day)")
     ax.set_ylabel("transformer load kW")
     ax.legend(fontsize=7, ncol=3)
     return save(fig, path)

@@ -1,0 +1,141 @@
+"""Smoke-sized runs of every benchmark part: the machinery works and the figures are sane.
+
+Speed is never asserted (this machine is shared); what is asserted is that each part produces its
+tables and figures, that nothing errored or got lost, and that values are in their possible range.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import daymodel as dm
+from bench import hosting, planning, reaction, scale
+from bench.report import Section
+from profiles.optimum import optimum
+from profiles.planner import PlanInput, SessionNeed
+
+MAX_PNG_BYTES = 300 * 1024
+
+
+def _say(_: str) -> None:
+    pass
+
+
+def _figures_ok(section: Section) -> None:
+    assert section.figures, f"{section.name}: no figures"
+    for _, path in section.figures:
+        assert path.exists() and 0 < path.stat().st_size < MAX_PNG_BYTES, path
+
+
+def _rows(section: Section, title_start: str) -> dict[str, list]:
+    table = next(t for t in section.tables if t.title.startswith(title_start))
+    return {str(row[0]): row for row in table.rows}
+
+
+@pytest.mark.timeout(60)
+async def test_scale_smoke(tmp_path: Path) -> None:
+    sec = await scale.run(scale.SMOKE, tmp_path, _say)
+    tp = _rows(sec, "Sustained")
+    for kind in ("ours", "baseline"):
+        assert tp[kind][1] > 0 and tp[kind][5] == 0, tp[kind]  # msgs/s, errors
+    assert tp["ours / baseline"][1] > 0
+    latency = sec.tables[1]
+    assert len(latency.rows) == len(scale.SMOKE.rates)
+    for row in latency.rows:
+        ours_p50, ours_p99, ours_err, base_p50, base_p99, base_err = row[2], row[3], row[4], row[6], row[7], row[8]
+        assert 0 < ours_p50 <= ours_p99 and 0 < base_p50 <= base_p99
+        assert ours_err == 0 and base_err == 0
+    idle = _rows(sec, "Idle")
+    for kind in ("ours", "baseline"):
+        assert idle[kind][1] == scale.SMOKE.idle_steps[-1] and idle[kind][2] > 0 and idle[kind][4] == "none"
+    storm = _rows(sec, "Reconnect")
+    for kind in ("ours", "baseline"):
+        stations, back, lost = storm[kind][1], storm[kind][2], storm[kind][6]
+        assert stations == back == scale.SMOKE.storm_stations and lost == 0
+        assert 0 < storm[kind][4] < scale.SMOKE.storm_timeout_s
+    assert storm["ours"][7] == scale.SMOKE.storm_stations  # every acknowledged queued event is in SQLite
+    assert any("msgs/s per core" in v for v in sec.verdicts)
+    _figures_ok(sec)
+
+
+@pytest.mark.mqtt
+@pytest.mark.timeout(60)
+async def test_reaction_smoke(tmp_path: Path) -> None:
+    sec = await reaction.run(reaction.SMOKE, tmp_path, _say)
+    rows = sec.tables[0].rows
+    assert [r[1] for r in rows] == ["ours", "baseline"]
+    for row in rows:
+        repeats, first, last_p50, last_p99, under_p50, incomplete = row[2], row[3], row[4], row[5], row[6], row[8]
+        assert repeats == reaction.SMOKE.repeats[20] and incomplete == 0, row
+        assert 0 < first <= last_p50 <= last_p99 < reaction.SMOKE.signal_timeout_s * 1000
+        assert 0 < under_p50 < reaction.SMOKE.signal_timeout_s * 1000
+    for kind in ("ours", "baseline"):
+        assert sec.data["res"][kind][20]["rejected"] == 0
+    _figures_ok(sec)
+
+
+@pytest.mark.timeout(60)
+async def test_planning_smoke(tmp_path: Path) -> None:
+    sec = await planning.run(planning.SMOKE, tmp_path, _say)
+    outcome = {row[1]: row for row in sec.tables[0].rows}
+    assert outcome["planner"][2] <= 1e-6  # never above the limit
+    assert outcome["uncontrolled"][2] > 0  # the congested case really is congested
+    assert outcome["optimum"][7] == pytest.approx(1.0)
+    for name in ("planner", "equal_share", "fcfs", "edf", "llf"):
+        assert 0 < outcome[name][7] <= 1.0 + 1e-6  # nothing beats the optimum
+        assert 0 <= outcome[name][4] <= 100 and 0 <= outcome[name][5] <= 100
+    assert outcome["planner"][7] >= max(outcome[h][7] for h in ("equal_share", "fcfs", "edf", "llf"))
+    timing = sec.tables[1].rows
+    assert [r[0] for r in timing] == list(planning.SMOKE.sizes)
+    assert all(r[1] > 0 and r[4] > 0 for r in timing)
+    _figures_ok(sec)
+
+
+@pytest.mark.timeout(60)
+async def test_hosting_smoke(tmp_path: Path) -> None:
+    sec = await hosting.run(hosting.SMOKE, tmp_path, _say)
+    cap = sec.data["capacity"]
+    assert cap["uncontrolled"] is not None
+    assert cap["uncontrolled"] < cap["smart + pause"]
+    contract = sec.data["contract"]
+    assert contract["uncontrolled"] > contract["smart + pause"] >= -1e-6  # smart never discharges
+    assert contract["smart + pause + V2G"] < 0  # V2G relieves the transformer
+    assert len(sec.tables) == 3 and all(t.rows for t in sec.tables)
+    _figures_ok(sec)
+
+
+def test_windowed_optimum_matches_profiles_optimum_when_all_arrive_at_once() -> None:
+    """bench's LP with arrival windows must equal profiles.optimum on inputs both can express."""
+    rng = np.random.default_rng(3)
+    sessions = [dm.Sess(f"s{i}", 0, int(rng.integers(2, 12)), float(rng.uniform(1, 30)), 5.0,
+                        int(rng.choice([1, 3])), float(rng.choice([16.0, 32.0]))) for i in range(25)]
+    sessions = [dm.Sess(**{**s.__dict__, "guaranteed_kwh": min(5.0, s.need_kwh)}) for s in sessions]
+    n = 12
+    limit, base = np.full(n, 60.0), dm.base_load(30.0, n)
+    ours = dm.optimum_day(dm.Day(sessions, limit, base))
+    ref = optimum(PlanInput([SessionNeed(s.sid, phases=s.phases, max_current_a=s.max_a, energy_needed_kwh=s.need_kwh,
+                                         guaranteed_kwh=s.guaranteed_kwh, departure_s=s.departure * dm.SLOT_S)
+                             for s in sessions], limit.tolist(), base.tolist(), slot_s=dm.SLOT_S))
+    ref_total = sum(p.delivered_kwh for p in ref.sessions.values())
+    assert ours.delivered_kwh == pytest.approx(ref_total, rel=1e-6)
+    assert ours.delivered_kwh < ours.requested_kwh  # the instance is congested, so the test can fail
+    assert not math.isnan(ours.delivered_kwh)
+
+
+@pytest.mark.timeout(60)
+def test_cli_writes_results_markdown(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", "planning", "--smoke", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## 3. Planning quality" in text and "| planner |" in text
+    assert "![" in text and (tmp_path / "results" / "planning_day.png").exists()
+    bad = subprocess.run([sys.executable, "-m", "bench", "nonsense"], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
