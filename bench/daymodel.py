@@ -192,7 +192,8 @@ def simulate(day: Day, policy: Policy, name: str, *, horizon_slots: int | None =
     """Online rolling horizon: at every slot, plan the sessions present with what is left, apply slot 0.
 
     A car that cannot resume after a pause (or any car when `allow_pause` is False) and is given
-    0 A while it still wants energy falls asleep: it takes nothing more in that session.
+    0 A while it still wants energy falls asleep: it takes nothing more in that session
+    (discharging is not a pause).
     """
     n = day.n_slots
     remaining = {s.sid: s.need_kwh for s in day.sessions}
@@ -241,7 +242,7 @@ def simulate(day: Day, policy: Policy, name: str, *, horizon_slots: int | None =
             if prev is not None and abs(prev - amps) > 0.05:
                 changes[s.sid] += 1
             last_a[s.sid] = amps
-            if amps <= 0 and remaining[s.sid] > EPS and (not s.can_pause or not allow_pause):
+            if amps == 0.0 and remaining[s.sid] > EPS and (not s.can_pause or not allow_pause):
                 asleep.add(s.sid)
     return Outcome(name, ev_kw, ev_kw + day.base_kw, day.limit_kw.copy(), delivered,
                    {s.sid: s.need_kwh for s in day.sessions}, {s.sid: s.guaranteed_kwh for s in day.sessions},
