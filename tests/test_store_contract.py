@@ -607,3 +607,19 @@ async def test_daemon_runs_on_redis_end_to_end(tmp_path: Path, redis_prefix: str
             await reader.close()
     finally:
         await delete_prefix(redis_prefix)
+
+
+@pytest.mark.redis
+async def test_redis_reloads_scripts_it_lost(redis_prefix: str) -> None:
+    """After a Redis restart or failover the scripts are gone (NOSCRIPT): the write still happens once."""
+    store = RedisStore(REDIS_URL, redis_prefix)
+    await store.open()
+    try:
+        for script in store._scripts.values():
+            script.sha = "0" * 40  # as if the server had forgotten them
+        assert await store.record_transaction_event("CS-1", tx_event("Started", 0, T0, energy_wh=5), T0) is True
+        assert await store.record_transaction_event("CS-1", tx_event("Started", 0, T0, energy_wh=5), T0) is False
+        assert len(await store.meter_samples("CS-1")) == 1
+    finally:
+        await store.close()
+        await delete_prefix(redis_prefix)

@@ -23,7 +23,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from csms.meter import flatten
 from csms.store.base import IdTokenRecord, StationRecord, Store, TransactionRecord
@@ -235,7 +235,7 @@ def _tx_member(sid: str, tx_id: str) -> str:
 # The store --------------------------------------------------------------------------------------
 class RedisStore(Store):
     def __init__(self, url: str, prefix: str = "netbewust:", *, wait_replicas: int = 0,
-                 wait_timeout_ms: int = 1000) -> None:
+                 wait_timeout_ms: int = 1000, max_connections: int = 64) -> None:
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"redis_url must start with redis://, rediss:// or unix://, got {_redact(str(url))!r}")
         if not isinstance(prefix, str) or not prefix:
@@ -244,17 +244,23 @@ class RedisStore(Store):
             raise ValueError(f"wait_replicas must be an integer >= 0, got {wait_replicas!r}")
         if isinstance(wait_timeout_ms, bool) or not isinstance(wait_timeout_ms, int) or wait_timeout_ms <= 0:
             raise ValueError(f"wait_timeout_ms must be an integer > 0, got {wait_timeout_ms!r}")
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
+            raise ValueError(f"max_connections must be an integer >= 1, got {max_connections!r}")
         self.url = url
         self.prefix = prefix
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = wait_timeout_ms
+        self.max_connections = max_connections
         self.keys = _Keys(prefix)
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
 
     # Machinery --------------------------------------------------------------------------------
     async def open(self) -> None:
-        client = aioredis.from_url(self.url, decode_responses=True)
+        # A blocking pool: under a burst, callers queue for a connection instead of failing.
+        pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=self.max_connections,
+                                                        timeout=30, decode_responses=True)
+        client = aioredis.Redis(connection_pool=pool)
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
@@ -265,7 +271,12 @@ class RedisStore(Store):
                              ("delete", _DELETE), ("update_if_exists", _UPDATE_IF_EXISTS),
                              ("push_all", _PUSH_ALL)):
             self._scripts[name] = client.register_script(source)
+        await self._load_scripts()
         await self._warn_without_persistence(client)
+
+    async def _load_scripts(self) -> None:
+        for script in self._scripts.values():
+            script.sha = await self._r.script_load(script.script)
 
     async def _warn_without_persistence(self, client: aioredis.Redis) -> None:
         try:
@@ -289,11 +300,13 @@ class RedisStore(Store):
 
     async def _write(self, queue: Callable[[Pipeline], Awaitable[None]]) -> list[Any]:
         """Send the queued writes in one round trip; return after Redis (and replicas) acknowledged."""
-        pipe = self._r.pipeline(transaction=False)
-        await queue(pipe)
-        if self.wait_replicas:
-            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-        results = await pipe.execute()
+        try:
+            results = await self._send(queue)
+        except NoScriptError:
+            # Redis restarted or failed over and forgot the scripts. NOSCRIPT means that script did
+            # not run; every queued write is idempotent or a script, so sending them again is safe.
+            await self._load_scripts()
+            results = await self._send(queue)
         if self.wait_replicas:
             acked = results.pop()
             if acked < self.wait_replicas:
@@ -301,9 +314,21 @@ class RedisStore(Store):
                                        f" within {self.wait_timeout_ms} ms")
         return results
 
+    async def _send(self, queue: Callable[[Pipeline], Awaitable[None]]) -> list[Any]:
+        pipe = self._r.pipeline(transaction=False)
+        await queue(pipe)
+        if self.wait_replicas:
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        return await pipe.execute()
+    def _eval(self, pipe: Pipeline, name: str, keys: list[str], args: Iterable[Any]) -> None:
+        """Queue one script by its SHA (loaded at open: no SCRIPT EXISTS round trip per write)."""
+        pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+
     async def _call(self, name: str, keys: list[str], args: Iterable[Any]) -> Any:
+        arg_list = list(args)
+
         async def queue(pipe: Pipeline) -> None:
-            await self._scripts[name](keys=keys, args=list(args), client=pipe)
+            self._eval(pipe, name, keys, arg_list)
         return (await self._write(queue))[0]
 
     async def _hashes(self, keys: list[str]) -> list[dict[str, Any] | None]:
@@ -368,11 +393,9 @@ class RedisStore(Store):
     async def touch_stations(self, last_seen: dict[str, datetime]) -> None:
         if not last_seen:
             return
-        script = self._scripts["update_if_exists"]
-
         async def queue(pipe: Pipeline) -> None:
             for sid, t in last_seen.items():
-                await script(keys=[self.keys.station(sid)], args=["last_seen", _json(_iso(t))], client=pipe)
+                self._eval(pipe, "update_if_exists", [self.keys.station(sid)], ["last_seen", _json(_iso(t))])
         await self._write(queue)
 
     # Connectors -------------------------------------------------------------------------------
