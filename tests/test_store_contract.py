@@ -623,3 +623,19 @@ async def test_redis_reloads_scripts_it_lost(redis_prefix: str) -> None:
     finally:
         await store.close()
         await delete_prefix(redis_prefix)
+
+
+@pytest.mark.redis
+async def test_redis_burst_beyond_pool_waits_instead_of_failing(redis_prefix: str) -> None:
+    store = RedisStore(REDIS_URL, redis_prefix, max_connections=2)
+    await store.open()
+    try:
+        outcomes = await asyncio.gather(*(store.record_transaction_event(
+            "CS-1", tx_event("Updated", i, T0 + timedelta(seconds=i), charging_state="Charging", energy_wh=i), T0)
+            for i in range(60)))
+        assert outcomes == [True] * 60
+        tx = await store.get_transaction("CS-1", "TX-1")
+        assert tx is not None and (tx.last_seq_no, tx.energy_wh) == (59, 59.0)
+    finally:
+        await store.close()
+        await delete_prefix(redis_prefix)

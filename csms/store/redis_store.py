@@ -260,7 +260,7 @@ class RedisStore(Store):
         # A blocking pool: under a burst, callers queue for a connection instead of failing.
         pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=self.max_connections,
                                                         timeout=30, decode_responses=True)
-        client = aioredis.Redis(connection_pool=pool)
+        client = aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its sockets
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
