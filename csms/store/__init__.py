@@ -13,7 +13,7 @@ def open_store(config: "object") -> Store:
     if config.backend == "redis":
         from csms.store.redis_store import RedisStore
 
-        return RedisStore(config.redis_url, prefix=config.redis_prefix)
+        return RedisStore(config.redis_url, prefix=config.redis_prefix, wait_replicas=config.redis_wait_replicas)
     from csms.store.sqlite import SqliteStore
 
     return SqliteStore(config.sqlite_path)
