@@ -251,3 +251,14 @@ async def test_handler_may_schedule_a_call_to_its_own_station_after_answering(cs
     assert (await _next_call(st))[2] == "GetBaseReport"
     assert await wait_until(lambda: _ready(answers)) == [{"status": "Accepted"}]
     await st.close()
+
+
+async def test_station_may_send_its_own_call_while_ours_is_in_flight(csms: RunningDaemon) -> None:
+    """OCPP-J: each side has at most one CALL in flight, independently of the other side."""
+    st = await _station(csms, "BOTH")
+    ours = asyncio.create_task(csms.daemon.commands.get_variables("BOTH", [VAR]))
+    msg = await _next_call(st)
+    assert (await st.result("Heartbeat", {}))["currentTime"]  # answered although we wait on the station
+    await _answer(st, msg, {"getVariableResult": [{**VAR, "attributeStatus": "Accepted", "attributeValue": "45"}]})
+    assert (await asyncio.wait_for(ours, 2))["getVariableResult"][0]["attributeValue"] == "45"
+    await st.close()
