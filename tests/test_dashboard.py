@@ -77,8 +77,9 @@ class Page:
 
     async def wait_for(self, expression: str, timeout: float = 10.0, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
-        while True:
-            value = await self.eval(expression)
+        guarded = f"(() => {{ try {{ return ({expression}); }} catch (e) {{ return false; }} }})()"
+        while True:  # the page may still be loading: an error counts as "not yet"
+            value = await self.eval(guarded)
             if value:
                 return value
             if time.monotonic() > deadline:
@@ -95,7 +96,7 @@ class Page:
 async def chromium() -> AsyncIterator[Page]:
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     assert binary, "Chromium is needed: apt-get install -y chromium (.ci/run installs it)"
-    with tempfile.TemporaryDirectory() as profile:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:  # its helpers may still write
         proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
