@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file and list every problem")
     p.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
     p.set_defaults(func=cmd_check_config)
+    _load_extra_commands()
     for register in extra_commands:
         register(sub)
     return parser
@@ -76,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Other packages (demo, operator CLI) add their subcommands here: register(subparsers) -> None.
 extra_commands: list = []
+
+
+def _load_extra_commands() -> None:
+    """Import the packages that contribute subcommands (kept lazy so `csms serve` starts fast)."""
+    from csms.security.cli import register_commands as security_commands
+
+    for register in (security_commands,):
+        if register not in extra_commands:
+            extra_commands.append(register)
 import csms.opcli  # noqa: E402,F401 - registers the operator API subcommands (stations, send, limit, tail ...)
 
 

@@ -65,6 +65,10 @@ class StationConnection:
                 await self._send(frames.error_frame(exc.unique_id, exc.code, exc.description))
                 continue
             if isinstance(frame, frames.Call):
+                gate = self.daemon.message_gate  # per-station CALL rate cap (security config)
+                if gate is not None and not gate.admit(self.station_id):
+                    await gate.refuse(self, frame.unique_id)
+                    continue
                 await self._handle_call(frame)
             else:
                 self._resolve(frame)
