@@ -214,11 +214,15 @@ class StationConnection:
 
 
 class Trace:
-    """The last frames of every station, in memory, for the operator's message trace."""
+    """The last frames of every station, in memory, for the operator's message trace.
+
+    Adding is on the per-message path, so it stores the raw frame and a float time; decoding,
+    redaction and formatting happen when someone reads the trace.
+    """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._frames: dict[str, deque[tuple[str, str, str]]] = {}
+        self._frames: dict[str, deque[tuple[float, str, str | bytes]]] = {}
 
     def add(self, station_id: str, direction: str, frame: str | bytes) -> None:
         if self.size <= 0:
@@ -226,8 +230,11 @@ class Trace:
         q = self._frames.get(station_id)
         if q is None:
             q = self._frames[station_id] = deque(maxlen=self.size)
-        text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
-        q.append((datetime.now(timezone.utc).isoformat(), direction, redact_frame(text)))
+        q.append((time.time(), direction, frame))
 
     def get(self, station_id: str) -> list[tuple[str, str, str]]:
-        return list(self._frames.get(station_id, ()))
+        out = []
+        for at, direction, frame in list(self._frames.get(station_id, ())):
+            text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
+            out.append((datetime.fromtimestamp(at, timezone.utc).isoformat(), direction, redact_frame(text)))
+        return out
