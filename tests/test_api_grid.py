@@ -66,9 +66,12 @@ async def test_without_grid_control_every_grid_route_is_503(tmp_path: Path) -> N
 
 async def test_snapshot_limit_and_session_need(tmp_path: Path) -> None:
     async with charging_site(tmp_path) as (api, stations):
+        await until(lambda: all(s["setpoint_kw"] for s in
+                                api.daemon.grid.snapshot()["transformers"]["T1"]["sessions"]), 10, "first plan pushed")
         status, snap = await api.get("/api/grid", token="read")
         assert status == 200
         t1 = snap["transformers"]["T1"]
+        assert sum(s["setpoint_kw"] for s in t1["sessions"]) > 8  # so the limit below has something to cut
         assert t1["limit_kw"] == 100 and t1["limit_source"] == "capacity"
         assert sorted(s["station_id"] for s in t1["sessions"]) == ["G-1", "G-2"]
 
@@ -77,8 +80,11 @@ async def test_snapshot_limit_and_session_need(tmp_path: Path) -> None:
                                                                           "source": "operator"})
         assert status == 202 and out["signal_id"] == "op-1" and out["intervals"][0]["limit_kw"] == 8
         await until(lambda: api.daemon.grid.snapshot()["transformers"]["T1"]["limit_kw"] == 8, 5, "limit in force")
-        await until(lambda: all((s["setpoint_kw"] or 0) <= 8 for s in
-                                api.daemon.grid.snapshot()["transformers"]["T1"]["sessions"]), 5, "setpoints cut")
+        def cut() -> bool:
+            sessions = api.daemon.grid.snapshot()["transformers"]["T1"]["sessions"]
+            return all(s["setpoint_kw"] is not None for s in sessions) and \
+                sum(s["setpoint_kw"] for s in sessions) <= 8.0 + 1e-6
+        await until(cut, 10, "setpoints cut under the limit")
         _, snap = await api.get("/api/grid")
         t1 = snap["transformers"]["T1"]
         assert t1["limit_kw"] == 8 and "operator" in t1["limit_source"]
