@@ -6,14 +6,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 from simulators.models import StationModel
+from simulators.security import PASSWORD_MAX, PASSWORD_MIN, password_problem
 
 
 @dataclass
 class Variable:
     value: str
     mutable: bool = False
-    kind: str = "string"  # "int", "decimal", "bool", "string"
+    kind: str = "string"  # "int", "decimal", "bool", "string", "password"
     on_set: Callable[[str], None] | None = None
+    write_only: bool = False  # OCPP WriteOnly mutability: GetVariables never reveals it
 
 
 Key = tuple[str, str, str | None]  # (component, variable, variable instance)
@@ -54,6 +56,11 @@ class DeviceModel:
             ("EVSE", "Power", None): Variable(str(int(model.max_current_a * model.phases * 230)), kind="decimal"),
             ("V2XChargingCtrlr", "Enabled", None): Variable("true" if model.v2g else "false", kind="bool"),
         }
+        if model.security is not None:  # only a station that authenticates has these (OCPP A00-A01)
+            self.vars[("SecurityCtrlr", "SecurityProfile", None)] = Variable(str(model.security.profile), kind="int")
+            if model.security.uses_password:
+                self.vars[("SecurityCtrlr", "BasicAuthPassword", None)] = Variable(
+                    "", mutable=True, kind="password", write_only=True)
         self._components = {key[0] for key in self.vars}
 
     def get(self, item: dict) -> dict:
@@ -68,6 +75,10 @@ class DeviceModel:
             return result
         if attribute_type != "Actual":
             result["attributeStatus"] = "NotSupportedAttributeType"
+            return result
+        if found.write_only:
+            result["attributeStatus"] = "Rejected"
+            result["attributeStatusInfo"] = {"reasonCode": "WriteOnly"}
             return result
         result["attributeStatus"] = "Accepted"
         result["attributeValue"] = found.value
@@ -91,7 +102,7 @@ class DeviceModel:
             result["attributeStatusInfo"] = {"reasonCode": "ReadOnly"}
         elif not _valid(found.kind, value):
             result["attributeStatus"] = "Rejected"
-            result["attributeStatusInfo"] = {"reasonCode": "InvalidValue", "additionalInfo": f"expected {found.kind}"}
+            result["attributeStatusInfo"] = {"reasonCode": "InvalidValue", "additionalInfo": _expected(found.kind)}
         else:
             found.value = value
             if found.on_set is not None:
@@ -117,7 +128,15 @@ class DeviceModel:
         return found
 
 
+def _expected(kind: str) -> str:
+    if kind == "password":
+        return f"expected {PASSWORD_MIN}-{PASSWORD_MAX} printable ASCII characters"
+    return f"expected {kind}"
+
+
 def _valid(kind: str, value: str) -> bool:
+    if kind == "password":
+        return password_problem(value) is None
     try:
         if kind == "int":
             return int(value) >= 0

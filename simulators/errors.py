@@ -9,5 +9,6 @@ class ScenarioError(ValueError):
     def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
         self.file = file
         self.key = key
+        self.detail = message  # without the file/key prefix, to re-raise it for another place
         where = ", ".join(part for part in (f"file {file}" if file else "", f"key '{key}'" if key else "") if part)
         super().__init__(f"{where}: {message}" if where else message)

@@ -21,6 +21,7 @@ from simulators.errors import ScenarioError
 from simulators.ev import EVSession
 from simulators.models import EVModel
 from simulators.scenario import Scenario, StationPlan
+from simulators.security import StationCredentials
 from simulators.station import SimStation
 from simulators.stats import LinkStats
 
@@ -75,6 +76,7 @@ class Fleet:
         if loadtest:
             plans = [_plug_everything(plan, scenario.start) for plan in plans]
         self.plans = plans
+        _check_url_fits_security(url, scenario)
         kwargs = {"validate": validate, "call_timeout_s": call_timeout_s, **(station_kwargs or {})}
         self.stations = [SimStation(p.station_id, url, p.model, p.sessions, self.clock, stats=self.stats, **kwargs)
                          for p in plans]
@@ -162,6 +164,17 @@ class Fleet:
                     self.stats.error(f"station_crashed:{type(task.exception()).__name__}")
                     LOG.error("station task failed: %r", task.exception())
         self._tasks.clear()
+
+
+def _check_url_fits_security(url: str, scenario: Scenario) -> None:
+    """ws:// for profile 1 (and no security), wss:// for 2 and 3: say which model's profile clashes with --url."""
+    for name, model in scenario.station_models.items():
+        if model.security is None:  # no credentials: any URL (wss:// then trusts the system store)
+            continue
+        problem = StationCredentials("", model.security).check_url(url)
+        if problem is not None:
+            file, key = scenario.security_origins.get(name, {}).get("profile", (scenario.file, "security.profile"))
+            raise ScenarioError(f"station model {name!r}: {problem} (--url {url})", file=file, key=key)
 
 
 def _plug_everything(plan: StationPlan, start: datetime) -> StationPlan:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from simulators.errors import ScenarioError
+from simulators.security import SecuritySettings, parse_security
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class StationModel:
     message_attempts: int = 3
     message_attempt_interval_s: float = 10.0
     offline_queue_max: int = 2000
+    security: SecuritySettings | None = None  # None: no authentication (a lab CSMS)
 
     def __post_init__(self) -> None:
         _check_positive(self, "evse_count", "max_current_a", "meter_interval_s", "tick_s", "max_stack_level",
@@ -102,6 +104,9 @@ def model_from_dict(cls: type[M], data: Any, *, file: str | None = None, key: st
 
 
 def _coerce(f: dataclasses.Field, value: Any, *, file: str | None, key: str) -> Any:
+    if f.name == "security":
+        return value if value is None or isinstance(value, SecuritySettings) else parse_security(
+            value, file=file, key=key)
     default = f.default if f.default is not dataclasses.MISSING else None
     if isinstance(default, bool):
         if not isinstance(value, bool):

@@ -20,9 +20,10 @@ import yaml
 from simulators.errors import ScenarioError
 from simulators.ev import EVSession
 from simulators.models import EVModel, StationModel, model_from_dict
+from simulators.security import Origins, SecurityLayer, check_station, merge_security, resolve_paths
 
 _TOP_KEYS = {"name", "description", "seed", "clock", "sample_interval_s", "station_id_prefix", "defaults",
-             "station_models", "ev_models", "transformers", "sessions"}
+             "station_models", "ev_models", "transformers", "sessions", "security"}
 _SESSION_KEYS = {"per_evse_per_day", "ev_mix", "arrival", "dwell_h", "energy_kwh", "soc_start", "min_soc",
                  "iso15118_share"}
 
@@ -93,6 +94,7 @@ class Scenario:
     sessions: SessionSpec
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    security_origins: dict[str, Origins] = field(default_factory=dict)  # model -> field -> (file, key)
 
     @property
     def station_count(self) -> int:
@@ -113,10 +115,44 @@ class Scenario:
             model = self.station_models[group.model]
             for _ in range(count):
                 station_id = f"{self.station_id_prefix}-{index:05d}"
+                if model.security is not None:
+                    check_station(model.security, station_id, self.security_origins.get(group.model, {}))
                 sessions = self._sessions_for(index, model)
                 plans.append(StationPlan(station_id, transformer.id, model, sessions))
                 index += 1
         return plans
+
+    def override_security(self, options: dict[str, Any], option_keys: dict[str, str], url: str | None = None
+                          ) -> None:
+        """Command-line security options replace the scenario's field by field, for every station model.
+
+        Without a profile, a model keeps its own; a model without security gets 3 with a client
+        certificate template, else 2 for a wss:// URL, else 1.
+        """
+        given = {name: value for name, value in options.items() if value is not None}
+        if not given:
+            return
+        for name, model in list(self.station_models.items()):
+            origins = self.security_origins.get(name, {})
+            prior = {f: v for f, v in vars(model.security).items() if v is not None} if model.security else {}
+            if "password_template" in given:
+                prior.pop("password", None)  # the command line's template replaces a fixed password
+            layers = []
+            for f, v in prior.items():  # one layer per field: each keeps the file and key that set it
+                file, key = origins.get(f, (None, f"security.{f}"))
+                layers.append(SecurityLayer(file, "", {f: v}, keys={f: key}))
+            cli = dict(given)
+            if "profile" not in cli and "profile" not in prior:
+                cli["profile"] = 3 if "cert_template" in cli else 2 if (url or "").lower().startswith("wss:") else 1
+            layers.append(SecurityLayer(None, "", cli, keys=option_keys))
+            security, merged = merge_security(layers)
+            assert security is not None
+            for option in ("cert_template", "key_template"):
+                if option in given and security.profile != 3:
+                    raise ScenarioError(f"is only used at security profile 3, station model {name!r} uses profile "
+                                        f"{security.profile}", key=option_keys.get(option, option))
+            self.station_models[name] = replace(model, security=security)
+            self.security_origins[name] = merged
 
     def _sessions_for(self, index: int, model: StationModel) -> tuple[EVSession, ...]:
         rng = np.random.default_rng([self.seed, index])
@@ -200,9 +236,16 @@ def parse_scenario(data: Any, *, file: str = "<scenario>", base_dir: Path | None
     defaults = data.get("defaults", {}) or {}
     if not isinstance(defaults, dict):
         raise ScenarioError("expected a mapping of station model fields", file=file, key="defaults")
-    station_models = {
-        str(k): _station_model(v, defaults, file, f"station_models.{k}", base_dir)
-        for k, v in _get(data, "station_models", dict, file).items()}
+    defaults = dict(defaults)
+    shared_security = [
+        SecurityLayer(file, "security", resolve_paths(_mapping(data.get("security"), file, "security"), base_dir)),
+        SecurityLayer(file, "defaults.security", resolve_paths(
+            _mapping(defaults.pop("security", None), file, "defaults.security"), base_dir))]
+    station_models: dict[str, StationModel] = {}
+    security_origins: dict[str, Origins] = {}
+    for k, v in _get(data, "station_models", dict, file).items():
+        station_models[str(k)], security_origins[str(k)] = _station_model(
+            v, defaults, file, f"station_models.{k}", base_dir, shared_security)
     ev_models = {str(k): model_from_dict(EVModel, _named(v, k), file=file, key=f"ev_models.{k}")
                  for k, v in _get(data, "ev_models", dict, file).items()}
     transformers = _transformers(_get(data, "transformers", list, file), station_models, file)
@@ -212,7 +255,7 @@ def parse_scenario(data: Any, *, file: str = "<scenario>", base_dir: Path | None
         sample_interval_s=_number(data.get("sample_interval_s", 900), file, "sample_interval_s", low=1.0),
         station_id_prefix=str(data.get("station_id_prefix", "SIM")), station_models=station_models,
         ev_models=ev_models, transformers=transformers, sessions=sessions,
-        description=str(data.get("description", "")))
+        description=str(data.get("description", "")), security_origins=security_origins)
 
 
 def _named(value: Any, name: Any) -> Any:
@@ -220,11 +263,23 @@ def _named(value: Any, name: Any) -> Any:
     return {"name": str(name), **value} if isinstance(value, dict) else value
 
 
-def _station_model(value: Any, defaults: dict, file: str, key: str, base_dir: Path | None) -> StationModel:
+def _mapping(value: Any, file: str, key: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ScenarioError("expected a mapping with profile, password or password_template, ca_file, "
+                            "cert_template, key_template", file=file, key=key)
+    return value
+
+
+def _station_model(value: Any, defaults: dict, file: str, key: str, base_dir: Path | None,
+                   shared_security: list[SecurityLayer]) -> tuple[StationModel, Origins]:
     source_file = file
+    model_dir = base_dir
     if isinstance(value, str):  # a separate station model file, relative to the scenario
         model_path = (base_dir or Path(".")) / value
         source_file = str(model_path)
+        model_dir = model_path.parent
         try:
             value = yaml.safe_load(model_path.read_text(encoding="utf-8"))
         except OSError as exc:
@@ -236,7 +291,11 @@ def _station_model(value: Any, defaults: dict, file: str, key: str, base_dir: Pa
         raise ScenarioError("expected a mapping of station model fields or a file name", file=source_file,
                             key=key or None)
     merged = {**defaults, **_named(value, key.rsplit(".", 1)[-1] if key else Path(source_file).stem)}
-    return model_from_dict(StationModel, merged, file=source_file, key=key)
+    security_key = f"{key}.security" if key else "security"
+    own = SecurityLayer(source_file, security_key,
+                        resolve_paths(_mapping(merged.pop("security", None), source_file, security_key), model_dir))
+    security, origins = merge_security([*shared_security, own])
+    return model_from_dict(StationModel, {**merged, "security": security}, file=source_file, key=key), origins
 
 
 def _transformers(items: list, models: dict[str, StationModel], file: str) -> tuple[Transformer, ...]:

@@ -11,27 +11,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 import time
 import uuid
 from typing import Any, Callable
 
 import websockets
+from websockets.exceptions import InvalidStatus
 from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, MessageType, validate_payload
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import Action
 
 from simulators.clock import Clock
 from simulators.ev import EV, EVSession
 from simulators.models import StationModel
+from simulators.security import StationCredentials, install_log_redaction
 from simulators.station_core import Outgoing, StationCore
 from simulators.stats import LinkStats
 
 LOG = logging.getLogger("simulators.station")
 _QUIET = logging.getLogger("simulators.ocpp")  # the package logs every frame at INFO
 SUBPROTOCOL = "ocpp2.0.1"
+AUTH_REFUSALS = (401, 403, 429)  # handshake answers that mean "not with these credentials / not now"
+RETRY_AFTER_MAX_S = 3600.0
+install_log_redaction(_QUIET.name, "websockets.client")  # frames and headers carry passwords
 
 
 class _OcppLink(ChargePoint):
@@ -108,6 +114,10 @@ class _OcppLink(ChargePoint):
     def on_set_variables(self, **kwargs: Any) -> Any:
         return self._answer(call_result.SetVariables, self._station.core.handle_set_variables, kwargs)
 
+    @after(Action.set_variables)
+    def after_set_variables(self, **kwargs: Any) -> None:
+        self._station.reconnect_if_password_changed()
+
 
 class _Waker:
     """A sleep that another task can cut short (new profile, plug-in, queued message)."""
@@ -176,6 +186,15 @@ class SimStation:
         self._send_waker = _Waker()
         self._stop_event = asyncio.Event()
         self.core.device.on_set("OCPPCommCtrlr", "HeartbeatInterval", self._set_heartbeat)
+        self.credentials: StationCredentials | None = None
+        self._password_changed = False
+        if self.model.security is not None:
+            self.credentials = StationCredentials(station_id, self.model.security)
+            problem = self.credentials.check_url(self.url)
+            if problem is not None:
+                raise ValueError(f"{station_id}: {problem}")
+            if self.model.security.uses_password:
+                self.core.device.on_set("SecurityCtrlr", "BasicAuthPassword", self._set_password)
 
     # ------------------------------------------------------------------ test/benchmark API
 
@@ -211,21 +230,44 @@ class SimStation:
         attempt = 0
         try:
             while self._running:
+                retry_after = 0.0
                 try:
-                    was_accepted = await self._session()
+                    connect_kwargs = self.credentials.connect_kwargs() if self.credentials is not None else {}
+                except (OSError, ssl.SSLError) as exc:  # unreadable or mismatched certificate/key: no retry heals it
+                    self.stats.error(f"tls_setup:{type(exc).__name__}")
+                    LOG.error("%s: cannot set up TLS: %s", self.station_id, exc)
+                    break
+                try:
+                    was_accepted = await self._session(connect_kwargs)
                     attempt = 0 if was_accepted else attempt + 1
+                except InvalidStatus as exc:
+                    retry_after = self._refused(exc.response)
+                    attempt += 1
                 except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
-                    self.stats.error(f"connect:{type(exc).__name__}")
+                    self.stats.error(f"{'tls' if isinstance(exc, ssl.SSLError) else 'connect'}:{type(exc).__name__}")
                     attempt += 1
                 if not self._running:
                     break
                 self.reconnects += 1
                 delay = min(self.reconnect_max_s, self.reconnect_base_s * 2 ** min(attempt, 16))
                 delay *= 0.5 + self._rng.random()  # jitter: a fleet must not reconnect in lock-step
-                await self._sleep_unless_stopped(delay)
+                await self._sleep_unless_stopped(max(delay, retry_after))
         finally:
             simulate.cancel()
             await asyncio.gather(simulate, return_exceptions=True)
+
+    def _refused(self, response: Any) -> float:
+        """Count an HTTP refusal of the handshake; returns the server's Retry-After in seconds (0 if none)."""
+        status = response.status_code
+        if status not in AUTH_REFUSALS:
+            self.stats.error(f"connect:HTTP{status}")
+            return 0.0
+        self.stats.auth_failure(status)
+        LOG.info("%s: handshake refused with HTTP %d", self.station_id, status)
+        try:
+            return min(RETRY_AFTER_MAX_S, max(0.0, float(response.headers.get("Retry-After", 0))))
+        except (TypeError, ValueError):  # an HTTP-date or garbage: fall back to our own backoff
+            return 0.0
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         try:
@@ -239,12 +281,12 @@ class SimStation:
             wait = self.clock.real_seconds(self.core.next_wake())
             await self._sim_waker.sleep(wait)
 
-    async def _session(self) -> bool:
+    async def _session(self, connect_kwargs: dict[str, Any]) -> bool:
         """One websocket connection, from handshake until it closes. True if boot was accepted."""
         uri = f"{self.url}/{self.station_id}"
         ws = await websockets.connect(uri, subprotocols=[SUBPROTOCOL], compression=None,
                                       open_timeout=self.connect_timeout_s, ping_interval=self.ping_interval_s,
-                                      max_queue=16)
+                                      max_queue=16, **connect_kwargs)
         self._ws = ws
         self.stats.connects += 1
         link = _OcppLink(self, ws, self.call_timeout_s)
@@ -367,6 +409,18 @@ class SimStation:
     def _kick(self) -> None:
         self._send_waker.wake()
         self._sim_waker.wake()
+
+    def _set_password(self, value: str) -> None:
+        assert self.credentials is not None
+        self.credentials.set_password(value)
+        self._password_changed = True
+
+    def reconnect_if_password_changed(self) -> None:
+        """After the SetVariables answer is on the wire: log in again, now with the new password."""
+        if self._password_changed and self._ws is not None:
+            self._password_changed = False
+            LOG.info("%s: new BasicAuthPassword, reconnecting with it", self.station_id)
+            asyncio.get_running_loop().create_task(self._ws.close())
 
     def _set_heartbeat(self, value: str) -> None:
         self.heartbeat_interval_s = max(1.0, float(value))

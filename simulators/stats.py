@@ -24,6 +24,7 @@ class LinkStats:
     disconnects: int = 0
     calls_sent: int = 0
     calls_received: int = 0
+    auth_failures: int = 0  # handshakes refused with 401/403/429
     errors: Counter[str] = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
@@ -44,6 +45,10 @@ class LinkStats:
         self.connections_up += 1
         self.peak_connections_up = max(self.peak_connections_up, self.connections_up)
 
+    def auth_failure(self, status: int) -> None:
+        self.auth_failures += 1
+        self.errors[f"auth:HTTP{status}"] += 1
+
     def error(self, kind: str) -> None:
         self.errors[kind] += 1
 
@@ -55,6 +60,7 @@ class LinkStats:
             "connections_up": self.connections_up, "peak_connections_up": self.peak_connections_up,
             "connects": self.connects, "disconnects": self.disconnects,
             "calls_sent": self.calls_sent, "calls_received": self.calls_received,
+            "auth_failures": self.auth_failures,
             "messages_per_s": round((self.calls_sent + self.calls_received) / elapsed, 1),
             "latency_ms_p50": pcts[0], "latency_ms_p95": pcts[1], "latency_ms_p99": pcts[2],
             "errors": dict(self.errors), "error_count": sum(self.errors.values()),
