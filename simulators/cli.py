@@ -13,6 +13,8 @@ from pathlib import Path
 from simulators.errors import ScenarioError
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
+SECURITY_OPTIONS = {"profile": "--security-profile", "password_template": "--password-template",
+                    "ca_file": "--ca", "cert_template": "--cert-template", "key_template": "--key-template"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a scenario file and print what it would run")
     check.add_argument("--scenario", required=True)
     check.add_argument("--stations", type=int)
+    check.add_argument("--url", help="the URL the fleet would use (decides the security profile when not given)")
+    _security(check)
     check.set_defaults(func=_check)
     return parser
 
@@ -67,6 +71,20 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="schema-check every outgoing/incoming payload with the ocpp package (slower)")
     p.add_argument("--connect-rate", type=float, default=500.0, help="new connections per second (default 500)")
     p.add_argument("--no-progress", action="store_true", help="no live progress display")
+    _security(p)
+
+
+def _security(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("security (override the scenario's, for every station model)")
+    group.add_argument("--security-profile", dest="profile", type=int, choices=(1, 2, 3),
+                       help="1 = Basic auth over ws://, 2 = Basic auth over wss://, 3 = client certificate over "
+                            "wss:// (default: the scenario's; else 3 with --cert-template, 2 for wss://, 1)")
+    group.add_argument("--password-template", help="per-station password, {station_id} is filled in "
+                                                   "(16-40 characters after filling in), e.g. "
+                                                   "'{station_id}-secret-password-0001'")
+    group.add_argument("--ca", dest="ca_file", help="CA certificate file the CSMS's server certificate chains to")
+    group.add_argument("--cert-template", help="client certificate file per station, e.g. 'pki/{station_id}.pem'")
+    group.add_argument("--key-template", help="client key file per station, e.g. 'pki/{station_id}.key'")
 
 
 def resolve_scenario(name: str) -> Path:
@@ -80,13 +98,18 @@ def resolve_scenario(name: str) -> Path:
                         f"(shipped: {', '.join(p.stem for p in sorted(SCENARIO_DIR.glob('*.yaml')))})", file=name)
 
 
-def _load(name: str):
+def _load(name: str, args: argparse.Namespace | None = None):
+    """The scenario, with the command line's security options applied (they name themselves in errors)."""
     from simulators.scenario import load_scenario
-    return load_scenario(resolve_scenario(name))
+    scenario = load_scenario(resolve_scenario(name))
+    if args is not None:
+        options = {field: getattr(args, field, None) for field in SECURITY_OPTIONS}
+        scenario.override_security(options, SECURITY_OPTIONS, getattr(args, "url", None))
+    return scenario
 
 
 def _check(args: argparse.Namespace) -> int:
-    scenario = _load(args.scenario)
+    scenario = _load(args.scenario, args)
     plans = scenario.plan(args.stations)
     sessions = sum(len(p.sessions) for p in plans)
     print(f"{scenario.name}: {len(plans)} stations, {sessions} sessions, {scenario.duration_s / 3600:g} h from "
@@ -94,7 +117,21 @@ def _check(args: argparse.Namespace) -> int:
     for transformer in scenario.transformers:
         n = sum(1 for p in plans if p.transformer == transformer.id)
         print(f"  {transformer.id}: {n} stations, capacity {transformer.capacity_kw:g} kW")
+    for name, model in scenario.station_models.items():
+        if model.security is not None:
+            print(f"  station model {name}: {_describe(model.security)}")
     return 0
+
+
+def _describe(security) -> str:
+    parts = [f"security profile {security.profile}"]
+    if security.uses_password:
+        parts.append("password from template" if security.password_template else "shared password")
+    if security.uses_tls:
+        parts.append(f"CA {security.ca_file}" if security.ca_file else "system CA store")
+    if security.profile == 3:
+        parts.append(f"client certificates {security.cert_template}")
+    return ", ".join(parts)
 
 
 def _raise_fd_limit() -> None:
@@ -108,7 +145,7 @@ def _run_fleet(args: argparse.Namespace) -> int:
     from simulators.fleet import Fleet, wall_clock_note
     from simulators.results import report, write_results
 
-    scenario = _load(args.scenario)
+    scenario = _load(args.scenario, args)
     _raise_fd_limit()
     fleet = Fleet(args.url, scenario, stations=args.stations, speed=args.speed, validate=args.validate,
                   connect_rate_per_s=args.connect_rate, loadtest=args.loadtest)
@@ -128,7 +165,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     from simulators.fleet import Fleet
     from simulators.results import write_results
 
-    scenario = _load(args.scenario)
+    scenario = _load(args.scenario, args)
     if args.meter_interval:
         scenario.station_models = {k: replace(m, meter_interval_s=args.meter_interval)
                                    for k, m in scenario.station_models.items()}
@@ -162,6 +199,8 @@ async def _with_progress(fleet, duration: float | None, show: bool):
         table.add_row("latency p50/p95/p99", f"{snap['latency_ms_p50']} / {snap['latency_ms_p95']} / "
                                              f"{snap['latency_ms_p99']} ms")
         table.add_row("errors", str(snap["error_count"]))
+        if snap["auth_failures"]:
+            table.add_row("auth failures (HTTP 401/403/429)", str(snap["auth_failures"]))
         return table
 
     with Live(render(), console=Console(stderr=True), refresh_per_second=2, transient=False) as live:

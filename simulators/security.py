@@ -154,7 +154,7 @@ def check_settings(settings: SecuritySettings, *, file: str | None, key: str) ->
     if settings.uses_password:
         if settings.password is None and settings.password_template is None:
             raise ScenarioError(f"profile {settings.profile} needs password or password_template", file=file,
-                                key=key)
+                                key=f"{key}.password_template")
         if settings.password is not None and settings.password_template is not None:
             raise ScenarioError("give password or password_template, not both", file=file,
                                 key=f"{key}.password_template")
