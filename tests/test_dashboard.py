@@ -150,7 +150,7 @@ async def test_dashboard_follows_a_posted_limit_live(tmp_path: Path) -> None:
         # Let the chart gather a little history at full power.
         await page.wait_for(f"Number({CARD}.querySelector('canvas').dataset.points) >= 4", 15, "chart history")
         before_points = int(await page.eval(f"{CARD}.querySelector('canvas').dataset.points"))
-        before_load = float(await page.eval(f"window.netbewust.lastSnapshot.transformers.T1.measured_kw"))
+        before_load = float(await page.eval("window.netbewust.lastSnapshot.transformers.T1.measured_kw"))
         assert before_load > 10
 
         status, _ = await api.post("/api/grid/transformers/T1/limit", {"signal_id": "dash-1", "limit_kw": 8,
@@ -163,7 +163,7 @@ async def test_dashboard_follows_a_posted_limit_live(tmp_path: Path) -> None:
         await page.wait_for(
             f"[...{CARD}.querySelectorAll('tbody tr[data-session] td.setpoint')]"
             ".map(td => parseFloat(td.textContent)).reduce((a, b) => a + b, 0) <= 8.05", 10, "setpoints in the table")
-        await page.wait_for(f"window.netbewust.lastSnapshot.transformers.T1.measured_kw <= 8.5", 15,
+        await page.wait_for("window.netbewust.lastSnapshot.transformers.T1.measured_kw <= 8.5", 15,
                             "metered load under the limit")
         await page.wait_for(f"{CARD}.querySelector('.measured').textContent !== '{before_load:.1f} kW'", 5)
         assert int(await page.eval(f"{CARD}.querySelector('canvas').dataset.points")) > before_points

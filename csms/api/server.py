@@ -29,6 +29,7 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "static")
 ROUTE_MODULES = (health, stations, transactions, commands, tokens, grid, events)
 ROUTE: web.AppKey[dict[Any, Route]] = web.AppKey("routes")
 SHUTDOWN_TIMEOUT_S = 3.0
+MAX_BODY_BYTES = 1024 * 1024
 
 
 def all_routes() -> list[Route]:
@@ -72,7 +73,7 @@ class ApiServer:
 
     # App ---------------------------------------------------------------------------------------
     def _build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=1024 * 1024)
+        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_BODY_BYTES)
         app[DAEMON] = self.daemon
         app[events.STREAMS] = set()
         app[events.HEARTBEAT_S] = self.cfg.sse_heartbeat_s
@@ -89,8 +90,8 @@ class ApiServer:
 
     @property
     def port(self) -> int:
-        assert self.site is not None and self.site._server is not None  # noqa: SLF001
-        return self.site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001
+        assert self.runner is not None and self.runner.addresses, "the API is not started"
+        return int(self.runner.addresses[0][1])
 
     @property
     def url(self) -> str:
@@ -123,7 +124,7 @@ class ApiServer:
                 allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
                 message = f"method {request.method} is not allowed on {request.path} (allowed: {allowed})"
             elif exc.status == 413:
-                message = f"request body too large (limit {request.app._client_max_size} bytes)"  # noqa: SLF001
+                message = f"request body too large (limit {MAX_BODY_BYTES} bytes)"
             else:
                 message = exc.reason
             out = json_response({"error": message}, exc.status)
