@@ -141,6 +141,9 @@ def build_components(daemon: Daemon) -> list[Component]:
     else:
         from csms.security import LAB_MODE_WARNING
         log.warning(LAB_MODE_WARNING)
+    if daemon.config.grid:  # limit signals and the grid controller (csms/grid); sets daemon.grid
+        from csms.grid.controller import grid_components
+        components.extend(grid_components(daemon))
     from csms.api.server import api_component  # operator API + dashboard, unless api.enabled is false
     if (api := api_component(daemon)) is not None:
         components.append(api)

@@ -93,6 +93,7 @@ class GridController:
         self.limits = limits
         self.topology = topology or Topology(grid)
         self.status = status  # StatusPublisher or None
+        self.signals: Any = None  # the SignalListener (its submit() posts a limit), when wired by grid_components
         self.clock: Clock = clock or utc_now
         p = grid.planning
         d = grid.session_defaults
@@ -111,6 +112,7 @@ class GridController:
         self._reasons: set[str] = set()
         self._watches: list[_LimitWatch] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._unsubscribe: Callable[[], None] | None = None
         self._idle = asyncio.Event()
         self._metrics(daemon.metrics.registry)
@@ -142,6 +144,7 @@ class GridController:
         self.request("start")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -280,7 +283,7 @@ class GridController:
             if rule.rate_unit is not None:
                 caps.rate_units = (rule.rate_unit,)
             st.caps = caps
-            profile = failsafe_profile(caps, self.grid.planning.fail_safe_limit_a, self.clock())
+            profile = failsafe_profile(caps, self.grid.planning.fail_safe_limit_a)
             try:
                 response = await self.daemon.commands.set_charging_profile(station_id, 0, profile)
                 st.failsafe_status = str(response.get("status"))
@@ -297,28 +300,46 @@ class GridController:
     # The planning loop --------------------------------------------------------------------------------
     async def _run(self) -> None:
         interval = self.grid.planning.replan_interval_s
-        while True:
+        while not self._stopping:
             try:
-                await asyncio.wait_for(self._wake.wait(), interval)
-            except asyncio.TimeoutError:
+                # Not asyncio.wait_for: on 3.11 it can swallow a cancel that races with the event.
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
+            except TimeoutError:
                 self._reasons.add("periodic")
             self._wake.clear()
-            watches, self._watches = self._watches, []
             try:
-                if watches:
-                    await self._cut(watches)
                 await asyncio.sleep(DEBOUNCE_S)
                 self._wake.clear()
+                if self._watches:
+                    await self._cut(list(self._watches))
                 reasons, self._reasons = self._reasons, set()
                 self._check_resumes()
                 if self.grid.planning.enabled:
-                    await self._plan_and_push(sorted(reasons) or ["periodic"])
+                    planned_from = time.monotonic()
+                    results = await self._plan_and_push(sorted(reasons) or ["periodic"])
+                    self._resolve_watches(lambda w: w.received_mono <= planned_from, results, "plan")
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the controller must survive a bad plan and try again
                 log.exception("grid planning failed")
             if not self._wake.is_set():
                 self._idle.set()
+
+    def _resolve_watches(self, covered: Callable[[_LimitWatch], bool], results: list[PushResult], by: str) -> None:
+        """Limit changes now answered by pushes: record the reaction time (received -> all answered)."""
+        done = time.monotonic()
+        keep = []
+        for w in self._watches:
+            if not covered(w):
+                keep.append(w)
+                continue
+            seconds = done - w.received_mono
+            self.m_reaction.observe(seconds)
+            self.reaction_s.append(seconds)
+            self._record("reaction", transformer=w.tid, seconds=round(seconds, 4), by=by, pushes=len(results),
+                         accepted=sum(r.status == "Accepted" for r in results))
+        self._watches = keep
 
     def _check_resumes(self) -> None:
         now = self.clock()
@@ -336,29 +357,24 @@ class GridController:
             limit, _ = self.limits.limit_at(tid, now)
             state = self.groups.get(tid)
             if state is None or state.planned_at is None or limit < state.limit_kw - 1e-9 \
-                    or state.planned_kw + state.base_load_kw > limit:
+                    or state.planned_kw + state.base_load_kw > limit + 1e-6:
                 stricter.append(tid)
         if not stricter:
             return
+        started = time.monotonic()
         units = self._plan_units(now, stricter, cut=True)
         results = await self._push_units(units, now, kind="cut")
-        done = time.monotonic()
-        for w in watches:
-            if w.tid is None or w.tid in stricter:
-                seconds = done - w.received_mono
-                self.m_reaction.observe(seconds)
-                self.reaction_s.append(seconds)
-                self._record("reaction", transformer=w.tid, seconds=round(seconds, 4), pushes=len(results),
-                             accepted=sum(r.status == "Accepted" for r in results))
+        self._resolve_watches(lambda w: w.received_mono <= started and (w.tid is None or w.tid in stricter),
+                              results, "cut")
 
-    async def _plan_and_push(self, reasons: list[str]) -> None:
+    async def _plan_and_push(self, reasons: list[str]) -> list[PushResult]:
         now = self.clock()
         started = time.perf_counter()
         tids = list(self.grid.transformers)
         units = self._plan_units(now, tids, cut=False)
         self.m_plan_s.observe(time.perf_counter() - started)
         self.plans += 1
-        await self._push_units(units, now, kind="plan", reasons=reasons)
+        return await self._push_units(units, now, kind="plan", reasons=reasons)
 
     # Planning ------------------------------------------------------------------------------------------
     def _sessions_by_group(self) -> dict[str, list[Session]]:
@@ -449,7 +465,7 @@ class GridController:
                           reasons: list[str] | None = None) -> list[PushResult]:
         p = self.grid.planning
         start = now.replace(microsecond=0)
-        todo: list[tuple[Setpoints, StationCaps]] = []
+        todo: list[tuple[Setpoints, StationCaps, str]] = []
         sessions: dict[tuple[str, int], Session] = {}
         for unit in units:
             for need in unit.inp.sessions:
@@ -460,9 +476,11 @@ class GridController:
                     continue  # uncontrollable, unreachable, or still being set up: budgeted, not pushed
                 sp = unit.plan.sessions[need.session_id]
                 todo.append((Setpoints(key[0], key[1], session.transaction_id, start, float(p.slot_s),
-                                       sp.current_a, need.phases), st.caps))
+                                       sp.current_a, need.phases), st.caps, unit.tid))
                 sessions[key] = session
-        to_send, skipped = self.pusher.due(todo)
+        headroom = {u.tid: max(0.0, u.plan.headroom_kw[0]) for u in units}
+        to_send, skipped = self.pusher.due(todo, headroom)
+        power_before = {key: s.power_kw for key, s in sessions.items()}
         results = await self.pusher.push(to_send)
         for r in results:
             session = sessions.get((r.station_id, r.evse_id))
@@ -473,11 +491,11 @@ class GridController:
             if session is None or self.book.sessions.get(session.key) is not session:
                 continue
             st = self.book.station(r.station_id)
-            phases = next((sp.phases for sp, _ in todo if (sp.station_id, sp.evse_id) == session.key), 3)
+            phases = next((sp.phases for sp, _, _ in todo if (sp.station_id, sp.evse_id) == session.key), 3)
             kw = None if r.limit_a is None else r.limit_a * phases * VOLTAGE_V / 1000.0
             assumed = min(st.caps.max_current_a, p.fail_safe_limit_a if st.failsafe_status == "Accepted"
                           else st.caps.max_current_a) * st.caps.phases * VOLTAGE_V / 1000.0
-            self._finding(self.verifier.pushed(session, r, kw, assumed))
+            self._finding(self.verifier.pushed(session, r, kw, assumed, power_before.get(session.key)))
         if skipped:
             self.m_pushes.labels("skipped").inc(len(skipped))
         for r in skipped:
@@ -558,6 +576,22 @@ class GridController:
             "last_reaction_s": self.reaction_s[-1] if self.reaction_s else None,
             "transformers": {tid: self.group_snapshot(tid) for tid in self.grid.transformers},
         }
+
+
+def grid_components(daemon: Daemon, clock: Clock | None = None) -> list[Any]:
+    """The signal listener and the controller for ``config.grid``; sets ``daemon.grid``.
+
+    ``clock`` (default: wall clock) is shared by both, so a demo can run on compressed time.
+    """
+    from csms.grid.config import parse_grid
+    from csms.grid.signals import SignalListener
+
+    grid = parse_grid(daemon.config.grid, daemon.config.source)
+    listener = SignalListener(grid, daemon.bus, registry=daemon.metrics.registry, now=clock or utc_now)
+    controller = GridController(daemon, grid, listener.book, status=listener.status, clock=clock)
+    controller.signals = listener
+    daemon.grid = controller  # type: ignore[attr-defined]
+    return [listener, controller]
 
 
 def _scalars(data: dict[str, Any]) -> dict[str, Any]:

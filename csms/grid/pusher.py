@@ -18,6 +18,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from csms.grid.sessions import StationCaps
+from profiles.planner import SessionPlan
+from profiles.profile_builder import fail_safe_default_profile, tx_profile
 from profiles.units import VOLTAGE_V, round_down_one_decimal
 
 #: Profile ids the controller owns, far from what operators and tools usually pick.
@@ -74,6 +76,7 @@ class PushResult:
     at: datetime
     seconds: float = 0.0
     reason: str | None = None
+    sent_at: datetime | None = None  # clock time the call went out (the station may act before we hear back)
 
     def as_dict(self) -> dict[str, Any]:
         return {"station_id": self.station_id, "evse_id": self.evse_id, "transaction_id": self.transaction_id,
@@ -97,12 +100,13 @@ def _to_wire(amps: float, unit: str, phases: int) -> float:
 
 
 def shape_tx_profile(sp: Setpoints, caps: StationCaps, stack_level: int = TX_STACK_LEVEL) -> ShapedProfile:
-    """A TxProfile for ``sp`` that this station accepts.
+    """A TxProfile for ``sp`` that this station accepts (built by ``profiles.profile_builder``).
 
-    Consecutive equal slots are merged; beyond ``PeriodsPerSchedule`` the schedule is cut short
-    (``duration``), so the station falls back to its fail-safe default rather than guess; the
-    controller re-plans long before that. Values in the 0-6 A gap become 0 (IEC 61851 cannot
-    signal them); discharge is clamped to 0 on stations not configured for V2G.
+    Values in the 0-6 A gap become 0 (IEC 61851 cannot signal them); discharge is clamped to 0 on
+    stations not configured for V2G. Beyond ``PeriodsPerSchedule`` changes the schedule is cut
+    short with ``duration``, and it always ends with the plan's horizon: after that the station
+    falls back to its conservative fail-safe default rather than hold a stale value. The
+    controller re-plans long before either happens.
     """
     values = []
     for amps in sp.current_a:
@@ -111,62 +115,39 @@ def shape_tx_profile(sp: Setpoints, caps: StationCaps, stack_level: int = TX_STA
         if 0 < abs(amps) < MIN_OCPP_CURRENT_A:
             amps = 0.0
         values.append(max(-caps.max_current_a, min(caps.max_current_a, amps)))
-    periods: list[tuple[int, float]] = []  # (slot index, amps)
+    unit = caps.unit
+    max_periods = max(1, caps.periods_per_schedule)
+    end_slot, changes, last = len(values), 0, None
     for index, amps in enumerate(values):
-        if not periods or periods[-1][1] != amps:
-            periods.append((index, amps))
-    limit_periods = max(1, caps.periods_per_schedule)
-    end_slot = len(values)
-    if len(periods) > limit_periods:
-        end_slot = periods[limit_periods][0]
-        periods = periods[:limit_periods]
+        wire = _to_wire(amps, unit, sp.phases)
+        if wire != last:
+            changes, last = changes + 1, wire
+            if changes > max_periods:
+                end_slot = index
+                break
     carried = Setpoints(sp.station_id, sp.evse_id, sp.transaction_id, sp.start, sp.slot_s,
                         tuple(values[:end_slot]), sp.phases)
-    unit = caps.unit
-    schedule: dict[str, Any] = {
-        "id": 1,
-        "startSchedule": iso_seconds(sp.start),
-        "duration": max(1, int(sp.slot_s * end_slot)),
-        "chargingRateUnit": unit,
-        "chargingSchedulePeriod": [
-            {"startPeriod": int(index * sp.slot_s), "limit": _to_wire(amps, unit, sp.phases),
-             "numberPhases": sp.phases}
-            for index, amps in periods
-        ],
-    }
-    profile = {
-        "id": TX_PROFILE_ID_BASE + sp.evse_id,
-        "stackLevel": max(0, min(stack_level, caps.max_stack_level)),
-        "chargingProfilePurpose": "TxProfile",
-        "chargingProfileKind": "Absolute",
-        "transactionId": sp.transaction_id,
-        "chargingSchedule": [schedule],
-    }
+    plan = SessionPlan(session_id=f"{sp.station_id}#{sp.evse_id}", current_a=carried.current_a, power_kw=(),
+                       delivered_kwh=0.0, unmet_kwh=0.0, guarantee_unmet_kwh=0.0, reason=None)
+    profile = tx_profile(plan, profile_id=TX_PROFILE_ID_BASE + sp.evse_id,
+                         stack_level=max(0, min(stack_level, caps.max_stack_level)),
+                         transaction_id=sp.transaction_id, start=sp.start, slot_s=sp.slot_s, unit=unit,  # type: ignore[arg-type]
+                         phases=sp.phases, max_periods=max_periods, allow_negative=caps.v2g)
+    profile["chargingSchedule"][0]["duration"] = max(1, int(sp.slot_s * end_slot))
     return ShapedProfile(profile, carried, unit)
 
 
-def failsafe_profile(caps: StationCaps, current_a: float, now: datetime) -> dict[str, Any]:
-    """The conservative TxDefaultProfile (EVSE 0 = each EVSE) that holds while we cannot control.
+def failsafe_profile(caps: StationCaps, current_a: float) -> dict[str, Any]:
+    """The conservative TxDefaultProfile (install on EVSE 0 = each EVSE) that holds while we cannot control.
 
-    No duration: it stays in force until replaced, and our TxProfiles sit above it.
+    Relative with one period: in force for every transaction, independent of the station's clock.
+    Our TxProfiles sit above it.
     """
     amps = max(0.0, min(current_a, caps.max_current_a))
     if 0 < amps < MIN_OCPP_CURRENT_A:
         amps = MIN_OCPP_CURRENT_A
-    unit = caps.unit
-    return {
-        "id": FAILSAFE_PROFILE_ID,
-        "stackLevel": 0,
-        "chargingProfilePurpose": "TxDefaultProfile",
-        "chargingProfileKind": "Absolute",
-        "chargingSchedule": [{
-            "id": 1,
-            "startSchedule": iso_seconds(now - timedelta(seconds=1)),
-            "chargingRateUnit": unit,
-            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": _to_wire(amps, unit, caps.phases),
-                                        "numberPhases": caps.phases}],
-        }],
-    }
+    return fail_safe_default_profile(profile_id=FAILSAFE_PROFILE_ID, limit=_to_wire(amps, caps.unit, caps.phases),
+                                     unit=caps.unit)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -178,17 +159,20 @@ class Hysteresis:
     min_interval_s: float = 0.0  # a safe (non-decreasing) change waits this long after the last push
 
     def unchanged(self, old: Setpoints | None, new: Setpoints, now: datetime,
-                  pushed_at: datetime | None = None) -> bool:
-        """True if keeping ``old`` is safe and costs at most ``current_a`` per session.
+                  pushed_at: datetime | None = None) -> float | None:
+        """None if ``new`` must be sent; else the kW by which keeping ``old`` exceeds ``new`` now
+        (negative: keeping it uses less than planned).
 
-        Safe means the installed schedule never exceeds the new plan anywhere in its horizon:
-        decreases (and pauses, resumes, discharge changes) are always sent. Within
-        ``min_interval_s`` of the last push any safe change waits, however large.
+        Keeping is allowed when the installed schedule differs from the new plan by less than
+        ``current_a`` everywhere in the horizon, with no pause, resume or discharge change in it
+        (a plan drifting by seconds or tenths of an amp must not re-send every profile). Whether
+        the excess is affordable is decided for the whole group by :meth:`Pusher.due`. Within
+        ``min_interval_s`` of the last push, increases of any size wait.
         """
         if old is None or old.transaction_id != new.transaction_id or old.phases != new.phases:
-            return False
+            return None
         if old.end < min(new.end, now + timedelta(seconds=self.refresh_s)):
-            return False
+            return None
         recent = pushed_at is not None and (now - pushed_at).total_seconds() < self.min_interval_s
         points = {now} | {t for t in new.breakpoints() if t > now} | {t for t in old.breakpoints() if t > now}
         for t in points:
@@ -198,14 +182,15 @@ class Hysteresis:
             if a_new is None:
                 continue
             if a_old is None:
-                return False
-            if a_old > a_new + 1e-6:
-                return False
-            if recent:
+                return None
+            if recent and a_old <= a_new:
                 continue
-            if a_new - a_old >= self.current_a or (a_old == 0) != (a_new == 0) or (a_old < 0) != (a_new < 0):
-                return False
-        return True
+            if (a_old == 0) != (a_new == 0) or (a_old < 0) != (a_new < 0) or abs(a_new - a_old) >= self.current_a:
+                return None
+        a_new, a_old = new.value_at(now), old.value_at(now)
+        if a_new is None or a_old is None:
+            return None
+        return (a_old - a_new) * new.phases * VOLTAGE_V / 1000.0
 
 
 @dataclass
@@ -227,23 +212,46 @@ class Pusher:
             del self.installed[key]
             self.pushed_at.pop(key, None)
 
-    def due(self, plans: list[tuple[Setpoints, StationCaps]], *, force: bool = False) -> tuple[
-            list[ShapedProfile], list[PushResult]]:
-        """Split into profiles to send and results for skipped sessions."""
+    def due(self, plans: list[tuple[Setpoints, StationCaps, str]], headroom_kw: dict[str, float] | None = None,
+            *, force: bool = False) -> tuple[list[ShapedProfile], list[PushResult]]:
+        """Split into profiles to send and results for skipped sessions.
+
+        ``plans`` carry each session's capacity group; a group's skipped sessions may together
+        exceed their new setpoints by at most its ``headroom_kw`` (default 0): the largest
+        excesses are sent until the rest fits, so hysteresis never breaks a limit.
+        """
         now = self.clock()
         to_send: list[ShapedProfile] = []
         skipped: list[PushResult] = []
-        for sp, caps in plans:
-            shaped = shape_tx_profile(sp, caps, self.stack_level)
-            key = (sp.station_id, sp.evse_id)
-            if not force and self.hysteresis.unchanged(self.installed.get(key), shaped.carried, now,
-                                                        self.pushed_at.get(key)):
-                value = shaped.carried.value_at(now)
-                skipped.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "skipped", value, None,
-                                          shaped.unit, now, reason="within hysteresis"))
+        candidates: dict[str, list[tuple[float, ShapedProfile]]] = {}
+        for sp, caps, group in plans:
+            try:
+                shaped = shape_tx_profile(sp, caps, self.stack_level)
+            except ValueError as exc:  # e.g. a transaction id OCPP cannot carry in a profile
+                skipped.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "invalid", None, None,
+                                          caps.unit, now, reason=str(exc)[:200]))
                 continue
-            to_send.append(shaped)
-        self.skipped += len(skipped)
+            key = (sp.station_id, sp.evse_id)
+            excess = None if force else self.hysteresis.unchanged(self.installed.get(key), shaped.carried, now,
+                                                                   self.pushed_at.get(key))
+            if excess is None:
+                to_send.append(shaped)
+            else:
+                candidates.setdefault(group, []).append((excess, shaped))
+        for group, items in candidates.items():
+            budget = (headroom_kw or {}).get(group, 0.0)
+            items.sort(key=lambda item: item[0])  # largest excess last: sent first when over budget
+            total = sum(excess for excess, _ in items)
+            while items and total > budget + 1e-9:
+                excess, shaped = items.pop()
+                total -= excess
+                to_send.append(shaped)
+            for _, shaped in items:
+                sp = shaped.carried
+                skipped.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "skipped",
+                                          self.installed[(sp.station_id, sp.evse_id)].value_at(now), None,
+                                          shaped.unit, now, reason="within hysteresis"))
+        self.skipped += sum(r.status == "skipped" for r in skipped)
         return to_send, skipped
 
     async def push(self, profiles: list[ShapedProfile]) -> list[PushResult]:
@@ -260,6 +268,7 @@ class Pusher:
             sp = shaped.carried
             first = shaped.profile["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"]
             started = time.perf_counter()
+            sent_at = self.clock()
             status, reason = "error", None
             try:
                 response = await self.send(sp.station_id, sp.evse_id, shaped.profile)
@@ -278,5 +287,5 @@ class Pusher:
             in_force = sp.value_at(at)
             results.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, status,
                                       in_force if in_force is not None else sp.current_a[0], first, shaped.unit,
-                                      at, time.perf_counter() - started, reason))
+                                      at, time.perf_counter() - started, reason, sent_at))
         return results

@@ -18,9 +18,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from csms.grid.pusher import PushResult
 from csms.grid.sessions import SUSPENDED_STATES, Session
+from profiles.units import VOLTAGE_V
+
+
+#: Push outcomes that say nothing about the station's will: the link was down or slow.
+UNKNOWN_OUTCOMES = frozenset({"StationOffline", "CallTimeout", "skipped", "invalid"})
 
 
 @dataclass(frozen=True)
@@ -55,10 +61,14 @@ class Verifier:
         return Finding(kind, session.station_id, session.evse_id, session.transaction_id, detail, fixed_kw)
 
     def pushed(self, session: Session, result: PushResult, setpoint_kw: float | None,
-               assumed_kw: float) -> Finding | None:
+               assumed_kw: float, power_before_kw: float | None = None) -> Finding | None:
         """Record a push outcome. ``assumed_kw``: the budget for a session we cannot control and
-        have never measured (the station's fail-safe or its maximum)."""
+        have never measured (the station's fail-safe or its maximum). ``power_before_kw``: the
+        draw measured when the call went out (a station often reports the pause before it
+        answers the call)."""
         now = result.at
+        if result.status in UNKNOWN_OUTCOMES:
+            return None  # offline or no answer: not installed, tried again at the next plan
         if result.status != "Accepted":
             drawn = session.power_kw if session.power_kw is not None else assumed_kw
             session.push_status = result.status
@@ -71,10 +81,11 @@ class Verifier:
         session.push_status, session.pushed_at = "Accepted", now
         session.setpoint_a, session.setpoint_kw = result.limit_a, setpoint_kw
         session.overdraw_count = 0
+        before = power_before_kw if power_before_kw is not None else session.power_kw
         if result.limit_a == 0 and previous != 0:
-            session.paused_while_drawing = (session.power_kw or 0.0) > self.config.drawing_kw
+            session.paused_while_drawing = (before or 0.0) > self.config.drawing_kw
         elif previous == 0 and (result.limit_a or 0) > 0 and session.paused_while_drawing:
-            session.resumed_at = now
+            session.resumed_at = result.sent_at or now
         return None
 
     def reading(self, session: Session, now: datetime) -> Finding | None:
@@ -121,3 +132,22 @@ class Verifier:
             return self._finding(session, "no_resume",
                                  f"still {session.charging_state or 'idle'} {cfg.resume_grace_s:g} s after resume")
         return None
+
+
+async def composite_kw(commands: Any, station_id: str, evse_id: int = 1, duration_s: int = 60,
+                       phases: int = 3) -> float:
+    """What the station says it will allow on ``evse_id`` right now (GetCompositeSchedule), in kW.
+
+    Asks in W; a station that only speaks amps is asked again in A and converted with the
+    period's numberPhases. Raises RuntimeError when the station refuses both.
+    """
+    for unit in ("W", "A"):
+        response = await commands.get_composite_schedule(station_id, evse_id, duration_s, unit)
+        if response.get("status") != "Accepted" or "schedule" not in response:
+            continue
+        period = response["schedule"]["chargingSchedulePeriod"][0]
+        limit = float(period["limit"])
+        if unit == "A":
+            limit *= int(period.get("numberPhases", phases)) * VOLTAGE_V
+        return limit / 1000.0
+    raise RuntimeError(f"{station_id} evse {evse_id}: GetCompositeSchedule refused in W and A")
