@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -347,3 +349,21 @@ async def test_password_rotation_end_to_end_over_tls(tmp_path: Path, pki: Pki) -
 async def _rotated(d: RunningDaemon, station_id: str, new: str) -> bool:
     station = await d.daemon.store.get_station(station_id)
     return auth.NEXT_PASSWORD_KEY not in station.extra and passwords.verify(new, station.password_hash)
+
+
+async def test_csms_sim_loadtest_over_tls_from_the_command_line(tmp_path: Path, pki: Pki) -> None:
+    async with daemon_for(2, tmp_path, pki) as (d, url):
+        for station_id in ("LOAD-00000", "LOAD-00001"):
+            await register_station(d.daemon, station_id, 2, template_password(station_id))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "simulators.cli", "loadtest", "--url", url, "--stations", "2", "--duration", "3",
+            "--password-template", TEMPLATE, "--ca", pki.path("ca.pem"), "--no-progress",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        load = json.loads(out)
+        assert load["peak_connections_up"] == 2 and load["auth_failures"] == 0 and load["error_count"] == 0
+        assert await d.daemon.store.list_security_events() == []  # no refused login on the way
+        for station_id in ("LOAD-00000", "LOAD-00001"):
+            record = await d.daemon.store.get_station(station_id)
+            assert record.registration == "Accepted" and record.last_boot is not None and record.model == "ac22"
