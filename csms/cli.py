@@ -97,6 +97,7 @@ def _load_extra_commands() -> None:
         if register not in extra_commands:
             extra_commands.append(register)
 import csms.opcli  # noqa: E402,F401 - registers the operator API subcommands (stations, send, limit, tail ...)
+import csms.grid.demo  # noqa: E402,F401 - registers `csms demo`
 
 
 def main(argv: list[str] | None = None) -> int:

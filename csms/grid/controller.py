@@ -46,7 +46,7 @@ log = logging.getLogger("csms.grid")
 
 Clock = Callable[[], datetime]
 DEBOUNCE_S = 0.02  # coalesce a burst of events into one plan
-THREAD_PLANNING_SESSIONS = 200  # above this many sessions a plan runs in a worker thread
+BASE_LOAD_SAMPLE_S = 60.0
 SMART_CHARGING_VARIABLES = ("RateUnit", "ProfileStackLevel", "PeriodsPerSchedule")
 
 
@@ -392,7 +392,7 @@ class GridController:
         limits = [kw - p.margin_kw for kw, _ in sched]
         if cap_kw is not None:
             limits = [min(a, b) for a, b in zip(limits, cap_kw)]
-        base = [self.limits.base_load_kw(tid, start + timedelta(seconds=i * p.slot_s)) for i in range(len(sched))]
+        base = [self._slot_base_kw(tid, start + timedelta(seconds=i * p.slot_s), p.slot_s) for i in range(len(sched))]
         needs = []
         for s in sessions:
             st = self.book.station(s.station_id)
@@ -404,6 +404,12 @@ class GridController:
         inp = PlanInput(sessions=needs, limit_kw=limits, base_load_kw=base, slot_s=float(p.slot_s),
                         phase_limit_a=group.phase_limit_a)
         return inp, [source for _, source in sched]
+
+    def _slot_base_kw(self, tid: str, start: datetime, slot_s: float) -> float:
+        """The highest non-EV load within the slot (sampled each minute): a step in the base
+        load profile inside a slot must not push the transformer over until the next plan."""
+        steps = max(1, int(slot_s // BASE_LOAD_SAMPLE_S))
+        return max(self.limits.base_load_kw(tid, start + timedelta(seconds=k * slot_s / steps)) for k in range(steps))
 
     def _plan_units(self, now: datetime, tids: list[str], *, cut: bool) -> list[_UnitPlan]:
         """Plan each group's own sessions, then tighten groups whose parents would be overloaded."""
@@ -578,15 +584,15 @@ class GridController:
         }
 
 
-def grid_components(daemon: Daemon, clock: Clock | None = None) -> list[Any]:
-    """The signal listener and the controller for ``config.grid``; sets ``daemon.grid``.
+def grid_components(daemon: Daemon, clock: Clock | None = None, section: dict[str, Any] | None = None) -> list[Any]:
+    """The signal listener and the controller for ``config.grid`` (or ``section``); sets ``daemon.grid``.
 
     ``clock`` (default: wall clock) is shared by both, so a demo can run on compressed time.
     """
     from csms.grid.config import parse_grid
     from csms.grid.signals import SignalListener
 
-    grid = parse_grid(daemon.config.grid, daemon.config.source)
+    grid = parse_grid(daemon.config.grid if section is None else section, daemon.config.source)
     listener = SignalListener(grid, daemon.bus, registry=daemon.metrics.registry, now=clock or utc_now)
     controller = GridController(daemon, grid, listener.book, status=listener.status, clock=clock)
     controller.signals = listener

@@ -1,0 +1,38 @@
+"""`csms demo` end to end: a short compressed evening, in-process, no broker."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from rich.console import Console
+
+from csms.cli import build_parser, main
+from csms.grid.demo import LIMIT_STEPS, run_demo
+
+
+async def test_demo_keeps_the_limit_discharges_in_the_dip_and_writes_a_plot(tmp_path: Path) -> None:
+    out = tmp_path / "demo.png"
+    text = io.StringIO()
+    result = await run_demo(Console(file=text, width=120), stations_n=12, seconds=15, out=out, seed=3)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    printed = text.getvalue()
+    assert "energy delivered" in printed and "energy discharged (V2G)" in printed and str(out) in printed
+    assert 0 < result["delivered_kwh"] <= result["requested_kwh"] + 1e-6
+    assert result["discharged_kwh"] > 0  # the dip below the non-EV load made the V2G cars give energy back
+    assert result["paused_sessions"] > 0
+    assert len(result["reactions"]) == len(LIMIT_STEPS)
+    samples = result["samples"]
+    # Apart from the moments right after a limit drops (one reaction time, compressed x1440 here),
+    # the transformer stays under the limit: less than 1 % of the evening's energy goes over.
+    total_kwh = sum((s.base_kw + s.ev_kw) * (b.at - s.at).total_seconds() for s, b in zip(samples, samples[1:])) / 3600
+    assert result["over_kwh"] < 0.01 * total_kwh
+    dip = [s for s in samples if s.limit_kw < s.base_kw]
+    assert dip and min(s.ev_kw for s in dip) < 0
+
+
+def test_demo_is_a_cli_subcommand_with_checked_arguments() -> None:
+    args = build_parser().parse_args(["demo", "--stations", "5", "--seconds", "20"])
+    assert (args.stations, args.seconds, args.command) == (5, 20.0, "demo")
+    assert main(["demo", "--seconds", "1"]) == 2
+    assert main(["demo", "--stations", "1000"]) == 2
