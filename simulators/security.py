@@ -16,7 +16,7 @@ import os
 import re
 import ssl
 import string
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +58,6 @@ class SecuritySettings:
         if self.profile != 3 or self.cert_template is None or self.key_template is None:
             return None
         return (self.cert_template.format(station_id=station_id), self.key_template.format(station_id=station_id))
-
-    def with_overrides(self, **changes: Any) -> SecuritySettings:
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 def password_problem(password: str) -> str | None:

@@ -17,13 +17,13 @@ import uuid
 from typing import Any, Callable
 
 import websockets
-from websockets.exceptions import InvalidStatus
 from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, MessageType, validate_payload
 from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import Action
+from websockets.exceptions import InvalidStatus
 
 from simulators.clock import Clock
 from simulators.ev import EV, EVSession

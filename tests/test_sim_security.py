@@ -309,7 +309,7 @@ async def test_wrong_password_is_an_auth_failure_with_backoff_not_a_crash(tmp_pa
             [auth.INVALID_CREDENTIALS] * 2
 
 
-async def test_fleet_reports_auth_failures_and_keeps_running(tmp_path: Path, pki: Pki) -> None:
+async def test_fleet_reports_auth_failures_and_keeps_running(tmp_path: Path) -> None:
     data = scenario_data(security={"profile": 1, "password_template": TEMPLATE})
     data["clock"]["duration_h"] = 0.25
     scenario = parse_scenario(data, file="sec.yaml")
