@@ -86,9 +86,7 @@ class SignalListener:
             self._tasks.append(asyncio.create_task(self._broker_loop(), name="grid mqtt"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
     async def wait_connected(self, timeout: float) -> bool:
@@ -311,9 +309,7 @@ class SignalListener:
                 task.result()  # re-raises the MqttError that ended the session
             raise aiomqtt.MqttError("message stream ended")
         finally:
-            for task in (pump, consume):
-                task.cancel()
-            await asyncio.gather(pump, consume, return_exceptions=True)
+            await cancel_and_wait([pump, consume])
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         assert self.topics is not None
@@ -332,6 +328,26 @@ class SignalListener:
                 self._accept(tid, payload, live=not message.retain, via="mqtt")
             except SignalError:
                 pass  # already logged, counted and answered on signal-status
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task[Any]], rounds: int = 20, round_s: float = 0.25) -> None:
+    """Cancel until every task has ended, re-cancelling on each round.
+
+    On Python 3.11, `asyncio.wait_for` (used inside aiomqtt's publish/subscribe) swallows a
+    cancellation that arrives just as the awaited operation completes; one `cancel()` is then lost
+    and a plain gather would hang the daemon's shutdown. Bounded: gives up (and logs) after
+    `rounds` x `round_s` seconds.
+    """
+    pending = [t for t in tasks if not t.done()]
+    for _ in range(rounds):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=round_s)
+        pending = [t for t in pending if not t.done()]
+    if pending:
+        log.error("grid: tasks did not stop: %s", ", ".join(t.get_name() for t in pending))
 
 
 async def _quietly(coro: Any, timeout: float = 1.0) -> None:
