@@ -96,20 +96,6 @@ async def neighbourhood(tmp_path: Path, **transformer: Any) -> AsyncIterator[tup
             for s in stations:
                 s.stop()
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
-            await stop_listener(d.daemon.grid.signals)
-
-
-async def stop_listener(listener: Any) -> None:
-    """Workaround until SignalListener.stop survives a cancel that its MQTT loop swallows (an
-    MqttError raised by the client's exit replaces the CancelledError and the loop reconnects):
-    cancel its tasks until they are really done, so the daemon's own stop cannot hang."""
-    for _ in range(50):
-        pending = [t for t in listener._tasks if not t.done()]
-        if not pending:
-            break
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=0.2)
 
 
 async def composite_total_kw(d: RunningDaemon, stations: list[SimStation]) -> float:

@@ -290,6 +290,11 @@ class SignalListener:
                         await _quietly(client.publish(self.topics.availability, b"offline", qos=1, retain=True))
                         raise
             except aiomqtt.MqttError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # The client's exit raised while we were being cancelled: the error replaced
+                    # the CancelledError; honour the cancellation rather than reconnect.
+                    raise asyncio.CancelledError from exc
                 self._set_connected(False, str(exc) or type(exc).__name__)
             except Exception as exc:  # noqa: BLE001 - a bug must not end the reconnect loop
                 log.exception("grid: MQTT session failed")
