@@ -1,5 +1,7 @@
 """`python -m bench all | scale | reaction | planning | hosting [--smoke] [--out DIR]`.
 
+`reaction` also takes `--sizes 100,1000` and `--servers ours` to run only part of it.
+
 Runs the parts in order, shows progress with rich, and writes RESULTS.md plus PNG figures
 (bench/RESULTS.md and bench/results/ by default). Each part is bounded in time; a part that fails
 is reported in RESULTS.md with its error instead of stopping the others.
@@ -26,13 +28,15 @@ PARTS = ("scale", "reaction", "planning", "hosting")
 BENCH_DIR = Path(__file__).resolve().parent
 
 
-def _runner(part: str, smoke: bool) -> Callable[[Path, Callable[[str], None]], Awaitable[Section]]:
+def _runner(part: str, smoke: bool, sizes: tuple[int, ...] | None = None,
+            servers: tuple[str, ...] | None = None) -> Callable[[Path, Callable[[str], None]], Awaitable[Section]]:
     if part == "scale":
         from bench import scale
         return lambda out, say: scale.run(scale.SMOKE if smoke else scale.FULL, out, say)
     if part == "reaction":
         from bench import reaction
-        return lambda out, say: reaction.run(reaction.SMOKE if smoke else reaction.FULL, out, say)
+        settings = (reaction.SMOKE if smoke else reaction.FULL).only(sizes, servers)
+        return lambda out, say: reaction.run(settings, out, say)
     if part == "planning":
         from bench import planning
         return lambda out, say: planning.run(planning.SMOKE if smoke else planning.FULL, out, say)
@@ -48,7 +52,8 @@ def _machine() -> str:
             f"{platform.machine()}, load average at start {load[0]:.1f}")
 
 
-async def run_parts(parts: list[str], out_md: Path, fig_dir: Path, smoke: bool, console: Console) -> list[Section]:
+async def run_parts(parts: list[str], out_md: Path, fig_dir: Path, smoke: bool, console: Console,
+                    sizes: tuple[int, ...] | None = None, servers: tuple[str, ...] | None = None) -> list[Section]:
     from bench.servers import pin_loadgen
 
     pinning = pin_loadgen()
@@ -62,7 +67,7 @@ async def run_parts(parts: list[str], out_md: Path, fig_dir: Path, smoke: bool, 
             console.print(f"[dim]{time.monotonic() - started:6.0f}s[/] [cyan]{_part}[/] {text}", highlight=False)
 
         try:
-            section = await _runner(part, smoke)(fig_dir, say)
+            section = await _runner(part, smoke, sizes, servers)(fig_dir, say)
         except Exception as exc:  # noqa: BLE001 - report it, run the other parts
             console.print_exception()
             section = Section(part, f"{part}: FAILED")
@@ -82,18 +87,43 @@ async def run_parts(parts: list[str], out_md: Path, fig_dir: Path, smoke: bool, 
     return sections
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive fleet sizes, got {text!r}")
+    return values
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    bad = [n for n in names if n not in ("ours", "baseline")]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"expected ours and/or baseline, got {text!r}")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description="Netbewust benchmarks (issue 6)")
     parser.add_argument("part", choices=("all", *PARTS))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the machinery in well under a minute")
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for RESULTS.md and results/*.png (default: the bench package)")
+    parser.add_argument("--sizes", type=_int_list, default=None,
+                        help="reaction only: fleet sizes to run, comma separated (e.g. 100,1000)")
+    parser.add_argument("--servers", type=_name_list, default=None,
+                        help="reaction only: servers to run, comma separated (ours, baseline)")
     args = parser.parse_args(argv)
+    if (args.sizes or args.servers) and args.part != "reaction":
+        parser.error("--sizes and --servers apply to the reaction part only")
     out = args.out or BENCH_DIR
     out.mkdir(parents=True, exist_ok=True)
     parts = list(PARTS) if args.part == "all" else [args.part]
     console = Console(stderr=True)
-    sections = asyncio.run(run_parts(parts, out / "RESULTS.md", out / "results", args.smoke, console))
+    sections = asyncio.run(run_parts(parts, out / "RESULTS.md", out / "results", args.smoke, console,
+                                     args.sizes, args.servers))
     return 1 if any("error" in s.data for s in sections) else 0
 
 

@@ -15,7 +15,7 @@ import asyncio
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,17 @@ class ReactionSettings:
     signal_timeout_s: float = 60.0
     quiet_s: float = 1.0
     budget_s: float = 540.0
+    kinds: tuple[str, ...] = ("ours", "baseline")
+
+    def only(self, sizes: tuple[int, ...] | None = None, kinds: tuple[str, ...] | None = None) -> ReactionSettings:
+        """These settings restricted to some fleet sizes and/or servers (for quick before/after runs)."""
+        bad = [k for k in kinds or () if k not in ("ours", "baseline")]
+        if bad:
+            raise ValueError(f"unknown server {bad[0]!r} (known: ours, baseline)")
+        if sizes is not None and any(n < 1 for n in sizes):
+            raise ValueError(f"fleet sizes must be positive, got {sizes}")
+        repeats = {n: self.repeats.get(n, 3) for n in sizes or self.sizes}
+        return replace(self, sizes=tuple(sizes or self.sizes), repeats=repeats, kinds=tuple(kinds or self.kinds))
 
 
 FULL = ReactionSettings()
@@ -237,7 +248,7 @@ async def run(settings: ReactionSettings, out_dir: Path, say: Progress) -> Secti
     work = Path(__import__("tempfile").mkdtemp(prefix="bench-reaction-"))
     res: dict[str, dict[int, dict[str, Any]]] = {"ours": {}, "baseline": {}}
     for n in settings.sizes:
-        for kind in ("ours", "baseline"):
+        for kind in settings.kinds:
             if time.monotonic() > deadline:
                 say(f"skipped {kind} at {n} stations (time budget)")
                 continue
@@ -264,7 +275,7 @@ def _section(s: ReactionSettings, res: dict[str, dict[int, dict[str, Any]]], out
             "under limit p50 ms", "under limit p99 ms", "incomplete", "last ack p99 baseline / ours"]
     rows = []
     for n in s.sizes:
-        for kind in ("ours", "baseline"):
+        for kind in s.kinds:
             r = res[kind].get(n)
             if r is None:
                 rows.append([n, kind, 0, None, None, None, None, None, "not run (time budget)", None])
