@@ -11,6 +11,7 @@ daemon queues per station anyway).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 
 from csms.grid.sessions import StationCaps
 from profiles.planner import SessionPlan
-from profiles.profile_builder import fail_safe_default_profile, tx_profile
+from profiles.profile_builder import MAX_TRANSACTION_ID, fail_safe_default_profile, tx_profile
 from profiles.units import VOLTAGE_V, round_down_one_decimal
 
 #: Profile ids the controller owns, far from what operators and tools usually pick.
@@ -93,10 +94,62 @@ class ShapedProfile:
     unit: str
 
 
+@functools.lru_cache(maxsize=8192)
 def _to_wire(amps: float, unit: str, phases: int) -> float:
+    """The limit on the wire (cached: planner setpoints sit on a 0.1 A grid, so few values recur)."""
     if unit == "W":
         return round_down_one_decimal(amps * phases * VOLTAGE_V)
     return round_down_one_decimal(amps)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What every session with the same setpoints and station shape gets (shared, never mutated)."""
+
+    values: tuple[float, ...]  # the setpoints carried after clamping and truncation
+    periods: tuple[tuple[int, float], ...]  # (startPeriod, limit) on the wire
+    duration: int
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape(current_a: tuple[float, ...], unit: str, phases: int, max_periods: int, v2g: bool,
+           max_current_a: float, slot_s: float) -> _Shape:
+    """Clamp, snap and truncate one schedule; built once per distinct schedule (at 10,000
+    sessions most share a handful of schedules), by ``profiles.profile_builder.tx_profile``."""
+    values = []
+    for amps in current_a:
+        if amps < 0 and not v2g:
+            amps = 0.0
+        if 0 < abs(amps) < MIN_OCPP_CURRENT_A:
+            amps = 0.0
+        values.append(max(-max_current_a, min(max_current_a, amps)))
+    end_slot, changes, last = len(values), 0, None
+    for index, amps in enumerate(values):
+        wire = _to_wire(amps, unit, phases)
+        if wire != last:
+            changes, last = changes + 1, wire
+            if changes > max_periods:
+                end_slot = index
+                break
+    carried = tuple(values[:end_slot])
+    plan = SessionPlan(session_id="shape", current_a=carried, power_kw=(), delivered_kwh=0.0, unmet_kwh=0.0,
+                       guarantee_unmet_kwh=0.0, reason=None)
+    built = tx_profile(plan, profile_id=TX_PROFILE_ID_BASE, stack_level=0, transaction_id="shape",
+                       start=_EPOCH, slot_s=slot_s, unit=unit,  # type: ignore[arg-type]
+                       phases=phases, max_periods=max_periods, allow_negative=v2g)
+    periods = tuple((p["startPeriod"], p["limit"]) for p in built["chargingSchedule"][0]["chargingSchedulePeriod"])
+    return _Shape(carried, periods, max(1, int(slot_s * end_slot)))
+
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+@functools.lru_cache(maxsize=64)
+def _start_text(start: datetime) -> str:
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware (UTC), got a naive datetime")
+    utc = start.astimezone(timezone.utc)
+    return utc.isoformat(timespec="milliseconds" if utc.microsecond else "seconds").replace("+00:00", "Z")
 
 
 def shape_tx_profile(sp: Setpoints, caps: StationCaps, stack_level: int = TX_STACK_LEVEL) -> ShapedProfile:
@@ -106,34 +159,31 @@ def shape_tx_profile(sp: Setpoints, caps: StationCaps, stack_level: int = TX_STA
     stations not configured for V2G. Beyond ``PeriodsPerSchedule`` changes the schedule is cut
     short with ``duration``, and it always ends with the plan's horizon: after that the station
     falls back to its conservative fail-safe default rather than hold a stale value. The
-    controller re-plans long before either happens.
+    controller re-plans long before either happens. The schedule itself is built once per
+    distinct shape and copied, so a wave of 10,000 profiles costs a few milliseconds to shape.
     """
-    values = []
-    for amps in sp.current_a:
-        if amps < 0 and not caps.v2g:
-            amps = 0.0
-        if 0 < abs(amps) < MIN_OCPP_CURRENT_A:
-            amps = 0.0
-        values.append(max(-caps.max_current_a, min(caps.max_current_a, amps)))
+    if not isinstance(sp.transaction_id, str) or not 0 < len(sp.transaction_id) <= MAX_TRANSACTION_ID:
+        raise ValueError(f"transaction_id must be a string of 1..{MAX_TRANSACTION_ID} characters")
     unit = caps.unit
-    max_periods = max(1, caps.periods_per_schedule)
-    end_slot, changes, last = len(values), 0, None
-    for index, amps in enumerate(values):
-        wire = _to_wire(amps, unit, sp.phases)
-        if wire != last:
-            changes, last = changes + 1, wire
-            if changes > max_periods:
-                end_slot = index
-                break
-    carried = Setpoints(sp.station_id, sp.evse_id, sp.transaction_id, sp.start, sp.slot_s,
-                        tuple(values[:end_slot]), sp.phases)
-    plan = SessionPlan(session_id=f"{sp.station_id}#{sp.evse_id}", current_a=carried.current_a, power_kw=(),
-                       delivered_kwh=0.0, unmet_kwh=0.0, guarantee_unmet_kwh=0.0, reason=None)
-    profile = tx_profile(plan, profile_id=TX_PROFILE_ID_BASE + sp.evse_id,
-                         stack_level=max(0, min(stack_level, caps.max_stack_level)),
-                         transaction_id=sp.transaction_id, start=sp.start, slot_s=sp.slot_s, unit=unit,  # type: ignore[arg-type]
-                         phases=sp.phases, max_periods=max_periods, allow_negative=caps.v2g)
-    profile["chargingSchedule"][0]["duration"] = max(1, int(sp.slot_s * end_slot))
+    shape = _shape(tuple(sp.current_a), unit, sp.phases, max(1, caps.periods_per_schedule), caps.v2g,
+                   caps.max_current_a, sp.slot_s)
+    profile_id = TX_PROFILE_ID_BASE + sp.evse_id
+    profile = {
+        "id": profile_id,
+        "stackLevel": max(0, min(stack_level, caps.max_stack_level)),
+        "chargingProfilePurpose": "TxProfile",
+        "chargingProfileKind": "Absolute",
+        "transactionId": sp.transaction_id,
+        "chargingSchedule": [{
+            "id": profile_id,
+            "startSchedule": _start_text(sp.start),
+            "chargingRateUnit": unit,
+            "chargingSchedulePeriod": [{"startPeriod": start, "limit": limit, "numberPhases": sp.phases}
+                                       for start, limit in shape.periods],
+            "duration": shape.duration,
+        }],
+    }
+    carried = Setpoints(sp.station_id, sp.evse_id, sp.transaction_id, sp.start, sp.slot_s, shape.values, sp.phases)
     return ShapedProfile(profile, carried, unit)
 
 
@@ -157,6 +207,7 @@ class Hysteresis:
     current_a: float = 1.0  # an increase smaller than this is not worth a message
     refresh_s: float = 1800.0  # re-send when the installed schedule covers less than this ahead
     min_interval_s: float = 0.0  # a safe (non-decreasing) change waits this long after the last push
+    near_s: float | None = None  # compared exactly this far ahead; beyond, per new slot (None: whole horizon)
 
     def unchanged(self, old: Setpoints | None, new: Setpoints, now: datetime,
                   pushed_at: datetime | None = None) -> float | None:
@@ -168,28 +219,63 @@ class Hysteresis:
         (a plan drifting by seconds or tenths of an amp must not re-send every profile). Whether
         the excess is affordable is decided for the whole group by :meth:`Pusher.due`. Within
         ``min_interval_s`` of the last push, increases of any size wait.
+
+        Two plans made at different moments have their slot boundaries at different instants, so
+        the installed schedule steps a few seconds (or minutes) before the new one. Up to
+        ``near_s`` ahead every instant is compared, so a step that is about to happen is exact;
+        beyond it each new slot is compared with the installed value at the slot's middle (the
+        installed slot covering most of it). The controller re-plans more often than ``near_s``,
+        so every installed step is compared exactly before it takes effect.
         """
         if old is None or old.transaction_id != new.transaction_id or old.phases != new.phases:
             return None
-        if old.end < min(new.end, now + timedelta(seconds=self.refresh_s)):
+        base = new.start
+        t_now = (now - base).total_seconds()
+        o = (old.start - base).total_seconds()
+        slot, o_slot = new.slot_s, old.slot_s
+        new_vals, old_vals = new.current_a, old.current_a
+        new_end, old_end = slot * len(new_vals), o + o_slot * len(old_vals)
+        if old_end < min(new_end, t_now + self.refresh_s) - 1e-6:
             return None
-        recent = pushed_at is not None and (now - pushed_at).total_seconds() < self.min_interval_s
-        points = {now} | {t for t in new.breakpoints() if t > now} | {t for t in old.breakpoints() if t > now}
-        for t in points:
-            if t >= new.end:
-                continue
-            a_new, a_old = new.value_at(t), old.value_at(t)
-            if a_new is None:
-                continue
-            if a_old is None:
-                return None
-            if recent and a_old <= a_new:
-                continue
-            if (a_old == 0) != (a_new == 0) or (a_old < 0) != (a_new < 0) or abs(a_new - a_old) >= self.current_a:
-                return None
-        a_new, a_old = new.value_at(now), old.value_at(now)
+
+        def new_at(t: float) -> float | None:
+            i = int((t + 1e-6) // slot)
+            return new_vals[i] if 0 <= i < len(new_vals) and t >= -1e-6 else None
+
+        def old_at(t: float) -> float | None:
+            j = int((t - o + 1e-6) // o_slot)
+            return old_vals[j] if 0 <= j < len(old_vals) and t - o >= -1e-6 else None
+
+        a_new, a_old = new_at(t_now), old_at(t_now)
         if a_new is None or a_old is None:
             return None
+        if o == 0 and o_slot == slot and old_vals == new_vals:
+            return 0.0  # the very same schedule
+        recent = pushed_at is not None and (now - pushed_at).total_seconds() < self.min_interval_s
+        near_end = min(new_end, t_now + self.near_s) if self.near_s is not None else new_end
+        points: list[tuple[float, float]] = [(t_now, t_now)]  # (instant for new, instant for old)
+        first = int(t_now // slot) + 1
+        for i in range(first, len(new_vals)):
+            t = i * slot
+            points.append((t, t) if t < near_end else (t, t + slot / 2))
+        j0 = max(0, int((t_now - o) // o_slot) + 1)
+        for j in range(j0, len(old_vals)):
+            t = o + j * o_slot
+            if t >= near_end:
+                break
+            points.append((t, t))
+        for t_n, t_o in points:
+            if t_n >= new_end:
+                continue
+            v_new, v_old = new_at(t_n), old_at(t_o)
+            if v_new is None:
+                continue
+            if v_old is None:
+                return None
+            if recent and v_old <= v_new:
+                continue
+            if (v_old == 0) != (v_new == 0) or (v_old < 0) != (v_new < 0) or abs(v_new - v_old) >= self.current_a:
+                return None
         return (a_old - a_new) * new.phases * VOLTAGE_V / 1000.0
 
 
