@@ -26,6 +26,9 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
 from csms.meter import flatten
+from csms.store.encoding import from_iso as _dt
+from csms.store.encoding import iso as _iso
+from csms.store.encoding import to_json as _json
 from csms.store.base import IdTokenRecord, StationRecord, Store, TransactionRecord
 
 log = logging.getLogger(__name__)
@@ -145,16 +148,6 @@ return 1
 
 
 # Values -----------------------------------------------------------------------------------------
-def _iso(dt: datetime | None) -> str | None:
-    return None if dt is None else dt.astimezone(timezone.utc).isoformat()
-
-
-def _dt(s: str | None) -> datetime | None:
-    return None if s is None else datetime.fromisoformat(s)
-
-
-def _json(v: Any) -> str:
-    return orjson.dumps(v).decode()
 
 
 def _opt(v: Any) -> str:

@@ -17,12 +17,15 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
 
 from csms.meter import flatten
+from csms.store.encoding import from_iso as _dt
+from csms.store.encoding import iso as _iso
+from csms.store.encoding import to_json as _json
 from csms.store.base import IdTokenRecord, StationRecord, Store, TransactionRecord
 
 T = TypeVar("T")
@@ -75,16 +78,6 @@ CREATE TABLE IF NOT EXISTS commands (
 """
 
 
-def _iso(dt: datetime | None) -> str | None:
-    return None if dt is None else dt.astimezone(timezone.utc).isoformat()
-
-
-def _dt(s: str | None) -> datetime | None:
-    return None if s is None else datetime.fromisoformat(s)
-
-
-def _json(v: Any) -> str:
-    return orjson.dumps(v).decode()
 
 
 class SqliteStore(Store):
