@@ -53,25 +53,28 @@ class StationConnection:
     # Reading -----------------------------------------------------------------------------------
     async def serve(self) -> None:
         """Read frames until the socket closes."""
-        metrics = self.daemon.metrics
         async for raw in self.ws:
-            self.daemon.last_seen[self.station_id] = datetime.now(timezone.utc)
-            self.daemon.trace(self.station_id, "in", raw)
-            try:
-                frame = frames.parse(raw)
-            except frames.FrameError as exc:
-                metrics.frame_error(exc.code)
-                log.warning("%s sent an unusable frame: %s", self.station_id, exc)
-                await self._send(frames.error_frame(exc.unique_id, exc.code, exc.description))
-                continue
-            if isinstance(frame, frames.Call):
-                gate = self.daemon.message_gate  # per-station CALL rate cap (security config)
-                if gate is not None and not gate.admit(self.station_id):
-                    await gate.refuse(self, frame.unique_id)
-                    continue
-                await self._handle_call(frame)
-            else:
-                self._resolve(frame)
+            await self._on_frame(raw)
+            del raw  # an idle station must not keep its last frame alive while we wait
+
+    async def _on_frame(self, raw: str | bytes) -> None:
+        self.daemon.last_seen[self.station_id] = datetime.now(timezone.utc)
+        self.daemon.trace(self.station_id, "in", raw)
+        try:
+            frame = frames.parse(raw)
+        except frames.FrameError as exc:
+            self.daemon.metrics.frame_error(exc.code)
+            log.warning("%s sent an unusable frame: %s", self.station_id, exc)
+            await self._send(frames.error_frame(exc.unique_id, exc.code, exc.description))
+            return
+        if isinstance(frame, frames.Call):
+            gate = self.daemon.message_gate  # per-station CALL rate cap (security config)
+            if gate is not None and not gate.admit(self.station_id):
+                await gate.refuse(self, frame.unique_id)
+                return
+            await self._handle_call(frame)
+        else:
+            self._resolve(frame)
 
     async def _handle_call(self, call: frames.Call) -> None:
         started = time.perf_counter()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -46,6 +47,22 @@ def station_identity(path: str, prefix: str) -> str | None:
     if len(identity) > MAX_IDENTITY_LENGTH or _BAD_IDENTITY.search(identity):
         return None
     return identity
+
+
+_NO_HEADERS = Headers()
+
+
+def _forget_handshake_headers(ws: ServerConnection) -> None:
+    """Drop the handshake's request and response headers once they have served their purpose.
+
+    websockets keeps both for the connection's lifetime (~3-4 KiB per station); with tens of
+    thousands of idle stations that is a large share of the memory. The objects stay (websockets
+    checks ``ws.request is None`` to recognise the handshake); only their headers go.
+    """
+    if ws.request is not None:
+        ws.request.headers = _NO_HEADERS
+    if ws.response is not None:
+        ws.response.headers = _NO_HEADERS
 
 
 class Gateway:
@@ -126,11 +143,13 @@ class Gateway:
                          f"close replaced connection of {station_id}")
         daemon.connections[station_id] = conn
         daemon.metrics.connected.set(len(daemon.connections))
+        _forget_handshake_headers(ws)
         record = await daemon.store.get_station(station_id)
-        conn.accepted = record is not None and record.registration == "Accepted"
-        now = datetime.now(timezone.utc)
-        if record is not None:
-            await daemon.store.set_connection_state(station_id, True, now)
+        known = record is not None
+        conn.accepted = known and record.registration == "Accepted"  # type: ignore[union-attr]
+        del record  # held for the connection's lifetime otherwise
+        if known:
+            await daemon.store.set_connection_state(station_id, True, datetime.now(timezone.utc))
         log.info("%s connected from %s (%s, %s)", station_id, remote, ws.subprotocol,
                  "accepted" if conn.accepted else "must boot first")
         daemon.bus.publish("station.connected", station_id, remote=remote, accepted=conn.accepted)
@@ -143,7 +162,7 @@ class Gateway:
             if daemon.connections.get(station_id) is conn:
                 del daemon.connections[station_id]
                 daemon.metrics.connected.set(len(daemon.connections))
-                if record is not None or conn.accepted:
+                if known or conn.accepted:
                     await daemon.store.set_connection_state(station_id, False, datetime.now(timezone.utc))
                 daemon.bus.publish("station.disconnected", station_id)
             rcvd = ws.close_code
