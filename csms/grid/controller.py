@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +30,12 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from csms.bus import Event
 from csms.grid.config import GridConfig
-from csms.grid.pusher import Hysteresis, PushResult, Pusher, Setpoints, failsafe_profile
+from csms.grid.pusher import Hysteresis, PushResult, Pusher, Setpoints, ShapedProfile, Wave, failsafe_profile
 from csms.grid.sessions import Defaults, Session, SessionBook, StationCaps, parse_session_id, session_need
 from csms.grid.topology import Topology
 from csms.grid.verify import Finding, Verifier, VerifyConfig
 from csms.meter import Reading
-from profiles.planner import Plan, PlanInput, immediate_cut, plan
+from profiles.planner import Plan, PlanInput, SessionNeed, immediate_cut, plan
 from profiles.units import VOLTAGE_V
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ log = logging.getLogger("csms.grid")
 
 Clock = Callable[[], datetime]
 DEBOUNCE_S = 0.02  # coalesce a burst of events into one plan
+MAX_COALESCE_S = 5.0  # a re-plan waits at most this long after the previous cycle ended
+THREAD_MIN_SESSIONS = 1000  # from this many sessions on, the refined plan is solved in a worker thread
 BASE_LOAD_SAMPLE_S = 60.0
 SMART_CHARGING_VARIABLES = ("RateUnit", "ProfileStackLevel", "PeriodsPerSchedule")
 
@@ -99,8 +101,10 @@ class GridController:
         d = grid.session_defaults
         self.book = SessionBook(Defaults(energy_kwh=d.energy_kwh, dwell_s=d.dwell_h * 3600.0,
                                          guaranteed_kwh=d.guaranteed_kwh))
+        # Installed steps are compared exactly from two re-plan intervals ahead (see Hysteresis).
         self.pusher = Pusher(self._send, Hysteresis(current_a=p.hysteresis_a, refresh_s=p.slot_s * p.horizon_slots / 2,
-                                                    min_interval_s=p.min_push_interval_s),
+                                                    min_interval_s=p.min_push_interval_s,
+                                                    near_s=max(60.0, 2 * p.replan_interval_s)),
                              clock=self.clock, stack_level=p.stack_level)
         self.verifier = Verifier(VerifyConfig(apply_grace_s=p.verify_after_s, overdraw_fraction=p.verify_tolerance,
                                               resume_grace_s=p.resume_timeout_s))
@@ -110,7 +114,15 @@ class GridController:
         self.reaction_s: deque[float] = deque(maxlen=100)
         self._wake = asyncio.Event()
         self._reasons: set[str] = set()
-        self._watches: list[_LimitWatch] = []
+        self._watches: list[_LimitWatch] = []  # limit changes not yet answered (for the reaction time)
+        self._unchecked: list[_LimitWatch] = []  # limit changes the cut has not looked at yet
+        self._generation = 0  # bumped by every cut: a plan computed before it is dropped
+        self._first_request: float | None = None
+        self._last_cycle_end = 0.0
+        self._last_cycle_s = 0.0
+        self._planning: asyncio.Task[None] | None = None
+        self._wave: Wave | None = None
+        self._waves: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._unsubscribe: Callable[[], None] | None = None
@@ -148,13 +160,16 @@ class GridController:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        tasks = [t for t in (self._task, self._planning, *self._waves) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = self._planning = self._wave = None
 
     def request(self, reason: str) -> None:
         """Ask for a re-plan soon (coalesced)."""
+        if not self._reasons:
+            self._first_request = time.monotonic()
         self._reasons.add(reason)
         self._idle.clear()
         self._wake.set()
@@ -175,7 +190,9 @@ class GridController:
         if kind.startswith("grid."):
             if kind in ("grid.limit", "grid.safe_mode"):
                 tid = self._event_group(data)
-                self._watches.append(_LimitWatch(time.monotonic(), tid, kind))
+                watch = _LimitWatch(time.monotonic(), tid, kind)
+                self._watches.append(watch)
+                self._unchecked.append(watch)
                 self._record("limit", **{**_scalars(data), "transformer": tid, "event": kind})
                 self.request(kind)
             elif kind == "grid.signal_rejected":
@@ -299,32 +316,62 @@ class GridController:
 
     # The planning loop --------------------------------------------------------------------------------
     async def _run(self) -> None:
+        """Orchestrates, never waits on stations: cuts start at once (superseding any wave in
+        flight), re-plans are coalesced (a debounce, then at most one plan computing or pushing,
+        spaced by how long the last one took, always from the latest state)."""
         interval = self.grid.planning.replan_interval_s
+        next_periodic = time.monotonic() + interval
         while not self._stopping:
+            wake_at = next_periodic
+            if self._plan_ready():
+                wake_at = min(wake_at, self._plan_at())
             try:
                 # Not asyncio.wait_for: on 3.11 it can swallow a cancel that races with the event.
-                async with asyncio.timeout(interval):
+                async with asyncio.timeout(max(0.0, wake_at - time.monotonic())):
                     await self._wake.wait()
             except TimeoutError:
-                self._reasons.add("periodic")
+                pass
             self._wake.clear()
-            try:
-                await asyncio.sleep(DEBOUNCE_S)
+            if time.monotonic() >= next_periodic:
+                next_periodic = time.monotonic() + interval
+                self.request("periodic")
                 self._wake.clear()
-                if self._watches:
-                    await self._cut(list(self._watches))
-                reasons, self._reasons = self._reasons, set()
-                self._check_resumes()
-                if self.grid.planning.enabled:
-                    planned_from = time.monotonic()
-                    results = await self._plan_and_push(sorted(reasons) or ["periodic"])
-                    self._resolve_watches(lambda w: w.received_mono <= planned_from, results, "plan")
+            try:
+                if self._unchecked:
+                    self._cut()
+                if self._plan_ready() and time.monotonic() >= self._plan_at():
+                    reasons, self._reasons = sorted(self._reasons), set()
+                    self._first_request = None
+                    if self.grid.planning.enabled:
+                        self._planning = asyncio.get_running_loop().create_task(
+                            self._plan_and_push(reasons), name="grid plan")
+                        self._planning.add_done_callback(self._task_done)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the controller must survive a bad plan and try again
                 log.exception("grid planning failed")
-            if not self._wake.is_set():
+            if not (self._reasons or self._unchecked or self._busy()):
                 self._idle.set()
+
+    def _busy(self) -> bool:
+        return self._planning is not None or self._wave is not None
+
+    def _plan_ready(self) -> bool:
+        return bool(self._reasons) and not self._busy()
+
+    def _plan_at(self) -> float:
+        """When the pending re-plan may start: a short debounce after the first request, and a
+        pause after the last cycle as long as that cycle took (bounded), so a storm of session
+        starts at 10,000 stations costs a few plans, not one per session."""
+        first = self._first_request if self._first_request is not None else time.monotonic()
+        return max(first + DEBOUNCE_S, self._last_cycle_end + min(MAX_COALESCE_S, self._last_cycle_s))
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task is self._planning:
+            self._planning = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("grid %s failed", task.get_name(), exc_info=task.exception())
+        self._wake.set()
 
     def _resolve_watches(self, covered: Callable[[_LimitWatch], bool], results: list[PushResult], by: str) -> None:
         """Limit changes now answered by pushes: record the reaction time (received -> all answered)."""
@@ -346,8 +393,14 @@ class GridController:
         for session in self.book:
             self._finding(self.verifier.resume_check(session, now))
 
-    async def _cut(self, watches: list[_LimitWatch]) -> None:
-        """Immediate safe answer for groups whose limit in force became stricter than planned."""
+    def _cut(self) -> None:
+        """Immediate safe answer for groups whose limit in force became stricter than planned.
+
+        Computed right here on the loop and sent as its own wave, superseding whatever wave is
+        in flight (its unsent profiles are dropped) and any plan being computed (it was made for
+        the old limit): the cut goes first to every station, then the refined plan follows.
+        """
+        watches, self._unchecked = self._unchecked, []
         now = self.clock()
         tids = {w.tid for w in watches}
         if None in tids:
@@ -362,24 +415,39 @@ class GridController:
         if not stricter:
             return
         started = time.monotonic()
+        self._generation += 1  # a plan computing now was made for the old limit: drop it
+        if self._wave is not None:
+            self._wave.supersede()
         units = self._plan_units(now, stricter, cut=True)
-        results = await self._push_units(units, now, kind="cut")
-        self._resolve_watches(lambda w: w.received_mono <= started and (w.tid is None or w.tid in stricter),
-                              results, "cut")
+        groups = set(stricter)
+        self._launch(units, now, kind="cut", resolve=lambda w: w.received_mono <= started
+                     and (w.tid is None or w.tid in groups))
+        self.request("cut")
 
-    async def _plan_and_push(self, reasons: list[str]) -> list[PushResult]:
+    async def _plan_and_push(self, reasons: list[str]) -> None:
+        generation = self._generation
+        cycle_start = time.monotonic()
+        self._check_resumes()
         now = self.clock()
         started = time.perf_counter()
         tids = list(self.grid.transformers)
-        units = self._plan_units(now, tids, cut=False)
+        units = await self._plan_units_async(now, tids)
         self.m_plan_s.observe(time.perf_counter() - started)
+        if generation != self._generation or self._stopping:
+            self._reasons.update(reasons)  # the limit changed while planning: plan again from the new state
+            self._first_request = self._first_request or time.monotonic()
+            return
         self.plans += 1
-        return await self._push_units(units, now, kind="plan", reasons=reasons)
+        self._launch(units, now, kind="plan", reasons=reasons, cycle_start=cycle_start,
+                     resolve=lambda w: w.received_mono <= cycle_start)
 
     # Planning ------------------------------------------------------------------------------------------
-    def _sessions_by_group(self) -> dict[str, list[Session]]:
+    def _sessions_by_group(self, ordered: bool = False) -> dict[str, list[Session]]:
+        """Sessions per group, in arrival order; ``ordered``: in session-id order, so ties in the
+        planner break the same way whatever order the stations' messages came in."""
         out: dict[str, list[Session]] = {tid: [] for tid in self.grid.transformers}
-        for session in self.book:
+        for key in sorted(self.book.sessions) if ordered else list(self.book.sessions):
+            session = self.book.sessions[key]
             tid = self.topology.transformer_of(session.station_id, session.evse_id)
             if tid is not None:
                 out.setdefault(tid, []).append(session)
@@ -411,22 +479,43 @@ class GridController:
         steps = max(1, int(slot_s // BASE_LOAD_SAMPLE_S))
         return max(self.limits.base_load_kw(tid, start + timedelta(seconds=k * slot_s / steps)) for k in range(steps))
 
-    def _plan_units(self, now: datetime, tids: list[str], *, cut: bool) -> list[_UnitPlan]:
-        """Plan each group's own sessions, then tighten groups whose parents would be overloaded."""
-        start = now.replace(microsecond=0)
-        by_group = self._sessions_by_group()
-        solve = immediate_cut if cut else plan
+    def _wanted(self, tids: list[str]) -> list[str]:
         wanted = set(tids)
         for tid in tids:  # a parent's limit constrains every nested group
             wanted.update(self.topology.descendants(tid))
+        return [tid for tid in self.grid.transformers if tid in wanted]
+
+    def _plan_units(self, now: datetime, tids: list[str], *, cut: bool) -> list[_UnitPlan]:
+        """Plan each group's own sessions, then tighten groups whose parents would be overloaded."""
+        start = now.replace(microsecond=0)
+        by_group = self._sessions_by_group(ordered=True)
+        solve = immediate_cut if cut else plan
         units: dict[str, _UnitPlan] = {}
-        for tid in self.grid.transformers:
-            if tid in wanted:
-                inp, sources = self._plan_input(tid, by_group.get(tid, []), start)
-                units[tid] = _UnitPlan(tid, by_group.get(tid, []), inp, solve(inp), sources)
+        for tid in self._wanted(tids):
+            inp, sources = self._plan_input(tid, by_group.get(tid, []), start)
+            units[tid] = _UnitPlan(tid, by_group.get(tid, []), inp, solve(inp), sources)
         self._fit_parents(units, start, solve)
+        if not cut:
+            for unit in units.values():
+                self._keep_pause_choice(unit, now)
+        return list(units.values())
+
+    async def _plan_units_async(self, now: datetime, tids: list[str]) -> list[_UnitPlan]:
+        """The refined plan; with many sessions the numpy solve runs in a worker thread so the
+        event loop keeps serving stations (and can start a cut) meanwhile. Inputs are read here,
+        on the loop, so the thread never sees sessions change under it."""
+        if len(self.book) < THREAD_MIN_SESSIONS:
+            return self._plan_units(now, tids, cut=False)
+        start = now.replace(microsecond=0)
+        by_group = self._sessions_by_group(ordered=True)
+        inputs = [(tid, by_group.get(tid, []), *self._plan_input(tid, by_group.get(tid, []), start))
+                  for tid in self._wanted(tids)]
+        solved = await asyncio.to_thread(lambda: [plan(inp) for _, _, inp, _ in inputs])
+        units = {tid: _UnitPlan(tid, sessions, inp, result, sources)
+                 for (tid, sessions, inp, sources), result in zip(inputs, solved)}
+        self._fit_parents(units, start, plan)
         for unit in units.values():
-            self._remember(unit, now)
+            self._keep_pause_choice(unit, now)
         return list(units.values())
 
     def _fit_parents(self, units: dict[str, _UnitPlan], start: datetime, solve: Callable[[PlanInput], Plan]) -> None:
@@ -450,6 +539,41 @@ class GridController:
                 inp, sources = self._plan_input(t, u.sessions, start, cap_kw=cap)
                 units[t] = _UnitPlan(t, u.sessions, inp, solve(inp), sources)
 
+    def _keep_pause_choice(self, unit: _UnitPlan, now: datetime) -> None:
+        """Sticky pauses: when the plan would pause a charging car only to resume an equivalent
+        paused one (least-laxity order flips as soon as the charging car has taken some energy),
+        swap their schedules back, so the car already paused stays paused and neither station
+        gets a message. Safe for the limit: both cars load the same phases with the same power
+        per amp, and each schedule fits the other car's current range. A paused car that is
+        urgent (it must charge now to reach its need or its guarantee by departure) is resumed.
+        """
+        slot_h = self.grid.planning.slot_s / 3600.0
+        pausing: list[SessionNeed] = []
+        resuming: list[SessionNeed] = []
+        rows = unit.plan.sessions
+        for need in unit.inp.sessions:
+            row = rows.get(need.session_id)
+            if need.fixed_kw is not None or row is None or not row.current_a:
+                continue
+            installed = self.pusher.installed.get(parse_session_id(need.session_id))
+            was = None if installed is None else installed.value_at(now)
+            if was is None:
+                continue
+            planned = row.current_a[0]
+            if was > 0 and planned == 0 and need.can_pause and need.energy_needed_kwh > 1e-3:
+                pausing.append(need)
+            elif was == 0 and planned > 0 and need.can_pause and not _urgent(need, slot_h):
+                resuming.append(need)
+        for p_need in pausing:
+            for r_need in resuming:
+                p_row, r_row = rows[p_need.session_id], rows[r_need.session_id]
+                if _interchangeable(p_need, r_need, p_row.current_a, r_row.current_a):
+                    rows[p_need.session_id] = replace(r_row, session_id=p_need.session_id)
+                    rows[r_need.session_id] = replace(p_row, session_id=r_need.session_id)
+                    resuming.remove(r_need)
+                    self._record("pause_kept", session_id=r_need.session_id, instead_of=p_need.session_id)
+                    break
+
     def _remember(self, unit: _UnitPlan, now: datetime) -> None:
         state = self.groups.setdefault(unit.tid, GroupState())
         state.limit_kw = float(unit.inp.limit_kw[0]) + self.grid.planning.margin_kw
@@ -467,41 +591,29 @@ class GridController:
     async def _send(self, station_id: str, evse_id: int, profile: dict[str, Any]) -> dict[str, Any]:
         return await self.daemon.commands.set_charging_profile(station_id, evse_id, profile)
 
-    async def _push_units(self, units: list[_UnitPlan], now: datetime, *, kind: str,
-                          reasons: list[str] | None = None) -> list[PushResult]:
+    def _launch(self, units: list[_UnitPlan], now: datetime, *, kind: str, resolve: Callable[[_LimitWatch], bool],
+                reasons: list[str] | None = None, cycle_start: float | None = None) -> None:
+        """Decide what to send (hysteresis) and start the wave as its own task."""
         p = self.grid.planning
         start = now.replace(microsecond=0)
         todo: list[tuple[Setpoints, StationCaps, str]] = []
         sessions: dict[tuple[str, int], Session] = {}
         for unit in units:
+            self._remember(unit, now)
+            by_id = {f"{s.station_id}#{s.evse_id}": s for s in unit.sessions}
             for need in unit.inp.sessions:
-                key = parse_session_id(need.session_id)
-                session = self.book.sessions.get(key)
-                st = self.book.station(key[0])
-                if session is None or need.fixed_kw is not None or not st.connected or not st.ready:
+                session = by_id.get(need.session_id)
+                if session is None or self.book.sessions.get(session.key) is not session:
+                    continue
+                st = self.book.station(session.station_id)
+                if need.fixed_kw is not None or not st.connected or not st.ready:
                     continue  # uncontrollable, unreachable, or still being set up: budgeted, not pushed
                 sp = unit.plan.sessions[need.session_id]
-                todo.append((Setpoints(key[0], key[1], session.transaction_id, start, float(p.slot_s),
-                                       sp.current_a, need.phases), st.caps, unit.tid))
-                sessions[key] = session
+                todo.append((Setpoints(session.station_id, session.evse_id, session.transaction_id, start,
+                                       float(p.slot_s), sp.current_a, need.phases), st.caps, unit.tid))
+                sessions[session.key] = session
         headroom = {u.tid: max(0.0, u.plan.headroom_kw[0]) for u in units}
         to_send, skipped = self.pusher.due(todo, headroom)
-        power_before = {key: s.power_kw for key, s in sessions.items()}
-        results = await self.pusher.push(to_send)
-        for r in results:
-            session = sessions.get((r.station_id, r.evse_id))
-            self.m_pushes.labels(r.status).inc()
-            self._record("push", trigger=kind, **r.as_dict())
-            self.daemon.bus.publish("grid.push", r.station_id, evse_id=r.evse_id, status=r.status, limit=r.limit,
-                                    unit=r.unit, limit_a=r.limit_a, trigger=kind)
-            if session is None or self.book.sessions.get(session.key) is not session:
-                continue
-            st = self.book.station(r.station_id)
-            phases = next((sp.phases for sp, _, _ in todo if (sp.station_id, sp.evse_id) == session.key), 3)
-            kw = None if r.limit_a is None else r.limit_a * phases * VOLTAGE_V / 1000.0
-            assumed = min(st.caps.max_current_a, p.fail_safe_limit_a if st.failsafe_status == "Accepted"
-                          else st.caps.max_current_a) * st.caps.phases * VOLTAGE_V / 1000.0
-            self._finding(self.verifier.pushed(session, r, kw, assumed, power_before.get(session.key)))
         if skipped:
             self.m_pushes.labels("skipped").inc(len(skipped))
         for r in skipped:
@@ -512,8 +624,53 @@ class GridController:
                 if value is not None:
                     session.setpoint_a = value
                     session.setpoint_kw = value * installed.phases * VOLTAGE_V / 1000.0
-        summary = {"trigger": kind, "pushed": len(results), "skipped": len(skipped),
-                   "accepted": sum(r.status == "Accepted" for r in results)}
+        wave = Wave(kind)
+        self._wave = wave
+        task = asyncio.get_running_loop().create_task(
+            self._run_wave(wave, units, to_send, skipped, sessions, kind, resolve, reasons, cycle_start),
+            name=f"grid {kind} wave")
+        task.add_done_callback(self._task_done)
+        self._waves.add(task)
+        task.add_done_callback(self._waves.discard)
+
+    async def _run_wave(self, wave: Wave, units: list[_UnitPlan], to_send: list[ShapedProfile],
+                        skipped: list[PushResult], sessions: dict[tuple[str, int], Session], kind: str,
+                        resolve: Callable[[_LimitWatch], bool], reasons: list[str] | None,
+                        cycle_start: float | None) -> None:
+        try:
+            power_before = {key: s.power_kw for key, s in sessions.items()}
+            results = await self.pusher.push(to_send, wave)
+            phases = {(sp.carried.station_id, sp.carried.evse_id): sp.carried.phases for sp in to_send}
+            self._after_wave(units, results, skipped, sessions, phases, power_before, kind, reasons)
+            if not wave.superseded:
+                self._resolve_watches(resolve, results, kind)
+        finally:
+            if self._wave is wave:
+                self._wave = None
+            if cycle_start is not None:
+                self._last_cycle_end = time.monotonic()
+                self._last_cycle_s = self._last_cycle_end - cycle_start
+
+    def _after_wave(self, units: list[_UnitPlan], results: list[PushResult], skipped: list[PushResult],
+                    sessions: dict[tuple[str, int], Session], phases: dict[tuple[str, int], int],
+                    power_before: dict[tuple[str, int], float | None], kind: str, reasons: list[str] | None) -> None:
+        p = self.grid.planning
+        for r in results:
+            session = sessions.get((r.station_id, r.evse_id))
+            self.m_pushes.labels(r.status).inc()
+            self._record("push", trigger=kind, **r.as_dict())
+            self.daemon.bus.publish("grid.push", r.station_id, evse_id=r.evse_id, status=r.status, limit=r.limit,
+                                    unit=r.unit, limit_a=r.limit_a, trigger=kind)
+            if session is None or self.book.sessions.get(session.key) is not session:
+                continue
+            st = self.book.station(r.station_id)
+            kw = None if r.limit_a is None else r.limit_a * phases.get(session.key, 3) * VOLTAGE_V / 1000.0
+            assumed = min(st.caps.max_current_a, p.fail_safe_limit_a if st.failsafe_status == "Accepted"
+                          else st.caps.max_current_a) * st.caps.phases * VOLTAGE_V / 1000.0
+            self._finding(self.verifier.pushed(session, r, kw, assumed, power_before.get(session.key)))
+        summary = {"trigger": kind, "pushed": sum(r.status != "superseded" for r in results),
+                   "skipped": len(skipped), "accepted": sum(r.status == "Accepted" for r in results),
+                   "superseded": sum(r.status == "superseded" for r in results)}
         for unit in units:
             state = self.groups[unit.tid]
             data = {"transformer": unit.tid, "limit_kw": round(state.limit_kw, 3), "limit_source": state.limit_source,
@@ -528,7 +685,6 @@ class GridController:
                     self.status.publish(unit.tid, self.group_snapshot(unit.tid))
                 except Exception:  # noqa: BLE001 - status is informative; never block control on it
                     log.exception("status publish for %s failed", unit.tid)
-        return results
 
     # Reading ----------------------------------------------------------------------------------------
     def _measured_kw(self, tid: str) -> float:
@@ -628,3 +784,24 @@ def _apply_variables(caps: StationCaps, results: list[dict[str, Any]]) -> None:
                     caps.periods_per_schedule = number
     if found:
         caps.source = "device-model"
+
+
+def _urgent(need: SessionNeed, slot_h: float) -> bool:
+    """Must this car charge now to get its need (or its guarantee) in by departure?"""
+    rate_kw = need.max_current_a * need.phases * VOLTAGE_V / 1000.0 * need.efficiency
+    if rate_kw <= 0:
+        return False
+    hours = need.departure_s / 3600.0
+    return hours - need.energy_needed_kwh / rate_kw < slot_h or hours - need.guaranteed_kwh / rate_kw < 2 * slot_h
+
+
+def _interchangeable(a: SessionNeed, b: SessionNeed, a_row: tuple[float, ...], b_row: tuple[float, ...]) -> bool:
+    """Can ``a`` and ``b`` swap schedules without changing the load on any phase or leaving a
+    car's current range?"""
+    if a.phases != b.phases or a.phase_wiring != b.phase_wiring or a.efficiency != b.efficiency:
+        return False
+    for need, row in ((a, b_row), (b, a_row)):
+        for amps in row:
+            if amps < 0 or (amps > 0 and not need.min_current_a - 1e-9 <= amps <= need.max_current_a + 1e-9):
+                return False
+    return True

@@ -291,6 +291,7 @@ class Pusher:
     pushed_at: dict[tuple[str, int], datetime] = field(default_factory=dict)
     sent: int = 0
     skipped: int = 0
+    chunk: int = 250  # stations whose calls start before the event loop gets a turn
 
     def forget(self, station_id: str, evse_id: int | None = None) -> None:
         """The transaction ended or the station rebooted: what we knew is gone."""
@@ -340,19 +341,39 @@ class Pusher:
         self.skipped += sum(r.status == "skipped" for r in skipped)
         return to_send, skipped
 
-    async def push(self, profiles: list[ShapedProfile]) -> list[PushResult]:
-        """Send every profile; stations in parallel, one call per station at a time."""
+    async def push(self, profiles: list[ShapedProfile], wave: Wave | None = None) -> list[PushResult]:
+        """Send every profile; stations in parallel, one call per station at a time.
+
+        Calls start in chunks of ``chunk`` stations with a yield to the event loop between
+        chunks, so a stricter limit arriving mid-wave is seen at once; once ``wave`` is
+        superseded, what has not gone out yet is dropped (status ``superseded``: the station keeps
+        what it has) and only the calls already on the wire finish.
+        """
+        wave = wave or Wave()
         by_station: dict[str, list[ShapedProfile]] = {}
         for shaped in profiles:
             by_station.setdefault(shaped.carried.station_id, []).append(shaped)
-        groups = await asyncio.gather(*(self._push_station(items) for items in by_station.values()))
+        stations = list(by_station.values())
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Future[list[PushResult]]] = []
+        for first in range(0, len(stations), max(1, self.chunk)):
+            if first:
+                await asyncio.sleep(0)
+            tasks.extend(loop.create_task(self._push_station(items, wave))
+                         for items in stations[first:first + self.chunk])
+        groups = await asyncio.gather(*tasks)
         return [r for group in groups for r in group]
 
-    async def _push_station(self, items: list[ShapedProfile]) -> list[PushResult]:
+    async def _push_station(self, items: list[ShapedProfile], wave: Wave) -> list[PushResult]:
         results = []
         for shaped in items:
             sp = shaped.carried
             first = shaped.profile["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"]
+            if wave.superseded:
+                results.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "superseded",
+                                          sp.value_at(self.clock()), first, shaped.unit, self.clock(),
+                                          reason="a stricter limit came first"))
+                continue
             started = time.perf_counter()
             sent_at = self.clock()
             status, reason = "error", None
@@ -375,3 +396,14 @@ class Pusher:
                                       in_force if in_force is not None else sp.current_a[0], first, shaped.unit,
                                       at, time.perf_counter() - started, reason, sent_at))
         return results
+
+
+class Wave:
+    """One round of profiles going out; a newer, stricter round supersedes it."""
+
+    def __init__(self, kind: str = "plan") -> None:
+        self.kind = kind
+        self.superseded = False
+
+    def supersede(self) -> None:
+        self.superseded = True

@@ -25,8 +25,9 @@ from csms.grid.sessions import SUSPENDED_STATES, Session
 from profiles.units import VOLTAGE_V
 
 
-#: Push outcomes that say nothing about the station's will: the link was down or slow.
-UNKNOWN_OUTCOMES = frozenset({"StationOffline", "CallTimeout", "skipped", "invalid"})
+#: Push outcomes that say nothing about the station's will: the link was down or slow, or the
+#: profile never went out (a stricter limit superseded its wave).
+UNKNOWN_OUTCOMES = frozenset({"StationOffline", "CallTimeout", "skipped", "invalid", "superseded"})
 
 
 @dataclass(frozen=True)
