@@ -359,16 +359,40 @@ def session_need(session: Session, caps: StationCaps, now: datetime, defaults: D
     if len(wiring) < phases:
         wiring = PHASE_NAMES
     v2g = bool(caps.v2g and need.v2g and need.max_discharge_kw > 0)
-    return SessionNeed(
-        session_id=f"{session.station_id}#{session.evse_id}",
-        phases=phases, phase_wiring=tuple(wiring), min_current_a=min_a, max_current_a=max_a,
-        energy_needed_kwh=remaining, guaranteed_kwh=min(guaranteed, remaining) if not v2g else guaranteed,
-        departure_s=departure_s if departure_s > 0 else 1.0,
-        can_pause=session.can_pause, v2g=v2g,
-        max_discharge_kw=need.max_discharge_kw if v2g else 0.0,
-        dischargeable_kwh=need.dischargeable_kwh if v2g else 0.0,
-        fixed_kw=fixed,
-    )
+    fields = {
+        "session_id": f"{session.station_id}#{session.evse_id}",
+        "phases": phases, "phase_wiring": tuple(wiring), "min_current_a": float(min_a), "max_current_a": float(max_a),
+        "energy_needed_kwh": float(remaining),
+        "guaranteed_kwh": float(min(guaranteed, remaining) if not v2g else guaranteed),
+        "departure_s": float(departure_s if departure_s > 0 else 1.0),
+        "can_pause": bool(session.can_pause), "v2g": v2g,
+        "max_discharge_kw": float(need.max_discharge_kw) if v2g else 0.0,
+        "dischargeable_kwh": float(need.dischargeable_kwh) if v2g else 0.0,
+        "fixed_kw": None if fixed is None else float(fixed),
+        "efficiency": 1.0,
+    }
+    return _checked_need(fields)
+
+
+_NEED_NUMBERS = ("min_current_a", "max_current_a", "energy_needed_kwh", "guaranteed_kwh", "departure_s",
+                 "max_discharge_kw", "dischargeable_kwh")
+
+
+def _checked_need(fields: dict[str, Any]) -> SessionNeed:
+    """A SessionNeed from values ``session_need`` already clamped, without the full validation
+    (it is most of the cost of planning 10,000 sessions). Only what clamping cannot rule out is
+    checked here; anything odd goes through the validating constructor, which names the problem."""
+    numbers = [fields[name] for name in _NEED_NUMBERS]
+    fixed = fields["fixed_kw"]
+    if (all(math.isfinite(x) and x >= 0 for x in numbers) and (fixed is None or math.isfinite(fixed))
+            and 0 < fields["max_current_a"] and fields["min_current_a"] <= fields["max_current_a"]
+            and fields["phases"] in (1, 2, 3) and len(fields["phase_wiring"]) >= fields["phases"]
+            and set(fields["phase_wiring"]) <= set(PHASE_NAMES)
+            and len(set(fields["phase_wiring"])) == len(fields["phase_wiring"])):
+        need = object.__new__(SessionNeed)
+        need.__dict__.update(fields)
+        return need
+    return SessionNeed(**fields)
 
 
 def parse_session_id(session_id: str) -> tuple[str, int]:
