@@ -193,6 +193,8 @@ class GridController:
                 watch = _LimitWatch(time.monotonic(), tid, kind)
                 self._watches.append(watch)
                 self._unchecked.append(watch)
+                if self._wave is not None and self._stricter([watch]):
+                    self._wave.supersede()  # nothing more of the old wave goes out, not even the next chunk
                 self._record("limit", **{**_scalars(data), "transformer": tid, "event": kind})
                 self.request(kind)
             elif kind == "grid.signal_rejected":
@@ -402,16 +404,7 @@ class GridController:
         """
         watches, self._unchecked = self._unchecked, []
         now = self.clock()
-        tids = {w.tid for w in watches}
-        if None in tids:
-            tids = set(self.grid.transformers)
-        stricter = []
-        for tid in sorted(t for t in tids if t is not None):
-            limit, _ = self.limits.limit_at(tid, now)
-            state = self.groups.get(tid)
-            if state is None or state.planned_at is None or limit < state.limit_kw - 1e-9 \
-                    or state.planned_kw + state.base_load_kw > limit + 1e-6:
-                stricter.append(tid)
+        stricter = self._stricter(watches)
         if not stricter:
             return
         started = time.monotonic()
@@ -423,6 +416,21 @@ class GridController:
         self._launch(units, now, kind="cut", resolve=lambda w: w.received_mono <= started
                      and (w.tid is None or w.tid in groups))
         self.request("cut")
+
+    def _stricter(self, watches: list[_LimitWatch]) -> list[str]:
+        """Groups named by ``watches`` whose limit in force is now below what was planned (cheap)."""
+        now = self.clock()
+        tids = {w.tid for w in watches}
+        if None in tids:
+            tids = set(self.grid.transformers)
+        stricter = []
+        for tid in sorted(t for t in tids if t is not None):
+            limit, _ = self.limits.limit_at(tid, now)
+            state = self.groups.get(tid)
+            if state is None or state.planned_at is None or limit < state.limit_kw - 1e-9 \
+                    or state.planned_kw + state.base_load_kw > limit + 1e-6:
+                stricter.append(tid)
+        return stricter
 
     async def _plan_and_push(self, reasons: list[str]) -> None:
         generation = self._generation
@@ -639,7 +647,7 @@ class GridController:
                         cycle_start: float | None) -> None:
         try:
             power_before = {key: s.power_kw for key, s in sessions.items()}
-            results = await self.pusher.push(to_send, wave)
+            results = await self.pusher.push(to_send, wave, chunk=len(to_send) if kind == "cut" else None)
             phases = {(sp.carried.station_id, sp.carried.evse_id): sp.carried.phases for sp in to_send}
             self._after_wave(units, results, skipped, sessions, phases, power_before, kind, reasons)
             if not wave.superseded:
