@@ -341,13 +341,15 @@ class Pusher:
         self.skipped += sum(r.status == "skipped" for r in skipped)
         return to_send, skipped
 
-    async def push(self, profiles: list[ShapedProfile], wave: Wave | None = None) -> list[PushResult]:
+    async def push(self, profiles: list[ShapedProfile], wave: Wave | None = None,
+                   chunk: int | None = None) -> list[PushResult]:
         """Send every profile; stations in parallel, one call per station at a time.
 
-        Calls start in chunks of ``chunk`` stations with a yield to the event loop between
-        chunks, so a stricter limit arriving mid-wave is seen at once; once ``wave`` is
-        superseded, what has not gone out yet is dropped (status ``superseded``: the station keeps
-        what it has) and only the calls already on the wire finish.
+        Calls start in chunks of ``chunk`` stations (default ``self.chunk``) with a yield to the
+        event loop between chunks, so a stricter limit arriving mid-wave is seen at once (a cut
+        itself goes out in one burst: answers and meter values read in between would only delay
+        it). Once ``wave`` is superseded, what has not gone out yet is dropped (status
+        ``superseded``: the station keeps what it has); calls already on the wire finish.
         """
         wave = wave or Wave()
         by_station: dict[str, list[ShapedProfile]] = {}
@@ -356,11 +358,11 @@ class Pusher:
         stations = list(by_station.values())
         loop = asyncio.get_running_loop()
         tasks: list[asyncio.Future[list[PushResult]]] = []
-        for first in range(0, len(stations), max(1, self.chunk)):
+        size = max(1, chunk or self.chunk)
+        for first in range(0, len(stations), size):
             if first:
                 await asyncio.sleep(0)
-            tasks.extend(loop.create_task(self._push_station(items, wave))
-                         for items in stations[first:first + self.chunk])
+            tasks.extend(loop.create_task(self._push_station(items, wave)) for items in stations[first:first + size])
         groups = await asyncio.gather(*tasks)
         return [r for group in groups for r in group]
 
