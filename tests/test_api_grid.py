@@ -4,35 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from simulators.clock import Clock
 from simulators.ev import EV
 from simulators.models import EVModel, StationModel
 from simulators.station import SimStation
 from tests.api_fixture import Api, api_daemon
+from tests.waiting import until
 
 GRID = {
     "transformers": {"T1": {"capacity_kw": 100, "members": [{"station": "G-*"}]}},
     "mqtt": {"broker_grace_s": 3600},
     "planning": {"replan_interval_s": 1, "min_push_interval_s": 0, "verify_after_s": 1},
 }
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager

@@ -15,6 +15,7 @@ import pytest
 from csms.grid.pusher import Hysteresis, Setpoints
 from csms.meter import Reading
 from tests.test_grid_controller import T0, FakeCommands, Rig
+from tests.waiting import until
 
 
 class HeldCommands(FakeCommands):
@@ -40,13 +41,6 @@ async def rig():
         yield r
     finally:
         await r.ctl.stop()
-
-
-async def until(predicate: Any, what: str, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.001)
-    assert predicate(), what
 
 
 def first_limit(profile: dict[str, Any]) -> float:
@@ -124,13 +118,13 @@ async def test_stricter_limit_during_a_refine_wave_is_cut_first() -> None:
         held.hold = asyncio.Event()
         before = len(held.tx_profiles())
         r.limit(300.0, "relax")  # every car may go up: a refine wave to all ten, answers held back
-        await until(lambda: len(held.tx_profiles()) > before, "the refine wave started")
+        await until(lambda: len(held.tx_profiles()) > before, what="the refine wave started", interval=0.001)
         assert r.ctl._wave is not None and r.ctl._wave.kind == "plan"
         refine_sent = len(held.tx_profiles()) - before
         r.limit(45.0, "cut")  # 25 kW for ten cars while the refine wave still waits for answers
         await until(lambda: {s for s, _, p in held.tx_profiles()[before + refine_sent:]
                              if first_limit(p) * 3 * 230 / 1000 <= 25.0 / 10 + 2.5} >= set(stations),
-                    "the cut reached every station while the refine wave was unanswered")
+                    what="the cut reached every station while the refine wave was unanswered", interval=0.001)
         assert not held.hold.is_set()
         latest = {sid: first_limit(profile) * 3 * 230 / 1000 for sid, _, profile in held.tx_profiles()}
         assert sum(latest.values()) <= 45.0 - 20.0 + 1e-6

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from simulators.grid_signals import DsoSignalPublisher
 from simulators.models import EVModel, StationModel
 from simulators.station import SimStation
 from tests.daemon_fixture import RunningDaemon, running_daemon
+from tests.waiting import until
 
 pytestmark = pytest.mark.mqtt
 
@@ -29,19 +30,6 @@ N_STATIONS = 21
 BASE_KW = 20.0
 V2G_IDS = {"E2E-00", "E2E-01", "E2E-02"}
 NO_RESUME_ID = "E2E-05"
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 8.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 def grid_config(prefix: str, **transformer: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,22 +23,9 @@ from simulators.ev import EV
 from simulators.meter import iso
 from simulators.models import EVModel, StationModel
 from simulators.station import SimStation
+from tests.waiting import until
 
 METER_S = 0.5
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-    """Await a (possibly async) condition, polling every 20 ms, bounded by `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise asyncio.TimeoutError(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.02)
 
 
 @contextlib.asynccontextmanager
