@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from csms.connection import record_command
 from csms.protocol import schemas
 from csms.protocol.errors import StationOffline
 from csms.protocol.redaction import REDACTED, SECRET_VARIABLES, redact_payload
@@ -35,8 +36,8 @@ class Commands:
             schemas.check_outgoing(DEFAULT_VERSION, action, payload)
             at = datetime.now(timezone.utc)
             self.daemon.metrics.command(action, "offline", 0.0)
-            await self.daemon.store.record_command(station_id, action, redact_payload(action, payload), "offline",
-                                                   None, at, at)
+            await record_command(self.daemon.store, station_id, action, redact_payload(action, payload), "offline",
+                                 None, at, at)
             raise StationOffline(station_id)
         return await conn.call(action, payload, timeout)
 
@@ -53,8 +54,19 @@ class Commands:
             status, info = type(exc).__name__, {"error": str(exc)[:500]}
             raise
         finally:
-            await self.daemon.store.record_charging_profile(station_id, evse_id, profile, status, info,
-                                                            datetime.now(timezone.utc))
+            store = self.daemon.store
+            later = getattr(store, "record_charging_profile_later", None)
+            if later is not None:  # write-behind (see connection.record_command): the push need not wait
+                later(station_id, evse_id, profile, status, info, datetime.now(timezone.utc))
+            else:
+                await store.record_charging_profile(station_id, evse_id, profile, status, info,
+                                                    datetime.now(timezone.utc))
+
+    async def flush_records(self) -> None:
+        """Return once every command and profile recorded so far is committed (write-behind stores)."""
+        flush = getattr(self.daemon.store, "flush", None)
+        if flush is not None:
+            await flush()
 
     async def clear_charging_profile(self, station_id: str, *, profile_id: int | None = None,
                                      evse_id: int | None = None, purpose: str | None = None,

@@ -26,6 +26,7 @@ from csms.protocol.versions import ProtocolVersion
 
 if TYPE_CHECKING:
     from csms.app import Daemon
+    from csms.store.base import Store
 
 log = logging.getLogger("csms.connection")
 
@@ -205,15 +206,29 @@ class StationConnection:
             raise
         finally:
             self.daemon.metrics.command(action, outcome, time.perf_counter() - started)
-            await self.daemon.store.record_command(self.station_id, action, redact_payload(action, payload),
-                                                   outcome, response, sent_at,
-                                                   datetime.now(timezone.utc))
+            await record_command(self.daemon.store, self.station_id, action, redact_payload(action, payload),
+                                 outcome, response, sent_at, datetime.now(timezone.utc))
 
     def abort_pending(self) -> None:
         """Fail the call in flight (the socket closed or was replaced)."""
         self.closed = True
         if self._pending is not None and not self._pending[2].done():
             self._pending[2].set_exception(StationOffline(self.station_id))
+
+
+async def record_command(store: Store, station_id: str, action: str, request: dict[str, Any], outcome: str,
+                         response: dict[str, Any] | None, sent_at: datetime, finished_at: datetime) -> None:
+    """Record a command's outcome; a store that writes behind (SQLite) is not waited for.
+
+    Nobody reads the record on the call's path, and a fan-out of thousands of calls would
+    otherwise wait for as many commits. The write-behind store still commits it in order, before
+    any later read and before it closes.
+    """
+    later = getattr(store, "record_command_later", None)
+    if later is not None:
+        later(station_id, action, request, outcome, response, sent_at, finished_at)
+    else:
+        await store.record_command(station_id, action, request, outcome, response, sent_at, finished_at)
 
 
 class Trace:

@@ -83,7 +83,8 @@ CREATE TABLE IF NOT EXISTS commands (
 class SqliteStore(Store):
     def __init__(self, path: str) -> None:
         self.path = path
-        self._jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None] = (
+        # (job, future to settle, or None for a write-behind job); None stops the writer
+        self._jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any] | None] | None] = (
             queue.SimpleQueue())
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -163,8 +164,28 @@ class SqliteStore(Store):
                     stop = True
                     break
                 batch.append(nxt)
-            loop.call_soon_threadsafe(_settle, _run_batch(conn, batch))
+            outcomes = _run_batch(conn, batch)
+            if any(fut is not None for fut, _, _ in outcomes):
+                loop.call_soon_threadsafe(_settle, outcomes)
+            else:  # write-behind only: nobody to wake, only failures to report
+                _settle(outcomes)
         conn.close()
+
+    def write_behind(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        """Queue a write without waiting for its commit.
+
+        For records nobody waits on (commands sent, profiles pushed): the caller saves a future
+        and a wake-up per record. The job commits in order with every other write, a read
+        submitted later sees it, and :meth:`close` commits it before returning. A failing job
+        is logged.
+        """
+        if self._thread is None:
+            raise RuntimeError("store is not open")
+        self._jobs.put((fn, None))
+
+    async def flush(self) -> None:
+        """Return once every write queued before this call (write-behind ones too) is committed."""
+        await self._submit(_nothing)
 
     def _submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         if self._thread is None or self._loop is None:
@@ -339,10 +360,12 @@ class SqliteStore(Store):
 
     async def record_charging_profile(self, station_id: str, evse_id: int, profile: dict[str, Any],
                                       status: str, status_info: dict[str, Any] | None, at: datetime) -> None:
-        args = (station_id, evse_id, profile.get("id"), profile.get("chargingProfilePurpose"),
-                profile.get("stackLevel"), profile.get("transactionId"), _json(profile), status,
-                _json(status_info) if status_info else None, _iso(at))
-        await self._submit(lambda c: c.execute("INSERT INTO charging_profiles VALUES (?,?,?,?,?,?,?,?,?,?)", args))
+        await self._submit(_insert_profile(station_id, evse_id, profile, status, status_info, at))
+
+    def record_charging_profile_later(self, station_id: str, evse_id: int, profile: dict[str, Any], status: str,
+                                      status_info: dict[str, Any] | None, at: datetime) -> None:
+        """:meth:`record_charging_profile` without waiting for the commit (see :meth:`write_behind`)."""
+        self.write_behind(_insert_profile(station_id, evse_id, profile, status, status_info, at))
 
     async def list_charging_profiles(self, station_id: str) -> list[dict[str, Any]]:
         rows = await self._rows("SELECT * FROM charging_profiles WHERE station_id=? ORDER BY rowid", (station_id,))
@@ -396,9 +419,12 @@ class SqliteStore(Store):
 
     async def record_command(self, station_id: str, action: str, request: dict[str, Any], outcome: str,
                              response: dict[str, Any] | None, sent_at: datetime, finished_at: datetime) -> None:
-        args = (station_id, action, _json(request), outcome, None if response is None else _json(response),
-                _iso(sent_at), _iso(finished_at))
-        await self._submit(lambda c: c.execute("INSERT INTO commands VALUES (?,?,?,?,?,?,?)", args))
+        await self._submit(_insert_command(station_id, action, request, outcome, response, sent_at, finished_at))
+
+    def record_command_later(self, station_id: str, action: str, request: dict[str, Any], outcome: str,
+                             response: dict[str, Any] | None, sent_at: datetime, finished_at: datetime) -> None:
+        """:meth:`record_command` without waiting for the commit (see :meth:`write_behind`)."""
+        self.write_behind(_insert_command(station_id, action, request, outcome, response, sent_at, finished_at))
 
     async def list_commands(self, station_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         if station_id is None:
@@ -412,7 +438,33 @@ class SqliteStore(Store):
         return rows
 
 
-Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]
+Outcome = tuple["asyncio.Future[Any] | None", Any, BaseException | None]  # None: a write-behind job
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    return None
+
+
+def _insert_command(station_id: str, action: str, request: dict[str, Any], outcome: str,
+                    response: dict[str, Any] | None, sent_at: datetime,
+                    finished_at: datetime) -> Callable[[sqlite3.Connection], Any]:
+    """The job inserting one command record; the values are encoded on the writer thread, off the loop."""
+    def job(c: sqlite3.Connection) -> Any:
+        return c.execute("INSERT INTO commands VALUES (?,?,?,?,?,?,?)",
+                         (station_id, action, _json(request), outcome, None if response is None else _json(response),
+                          _iso(sent_at), _iso(finished_at)))
+    return job
+
+
+def _insert_profile(station_id: str, evse_id: int, profile: dict[str, Any], status: str,
+                    status_info: dict[str, Any] | None, at: datetime) -> Callable[[sqlite3.Connection], Any]:
+    """The job inserting one charging-profile record (encoded on the writer thread)."""
+    def job(c: sqlite3.Connection) -> Any:
+        return c.execute("INSERT INTO charging_profiles VALUES (?,?,?,?,?,?,?,?,?,?)",
+                         (station_id, evse_id, profile.get("id"), profile.get("chargingProfilePurpose"),
+                          profile.get("stackLevel"), profile.get("transactionId"), _json(profile), status,
+                          _json(status_info) if status_info else None, _iso(at)))
+    return job
 
 
 def _run_job(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -464,8 +516,12 @@ def _run_batch(conn: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Con
     return outcomes
 
 
-def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _settle(outcomes: list[Outcome]) -> None:
     for fut, result, exc in outcomes:
+        if fut is None:
+            if exc is not None:
+                log.error("a write-behind record was lost: %s", exc)
+            continue
         if fut.cancelled():
             continue
         if exc is not None:
