@@ -10,8 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from csms.connection import record_command
-from csms.protocol import schemas
+from csms.connection import check_request, record_command
 from csms.protocol.errors import StationOffline
 from csms.protocol.redaction import REDACTED, SECRET_VARIABLES, redact_payload
 from csms.protocol.versions import OCPP201
@@ -33,7 +32,7 @@ class Commands:
         if conn is None:
             # Check the request all the same (a caller's bug should not hide behind an offline
             # station) and record the attempt, so the operator sees what could not be delivered.
-            schemas.check_outgoing(DEFAULT_VERSION, action, payload)
+            check_request(DEFAULT_VERSION, action, payload)
             at = datetime.now(timezone.utc)
             self.daemon.metrics.command(action, "offline", 0.0)
             await record_command(self.daemon.store, station_id, action, redact_payload(action, payload), "offline",
