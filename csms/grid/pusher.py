@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -253,18 +253,19 @@ class Hysteresis:
             return 0.0  # the very same schedule
         recent = pushed_at is not None and (now - pushed_at).total_seconds() < self.min_interval_s
         near_end = min(new_end, t_now + self.near_s) if self.near_s is not None else new_end
-        points: list[tuple[float, float]] = [(t_now, t_now)]  # (instant for new, instant for old)
-        first = int(t_now // slot) + 1
-        for i in range(first, len(new_vals)):
-            t = i * slot
-            points.append((t, t) if t < near_end else (t, t + slot / 2))
-        j0 = max(0, int((t_now - o) // o_slot) + 1)
-        for j in range(j0, len(old_vals)):
-            t = o + j * o_slot
-            if t >= near_end:
-                break
-            points.append((t, t))
-        for t_n, t_o in points:
+        def points() -> Iterator[tuple[float, float]]:
+            """(instant for new, instant for old), now first: a cut is told apart at the first one."""
+            yield t_now, t_now
+            for i in range(int(t_now // slot) + 1, len(new_vals)):
+                t = i * slot
+                yield (t, t) if t < near_end else (t, t + slot / 2)
+            for j in range(max(0, int((t_now - o) // o_slot) + 1), len(old_vals)):
+                t = o + j * o_slot
+                if t >= near_end:
+                    break
+                yield t, t
+
+        for t_n, t_o in points():
             if t_n >= new_end:
                 continue
             v_new, v_old = new_at(t_n), old_at(t_o)
