@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -89,6 +90,8 @@ class Daemon:
             await component.start()
         self.spawn(self._flush_last_seen_forever(), "flush last-seen")
         self._started = True
+        gc.collect()
+        gc.freeze()  # modules, config, schemas: never garbage; keep them out of every full collection
 
     async def stop(self) -> None:
         """Stop accepting, close station sockets (1001), stop components, flush the store."""

@@ -66,7 +66,7 @@ class StoreConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "netbewust:"
     redis_wait_replicas: int = 0  # acknowledge only after this many replicas confirmed each write (WAIT)
-    trace_frames: int = 50  # last frames kept in memory per station for the operator's trace (0 = off)
+    trace_frames: int = 16  # last frames kept in memory per station for the operator's trace (0 = off)
 
 
 @dataclass(frozen=True)
