@@ -38,8 +38,9 @@ the wire.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -148,6 +149,18 @@ def _profile_id(installed: InstalledProfile) -> object:
     return profile.get("id") if isinstance(profile, dict) else None
 
 
+@contextlib.contextmanager
+def _evaluating(installed: InstalledProfile) -> Iterator[None]:
+    """Turn the low-level error a malformed profile causes into InvalidProfileError naming it."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        raise InvalidProfileError(
+            f"cannot evaluate charging profile id={_profile_id(installed)!r} "
+            f"on evse {installed.evse_id}: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def _first_schedule(profile: dict) -> dict:
     schedules = profile["chargingSchedule"]
     if isinstance(schedules, dict):  # tolerate the 1.6-style single object
@@ -250,13 +263,8 @@ def _evaluate(
     default_phases: int,
 ) -> _Hit | None:
     """The profile's limit at `at`, or None when it is not valid or no period covers `at`."""
-    try:
+    with _evaluating(installed):
         return _evaluate_unchecked(installed, at, unit, transaction_start, default_phases)
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-        raise InvalidProfileError(
-            f"cannot evaluate charging profile id={_profile_id(installed)!r} "
-            f"on evse {installed.evse_id}: {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 def _winner(
@@ -411,7 +419,7 @@ def _change_points(
     transaction_start: datetime | None,
 ) -> Iterable[datetime]:
     """Every instant in the window where this profile's contribution may change."""
-    try:
+    with _evaluating(installed):
         valid_from, valid_to = _validity(installed)
         yield valid_from
         if valid_to is not None:
@@ -434,11 +442,6 @@ def _change_points(
             yield run_start
             for offset in offsets:
                 yield run_start + timedelta(seconds=offset)
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-        raise InvalidProfileError(
-            f"cannot evaluate charging profile id={_profile_id(installed)!r} "
-            f"on evse {installed.evse_id}: {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 def composite_schedule(

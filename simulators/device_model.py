@@ -64,13 +64,7 @@ class DeviceModel:
         self._components = {key[0] for key in self.vars}
 
     def get(self, item: dict) -> dict:
-        component = item.get("component", {})
-        variable = item.get("variable", {})
-        result = {"component": component, "variable": variable}
-        attribute_type = item.get("attributeType", "Actual")
-        if attribute_type != "Actual":
-            result["attributeType"] = attribute_type
-        found = self._lookup(component, variable, result)
+        result, found, attribute_type = self._resolve(item)
         if found is None:
             return result
         if attribute_type != "Actual":
@@ -85,13 +79,7 @@ class DeviceModel:
         return result
 
     def set(self, item: dict) -> dict:
-        component = item.get("component", {})
-        variable = item.get("variable", {})
-        result = {"component": component, "variable": variable}
-        attribute_type = item.get("attributeType", "Actual")
-        if attribute_type != "Actual":
-            result["attributeType"] = attribute_type
-        found = self._lookup(component, variable, result)
+        result, found, attribute_type = self._resolve(item)
         if found is None:
             return result
         value = str(item.get("attributeValue", ""))
@@ -116,6 +104,17 @@ class DeviceModel:
     def on_set(self, component: str, variable: str, callback: Callable[[str], None],
                instance: str | None = None) -> None:
         self.vars[(component, variable, instance)].on_set = callback
+
+    def _resolve(self, item: dict) -> tuple[dict, Variable | None, str]:
+        """The answer's common part for a Get/SetVariables item, the variable it names (None when
+        unknown: the answer then already says why) and the requested attribute type."""
+        component = item.get("component", {})
+        variable = item.get("variable", {})
+        result = {"component": component, "variable": variable}
+        attribute_type = item.get("attributeType", "Actual")
+        if attribute_type != "Actual":
+            result["attributeType"] = attribute_type
+        return result, self._lookup(component, variable, result), attribute_type
 
     def _lookup(self, component: dict, variable: dict, result: dict) -> Variable | None:
         name = component.get("name")
