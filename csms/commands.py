@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from csms.connection import check_request, record_command
 from csms.protocol.errors import StationOffline
-from csms.protocol.redaction import REDACTED, SECRET_VARIABLES, redact_payload
+from csms.protocol.redaction import redact_payload, variable_value
 from csms.protocol.versions import OCPP201
 
 DEFAULT_VERSION = OCPP201  # what an offline station's request is checked against
@@ -142,7 +142,8 @@ class Commands:
         """items: [{"component": {"name": ...}, "variable": {"name": ...}, "attributeType"?: ...}]"""
         response = await self.call(station_id, "GetVariables", {"getVariableData": items})
         found = [{"component": r["component"], "variable": r["variable"],
-                  "attributeType": r.get("attributeType", "Actual"), "value": r.get("attributeValue")}
+                  "attributeType": r.get("attributeType", "Actual"),
+                  "value": variable_value(r["variable"]["name"], r.get("attributeValue"))}
                  for r in response["getVariableResult"] if r["attributeStatus"] == "Accepted"]
         if found:
             await self.daemon.store.record_variables(station_id, found, datetime.now(timezone.utc))
@@ -155,7 +156,7 @@ class Commands:
                     if r["attributeStatus"] in ("Accepted", "RebootRequired")}
         changed = [{"component": i["component"], "variable": i["variable"],
                     "attributeType": i.get("attributeType", "Actual"),
-                    "value": REDACTED if i["variable"]["name"] in SECRET_VARIABLES else i["attributeValue"]}
+                    "value": variable_value(i["variable"]["name"], i["attributeValue"])}
                    for i in items if (i["component"]["name"], i["variable"]["name"]) in accepted]
         if changed:
             await self.daemon.store.record_variables(station_id, changed, datetime.now(timezone.utc))

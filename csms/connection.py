@@ -209,7 +209,8 @@ class StationConnection:
         finally:
             self.daemon.metrics.command(action, outcome, time.perf_counter() - started)
             await record_command(self.daemon.store, self.station_id, action, redact_payload(action, payload),
-                                 outcome, response, sent_at, datetime.now(timezone.utc))
+                                 outcome, None if response is None else redact_payload(action, response),
+                                 sent_at, datetime.now(timezone.utc))
 
     def abort_pending(self) -> None:
         """Fail the call in flight (the socket closed or was replaced)."""

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from csms.handlers import router
 from csms.handlers.common import now
+from csms.protocol.redaction import redact, variable_value
 
 if TYPE_CHECKING:
     from csms.connection import StationConnection
@@ -17,7 +18,8 @@ async def notify_report(conn: StationConnection, payload: dict[str, Any]) -> dic
     for item in payload.get("reportData", []):
         for attr in item.get("variableAttribute", []):
             variables.append({"component": item["component"], "variable": item["variable"],
-                              "attributeType": attr.get("type", "Actual"), "value": attr.get("value")})
+                              "attributeType": attr.get("type", "Actual"),
+                              "value": variable_value(item["variable"]["name"], attr.get("value"))})
     if variables:
         await conn.daemon.store.record_variables(conn.station_id, variables, now())
     conn.publish("station.report", request_id=payload["requestId"], seq_no=payload["seqNo"],
@@ -28,9 +30,9 @@ async def notify_report(conn: StationConnection, payload: dict[str, Any]) -> dic
 @router.on("NotifyEvent")
 async def notify_event(conn: StationConnection, payload: dict[str, Any]) -> dict[str, Any]:
     variables = [{"component": e["component"], "variable": e["variable"], "attributeType": "Actual",
-                  "value": e["actualValue"]} for e in payload["eventData"]]
+                  "value": variable_value(e["variable"]["name"], e["actualValue"])} for e in payload["eventData"]]
     await conn.daemon.store.record_variables(conn.station_id, variables, now())
-    await conn.daemon.store.record_station_message(conn.station_id, "NotifyEvent", payload, now())
+    await conn.daemon.store.record_station_message(conn.station_id, "NotifyEvent", redact(payload), now())
     conn.publish("station.event", events=payload["eventData"])
     return {}
 

@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from csms.protocol.redaction import REDACTED, redact_frame
+from csms.protocol.redaction import REDACTED, mentions_secret, redact_frame
 from csms.security.auth import StationAuthenticator
 from csms.security.ca import CertificateAuthority, CsrSigner
 from csms.security.config import SecurityConfig, parse_security
@@ -36,7 +36,7 @@ class _SecretsFilter(logging.Filter):
         if isinstance(args, tuple) and args:
             if len(args) == 2 and isinstance(args[0], str) and args[0].lower() == "authorization":
                 record.args = (args[0], REDACTED)
-            elif any("Password" in str(a) for a in args):
+            elif any(mentions_secret(str(a)) for a in args):
                 record.args = tuple(redact_frame(str(a)) for a in args)
         return True
 
