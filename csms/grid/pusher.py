@@ -290,6 +290,9 @@ class Pusher:
     stack_level: int = TX_STACK_LEVEL
     installed: dict[tuple[str, int], Setpoints] = field(default_factory=dict)
     pushed_at: dict[tuple[str, int], datetime] = field(default_factory=dict)
+    #: Profiles queued or sent but not yet answered, per session: what the station runs once they
+    #: land is unknown until then, so ``installed`` cannot vouch for it.
+    in_flight: dict[tuple[str, int], int] = field(default_factory=dict)
     sent: int = 0
     skipped: int = 0
     chunk: int = 250  # stations whose calls start before the event loop gets a turn
@@ -320,8 +323,11 @@ class Pusher:
                                           caps.unit, now, reason=str(exc)[:200]))
                 continue
             key = (sp.station_id, sp.evse_id)
-            excess = None if force else self.hysteresis.unchanged(self.installed.get(key), shaped.carried, now,
-                                                                   self.pushed_at.get(key))
+            # A profile still on the wire may replace ``installed`` any moment: send the new plan
+            # behind it (one call per station at a time, in order) rather than judge it against a
+            # schedule the station may no longer run.
+            excess = None if force or key in self.in_flight else self.hysteresis.unchanged(
+                self.installed.get(key), shaped.carried, now, self.pushed_at.get(key))
             if excess is None:
                 to_send.append(shaped)
             else:
@@ -356,23 +362,44 @@ class Pusher:
         by_station: dict[str, list[ShapedProfile]] = {}
         for shaped in profiles:
             by_station.setdefault(shaped.carried.station_id, []).append(shaped)
-        stations = list(by_station.values())
+            key = (shaped.carried.station_id, shaped.carried.evse_id)
+            self.in_flight[key] = self.in_flight.get(key, 0) + 1  # before any await: ``due`` sees it at once
+        stations = list(by_station.values())  # each station's profiles not yet taken up
         loop = asyncio.get_running_loop()
         tasks: list[asyncio.Future[list[PushResult]]] = []
         size = max(1, chunk or self.chunk)
-        for first in range(0, len(stations), size):
-            if first:
-                await asyncio.sleep(0)
-            tasks.extend(loop.create_task(self._push_station(items, wave)) for items in stations[first:first + size])
-        groups = await asyncio.gather(*tasks)
+        try:
+            for first in range(0, len(stations), size):
+                if first:
+                    await asyncio.sleep(0)
+                tasks.extend(loop.create_task(self._push_station(items, wave))
+                             for items in stations[first:first + size])
+            groups = await asyncio.gather(*tasks)
+        finally:
+            for items in stations:  # only when cancelled: these never went out
+                for shaped in items:
+                    self._landed((shaped.carried.station_id, shaped.carried.evse_id))
+                items.clear()
         return [r for group in groups for r in group]
 
+    def _landed(self, key: tuple[str, int]) -> None:
+        """One queued or sent profile of ``key`` was answered, failed or dropped."""
+        left = self.in_flight.get(key, 1) - 1
+        if left > 0:
+            self.in_flight[key] = left
+        else:
+            self.in_flight.pop(key, None)
+
     async def _push_station(self, items: list[ShapedProfile], wave: Wave) -> list[PushResult]:
+        """Send ``items`` in order, taking each off the list as it goes out (what is left when
+        cancelled was never sent, and :meth:`push` releases it)."""
         results = []
-        for shaped in items:
+        while items:
+            shaped = items.pop(0)
             sp = shaped.carried
             first = shaped.profile["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"]
             if wave.superseded:
+                self._landed((sp.station_id, sp.evse_id))
                 results.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "superseded",
                                           sp.value_at(self.clock()), first, shaped.unit, self.clock(),
                                           reason="a stricter limit came first"))
@@ -380,15 +407,17 @@ class Pusher:
             started = time.perf_counter()
             sent_at = self.clock()
             status, reason = "error", None
+            key = (sp.station_id, sp.evse_id)
             try:
                 response = await self.send(sp.station_id, sp.evse_id, shaped.profile)
                 status = str(response.get("status", "error"))
                 reason = (response.get("statusInfo") or {}).get("reasonCode")
             except Exception as exc:  # noqa: BLE001 - offline, timeout, CALLERROR: recorded, never raised
                 status, reason = type(exc).__name__, str(exc)[:200]
+            finally:
+                self._landed(key)
             self.sent += 1
             at = self.clock()
-            key = (sp.station_id, sp.evse_id)
             if status == "Accepted":
                 self.installed[key] = sp
                 self.pushed_at[key] = at
