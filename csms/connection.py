@@ -68,7 +68,11 @@ class StationConnection:
         except frames.FrameError as exc:
             self.daemon.metrics.frame_error(exc.code)
             log.warning("%s sent an unusable frame: %s", self.station_id, exc)
-            await self._send(frames.error_frame(exc.unique_id, exc.code, exc.description))
+            if exc.answers:  # a broken response: fail the call it answers, never reply to it
+                self._resolve(frames.CallError(exc.unique_id, exc.code, f"station sent a malformed response: "
+                                               f"{exc.description}", {}))
+            else:
+                await self._send(frames.error_frame(exc.unique_id, exc.code, exc.description))
             return
         if isinstance(frame, frames.Call):
             gate = self.daemon.message_gate  # per-station CALL rate cap (security config)

@@ -144,16 +144,16 @@ class Gateway:
         daemon.connections[station_id] = conn
         daemon.metrics.connected.set(len(daemon.connections))
         _forget_handshake_headers(ws)
-        record = await daemon.store.get_station(station_id)
-        known = record is not None
-        conn.accepted = known and record.registration == "Accepted"  # type: ignore[union-attr]
-        del record  # held for the connection's lifetime otherwise
-        if known:
-            await daemon.store.set_connection_state(station_id, True, datetime.now(timezone.utc))
-        log.info("%s connected from %s (%s, %s)", station_id, remote, ws.subprotocol,
-                 "accepted" if conn.accepted else "must boot first")
-        daemon.bus.publish("station.connected", station_id, remote=remote, accepted=conn.accepted)
         try:
+            record = await daemon.store.get_station(station_id)
+            known = record is not None
+            conn.accepted = known and record.registration == "Accepted"  # type: ignore[union-attr]
+            del record  # held for the connection's lifetime otherwise
+            if known:
+                await daemon.store.set_connection_state(station_id, True, datetime.now(timezone.utc))
+            log.info("%s connected from %s (%s, %s)", station_id, remote, ws.subprotocol,
+                     "accepted" if conn.accepted else "must boot first")
+            daemon.bus.publish("station.connected", station_id, remote=remote, accepted=conn.accepted)
             await conn.serve()
         except ConnectionClosed:
             pass
@@ -162,8 +162,9 @@ class Gateway:
             if daemon.connections.get(station_id) is conn:
                 del daemon.connections[station_id]
                 daemon.metrics.connected.set(len(daemon.connections))
-                if known or conn.accepted:
-                    await daemon.store.set_connection_state(station_id, False, datetime.now(timezone.utc))
+                # Always: a station first seen in this connection got its record at boot (even when
+                # Pending or Rejected), and the update is a no-op when there is no record.
+                await daemon.store.set_connection_state(station_id, False, datetime.now(timezone.utc))
                 daemon.bus.publish("station.disconnected", station_id)
             rcvd = ws.close_code
             log.info("%s disconnected (close code %s%s)", station_id, rcvd,

@@ -6,12 +6,18 @@ phase, one value), so the flattening lives here once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_MEASURAND = "Energy.Active.Import.Register"  # OCPP: measurand absent means this one
 
 # OCPP unitOfMeasure multiplier is a power of ten; we store values in the unit without multiplier.
+MAX_MULTIPLIER = 9  # the schema sets no bound; beyond 10^9 a meter value is nonsense (and 10^400 overflows)
+
+
+class BadSample(ValueError):
+    """A schema-valid sampled value that cannot be a measurement (the station gets a CALLERROR)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +41,11 @@ def flatten(meter_values: list[dict[str, Any]], evse_id: int | None,
         for sv in mv.get("sampledValue", ()):
             uom = sv.get("unitOfMeasure") or {}
             mult = uom.get("multiplier", 0)
+            if abs(mult) > MAX_MULTIPLIER:
+                raise BadSample(f"unitOfMeasure.multiplier {mult} is outside -{MAX_MULTIPLIER}..{MAX_MULTIPLIER}")
             value = float(sv.get("value", 0.0)) * (10.0 ** mult if mult else 1.0)
+            if not math.isfinite(value):
+                raise BadSample(f"sampled value {sv.get('value')!r} x 10^{mult} is not a finite number")
             out.append(Sample(ts, evse_id, transaction_id, sv.get("measurand", DEFAULT_MEASURAND),
                               sv.get("phase"), value, uom.get("unit"), sv.get("context"), sv.get("location")))
     return out

@@ -40,4 +40,4 @@ async def data_transfer(conn: StationConnection, payload: dict[str, Any]) -> dic
     await conn.daemon.store.record_station_message(conn.station_id, "DataTransfer", payload, now())
     return {"status": "UnknownVendorId",
             "statusInfo": {"reasonCode": "UnknownVendor",
-                           "additionalInfo": f"no DataTransfer extension for vendor {payload['vendorId'][:200]!r}"}}
+                           "additionalInfo": f"no DataTransfer extension for vendor {payload['vendorId']!r}"[:512]}}

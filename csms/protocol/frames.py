@@ -45,11 +45,16 @@ Frame = Call | CallResult | CallError
 
 
 class FrameError(OcppError):
-    """A frame that cannot be handled; ``unique_id`` is what the CALLERROR must echo."""
+    """A frame that cannot be handled; ``unique_id`` is what the CALLERROR must echo.
 
-    def __init__(self, unique_id: str, code: str, description: str) -> None:
+    ``answers`` is True for a broken CALLRESULT/CALLERROR: a response is never answered (OCPP-J),
+    it fails the call it belongs to instead.
+    """
+
+    def __init__(self, unique_id: str, code: str, description: str, answers: bool = False) -> None:
         super().__init__(code, description)
         self.unique_id = unique_id
+        self.answers = answers
 
 
 def parse(raw: str | bytes) -> Frame:
@@ -74,11 +79,12 @@ def parse(raw: str | bytes) -> Frame:
         return Call(unique_id, action, payload)
     if type_id == CALLRESULT:
         if len(msg) != 3 or not isinstance(msg[2], dict):
-            raise FrameError(unique_id, "RpcFrameworkError", "a CALLRESULT is [3, id, {payload}]")
+            raise FrameError(unique_id, "FormatViolation", "a CALLRESULT is [3, id, {payload}]", answers=True)
         return CallResult(unique_id, msg[2])
     if type_id == CALLERROR:
         if len(msg) != 5 or not isinstance(msg[2], str) or not isinstance(msg[3], str) or not isinstance(msg[4], dict):
-            raise FrameError(unique_id, "RpcFrameworkError", "a CALLERROR is [4, id, code, description, {details}]")
+            raise FrameError(unique_id, "FormatViolation", "a CALLERROR is [4, id, code, description, {details}]",
+                             answers=True)
         return CallError(unique_id, msg[2], msg[3], msg[4])
     raise FrameError(unique_id, "MessageTypeNotSupported", f"message type {type_id!r} is not 2, 3 or 4")
 
