@@ -117,18 +117,27 @@ def _timestamp(data: dict[str, Any], key: str, sid: str | None) -> datetime | No
         raise SignalError(f"{key} is not an ISO 8601 timestamp: {value!r}", sid) from None
     if parsed.tzinfo is None:
         raise SignalError(f"{key} needs a UTC offset (e.g. 'Z' or '+01:00'): {value!r}", sid)
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:30+01:00 is before year 1 in UTC
+        raise SignalError(f"{key} is out of range once converted to UTC: {value!r}", sid) from None
 
 
 def _limit(value: Any, where: str, group: TransformerConfig | None, sid: str | None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SignalError(f"{where} must be a number (kW), got {value!r}", sid)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SignalError(f"{where} must be a number (kW), got {value!r}"[:200], sid)
+    try:
+        value = float(value)  # a JSON integer of hundreds of digits does not fit a float
+    except OverflowError:
+        raise SignalError(f"{where} is far too large to be a limit in kW", sid) from None
+    if not math.isfinite(value):
+        raise SignalError(f"{where} must be a finite number (kW), got {value!r}", sid)
     if value < 0:
         raise SignalError(f"{where} must be >= 0 kW (an import limit), got {value}", sid)
     if group is not None and value > group.capacity_kw:
         raise SignalError(f"{where} {value} kW exceeds the rated capacity {group.capacity_kw} kW of "
                           f"{group.id!r} (wrong unit?)", sid)
-    return float(value)
+    return value
 
 
 def _intervals(raw: Any, group: TransformerConfig | None, sid: str | None) -> list[Interval]:

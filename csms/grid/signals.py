@@ -47,6 +47,9 @@ class GridMetrics:
                                registry=registry)
         self.signals = Counter("csms_grid_signals_total", "Limit signals by outcome", ["transformer", "outcome"],
                                registry=registry)
+        self.message_errors = Counter("csms_grid_message_errors_total",
+                                      "Inbound MQTT messages whose handling failed unexpectedly (a bug)",
+                                      ["kind"], registry=registry)
         self.broker_connected = Gauge("csms_grid_mqtt_connected", "1 while connected to the MQTT broker",
                                       registry=registry)
 
@@ -319,20 +322,29 @@ class SignalListener:
     async def _consume(self, client: aiomqtt.Client) -> None:
         assert self.topics is not None
         async for message in client.messages:
-            where = self.topics.parse_inbound(message.topic.value)
-            if where is None:
-                continue
-            tid, kind = where
-            payload = message.payload if isinstance(message.payload, (bytes, bytearray)) else str(message.payload)
-            if kind == "base-load":
-                self._base_load(tid, bytes(payload) if isinstance(payload, bytearray) else payload)  # type: ignore[arg-type]
-                continue
-            if not payload:
-                continue  # an empty retained message is how a publisher clears its retained signal
             try:
-                self._accept(tid, payload, live=not message.retain, via="mqtt")
-            except SignalError:
-                pass  # already logged, counted and answered on signal-status
+                self._handle(message)
+            except Exception:  # noqa: BLE001 - one bad (possibly retained) message must not end the session
+                log.exception("grid: handling an MQTT message on %s failed; message dropped", message.topic.value)
+                where = self.topics.parse_inbound(message.topic.value)
+                self.metrics.message_errors.labels(where[1] if where else "unknown").inc()
+
+    def _handle(self, message: aiomqtt.Message) -> None:
+        assert self.topics is not None
+        where = self.topics.parse_inbound(message.topic.value)
+        if where is None:
+            return
+        tid, kind = where
+        payload = message.payload if isinstance(message.payload, (bytes, bytearray)) else str(message.payload)
+        if kind == "base-load":
+            self._base_load(tid, bytes(payload) if isinstance(payload, bytearray) else payload)  # type: ignore[arg-type]
+            return
+        if not payload:
+            return  # an empty retained message is how a publisher clears its retained signal
+        try:
+            self._accept(tid, payload, live=not message.retain, via="mqtt")
+        except SignalError:
+            pass  # already logged, counted and answered on signal-status
 
 
 async def cancel_and_wait(tasks: list[asyncio.Task[Any]], rounds: int = 20, round_s: float = 0.25) -> None:
@@ -387,8 +399,15 @@ def _parse_base_load(payload: bytes | str, now: datetime) -> tuple[float, dateti
             at = None  # type: ignore[assignment]
         if at is None or at.tzinfo is None:
             raise SignalError(f"timestamp must be ISO 8601 with a UTC offset, got {raw!r}")
-        at = at.astimezone(timezone.utc)
-    return _finite(float(kw)), at
+        try:
+            at = at.astimezone(timezone.utc)
+        except OverflowError:  # e.g. 9999-12-31T23:59-01:00 lies past year 9999 in UTC
+            raise SignalError(f"timestamp is out of range once converted to UTC: {raw!r}") from None
+    try:
+        value = float(kw)
+    except OverflowError:  # a JSON integer of hundreds of digits
+        raise SignalError("kw is far too large to be a base load in kW") from None
+    return _finite(value), at
 
 
 def _finite(value: float) -> float:
