@@ -22,6 +22,8 @@ from csms.config import ConfigError, ConfigIssue
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 PHASES: tuple[str, ...] = ("L1", "L2", "L3")
 DEFAULT_TIMEZONE = "Europe/Amsterdam"
+#: Below this a charger cannot signal a current to the car (IEC 61851), except 0 = pause.
+MIN_CHARGING_CURRENT_A = 6.0
 # Group ids become MQTT topic levels: no wildcards, separators or whitespace.
 _ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
@@ -563,6 +565,10 @@ def _parse(section: Any, file: str) -> tuple[GridConfig | None, list[ConfigIssue
             if mqtt.reconnect_min_s > mqtt.reconnect_max_s:
                 issues.add("grid.mqtt.reconnect_min_s", "must not exceed reconnect_max_s")
     planning = PlanningConfig(**(_flat(PlanningConfig, section.get("planning") or {}, "grid.planning", issues) or {}))
+    if 0 < planning.fail_safe_limit_a < MIN_CHARGING_CURRENT_A:
+        issues.add("grid.planning.fail_safe_limit_a",
+                   f"{planning.fail_safe_limit_a:g} A cannot be signalled to a car (IEC 61851: 0 or at least "
+                   f"{MIN_CHARGING_CURRENT_A:g} A); use 0 to stop charging or >= {MIN_CHARGING_CURRENT_A:g} A")
     defaults_kwargs = _flat(SessionDefaults, section.get("session_defaults") or {}, "grid.session_defaults", issues)
     defaults = SessionDefaults(**(defaults_kwargs or {}))
     if defaults.guaranteed_kwh > defaults.energy_kwh:

@@ -191,11 +191,12 @@ def failsafe_profile(caps: StationCaps, current_a: float) -> dict[str, Any]:
     """The conservative TxDefaultProfile (install on EVSE 0 = each EVSE) that holds while we cannot control.
 
     Relative with one period: in force for every transaction, independent of the station's clock.
-    Our TxProfiles sit above it.
+    Our TxProfiles sit above it. A limit in the 0-6 A gap becomes 0, never 6 A: a fail-safe must
+    not allow more than asked (the config check refuses such values; this guards other callers).
     """
     amps = max(0.0, min(current_a, caps.max_current_a))
     if 0 < amps < MIN_OCPP_CURRENT_A:
-        amps = MIN_OCPP_CURRENT_A
+        amps = 0.0
     return fail_safe_default_profile(profile_id=FAILSAFE_PROFILE_ID, limit=_to_wire(amps, caps.unit, caps.phases),
                                      unit=caps.unit)  # type: ignore[arg-type]
 
