@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -213,3 +213,60 @@ def _fail_safe_limit(profile: dict[str, Any]) -> float:
 def test_fail_safe_profile_rounds_down_into_the_gap_never_up(amps: float, expected: float) -> None:
     caps = StationCaps(rate_units=("A",), max_current_a=32.0)
     assert _fail_safe_limit(failsafe_profile(caps, amps)) == expected
+
+
+# 4. Hysteresis budgets every slot, not just now -------------------------------------------------
+def _sessions(count: int, old: tuple[float, ...], new: tuple[float, ...]) -> tuple[Pusher, list[Any]]:
+    pusher = Pusher(_never_called, Hysteresis(min_interval_s=0, near_s=120), clock=lambda: NOW)
+    plans = []
+    for i in range(count):
+        pusher.installed[(f"S{i}", 1)] = Setpoints(f"S{i}", 1, "tx", NOW, 900.0, old, 3)
+        plans.append((Setpoints(f"S{i}", 1, "tx", NOW, 900.0, new, 3), CAPS, "t"))
+    return pusher, plans
+
+
+async def _never_called(station_id: str, evse_id: int, profile: dict[str, Any]) -> dict[str, Any]:
+    raise AssertionError("due() must not send")
+
+
+KW_PER_SESSION = 0.9 * 3 * 230 / 1000  # 16 A installed, 15.1 A planned, three phases
+
+
+def test_a_stricter_limit_in_a_later_slot_is_not_hidden_by_hysteresis() -> None:
+    pusher, plans = _sessions(100, (16.0,) * 8, (16.0,) * 2 + (15.1,) * 6)
+    todo, skipped = pusher.due(plans, {"t": 0.0})
+    assert (len(todo), len(skipped)) == (100, 0)
+
+
+def test_later_slots_keep_as_many_sessions_as_their_headroom_allows() -> None:
+    pusher, plans = _sessions(100, (16.0,) * 8, (16.0,) * 2 + (15.1,) * 6)
+    headroom = (500.0, 500.0) + (10 * KW_PER_SESSION + 0.01,) * 6  # room for ten sessions' excess from slot 2
+    todo, skipped = pusher.due(plans, {"t": headroom})
+    assert (len(todo), len(skipped)) == (90, 10)
+
+
+def test_excess_in_one_slot_is_offset_by_nothing_from_another() -> None:
+    # Keeping the installed schedule draws 0.9 A less in slot 1 but 0.9 A more in slot 3: still too much then.
+    pusher, plans = _sessions(1, (15.1, 15.1, 16.0, 16.0), (15.1, 16.0, 16.0, 15.1))
+    todo, _ = pusher.due(plans, {"t": (0.0, 0.0, 0.0, 0.0)})
+    assert len(todo) == 1
+    assert pusher.hysteresis.excess_by_slot(pusher.installed[("S0", 1)], plans[0][0], NOW) == pytest.approx(
+        (0.0, -KW_PER_SESSION, 0.0, KW_PER_SESSION))
+
+
+def test_excess_takes_the_highest_installed_value_a_drifted_slot_overlaps() -> None:
+    installed = Setpoints("S", 1, "tx", NOW, 900.0, (10.0, 16.0, 10.0), 3)
+    replanned = Setpoints("S", 1, "tx", NOW + timedelta(seconds=30), 900.0, (10.0, 10.0, 10.0), 3)
+    excess = Hysteresis().excess_by_slot(installed, replanned, NOW + timedelta(seconds=30))
+    assert excess == pytest.approx((6 * 3 * 230 / 1000, 6 * 3 * 230 / 1000, 0.0))
+
+
+def test_a_drifted_step_beyond_near_s_is_judged_at_the_slot_middle_as_the_hysteresis_does() -> None:
+    installed = Setpoints("S", 1, "tx", NOW, 900.0, (10.0, 16.0, 16.0), 3)
+    replanned = Setpoints("S", 1, "tx", NOW + timedelta(seconds=30), 900.0, (10.0, 16.0, 16.0), 3)
+    at = NOW + timedelta(seconds=30)
+    # The installed step to 16 A lands 30 s before the new one, 870 s from now: far, compared later.
+    assert Hysteresis(near_s=120).excess_by_slot(installed, replanned, at) == (0.0, 0.0, 0.0)
+    # Within near_s it counts in full.
+    assert Hysteresis(near_s=None).excess_by_slot(installed, replanned, at) == pytest.approx(
+        (6 * 3 * 230 / 1000, 0.0, 0.0))

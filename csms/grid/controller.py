@@ -620,7 +620,7 @@ class GridController:
                 todo.append((Setpoints(session.station_id, session.evse_id, session.transaction_id, start,
                                        float(p.slot_s), sp.current_a, need.phases), st.caps, unit.tid))
                 sessions[session.key] = session
-        headroom = {u.tid: max(0.0, u.plan.headroom_kw[0]) for u in units}
+        headroom = {u.tid: tuple(max(0.0, kw) for kw in u.plan.headroom_kw) for u in units}  # per slot from start
         to_send, skipped = self.pusher.due(todo, headroom)
         if skipped:
             self.m_pushes.labels("skipped").inc(len(skipped))

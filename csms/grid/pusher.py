@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
+import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -281,6 +283,50 @@ class Hysteresis:
         return (a_old - a_new) * new.phases * VOLTAGE_V / 1000.0
 
 
+    def excess_by_slot(self, old: Setpoints, new: Setpoints, now: datetime) -> tuple[float, ...]:
+        """Per slot of ``new`` (index from ``new.start``): the kW by which keeping ``old`` would
+        draw more than ``new`` plans (negative: less); 0 for slots already over and where ``old``
+        has ended. Up to ``near_s`` ahead the highest installed value in the slot counts; beyond,
+        the installed value at the slot's middle (drifted boundaries, as in :meth:`unchanged`).
+
+        :meth:`unchanged` only bounds how far the two differ; whether the difference fits under
+        a limit is a per-slot question, because a stricter limit may begin in a later slot.
+        """
+        kw_per_a = new.phases * VOLTAGE_V / 1000.0
+        t_now = (now - new.start).total_seconds()
+        o = (old.start - new.start).total_seconds()
+        o_slot, old_vals, new_vals, slot = old.slot_s, old.current_a, new.current_a, new.slot_s
+        current = max(0, int((t_now + 1e-6) // slot))
+        if current >= len(new_vals):
+            return (0.0,) * len(new_vals)
+
+        def peak(lo: float, hi: float) -> float | None:
+            """Highest installed value over [lo, hi) (None where nothing is installed)."""
+            j = max(0, int((lo - o + 1e-6) // o_slot))
+            top = None
+            while j < len(old_vals) and o + j * o_slot < hi - 1e-6:
+                if o + (j + 1) * o_slot > lo + 1e-6:
+                    top = old_vals[j] if top is None else max(top, old_vals[j])
+                j += 1
+            return top
+
+        near_end = t_now + self.near_s if self.near_s is not None else math.inf
+        out = [0.0] * current
+        for i in range(current, len(new_vals)):
+            lo, hi = max(t_now, i * slot), (i + 1) * slot
+            top = peak(lo, min(hi, near_end)) if lo < near_end else None
+            if hi > near_end:
+                # Beyond ``near_s``, as in :meth:`unchanged`: the installed slot covering most of
+                # this one; a step a few seconds early is compared exactly once it comes near.
+                middle = i * slot + slot / 2
+                at = middle if middle >= near_end else (max(lo, near_end) + hi) / 2
+                j = int((at - o) // o_slot)
+                if 0 <= j < len(old_vals) and at >= o:
+                    top = old_vals[j] if top is None else max(top, old_vals[j])
+            out.append(0.0 if top is None else (top - new_vals[i]) * kw_per_a)
+        return tuple(out)
+
+
 @dataclass
 class Pusher:
     """Sends profiles and remembers what each session has installed."""
@@ -304,18 +350,21 @@ class Pusher:
             del self.installed[key]
             self.pushed_at.pop(key, None)
 
-    def due(self, plans: list[tuple[Setpoints, StationCaps, str]], headroom_kw: dict[str, float] | None = None,
+    def due(self, plans: list[tuple[Setpoints, StationCaps, str]],
+            headroom_kw: Mapping[str, float | Sequence[float]] | None = None,
             *, force: bool = False) -> tuple[list[ShapedProfile], list[PushResult]]:
         """Split into profiles to send and results for skipped sessions.
 
         ``plans`` carry each session's capacity group; a group's skipped sessions may together
-        exceed their new setpoints by at most its ``headroom_kw`` (default 0): the largest
-        excesses are sent until the rest fits, so hysteresis never breaks a limit.
+        exceed their new setpoints by at most its ``headroom_kw`` in every slot (per slot from
+        the plans' common start, or one figure for all; default 0): while a slot is over, the
+        sessions with the largest excess in it are sent until it fits, so hysteresis never
+        breaks a limit, not even one that begins later in the horizon.
         """
         now = self.clock()
         to_send: list[ShapedProfile] = []
         skipped: list[PushResult] = []
-        candidates: dict[str, list[tuple[float, ShapedProfile]]] = {}
+        candidates: dict[str, list[tuple[tuple[float, ...], ShapedProfile]]] = {}
         for sp, caps, group in plans:
             try:
                 shaped = shape_tx_profile(sp, caps, self.stack_level)
@@ -324,24 +373,21 @@ class Pusher:
                                           caps.unit, now, reason=str(exc)[:200]))
                 continue
             key = (sp.station_id, sp.evse_id)
+            old = self.installed.get(key)
             # A profile still on the wire may replace ``installed`` any moment: send the new plan
             # behind it (one call per station at a time, in order) rather than judge it against a
             # schedule the station may no longer run.
-            excess = None if force or key in self.in_flight else self.hysteresis.unchanged(
-                self.installed.get(key), shaped.carried, now, self.pushed_at.get(key))
-            if excess is None:
+            if force or key in self.in_flight or old is None or self.hysteresis.unchanged(
+                    old, shaped.carried, now, self.pushed_at.get(key)) is None:
                 to_send.append(shaped)
             else:
+                excess = self.hysteresis.excess_by_slot(old, shaped.carried, now)
                 candidates.setdefault(group, []).append((excess, shaped))
         for group, items in candidates.items():
-            budget = (headroom_kw or {}).get(group, 0.0)
-            items.sort(key=lambda item: item[0])  # largest excess last: sent first when over budget
-            total = sum(excess for excess, _ in items)
-            while items and total > budget + 1e-9:
-                excess, shaped = items.pop()
-                total -= excess
-                to_send.append(shaped)
-            for _, shaped in items:
+            keep = _fit_budget(items, (headroom_kw or {}).get(group, 0.0))
+            kept = {id(shaped) for _, shaped in keep}
+            to_send.extend(shaped for _, shaped in items if id(shaped) not in kept)
+            for _, shaped in keep:
                 sp = shaped.carried
                 skipped.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "skipped",
                                           self.installed[(sp.station_id, sp.evse_id)].value_at(now), None,
@@ -429,6 +475,30 @@ class Pusher:
                                       in_force if in_force is not None else sp.current_a[0], first, shaped.unit,
                                       at, time.perf_counter() - started, reason, sent_at))
         return results
+
+
+def _fit_budget(items: list[tuple[tuple[float, ...], ShapedProfile]],
+                budget: float | Sequence[float]) -> list[tuple[tuple[float, ...], ShapedProfile]]:
+    """The items that may keep their installed schedule: in every slot their excesses together
+    stay within ``budget``. The most-over slot is settled first by dropping (= sending) its
+    largest contributors; bounded by the number of items."""
+    slots = max((len(excess) for excess, _ in items), default=0)
+    if isinstance(budget, (int, float)):
+        limit = [float(budget)] * slots
+    else:
+        limit = [float(budget[i]) if i < len(budget) else 0.0 for i in range(slots)]
+    keep = list(items)
+    totals = [sum(column) for column in itertools.zip_longest(*(excess for excess, _ in keep), fillvalue=0.0)]
+    while keep and slots:
+        over, worst = max((totals[i] - limit[i], i) for i in range(slots))
+        if over <= 1e-9:
+            break
+        keep.sort(key=lambda item: item[0][worst] if worst < len(item[0]) else 0.0)  # largest last
+        while keep and totals[worst] - limit[worst] > 1e-9:
+            excess, _ = keep.pop()
+            for i, kw in enumerate(excess):
+                totals[i] -= kw
+    return keep
 
 
 class Wave:
