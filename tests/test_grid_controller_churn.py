@@ -10,7 +10,6 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-import pytest
 
 from csms.grid.pusher import Hysteresis, Setpoints
 from csms.meter import Reading
@@ -33,14 +32,6 @@ class HeldCommands(FakeCommands):
         return {"status": "Accepted"}
 
 
-@pytest.fixture
-async def rig():
-    r = Rig()
-    await r.ctl.start()
-    try:
-        yield r
-    finally:
-        await r.ctl.stop()
 
 
 def first_limit(profile: dict[str, Any]) -> float:
