@@ -25,6 +25,7 @@ from simulators.clock import Clock
 from simulators.ev import EV
 from simulators.models import EVModel, StationModel
 from simulators.station import SimStation
+from tests.waiting import until
 
 NOW = "2025-01-01T00:00:00Z"
 
@@ -231,7 +232,8 @@ async def test_offline_transaction_events_are_queued_and_replayed_flagged() -> N
         await csms.disconnect("CS1")
         await csms.wait_for(lambda: not station.accepted.is_set() and station.reconnects >= 1)
         station.plug_in(1, car())
-        await asyncio.sleep(0.6)  # let the offline station meter at least once
+        await until(lambda: sum(o.action == "TransactionEvent" for o in station.core.outbox) >= 2, 5,
+                    "Started and at least one metered update queued while offline")
         queued = [o for o in station.core.outbox if o.action == "TransactionEvent"]
         assert queued and all(o.payload["offline"] for o in queued)
         assert not csms.of("TransactionEvent")
