@@ -57,6 +57,8 @@ class RegistrationConfig:
     heartbeat_interval_s: int = 300
     pending_retry_interval_s: int = 60
     accept_unknown_id_tokens: bool = False
+    # NoAuthorization tokens (free charging) skip the token lookup only where the operator allows it.
+    accept_no_authorization: bool = False
 
 
 @dataclass(frozen=True)

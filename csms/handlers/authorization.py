@@ -10,13 +10,16 @@ from csms.handlers.common import now
 if TYPE_CHECKING:
     from csms.connection import StationConnection
 
-# Token types that carry no identity to check (free charging, start by the CSMS itself).
-_UNCHECKED_TYPES = {"NoAuthorization", "Central"}
 
 
 async def id_token_info(conn: StationConnection, id_token: dict[str, Any]) -> dict[str, Any]:
-    """The IdTokenInfoType for a token: Accepted, Blocked, Expired, Invalid or Unknown."""
-    if id_token.get("type") in _UNCHECKED_TYPES:
+    """The IdTokenInfoType for a token: Accepted, Blocked, Expired, Invalid or Unknown.
+
+    Every token type is looked up, `Central` included (a made-up Central token must not start a
+    charge); only `NoAuthorization` (free charging) skips the lookup, and only where
+    `registration.accept_no_authorization` allows it.
+    """
+    if id_token.get("type") == "NoAuthorization" and conn.daemon.config.registration.accept_no_authorization:
         return {"status": "Accepted"}
     record = await conn.daemon.store.get_id_token(id_token.get("idToken", ""))
     if record is None:
