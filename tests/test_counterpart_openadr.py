@@ -160,8 +160,8 @@ def test_gac_profile_violations_are_named() -> None:
 async def test_token_endpoint_answers_per_rfc6749(vtn: Vtn, session: aiohttp.ClientSession) -> None:
     url = f"{vtn.url}/auth/token"
     error_kind = "auth_error" if vtn.version == "3.0.1" else "problem"
-    cases = [({"grant_type": "client_credentials", "client_id": "ven1", "client_secret": "wrong"}, 401,
-              "invalid_client"),
+    cases = [({"grant_type": "client_credentials", "client_id": "ven1", "client_secret": "wrong"},
+              400 if vtn.version == "3.0.1" else 401, "invalid_client"),
              ({"grant_type": "password", "client_id": "ven1", "client_secret": "ven-secret"}, 400,
               "unsupported_grant_type"),
              ({"grant_type": "client_credentials", "client_id": "ven1"}, 400, "invalid_request"),

@@ -76,9 +76,12 @@ def gac_targets(version: str, eans: Sequence[str], ven_name: str) -> list[Any]:
 def gac_program(version: str, *, name: str = "netbewust-gac", retailer: str = "DSO-NL",
                 program_type: str = "DSO_CPO_INTERFACE-2.1.1", binding_events: bool = True,
                 targets: Sequence[Any] | None = None) -> dict[str, Any]:
-    """A program request body that the GAC profile accepts."""
-    body: dict[str, Any] = {"programName": name, "payloadDescriptors": [
-        {"objectType": "EVENT_PAYLOAD_DESCRIPTOR", "payloadType": PAYLOAD_TYPE, "units": UNITS}]}
+    """A program request body that the GAC profile accepts.
+
+    It carries no program-level payloadDescriptors: the profile does not ask for them, and both
+    published YAMLs declare that list with an `objectType` discriminator but no mapping, which strict
+    OpenAPI validators cannot resolve (they reject every such program)."""
+    body: dict[str, Any] = {"programName": name}
     if version == "3.0.1":
         body |= {"programType": program_type, "retailerName": retailer, "bindingEvents": binding_events}
     else:

@@ -374,7 +374,9 @@ class Vtn:
             return self._token_error(400, "invalid_request", "client_id and client_secret are required")
         client = self.clients.get(client_id)
         if client is None or not secrets.compare_digest(client.secret, secret):
-            return self._token_error(401, "invalid_client", "unknown client or wrong secret")
+            # RFC 6749 5.2: 401 when the client authenticated with a header; 3.0.1 documents only 400 otherwise
+            status = 401 if basic.lower().startswith("basic ") or self.version != "3.0.1" else 400
+            return self._token_error(status, "invalid_client", "unknown client or wrong secret")
         allowed = frozenset(SCOPES[self.version][client.role])
         asked = frozenset(str(form.get("scope", "")).split())
         if asked - allowed:
