@@ -48,7 +48,7 @@ def check(kind: str, version: str, body: Any) -> Any:
         try:
             validator(kind, version)(item)
         except fastjsonschema.JsonSchemaException as exc:
-            raise AssertionError(f"{kind} does not fit the {version} schema: {exc.message}: {item}") from None
+            raise AssertionError(f"{kind} does not fit the {version} schema: {exc}: {item}") from None
     return body
 
 

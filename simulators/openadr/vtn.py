@@ -163,8 +163,9 @@ class Vtn:
         self._site = web.TCPSite(self._runner, self.config.host, port, reuse_address=True)
         await self._site.start()
         server = self._site._server  # the bound socket tells the ephemeral port
-        assert server is not None and server.sockets  # type: ignore[union-attr]
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        sockets = getattr(server, "sockets", None)
+        assert sockets, "the site did not bind"
+        self.port = sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -421,7 +422,7 @@ class Vtn:
         try:
             schemas.validator(kind, self.version, False)(body)
         except fastjsonschema.JsonSchemaException as exc:
-            raise ProblemError(400, "Bad Request", f"{kind}: {exc.message}") from None
+            raise ProblemError(400, "Bad Request", f"{kind}: {exc}") from None
         body = {k: v for k, v in body.items() if k not in ("id", "createdDateTime", "modificationDateTime")}
         self._check_references(kind, body)
         self._check_unique(kind, body, object_id)
