@@ -57,7 +57,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from profiles.units import VOLTAGE_V, amps_to_watts, watts_to_amps
 
@@ -600,7 +600,7 @@ REJECT_REASONS = frozenset(
 )
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from profiles.composite import (
     InstalledProfile,
     Period,
+    Unit,
     composite_schedule,
     parse_datetime,
     v16_replaces,
@@ -177,7 +178,10 @@ class ProfileStore:
         max_limit = self.model.max_current_a
         if unit == "W":
             max_limit = self.model.max_current_a * self.model.phases * 230.0
-        return composite_schedule(self.installed, evse_id=evse_id, start=start, duration_s=duration_s, unit=unit,
+        if unit not in ("A", "W"):
+            raise ValueError(f"unit must be 'A' or 'W', got {unit!r}")
+        rate_unit: Unit = "W" if unit == "W" else "A"
+        return composite_schedule(self.installed, evse_id=evse_id, start=start, duration_s=duration_s, unit=rate_unit,
                                   max_limit=max_limit, transaction_id=transaction_id,
                                   transaction_start=transaction_start, default_phases=self.model.phases)
 

@@ -99,7 +99,7 @@ def _duration_s(text: str) -> float:
 
 def _instant(text: str) -> datetime:
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        value = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {text!r}") from None
     if value.tzinfo is None:

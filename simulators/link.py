@@ -16,7 +16,12 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from ocpp.charge_point import ChargePoint
-from ocpp.exceptions import InternalError, NotImplementedError, NotSupportedError, OCPPError
+from ocpp.exceptions import (
+    InternalError,
+    NotImplementedError,
+    NotSupportedError,
+    OCPPError,
+)
 from ocpp.messages import Call, MessageType, validate_payload
 from ocpp.v16.enums import Action as Action16
 from ocpp.v21.enums import Action as Action21

@@ -171,4 +171,4 @@ def _check_positive(obj: object, *names: str) -> None:
             raise ValueError(f"{name} must be > 0, got {getattr(obj, name)!r}")
 
 
-__all__ = ["StationModel", "EVModel", "model_from_dict", "OCPP_VERSIONS"]
+__all__ = ["OCPP_VERSIONS", "EVModel", "StationModel", "model_from_dict"]

@@ -28,7 +28,13 @@ import yaml
 from simulators.errors import ScenarioError
 from simulators.ev import EVSession
 from simulators.models import OCPP_VERSIONS, EVModel, StationModel, model_from_dict
-from simulators.security import Origins, SecurityLayer, check_station, merge_security, resolve_paths
+from simulators.security import (
+    Origins,
+    SecurityLayer,
+    check_station,
+    merge_security,
+    resolve_paths,
+)
 
 _TOP_KEYS = {"name", "description", "seed", "clock", "sample_interval_s", "station_id_prefix", "defaults",
              "station_models", "ev_models", "transformers", "sessions", "security", "ocpp_versions"}
@@ -354,8 +360,8 @@ def _versions(value: Any, file: str) -> dict[str, float]:
     if value is None:
         return {}
     if not isinstance(value, dict) or not value:
-        raise ScenarioError(f"expected a mapping of OCPP version to share, e.g. {{\"1.6\": 0.3, \"2.0.1\": 0.5, "
-                            f"\"2.1\": 0.2}}", file=file, key="ocpp_versions")
+        raise ScenarioError("expected a mapping of OCPP version to share, e.g. {\"1.6\": 0.3, \"2.0.1\": 0.5, "
+                            "\"2.1\": 0.2}", file=file, key="ocpp_versions")
     out: dict[str, float] = {}
     for version, share in value.items():
         name = str(version)

@@ -15,12 +15,12 @@ import logging
 import random
 import ssl
 import time
-import uuid
 from typing import Any
 
 import websockets
 from ocpp.exceptions import OCPPError
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from simulators.clock import Clock
 from simulators.ev import EV, EVSession
@@ -205,7 +205,7 @@ class SimStation:
         """One websocket connection, from handshake until it closes. True if boot was accepted."""
         uri = f"{self.url}/{self.station_id}"
         subprotocol = self.model.subprotocol
-        ws = await websockets.connect(uri, subprotocols=[subprotocol], compression=None,
+        ws = await websockets.connect(uri, subprotocols=[Subprotocol(subprotocol)], compression=None,
                                       open_timeout=self.connect_timeout_s, ping_interval=self.ping_interval_s,
                                       max_queue=16, **connect_kwargs)
         self._ws = ws
@@ -374,4 +374,4 @@ def _discard(core: StationCore, item: Outgoing) -> None:
         pass  # already dropped by a full offline queue
 
 
-__all__ = ["SimStation", "SUBPROTOCOL", "OcppLink"]
+__all__ = ["SUBPROTOCOL", "OcppLink", "SimStation"]

@@ -111,7 +111,9 @@ class StationCore:
 
     def __init__(self, station_id: str, model: StationModel, clock: Clock,
                  sessions: list[EVSession] | tuple[EVSession, ...] = ()) -> None:
-        from simulators.versions import dialect_for  # the version layers import this module
+        from simulators.versions import (
+            dialect_for,  # the version layers import this module
+        )
 
         self.station_id = station_id
         self.model = model

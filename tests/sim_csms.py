@@ -25,6 +25,7 @@ from ocpp.v21 import ChargePoint as ChargePoint21
 from ocpp.v21 import call_result as result21
 from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call_result as result201
+from websockets.typing import Subprotocol
 
 
 def now_iso() -> str:
@@ -164,7 +165,7 @@ class Csms:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Csms]:
-        async with websockets.serve(self._handle, "127.0.0.1", 0, subprotocols=list(SIDES)) as server:
+        async with websockets.serve(self._handle, "127.0.0.1", 0, subprotocols=[Subprotocol(name) for name in SIDES]) as server:
             self.url = f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ocpp"
             yield self
 

@@ -25,4 +25,4 @@ def dialect_for(core: StationCore) -> Dialect:
     return layers[core.model.ocpp_version](core)
 
 
-__all__ = ["Dialect", "SUBPROTOCOLS", "dialect_for"]
+__all__ = ["SUBPROTOCOLS", "Dialect", "dialect_for"]

@@ -187,9 +187,10 @@ class Dialect16(Dialect):
                 self._start(evse, state, now, id_token)
             self._update_status(evse, now)
             return
-        state = self._txs.get(tx.id)
-        if state is None:
+        known = self._txs.get(tx.id)
+        if known is None:
             return
+        state = known
         if event_type == "Ended":
             if state.started:
                 self._stop(evse, state, now, stopped_reason)
@@ -223,11 +224,11 @@ class Dialect16(Dialect):
                 self.core.stop_transaction(tx_id, "Deauthorized", "DeAuthorized")
 
         self.core.push(Outgoing("StartTransaction", {
-            "connectorId": evse.id, "idTag": state.id_tag, "meterStart": int(round(state.meter_start_wh)),
+            "connectorId": evse.id, "idTag": state.id_tag, "meterStart": round(state.meter_start_wh),
             "timestamp": iso(now)}, transactional=True, on_result=answered))
 
     def _stop(self, evse: Evse, state: _Tx, now: datetime, stopped_reason: str | None) -> None:
-        payload = {"idTag": state.id_tag, "meterStop": int(round(evse.import_wh)), "timestamp": iso(now),
+        payload = {"idTag": state.id_tag, "meterStop": round(evse.import_wh), "timestamp": iso(now),
                    "reason": _STOP_REASONS.get(stopped_reason or "", "Other"),
                    "transactionData": [state.begin, self.sample16(evse, now, "Transaction.End")]}
 

@@ -86,7 +86,7 @@ class Dialect21(Dialect201):
                 "evMaxEnergyRequest": round((1.0 - ev.soc) * ev.battery_wh),
                 "evMinV2XEnergyRequest": round((ev.min_soc - ev.soc) * ev.battery_wh),
                 "evMaxV2XEnergyRequest": round((ev.target_soc - ev.soc) * ev.battery_wh),
-                "targetSoC": int(round(ev.target_soc * 100)),
+                "targetSoC": round(ev.target_soc * 100),
             }
         return needs
 
