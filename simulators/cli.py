@@ -83,7 +83,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="every station speaks this version (default: the scenario's models and ocpp_versions mix)")
     clock = p.add_argument_group("clock (default: the wall clock, unless the scenario pins a date)")
     clock.add_argument("--clock-offset", type=_duration_s, default=0.0, metavar="DURATION",
-                       help="skew the stations' clocks on purpose, e.g. -90s, +2h, -1d (plain numbers: seconds)")
+                       help="skew the stations' clocks on purpose: --clock-offset=-2h (a negative value needs "
+                            "the =), +90s, 1d; plain numbers are seconds")
     clock.add_argument("--start", type=_instant, metavar="DATETIME",
                        help="pin the stations' clocks to this ISO 8601 date-time with UTC offset "
                             "(e.g. 2025-01-15T14:00:00+01:00)")

@@ -268,17 +268,21 @@ class StationCredentials:
 # ---------------------------------------------------------------------------------------------- logging
 
 _SECRET_VALUE = re.compile(r'("attributeValue":\s*")(?:[^"\\]|\\.)*"')
+_SECRET_VALUE_16 = re.compile(r'("value":\s*")(?:[^"\\]|\\.)*"')  # 1.6 ChangeConfiguration AuthorizationKey
 _AUTH_HEADER = re.compile(r"(Authorization:\s*Basic\s+)\S+", re.I)
 
 
 class RedactSecrets(logging.Filter):
-    """Hide Basic credentials and, in frames about BasicAuthPassword, every attributeValue (-v, DEBUG)."""
+    """Hide Basic credentials and, in frames about BasicAuthPassword / AuthorizationKey (1.6), every
+    attributeValue / value (-v, DEBUG)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         redacted = _AUTH_HEADER.sub(r"\1<redacted>", message)
         if "BasicAuthPassword" in redacted:
             redacted = _SECRET_VALUE.sub(r'\1<redacted>"', redacted)
+        if "AuthorizationKey" in redacted:
+            redacted = _SECRET_VALUE_16.sub(r'\1<redacted>"', redacted)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from profiles.composite import parse_datetime
-from simulators.cli import default_results_dir
+from simulators.cli import _duration_s, _parser, default_results_dir
 from simulators.clock import Clock
 from simulators.errors import ScenarioError
 from simulators.fleet import Fleet
@@ -128,6 +128,26 @@ async def test_a_pinned_scenario_says_so_and_an_offset_skews_the_stations(caplog
     assert skewed.clock["mode"] == "offset" and skewed.clock["skew_s"] == pytest.approx(-7200, abs=5)
     first = min(stamps(csms))
     assert timedelta(hours=1.4) < began - first  # two hours behind, minus what the run advanced
+
+
+def test_start_pins_any_scenario_and_moves_its_sessions_along() -> None:
+    pin = datetime(2030, 6, 1, 16, tzinfo=timezone.utc)
+    scenario = parse_scenario(wall_scenario(), file="w.yaml")
+    fleet = Fleet("ws://127.0.0.1:1/ocpp", scenario, start=pin, clock_offset_s=60)
+    assert fleet.clock.origin == "pinned" and fleet.clock.start == pin + timedelta(seconds=60)
+    nominal = scenario.plan()
+    shift = fleet.clock.start - scenario.start
+    assert [s.arrival for p in fleet.plans for s in p.sessions] == [s.arrival + shift for p in nominal
+                                                                     for s in p.sessions]
+
+
+def test_command_line_clock_options() -> None:
+    args = _parser().parse_args(["fleet", "--url", "ws://127.0.0.1:1/ocpp", "--scenario", "x", "--clock-offset=-2h",
+                                 "--start", "2025-01-15T14:00:00+01:00"])
+    assert args.clock_offset == -7200 and args.start == datetime(2025, 1, 15, 13, tzinfo=timezone.utc)
+    assert [_duration_s(t) for t in ("90", "+90s", "-1.5m", "1d")] == [90, 90, -90, 86_400]
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["fleet", "--url", "u", "--scenario", "x", "--start", "2025-01-15T14:00"])
 
 
 # ------------------------------------------------------------------------------------------ mixed versions

@@ -3,6 +3,7 @@ central system built from the `ocpp` package's own v16 ChargePoint (tests/sim_cs
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -336,7 +337,8 @@ async def test_remote_start_trigger_reset_and_security_events() -> None:
         assert "NotImplemented" in type(err.value).__name__
 
 
-async def test_authorization_key_rotation_reconnects_with_the_new_password() -> None:
+async def test_authorization_key_rotation_reconnects_with_the_new_password(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="simulators.ocpp")
     csms = Csms()
     secure = SecuritySettings(1, password="sixteen-chars-pw-1")
     async with csms.running(), station_running(station(csms, security=secure)) as st:
@@ -345,3 +347,5 @@ async def test_authorization_key_rotation_reconnects_with_the_new_password() -> 
         assert answer.status == "Accepted"
         await until(lambda: st.stats.connects == 2 and st.accepted.is_set(), 5, "reconnect")
         assert st.credentials is not None and st.credentials.password == "a-brand-new-password-42"
+    frames = [r.getMessage() for r in caplog.records if "AuthorizationKey" in r.getMessage()]
+    assert frames and not any("a-brand-new-password-42" in frame for frame in frames)  # -v never shows it
