@@ -55,7 +55,7 @@ import contextlib
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Literal, TypeGuard
 
@@ -105,8 +105,8 @@ def _parse_iso(text: str) -> datetime:
     except ValueError:
         raise ValueError(f"not an ISO 8601 date-time: {text!r}") from None
     if parsed.tzinfo is None:  # OCPP sends UTC; a missing offset is read as UTC, not local time
-        return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def parse_datetime(value: str | datetime) -> datetime:
@@ -116,10 +116,10 @@ def parse_datetime(value: str | datetime) -> datetime:
     """
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
-    if not isinstance(value, str):
-        raise ValueError(f"expected an ISO 8601 date-time string, got {type(value).__name__}")
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+    if not isinstance(value, str):  # ValueError, not TypeError: callers treat every bad value alike
+        raise ValueError(f"expected an ISO 8601 date-time string, got {type(value).__name__}")  # noqa: TRY004
     return _parse_iso(value)
 
 
@@ -744,9 +744,9 @@ def validate_profile(
     for field in ("validFrom", "validTo"):
         if field in profile and not _is_datetime(profile[field]):
             return "InvalidDate"
-    if "validFrom" in profile and "validTo" in profile:
-        if parse_datetime(profile["validTo"]) <= parse_datetime(profile["validFrom"]):
-            return "ValidToNotAfterValidFrom"
+    if ("validFrom" in profile and "validTo" in profile
+            and parse_datetime(profile["validTo"]) <= parse_datetime(profile["validFrom"])):
+        return "ValidToNotAfterValidFrom"
     schedules = profile.get("chargingSchedule")
     if not isinstance(schedules, list) or not 1 <= len(schedules) <= 3:
         return "InvalidChargingSchedule"

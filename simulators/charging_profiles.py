@@ -124,9 +124,7 @@ class ProfileStore:
             if "chargingProfilePurpose" in criteria and \
                     p.profile["chargingProfilePurpose"] != criteria["chargingProfilePurpose"]:
                 return False
-            if "stackLevel" in criteria and p.profile["stackLevel"] != criteria["stackLevel"]:
-                return False
-            return True
+            return not ("stackLevel" in criteria and p.profile["stackLevel"] != criteria["stackLevel"])
 
         removed = self._remove(matches)
         if removed:
@@ -265,6 +263,4 @@ def _overlap(a: dict, b: dict) -> bool:
     b_to = parse_datetime(b["validTo"]) if "validTo" in b else None
     if a_to is not None and b_from is not None and a_to <= b_from:
         return False
-    if b_to is not None and a_from is not None and b_to <= a_from:
-        return False
-    return True
+    return not (b_to is not None and a_from is not None and b_to <= a_from)

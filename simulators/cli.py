@@ -9,7 +9,7 @@ import logging
 import re
 import resource
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from simulators.errors import ScenarioError
@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     fleet = sub.add_parser("fleet", help="run a scenario's stations and write power time series + plot")
     _common(fleet)
     fleet.add_argument("--scenario", required=True,
-                       help="scenario YAML file, or the name of a shipped one (residential_evening, office_depot)")
+                       help="scenario YAML file, or the name of a shipped one (residential_evening, office_depot, "
+                            "mixed_versions, loadtest)")
     fleet.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)")
     fleet.add_argument("--duration-h", type=float, help="simulated hours to run (default: the scenario's)")
     fleet.add_argument("--out", type=Path, help=f"results directory (default: a new {RESULTS_DIR}/<scenario>-<UTC "
@@ -203,7 +204,7 @@ def _run_fleet(args: argparse.Namespace) -> int:
 
 def default_results_dir(scenario_name: str, now: datetime | None = None) -> Path:
     """A fresh `var/sim-results/<scenario>-<UTC time>` (var/ is where the daemon keeps its files too)."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario_name) or "scenario"
     path = RESULTS_DIR / f"{safe}-{stamp}"
     suffix = 1

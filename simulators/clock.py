@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 ORIGINS = ("wall", "offset", "pinned", "manual")
@@ -32,7 +32,7 @@ class Clock:
             raise ValueError(f"clock speed must be > 0, got {speed!r}")
         wall = utc_now()
         self.speed = float(speed)
-        self.start = (start or wall).astimezone(timezone.utc)
+        self.start = (start or wall).astimezone(UTC)
         self.origin = origin or ("wall" if start is None else "pinned")
         if self.origin not in ORIGINS:
             raise ValueError(f"clock origin must be one of {', '.join(ORIGINS)}, got {origin!r}")

@@ -5,8 +5,8 @@ configuration keys (`simulators.versions.v16`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from simulators.models import StationModel
 from simulators.security import PASSWORD_MAX, PASSWORD_MIN, password_problem

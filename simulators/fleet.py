@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Callable
 
 import numpy as np
 
@@ -122,7 +122,7 @@ class Fleet:
         return sum(s.core.total_power_w for s in self.stations) / 1000.0
 
     async def run(self, *, duration_s: float | None = None,
-                  on_sample: Callable[["Fleet"], None] | None = None) -> FleetResult:
+                  on_sample: Callable[[Fleet], None] | None = None) -> FleetResult:
         """Run for `duration_s` simulated seconds (default: the scenario's), then stop every station."""
         duration = self.scenario.duration_s if duration_s is None else duration_s
         previous, self.clock = self.clock, self._new_clock()

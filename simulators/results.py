@@ -10,9 +10,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a server
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from simulators.fleet import FleetResult  # noqa: E402
+from simulators.fleet import FleetResult
 
 
 def write_results(result: FleetResult, out_dir: Path) -> dict[str, Path]:

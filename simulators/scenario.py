@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -220,7 +220,7 @@ class Scenario:
         hours = np.asarray(spec.arrival_weights, dtype=float)
         hours /= hours.sum()
         out: list[EVSession] = []
-        days = int(math.ceil(self.duration_s / 86_400)) + 1
+        days = math.ceil(self.duration_s / 86_400) + 1
         local_midnight = self.start.replace(hour=0, minute=0, second=0, microsecond=0)
         end = self.start + timedelta(seconds=self.duration_s)
         for evse_id in range(1, model.evse_count + 1):
@@ -255,7 +255,7 @@ def _scale_counts(counts: list[int], total: int) -> list[int]:
     """Largest-remainder apportionment of `total` over groups in proportion to `counts`."""
     base = sum(counts)
     exact = [c * total / base for c in counts]
-    scaled = [int(math.floor(x)) for x in exact]
+    scaled = [math.floor(x) for x in exact]
     for i in sorted(range(len(counts)), key=lambda i: exact[i] - scaled[i], reverse=True)[: total - sum(scaled)]:
         scaled[i] += 1
     return scaled
@@ -340,7 +340,7 @@ def _clock_start(clock: dict, file: str) -> tuple[datetime, bool, str | None]:
     if zone_name is not None and not isinstance(zone_name, str):
         raise ScenarioError(f"expected an IANA time zone name, got {zone_name!r}", file=file, key="clock.timezone")
     try:
-        zone = ZoneInfo(zone_name) if zone_name else timezone.utc
+        zone = ZoneInfo(zone_name) if zone_name else UTC
     except (ZoneInfoNotFoundError, ValueError):
         raise ScenarioError(f"unknown time zone {zone_name!r} (IANA names, e.g. Europe/Amsterdam)", file=file,
                             key="clock.timezone") from None
@@ -499,7 +499,7 @@ def _distribution(data: Any, file: str, key: str, upper: float = math.inf) -> Di
     unknown = set(data) - {"lognormal", "uniform", "min", "max"}
     if unknown:
         raise ScenarioError("unknown key; expected lognormal, uniform, min, max", file=file,
-                            key=f"{key}.{sorted(unknown)[0]}")
+                            key=f"{key}.{min(unknown)}")
     if "lognormal" in data:
         params = data["lognormal"]
         if not isinstance(params, dict):
@@ -544,7 +544,7 @@ def _datetime(value: str | datetime, file: str, key: str) -> datetime:
         parsed = value
     else:
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(value)
         except ValueError:
             raise ScenarioError(f"not an ISO 8601 date-time: {value!r}", file=file, key=key) from None
     if parsed.tzinfo is None:

@@ -163,7 +163,7 @@ class SimStation:
                 except InvalidStatus as exc:
                     retry_after = self._refused(exc.response)
                     attempt += 1
-                except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
+                except (TimeoutError, OSError, websockets.exceptions.WebSocketException) as exc:
                     self.stats.error(f"{'tls' if isinstance(exc, ssl.SSLError) else 'connect'}:{type(exc).__name__}")
                     attempt += 1
                 if not self._running:
@@ -192,7 +192,7 @@ class SimStation:
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self._stop_event.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _simulate(self) -> None:
@@ -270,7 +270,7 @@ class SimStation:
                 self.stats.error(f"CallError:{type(exc).__name__}:BootNotification")
                 await self._sleep_unless_stopped(self.boot_retry_s)
                 continue
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.stats.error("timeout:BootNotification")
                 continue
             self.stats.calls_sent += 1
@@ -310,7 +310,7 @@ class SimStation:
             except OCPPError as exc:
                 self.stats.error(f"CallError:{exc.code if hasattr(exc, 'code') else type(exc).__name__}")
                 LOG.info("%s: %s answered with error %r", self.station_id, item.action, exc)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.stats.error(f"timeout:{item.action}")
             if result is None and item.transactional and item.attempts + 1 < self._attempts():
                 item.attempts += 1

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from profiles.composite import CENTRAL_SETPOINT, CHARGING_ONLY, Period
 from profiles.composite import IDLE as IDLE_MODE

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import itertools
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -21,9 +22,14 @@ from profiles.composite import (
     v16_replaces,
     validate_profile,
 )
-from profiles.units import VOLTAGE_V, amps_to_watts, round_down_one_decimal, watts_to_amps
+from profiles.units import (
+    VOLTAGE_V,
+    amps_to_watts,
+    round_down_one_decimal,
+    watts_to_amps,
+)
 
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)  # a Thursday
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)  # a Thursday
 MAX_A = 32.0
 
 
@@ -145,7 +151,7 @@ def test_round_down_never_exceeds_and_is_within_a_tenth(value: float) -> None:
 def test_parse_datetime_variants_give_same_utc_instant(text: str) -> None:
     parsed = parse_datetime(text)
     assert parsed == T0
-    assert parsed.tzinfo == timezone.utc
+    assert parsed.tzinfo == UTC
 
 
 @pytest.mark.parametrize("text", ["", "2026-11-26", "yesterday", "2026-13-01T00:00:00Z"])
@@ -272,7 +278,7 @@ def test_relative_without_transaction_starts_at_received_at() -> None:
 
 
 def test_recurring_daily_evening_cap_repeats_each_day() -> None:
-    midnight = datetime(2026, 11, 20, tzinfo=timezone.utc)  # anchor days before the query
+    midnight = datetime(2026, 11, 20, tzinfo=UTC)  # anchor days before the query
     wire = profile(
         "ChargingStationMaxProfile",
         [(0, 32), (17 * 3600, 10), (20 * 3600, 32)],
@@ -308,7 +314,7 @@ def test_recurring_daily_duration_limits_each_recurrence() -> None:
 
 
 def test_recurring_weekly_applies_on_the_anchor_weekday_only() -> None:
-    monday = datetime(2026, 11, 23, tzinfo=timezone.utc)
+    monday = datetime(2026, 11, 23, tzinfo=UTC)
     wire = profile("TxDefaultProfile", [(0, 6), (86_400, 16)], kind="Recurring", start=monday, recurrencyKind="Weekly")
     profiles = [installed(0, wire, received=monday - timedelta(days=30))]
     next_monday = monday + timedelta(days=7)
@@ -447,7 +453,7 @@ def test_composite_agrees_with_limit_at_everywhere(profiles: list[InstalledProfi
     assert periods[0].start == T0
     starts = [p.start for p in periods]
     assert starts == sorted(set(starts))
-    for before, after in zip(periods, periods[1:]):
+    for before, after in itertools.pairwise(periods):
         assert (before.limit, before.number_phases) != (after.limit, after.number_phases)
     # probe each period at its start, its last second and a middle instant
     ends = [*starts[1:], at(8000)]

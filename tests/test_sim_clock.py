@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -48,11 +48,11 @@ def stamps(csms: Csms) -> list[datetime]:
 def test_a_clock_says_what_it_is() -> None:
     assert Clock().origin == "wall" and Clock().describe() == "clock: wall clock"
     assert abs(Clock().skew_s) < 1
-    pinned = Clock(240, datetime(2025, 1, 15, 14, tzinfo=timezone.utc))
+    pinned = Clock(240, datetime(2025, 1, 15, 14, tzinfo=UTC))
     assert pinned.origin == "pinned" and pinned.skew_s < -86_400
     assert pinned.describe().startswith("clock: pinned to 2025-01-15T14:00:00+00:00 (-")
     assert "240x" in pinned.describe() and "days against the wall clock" in pinned.describe()
-    skewed = Clock(1, datetime.now(timezone.utc) - timedelta(hours=2), origin="offset")
+    skewed = Clock(1, datetime.now(UTC) - timedelta(hours=2), origin="offset")
     assert skewed.describe() == "clock: wall clock -2.0 h (skewed on purpose)"
     assert skewed.info()["mode"] == "offset" and skewed.info()["skew_s"] == pytest.approx(-7200, abs=1)
 
@@ -99,7 +99,7 @@ async def test_fleet_defaults_to_the_wall_clock_and_reports_it(caplog: pytest.Lo
     async with csms.running():
         fleet = Fleet(csms.url, scenario, speed=600, validate=True, call_timeout_s=5)
         assert fleet.clock.origin == "wall"
-        began = datetime.now(timezone.utc)
+        began = datetime.now(UTC)
         result = await fleet.run()
     assert result.clock["mode"] == "wall" and abs(result.clock["skew_s"]) < 5
     assert report(result)["clock"]["mode"] == "wall"
@@ -123,7 +123,7 @@ async def test_a_pinned_scenario_says_so_and_an_offset_skews_the_stations(caplog
     async with csms.running():
         fleet = Fleet(csms.url, parse_scenario(wall_scenario(), file="w.yaml"), speed=600, call_timeout_s=5,
                       clock_offset_s=-7200)
-        began = datetime.now(timezone.utc)
+        began = datetime.now(UTC)
         skewed = await fleet.run()
     assert skewed.clock["mode"] == "offset" and skewed.clock["skew_s"] == pytest.approx(-7200, abs=5)
     first = min(stamps(csms))
@@ -131,7 +131,7 @@ async def test_a_pinned_scenario_says_so_and_an_offset_skews_the_stations(caplog
 
 
 def test_start_pins_any_scenario_and_moves_its_sessions_along() -> None:
-    pin = datetime(2030, 6, 1, 16, tzinfo=timezone.utc)
+    pin = datetime(2030, 6, 1, 16, tzinfo=UTC)
     scenario = parse_scenario(wall_scenario(), file="w.yaml")
     fleet = Fleet("ws://127.0.0.1:1/ocpp", scenario, start=pin, clock_offset_s=60)
     assert fleet.clock.origin == "pinned" and fleet.clock.start == pin + timedelta(seconds=60)
@@ -144,7 +144,7 @@ def test_start_pins_any_scenario_and_moves_its_sessions_along() -> None:
 def test_command_line_clock_options() -> None:
     args = _parser().parse_args(["fleet", "--url", "ws://127.0.0.1:1/ocpp", "--scenario", "x", "--clock-offset=-2h",
                                  "--start", "2025-01-15T14:00:00+01:00"])
-    assert args.clock_offset == -7200 and args.start == datetime(2025, 1, 15, 13, tzinfo=timezone.utc)
+    assert args.clock_offset == -7200 and args.start == datetime(2025, 1, 15, 13, tzinfo=UTC)
     assert [_duration_s(t) for t in ("90", "+90s", "-1.5m", "1d")] == [90, 90, -90, 86_400]
     with pytest.raises(SystemExit):
         _parser().parse_args(["fleet", "--url", "u", "--scenario", "x", "--start", "2025-01-15T14:00"])
@@ -197,7 +197,7 @@ def test_shipped_mixed_scenario_mixes_versions() -> None:
 
 def test_default_results_dir_is_under_var_and_never_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    at = datetime(2026, 3, 1, 18, 30, tzinfo=timezone.utc)
+    at = datetime(2026, 3, 1, 18, 30, tzinfo=UTC)
     first = default_results_dir("residential evening/peak", at)
     assert first == Path("var/sim-results/residential-evening-peak-20260301T183000Z")
     first.mkdir(parents=True)

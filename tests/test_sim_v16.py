@@ -4,7 +4,7 @@ central system built from the `ocpp` package's own v16 ChargePoint (tests/sim_cs
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +20,7 @@ from simulators.station_core import StationCore
 from tests.sim_csms import Csms, station_running
 from tests.waiting import until
 
-T0 = datetime(2025, 1, 6, 17, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 6, 17, 0, tzinfo=UTC)
 
 
 def model16(**kw: Any) -> StationModel:
@@ -270,7 +270,7 @@ async def test_boot_transaction_meter_values_and_smart_charging_against_an_ocpp1
 
         cap = {"chargingProfileId": 2, "stackLevel": 0, "chargingProfilePurpose": "ChargePointMaxProfile",
                "chargingProfileKind": "Absolute", "chargingSchedule": {
-                   "chargingRateUnit": "W", "startSchedule": iso(datetime.now(timezone.utc) - timedelta(minutes=1)),
+                   "chargingRateUnit": "W", "startSchedule": iso(datetime.now(UTC) - timedelta(minutes=1)),
                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 4140.0}]}}
         assert (await csms.call("CS16", call.SetChargingProfile(connector_id=0, cs_charging_profiles=cap))).status == \
             "Accepted"

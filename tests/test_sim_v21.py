@@ -3,7 +3,7 @@ against a central system built from the `ocpp` package's own v21 ChargePoint (te
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from simulators.station_core import StationCore
 from tests.sim_csms import Csms, station_running
 from tests.waiting import until
 
-T0 = datetime(2025, 1, 6, 17, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 6, 17, 0, tzinfo=UTC)
 V2X_CAR = EVModel(max_current_a=16, iso15118=True, bidirectional=True, max_discharge_w=7000, min_discharge_w=1380,
                   battery_kwh=60)
 PLAIN_CAR = EVModel(max_current_a=16, iso15118=True, battery_kwh=60)
