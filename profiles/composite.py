@@ -32,6 +32,19 @@ Rules (OCPP 2.0.1 chapter K), per instant and per EVSE:
   the profile is in force before its anchor is decided by ``validFrom``), in UTC: no DST shift.
   ``duration`` limits each recurrence.
 
+OCPP 2.1 adds operation modes to a period (chapter Q, bidirectional power transfer). The winning
+TxProfile/TxDefaultProfile period decides the mode and the ``setpoint`` (negative = discharge);
+caps bound it: ``limit`` is the lowest limit in force (absent in a setpoint period = no limit of
+its own) and ``discharge_limit`` the highest (closest to 0) ``dischargeLimit`` in force, never
+below ``-max_limit``. A ``CentralSetpoint`` setpoint is clamped into ``[discharge_limit, limit]``.
+2.0.1 profiles have no mode: their periods report ``operation_mode`` None, as before.
+
+OCPP 1.6 profiles are mapped onto this form by `profile_from_v16` (ChargePointMaxProfile =
+ChargingStationMaxProfile, one schedule object, integer transaction ids, a TxProfile without
+``transactionId`` binds to the running transaction); `v16_replaces` says which installed profile
+a new 1.6 profile replaces (same id, or same stack level and purpose on the same connector: 1.6
+replaces where 2.0.1 rejects).
+
 Results are not rounded; use `profiles.units.round_down_one_decimal` before putting a value on
 the wire.
 """
@@ -42,13 +55,14 @@ import contextlib
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from profiles.units import VOLTAGE_V, amps_to_watts, watts_to_amps
 
 STATION_MAX = "ChargingStationMaxProfile"
+V16_STATION_MAX = "ChargePointMaxProfile"
 TX_DEFAULT = "TxDefaultProfile"
 TX_PROFILE = "TxProfile"
 EXTERNAL_CONSTRAINTS = "ChargingStationExternalConstraints"
@@ -56,6 +70,13 @@ PURPOSES = frozenset({STATION_MAX, TX_DEFAULT, TX_PROFILE, EXTERNAL_CONSTRAINTS}
 KINDS = frozenset({"Absolute", "Recurring", "Relative"})
 RECURRENCE_S = {"Daily": 86_400, "Weekly": 7 * 86_400}
 UNITS = frozenset({"A", "W"})
+
+CHARGING_ONLY = "ChargingOnly"
+CENTRAL_SETPOINT = "CentralSetpoint"
+IDLE = "Idle"
+#: OCPP 2.1 operation modes whose period needs no ``limit`` of its own.
+SETPOINT_MODES = frozenset({CENTRAL_SETPOINT, "ExternalSetpoint", "ExternalLimits", "LocalFrequency",
+                            "LocalLoadBalancing", "CentralFrequency"})
 
 #: Longest window `composite_schedule` answers; bounds the work for recurring profiles.
 MAX_QUERY_S = 400 * 86_400
@@ -84,8 +105,8 @@ def _parse_iso(text: str) -> datetime:
     except ValueError:
         raise ValueError(f"not an ISO 8601 date-time: {text!r}") from None
     if parsed.tzinfo is None:  # OCPP sends UTC; a missing offset is read as UTC, not local time
-        return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def parse_datetime(value: str | datetime) -> datetime:
@@ -95,10 +116,10 @@ def parse_datetime(value: str | datetime) -> datetime:
     """
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
-    if not isinstance(value, str):
-        raise ValueError(f"expected an ISO 8601 date-time string, got {type(value).__name__}")
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+    if not isinstance(value, str):  # ValueError, not TypeError: callers treat every bad value alike
+        raise ValueError(f"expected an ISO 8601 date-time string, got {type(value).__name__}")  # noqa: TRY004
     return _parse_iso(value)
 
 
@@ -123,11 +144,17 @@ class InstalledProfile:
 
 @dataclass(frozen=True)
 class Period:
-    """One stretch of the composite schedule, from `start` until the next Period's start."""
+    """One stretch of the composite schedule, from `start` until the next Period's start.
+
+    The last three fields are OCPP 2.1's: None when no 2.1 profile in force sets them.
+    """
 
     start: datetime
     limit: float
     number_phases: int
+    setpoint: float | None = None
+    discharge_limit: float | None = None
+    operation_mode: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,9 +166,12 @@ class Period:
 class _Hit:
     """The period of one profile in force at an instant, already in the requested unit."""
 
-    limit: float
+    limit: float | None  # None: a 2.1 setpoint period without a limit of its own
     phases: int
     rank: tuple[int, datetime, int]  # (stackLevel, received_at, id): higher wins
+    setpoint: float | None = None
+    discharge_limit: float | None = None
+    mode: str | None = None
 
 
 def _profile_id(installed: InstalledProfile) -> object:
@@ -249,10 +279,20 @@ def _evaluate_unchecked(
     if chosen is None:
         return None
     phases = chosen.get("numberPhases", default_phases)
-    limit = _to_unit(chosen["limit"], schedule["chargingRateUnit"], unit, phases)
+    rate_unit = schedule["chargingRateUnit"]
+
+    def converted(key: str) -> float | None:
+        value = chosen.get(key)
+        return None if value is None else _to_unit(value, rate_unit, unit, phases)
+
+    mode = chosen.get("operationMode")
+    limit = converted("limit")
+    if limit is None and (mode is None or mode == CHARGING_ONLY):
+        raise KeyError("limit")
     received = parse_datetime(installed.received_at)
     profile_id = profile.get("id", 0)
-    return _Hit(limit, phases, (profile["stackLevel"], received, profile_id if isinstance(profile_id, int) else 0))
+    return _Hit(limit, phases, (profile["stackLevel"], received, profile_id if isinstance(profile_id, int) else 0),
+                setpoint=converted("setpoint"), discharge_limit=converted("dischargeLimit"), mode=mode)
 
 
 def _evaluate(
@@ -361,7 +401,7 @@ def _combine(
     max_limit: float,
     transaction_start: datetime | None,
     default_phases: int,
-) -> tuple[float, int]:
+) -> Period:
     base = (
         _winner(layers.tx, at, unit, transaction_start, default_phases)
         or _winner(layers.tx_default_evse, at, unit, transaction_start, default_phases)
@@ -372,9 +412,17 @@ def _combine(
         cap = _winner(group, at, unit, transaction_start, default_phases)
         if cap is not None:
             in_force.append(cap)
-    limit = min([max_limit, *(hit.limit for hit in in_force)])
+    limit = min([max_limit, *(hit.limit for hit in in_force if hit.limit is not None)])
     phases = min((hit.phases for hit in in_force), default=default_phases)
-    return limit, phases
+    discharge = [hit.discharge_limit for hit in in_force if hit.discharge_limit is not None]
+    discharge_limit = max(-abs(max_limit), max(discharge)) if discharge else None
+    mode = base.mode if base is not None else None
+    setpoint = base.setpoint if base is not None else None
+    if setpoint is not None:
+        setpoint = min(setpoint, limit)
+        if discharge_limit is not None:
+            setpoint = max(setpoint, discharge_limit)
+    return Period(at, limit, phases, setpoint, discharge_limit, mode)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,6 +453,24 @@ def limit_at(
     default_phases: int = 3,
 ) -> tuple[float, int]:
     """(limit in `unit`, number of phases) the station applies on `evse_id` at instant `at`."""
+    period = target_at(profiles, evse_id=evse_id, at=at, unit=unit, max_limit=max_limit,
+                       transaction_id=transaction_id, transaction_start=transaction_start,
+                       default_phases=default_phases)
+    return period.limit, period.number_phases
+
+
+def target_at(
+    profiles: Sequence[InstalledProfile],
+    *,
+    evse_id: int,
+    at: datetime,
+    unit: Unit,
+    max_limit: float,
+    transaction_id: str | None = None,
+    transaction_start: datetime | None = None,
+    default_phases: int = 3,
+) -> Period:
+    """Everything in force on `evse_id` at `at` (limit, phases and the 2.1 mode/setpoint), starting at `at`."""
     _check_query(evse_id, unit, max_limit, default_phases)
     moment = parse_datetime(at)
     tx_start = parse_datetime(transaction_start) if transaction_start is not None else None
@@ -477,11 +543,16 @@ def composite_schedule(
 
     periods: list[Period] = []
     for instant in sorted(instants):
-        limit, phases = _combine(layers, instant, unit, float(max_limit), tx_start, default_phases)
-        if periods and periods[-1].limit == limit and periods[-1].number_phases == phases:
+        period = _combine(layers, instant, unit, float(max_limit), tx_start, default_phases)
+        if periods and _same_values(periods[-1], period):
             continue
-        periods.append(Period(start=instant, limit=limit, number_phases=phases))
+        periods.append(period)
     return periods
+
+
+def _same_values(a: Period, b: Period) -> bool:
+    return (a.limit, a.number_phases, a.setpoint, a.discharge_limit, a.operation_mode) == (
+        b.limit, b.number_phases, b.setpoint, b.discharge_limit, b.operation_mode)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,11 +592,15 @@ REJECT_REASONS = frozenset(
         "StartPeriodsNotIncreasing",
         "InvalidNumberPhases",
         "LimitTooManyDecimals",
+        "UnsupportedOperationMode",
+        "MissingSetpoint",
+        "NegativeLimit",
+        "PositiveDischargeLimit",
     }
 )
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -541,8 +616,31 @@ def _is_datetime(value: object) -> bool:
     return True
 
 
+def _period_reason(period: dict, operation_modes: frozenset[str] | None) -> str | None:
+    """Checks of one period's limit and, for OCPP 2.1 (`operation_modes` given), its operation mode."""
+    limit = period.get("limit")
+    if operation_modes is None:
+        return None if _is_number(limit) else "InvalidPeriod"
+    mode = period.get("operationMode", CHARGING_ONLY)
+    if mode not in operation_modes:
+        return "UnsupportedOperationMode"
+    for key in ("limit", "setpoint", "dischargeLimit"):
+        if key in period and not _is_number(period[key]):
+            return "InvalidPeriod"
+    if limit is None and mode not in SETPOINT_MODES and mode != IDLE:
+        return "InvalidPeriod"
+    if mode == CENTRAL_SETPOINT and "setpoint" not in period:
+        return "MissingSetpoint"
+    if mode != CHARGING_ONLY and limit is not None and limit < 0:
+        return "NegativeLimit"  # only ChargingOnly keeps the legacy negative-limit discharge
+    if period.get("dischargeLimit", 0) > 0:
+        return "PositiveDischargeLimit"
+    return None
+
+
 def _schedule_reason(
-    schedule: object, kind: str, allowed_units: set[str], max_periods: int
+    schedule: object, kind: str, allowed_units: set[str], max_periods: int,
+    operation_modes: frozenset[str] | None = None,
 ) -> str | None:
     if not isinstance(schedule, dict) or not _is_int(schedule.get("id")):
         return "InvalidChargingSchedule"
@@ -571,8 +669,11 @@ def _schedule_reason(
         if not isinstance(period, dict):
             return "InvalidPeriod"
         start_period, limit = period.get("startPeriod"), period.get("limit")
-        if not _is_int(start_period) or not _is_number(limit):
+        if not _is_int(start_period):
             return "InvalidPeriod"
+        reason = _period_reason(period, operation_modes)
+        if reason is not None:
+            return reason
         if previous_start is None and start_period != 0:
             return "FirstStartPeriodNotZero"
         if previous_start is not None and start_period <= previous_start:
@@ -581,7 +682,7 @@ def _schedule_reason(
         phases = period.get("numberPhases")
         if phases is not None and (not _is_int(phases) or phases not in (1, 2, 3)):
             return "InvalidNumberPhases"
-        if round(limit, 1) != limit:
+        if limit is not None and round(limit, 1) != limit:
             return "LimitTooManyDecimals"
     return None
 
@@ -594,12 +695,14 @@ def validate_profile(
     max_stack_level: int,
     max_periods: int,
     active_transaction_id: str | None,
+    operation_modes: frozenset[str] | None = None,
 ) -> str | None:
     """None if a station would accept this SetChargingProfile, else a short reason code.
 
     The codes are listed in `REJECT_REASONS`. Checks what a station can check on its own;
     replacing a profile with the same id or refusing a second TxProfile on the same stackLevel
-    for one transaction needs the installed set and is left to the caller.
+    for one transaction needs the installed set and is left to the caller. `operation_modes`:
+    the OCPP 2.1 modes the station supports (None: 2.0.1/1.6, every period needs a `limit`).
     """
     if not isinstance(profile, dict):
         return "NotAnObject"
@@ -641,14 +744,68 @@ def validate_profile(
     for field in ("validFrom", "validTo"):
         if field in profile and not _is_datetime(profile[field]):
             return "InvalidDate"
-    if "validFrom" in profile and "validTo" in profile:
-        if parse_datetime(profile["validTo"]) <= parse_datetime(profile["validFrom"]):
-            return "ValidToNotAfterValidFrom"
+    if ("validFrom" in profile and "validTo" in profile
+            and parse_datetime(profile["validTo"]) <= parse_datetime(profile["validFrom"])):
+        return "ValidToNotAfterValidFrom"
     schedules = profile.get("chargingSchedule")
     if not isinstance(schedules, list) or not 1 <= len(schedules) <= 3:
         return "InvalidChargingSchedule"
     for schedule in schedules:
-        reason = _schedule_reason(schedule, kind, allowed_units, max_periods)
+        reason = _schedule_reason(schedule, kind, allowed_units, max_periods, operation_modes)
         if reason is not None:
             return reason
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# OCPP 1.6 profiles
+# ---------------------------------------------------------------------------------------------
+
+V16_PURPOSES = {V16_STATION_MAX: STATION_MAX, TX_DEFAULT: TX_DEFAULT, TX_PROFILE: TX_PROFILE}
+_V16_FIELDS = ("stackLevel", "chargingProfileKind", "recurrencyKind", "validFrom", "validTo")
+
+
+def profile_from_v16(
+    profile: object, *, running: tuple[str, int | None] | None
+) -> dict | str:
+    """A 1.6 ``csChargingProfiles`` in the 2.0.1 form the rest of this module reads, or a reason code.
+
+    `running`: (internal id, central-system integer id or None while StartTransaction is
+    unanswered) of the transaction on the target connector, None without one. A TxProfile's
+    integer ``transactionId`` must be that transaction's; without one it binds to it (1.6
+    makes the field optional). Validate the result with `validate_profile`.
+    """
+    if not isinstance(profile, dict):
+        return "NotAnObject"
+    purpose = V16_PURPOSES.get(profile.get("chargingProfilePurpose"))  # type: ignore[arg-type]
+    if purpose is None:
+        return "UnknownPurpose"
+    schedule = profile.get("chargingSchedule")
+    if not isinstance(schedule, dict):
+        return "InvalidChargingSchedule"
+    profile_id = profile.get("chargingProfileId")
+    out: dict = {"id": profile_id, "chargingProfilePurpose": purpose,
+                 "chargingSchedule": [{"id": profile_id if _is_int(profile_id) else 0, **schedule}]}
+    out.update({key: profile[key] for key in _V16_FIELDS if key in profile})
+    if purpose == TX_PROFILE:
+        if running is None:
+            return "NoActiveTransaction"
+        given = profile.get("transactionId")
+        if given is not None and given != running[1]:
+            return "TransactionIdMismatch"
+        out["transactionId"] = running[0]
+    elif "transactionId" in profile:
+        return "TransactionIdNotAllowed"
+    return out
+
+
+def v16_replaces(installed: InstalledProfile, evse_id: int, profile: dict) -> bool:
+    """Does installing `profile` (2.0.1 form, from `profile_from_v16`) on `evse_id` replace `installed`?
+
+    OCPP 1.6: the same id, or the same stackLevel and purpose on the same connector.
+    """
+    other = installed.profile
+    if other.get("id") == profile.get("id"):
+        return True
+    return (installed.evse_id == evse_id and other.get("stackLevel") == profile.get("stackLevel")
+            and other.get("chargingProfilePurpose") == profile.get("chargingProfilePurpose"))

@@ -3,6 +3,8 @@
 Stacking maths is shared with the central system (`profiles.composite`); this module adds what
 needs the station's installed set (replace by id, duplicate stack levels), the model's quirks
 (apply delay, V2G capability) and a per-EVSE cache so the per-second limit lookup stays cheap.
+Profiles are held in the OCPP 2.0.1 form whatever the station's version: the version layer
+(`simulators.versions`) maps 1.6 profiles onto it and says which rules differ (`ProfileRules`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from datetime import datetime, timedelta
 from profiles.composite import (
     InstalledProfile,
     Period,
+    Unit,
     composite_schedule,
     parse_datetime,
+    v16_replaces,
     validate_profile,
 )
 from simulators.models import StationModel
@@ -31,12 +35,24 @@ class _Cache:
     periods: list[Period]
 
 
+@dataclass(frozen=True)
+class ProfileRules:
+    """What an OCPP version changes about installing a profile."""
+
+    operation_modes: frozenset[str] | None = None  # OCPP 2.1: the modes accepted (None: no modes)
+    replace_same_stack: bool = False  # OCPP 1.6: same stackLevel + purpose + connector replaces
+    max_installed: int | None = None  # OCPP 1.6 MaxChargingProfilesInstalled
+    negative_limits: bool = False  # the legacy "negative limit = discharge" convention
+    negative_setpoints: bool = False  # OCPP 2.1 discharge setpoints / dischargeLimit < 0
+
+
 class ProfileStore:
     """Installed profiles of one station, in amps internally (per phase, signed)."""
 
-    def __init__(self, model: StationModel, evse_ids: list[int]) -> None:
+    def __init__(self, model: StationModel, evse_ids: list[int], rules: ProfileRules | None = None) -> None:
         self.model = model
         self.evse_ids = evse_ids
+        self.rules = rules or ProfileRules(negative_limits=model.v2g)
         self.installed: list[InstalledProfile] = []
         self.pending: list[InstalledProfile] = []  # accepted, waiting for the apply delay
         self._cache: dict[int, _Cache] = {}
@@ -49,19 +65,33 @@ class ProfileStore:
         """Returns (status, reasonCode) as a station answers SetChargingProfile."""
         if evse_id != 0 and evse_id not in self.evse_ids:
             return "Rejected", "UnknownEvse"
+        rules = self.rules
         reason = validate_profile(profile, evse_id=evse_id, allowed_units=set(self.model.rate_units),
                                   max_stack_level=self.model.max_stack_level,
                                   max_periods=self.model.periods_per_schedule,
-                                  active_transaction_id=active_transaction_id)
+                                  active_transaction_id=active_transaction_id,
+                                  operation_modes=rules.operation_modes)
         if reason is not None:
             return "Rejected", reason
-        if not self.model.v2g and _has_negative_limit(profile):
+        if not rules.negative_limits and _has_negative_limit(profile):
             return "Rejected", "DischargeNotSupported"
         if _has_negative_limit(profile) and profile["chargingProfilePurpose"] == "ChargingStationMaxProfile":
             return "Rejected", "NegativeStationMax"
-        if self._duplicate(evse_id, profile):
-            return "Rejected", "DuplicateStackLevel"
-        self._remove(lambda p: p.profile["id"] == profile["id"])
+        if not rules.negative_setpoints and _has_discharge_setpoint(profile):
+            return "Rejected", "DischargeNotSupported"
+        if rules.replace_same_stack:
+            def replaced(p: InstalledProfile) -> bool:
+                return v16_replaces(p, evse_id, profile)
+        else:
+            if self._duplicate(evse_id, profile):
+                return "Rejected", "DuplicateStackLevel"
+
+            def replaced(p: InstalledProfile) -> bool:
+                return p.profile["id"] == profile["id"]
+        kept = sum(1 for p in self.installed + self.pending if not replaced(p))
+        if rules.max_installed is not None and kept >= rules.max_installed:
+            return "Rejected", "TooManyProfiles"
+        self._remove(replaced)
         # whole seconds, like a station's RTC: a GetCompositeSchedule in the same second sees it
         effective = (now + timedelta(seconds=self.model.profile_apply_delay_s)).replace(microsecond=0)
         entry = InstalledProfile(evse_id=evse_id, profile=profile, received_at=effective)
@@ -94,9 +124,7 @@ class ProfileStore:
             if "chargingProfilePurpose" in criteria and \
                     p.profile["chargingProfilePurpose"] != criteria["chargingProfilePurpose"]:
                 return False
-            if "stackLevel" in criteria and p.profile["stackLevel"] != criteria["stackLevel"]:
-                return False
-            return True
+            return not ("stackLevel" in criteria and p.profile["stackLevel"] != criteria["stackLevel"])
 
         removed = self._remove(matches)
         if removed:
@@ -148,13 +176,22 @@ class ProfileStore:
         max_limit = self.model.max_current_a
         if unit == "W":
             max_limit = self.model.max_current_a * self.model.phases * 230.0
-        return composite_schedule(self.installed, evse_id=evse_id, start=start, duration_s=duration_s, unit=unit,
+        if unit not in ("A", "W"):
+            raise ValueError(f"unit must be 'A' or 'W', got {unit!r}")
+        rate_unit: Unit = "W" if unit == "W" else "A"
+        return composite_schedule(self.installed, evse_id=evse_id, start=start, duration_s=duration_s, unit=rate_unit,
                                   max_limit=max_limit, transaction_id=transaction_id,
                                   transaction_start=transaction_start, default_phases=self.model.phases)
 
     def limit_a(self, evse_id: int, now: datetime, transaction_id: str | None,
                 transaction_start: datetime | None) -> tuple[float, int]:
         """(per-phase amps, phases) in force on `evse_id` at `now`, from a cached hour of schedule."""
+        period = self.target_a(evse_id, now, transaction_id, transaction_start)
+        return period.limit, period.number_phases
+
+    def target_a(self, evse_id: int, now: datetime, transaction_id: str | None,
+                 transaction_start: datetime | None) -> Period:
+        """The period in force on `evse_id` at `now` in amps (limit, phases, 2.1 mode and setpoint)."""
         key = (self.version, transaction_id, transaction_start)
         cache = self._cache.get(evse_id)
         if cache is None or cache.key != key or not cache.starts[0] <= now < cache.until:
@@ -162,8 +199,7 @@ class ProfileStore:
             cache = _Cache(key, now + timedelta(seconds=_HORIZON_S), [p.start for p in periods], periods)
             self._cache[evse_id] = cache
         index = bisect.bisect_right(cache.starts, now) - 1
-        period = cache.periods[max(0, index)]
-        return period.limit, period.number_phases
+        return cache.periods[max(0, index)]
 
     def next_change(self, evse_id: int, now: datetime, transaction_id: str | None,
                     transaction_start: datetime | None) -> datetime | None:
@@ -193,7 +229,10 @@ _REASON_CODES = {"UnitNotAllowed": "UnsupportedRateUnit", "StackLevelTooHigh": "
                  "InvalidStackLevel": "InvalidStackLevel", "NoActiveTransaction": "TxNotFound",
                  "TransactionIdMismatch": "TxNotFound", "MissingTransactionId": "TxNotFound",
                  "DuplicateStackLevel": "DuplicateProfile", "DischargeNotSupported": "InvalidValue",
-                 "NegativeStationMax": "InvalidValue", "UnknownEvse": "UnknownEvse"}
+                 "NegativeStationMax": "InvalidValue", "UnknownEvse": "UnknownEvse",
+                 "UnsupportedOperationMode": "UnsupportedParam", "MissingSetpoint": "InvalidSchedule",
+                 "NegativeLimit": "InvalidValue", "PositiveDischargeLimit": "InvalidValue",
+                 "TooManyProfiles": "TooManyProfiles"}
 
 
 def status_info(reason: str) -> dict:
@@ -202,9 +241,18 @@ def status_info(reason: str) -> dict:
     return {"reasonCode": code, "additionalInfo": reason}
 
 
+def _periods(profile: dict):
+    for schedule in profile["chargingSchedule"]:
+        yield from schedule["chargingSchedulePeriod"]
+
+
 def _has_negative_limit(profile: dict) -> bool:
-    return any(period["limit"] < 0 for schedule in profile["chargingSchedule"]
-               for period in schedule["chargingSchedulePeriod"])
+    return any(period.get("limit", 0) < 0 for period in _periods(profile))
+
+
+def _has_discharge_setpoint(profile: dict) -> bool:
+    """An OCPP 2.1 discharge: a negative setpoint or a dischargeLimit below 0."""
+    return any(period.get("setpoint", 0) < 0 or period.get("dischargeLimit", 0) < 0 for period in _periods(profile))
 
 
 def _overlap(a: dict, b: dict) -> bool:
@@ -215,6 +263,4 @@ def _overlap(a: dict, b: dict) -> bool:
     b_to = parse_datetime(b["validTo"]) if "validTo" in b else None
     if a_to is not None and b_from is not None and a_to <= b_from:
         return False
-    if b_to is not None and a_from is not None and b_to <= a_from:
-        return False
-    return True
+    return not (b_to is not None and a_from is not None and b_to <= a_from)

@@ -1,4 +1,4 @@
-"""`csms-sim`: run a fleet of simulated OCPP 2.0.1 stations against any central system."""
+"""`csms-sim`: run a fleet of simulated OCPP 1.6J / 2.0.1 / 2.1 stations against any central system."""
 
 from __future__ import annotations
 
@@ -6,15 +6,21 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import resource
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from simulators.errors import ScenarioError
+from simulators.models import OCPP_VERSIONS
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SECURITY_OPTIONS = {"profile": "--security-profile", "password_template": "--password-template",
                     "ca_file": "--ca", "cert_template": "--cert-template", "key_template": "--key-template"}
+RESULTS_DIR = Path("var") / "sim-results"
+_DURATION = re.compile(r"^([+-]?\d+(?:\.\d+)?)\s*(s|m|min|h|d)?$")
+_UNIT_S = {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86_400}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,10 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     fleet = sub.add_parser("fleet", help="run a scenario's stations and write power time series + plot")
     _common(fleet)
     fleet.add_argument("--scenario", required=True,
-                       help="scenario YAML file, or the name of a shipped one (residential_evening, office_depot)")
+                       help="scenario YAML file, or the name of a shipped one (residential_evening, office_depot, "
+                            "mixed_versions, loadtest)")
     fleet.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)")
     fleet.add_argument("--duration-h", type=float, help="simulated hours to run (default: the scenario's)")
-    fleet.add_argument("--out", type=Path, default=Path("sim-results"), help="results directory")
+    fleet.add_argument("--out", type=Path, help=f"results directory (default: a new {RESULTS_DIR}/<scenario>-<UTC "
+                                                f"time>; the path is printed)")
     fleet.add_argument("--loadtest", action="store_true", help="every EVSE charges from the start (protocol load)")
     fleet.set_defaults(func=_run_fleet)
 
@@ -57,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a scenario file and print what it would run")
     check.add_argument("--scenario", required=True)
     check.add_argument("--stations", type=int)
+    check.add_argument("--ocpp-version", choices=OCPP_VERSIONS, help="every station speaks this version")
     check.add_argument("--url", help="the URL the fleet would use (decides the security profile when not given)")
     _security(check)
     check.set_defaults(func=_check)
@@ -71,7 +80,33 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="schema-check every outgoing/incoming payload with the ocpp package (slower)")
     p.add_argument("--connect-rate", type=float, default=500.0, help="new connections per second (default 500)")
     p.add_argument("--no-progress", action="store_true", help="no live progress display")
+    p.add_argument("--ocpp-version", choices=OCPP_VERSIONS,
+                   help="every station speaks this version (default: the scenario's models and ocpp_versions mix)")
+    clock = p.add_argument_group("clock (default: the wall clock, unless the scenario pins a date)")
+    clock.add_argument("--clock-offset", type=_duration_s, default=0.0, metavar="DURATION",
+                       help="skew the stations' clocks on purpose: --clock-offset=-2h (a negative value needs "
+                            "the =), +90s, 1d; plain numbers are seconds")
+    clock.add_argument("--start", type=_instant, metavar="DATETIME",
+                       help="pin the stations' clocks to this ISO 8601 date-time with UTC offset "
+                            "(e.g. 2025-01-15T14:00:00+01:00)")
     _security(p)
+
+
+def _duration_s(text: str) -> float:
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. -90s, +2h, -1d, 3600)")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date-time: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"needs a UTC offset (e.g. +01:00 or Z): {text!r}")
+    return value
 
 
 def _security(p: argparse.ArgumentParser) -> None:
@@ -105,6 +140,8 @@ def _load(name: str, args: argparse.Namespace | None = None):
     if args is not None:
         options = {field: getattr(args, field, None) for field in SECURITY_OPTIONS}
         scenario.override_security(options, SECURITY_OPTIONS, getattr(args, "url", None))
+        if getattr(args, "ocpp_version", None):
+            scenario.override_version(args.ocpp_version)
     return scenario
 
 
@@ -112,8 +149,12 @@ def _check(args: argparse.Namespace) -> int:
     scenario = _load(args.scenario, args)
     plans = scenario.plan(args.stations)
     sessions = sum(len(p.sessions) for p in plans)
-    print(f"{scenario.name}: {len(plans)} stations, {sessions} sessions, {scenario.duration_s / 3600:g} h from "
-          f"{scenario.start.isoformat()}, max speed {scenario.max_speed:g}x")
+    versions: dict[str, int] = {}
+    for plan in plans:
+        versions[plan.model.ocpp_version] = versions.get(plan.model.ocpp_version, 0) + 1
+    print(f"{scenario.name}: {len(plans)} stations, {sessions} sessions, {scenario.duration_s / 3600:g} h "
+          f"{scenario.clock_text()}, max speed {scenario.max_speed:g}x")
+    print("  OCPP " + ", ".join(f"{version}: {count}" for version, count in sorted(versions.items())))
     for transformer in scenario.transformers:
         n = sum(1 for p in plans if p.transformer == transformer.id)
         print(f"  {transformer.id}: {n} stations, capacity {transformer.capacity_kw:g} kW")
@@ -142,21 +183,42 @@ def _raise_fd_limit() -> None:
 
 
 def _run_fleet(args: argparse.Namespace) -> int:
-    from simulators.fleet import Fleet, wall_clock_note
+    from simulators.fleet import Fleet
     from simulators.results import report, write_results
 
     scenario = _load(args.scenario, args)
     _raise_fd_limit()
     fleet = Fleet(args.url, scenario, stations=args.stations, speed=args.speed, validate=args.validate,
-                  connect_rate_per_s=args.connect_rate, loadtest=args.loadtest)
-    print(wall_clock_note(args.speed, scenario.start), file=sys.stderr)
+                  connect_rate_per_s=args.connect_rate, loadtest=args.loadtest, clock_offset_s=args.clock_offset,
+                  start=args.start)
+    _announce(fleet)
     duration = args.duration_h * 3600 if args.duration_h else None
     result = asyncio.run(_with_progress(fleet, duration, not args.no_progress))
-    paths = write_results(result, args.out)
+    out = args.out or default_results_dir(scenario.name)
+    paths = write_results(result, out)
     summary = report(result)
     print(json.dumps({"transformers": summary["transformers"], "load": summary["load"]}, indent=2))
-    print(f"results: {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    print(f"results in {out.resolve()}: {', '.join(p.name for p in paths.values())}", file=sys.stderr)
     return 0
+
+
+def default_results_dir(scenario_name: str, now: datetime | None = None) -> Path:
+    """A fresh `var/sim-results/<scenario>-<UTC time>` (var/ is where the daemon keeps its files too)."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario_name) or "scenario"
+    path = RESULTS_DIR / f"{safe}-{stamp}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = RESULTS_DIR / f"{safe}-{stamp}-{suffix}"
+    return path
+
+
+def _announce(fleet) -> None:
+    """Say which clock and OCPP versions the stations use before anything connects."""
+    versions = ", ".join(f"OCPP {version}: {count}" for version, count in fleet.versions().items())
+    print(f"{len(fleet.stations)} stations ({versions}); {fleet.clock.describe()}; message timestamps are "
+          f"simulated time, heartbeats/timeouts/retries are real seconds", file=sys.stderr)
 
 
 def _run_loadtest(args: argparse.Namespace) -> int:
@@ -173,7 +235,9 @@ def _run_loadtest(args: argparse.Namespace) -> int:
     scenario.sample_interval_s = min(scenario.sample_interval_s, args.duration)
     _raise_fd_limit()
     fleet = Fleet(args.url, scenario, stations=args.stations, speed=1.0, validate=args.validate,
-                  connect_rate_per_s=args.connect_rate, loadtest=True)
+                  connect_rate_per_s=args.connect_rate, loadtest=True, clock_offset_s=args.clock_offset,
+                  start=args.start)
+    _announce(fleet)
     result = asyncio.run(_with_progress(fleet, args.duration, not args.no_progress))
     if args.out:
         write_results(result, args.out)

@@ -1,9 +1,12 @@
-"""The slice of the OCPP 2.0.1 device model a simulated station exposes (Get/SetVariables)."""
+"""The slice of the OCPP 2.0.1 device model a simulated station exposes (Get/SetVariables).
+
+One store for every version: OCPP 1.6 reads and changes the same values through its
+configuration keys (`simulators.versions.v16`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from simulators.models import StationModel
 from simulators.security import PASSWORD_MAX, PASSWORD_MIN, password_problem
@@ -97,6 +100,11 @@ class DeviceModel:
                 found.on_set(value)
             result["attributeStatus"] = "Accepted"
         return result
+
+    def add(self, component: str, variable: str, value: Variable, instance: str | None = None) -> None:
+        """A variable only some versions have (e.g. OCPP 2.1's V2XChargingCtrlr.SupportedOperationModes)."""
+        self.vars[(component, variable, instance)] = value
+        self._components.add(component)
 
     def value(self, component: str, variable: str, instance: str | None = None) -> str:
         return self.vars[(component, variable, instance)].value

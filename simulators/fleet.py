@@ -3,6 +3,10 @@
 The fleet samples every station's net energy register each `sample_interval_s` simulated
 seconds, so the power series are exact interval averages (what a grid meter settles on), not
 instantaneous snapshots.
+
+The stations' clock is the wall clock unless the scenario pins a date (or `start` pins one);
+`clock_offset_s` skews it on purpose. The sessions move with the clock: the scenario's timeline
+begins when the simulated clock does, so the same seed gives the same evening on any clock.
 """
 
 from __future__ import annotations
@@ -10,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Callable
 
 import numpy as np
 
-from simulators.clock import Clock
+from simulators.clock import Clock, utc_now
 from simulators.errors import ScenarioError
 from simulators.ev import EVSession
 from simulators.models import EVModel
@@ -44,6 +48,8 @@ class FleetResult:
     counters: dict[str, int] = field(default_factory=dict)
     energy_kwh: np.ndarray | None = None  # net energy per station over the run (end of the last interval)
     first_cut: datetime | None = None  # start of the first interval
+    clock: dict = field(default_factory=dict)  # Clock.info(): wall / offset / pinned, start, speed, skew
+    versions: dict[str, int] = field(default_factory=dict)  # stations per OCPP version
 
     def aggregate_kw(self) -> dict[str, np.ndarray]:
         """Sum per transformer, and 'total'."""
@@ -60,27 +66,50 @@ class Fleet:
 
     def __init__(self, url: str, scenario: Scenario, *, stations: int | None = None, speed: float = 1.0,
                  validate: bool = False, connect_rate_per_s: float = 500.0, loadtest: bool = False,
-                 call_timeout_s: float = 30.0, station_kwargs: dict | None = None) -> None:
+                 call_timeout_s: float = 30.0, station_kwargs: dict | None = None, clock_offset_s: float = 0.0,
+                 start: datetime | None = None) -> None:
+        """`start` pins the stations' clocks to that instant (overriding the scenario); `clock_offset_s`
+        shifts whichever clock applies (negative: the stations are behind)."""
         if speed > scenario.max_speed:
             raise ScenarioError(f"--speed {speed} is above what this scenario allows (clock.max_speed = "
                                 f"{scenario.max_speed})", file=scenario.file, key="clock.max_speed")
         if speed <= 0:
             raise ScenarioError("--speed must be > 0", file=scenario.file)
+        if start is not None and start.tzinfo is None:
+            raise ScenarioError("a pinned start needs a UTC offset", key="--start")
         self.scenario = scenario
         self.speed = speed
         self.loadtest = loadtest
-        self.clock = Clock(speed, scenario.start)
+        self.clock_offset_s = float(clock_offset_s)
+        self.pinned_start = start
+        self.clock = self._new_clock()
         self.stats = LinkStats()
         self.connect_rate_per_s = connect_rate_per_s
         plans = scenario.plan(stations)
         if loadtest:
             plans = [_plug_everything(plan, scenario.start) for plan in plans]
-        self.plans = plans
+        shift = self.clock.start - scenario.start
+        self.plans = [_shifted(plan, shift) for plan in plans]
         _check_url_fits_security(url, scenario)
         kwargs = {"validate": validate, "call_timeout_s": call_timeout_s, **(station_kwargs or {})}
         self.stations = [SimStation(p.station_id, url, p.model, p.sessions, self.clock, stats=self.stats, **kwargs)
-                         for p in plans]
+                         for p in self.plans]
         self._tasks: list[asyncio.Task] = []
+
+    def _new_clock(self) -> Clock:
+        """Pinned (the `start` given, or the scenario's date) or the wall clock, plus the offset."""
+        offset = timedelta(seconds=self.clock_offset_s)
+        if self.pinned_start is not None or self.scenario.pinned:
+            return Clock(self.speed, (self.pinned_start or self.scenario.start) + offset, origin="pinned")
+        if not offset:
+            return Clock(self.speed, origin="wall")
+        return Clock(self.speed, utc_now() + offset, origin="offset")
+
+    def versions(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for plan in self.plans:
+            counts[plan.model.ocpp_version] = counts.get(plan.model.ocpp_version, 0) + 1
+        return dict(sorted(counts.items()))
 
     @property
     def connected(self) -> int:
@@ -93,13 +122,18 @@ class Fleet:
         return sum(s.core.total_power_w for s in self.stations) / 1000.0
 
     async def run(self, *, duration_s: float | None = None,
-                  on_sample: Callable[["Fleet"], None] | None = None) -> FleetResult:
+                  on_sample: Callable[[Fleet], None] | None = None) -> FleetResult:
         """Run for `duration_s` simulated seconds (default: the scenario's), then stop every station."""
         duration = self.scenario.duration_s if duration_s is None else duration_s
-        self.clock = Clock(self.speed, self.scenario.start)
+        previous, self.clock = self.clock, self._new_clock()
+        delta = self.clock.start - previous.start  # the wall clock moved on since the plans were made
+        self.plans = [_shifted(plan, delta) for plan in self.plans]
         for station in self.stations:
             station.clock = station.core.clock = self.clock
             station.core.last = self.clock.now()
+            station.core.shift_upcoming(delta)
+        LOG.info("fleet of %d stations (%s); %s", len(self.stations),
+                 ", ".join(f"OCPP {v}: {n}" for v, n in self.versions().items()), self.clock.describe())
         interval = self.scenario.sample_interval_s
         samples = max(1, int(duration // interval))
         power = np.zeros((len(self.stations), samples), dtype=np.float32)
@@ -133,11 +167,11 @@ class Fleet:
             for key, value in station.core.counters.items():
                 counters[key] = counters.get(key, 0) + value
         return FleetResult(
-            scenario=self.scenario.name, start=self.scenario.start, sample_interval_s=interval, times=times,
+            scenario=self.scenario.name, start=self.clock.start, sample_interval_s=interval, times=times,
             station_ids=[p.station_id for p in self.plans], transformers=[p.transformer for p in self.plans],
             capacity_kw={t.id: t.capacity_kw for t in self.scenario.transformers}, power_kw=power,
             load=load, counters=counters, energy_kwh=(last_energy - first_energy) / 1000.0,
-            first_cut=first_cut)
+            first_cut=first_cut, clock=self.clock.info(), versions=self.versions())
 
     def _advanced(self, now: datetime):
         for station in self.stations:
@@ -190,6 +224,13 @@ def _plug_everything(plan: StationPlan, start: datetime) -> StationPlan:
             sessions.append(EVSession(evse_id=evse_id, arrival=start + offset, departure=start + timedelta(days=30),
                                       ev=EVModel(battery_kwh=200), soc_start=0.1, energy_need_kwh=150))
     return replace(plan, sessions=tuple(sessions))
+
+
+def _shifted(plan: StationPlan, delta: timedelta) -> StationPlan:
+    if not delta:
+        return plan
+    return replace(plan, sessions=tuple(replace(s, arrival=s.arrival + delta, departure=s.departure + delta)
+                                        for s in plan.sessions))
 
 
 def wall_clock_note(speed: float, start: datetime) -> str:

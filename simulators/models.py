@@ -1,7 +1,8 @@
 """Station and EV models: plain dataclasses built from YAML/dicts with checked fields.
 
 Hardware quirks seen in the field are explicit flags so a scenario can mix well-behaved and
-awkward stations/cars (see docs/simulators.md).
+awkward stations/cars (see docs/simulators.md). A station model also names the OCPP version its
+firmware speaks (`ocpp_version`); the version decides the wire messages, never the physics.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from typing import Any, TypeVar
 
 from simulators.errors import ScenarioError
 from simulators.security import SecuritySettings, parse_security
+
+OCPP_VERSIONS = ("1.6", "2.0.1", "2.1")
+CONTROL_MODES = ("ScheduledControl", "DynamicControl")
+MOBILITY_NEEDS_MODES = ("EVCC", "EVCC_SECC")
 
 
 @dataclass(frozen=True)
@@ -38,10 +43,14 @@ class StationModel:
     message_attempt_interval_s: float = 10.0
     offline_queue_max: int = 2000
     security: SecuritySettings | None = None  # None: no authentication (a lab CSMS)
+    ocpp_version: str = "2.0.1"
+    max_profiles_installed: int = 32  # OCPP 1.6 MaxChargingProfilesInstalled
 
     def __post_init__(self) -> None:
         _check_positive(self, "evse_count", "max_current_a", "meter_interval_s", "tick_s", "max_stack_level",
-                        "periods_per_schedule", "message_attempts", "offline_queue_max")
+                        "periods_per_schedule", "message_attempts", "offline_queue_max", "max_profiles_installed")
+        if self.ocpp_version not in OCPP_VERSIONS:
+            raise ValueError(f"ocpp_version must be one of {', '.join(OCPP_VERSIONS)}, got {self.ocpp_version!r}")
         if self.phases not in (1, 3):
             raise ValueError(f"phases must be 1 or 3, got {self.phases!r}")
         units = tuple(self.rate_units)
@@ -50,6 +59,17 @@ class StationModel:
         object.__setattr__(self, "rate_units", units)
         if self.min_current_a < 0 or self.min_current_a > self.max_current_a:
             raise ValueError("min_current_a must be between 0 and max_current_a")
+
+    @property
+    def subprotocol(self) -> str:
+        """The websocket subprotocol this firmware offers, e.g. ``ocpp1.6``."""
+        return f"ocpp{self.ocpp_version}"
+
+    @property
+    def discharges(self) -> bool:
+        """Can this station be told to discharge? `v2g` hardware, and a version with a way to say it
+        (2.0.1: the opt-in negative-limit convention; 2.1: CentralSetpoint; 1.6 has none)."""
+        return self.v2g and self.ocpp_version != "1.6"
 
 
 @dataclass(frozen=True)
@@ -69,6 +89,9 @@ class EVModel:
     bidirectional: bool = False
     max_discharge_w: float = 0.0
     max_voltage_v: int = 400
+    min_discharge_w: float = 0.0  # OCPP 2.1 v2xChargingParameters.minDischargePower
+    control_mode: str = "DynamicControl"  # OCPP 2.1 controlMode the car asks for
+    mobility_needs_mode: str = "EVCC_SECC"  # EVCC: the car alone decides its needs
 
     def __post_init__(self) -> None:
         _check_positive(self, "battery_kwh", "max_current_a", "efficiency")
@@ -80,6 +103,13 @@ class EVModel:
             raise ValueError("taper_start_soc must be in (0, 1]")
         if self.max_discharge_w < 0:
             raise ValueError("max_discharge_w must be >= 0")
+        if not 0 <= self.min_discharge_w <= max(self.max_discharge_w, 0.0):
+            raise ValueError("min_discharge_w must be between 0 and max_discharge_w")
+        if self.control_mode not in CONTROL_MODES:
+            raise ValueError(f"control_mode must be one of {', '.join(CONTROL_MODES)}, got {self.control_mode!r}")
+        if self.mobility_needs_mode not in MOBILITY_NEEDS_MODES:
+            raise ValueError(f"mobility_needs_mode must be one of {', '.join(MOBILITY_NEEDS_MODES)}, "
+                             f"got {self.mobility_needs_mode!r}")
 
 
 M = TypeVar("M", StationModel, EVModel)
@@ -107,6 +137,8 @@ def _coerce(f: dataclasses.Field, value: Any, *, file: str | None, key: str) -> 
     if f.name == "security":
         return value if value is None or isinstance(value, SecuritySettings) else parse_security(
             value, file=file, key=key)
+    if f.name == "ocpp_version" and isinstance(value, float):
+        value = str(value)  # YAML reads `ocpp_version: 1.6` as a number
     default = f.default if f.default is not dataclasses.MISSING else None
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -139,4 +171,4 @@ def _check_positive(obj: object, *names: str) -> None:
             raise ValueError(f"{name} must be > 0, got {getattr(obj, name)!r}")
 
 
-__all__ = ["StationModel", "EVModel", "model_from_dict"]
+__all__ = ["OCPP_VERSIONS", "EVModel", "StationModel", "model_from_dict"]

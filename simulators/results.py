@@ -10,9 +10,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a server
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from simulators.fleet import FleetResult  # noqa: E402
+from simulators.fleet import FleetResult
 
 
 def write_results(result: FleetResult, out_dir: Path) -> dict[str, Path]:
@@ -54,8 +54,8 @@ def report(result: FleetResult) -> dict:
             "intervals_over_capacity": int((over > 0).sum()),
             "kwh_over_capacity": round(float(over[over > 0].sum() * hours), 2),
         }
-    return {"scenario": result.scenario, "stations": len(result.station_ids),
-            "sample_interval_s": result.sample_interval_s, "intervals": len(result.times),
+    return {"scenario": result.scenario, "stations": len(result.station_ids), "ocpp_versions": result.versions,
+            "clock": result.clock, "sample_interval_s": result.sample_interval_s, "intervals": len(result.times),
             "transformers": per_transformer, "sessions": result.counters, "load": result.load}
 
 

@@ -4,26 +4,43 @@ A scenario is YAML (see `simulators/scenarios/*.yaml` and docs/simulators.md). E
 comes from numpy generators seeded with (scenario seed, station index), so a run repeats exactly
 and station k sees the same sessions whether the fleet has 10 or 10,000 stations.
 Every malformed input raises `ScenarioError` naming the file and the key.
+
+`clock.start` is either a time of day (`"14:00"`, in `clock.timezone`): the scenario's day starts
+at that local time and the stations run on the wall clock (the fleet moves the sessions to begin
+when the run begins), or a date-time with a UTC offset, which pins the stations' clocks to that
+date (`Scenario.pinned`), e.g. to test a central system against stations whose clocks are wrong.
+`ocpp_versions` mixes OCPP versions over the station models that do not name one.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import yaml
 
 from simulators.errors import ScenarioError
 from simulators.ev import EVSession
-from simulators.models import EVModel, StationModel, model_from_dict
-from simulators.security import Origins, SecurityLayer, check_station, merge_security, resolve_paths
+from simulators.models import OCPP_VERSIONS, EVModel, StationModel, model_from_dict
+from simulators.security import (
+    Origins,
+    SecurityLayer,
+    check_station,
+    merge_security,
+    resolve_paths,
+)
 
 _TOP_KEYS = {"name", "description", "seed", "clock", "sample_interval_s", "station_id_prefix", "defaults",
-             "station_models", "ev_models", "transformers", "sessions", "security"}
+             "station_models", "ev_models", "transformers", "sessions", "security", "ocpp_versions"}
+_CLOCK_KEYS = {"start", "timezone", "duration_h", "max_speed"}
+_TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
+_GOLDEN = (math.sqrt(5) - 1) / 2
 _SESSION_KEYS = {"per_evse_per_day", "ev_mix", "arrival", "dwell_h", "energy_kwh", "soc_start", "min_soc",
                  "iso15118_share"}
 
@@ -95,6 +112,31 @@ class Scenario:
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     security_origins: dict[str, Origins] = field(default_factory=dict)  # model -> field -> (file, key)
+    pinned: bool = True  # False: `start` is today's time of day and the stations run on the wall clock
+    timezone: str | None = None  # the IANA zone of a time-of-day start
+    ocpp_versions: dict[str, float] = field(default_factory=dict)  # version -> share (empty: the models')
+    versioned_models: frozenset[str] = frozenset()  # station models that name their ocpp_version
+
+    def clock_text(self) -> str:
+        """How the scenario's clock reads, for `csms-sim check` and logs."""
+        if self.pinned:
+            return f"from {self.start.isoformat()} (pinned: stations' clocks read this date)"
+        return (f"from {self.start.strftime('%H:%M')} {self.timezone or 'UTC'} on the wall clock "
+                "(sessions move to start when the run starts)")
+
+    def version_of(self, index: int, model_name: str) -> str:
+        """The OCPP version station `index` of model `model_name` speaks (the mix, unless the model names one)."""
+        model = self.station_models[model_name]
+        if not self.ocpp_versions or model_name in self.versioned_models:
+            return model.ocpp_version
+        point = ((index + 1) * _GOLDEN) % 1.0  # low-discrepancy: shares hold for any fleet size and prefix
+        total = sum(self.ocpp_versions.values())
+        cumulative = 0.0
+        for version in OCPP_VERSIONS:
+            cumulative += self.ocpp_versions.get(version, 0.0) / total
+            if point < cumulative:
+                return version
+        return max(self.ocpp_versions, key=lambda v: self.ocpp_versions[v])
 
     @property
     def station_count(self) -> int:
@@ -111,9 +153,15 @@ class Scenario:
             counts = _scale_counts(counts, stations) if total != stations else counts
         plans: list[StationPlan] = []
         index = 0
+        versioned: dict[tuple[str, str], StationModel] = {}
         for (transformer, group), count in zip(groups, counts):
-            model = self.station_models[group.model]
             for _ in range(count):
+                key = (group.model, self.version_of(index, group.model))
+                if key not in versioned:
+                    base_model = self.station_models[group.model]
+                    versioned[key] = base_model if key[1] == base_model.ocpp_version else replace(
+                        base_model, ocpp_version=key[1])
+                model = versioned[key]
                 station_id = f"{self.station_id_prefix}-{index:05d}"
                 if model.security is not None:
                     check_station(model.security, station_id, self.security_origins.get(group.model, {}))
@@ -121,6 +169,15 @@ class Scenario:
                 plans.append(StationPlan(station_id, transformer.id, model, sessions))
                 index += 1
         return plans
+
+    def override_version(self, version: str) -> None:
+        """Every station speaks `version` (the command line's --ocpp-version): models and mix alike."""
+        if version not in OCPP_VERSIONS:
+            raise ScenarioError(f"unknown OCPP version {version!r}; expected one of {', '.join(OCPP_VERSIONS)}",
+                                key="--ocpp-version")
+        self.station_models = {name: replace(model, ocpp_version=version)
+                               for name, model in self.station_models.items()}
+        self.ocpp_versions = {}
 
     def override_security(self, options: dict[str, Any], option_keys: dict[str, str], url: str | None = None
                           ) -> None:
@@ -163,7 +220,7 @@ class Scenario:
         hours = np.asarray(spec.arrival_weights, dtype=float)
         hours /= hours.sum()
         out: list[EVSession] = []
-        days = int(math.ceil(self.duration_s / 86_400)) + 1
+        days = math.ceil(self.duration_s / 86_400) + 1
         local_midnight = self.start.replace(hour=0, minute=0, second=0, microsecond=0)
         end = self.start + timedelta(seconds=self.duration_s)
         for evse_id in range(1, model.evse_count + 1):
@@ -198,7 +255,7 @@ def _scale_counts(counts: list[int], total: int) -> list[int]:
     """Largest-remainder apportionment of `total` over groups in proportion to `counts`."""
     base = sum(counts)
     exact = [c * total / base for c in counts]
-    scaled = [int(math.floor(x)) for x in exact]
+    scaled = [math.floor(x) for x in exact]
     for i in sorted(range(len(counts)), key=lambda i: exact[i] - scaled[i], reverse=True)[: total - sum(scaled)]:
         scaled[i] += 1
     return scaled
@@ -229,7 +286,11 @@ def parse_scenario(data: Any, *, file: str = "<scenario>", base_dir: Path | None
     name = _get(data, "name", str, file)
     seed = _get(data, "seed", int, file)
     clock = _get(data, "clock", dict, file)
-    start = _datetime(_get(clock, "start", (str, datetime), file, "clock.start"), file, "clock.start")
+    for key in clock:
+        if key not in _CLOCK_KEYS:
+            raise ScenarioError(f"unknown key; expected one of {', '.join(sorted(_CLOCK_KEYS))}", file=file,
+                                key=f"clock.{key}")
+    start, pinned, zone = _clock_start(clock, file)
     duration_h = _number(_get(clock, "duration_h", (int, float), file, "clock.duration_h"), file,
                          "clock.duration_h", low=0.0, exclusive=True)
     max_speed = _number(clock.get("max_speed", 1), file, "clock.max_speed", low=0.0, exclusive=True)
@@ -250,12 +311,77 @@ def parse_scenario(data: Any, *, file: str = "<scenario>", base_dir: Path | None
                  for k, v in _get(data, "ev_models", dict, file).items()}
     transformers = _transformers(_get(data, "transformers", list, file), station_models, file)
     sessions = _sessions(_get(data, "sessions", dict, file), ev_models, file)
+    versions = _versions(data.get("ocpp_versions"), file)
+    versioned = frozenset(name for name, value in data["station_models"].items()
+                          if "ocpp_version" in defaults or _names_version(value, base_dir))
     return Scenario(
         name=name, file=file, seed=seed, start=start, duration_s=duration_h * 3600.0, max_speed=max_speed,
         sample_interval_s=_number(data.get("sample_interval_s", 900), file, "sample_interval_s", low=1.0),
         station_id_prefix=str(data.get("station_id_prefix", "SIM")), station_models=station_models,
         ev_models=ev_models, transformers=transformers, sessions=sessions,
-        description=str(data.get("description", "")), security_origins=security_origins)
+        description=str(data.get("description", "")), security_origins=security_origins, pinned=pinned,
+        timezone=zone, ocpp_versions=versions, versioned_models=versioned)
+
+
+def _clock_start(clock: dict, file: str) -> tuple[datetime, bool, str | None]:
+    """(start, pinned, zone): a date-time pins the stations' clocks; a time of day runs on the wall clock."""
+    value = _get(clock, "start", (str, datetime, int), file, "clock.start")
+    zone_name = clock.get("timezone")
+    if isinstance(value, int) and not isinstance(value, bool):  # YAML 1.1 reads 14:00 as 840 (base 60)
+        raise ScenarioError("quote a time of day, e.g. \"14:00\" (unquoted YAML reads it as a number)", file=file,
+                            key="clock.start")
+    match = _TIME_OF_DAY.match(value) if isinstance(value, str) else None
+    if match is None:
+        pinned = _datetime(value, file, "clock.start")
+        if zone_name is not None:
+            raise ScenarioError("only goes with a time-of-day start (\"14:00\"); a date-time carries its own "
+                                "UTC offset", file=file, key="clock.timezone")
+        return pinned, True, None
+    if zone_name is not None and not isinstance(zone_name, str):
+        raise ScenarioError(f"expected an IANA time zone name, got {zone_name!r}", file=file, key="clock.timezone")
+    try:
+        zone = ZoneInfo(zone_name) if zone_name else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScenarioError(f"unknown time zone {zone_name!r} (IANA names, e.g. Europe/Amsterdam)", file=file,
+                            key="clock.timezone") from None
+    hour, minute, second = (int(part or 0) for part in match.groups())
+    today = datetime.now(zone).date()
+    return _fixed_offset(today, time(hour, minute, second), zone), False, zone_name
+
+
+def _fixed_offset(day: date, at: time, zone: Any) -> datetime:
+    """`at` on `day` in `zone`, with that day's UTC offset frozen: session draws stay date-independent."""
+    local = datetime.combine(day, at, tzinfo=zone)
+    offset = local.utcoffset() or timedelta(0)
+    return datetime.combine(day, at, tzinfo=timezone(offset))
+
+
+def _versions(value: Any, file: str) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not value:
+        raise ScenarioError("expected a mapping of OCPP version to share, e.g. {\"1.6\": 0.3, \"2.0.1\": 0.5, "
+                            "\"2.1\": 0.2}", file=file, key="ocpp_versions")
+    out: dict[str, float] = {}
+    for version, share in value.items():
+        name = str(version)
+        if name not in OCPP_VERSIONS:
+            raise ScenarioError(f"unknown OCPP version; expected one of {', '.join(OCPP_VERSIONS)}", file=file,
+                                key=f"ocpp_versions.{name}")
+        out[name] = _number(share, file, f"ocpp_versions.{name}", low=0.0)
+    if sum(out.values()) <= 0:
+        raise ScenarioError("shares must not all be 0", file=file, key="ocpp_versions")
+    return out
+
+
+def _names_version(value: Any, base_dir: Path | None) -> bool:
+    """Does a station model (inline or its file) set ocpp_version itself?"""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(((base_dir or Path(".")) / value).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            return False  # already reported while loading the model
+    return isinstance(value, dict) and "ocpp_version" in value
 
 
 def _named(value: Any, name: Any) -> Any:
@@ -373,7 +499,7 @@ def _distribution(data: Any, file: str, key: str, upper: float = math.inf) -> Di
     unknown = set(data) - {"lognormal", "uniform", "min", "max"}
     if unknown:
         raise ScenarioError("unknown key; expected lognormal, uniform, min, max", file=file,
-                            key=f"{key}.{sorted(unknown)[0]}")
+                            key=f"{key}.{min(unknown)}")
     if "lognormal" in data:
         params = data["lognormal"]
         if not isinstance(params, dict):
@@ -418,7 +544,7 @@ def _datetime(value: str | datetime, file: str, key: str) -> datetime:
         parsed = value
     else:
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(value)
         except ValueError:
             raise ScenarioError(f"not an ISO 8601 date-time: {value!r}", file=file, key=key) from None
     if parsed.tzinfo is None:

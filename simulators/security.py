@@ -179,9 +179,9 @@ def check_station(settings: SecuritySettings, station_id: str, origins: Origins)
         return {"file": file, "key": key}
 
     password = settings.password_for(station_id)
-    if settings.password_template is not None and password is not None:
-        if problem := password_problem(password):
-            raise ScenarioError(f"for station {station_id} the password {problem}", **where("password_template"))
+    problem = password_problem(password) if settings.password_template is not None and password is not None else None
+    if problem:
+        raise ScenarioError(f"for station {station_id} the password {problem}", **where("password_template"))
     files = settings.cert_files_for(station_id)
     for name, path in zip(("cert_template", "key_template"), files or ()):
         if not os.path.isfile(path):
@@ -268,17 +268,21 @@ class StationCredentials:
 # ---------------------------------------------------------------------------------------------- logging
 
 _SECRET_VALUE = re.compile(r'("attributeValue":\s*")(?:[^"\\]|\\.)*"')
-_AUTH_HEADER = re.compile(r"(Authorization:\s*Basic\s+)\S+", re.I)
+_SECRET_VALUE_16 = re.compile(r'("value":\s*")(?:[^"\\]|\\.)*"')  # 1.6 ChangeConfiguration AuthorizationKey
+_AUTH_HEADER = re.compile(r"(Authorization:\s*Basic\s+)\S+", re.IGNORECASE)
 
 
 class RedactSecrets(logging.Filter):
-    """Hide Basic credentials and, in frames about BasicAuthPassword, every attributeValue (-v, DEBUG)."""
+    """Hide Basic credentials and, in frames about BasicAuthPassword / AuthorizationKey (1.6), every
+    attributeValue / value (-v, DEBUG)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         redacted = _AUTH_HEADER.sub(r"\1<redacted>", message)
         if "BasicAuthPassword" in redacted:
             redacted = _SECRET_VALUE.sub(r'\1<redacted>"', redacted)
+        if "AuthorizationKey" in redacted:
+            redacted = _SECRET_VALUE_16.sub(r'\1<redacted>"', redacted)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True
@@ -291,6 +295,18 @@ def install_log_redaction(*logger_names: str) -> None:
             logger.addFilter(RedactSecrets())
 
 
-__all__ = ["SecuritySettings", "SecurityLayer", "StationCredentials", "merge_security", "resolve_paths",
-           "parse_security", "check_settings", "check_station",
-           "password_problem", "server_trust", "install_log_redaction", "PASSWORD_MIN", "PASSWORD_MAX"]
+__all__ = [
+    "PASSWORD_MAX",
+    "PASSWORD_MIN",
+    "SecurityLayer",
+    "SecuritySettings",
+    "StationCredentials",
+    "check_settings",
+    "check_station",
+    "install_log_redaction",
+    "merge_security",
+    "parse_security",
+    "password_problem",
+    "resolve_paths",
+    "server_trust",
+]

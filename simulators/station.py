@@ -2,8 +2,10 @@
 
 `SimStation` wraps a `StationCore` with the things only a network has: the websocket session,
 BootNotification (Accepted / Pending / Rejected), heartbeats, one CALL in flight at a time,
-TransactionEvent retries, reconnects with jittered exponential backoff and an offline queue.
-It never imports the central system: anything speaking OCPP 2.0.1 on a URL will do.
+retries of transaction messages, reconnects with jittered exponential backoff and an offline
+queue. The station model's `ocpp_version` (1.6, 2.0.1 or 2.1) decides the subprotocol it offers
+and the messages (`simulators.versions`); this module is the same for all of them. It never
+imports the central system: anything speaking that OCPP version on a URL will do.
 """
 
 from __future__ import annotations
@@ -13,20 +15,16 @@ import logging
 import random
 import ssl
 import time
-import uuid
-from typing import Any, Callable
+from typing import Any
 
 import websockets
-from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, MessageType, validate_payload
-from ocpp.routing import after, on
-from ocpp.v201 import ChargePoint, call_result
-from ocpp.v201.enums import Action
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from simulators.clock import Clock
 from simulators.ev import EV, EVSession
+from simulators.link import OcppLink
 from simulators.models import StationModel
 from simulators.security import StationCredentials, install_log_redaction
 from simulators.station_core import Outgoing, StationCore
@@ -34,89 +32,10 @@ from simulators.stats import LinkStats
 
 LOG = logging.getLogger("simulators.station")
 _QUIET = logging.getLogger("simulators.ocpp")  # the package logs every frame at INFO
-SUBPROTOCOL = "ocpp2.0.1"
+SUBPROTOCOL = "ocpp2.0.1"  # the default model's; a station offers `model.subprotocol`
 AUTH_REFUSALS = (401, 403, 429)  # handshake answers that mean "not with these credentials / not now"
 RETRY_AFTER_MAX_S = 3600.0
 install_log_redaction(_QUIET.name, "websockets.client")  # frames and headers carry passwords
-
-
-class _OcppLink(ChargePoint):
-    """The `ocpp` package's ChargePoint, answering CSMS requests from the station core."""
-
-    def __init__(self, station: "SimStation", connection: Any, response_timeout: float) -> None:
-        super().__init__(station.station_id, connection, response_timeout=response_timeout, logger=_QUIET)
-        self._station = station
-
-    async def call_raw(self, action: str, payload: dict, timeout: float, validate: bool) -> dict:
-        """A CALL with a camelCase payload dict; raises OCPPError on CALLERROR, TimeoutError on silence."""
-        request = Call(unique_id=str(uuid.uuid4()), action=action, payload=payload)
-        if validate:
-            await validate_payload(request, self._ocpp_version)
-        async with self._call_lock:
-            await self._send(request.to_json())
-            response = await self._get_specific_response(request.unique_id, timeout)
-        if response.message_type_id == MessageType.CallError:
-            raise response.to_exception()
-        if validate:
-            response.action = action
-            await validate_payload(response, self._ocpp_version)
-        return response.payload
-
-    def _answer(self, result_cls: type, handler: Callable[[dict], dict], kwargs: dict) -> Any:
-        self._station.stats.calls_received += 1
-        return result_cls(**camel_to_snake_case(handler(snake_to_camel_case(kwargs))))
-
-    @on(Action.set_charging_profile)
-    def on_set_charging_profile(self, **kwargs: Any) -> Any:
-        return self._answer(call_result.SetChargingProfile, self._station.core.handle_set_charging_profile, kwargs)
-
-    @on(Action.clear_charging_profile)
-    def on_clear_charging_profile(self, **kwargs: Any) -> Any:
-        return self._answer(call_result.ClearChargingProfile, self._station.core.handle_clear_charging_profile,
-                            kwargs)
-
-    @on(Action.get_charging_profiles)
-    def on_get_charging_profiles(self, **kwargs: Any) -> Any:
-        return self._answer(call_result.GetChargingProfiles, self._station.core.handle_get_charging_profiles, kwargs)
-
-    @on(Action.get_composite_schedule)
-    def on_get_composite_schedule(self, **kwargs: Any) -> Any:
-        return self._answer(call_result.GetCompositeSchedule, self._station.core.handle_get_composite_schedule,
-                            kwargs)
-
-    @on(Action.request_start_transaction)
-    def on_request_start_transaction(self, **kwargs: Any) -> Any:
-        return self._answer(call_result.RequestStartTransaction,
-                            self._station.core.handle_request_start_transaction, kwargs)
-
-    @on(Action.request_stop_transaction)
-    def on_request_stop_transaction(self, **kwargs: Any) -> Any:
-        return self._answer(call_result.RequestStopTransaction, self._station.core.handle_request_stop_transaction,
-                            kwargs)
-
-    @on(Action.reset)
-    def on_reset(self, **kwargs: Any) -> Any:
-        return self._answer(call_result.Reset, self._station.core.handle_reset, kwargs)
-
-    @on(Action.change_availability)
-    def on_change_availability(self, **kwargs: Any) -> Any:
-        return self._answer(call_result.ChangeAvailability, self._station.core.handle_change_availability, kwargs)
-
-    @on(Action.trigger_message)
-    def on_trigger_message(self, **kwargs: Any) -> Any:
-        return self._answer(call_result.TriggerMessage, self._station.core.handle_trigger_message, kwargs)
-
-    @on(Action.get_variables)
-    def on_get_variables(self, **kwargs: Any) -> Any:
-        return self._answer(call_result.GetVariables, self._station.core.handle_get_variables, kwargs)
-
-    @on(Action.set_variables)
-    def on_set_variables(self, **kwargs: Any) -> Any:
-        return self._answer(call_result.SetVariables, self._station.core.handle_set_variables, kwargs)
-
-    @after(Action.set_variables)
-    def after_set_variables(self, **kwargs: Any) -> None:
-        self._station.reconnect_if_password_changed()
 
 
 class _Waker:
@@ -179,6 +98,7 @@ class SimStation:
         self.reconnects = 0
         self._rng = random.Random(seed if seed is not None else station_id)
         self._boot_reason = "PowerUp"
+        self._accepted_reason = "PowerUp"
         self._running = False
         self._session_open = False
         self._ws: Any = None
@@ -243,7 +163,7 @@ class SimStation:
                 except InvalidStatus as exc:
                     retry_after = self._refused(exc.response)
                     attempt += 1
-                except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
+                except (TimeoutError, OSError, websockets.exceptions.WebSocketException) as exc:
                     self.stats.error(f"{'tls' if isinstance(exc, ssl.SSLError) else 'connect'}:{type(exc).__name__}")
                     attempt += 1
                 if not self._running:
@@ -272,7 +192,7 @@ class SimStation:
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         try:
             await asyncio.wait_for(self._stop_event.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _simulate(self) -> None:
@@ -284,17 +204,18 @@ class SimStation:
     async def _session(self, connect_kwargs: dict[str, Any]) -> bool:
         """One websocket connection, from handshake until it closes. True if boot was accepted."""
         uri = f"{self.url}/{self.station_id}"
-        ws = await websockets.connect(uri, subprotocols=[SUBPROTOCOL], compression=None,
+        subprotocol = self.model.subprotocol
+        ws = await websockets.connect(uri, subprotocols=[Subprotocol(subprotocol)], compression=None,
                                       open_timeout=self.connect_timeout_s, ping_interval=self.ping_interval_s,
                                       max_queue=16, **connect_kwargs)
         self._ws = ws
         self.stats.connects += 1
-        link = _OcppLink(self, ws, self.call_timeout_s)
+        link = OcppLink(self, ws, self.call_timeout_s, _QUIET, self.model.ocpp_version)
         self._session_open = True
         tasks: list[asyncio.Task] = []
         accepted = False
         try:
-            if ws.subprotocol != SUBPROTOCOL:
+            if ws.subprotocol != subprotocol:
                 self.stats.error("subprotocol_mismatch")
                 return False
             reader = asyncio.create_task(link.start(), name=f"recv:{self.station_id}")
@@ -309,8 +230,9 @@ class SimStation:
             accepted = True
             self.stats.connection_up()
             self.core.set_online(True)
-            self.core.on_boot_accepted()
+            self.core.on_boot_accepted(self._accepted_reason)
             self.accepted.set()
+            LOG.info("%s: connected as OCPP %s; %s", self.station_id, self.model.ocpp_version, self.clock.describe())
             sender = asyncio.create_task(self._send_loop(link), name=f"send:{self.station_id}")
             heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"hb:{self.station_id}")
             tasks += [sender, heartbeat]
@@ -337,7 +259,7 @@ class SimStation:
             self._ws = None
             await ws.close()
 
-    async def _boot(self, link: _OcppLink) -> bool:
+    async def _boot(self, link: OcppLink) -> bool:
         """BootNotification until Accepted; Pending/Rejected wait the interval the CSMS gave."""
         while self._running:
             sent = time.monotonic()
@@ -348,7 +270,7 @@ class SimStation:
                 self.stats.error(f"CallError:{type(exc).__name__}:BootNotification")
                 await self._sleep_unless_stopped(self.boot_retry_s)
                 continue
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.stats.error("timeout:BootNotification")
                 continue
             self.stats.calls_sent += 1
@@ -359,30 +281,36 @@ class SimStation:
                 if interval > 0:
                     self.heartbeat_interval_s = float(interval)
                     self.core.device.vars[("OCPPCommCtrlr", "HeartbeatInterval", None)].value = str(interval)
+                self._accepted_reason = self._boot_reason
                 self._boot_reason = "Unknown"  # a later BootNotification is a reconnect, not a power-up
                 return True
             self.stats.error(f"boot:{self.boot_status}")
             await self._sleep_unless_stopped(interval if interval > 0 else self.boot_retry_s)
         return False
 
-    async def _send_loop(self, link: _OcppLink) -> None:
-        """Send the core's outbox in order, one CALL in flight; retry TransactionEvents per the spec."""
+    async def _send_loop(self, link: OcppLink) -> None:
+        """Send the core's outbox in order, one CALL in flight; retry transaction messages per the spec."""
         core = self.core
         while self._session_open:
             if not core.outbox:
                 await self._send_waker.sleep(60.0)
                 continue
             item = core.outbox[0]
+            payload = item.prepare(item.payload) if item.prepare is not None else item.payload
+            if payload is None:  # nothing left to say (e.g. a 1.6 stop for a transaction without an id)
+                self.stats.error(f"gave_up:{item.action}")
+                _discard(core, item)
+                continue
             sent = time.monotonic()
             result: dict | None = None
             try:
-                result = await link.call_raw(item.action, item.payload, self.call_timeout_s, self.validate)
+                result = await link.call_raw(item.action, payload, self.call_timeout_s, self.validate)
                 self.stats.calls_sent += 1
                 self.stats.latency(time.monotonic() - sent)
             except OCPPError as exc:
                 self.stats.error(f"CallError:{exc.code if hasattr(exc, 'code') else type(exc).__name__}")
                 LOG.info("%s: %s answered with error %r", self.station_id, item.action, exc)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.stats.error(f"timeout:{item.action}")
             if result is None and item.transactional and item.attempts + 1 < self._attempts():
                 item.attempts += 1
@@ -415,6 +343,10 @@ class SimStation:
         self.credentials.set_password(value)
         self._password_changed = True
 
+    def after_call(self, action: str) -> None:
+        """A central system request has been answered (the answer is on the wire)."""
+        self.reconnect_if_password_changed()
+
     def reconnect_if_password_changed(self) -> None:
         """After the SetVariables answer is on the wire: log in again, now with the new password."""
         if self._password_changed and self._ws is not None:
@@ -442,4 +374,4 @@ def _discard(core: StationCore, item: Outgoing) -> None:
         pass  # already dropped by a full offline queue
 
 
-__all__ = ["SimStation", "SUBPROTOCOL"]
+__all__ = ["SUBPROTOCOL", "OcppLink", "SimStation"]

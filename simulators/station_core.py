@@ -1,26 +1,36 @@
 """The charging station's behaviour without any network: state machine, energy, smart charging.
 
-`StationCore` is driven by `advance(now)` on a simulated clock and by the CSMS requests it is
-handed as camelCase dicts; everything it wants to tell the central system lands in `outbox`
-(`Outgoing` items) for the network layer (`simulators.station`) to send. Unit tests drive it
-directly with a `ManualClock`; fleets drive it in real time x speed.
+`StationCore` is driven by `advance(now)` on a simulated clock and by the central system's
+requests; everything it wants to tell the central system lands in `outbox` (`Outgoing` items)
+for the network layer (`simulators.station`) to send. The physics, the EV, the meter and the
+profile maths are one for every OCPP version; which messages carry them is the business of the
+station's version layer (`self.dialect`, from `simulators.versions`), which the core calls at
+each event (a transaction starts, a state changes, a sample is due) and which answers the
+central system's requests through the core's neutral operations (`install_profile`,
+`remote_start`, `reset`, ...). Unit tests drive it directly with a `ManualClock`; fleets drive
+it in real time x speed.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import TYPE_CHECKING
 
-from profiles.units import VOLTAGE_V, round_down_one_decimal
+from profiles.composite import CENTRAL_SETPOINT, CHARGING_ONLY, Period
+from profiles.composite import IDLE as IDLE_MODE
+from profiles.units import VOLTAGE_V
 from simulators.charging_profiles import ProfileStore, status_info
 from simulators.clock import Clock
 from simulators.device_model import DeviceModel
 from simulators.ev import EV, EVSession
-from simulators.meter import iso, sample
 from simulators.models import StationModel
+
+if TYPE_CHECKING:
+    from simulators.versions.base import Dialect
 
 CHARGING, EV_CONNECTED, SUSPENDED_EV, SUSPENDED_EVSE, IDLE = (
     "Charging", "EVConnected", "SuspendedEV", "SuspendedEVSE", "Idle")
@@ -29,13 +39,20 @@ _MAX_STEPS_PER_ADVANCE = 100_000
 
 @dataclass
 class Outgoing:
-    """A station-initiated CALL waiting to be sent. `on_result(None)` means it failed for good."""
+    """A station-initiated CALL waiting to be sent. `on_result(None)` means it failed for good.
+
+    `prepare`, when set, turns the payload into its final form just before it is sent (or None:
+    nothing to send any more); OCPP 1.6 uses it to fill in a transaction id the central system
+    gave after the message was queued. `periodic` marks a sample the offline queue may drop first.
+    """
 
     action: str
     payload: dict
     transactional: bool = False
     on_result: Callable[[dict | None], None] | None = None
     attempts: int = 0
+    prepare: Callable[[dict], dict | None] | None = None
+    periodic: bool = False
 
 
 @dataclass
@@ -48,6 +65,8 @@ class Transaction:
     charging_state: str = EV_CONNECTED
     remote_start_id: int | None = None
     paused_by_station: bool = False  # for the "ignores the resumed limit" quirk
+    discharge_allowed: bool = True  # OCPP 2.1 NotifyAllowedEnergyTransfer can take it away
+    start_import_wh: float = 0.0
 
     def next_seq(self) -> int:
         seq = self.seq_no
@@ -72,6 +91,7 @@ class Evse:
     export_wh: float = 0.0
     next_meter_at: datetime | None = None
     restart_after_reset: bool = False
+    operation_mode: str = CHARGING_ONLY  # the OCPP 2.1 operation mode in force
     upcoming: deque[EVSession] = field(default_factory=deque)
 
     @property
@@ -92,11 +112,14 @@ class StationCore:
 
     def __init__(self, station_id: str, model: StationModel, clock: Clock,
                  sessions: list[EVSession] | tuple[EVSession, ...] = ()) -> None:
+        from simulators.versions import (
+            dialect_for,  # the version layers import this module
+        )
+
         self.station_id = station_id
         self.model = model
         self.clock = clock
         self.evses: dict[int, Evse] = {i: Evse(i, model.phases) for i in range(1, model.evse_count + 1)}
-        self.profiles = ProfileStore(model, list(self.evses))
         self.device = DeviceModel(model)
         self.meter_interval_s = float(model.meter_interval_s)
         self.limit_change_significance = model.limit_change_significance
@@ -110,6 +133,8 @@ class StationCore:
         self.on_outbox: Callable[[], None] | None = None
         self._reset_on_idle = False
         self._tx_ids = itertools.count(1)
+        self.dialect: Dialect = dialect_for(self)
+        self.profiles = ProfileStore(model, list(self.evses), self.dialect.profile_rules())
         for session in sorted(sessions, key=lambda s: s.arrival):
             if session.evse_id not in self.evses:
                 raise ValueError(f"session for unknown evse {session.evse_id} on {station_id}")
@@ -135,6 +160,7 @@ class StationCore:
         return tx.charging_state if tx else None
 
     def transaction_id(self, evse_id: int) -> str | None:
+        """The station's own id of the running transaction (OCPP 1.6: see `dialect.transaction_id`)."""
         tx = self.evses[evse_id].tx
         return tx.id if tx else None
 
@@ -144,25 +170,19 @@ class StationCore:
     # ------------------------------------------------------------------ boot / status
 
     def boot_payload(self, reason: str) -> dict:
-        return {"reason": reason, "chargingStation": {
-            "model": self.model.name[:20], "vendorName": self.model.vendor[:50],
-            "serialNumber": self.station_id[:25], "firmwareVersion": "netbewust-sim-1"}}
+        return self.dialect.boot_payload(reason)
 
-    def on_boot_accepted(self) -> None:
+    def on_boot_accepted(self, reason: str | None = None) -> None:
         """After (re)boot: report every connector first, then restart sessions a reset ended."""
         now = self.clock.now()
-        for evse in self.evses.values():
-            self._push(Outgoing("StatusNotification", self._status_payload(evse, now)), front=False)
+        self.dialect.after_boot(now, reason)
         for evse in self.evses.values():
             if evse.ev is not None and evse.tx is None and evse.restart_after_reset:
                 self._start_transaction(evse, now, "CablePluggedIn")
 
-    def _status_payload(self, evse: Evse, now: datetime) -> dict:
-        return {"timestamp": iso(now), "connectorStatus": evse.status, "evseId": evse.id, "connectorId": 1}
-
     def _send_status(self, evse: Evse, now: datetime) -> None:
         if self.online:
-            self._push(Outgoing("StatusNotification", self._status_payload(evse, now)))
+            self.dialect.connector_status(evse, now)
 
     # ------------------------------------------------------------------ sessions
 
@@ -187,8 +207,7 @@ class StationCore:
         else:  # remotely started before the cable was connected
             evse.tx.charging_state = EV_CONNECTED
             self._tx_event(evse, "Updated", "CablePluggedIn", now)
-        if evse.ev.model.iso15118:
-            self._notify_ev_charging_needs(evse, now)
+        self.dialect.ev_connected(evse, now)
         self._evaluate(evse, now)
 
     def unplug(self, evse_id: int) -> None:
@@ -219,15 +238,13 @@ class StationCore:
         # whole seconds (a station RTC): Relative profiles then have whole-second period boundaries
         tx = Transaction(id=tx_id or self._new_tx_id(evse), started_at=now.replace(microsecond=0),
                          charging_state=EV_CONNECTED if evse.ev is not None else IDLE,
-                         remote_start_id=remote_start_id)
+                         remote_start_id=remote_start_id, start_import_wh=evse.import_wh)
         evse.tx = tx
         evse.next_meter_at = now + timedelta(seconds=self.meter_interval_s)
+        tx.authorized = id_token is not None or not self.model.authorize
+        tx.id_token = id_token
         self._tx_event(evse, "Started", trigger, tx.started_at, context="Transaction.Begin", id_token=id_token)
-        if id_token is not None:
-            tx.authorized, tx.id_token = True, id_token
-        elif not self.model.authorize:
-            tx.authorized = True
-        elif evse.ev is not None:
+        if not tx.authorized and evse.ev is not None:
             self._authorize(evse, now)
         return tx
 
@@ -239,18 +256,18 @@ class StationCore:
         evse.tx = None
         evse.next_meter_at = None
         evse.offered_a = evse.reported_offer_a = 0.0
+        evse.operation_mode = CHARGING_ONLY
 
     def _authorize(self, evse: Evse, now: datetime) -> None:
         assert evse.ev is not None
         token = {"idToken": evse.ev.id_token[:36], "type": "ISO14443"}
         tx = evse.tx
 
-        def done(result: dict | None) -> None:
+        def done(status: str | None) -> None:
             if evse.tx is not tx or tx is None or tx.authorized:
                 return
             at = self.advance(self.clock.now())
-            status = (result or {}).get("idTokenInfo", {}).get("status", "Accepted") if result else "Accepted"
-            if status == "Accepted":  # a failed call = authorize offline (LocalAuthorizeOffline)
+            if (status or "Accepted") == "Accepted":  # a failed call = authorize offline (LocalAuthorizeOffline)
                 self._authorized(evse, token, at)
             else:
                 self.counters["authorize_rejected"] += 1
@@ -258,7 +275,7 @@ class StationCore:
             self._wake()
 
         if self.online:
-            self._push(Outgoing("Authorize", {"idToken": token}, on_result=done))
+            self.dialect.authorize(token, done)
         else:
             done(None)
 
@@ -267,25 +284,6 @@ class StationCore:
         evse.tx.authorized, evse.tx.id_token = True, token
         self._tx_event(evse, "Updated", "Authorized", now, id_token=token)
         self._evaluate(evse, now)
-
-    def _notify_ev_charging_needs(self, evse: Evse, now: datetime) -> None:
-        ev = evse.ev
-        assert ev is not None
-        m = ev.model
-        needs: dict[str, Any] = {
-            "requestedEnergyTransfer": "AC_three_phase" if m.phases == 3 else "AC_single_phase",
-            "acChargingParameters": {
-                "energyAmount": int(ev.energy_need_kwh * 1000), "evMinCurrent": int(m.min_current_a),
-                "evMaxCurrent": int(m.max_current_a), "evMaxVoltage": int(m.max_voltage_v)},
-        }
-        if ev.departure is not None:
-            needs["departureTime"] = iso(ev.departure)
-        if m.bidirectional:  # 2.0.1 has no V2X fields: carried in customData with 2.1 names
-            needs["customData"] = {
-                "vendorId": "org.netbewust.v2x", "evMaxDischargePower": m.max_discharge_w,
-                "evMinV2XEnergyRequest": round((ev.min_soc - ev.soc) * ev.battery_wh),
-                "evMaxV2XEnergyRequest": round((ev.target_soc - ev.soc) * ev.battery_wh)}
-        self._push(Outgoing("NotifyEVChargingNeeds", {"evseId": evse.id, "chargingNeeds": needs}))
 
     # ------------------------------------------------------------------ time
 
@@ -360,6 +358,13 @@ class StationCore:
             wait = min(wait, self.model.tick_s)  # taper and "car is full" need regular looks
         return max(0.001, min(wait, 3600.0))
 
+    def shift_upcoming(self, delta: timedelta) -> None:
+        """Move every session that has not arrived yet by `delta` (the fleet re-anchors its timeline)."""
+        if not delta:
+            return
+        for evse in self.evses.values():
+            evse.upcoming = deque(_shifted(s, delta) for s in evse.upcoming)
+
     # ------------------------------------------------------------------ applying the limit
 
     def _evaluate(self, evse: Evse, now: datetime) -> None:
@@ -369,10 +374,9 @@ class StationCore:
             if tx is not None:
                 self._set_state(evse, IDLE if ev is None else EV_CONNECTED, now)
             return
-        limit, phases = self.profiles.limit_a(evse.id, now, tx.id, tx.started_at)
-        limit = max(-self.model.max_current_a, min(self.model.max_current_a, limit))
-        if not self.model.v2g:
-            limit = max(0.0, limit)
+        period = self.profiles.target_a(evse.id, now, tx.id, tx.started_at)
+        limit = self._offer(evse, period)
+        phases = period.number_phases
         if abs(limit) < self.model.min_current_a:
             limit = 0.0  # IEC 61851 cannot signal 0 < I < 6 A: that is a pause
         if self.model.ignores_resumed_limit:
@@ -383,6 +387,9 @@ class StationCore:
         current = ev.draw(limit, self.model.min_current_a)
         used = min(phases, ev.model.phases, self.model.phases) if current else 0
         self._set_current(evse, current, used, limit)
+        mode = period.operation_mode or CHARGING_ONLY
+        mode_changed = evse.operation_mode != mode
+        evse.operation_mode = mode
         if current != 0.0:
             state = CHARGING
         elif limit == 0.0:
@@ -391,6 +398,28 @@ class StationCore:
             state = SUSPENDED_EV
         if not self._set_state(evse, state, now) and state == CHARGING:
             self._check_rate_change(evse, now)
+        if mode_changed:
+            self.dialect.operation_mode_changed(evse, now)
+
+    def _offer(self, evse: Evse, period: Period) -> float:
+        """Signed per-phase amps the station offers (negative = discharge) for the period in force.
+
+        OCPP 2.1 CentralSetpoint: the setpoint, already clamped into [dischargeLimit, limit] by the
+        composite schedule; Idle: nothing; otherwise (ChargingOnly, every 2.0.1/1.6 profile) the
+        limit, which only the 2.0.1 V2G convention lets go below 0.
+        """
+        cap = self.model.max_current_a
+        if period.operation_mode == CENTRAL_SETPOINT and period.setpoint is not None:
+            offer = period.setpoint
+            if offer < 0 and not (self.dialect.may_discharge(evse)):
+                offer = 0.0
+        elif period.operation_mode == IDLE_MODE:
+            offer = 0.0
+        else:
+            offer = period.limit
+            if offer < 0 and not (self.model.v2g and self.dialect.may_discharge(evse)):
+                offer = 0.0
+        return max(-cap, min(cap, offer))
 
     def _set_current(self, evse: Evse, current: float, phases: int, offered: float) -> None:
         evse.current_a, evse.phases_used, evse.offered_a = current, phases, offered
@@ -414,33 +443,15 @@ class StationCore:
 
     # ------------------------------------------------------------------ messages
 
-    def _sample(self, evse: Evse, now: datetime, context: str) -> dict:
-        return sample(at=now, context=context, import_wh=evse.import_wh, export_wh=evse.export_wh,
-                      current_a=evse.current_a, phases_used=evse.phases_used, station_phases=self.model.phases,
-                      offered_a=evse.offered_a, soc=evse.ev.soc if evse.ev else None,
-                      export_capable=self.model.v2g)
-
     def _tx_event(self, evse: Evse, event_type: str, trigger: str, now: datetime, *, context: str | None = None,
                   id_token: dict | None = None, stopped_reason: str | None = None) -> None:
-        tx = evse.tx
-        assert tx is not None
-        info: dict[str, Any] = {"transactionId": tx.id, "chargingState": tx.charging_state}
-        if tx.remote_start_id is not None and tx.seq_no == 0:
-            info["remoteStartId"] = tx.remote_start_id
-        if stopped_reason is not None:
-            info["stoppedReason"] = stopped_reason
-        payload: dict[str, Any] = {
-            "eventType": event_type, "timestamp": iso(now), "triggerReason": trigger, "seqNo": tx.next_seq(),
-            "transactionInfo": info, "evse": {"id": evse.id, "connectorId": 1}}
-        if id_token is not None:
-            payload["idToken"] = id_token
-        if context is not None:
-            payload["meterValue"] = [self._sample(evse, now, context)]
-        if not self.online:
-            payload["offline"] = True
-        self._push(Outgoing("TransactionEvent", payload, transactional=True))
+        """A transaction event happened; the version layer decides which message(s) it becomes."""
+        assert evse.tx is not None
+        self.dialect.transaction_event(evse, event_type, trigger, now, context=context, id_token=id_token,
+                                       stopped_reason=stopped_reason)
 
-    def _push(self, item: Outgoing, front: bool = False) -> None:
+    def push(self, item: Outgoing, front: bool = False) -> None:
+        """Queue a message for the central system (the version layers' way out)."""
         if not self.online and not item.transactional and item.action != "StatusNotification":
             if item.on_result is not None:
                 item.on_result(None)
@@ -454,10 +465,12 @@ class StationCore:
         if self.on_outbox is not None:
             self.on_outbox()
 
+    _push = push
+
     def _drop_one(self) -> None:
         """Full queue: give up the oldest periodic meter sample first, never Started/Ended if avoidable."""
         for index, item in enumerate(self.outbox):
-            if item.payload.get("triggerReason") == "MeterValuePeriodic" or not item.transactional:
+            if item.periodic or not item.transactional:
                 del self.outbox[index]
                 self.counters["queue_dropped"] += 1
                 return
@@ -465,7 +478,7 @@ class StationCore:
         self.counters["queue_dropped"] += 1
 
     def set_online(self, online: bool) -> None:
-        """Going offline drops what only makes sense live; TransactionEvents stay queued."""
+        """Going offline drops what only makes sense live; transaction messages stay queued."""
         self.online = online
         if not online:
             dropped = [item for item in self.outbox if not item.transactional]
@@ -478,120 +491,140 @@ class StationCore:
         if self.on_outbox is not None:
             self.on_outbox()
 
-    # ------------------------------------------------------------------ CSMS requests
+    # ------------------------------------------------------------------ central system requests
 
+    def handle(self, action: str, payload: dict) -> dict:
+        """Answer a central system request of this station's OCPP version (camelCase in and out)."""
+        return self.dialect.handlers[action](payload)
+
+    # The OCPP 2.0.1 / 2.1 requests by name, as the unit tests and older callers use them.
     def handle_set_charging_profile(self, payload: dict) -> dict:
-        now = self.advance(self.clock.now())
-        evse_id, profile = payload["evseId"], payload["chargingProfile"]
+        return self.handle("SetChargingProfile", payload)
+
+    def handle_clear_charging_profile(self, payload: dict) -> dict:
+        return self.handle("ClearChargingProfile", payload)
+
+    def handle_get_charging_profiles(self, payload: dict) -> dict:
+        return self.handle("GetChargingProfiles", payload)
+
+    def handle_get_composite_schedule(self, payload: dict) -> dict:
+        return self.handle("GetCompositeSchedule", payload)
+
+    def handle_request_start_transaction(self, payload: dict) -> dict:
+        return self.handle("RequestStartTransaction", payload)
+
+    def handle_request_stop_transaction(self, payload: dict) -> dict:
+        return self.handle("RequestStopTransaction", payload)
+
+    def handle_reset(self, payload: dict) -> dict:
+        return self.handle("Reset", payload)
+
+    def handle_change_availability(self, payload: dict) -> dict:
+        return self.handle("ChangeAvailability", payload)
+
+    def handle_trigger_message(self, payload: dict) -> dict:
+        return self.handle("TriggerMessage", payload)
+
+    def handle_get_variables(self, payload: dict) -> dict:
+        return self.handle("GetVariables", payload)
+
+    def handle_set_variables(self, payload: dict) -> dict:
+        return self.handle("SetVariables", payload)
+
+    # ------------------------------------------------------------------ neutral operations
+
+    def now(self) -> datetime:
+        """Simulated now, with the simulation brought up to it."""
+        return self.advance(self.clock.now())
+
+    def install_profile(self, evse_id: int, profile: dict) -> tuple[str, str | None]:
+        """SetChargingProfile with a profile in the 2.0.1 form: (status, reason of a rejection)."""
+        now = self.now()
         evse = self.evses.get(evse_id)
         active = evse.tx.id if evse is not None and evse.tx is not None else None
         status, reason = self.profiles.set_profile(evse_id, profile, now, active)
         self.counters[f"set_profile_{status.lower()}"] += 1
         if status == "Accepted":
             self._reevaluate(now)
-            return {"status": "Accepted"}
-        return {"status": status, "statusInfo": status_info(reason or "")}
+        return status, reason
 
-    def handle_clear_charging_profile(self, payload: dict) -> dict:
-        now = self.advance(self.clock.now())
-        removed = self.profiles.clear(payload.get("chargingProfileId"), payload.get("chargingProfileCriteria"))
+    def clear_profiles(self, profile_id: int | None, criteria: dict | None) -> int:
+        """ClearChargingProfile (2.0.1 criteria names); returns how many were removed."""
+        now = self.now()
+        removed = self.profiles.clear(profile_id, criteria)
         self._reevaluate(now)
-        return {"status": "Accepted" if removed else "Unknown"}
+        return removed
 
-    def handle_get_charging_profiles(self, payload: dict) -> dict:
-        found = self.profiles.query(payload.get("evseId"), payload.get("chargingProfile", {}))
-        if not found:
-            return {"status": "NoProfiles"}
-        groups = sorted(found.items())
-        for index, (evse_id, profiles) in enumerate(groups):
-            report = {"requestId": payload["requestId"], "chargingLimitSource": "CSO", "evseId": evse_id,
-                      "chargingProfile": profiles}
-            if index < len(groups) - 1:
-                report["tbc"] = True
-            self._push(Outgoing("ReportChargingProfiles", report))
-        return {"status": "Accepted"}
-
-    def handle_get_composite_schedule(self, payload: dict) -> dict:
-        now = self.advance(self.clock.now())
-        evse_id, duration = payload["evseId"], int(payload["duration"])
-        unit = payload.get("chargingRateUnit", self.model.rate_units[0])
-        if evse_id != 0 and evse_id not in self.evses:
-            return {"status": "Rejected", "statusInfo": {"reasonCode": "UnknownEvse"}}
-        if unit not in self.model.rate_units:
-            return {"status": "Rejected", "statusInfo": {"reasonCode": "UnsupportedRateUnit"}}
-        if duration <= 0:
-            return {"status": "Rejected", "statusInfo": {"reasonCode": "InvalidDuration"}}
+    def composite(self, evse_id: int, duration_s: int, unit: str) -> tuple[datetime, list[Period]]:
+        """The composite schedule from now (whole seconds) for `duration_s` in `unit`; evse 0 = station cap."""
+        now = self.now()
         tx = self.evses[evse_id].tx if evse_id else None
         start = now.replace(microsecond=0)
-        periods = self.profiles.schedule(evse_id, start, duration, unit, tx.id if tx else None,
+        periods = self.profiles.schedule(evse_id, start, duration_s, unit, tx.id if tx else None,
                                          tx.started_at if tx else None)
-        return {"status": "Accepted", "schedule": {
-            "evseId": evse_id, "duration": duration, "scheduleStart": iso(start), "chargingRateUnit": unit,
-            "chargingSchedulePeriod": [
-                {"startPeriod": int((p.start - start).total_seconds()), "limit": round_down_one_decimal(p.limit),
-                 "numberPhases": p.number_phases} for p in periods]}}
+        return start, periods
 
-    def handle_request_start_transaction(self, payload: dict) -> dict:
-        now = self.advance(self.clock.now())
-        evse_id = payload.get("evseId")
+    def remote_start(self, evse_id: int | None, id_token: dict, profile: dict | None,
+                     remote_start_id: int | None = None) -> tuple[Transaction | None, dict | None]:
+        """Start a transaction on request; (transaction, None) or (None, statusInfo of the refusal).
+
+        `profile`: a TxProfile in the 2.0.1 form; it is bound to the new transaction.
+        """
+        now = self.now()
         candidates = [self.evses.get(evse_id)] if evse_id is not None else [
             e for e in self.evses.values() if e.tx is None and e.operative]
         evse = candidates[0] if candidates else None
         if evse is None or evse.tx is not None or not evse.operative:
-            return {"status": "Rejected", "statusInfo": {"reasonCode": "NoFreeEvse"}}
-        profile = payload.get("chargingProfile")
+            return None, {"reasonCode": "NoFreeEvse"}
         future_tx_id = self._new_tx_id(evse)
         if profile is not None:
             if profile.get("chargingProfilePurpose") != "TxProfile":
-                return {"status": "Rejected", "statusInfo": {"reasonCode": "NotATxProfile"}}
+                return None, {"reasonCode": "NotATxProfile"}
             profile = {**profile, "transactionId": future_tx_id}
             status, reason = self.profiles.set_profile(evse.id, profile, now, future_tx_id)
             if status != "Accepted":
-                return {"status": "Rejected", "statusInfo": status_info(reason or "")}
-        token = payload["idToken"]
-        tx = self._start_transaction(evse, now, "RemoteStart", id_token=token,
-                                     remote_start_id=payload.get("remoteStartId"), tx_id=future_tx_id)
+                return None, status_info(reason or "")
+        tx = self._start_transaction(evse, now, "RemoteStart", id_token=id_token, remote_start_id=remote_start_id,
+                                     tx_id=future_tx_id)
         self._evaluate(evse, now)
-        return {"status": "Accepted", "transactionId": tx.id}
+        return tx, None
 
-    def handle_request_stop_transaction(self, payload: dict) -> dict:
-        now = self.advance(self.clock.now())
+    def stop_transaction(self, transaction_id: str, trigger: str = "RemoteStop", reason: str = "Remote") -> bool:
+        """End a running transaction on request (remote stop, de-authorization); False if unknown."""
+        now = self.now()
         for evse in self.evses.values():
-            if evse.tx is not None and evse.tx.id == payload["transactionId"]:
+            if evse.tx is not None and evse.tx.id == transaction_id:
                 self._set_current(evse, 0.0, 0, 0.0)
                 evse.tx.charging_state = EV_CONNECTED if evse.ev is not None else IDLE
-                self._end_transaction(evse, now, "RemoteStop", "Remote")
-                return {"status": "Accepted"}
-        return {"status": "Rejected"}
+                self._end_transaction(evse, now, trigger, reason)
+                self._wake()
+                return True
+        return False
 
-    def handle_reset(self, payload: dict) -> dict:
-        if payload.get("evseId") is not None:
-            return {"status": "Rejected", "statusInfo": {"reasonCode": "EvseResetNotSupported"}}
-        if payload["type"] == "OnIdle" and any(e.tx for e in self.evses.values()):
+    def reset(self, kind: str, stopped_reason: str | None = None) -> str:
+        """Reset `Immediate` or `OnIdle` (Scheduled while a transaction runs): Accepted / Scheduled."""
+        if kind == "OnIdle" and any(e.tx for e in self.evses.values()):
             self._reset_on_idle = True
-            return {"status": "Scheduled"}
-        self._do_reset(payload["type"])
-        return {"status": "Accepted"}
+            return "Scheduled"
+        self._do_reset(kind, stopped_reason)
+        return "Accepted"
 
-    def _do_reset(self, kind: str) -> None:
-        now = self.advance(self.clock.now())
+    def _do_reset(self, kind: str, stopped_reason: str | None = None) -> None:
+        now = self.now()
+        reason = stopped_reason or ("ImmediateReset" if kind == "Immediate" else "Reboot")
         for evse in self.evses.values():
             if evse.tx is not None:
                 self._set_current(evse, 0.0, 0, 0.0)
                 evse.restart_after_reset = evse.ev is not None
-                self._end_transaction(evse, now, "ResetCommand",
-                                      "ImmediateReset" if kind == "Immediate" else "Reboot")
+                self._end_transaction(evse, now, "ResetCommand", reason)
         self.counters["resets"] += 1
         if self.on_reset is not None:
             self.on_reset(kind)
 
-    def handle_change_availability(self, payload: dict) -> dict:
-        now = self.advance(self.clock.now())
-        target = payload.get("evse")
-        if target is not None and target.get("id", 0) != 0 and target["id"] not in self.evses:
-            return {"status": "Rejected", "statusInfo": {"reasonCode": "UnknownEvse"}}
-        evses = [self.evses[target["id"]]] if target and target.get("id") else list(self.evses.values())
-        operative = payload["operationalStatus"] == "Operative"
+    def change_availability(self, evse_id: int | None, operative: bool) -> str:
+        """ChangeAvailability of one EVSE (None or 0: all); Scheduled while a transaction runs."""
+        now = self.now()
+        evses = [self.evses[evse_id]] if evse_id else list(self.evses.values())
         scheduled = False
         for evse in evses:
             if not operative and evse.tx is not None:
@@ -601,41 +634,16 @@ class StationCore:
             if evse.operative != operative:
                 evse.operative = operative
                 self._send_status(evse, now)
-        return {"status": "Scheduled" if scheduled else "Accepted"}
+        return "Scheduled" if scheduled else "Accepted"
 
-    def handle_trigger_message(self, payload: dict) -> dict:
-        now = self.advance(self.clock.now())
-        what = payload["requestedMessage"]
-        evse_id = (payload.get("evse") or {}).get("id")
-        if evse_id is not None and evse_id not in self.evses:
-            return {"status": "Rejected", "statusInfo": {"reasonCode": "UnknownEvse"}}
-        evses = [self.evses[evse_id]] if evse_id else list(self.evses.values())
-        if what == "BootNotification":
-            self._push(Outgoing("BootNotification", self.boot_payload("Triggered")))
-        elif what == "Heartbeat":
-            self._push(Outgoing("Heartbeat", {}))
-        elif what == "StatusNotification":
-            for evse in evses:
-                self._push(Outgoing("StatusNotification", self._status_payload(evse, now)))
-        elif what == "MeterValues":
-            for evse in evses:
-                self._push(Outgoing("MeterValues", {"evseId": evse.id,
-                                                    "meterValue": [self._sample(evse, now, "Trigger")]}))
-        elif what == "TransactionEvent":
-            with_tx = [evse for evse in evses if evse.tx is not None]
-            if not with_tx:
-                return {"status": "Rejected", "statusInfo": {"reasonCode": "NoTransaction"}}
-            for evse in with_tx:
-                self._tx_event(evse, "Updated", "Trigger", now, context="Trigger")
-        else:
-            return {"status": "NotImplemented"}
-        return {"status": "Accepted"}
-
-    def handle_get_variables(self, payload: dict) -> dict:
-        return {"getVariableResult": [self.device.get(item) for item in payload["getVariableData"]]}
-
-    def handle_set_variables(self, payload: dict) -> dict:
-        return {"setVariableResult": [self.device.set(item) for item in payload["setVariableData"]]}
+    def allow_discharge(self, transaction_id: str, allowed: bool) -> bool:
+        """OCPP 2.1 NotifyAllowedEnergyTransfer: may this transaction discharge? False if unknown."""
+        for evse in self.evses.values():
+            if evse.tx is not None and evse.tx.id == transaction_id:
+                evse.tx.discharge_allowed = allowed
+                self._reevaluate(self.now())
+                return True
+        return False
 
     # ------------------------------------------------------------------ helpers
 
@@ -655,3 +663,7 @@ class StationCore:
 
     def _set_significance(self, value: str) -> None:
         self.limit_change_significance = float(value)
+
+
+def _shifted(session: EVSession, delta: timedelta) -> EVSession:
+    return replace(session, arrival=session.arrival + delta, departure=session.departure + delta)

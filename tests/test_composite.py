@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import itertools
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -16,11 +17,19 @@ from profiles.composite import (
     composite_schedule,
     limit_at,
     parse_datetime,
+    profile_from_v16,
+    target_at,
+    v16_replaces,
     validate_profile,
 )
-from profiles.units import VOLTAGE_V, amps_to_watts, round_down_one_decimal, watts_to_amps
+from profiles.units import (
+    VOLTAGE_V,
+    amps_to_watts,
+    round_down_one_decimal,
+    watts_to_amps,
+)
 
-T0 = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)  # a Thursday
+T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)  # a Thursday
 MAX_A = 32.0
 
 
@@ -142,7 +151,7 @@ def test_round_down_never_exceeds_and_is_within_a_tenth(value: float) -> None:
 def test_parse_datetime_variants_give_same_utc_instant(text: str) -> None:
     parsed = parse_datetime(text)
     assert parsed == T0
-    assert parsed.tzinfo == timezone.utc
+    assert parsed.tzinfo == UTC
 
 
 @pytest.mark.parametrize("text", ["", "2026-11-26", "yesterday", "2026-13-01T00:00:00Z"])
@@ -269,7 +278,7 @@ def test_relative_without_transaction_starts_at_received_at() -> None:
 
 
 def test_recurring_daily_evening_cap_repeats_each_day() -> None:
-    midnight = datetime(2026, 11, 20, tzinfo=timezone.utc)  # anchor days before the query
+    midnight = datetime(2026, 11, 20, tzinfo=UTC)  # anchor days before the query
     wire = profile(
         "ChargingStationMaxProfile",
         [(0, 32), (17 * 3600, 10), (20 * 3600, 32)],
@@ -305,7 +314,7 @@ def test_recurring_daily_duration_limits_each_recurrence() -> None:
 
 
 def test_recurring_weekly_applies_on_the_anchor_weekday_only() -> None:
-    monday = datetime(2026, 11, 23, tzinfo=timezone.utc)
+    monday = datetime(2026, 11, 23, tzinfo=UTC)
     wire = profile("TxDefaultProfile", [(0, 6), (86_400, 16)], kind="Recurring", start=monday, recurrencyKind="Weekly")
     profiles = [installed(0, wire, received=monday - timedelta(days=30))]
     next_monday = monday + timedelta(days=7)
@@ -444,7 +453,7 @@ def test_composite_agrees_with_limit_at_everywhere(profiles: list[InstalledProfi
     assert periods[0].start == T0
     starts = [p.start for p in periods]
     assert starts == sorted(set(starts))
-    for before, after in zip(periods, periods[1:]):
+    for before, after in itertools.pairwise(periods):
         assert (before.limit, before.number_phases) != (after.limit, after.number_phases)
     # probe each period at its start, its last second and a middle instant
     ends = [*starts[1:], at(8000)]
@@ -551,3 +560,114 @@ def test_validate_rejects_with_specific_reason(wire: object, evse: int, override
 def test_validate_never_crashes_on_garbage(garbage: object) -> None:
     result = _reason(garbage)
     assert result in REJECT_REASONS
+
+
+# --- OCPP 2.1 operation modes -------------------------------------------------------------------
+
+MODES = frozenset({"ChargingOnly", "CentralSetpoint", "Idle"})
+
+
+def setpoint_profile(purpose: str, periods: list[dict], *, unit: str = "W", stack: int = 0, pid: int = 1) -> dict:
+    wire = profile(purpose, [(0, 0)], unit=unit, stack=stack, pid=pid)
+    wire["chargingSchedule"][0]["chargingSchedulePeriod"] = periods
+    return wire
+
+
+def test_central_setpoint_is_clamped_into_discharge_limit_and_limit() -> None:
+    tx = setpoint_profile("TxDefaultProfile", [
+        {"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": -9000.0, "dischargeLimit": -11000.0},
+        {"startPeriod": 600, "operationMode": "CentralSetpoint", "setpoint": 9000.0, "limit": 4140.0}])
+    cap = setpoint_profile("ChargingStationMaxProfile", [{"startPeriod": 0, "limit": 22080.0,
+                                                          "dischargeLimit": -6900.0}], pid=2)
+    profiles = [installed(1, tx), installed(0, cap)]
+    now = target_at(profiles, evse_id=1, at=at(10), unit="A", max_limit=MAX_A)
+    assert now.operation_mode == "CentralSetpoint"
+    assert now.limit == pytest.approx(32.0)  # no limit of its own: the station's; the cap is 32 A too
+    assert now.discharge_limit == pytest.approx(-10.0)  # the cap's -6900 W beats the profile's -11000 W
+    assert now.setpoint == pytest.approx(-10.0)
+    later = target_at(profiles, evse_id=1, at=at(700), unit="W", max_limit=MAX_A * 690)
+    assert (later.setpoint, later.limit) == (pytest.approx(4140.0), pytest.approx(4140.0))
+    assert limit_at(profiles, evse_id=1, at=at(700), unit="W", max_limit=MAX_A * 690)[0] == pytest.approx(4140.0)
+
+
+def test_composite_splits_periods_on_a_setpoint_change_and_2_0_1_profiles_have_no_mode() -> None:
+    tx = setpoint_profile("TxDefaultProfile", [
+        {"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": -3000.0, "limit": 11000.0},
+        {"startPeriod": 300, "operationMode": "CentralSetpoint", "setpoint": -5000.0, "limit": 11000.0}])
+    periods = composite_schedule([installed(1, tx)], evse_id=1, start=T0, duration_s=600, unit="W", max_limit=22080.0)
+    assert [(p.setpoint, p.limit) for p in periods] == [(-3000.0, 11000.0), (-5000.0, 11000.0)]
+    plain = composite_schedule([installed(1, profile("TxDefaultProfile", [(0, 16)]))], evse_id=1, start=T0,
+                               duration_s=60, unit="A", max_limit=MAX_A)
+    assert plain == [Period(T0, 16.0, 3)] and plain[0].operation_mode is None
+
+
+@pytest.mark.parametrize(("period", "reason"), [
+    ({"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": -5000.0, "dischargeLimit": -7000.0}, None),
+    ({"startPeriod": 0, "operationMode": "Idle"}, None),
+    ({"startPeriod": 0, "limit": 11000.0}, None),
+    ({"startPeriod": 0, "operationMode": "ExternalSetpoint", "setpoint": 1.0}, "UnsupportedOperationMode"),
+    ({"startPeriod": 0, "operationMode": "CentralSetpoint", "limit": 11000.0}, "MissingSetpoint"),
+    ({"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": -1.0, "limit": -5.0}, "NegativeLimit"),
+    ({"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": 1.0, "dischargeLimit": 5.0},
+     "PositiveDischargeLimit"),
+    ({"startPeriod": 0, "operationMode": "ChargingOnly"}, "InvalidPeriod"),
+    ({"startPeriod": 0, "operationMode": "CentralSetpoint", "setpoint": "lots"}, "InvalidPeriod"),
+])
+def test_validate_operation_modes(period: dict, reason: str | None) -> None:
+    wire = setpoint_profile("TxDefaultProfile", [period])
+    assert _reason(wire, operation_modes=MODES) == reason
+    if period.get("operationMode"):
+        assert _reason(wire) in (None, "InvalidPeriod")  # 2.0.1 knows no modes: a period needs its limit
+
+
+@settings(max_examples=60)
+@given(st.dictionaries(st.sampled_from(["startPeriod", "limit", "setpoint", "dischargeLimit", "operationMode"]),
+                       st.none() | st.integers(-10, 10) | st.floats() | st.sampled_from(sorted(MODES)), max_size=5))
+def test_validate_operation_modes_never_crashes(period: dict) -> None:
+    assert _reason(setpoint_profile("TxDefaultProfile", [period]), operation_modes=MODES) in REJECT_REASONS | {None}
+
+
+# --- OCPP 1.6 profiles ----------------------------------------------------------------------------
+
+
+def v16(purpose: str, limit: float = 16.0, **extra: object) -> dict:
+    return {"chargingProfileId": 7, "stackLevel": 2, "chargingProfilePurpose": purpose,
+            "chargingProfileKind": "Absolute", "chargingSchedule": {
+                "chargingRateUnit": "A", "startSchedule": iso(T0),
+                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}]}, **extra}
+
+
+def test_v16_profiles_map_onto_the_shared_form() -> None:
+    station_max = profile_from_v16(v16("ChargePointMaxProfile"), running=None)
+    assert isinstance(station_max, dict)
+    assert station_max["chargingProfilePurpose"] == "ChargingStationMaxProfile" and station_max["id"] == 7
+    assert station_max["chargingSchedule"][0]["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 16.0}]
+    assert _reason(station_max, evse=0) is None
+    assert limit([installed(0, station_max)], 10) == 16.0
+
+    bound = profile_from_v16(v16("TxProfile"), running=("CS-1-3", 42))
+    assert isinstance(bound, dict) and bound["transactionId"] == "CS-1-3"
+    assert _reason(bound, active_transaction_id="CS-1-3") is None
+    assert profile_from_v16(v16("TxProfile", transactionId=42), running=("CS-1-3", 42))["transactionId"] == "CS-1-3"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("wire", "running", "reason"), [
+    (v16("TxProfile"), None, "NoActiveTransaction"),
+    (v16("TxProfile", transactionId=41), ("CS-1-3", 42), "TransactionIdMismatch"),
+    (v16("TxProfile", transactionId=41), ("CS-1-3", None), "TransactionIdMismatch"),
+    (v16("TxDefaultProfile", transactionId=42), ("CS-1-3", 42), "TransactionIdNotAllowed"),
+    (v16("ChargingStationMaxProfile"), None, "UnknownPurpose"),
+    ({**v16("TxDefaultProfile"), "chargingSchedule": [{}]}, None, "InvalidChargingSchedule"),
+    ("garbage", None, "NotAnObject"),
+])
+def test_v16_profiles_refused(wire: object, running: tuple | None, reason: str) -> None:
+    assert profile_from_v16(wire, running=running) == reason
+    assert reason in REJECT_REASONS
+
+
+def test_v16_same_stack_level_and_purpose_on_the_same_connector_replaces() -> None:
+    old = installed(1, profile("TxDefaultProfile", [(0, 16)], stack=2, pid=1))
+    assert v16_replaces(old, 1, profile("TxDefaultProfile", [(0, 8)], stack=2, pid=2))
+    assert v16_replaces(old, 0, profile("TxDefaultProfile", [(0, 8)], stack=5, pid=1))  # same id anywhere
+    assert not v16_replaces(old, 0, profile("TxDefaultProfile", [(0, 8)], stack=2, pid=2))
+    assert not v16_replaces(old, 1, profile("TxDefaultProfile", [(0, 8)], stack=3, pid=2))

@@ -18,7 +18,7 @@ def base() -> dict:
     return yaml.safe_load((SHIPPED / "residential_evening.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["residential_evening", "office_depot", "loadtest"])
+@pytest.mark.parametrize("name", ["residential_evening", "office_depot", "loadtest", "mixed_versions"])
 def test_shipped_scenarios_load_and_draw_sessions(name: str) -> None:
     scenario = load_scenario(SHIPPED / f"{name}.yaml")
     plans = scenario.plan()
