@@ -169,23 +169,25 @@ def _sustainable(prep: Prepared, state: SlotState, t: int, rows: np.ndarray, top
 def _discharge(prep: Prepared, state: SlotState, t: int, rows: np.ndarray, need: np.ndarray,
                guide: np.ndarray | None, relief: np.ndarray) -> np.ndarray:
     """Discharge amps (>= 0) for V2G `rows` covering `need` per resource where possible: the
-    guide's amounts first; then every car at its sustainable rate (`_sustainable`), cars whose
+    guide's cars first (its amounts, at least the minimum when at least half of it, then up to
+    their maximum); then every car at its sustainable rate (`_sustainable`), cars whose
     guarantee stays reachable first; then up to what keeps the guarantee reachable; then (only
     if still short) any car up to its maximum. Cars with a `relief` (a minimum counted in
     `need`) come first: discharging keeps them going and frees their minimum."""
     top, safe = _discharge_tops(prep, state, t, rows)
     credit, imin = prep.credit[rows], prep.imin[rows]
-    base = np.zeros(rows.size)
-    if guide is not None:
-        g = guide[rows, t]  # lifted to the minimum (no gap values); noise is ignored
-        base = np.minimum(np.where(g < GUIDE_NOISE_A, 0.0, np.maximum(ceil_tenth(g), imin)), top)
-    steady = _sustainable(prep, state, t, rows, top)
     freed = -relief.sum(axis=1)
-    amps = base
-    for cap, order in ((np.where(safe > 0, steady, 0.0), np.lexsort((-safe, -base, freed))),
-                       (steady, np.lexsort((-safe, -base, freed))),
-                       (safe, np.lexsort((-safe, -amps, freed))),
-                       (top, np.lexsort((-top, -amps, freed)))):
+    passes = []
+    amps = np.zeros(rows.size)
+    if guide is not None:
+        g = guide[rows, t]
+        amps = np.minimum(np.where(g < imin / 2, 0.0, np.maximum(ceil_tenth(g), imin)), top)
+        chosen = g >= GUIDE_NOISE_A
+        passes.append((np.where(chosen, top, 0.0), np.lexsort((freed, -g))))
+    steady = _sustainable(prep, state, t, rows, top)
+    passes += [(np.where(safe > 0, steady, 0.0), np.lexsort((-safe, freed))), (steady, np.lexsort((-safe, freed))),
+               (safe, np.lexsort((-safe, -amps, freed))), (top, np.lexsort((-top, -amps, freed)))]
+    for cap, order in passes:
         if not np.any(need - credit.T @ amps - relief[amps > 0].sum(axis=0) > VIOLATION_EPS):
             break
         amps = _size_discharge(credit, np.maximum(cap, amps), amps, need, imin, order, relief)

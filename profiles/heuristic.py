@@ -104,9 +104,8 @@ def reference_allocator(must_g: np.ndarray, must_c: np.ndarray) -> Allocator:
     def allocate(prep: Prepared, state: SlotState, v: SlotView) -> np.ndarray:
         idx, t, usage = v.idx, v.t, prep.usage[v.idx]
         imin, epa = prep.imin[idx], v.energy_per_a
-        done_g = prep.guar[idx] - state.guar_remaining[idx]
-        done = prep.need[idx] - state.remaining[idx]
-        due_g = np.maximum(0.0, must_g[idx, t] - done_g) / epa
+        done = state.net[idx]  # net: discharge counts against guarantee and need alike
+        due_g = np.maximum(0.0, must_g[idx, t] - done) / epa
         due = np.maximum(due_g, np.maximum(0.0, must_g[idx, t] + must_c[idx, t] - done) / epa)
 
         def up(a: np.ndarray) -> np.ndarray:  # a due amount must be realisable: lift it to the minimum

@@ -45,6 +45,8 @@ CHARGE_COST = 1e-6
 #: How much the first stage's optimum may be given up in the second (absolute + relative).
 STAGE_TOL_ABS = 1e-5
 STAGE_TOL_REL = 1e-7
+#: Guarantees below this (kWh) take no part in the shortfall share (numerically meaningless).
+GUARANTEE_EPS_KWH = 1e-6
 
 
 class LPError(RuntimeError):
@@ -215,7 +217,7 @@ def solve(prep: Prepared, bounds: Bounds, *, prefer: str | None = None,
             add(n_con + pair_q, var[pair_c], coef[pair_c])
         rhs.append(prep.need[c_i] + slack[c_i])
         n_con += n_c
-    g_rows = np.flatnonzero(guar > 1e-9)  # shortfall share: -g - G z <= -G
+    g_rows = np.flatnonzero(guar > GUARANTEE_EPS_KWH)  # shortfall share: -g - G z <= -G
     add(n_con + np.arange(g_rows.size), off_g + g_rows, -np.ones(g_rows.size))
     add(n_con + np.arange(g_rows.size), np.full(g_rows.size, off_z), -guar[g_rows])
     rhs.append(-guar[g_rows])
@@ -255,8 +257,8 @@ def solve(prep: Prepared, bounds: Bounds, *, prefer: str | None = None,
     # Stage 2: keep stage 1 (within tolerance), maximise net energy.
     lb2, ub2 = lb.copy(), ub.copy()
     slack1 = v1[off_s:off_z]
-    ub2[off_s:off_z] = np.where(slack1 > 1e-7, slack1 * (1 + 1e-6) + STAGE_TOL_ABS, 0.0)
-    ub2[off_z] = min(1.0, v1[off_z] + 1e-6)
+    ub2[off_s:off_z] = np.where(slack1 > 1e-7, slack1 * (1 + 1e-6) + STAGE_TOL_ABS, 1e-7)
+    ub2[off_z] = min(1.0, v1[off_z] + 1e-5)
     b_ub[keep_row] = -(got_g - STAGE_TOL_ABS - STAGE_TOL_REL * abs(got_g))
     cost2 = np.zeros(n_var)
     cost2[off_g:off_s] = -1.0
@@ -268,7 +270,15 @@ def solve(prep: Prepared, bounds: Bounds, *, prefer: str | None = None,
     elif prefer == "early":
         order = 1.0 + x_t / max(n_slots, 1)
     cost2[:n_x] = CHARGE_COST * e_in * order
-    v2 = run(cost2, lb2, ub2, keep_row + 1)
+    try:
+        v2 = run(cost2, lb2, ub2, keep_row + 1)
+    except LPError:
+        # Stage 1's optimum is a feasible point of stage 2 up to solver tolerances; when those
+        # make stage 2 look infeasible, stage 1's answer (guarantees right, energy not pushed)
+        # is kept rather than nothing.
+        if time_limit_s is not None and time.perf_counter() - started >= time_limit_s:
+            raise
+        v2 = v1
 
     charge = np.zeros((n, n_slots))
     charge[x_i, x_t] = v2[:n_x]

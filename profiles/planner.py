@@ -64,6 +64,9 @@ __all__ = [
 MAX_LP_CELLS = 48_000
 #: Wall-clock budget of one `plan` call; the LP is given what is left after the heuristic.
 REFINE_BUDGET_S = 1.0
+#: Time kept for rounding the LP's answer, as a multiple of the heuristic plan's time (the
+#: roundings walk the slots like it, twice at most).
+ROUNDING_RESERVE = 2.5
 #: Plans whose guaranteed and total energy differ by less than this (kWh, and share of the
 #: total) count as equal; the earlier candidate (the heuristic) then wins as the fairer one.
 TIE_KWH = 0.01
@@ -102,15 +105,18 @@ def _nothing_to_gain(prep: Prepared, p: Plan) -> bool:
     return bool(np.all(got >= np.minimum(prep.need, at_full) - 1e-3))
 
 
-def lp_plan(inp: PlanInput, *, time_limit_s: float | None = None) -> Plan:
+def lp_plan(inp: PlanInput, *, time_limit_s: float | None = None, heuristic: Plan | None = None) -> Plan:
     """The LP-guided plan, or the heuristic's when that is at least as good (see `better`);
-    the LP is skipped when the heuristic already gives every car all it could take."""
+    the LP is skipped when the heuristic already gives every car all it could take. With a
+    time limit, HiGHS gets what is left of it after keeping time to round its answer."""
     started = time.perf_counter()
     prep = prepare(inp)
-    heuristic = heuristic_plan(inp)
+    if heuristic is None:
+        heuristic = heuristic_plan(inp)
+    spent = time.perf_counter() - started
     if _nothing_to_gain(prep, heuristic):
         return replace(heuristic, note="heuristic: every car gets all it can take, nothing for the LP to gain")
-    left = None if time_limit_s is None else time_limit_s - (time.perf_counter() - started)
+    left = None if time_limit_s is None else time_limit_s - spent - ROUNDING_RESERVE * spent
     refined = lp_plans(prep, time_limit_s=left)
     best = _best([heuristic, *refined.plans])
     if best is heuristic:
@@ -128,14 +134,13 @@ def plan(inp: PlanInput, *, method: str = "auto", budget_s: float = REFINE_BUDGE
         return lp_plan(inp)
     if method != "auto":
         raise ValueError(f"method must be 'auto', 'lp' or 'heuristic', got {method!r}")
+    started = time.perf_counter()
+    heuristic = heuristic_plan(inp)
     cells = sum(1 for s in inp.sessions if s.fixed_kw is None) * len(inp.limit_kw)
     if cells > MAX_LP_CELLS:
-        fallback = heuristic_plan(inp)
-        return replace(fallback, note=f"{cells:,} session-slots exceed the LP limit of {MAX_LP_CELLS:,}")
-    started = time.perf_counter()
+        return replace(heuristic, note=f"{cells:,} session-slots exceed the LP limit of {MAX_LP_CELLS:,}")
     try:
-        return lp_plan(inp, time_limit_s=budget_s)
+        return lp_plan(inp, time_limit_s=budget_s - (time.perf_counter() - started), heuristic=heuristic)
     except LPError as exc:
-        fallback = heuristic_plan(inp)
         spent = time.perf_counter() - started
-        return replace(fallback, note=f"LP not used ({exc}; {spent:.2f} s)")
+        return replace(heuristic, note=f"LP not used ({exc}; {spent:.2f} s)")

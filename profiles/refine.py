@@ -7,8 +7,9 @@ through the engine (the 0-6 A gap, 0.1 A steps, limits and phase limits, the res
    so it cannot plan one paused and resumed either. Discharge is allowed where that walk
    needed it or the limit is below the base load.
 2. The LP (`profiles.lp`, guarantees first, then energy) gives each car its energy total and
-   a schedule. Two references are built from it: the per-car totals placed as late as possible
-   and fairly (`heuristic.alap_reference`), and the LP's own schedule. Each drives the
+   a schedule. Two references are built from it: the LP's own schedule, and (where cars
+   discharge) the per-car totals placed as late as possible and fairly
+   (`heuristic.alap_reference`), which keeps guarantees better around discharge. Each drives the
    engine's reference allocator (dues first, the rest shared fairly), with the LP's discharge
    as the discharge guide.
 3. The caller keeps the best of these and the pure heuristic: fewest guaranteed kWh missed,
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from profiles.arrays import Prepared, deficit_slots
-from profiles.engine import SlotState, SlotView, build_plan, walk
+from profiles.engine import GUIDE_NOISE_A, SlotState, SlotView, build_plan, walk
 from profiles.heuristic import alap_reference, reference_allocator
 from profiles.lp import Bounds, LPSolution, discharge_top, solve
 from profiles.model import ENERGY_EPS_KWH, Plan
@@ -39,7 +40,10 @@ def realisable_bounds(prep: Prepared) -> Bounds:
     """LP bounds that respect the resume rule (see the module doc): a car that does not resume
     charges at its minimum or more, or discharges at its minimum or more, in exactly the slots
     where the walk kept it going, and not after."""
-    floors, _ = walk(prep, _floors_only, use_v2g=True)
+    if prep.pausable.all() and not deficit_slots(prep).any():
+        floors = np.zeros((prep.ctrl.size, prep.n_slots))  # nothing to keep going, nothing to discharge
+    else:
+        floors, _ = walk(prep, _floors_only, use_v2g=True)
     present = prep.hours > 0
     wants = (prep.need > ENERGY_EPS_KWH) | prep.v2g
     hi = np.where(present & wants[:, None], prep.imax[:, None], 0.0)
@@ -56,8 +60,12 @@ def realisable_bounds(prep: Prepared) -> Bounds:
 
 
 def _schedule_reference(prep: Prepared, sol: LPSolution) -> tuple[np.ndarray, np.ndarray]:
+    """The LP's own schedule as cumulative dues. What a car charges now to give back later
+    counts as guaranteed energy (the guarantee is net)."""
     total = np.cumsum(sol.slot_energy(prep), axis=1)
-    must_g = np.minimum(total, np.maximum(sol.guaranteed, 0.0)[:, None])
+    out = sol.discharge * prep.kw_per_a[:, None] * prep.hours / prep.eff[:, None]
+    later = np.cumsum(out[:, ::-1], axis=1)[:, ::-1] - out
+    must_g = np.minimum(total, np.maximum(sol.guaranteed, 0.0)[:, None] + later)
     return must_g, total - must_g
 
 
@@ -88,9 +96,12 @@ def lp_plans(prep: Prepared, *, time_limit_s: float | None = None) -> Refined:
     note = f"LP {prep.ctrl.size} sessions x {prep.n_slots} slots in {sol.seconds:.3f} s"
     guide = sol.discharge
     alive = (bounds.lo > 0) | (bounds.dis_lo > 0 if bounds.dis_lo is not None else False)
+    references = [("lp schedule", _schedule_reference)]
+    if np.any(sol.discharge >= GUIDE_NOISE_A):  # the totals reference pays off where cars discharge
+        references.insert(0, ("lp totals", _totals_reference))
     plans = []
-    for name, ref in (("lp totals", _totals_reference(prep, sol)), ("lp schedule", _schedule_reference(prep, sol))):
-        current, state = walk(prep, reference_allocator(*ref), use_v2g=True, discharge_guide=guide,
-                              keep_first=alive)
+    for name, reference in references:
+        current, state = walk(prep, reference_allocator(*reference(prep, sol)), use_v2g=True,
+                              discharge_guide=guide, keep_first=alive)
         plans.append(build_plan(prep, current, state, method=name, note=note))
     return Refined(plans, sol)
