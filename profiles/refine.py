@@ -29,7 +29,7 @@ from profiles.heuristic import alap_reference, reference_allocator
 from profiles.lp import Bounds, LPSolution, discharge_top, solve
 from profiles.model import ENERGY_EPS_KWH, Plan
 
-PREFER = "early"
+PREFER: str | None = None  # no ordering of equal charging: fastest, and as good as "late" or "early"
 
 
 def _floors_only(prep: Prepared, state: SlotState, v: SlotView) -> np.ndarray:
