@@ -75,7 +75,7 @@ def instance(rng: np.random.Generator, family: str, n: int | None = None,
     if family == "v2g":
         start, width = int(rng.integers(4, 20)), int(rng.integers(2, 9))
         give = _v2g_power(sessions, start, width)
-        limit[start:start + width] = base[start:start + width] - float(rng.uniform(0.1, 0.4)) * give
+        limit[start:start + width] = base[start:start + width] - float(rng.uniform(0.1, 0.8)) * give
     if family == "phase":
         split = (0.45, 0.33, 0.22)
         phase_limit = float(base.max() * 0.45 * 1000 / 230 + rng.uniform(0.6, 0.9) * share * fleet_kw * 1000 / 230 / 3)
