@@ -277,8 +277,9 @@ def _section(s: PlanningSettings, quality: dict[str, dict[str, list[dm.Outcome]]
     sec.verdicts.append(verdict("days: >= 99.5 % of the whole-day optimum's delivered energy (rolling horizon, "
                                 "no knowledge of later arrivals)", worst_gap >= 0.995,
                                 f"worst day {worst_gap:.2%} of the optimum"))
-    sec.figures.append(("Delivered energy against the relaxed LP, per congested instance",
-                        _case_plot(cases, out_dir / "planning_cases.png")))
+    caption = ("Delivered energy against the relaxed LP, per congested instance (llf and equal_share do not use V2G "
+               "and break the limit below the base load, which can lift them above the LP)")
+    sec.figures.append((caption, _case_plot(cases, out_dir / "planning_cases.png")))
     if example:
         sec.figures.append(("Load over one day (most congested level, first seed)",
                             _day_plot(example, out_dir / "planning_day.png")))
@@ -346,7 +347,8 @@ def _case_plot(cases: dict[str, dict[str, list[CaseRun]]], path: Path) -> Path:
     hard = cases["congested"]
     order = np.argsort([r.vs_lp for r in hard["planner"]])
     x = np.arange(order.size)
-    for name, style in (("planner", "bo-"), ("heuristic", "c^--"), ("llf", "gs:"), ("equal_share", "rx:")):
+    for name, style in (("LP (resume rule)", "k_"), ("planner", "bo-"), ("heuristic", "c^--"), ("llf", "gs:"),
+                        ("equal_share", "rx:")):
         if name in hard:
             ax.plot(x, [hard[name][i].vs_lp for i in order], style, ms=4, lw=0.8, label=name)
     ax.plot(x, [cases["clean"]["planner"][i].vs_lp for i in order], "k.", ms=5, label="planner, clean twin")

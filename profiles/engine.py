@@ -9,12 +9,13 @@ Per slot, in this order:
    energy, then least remaining energy) and stay off until departure: a stopped car is never
    planned to charge again, since it would not.
 2. V2G cars discharge when the limit (or a phase limit) is below the base load, or to keep the
-   minimum of cars that do not resume: just enough, shared in proportion to what each can give
-   (or following a guide, e.g. the LP's discharge), first from cars whose guaranteed minimum
-   stays reachable. Discharge is sized on every resource (kW and each phase) and never takes a
-   car below its minimum state of charge (``Prepared.dis_kwh``).
+   minimum of cars that do not resume: just enough, following a guide when there is one (e.g.
+   the LP's discharge), else spread over as many cars as the 6 A floor allows, cars whose
+   guarantee stays reachable and that can keep it up through the deficit first. Discharge is
+   sized on every resource (kW and each phase) and never takes a car below its minimum state
+   of charge (``Prepared.dis_kwh``). Other cars never charge from it.
 3. The allocator shares what is left among the cars that want energy; every value is made
-   0 or >= the car's minimum and rounded down to 0.1 A.
+   0 or >= the car's minimum and put on the 0.1 A grid without exceeding any resource.
 4. Energy is accounted net: charging adds to what the car got, discharging takes it away, so
    the remaining need and guarantee grow by what a car gave back.
 """

@@ -17,7 +17,7 @@ grid (rounded down, so sums stay under the cap).
 Algorithms, one interface each (`PlanInput -> Plan`), in the acnportal manner:
 
 - `heuristic_plan` (`profiles.heuristic`): an as-late-as-possible reference schedule and
-  tiered water-filling; about 30 ms for 1,000 sessions x 32 slots.
+  tiered water-filling; tens of ms for 1,000 sessions x 32 slots (bench/, planning part).
 - `lp_plan` (`profiles.refine`): the guarantee-first LP of the realisable problem (HiGHS),
   rounded through the same engine; the best of its roundings and the heuristic's plan is kept.
 - `immediate_cut` (`profiles.heuristic`): proportional, no look-ahead.
@@ -141,6 +141,6 @@ def plan(inp: PlanInput, *, method: str = "auto", budget_s: float = REFINE_BUDGE
         return replace(heuristic, note=f"{cells:,} session-slots exceed the LP limit of {MAX_LP_CELLS:,}")
     try:
         return lp_plan(inp, time_limit_s=budget_s - (time.perf_counter() - started), heuristic=heuristic)
-    except LPError as exc:
+    except (LPError, ValueError, ArithmeticError) as exc:  # the heuristic's plan is always safe to send
         spent = time.perf_counter() - started
-        return replace(heuristic, note=f"LP not used ({exc}; {spent:.2f} s)")
+        return replace(heuristic, note=f"LP not used ({type(exc).__name__}: {exc}; {spent:.2f} s)")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import profiles.planner as planner_mod
 from profiles.arrays import deficit_slots, prepare
 from profiles.baselines import BASELINES
-from profiles.lp import _earlier_cells, solve
+from profiles.lp import LPError, _earlier_cells, solve
 from profiles.netenergy import StatedNeed, net_kwh, session_need_energy
 from profiles.optimum import optimum
 from profiles.planner import (
@@ -435,6 +435,10 @@ def test_discharge_relieves_the_overloaded_phase() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _failing_lp(*args: object, **kwargs: object) -> None:
+    raise LPError("time limit reached")
+
+
 def test_plan_says_which_planner_made_it(monkeypatch: pytest.MonkeyPatch) -> None:
     cars = [SessionNeed(f"c{k}", energy_needed_kwh=30, guaranteed_kwh=3, departure_s=3 * 3600,
                         max_current_a=float(16 + 16 * (k % 2))) for k in range(8)]
@@ -444,6 +448,10 @@ def test_plan_says_which_planner_made_it(monkeypatch: pytest.MonkeyPatch) -> Non
     assert plan(inp, method="heuristic").method == "heuristic"
     easy = plan(PlanInput(cars, [1000.0] * 12, [0.0] * 12))
     assert easy.method == "heuristic" and "nothing for the LP to gain" in easy.note
+    monkeypatch.setattr(planner_mod, "lp_plans", _failing_lp)
+    fallback = plan(inp)
+    assert fallback.method == "heuristic" and "LP not used (LPError: time limit" in fallback.note
+    assert fallback.sessions == heuristic_plan(inp).sessions
     monkeypatch.setattr(planner_mod, "MAX_LP_CELLS", 10)
     big = plan(inp)
     assert big.method == "heuristic" and "LP limit" in big.note
