@@ -152,6 +152,7 @@ def run_timing(settings: PlanningSettings, say: Progress) -> list[dict[str, Any]
             row["cut"], _ = _best_time(immediate_cut, inp, reps)
             row["plan"], refined = _best_time(plan, inp, reps)
             row["method"] = refined.method
+            row["note"] = refined.note
             row["heuristic"], _ = _best_time(heuristic_plan, inp, reps)
             row["llf"], _ = _best_time(BASELINES["llf"], inp, reps)
             row["optimum"] = _best_time(optimum, inp, 1)[0] if n <= settings.optimum_max_size else float("nan")
@@ -268,9 +269,10 @@ def _section(s: PlanningSettings, quality: dict[str, dict[str, list[dm.Outcome]]
     sec.tables.append(Table("Which plan `plan` sent (congested and clean instances)", ["plan", "instances"],
                             [[k, v] for k, v in sorted(used.items())]))
     sec.tables.append(Table("Planning time per family (ms)", ["sessions", "family", "plan (refine)", "plan used",
-                                                              "immediate_cut", "heuristic", "LP optimum (relaxed)"],
+                                                              "immediate_cut", "heuristic", "LP optimum (relaxed)",
+                                                              "why (Plan.note)"],
                             [[r["n"], r["family"], r["plan"] * 1000, r["method"], r["cut"] * 1000,
-                              r["heuristic"] * 1000, r["optimum"] * 1000] for r in timing]))
+                              r["heuristic"] * 1000, r["optimum"] * 1000, r["note"]] for r in timing]))
     _case_verdicts(sec, cases, timing)
     sec.verdicts.append(verdict("days: zero energy above the limit", worst_over <= 1e-6,
                                 f"planner's worst overshoot {worst_over:.3g} kW"))
