@@ -2,9 +2,10 @@
 
 `uncontrolled` is what happens without smart charging: every car at its maximum from the
 start until full, whatever the limit says. The others respect the limit (and per-phase limits)
-and the 6 A rule but know nothing of guarantees, can_pause=False cars get no special care
-beyond their minimum, and V2G is not used: they are the textbook schedulers the planner is
-measured against.
+and the 6 A rule but know nothing of guarantees, give cars that do not resume no special care
+(the engine's rule still applies to them: a car of that kind given 0 A is off until departure,
+since it would not charge again), and V2G is not used: they are the textbook schedulers the
+planner is measured against.
 
 - `equal_share`: one common current for every car wanting energy (water-filling).
 - `fcfs`: first come, first served in input order, each car up to its maximum.
@@ -16,18 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from profiles.planner import (
-    Plan,
-    PlanInput,
-    Prepared,
-    SlotState,
-    SlotView,
-    prepare,
-    priority_fill,
-    run_slots,
-    snap_gap,
-    water_fill,
-)
+from profiles.arrays import Prepared, prepare
+from profiles.engine import Allocator, SlotState, SlotView, run_slots
+from profiles.fill import priority_fill, snap_gap, water_fill
+from profiles.model import Plan, PlanInput
 
 
 def _uncontrolled_allocator(prep: Prepared, state: SlotState, v: SlotView) -> np.ndarray:
@@ -35,7 +28,8 @@ def _uncontrolled_allocator(prep: Prepared, state: SlotState, v: SlotView) -> np
 
 
 def uncontrolled(inp: PlanInput) -> Plan:
-    return run_slots(prepare(inp), _uncontrolled_allocator, use_v2g=False, respect_limit=False)
+    return run_slots(prepare(inp), _uncontrolled_allocator, use_v2g=False, respect_limit=False,
+                     method="uncontrolled")
 
 
 def _equal_share_allocator(prep: Prepared, state: SlotState, v: SlotView) -> np.ndarray:
@@ -47,10 +41,10 @@ def _equal_share_allocator(prep: Prepared, state: SlotState, v: SlotView) -> np.
 
 
 def equal_share(inp: PlanInput) -> Plan:
-    return run_slots(prepare(inp), _equal_share_allocator, use_v2g=False)
+    return run_slots(prepare(inp), _equal_share_allocator, use_v2g=False, method="equal_share")
 
 
-def _by_priority(key: str):  # noqa: ANN202 - returns an Allocator
+def _by_priority(key: str) -> Allocator:
     def allocate(prep: Prepared, state: SlotState, v: SlotView) -> np.ndarray:
         if key == "input":
             order = np.arange(v.idx.size)
@@ -67,15 +61,15 @@ def _by_priority(key: str):  # noqa: ANN202 - returns an Allocator
 
 
 def fcfs(inp: PlanInput) -> Plan:
-    return run_slots(prepare(inp), _by_priority("input"), use_v2g=False)
+    return run_slots(prepare(inp), _by_priority("input"), use_v2g=False, method="fcfs")
 
 
 def edf(inp: PlanInput) -> Plan:
-    return run_slots(prepare(inp), _by_priority("departure"), use_v2g=False)
+    return run_slots(prepare(inp), _by_priority("departure"), use_v2g=False, method="edf")
 
 
 def llf(inp: PlanInput) -> Plan:
-    return run_slots(prepare(inp), _by_priority("laxity"), use_v2g=False)
+    return run_slots(prepare(inp), _by_priority("laxity"), use_v2g=False, method="llf")
 
 
 BASELINES = {"uncontrolled": uncontrolled, "equal_share": equal_share, "fcfs": fcfs, "edf": edf, "llf": llf}
