@@ -16,23 +16,12 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
+from csms.configcheck import ConfigError, ConfigIssue
+from csms.domain.registration import RegistrationConfig
+from csms.ocpp.versions import SUPPORTED_SUBPROTOCOLS
 
-@dataclass(frozen=True)
-class ConfigIssue:
-    file: str
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.key or '<root>'}: {self.message}"
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; ``issues`` lists every problem found."""
-
-    def __init__(self, issues: list[ConfigIssue]) -> None:
-        self.issues = issues
-        super().__init__("\n".join(str(i) for i in issues))
+__all__ = ["Config", "ConfigError", "ConfigIssue", "LoggingConfig", "RegistrationConfig", "StoreConfig",
+           "WebsocketConfig", "load_config", "parse_config"]
 
 
 @dataclass(frozen=True)
@@ -47,18 +36,6 @@ class WebsocketConfig:
     compression: bool = False
     call_timeout_s: float = 30.0
     handshake_timeout_s: float = 10.0
-
-
-@dataclass(frozen=True)
-class RegistrationConfig:
-    # allow_unknown: any station is Accepted; approve_unknown: unknown stations are Pending until an
-    # operator registers them; registered_only: unknown stations are Rejected.
-    policy: Literal["allow_unknown", "approve_unknown", "registered_only"] = "allow_unknown"
-    heartbeat_interval_s: int = 300
-    pending_retry_interval_s: int = 60
-    accept_unknown_id_tokens: bool = False
-    # NoAuthorization tokens (free charging) skip the token lookup only where the operator allows it.
-    accept_no_authorization: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,8 +151,6 @@ def parse_config(data: Any, file: str = "<config>") -> Config:
     ws = cfg.websocket
     if not ws.path_prefix.startswith("/"):
         issues.append(ConfigIssue(file, "websocket.path_prefix", "must start with '/'"))
-    from csms.protocol.versions import SUPPORTED_SUBPROTOCOLS
-
     for i, sp in enumerate(ws.subprotocols):
         if sp not in SUPPORTED_SUBPROTOCOLS:
             issues.append(ConfigIssue(file, f"websocket.subprotocols[{i}]",

@@ -396,13 +396,3 @@ def register(sub: Any) -> None:
     p.add_argument("--count", type=int, default=0, help="stop after this many events (default: follow forever)")
     _common(p)
     p.set_defaults(func=_run(cmd_tail))
-
-
-def _register_with_cli() -> None:
-    from csms import cli
-
-    if register not in cli.extra_commands:
-        cli.extra_commands.append(register)
-
-
-_register_with_cli()

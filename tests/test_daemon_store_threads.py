@@ -12,7 +12,7 @@ import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
-from csms.store.base import IdTokenRecord, StationRecord
+from csms.domain.records import IdTokenRecord, StationRecord
 from csms.store.sqlite import SqliteStore
 from tests.test_daemon_kit import meter_value, transaction_event
 

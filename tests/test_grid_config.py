@@ -8,7 +8,7 @@ import pytest
 
 from csms.config import ConfigError, load_config, parse_config
 from csms.grid.config import check, parse_grid
-from csms.grid.topology import Topology
+from csms.grid.model.topology import Topology
 
 GOOD: dict = {
     "mqtt": {"topic_prefix": "dso-test", "port": 1883},

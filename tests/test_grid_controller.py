@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
-from csms.bus import Bus
+from csms.bus import LocalBus
+from csms.domain.events import (EvChargingNeeds, Event, LimitChanged, StationBooted, StationConnected,
+                                StationDisconnected, TransactionChanged)
 from csms.grid.config import parse_grid
-from csms.grid.controller import GridController
-from csms.grid.limits import LimitBook, parse_signal
-from csms.grid.pusher import FAILSAFE_PROFILE_ID
-from csms.meter import Reading
+from csms.grid.control import GridController
+from csms.grid.model.limits import LimitBook, parse_signal
+from csms.grid.effects.pusher import FAILSAFE_PROFILE_ID
+from csms.domain.meter import Reading
 from csms.metrics import Metrics
 
 T0 = datetime(2025, 1, 15, 16, 0, tzinfo=timezone.utc)
@@ -63,7 +65,7 @@ class FakeCommands:
 
 class FakeDaemon:
     def __init__(self) -> None:
-        self.bus = Bus()
+        self.bus = LocalBus()
         self.metrics = Metrics()
         self.commands = FakeCommands()
         self.connections: dict[str, Any] = {}
@@ -100,29 +102,37 @@ class Rig:
     def commands(self) -> FakeCommands:
         return self.daemon.commands
 
-    def publish(self, kind: str, station_id: str | None = None, **data: Any) -> None:
-        self.daemon.bus.publish(kind, station_id, **data)
+    def publish(self, event: Event) -> None:
+        self.daemon.bus.publish(event)
+
+    def connect(self, station_id: str) -> None:
+        """A station connects and boots (Accepted)."""
+        self.publish(StationConnected(station_id=station_id))
+        self.publish(StationBooted(station_id=station_id, status="Accepted", vendor="V", model="M"))
+
+    def transaction(self, station_id: str, event_type: str, tx_id: str, **fields: Any) -> None:
+        self.publish(TransactionChanged(station_id=station_id, event_type=event_type, transaction_id=tx_id, evse_id=1,
+                                        **fields))
 
     async def station(self, station_id: str, *, power_kw: float = 11.0, needs: dict[str, Any] | None = None) -> str:
-        self.publish("station.connected", station_id)
-        self.publish("station.booted", station_id, status="Accepted", vendor="V", model="M")
+        self.connect(station_id)
         self.tx += 1
         tx_id = f"tx{self.tx}"
         if needs is not None:
-            self.publish("ev.needs", station_id, evse_id=1, needs=needs)
-        self.publish("transaction.started", station_id, transaction_id=tx_id, evse_id=1, charging_state="Charging",
-                     reading=Reading(power_w=power_kw * 1000, energy_wh=1000.0))
+            self.publish(EvChargingNeeds(station_id=station_id, evse_id=1, needs=needs))
+        self.transaction(station_id, "Started", tx_id, charging_state="Charging",
+                         reading=Reading(power_w=power_kw * 1000, energy_wh=1000.0))
         await self.settle()
         return tx_id
 
     def meter(self, station_id: str, power_kw: float, state: str | None = None) -> None:
         session = self.ctl.book.sessions[(station_id, 1)]
-        self.publish("transaction.updated", station_id, transaction_id=session.transaction_id, evse_id=1,
-                     charging_state=state or session.charging_state, reading=Reading(power_w=power_kw * 1000))
+        self.transaction(station_id, "Updated", session.transaction_id, charging_state=state or session.charging_state,
+                         reading=Reading(power_w=power_kw * 1000))
 
     def limit(self, kw: float, signal_id: str) -> None:
         self.book.apply(parse_signal({"signal_id": signal_id, "limit_kw": kw}, "T1", self.clock()))
-        self.publish("grid.limit", None, transformer="T1", limit_kw=kw)
+        self.publish(LimitChanged(transformer_id="T1", limit_kw=kw, source=f"signal:dso:{signal_id}"))
 
     async def settle(self) -> None:
         for _ in range(3):  # setup tasks request another plan when they finish
@@ -280,7 +290,7 @@ async def test_limit_below_base_load_discharges_v2g_and_pauses_the_rest(rig: Rig
 async def test_disconnected_station_is_budgeted_at_last_draw(rig: Rig) -> None:
     await rig.station("CS-gone", power_kw=7.0)
     await rig.station("CS-1")
-    rig.publish("station.disconnected", "CS-gone")
+    rig.publish(StationDisconnected(station_id="CS-gone"))
     rig.limit(40.0, "x")
     await rig.settle()
     assert rig.commands.last_limit("CS-1") * 3 * 230 / 1000 <= 40.0 - 20.0 - 7.0 + 1e-6
@@ -304,6 +314,6 @@ async def test_session_need_from_api_and_bad_input(rig: Rig) -> None:
 
 async def test_session_end_forgets_profile_and_replans(rig: Rig) -> None:
     tx = await rig.station("CS-1")
-    rig.publish("transaction.ended", "CS-1", transaction_id=tx, evse_id=1)
+    rig.transaction("CS-1", "Ended", tx)
     await rig.settle()
     assert ("CS-1", 1) not in rig.ctl.book.sessions and ("CS-1", 1) not in rig.ctl.pusher.installed

@@ -11,8 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 
-from csms.grid.pusher import Hysteresis, Setpoints
-from csms.meter import Reading
+from csms.grid.effects.pusher import Hysteresis, Setpoints
+from csms.domain.meter import Reading
 from tests.test_grid_controller import T0, FakeCommands, Rig
 from tests.waiting import until
 
@@ -45,10 +45,9 @@ async def test_session_starts_cost_a_few_plans_and_one_profile_each() -> None:
         n = 15  # all fit at full power: no plan has a reason to change anyone's profile
         for i in range(n):  # a fleet (re)connecting: one station after another, a second apart
             sid = f"CS-{i:03d}"
-            r.publish("station.connected", sid)
-            r.publish("station.booted", sid, status="Accepted", vendor="V", model="M")
-            r.publish("transaction.started", sid, transaction_id=f"tx{i}", evse_id=1, charging_state="Charging",
-                      reading=Reading(power_w=22000.0, energy_wh=1000.0))
+            r.connect(sid)
+            r.transaction(sid, "Started", f"tx{i}", charging_state="Charging",
+                          reading=Reading(power_w=22000.0, energy_wh=1000.0))
             r.clock.advance(1)
             await asyncio.sleep(0.002)
         await r.settle()
@@ -80,9 +79,9 @@ async def test_paused_car_stays_paused_and_unchanged_profiles_are_not_resent() -
             energy[charging] += 8000 / 3600  # the charging car takes its energy: its laxity grows
             for sid in ("CS-1", "CS-2"):
                 session = r.ctl.book.sessions[(sid, 1)]
-                r.publish("transaction.updated", sid, transaction_id=session.transaction_id, evse_id=1,
-                          charging_state="Charging" if sid == charging else "SuspendedEVSE",
-                          reading=Reading(power_w=(session.setpoint_kw or 0) * 1000, energy_wh=energy[sid]))
+                r.transaction(sid, "Updated", session.transaction_id,
+                              charging_state="Charging" if sid == charging else "SuspendedEVSE",
+                              reading=Reading(power_w=(session.setpoint_kw or 0) * 1000, energy_wh=energy[sid]))
             r.ctl.request("tick")
             await r.settle()
             assert r.commands.last_limit(charging) > 0 and all(r.commands.last_limit(s) == 0 for s in paused)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from csms.grid.verify import composite_kw
+from csms.grid.effects.verify import composite_kw
 from simulators.clock import Clock
 from simulators.ev import EV
 from simulators.grid_signals import DsoSignalPublisher
@@ -74,7 +74,7 @@ async def neighbourhood(tmp_path: Path, **transformer: Any) -> AsyncIterator[tup
             await asyncio.wait_for(asyncio.gather(*(s.accepted.wait() for s in stations)), 15)
             for s in stations:
                 s.plug_in(1, ev_for(s.station_id))
-            ctl = d.daemon.grid
+            ctl = d.daemon.grid.controller
             await until(lambda: len(ctl.book) == N_STATIONS and all(st.ready for st in ctl.book.stations.values()),
                         15, "all sessions known and stations set up")
             await until(lambda: sum(sum(s.power_w.values()) for s in stations) > 150_000, 10, "everyone charging")
@@ -101,7 +101,7 @@ def metered_kw(d: RunningDaemon) -> float:
 
 async def test_limit_drop_v2g_and_recovery(tmp_path: Path) -> None:
     async with neighbourhood(tmp_path) as (d, stations, dso):
-        ctl = d.daemon.grid
+        ctl = d.daemon.grid.controller
         # 1. A limit drop: composite schedules and metered power fall under the limit within seconds.
         room = 100.0 - BASE_KW
         sent = time.monotonic()
@@ -150,7 +150,7 @@ async def test_limit_drop_v2g_and_recovery(tmp_path: Path) -> None:
 
 async def test_silence_triggers_safe_mode_and_malformed_signal_is_rejected(tmp_path: Path) -> None:
     async with neighbourhood(tmp_path, signal_timeout_s=3.0, safe_limit_kw=60.0) as (d, stations, dso):
-        ctl = d.daemon.grid
+        ctl = d.daemon.grid.controller
         seen: list[Any] = []
         d.daemon.bus.subscribe(seen.append, "grid.")
         await dso.send_limit("T1", 150.0)
@@ -161,14 +161,14 @@ async def test_silence_triggers_safe_mode_and_malformed_signal_is_rejected(tmp_p
         await dso.send_raw("T1", b'{"signal_id": "broken", "limit_kw": "lots"}')
         await until(lambda: any(e.kind == "grid.signal_rejected" for e in seen), 5, "rejection event")
         rejected = next(e for e in seen if e.kind == "grid.signal_rejected")
-        assert "limit_kw" in rejected.data["reason"]
+        assert "limit_kw" in rejected.reason
         assert ctl.snapshot()["transformers"]["T1"]["limit_kw"] == 150.0
         assert await composite_total_kw(d, stations) <= 150.0 - BASE_KW + 1e-6
         after = list(ctl.events)[events_before:]
         assert not [e for e in after if e["kind"] == "limit" and "safe_mode" not in (e.get("source"), e.get("event"))
                     and e.get("event") != "grid.safe_mode"]
         # Silence: the source stops talking, safe mode takes over with its safe limit.
-        await until(lambda: any(e.kind == "grid.safe_mode" and e.data.get("on") for e in seen), 8, "safe mode")
+        await until(lambda: any(e.kind == "grid.safe_mode" and e.on for e in seen), 8, "safe mode")
         snap = ctl.snapshot()["transformers"]["T1"]
         assert snap["safe_mode"] and snap["limit_kw"] == 60.0
         await until(lambda: sim_power_kw(stations) <= 60.0 - BASE_KW + 0.5, 5, "under the safe limit")

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from csms.bus import Bus
+from csms.bus import LocalBus
 from csms.grid.config import GridConfig, check, parse_grid
-from csms.grid.limits import SignalError, parse_signal
-from csms.grid.pusher import Hysteresis, Pusher, Setpoints, failsafe_profile
-from csms.grid.sessions import StationCaps
-from csms.grid.signals import SignalListener, _parse_base_load
+from csms.grid.model.limits import SignalError, parse_signal
+from csms.grid.effects.pusher import Hysteresis, Pusher, Setpoints, failsafe_profile
+from csms.grid.model.sessions import StationCaps
+from csms.grid.sources.mqtt import SignalListener, _parse_base_load
 
 NOW = datetime(2025, 1, 1, 12, tzinfo=timezone.utc)
 CAPS = StationCaps(periods_per_schedule=4)
@@ -134,7 +134,7 @@ def test_out_of_range_base_loads_are_refused_with_a_reason(payload: str, fragmen
 
 
 async def test_api_submit_of_a_huge_limit_is_a_rejection_and_the_old_limit_holds() -> None:
-    listener = SignalListener(_grid(), Bus())
+    listener = SignalListener(_grid(), LocalBus())
     await listener.submit("T1", {"signal_id": "ok", "limit_kw": 75})
     with pytest.raises(SignalError, match="far too large"):
         await listener.submit("T1", {"signal_id": "huge", "limit_kw": HUGE})
@@ -167,7 +167,7 @@ class _Client:
 
 
 async def test_poison_messages_are_dropped_and_the_session_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    listener = SignalListener(_grid("p"), Bus())
+    listener = SignalListener(_grid("p"), LocalBus())
     original = listener._accept
 
     def buggy(tid: str, payload: Any, *, live: bool, via: str) -> Any:

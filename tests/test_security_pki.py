@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from csms.security.ca import CaError, CertificateAuthority, CsrRejected
 from csms.security.certificates import CertificateInputError, certificate_hash_data
-from csms.security.config import CaConfig
+from csms.security.ca import CaConfig
 
 
 def _name(cn: str) -> x509.Name:

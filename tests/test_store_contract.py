@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from csms.store.base import IdTokenRecord, StationRecord, Store
+from csms.domain.records import IdTokenRecord, StationRecord
+from csms.store.base import Store
 from csms.store.redis_store import RedisStore, ReplicationError
 from csms.store.sqlite import SqliteStore
 from tests.daemon_fixture import running_daemon

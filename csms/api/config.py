@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from csms.config import Config, ConfigIssue
+from csms.config import Config
+from csms.configcheck import ConfigIssue
 
 DEFAULT_PORT = 9080
 SCOPES = ("read", "admin")

@@ -17,7 +17,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from csms.config import ConfigError, ConfigIssue
+from csms.configcheck import ConfigError, ConfigIssue
 
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 PHASES: tuple[str, ...] = ("L1", "L2", "L3")

@@ -17,7 +17,7 @@ import fastjsonschema
 import ocpp
 
 from csms.protocol.errors import InvalidRequest, OcppError
-from csms.protocol.versions import ProtocolVersion
+from csms.protocol.version import ProtocolVersion
 
 Direction = Literal["Request", "Response"]
 

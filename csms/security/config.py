@@ -12,22 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from csms.config import ConfigIssue
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    cert_file: str  # server certificate chain (PEM, leaf first)
-    key_file: str
-    client_ca_file: str | None = None  # trust anchors for profile-3 client certificates
-    min_version: str = "1.2"
-
-
-@dataclass(frozen=True)
-class CaConfig:
-    cert_file: str  # the CA that signs station CSRs (SignCertificate)
-    key_file: str
-    validity_days: int = 365
+from csms.configcheck import ConfigIssue
+from csms.security.ca import CaConfig, CaError, CertificateAuthority
+from csms.security.tls import TlsConfig, TlsError, server_context
 
 
 @dataclass(frozen=True)
@@ -147,9 +134,6 @@ def _parse(section: dict[str, Any], file: str, issues: list[ConfigIssue]) -> Sec
 
 def _load_issues(cfg: SecurityConfig, file: str) -> list[ConfigIssue]:
     """Load the key material now, so a wrong path or a key not matching its certificate is a config error."""
-    from csms.security.ca import CertificateAuthority, CaError
-    from csms.security.tls import TlsError, server_context
-
     issues: list[ConfigIssue] = []
     if cfg.tls is not None:
         try:

@@ -25,11 +25,12 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
-from csms.meter import flatten
+from csms.domain.meter import flatten
+from csms.domain.records import IdTokenRecord, StationRecord, TransactionRecord
 from csms.store.encoding import from_iso as _dt
 from csms.store.encoding import iso as _iso
 from csms.store.encoding import to_json as _json
-from csms.store.base import IdTokenRecord, StationRecord, Store, TransactionRecord
+from csms.store.base import CommandOutcome, Store
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +280,9 @@ class RedisStore(Store):
         if aof != "yes":
             log.warning("Redis at %s runs without appendonly: acknowledged writes are lost when it restarts"
                         " (see docs/storage.md)", _redact(self.url))
+
+    async def flush(self) -> None:
+        """Nothing to wait for: every write returned after Redis acknowledged it."""
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -635,7 +639,7 @@ class RedisStore(Store):
         parts = ("messages",) if action is None else ("messages", action)
         return await self._newest(self.keys.station(station_id, *parts), limit)
 
-    async def record_command(self, station_id: str, action: str, request: dict[str, Any], outcome: str,
+    async def record_command(self, station_id: str, action: str, request: dict[str, Any], outcome: CommandOutcome,
                              response: dict[str, Any] | None, sent_at: datetime, finished_at: datetime) -> None:
         row = {"station_id": station_id, "action": action, "request": request, "outcome": outcome,
                "response": response, "sent_at": _iso(sent_at), "finished_at": _iso(finished_at)}

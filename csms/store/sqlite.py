@@ -22,11 +22,12 @@ from typing import Any, TypeVar
 
 import orjson
 
-from csms.meter import flatten
+from csms.domain.meter import flatten
+from csms.domain.records import IdTokenRecord, StationRecord, TransactionRecord
 from csms.store.encoding import from_iso as _dt
 from csms.store.encoding import iso as _iso
 from csms.store.encoding import to_json as _json
-from csms.store.base import IdTokenRecord, StationRecord, Store, TransactionRecord
+from csms.store.base import CommandOutcome, Store
 
 T = TypeVar("T")
 MAX_BATCH = 1024
@@ -360,11 +361,7 @@ class SqliteStore(Store):
 
     async def record_charging_profile(self, station_id: str, evse_id: int, profile: dict[str, Any],
                                       status: str, status_info: dict[str, Any] | None, at: datetime) -> None:
-        await self._submit(_insert_profile(station_id, evse_id, profile, status, status_info, at))
-
-    def record_charging_profile_later(self, station_id: str, evse_id: int, profile: dict[str, Any], status: str,
-                                      status_info: dict[str, Any] | None, at: datetime) -> None:
-        """:meth:`record_charging_profile` without waiting for the commit (see :meth:`write_behind`)."""
+        """Written behind (see :meth:`write_behind`): a wave of pushes does not wait for commits."""
         self.write_behind(_insert_profile(station_id, evse_id, profile, status, status_info, at))
 
     async def list_charging_profiles(self, station_id: str) -> list[dict[str, Any]]:
@@ -417,13 +414,9 @@ class SqliteStore(Store):
             r["payload"] = orjson.loads(r["payload"])
         return rows
 
-    async def record_command(self, station_id: str, action: str, request: dict[str, Any], outcome: str,
+    async def record_command(self, station_id: str, action: str, request: dict[str, Any], outcome: CommandOutcome,
                              response: dict[str, Any] | None, sent_at: datetime, finished_at: datetime) -> None:
-        await self._submit(_insert_command(station_id, action, request, outcome, response, sent_at, finished_at))
-
-    def record_command_later(self, station_id: str, action: str, request: dict[str, Any], outcome: str,
-                             response: dict[str, Any] | None, sent_at: datetime, finished_at: datetime) -> None:
-        """:meth:`record_command` without waiting for the commit (see :meth:`write_behind`)."""
+        """Written behind (see :meth:`write_behind`): nobody reads it on the call's path."""
         self.write_behind(_insert_command(station_id, action, request, outcome, response, sent_at, finished_at))
 
     async def list_commands(self, station_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from csms.grid.sessions import StationCaps
+from csms.grid.model.sessions import StationCaps
 from profiles.planner import SessionPlan
 from profiles.profile_builder import MAX_TRANSACTION_ID, fail_safe_default_profile, tx_profile
 from profiles.units import VOLTAGE_V, round_down_one_decimal

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from csms.meter import Reading
+from csms.domain.events import TransactionChanged
+from csms.domain.meter import Reading
 from profiles.composite import parse_datetime
 from profiles.planner import PHASE_NAMES, SessionNeed
 
@@ -165,15 +166,13 @@ class SessionBook:
             return self.sessions.get((station_id, evse_id))
         return None
 
-    def transaction(self, station_id: str, data: dict[str, Any], now: datetime) -> tuple[Session | None, str]:
+    def transaction(self, station_id: str, event: TransactionChanged, now: datetime) -> tuple[Session | None, str]:
         """Apply a transaction.started/updated event; returns (session, what changed: new|state|reading|none)."""
-        tx_id = data.get("transaction_id")
-        if not isinstance(tx_id, str):
-            return None, "none"
+        tx_id = event.transaction_id
         session = self.find(station_id, tx_id, None)
         change = "none"
         if session is None:
-            evse_id = data.get("evse_id")
+            evse_id = event.evse_id
             if not isinstance(evse_id, int) or evse_id <= 0:
                 return None, "none"  # an Updated without evse for a transaction we never saw
             old = self.sessions.get((station_id, evse_id))
@@ -186,17 +185,17 @@ class SessionBook:
             if pending is not None:
                 session.need = pending
             change = "new"
-        state = data.get("charging_state")
+        state = event.charging_state
         if state and state != session.charging_state:
             session.charging_state = state
             change = "state" if change == "none" else change
-        reading = data.get("reading")
-        if isinstance(reading, Reading) and self.reading(session, reading, now) and change == "none":
+        reading = event.reading
+        if reading is not None and self.reading(session, reading, now) and change == "none":
             change = "reading"
         return session, change
 
-    def ended(self, station_id: str, data: dict[str, Any]) -> Session | None:
-        session = self.find(station_id, data.get("transaction_id"), None)
+    def ended(self, station_id: str, transaction_id: str) -> Session | None:
+        session = self.find(station_id, transaction_id, None)
         if session is None:
             return None
         self.sessions.pop(session.key, None)

@@ -17,40 +17,57 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
+from csms.domain.events import Event
+from csms.interfaces import Bus, MessageGate, Spawner
+from csms.metrics import Metrics
+from csms.ocpp.package import Router
 from csms.protocol import frames, schemas
-from csms.protocol.redaction import redact_frame, redact_payload
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
-from csms.protocol.versions import ProtocolVersion
-
-if TYPE_CHECKING:
-    from csms.app import Daemon
-    from csms.store.base import Store
+from csms.protocol.redaction import redact_frame, redact_payload
+from csms.protocol.version import ProtocolVersion
+from csms.store.base import CommandLog, CommandOutcome
 
 log = logging.getLogger("csms.connection")
 
 _ids = itertools.count(1)
 
 
-class StationConnection:
-    """The protocol session with one station over one websocket."""
+@dataclass(slots=True)
+class EdgeContext:
+    """What every connection of one daemon shares (one object, so an idle connection stays small)."""
 
-    def __init__(self, daemon: Daemon, websocket: Any, station_id: str, version: ProtocolVersion,
+    bus: Bus
+    metrics: Metrics
+    spawner: Spawner
+    command_log: CommandLog
+    trace: Trace
+    last_seen: dict[str, datetime]  # in memory on the hot path; the daemon flushes it to the store
+    call_timeout_s: float
+    gate: MessageGate | None = None  # per-station CALL rate cap (security config)
+
+
+class StationConnection:
+    """The protocol session with one station over one websocket (a :class:`csms.interfaces.StationLink`)."""
+
+    def __init__(self, edge: EdgeContext, router: Router, websocket: Any, station_id: str,
                  remote: str = "") -> None:
-        self.daemon = daemon
+        self.edge = edge
+        self.router = router
         self.ws = websocket
         self.station_id = station_id
-        self.version = version
+        self.version = router.version
         self.remote = remote
         self.accepted = False  # may send more than BootNotification (set from the store at connect)
         self.connected_at = datetime.now(timezone.utc)
         self._call_lock = asyncio.Lock()
         self._pending: tuple[str, str, asyncio.Future[dict[str, Any]]] | None = None
         self._after: list[Callable[[], Awaitable[Any]]] = []
-        self._events: list[tuple[str, dict[str, Any]]] = []
+        self._events: list[Event] = []
         self.closed = False
 
     # Reading -----------------------------------------------------------------------------------
@@ -61,12 +78,13 @@ class StationConnection:
             del raw  # an idle station must not keep its last frame alive while we wait
 
     async def _on_frame(self, raw: str | bytes) -> None:
-        self.daemon.last_seen[self.station_id] = datetime.now(timezone.utc)
-        self.daemon.trace(self.station_id, "in", raw)
+        edge = self.edge
+        edge.last_seen[self.station_id] = datetime.now(timezone.utc)
+        edge.trace.add(self.station_id, "in", raw)
         try:
             frame = frames.parse(raw)
         except frames.FrameError as exc:
-            self.daemon.metrics.frame_error(exc.code)
+            edge.metrics.frame_error(exc.code)
             log.warning("%s sent an unusable frame: %s", self.station_id, exc)
             if exc.answers:  # a broken response: fail the call it answers, never reply to it
                 self._resolve(frames.CallError(exc.unique_id, exc.code, f"station sent a malformed response: "
@@ -75,7 +93,7 @@ class StationConnection:
                 await self._send(frames.error_frame(exc.unique_id, exc.code, exc.description))
             return
         if isinstance(frame, frames.Call):
-            gate = self.daemon.message_gate  # per-station CALL rate cap (security config)
+            gate = edge.gate
             if gate is not None and not gate.admit(self.station_id):
                 await gate.refuse(self, frame.unique_id)
                 return
@@ -98,19 +116,20 @@ class StationConnection:
             log.exception("%s %s: handler failed", self.station_id, call.action)
             out = frames.error_frame(call.unique_id, "InternalError", "the central system failed to process the request")
         await self._send(out)
-        self.daemon.metrics.handled(call.action, code, time.perf_counter() - started)
+        edge = self.edge
+        edge.metrics.handled(call.action, code, time.perf_counter() - started)
         if self._events:
             events, self._events = self._events, []
-            for kind, data in events:
-                self.daemon.bus.publish(kind, self.station_id, **data)
+            for event in events:
+                edge.bus.publish(event)
         if self._after:
             pending, self._after = self._after, []
             for job in pending:
-                self.daemon.spawn(job(), name=f"after {call.action} {self.station_id}")
+                edge.spawner.spawn(job(), name=f"after {call.action} {self.station_id}")
 
     async def _dispatch(self, call: frames.Call) -> dict[str, Any]:
         sd = self.version.schema_dir
-        handler = self.daemon.router.handler(call.action)
+        handler = self.router.handler(call.action)
         if handler is None:
             # OCPP-J 4.2.3: NotImplemented = "Requested Action is not known by receiver",
             # NotSupported = "Requested Action is recognized but not supported by the receiver".
@@ -133,20 +152,20 @@ class StationConnection:
         """Run ``job`` once the answer to the current CALL has been sent (for calls to this station)."""
         self._after.append(job)
 
-    def publish(self, kind: str, **data: Any) -> None:
+    def publish(self, event: Event) -> None:
         """Publish a domain event once the answer to the current CALL has been sent.
 
         Events describe acknowledged facts, and a subscriber that reacts with a call to this
         station must not overtake our answer on the wire.
         """
-        self._events.append((kind, data))
+        self._events.append(event)
 
     def _resolve(self, frame: frames.CallResult | frames.CallError) -> None:
         pending = self._pending
         if pending is None or pending[0] != frame.unique_id:
             log.warning("%s answered message %s, which is not the call in flight; dropped", self.station_id,
                         frame.unique_id)
-            self.daemon.metrics.frame_error("UnmatchedResponse")
+            self.edge.metrics.frame_error("UnmatchedResponse")
             return
         _, action, fut = pending
         if fut.done():
@@ -164,11 +183,19 @@ class StationConnection:
 
     # Writing -----------------------------------------------------------------------------------
     async def _send(self, text: str) -> None:
-        self.daemon.trace(self.station_id, "out", text)
+        self.edge.trace.add(self.station_id, "out", text)
         try:
             await self.ws.send(text)
         except Exception as exc:  # noqa: BLE001 - the reader notices the closed socket
             log.debug("%s: send failed: %s", self.station_id, exc)
+
+    async def send_text(self, text: str) -> None:
+        """Send a frame as it is, bypassing the trace (the rate gate's refusals)."""
+        await self.ws.send(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the socket (the reader then ends the connection)."""
+        await self.ws.close(code, reason)
 
     async def call(self, action: str, payload: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Send a CSMS-initiated CALL and return the station's response payload.
@@ -178,10 +205,11 @@ class StationConnection:
         request that was valid is recorded in the store.
         """
         check_request(self.version, action, payload)
-        timeout = self.daemon.config.websocket.call_timeout_s if timeout is None else timeout
+        timeout = self.edge.call_timeout_s if timeout is None else timeout
         sent_at = datetime.now(timezone.utc)
         started = time.perf_counter()
-        outcome, response = "result", None
+        outcome: CommandOutcome = "result"
+        response: dict[str, Any] | None = None
         try:
             async with self._call_lock:
                 if self.closed:
@@ -211,31 +239,18 @@ class StationConnection:
             outcome = "cancelled"
             raise
         finally:
-            self.daemon.metrics.command(action, outcome, time.perf_counter() - started)
-            await record_command(self.daemon.store, self.station_id, action, redact_payload(action, payload),
-                                 outcome, None if response is None else redact_payload(action, response),
-                                 sent_at, datetime.now(timezone.utc))
+            self.edge.metrics.command(action, outcome, time.perf_counter() - started)
+            # Written behind on SQLite (see CommandLog): a fan-out of thousands of calls must
+            # not wait for as many commits.
+            await self.edge.command_log.record_command(
+                self.station_id, action, redact_payload(action, payload), outcome,
+                None if response is None else redact_payload(action, response), sent_at, datetime.now(timezone.utc))
 
     def abort_pending(self) -> None:
         """Fail the call in flight (the socket closed or was replaced)."""
         self.closed = True
         if self._pending is not None and not self._pending[2].done():
             self._pending[2].set_exception(StationOffline(self.station_id))
-
-
-async def record_command(store: Store, station_id: str, action: str, request: dict[str, Any], outcome: str,
-                         response: dict[str, Any] | None, sent_at: datetime, finished_at: datetime) -> None:
-    """Record a command's outcome; a store that writes behind (SQLite) is not waited for.
-
-    Nobody reads the record on the call's path, and a fan-out of thousands of calls would
-    otherwise wait for as many commits. The write-behind store still commits it in order, before
-    any later read and before it closes.
-    """
-    later = getattr(store, "record_command_later", None)
-    if later is not None:
-        later(station_id, action, request, outcome, response, sent_at, finished_at)
-    else:
-        await store.record_command(station_id, action, request, outcome, response, sent_at, finished_at)
 
 
 class ProfileRequestCheck:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from csms.grid.pusher import PushResult
-from csms.grid.sessions import SUSPENDED_STATES, Session
+from csms.grid.effects.pusher import PushResult
+from csms.grid.model.sessions import SUSPENDED_STATES, Session
 from profiles.units import VOLTAGE_V
 
 

@@ -25,10 +25,11 @@ from typing import Any
 import aiomqtt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from csms.bus import Bus
+from csms.domain.events import LimitChanged, SafeModeChanged, SignalRejected
+from csms.interfaces import Bus
 from csms.grid.config import GridConfig
-from csms.grid.limits import LimitBook, LimitSignal, SignalError, decode_payload, parse_signal
-from csms.grid.status import StatusPublisher, Topics, utc_now
+from csms.grid.model.limits import LimitBook, LimitSignal, SignalError, decode_payload, parse_signal
+from csms.grid.sources.status import StatusPublisher, Topics, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,14 @@ class SignalListener:
             return False
         return True
 
-    # The operator API's "post a limit" ------------------------------------------------------------
+    # The operator API's "post a limit" (csms.interfaces.LimitIntake) ------------------------------
+    def knows(self, transformer_id: str) -> bool:
+        return transformer_id in self.grid.transformers
+
+    @property
+    def transformer_ids(self) -> list[str]:
+        return list(self.grid.transformers)
+
     async def submit(self, transformer_id: str, payload: bytes | str | dict[str, Any]) -> LimitSignal:
         """Validate and apply a signal exactly as if it arrived on the group's limit topic."""
         return self._accept(transformer_id, payload, live=True, via="api")
@@ -135,7 +143,7 @@ class SignalListener:
         self.metrics.signals.labels(tid if known else "unknown", "rejected").inc()
         self.recent_rejections.append({"transformer_id": tid, "signal_id": signal_id, "reason": reason, "at": now,
                                        "via": via})
-        self.bus.publish("grid.signal_rejected", None, transformer_id=tid, reason=reason, signal_id=signal_id)
+        self.bus.publish(SignalRejected(transformer_id=tid, reason=reason, signal_id=signal_id))
         self._signal_status(tid, signal_id, "rejected", reason, now)
 
     def _signal_status(self, tid: str, signal_id: str | None, outcome: str, reason: str | None, now: datetime) -> None:
@@ -187,7 +195,7 @@ class SignalListener:
             log.warning("grid %s: SAFE MODE ON (%s): safe limit %g kW applies", tid, text, group.safe_limit_kw)
         else:
             log.warning("grid %s: safe mode off (%s)", tid, text)
-        self.bus.publish("grid.safe_mode", None, transformer_id=tid, on=on, reason=text)
+        self.bus.publish(SafeModeChanged(transformer_id=tid, on=on, reason=text))
         self._refresh(tid, now)
 
     def _check_liveness(self, now: datetime) -> None:
@@ -225,7 +233,7 @@ class SignalListener:
         if announce:
             if changed:
                 log.info("grid %s: limit in force %g kW (%s)", tid, kw, source)
-            self.bus.publish("grid.limit", None, transformer_id=tid, limit_kw=kw, source=source, signal_id=signal_id)
+            self.bus.publish(LimitChanged(transformer_id=tid, limit_kw=kw, source=source, signal_id=signal_id))
 
     def _tick_s(self) -> float:
         candidates = [MAX_TICK_S]

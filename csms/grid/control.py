@@ -21,26 +21,28 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from csms.bus import Event
+from csms.domain.events import (EvChargingNeeds, Event, GroupPlanned, LimitChanged, MeterValuesReceived,
+                                ProfilePushed, SafeModeChanged, SignalRejected, StationBooted, StationConnected,
+                                StationDisconnected, TransactionChanged, VerificationFinding)
+from csms.interfaces import Bus, GridCommands, Spawner
+from csms.metrics import Metrics
 from csms.grid.config import GridConfig
-from csms.grid.pusher import Hysteresis, PushResult, Pusher, Setpoints, ShapedProfile, Wave, failsafe_profile
-from csms.grid.sessions import Defaults, Session, SessionBook, StationCaps, parse_session_id, session_need
-from csms.grid.topology import Topology
-from csms.grid.verify import Finding, Verifier, VerifyConfig
-from csms.meter import Reading
+from csms.grid.effects.pusher import Hysteresis, PushResult, Pusher, Setpoints, ShapedProfile, Wave, failsafe_profile
+from csms.grid.model.sessions import Defaults, Session, SessionBook, StationCaps, parse_session_id, session_need
+from csms.grid.model.topology import Topology
+from csms.grid.effects.verify import Finding, Verifier, VerifyConfig
 from profiles.planner import Plan, PlanInput, SessionNeed, immediate_cut, plan
 from profiles.units import VOLTAGE_V
 
 if TYPE_CHECKING:
-    from csms.app import Daemon
-    from csms.grid.limits import LimitBook
+    from csms.grid.model.limits import LimitBook
 
 log = logging.getLogger("csms.grid")
 
@@ -85,12 +87,28 @@ class _LimitWatch:
     kind: str
 
 
+class GridDeps(Spawner, Protocol):
+    """What the controller uses of the daemon around it."""
+
+    @property
+    def bus(self) -> Bus: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def commands(self) -> GridCommands: ...
+
+    @property
+    def connections(self) -> Mapping[str, object]: ...
+
+
 class GridController:
     """Component: start()/stop(); the operator API reads snapshot(), events and set_session_need()."""
 
-    def __init__(self, daemon: Daemon, grid: GridConfig, limits: LimitBook, *, topology: Topology | None = None,
+    def __init__(self, deps: GridDeps, grid: GridConfig, limits: LimitBook, *, topology: Topology | None = None,
                  status: Any = None, clock: Clock | None = None, history: int = 2000) -> None:
-        self.daemon = daemon
+        self.deps = deps
         self.grid = grid
         self.limits = limits
         self.topology = topology or Topology(grid)
@@ -127,7 +145,7 @@ class GridController:
         self._stopping = False
         self._unsubscribe: Callable[[], None] | None = None
         self._idle = asyncio.Event()
-        self._metrics(daemon.metrics.registry)
+        self._metrics(deps.metrics.registry)
 
     # Metrics -----------------------------------------------------------------------------------
     def _metrics(self, registry: Any) -> None:
@@ -148,8 +166,8 @@ class GridController:
 
     # Lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._unsubscribe = self.daemon.bus.subscribe(self._on_event)
-        for station_id in list(self.daemon.connections):  # stations that connected before us
+        self._unsubscribe = self.deps.bus.subscribe(self._on_event)
+        for station_id in list(self.deps.connections):  # stations that connected before us
             self.book.station(station_id).connected = True
             self._ensure_setup(station_id)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="grid controller")
@@ -186,38 +204,44 @@ class GridController:
     # Bus ---------------------------------------------------------------------------------------
     def _on_event(self, ev: Event) -> None:
         """Synchronous and cheap: update state, note what needs a re-plan."""
-        kind, sid, data = ev.kind, ev.station_id, ev.data
-        if kind.startswith("grid."):
-            if kind in ("grid.limit", "grid.safe_mode"):
-                tid = self._event_group(data)
-                watch = _LimitWatch(time.monotonic(), tid, kind)
-                self._watches.append(watch)
-                self._unchecked.append(watch)
-                if self._wave is not None and self._stricter([watch]):
-                    self._wave.supersede()  # nothing more of the old wave goes out, not even the next chunk
-                self._record("limit", **{**_scalars(data), "transformer": tid, "event": kind})
-                self.request(kind)
-            elif kind == "grid.signal_rejected":
-                self._record("signal_rejected", **_scalars(data))
+        if isinstance(ev, (LimitChanged, SafeModeChanged)):
+            tid = ev.transformer_id if ev.transformer_id in self.grid.transformers else None
+            watch = _LimitWatch(time.monotonic(), tid, ev.kind)
+            self._watches.append(watch)
+            self._unchecked.append(watch)
+            if self._wave is not None and self._stricter([watch]):
+                self._wave.supersede()  # nothing more of the old wave goes out, not even the next chunk
+            self._record("limit", **{**_scalars(ev.data()), "transformer": tid, "event": ev.kind})
+            self.request(ev.kind)
             return
+        if isinstance(ev, SignalRejected):
+            self._record("signal_rejected", **_scalars(ev.data()))
+            return
+        sid = ev.station_id
         if sid is None:
             return
         now = self.clock()
-        if kind == "station.connected":
+        if isinstance(ev, StationConnected):
             self.book.station(sid).connected = True
             self.request("station connected")
-        elif kind == "station.disconnected":
+        elif isinstance(ev, StationDisconnected):
             self.book.station(sid).connected = False
             self.request("station dropped")
-        elif kind == "station.booted":
+        elif isinstance(ev, StationBooted):
             st = self.book.station(sid)
-            st.vendor, st.model, st.connected = data.get("vendor"), data.get("model"), True
-            if data.get("status") == "Accepted":
+            st.vendor, st.model, st.connected = ev.vendor, ev.model, True
+            if ev.status == "Accepted":
                 st.ready = False
                 self.pusher.forget(sid)
                 self._ensure_setup(sid, force=True)
-        elif kind in ("transaction.started", "transaction.updated"):
-            session, change = self.book.transaction(sid, data, now)
+        elif isinstance(ev, TransactionChanged):
+            if ev.event_type == "Ended":
+                ended = self.book.ended(sid, ev.transaction_id)
+                if ended is not None:
+                    self.pusher.forget(sid, ended.evse_id)
+                    self.request("session ended")
+                return
+            session, change = self.book.transaction(sid, ev, now)
             if session is None:
                 return
             if change == "new":
@@ -225,39 +249,25 @@ class GridController:
                 self.request("session started")
             elif change == "state":
                 self._finding(self.verifier.resume_check(session, now))
-            if change == "reading" or isinstance(data.get("reading"), Reading):
+            if change == "reading" or ev.reading is not None:
                 self._finding(self.verifier.reading(session, now))
-        elif kind == "transaction.ended":
-            session = self.book.ended(sid, data)
-            if session is not None:
-                self.pusher.forget(sid, session.evse_id)
-                self.request("session ended")
-        elif kind == "meter.values":
-            session = self.book.find(sid, None, data.get("evse_id"))
-            reading = data.get("reading")
-            if session is not None and isinstance(reading, Reading):
-                self.book.reading(session, reading, now)
-                self._finding(self.verifier.reading(session, now))
-        elif kind == "ev.needs":
-            evse_id, needs = data.get("evse_id"), data.get("needs")
-            if isinstance(evse_id, int) and isinstance(needs, dict):
-                self.book.ev_needs(sid, evse_id, needs, now)
-                self.request("EV needs")
-
-    def _event_group(self, data: dict[str, Any]) -> str | None:
-        for key in ("transformer", "transformer_id", "tid", "group"):
-            value = data.get(key)
-            if isinstance(value, str) and value in self.grid.transformers:
-                return value
-        return None
+        elif isinstance(ev, MeterValuesReceived):
+            found = self.book.find(sid, None, ev.evse_id)
+            if found is not None and ev.reading is not None:
+                self.book.reading(found, ev.reading, now)
+                self._finding(self.verifier.reading(found, now))
+        elif isinstance(ev, EvChargingNeeds):
+            self.book.ev_needs(sid, ev.evse_id, ev.needs, now)
+            self.request("EV needs")
 
     def _finding(self, finding: Finding | None) -> None:
         if finding is None:
             return
         self.m_findings.labels(finding.kind).inc()
         self._record("finding", **finding.as_dict())
-        data = finding.as_dict()
-        self.daemon.bus.publish("grid.finding", data.pop("station_id"), **data)
+        self.deps.bus.publish(VerificationFinding(station_id=finding.station_id, finding=finding.kind,
+                                                  evse_id=finding.evse_id, transaction_id=finding.transaction_id,
+                                                  detail=finding.detail, fixed_kw=finding.fixed_kw))
         if finding.kind != "resumed":
             log.warning("%s evse %s: %s (%s)", finding.station_id, finding.evse_id, finding.kind, finding.detail)
             self.request(f"finding {finding.kind}")
@@ -281,7 +291,7 @@ class GridController:
         if st.setup_running or (st.ready and not force):
             return
         st.setup_running = True
-        self.daemon.spawn(self._setup_station(station_id), name=f"grid setup {station_id}")
+        self.deps.spawn(self._setup_station(station_id), name=f"grid setup {station_id}")
 
     async def _setup_station(self, station_id: str) -> None:
         """Read what the station accepts and install the fail-safe TxDefaultProfile."""
@@ -293,7 +303,7 @@ class GridController:
                                phases=rule.phases, max_current_a=rule.max_current_a,
                                min_current_a=rule.min_current_a, source="rule")
             try:
-                response = await self.daemon.commands.get_variables(station_id, [
+                response = await self.deps.commands.get_variables(station_id, [
                     {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": name}}
                     for name in SMART_CHARGING_VARIABLES])
                 _apply_variables(caps, response.get("getVariableResult", []))
@@ -304,7 +314,7 @@ class GridController:
             st.caps = caps
             profile = failsafe_profile(caps, self.grid.planning.fail_safe_limit_a)
             try:
-                response = await self.daemon.commands.set_charging_profile(station_id, 0, profile)
+                response = await self.deps.commands.set_charging_profile(station_id, 0, profile)
                 st.failsafe_status = str(response.get("status"))
             except Exception as exc:  # noqa: BLE001
                 st.failsafe_status = type(exc).__name__
@@ -597,7 +607,7 @@ class GridController:
 
     # Pushing ---------------------------------------------------------------------------------------
     async def _send(self, station_id: str, evse_id: int, profile: dict[str, Any]) -> dict[str, Any]:
-        return await self.daemon.commands.set_charging_profile(station_id, evse_id, profile)
+        return await self.deps.commands.set_charging_profile(station_id, evse_id, profile)
 
     def _launch(self, units: list[_UnitPlan], now: datetime, *, kind: str, resolve: Callable[[_LimitWatch], bool],
                 reasons: list[str] | None = None, cycle_start: float | None = None) -> None:
@@ -667,8 +677,8 @@ class GridController:
             session = sessions.get((r.station_id, r.evse_id))
             self.m_pushes.labels(r.status).inc()
             self._record("push", trigger=kind, **r.as_dict())
-            self.daemon.bus.publish("grid.push", r.station_id, evse_id=r.evse_id, status=r.status, limit=r.limit,
-                                    unit=r.unit, limit_a=r.limit_a, trigger=kind)
+            self.deps.bus.publish(ProfilePushed(station_id=r.station_id, evse_id=r.evse_id, status=r.status,
+                                                limit=r.limit, unit=r.unit, limit_a=r.limit_a, trigger=kind))
             if session is None or self.book.sessions.get(session.key) is not session:
                 continue
             st = self.book.station(r.station_id)
@@ -681,13 +691,12 @@ class GridController:
                    "superseded": sum(r.status == "superseded" for r in results)}
         for unit in units:
             state = self.groups[unit.tid]
-            data = {"transformer": unit.tid, "limit_kw": round(state.limit_kw, 3), "limit_source": state.limit_source,
-                    "planned_kw": round(state.planned_kw, 3), "base_load_kw": round(state.base_load_kw, 3),
-                    "sessions": len(unit.sessions), "infeasible": state.infeasible, **summary}
-            if reasons:
-                data["reasons"] = reasons
-            self._record(kind, **data)
-            self.daemon.bus.publish("grid.plan", None, **data)
+            planned = GroupPlanned(transformer=unit.tid, limit_kw=round(state.limit_kw, 3),
+                                   limit_source=state.limit_source, planned_kw=round(state.planned_kw, 3),
+                                   base_load_kw=round(state.base_load_kw, 3), sessions=len(unit.sessions),
+                                   infeasible=state.infeasible, reasons=reasons or None, **summary)
+            self._record(kind, **planned.data())
+            self.deps.bus.publish(planned)
             if self.status is not None:
                 try:
                     self.status.publish(unit.tid, self.group_snapshot(unit.tid))
@@ -746,22 +755,6 @@ class GridController:
             "last_reaction_s": self.reaction_s[-1] if self.reaction_s else None,
             "transformers": {tid: self.group_snapshot(tid) for tid in self.grid.transformers},
         }
-
-
-def grid_components(daemon: Daemon, clock: Clock | None = None, section: dict[str, Any] | None = None) -> list[Any]:
-    """The signal listener and the controller for ``config.grid`` (or ``section``); sets ``daemon.grid``.
-
-    ``clock`` (default: wall clock) is shared by both, so a demo can run on compressed time.
-    """
-    from csms.grid.config import parse_grid
-    from csms.grid.signals import SignalListener
-
-    grid = parse_grid(daemon.config.grid if section is None else section, daemon.config.source)
-    listener = SignalListener(grid, daemon.bus, registry=daemon.metrics.registry, now=clock or utc_now)
-    controller = GridController(daemon, grid, listener.book, status=listener.status, clock=clock)
-    controller.signals = listener
-    daemon.grid = controller  # type: ignore[attr-defined]
-    return [listener, controller]
 
 
 def _scalars(data: dict[str, Any]) -> dict[str, Any]:

@@ -1,12 +1,14 @@
-"""`csms demo`: the whole system in one command, no broker, under a minute.
+"""The demo (`csms demo`, `python -m demo`): the whole system in one command, no broker, under a minute.
 
 It starts the daemon on 127.0.0.1 (temporary SQLite store), a simulated neighbourhood of charge
 points behind one transformer that connect over real websockets, and runs an evening from 16:00 to
 22:00 at high speed: the residential load peaks, the grid operator's limit drops at 17:00 (posted
-in-process through ``SignalListener.submit``, exactly as an MQTT or API signal would be), dips
+in-process through the grid's limit intake, exactly as an MQTT or API signal would be), dips
 below the non-EV load at 18:00 so the bidirectional cars discharge, and recovers at 20:00. The
 controller, its planner and the stations all run on the same compressed clock. At the end it
 writes a PNG of load against limit and prints what the cars got.
+
+It composes the daemon and the simulators from outside: nothing in csms imports this package.
 """
 
 from __future__ import annotations
@@ -25,21 +27,19 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from typing import TYPE_CHECKING
-
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from csms.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, extra_commands
-
-if TYPE_CHECKING:  # the heavy imports wait until the demo runs, so `csms serve` starts fast
-    from csms.app import Daemon
-    from csms.grid.controller import GridController
-    from simulators.clock import Clock
-    from simulators.ev import EVSession
-    from simulators.models import StationModel
-    from simulators.station import SimStation
+from csms.app import Daemon
+from csms.config import parse_config
+from csms.console import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from csms.grid.control import GridController
+from csms.grid.service import Grid
+from simulators.clock import Clock
+from simulators.ev import EVSession
+from simulators.models import EVModel, StationModel
+from simulators.station import SimStation
 
 TRANSFORMER = "T1"
 CAPACITY_KW = 250.0
@@ -84,9 +84,6 @@ def _grid_section(speed: float) -> dict[str, Any]:
 def _neighbourhood(start: datetime, count: int, seed: int) -> list[tuple[str, StationModel, list[EVSession]]]:
     """Charge points with one evening visit each: commuters arriving 16:00-19:00, a few V2G cars,
     one car that never resumes after a pause."""
-    from simulators.ev import EVSession
-    from simulators.models import EVModel, StationModel
-
     rng = random.Random(seed)
     out = []
     for i in range(count):
@@ -105,20 +102,16 @@ def _neighbourhood(start: datetime, count: int, seed: int) -> list[tuple[str, St
 
 
 @contextlib.asynccontextmanager
-async def _daemon(workdir: Path, clock: Clock, speed: float) -> AsyncIterator[tuple[Daemon, GridController]]:
-    from csms.app import Daemon
-    from csms.config import parse_config
-    from csms.grid.controller import grid_components
-
+async def _daemon(workdir: Path, clock: Clock, speed: float) -> AsyncIterator[tuple[Daemon, Grid]]:
     config = parse_config({"websocket": {"host": "127.0.0.1", "port": 0},
                            "store": {"sqlite_path": str(workdir / "demo.db"), "trace_frames": 0},
                            "registration": {"accept_unknown_id_tokens": True}, "logging": {"level": "WARNING"},
-                           "api": {"enabled": False}}, "<demo>")
-    daemon = Daemon(config)
-    daemon.components.extend(grid_components(daemon, clock=clock.now, section=_grid_section(speed)))
+                           "api": {"enabled": False}, "grid": _grid_section(speed)}, "<demo>")
+    daemon = Daemon(config, clock=clock.now)
     await daemon.start()
+    assert daemon.grid is not None
     try:
-        yield daemon, daemon.grid  # type: ignore[attr-defined]
+        yield daemon, daemon.grid
     finally:
         await daemon.stop()
 
@@ -157,7 +150,7 @@ def _sample(clock: Clock, ctl: GridController, stations: list[SimStation]) -> Sa
                   sum(p > 0.05 for p in powers), paused, sum(p < -0.05 for p in powers))
 
 
-async def _signals(ctl: GridController, clock: Clock, start: datetime, stop: asyncio.Event) -> None:
+async def _signals(grid: Grid, clock: Clock, start: datetime, stop: asyncio.Event) -> None:
     """Post the evening's limits when their time comes, as the grid operator would."""
     for n, (hours, kw) in enumerate(LIMIT_STEPS):
         at = start + timedelta(hours=hours)
@@ -165,20 +158,18 @@ async def _signals(ctl: GridController, clock: Clock, start: datetime, stop: asy
             await asyncio.sleep(0.02)
         if stop.is_set():
             return
-        await ctl.signals.submit(TRANSFORMER, {"signal_id": f"demo-{n}", "source": "dso", "limit_kw": kw})
+        await grid.limits.submit(TRANSFORMER, {"signal_id": f"demo-{n}", "source": "dso", "limit_kw": kw})
 
 
 async def run_demo(console: Console, *, stations_n: int, seconds: float, out: Path, seed: int) -> dict[str, Any]:
     """Run the demo; returns the summary figures (and the samples behind the plot)."""
-    from simulators.clock import Clock
-    from simulators.station import SimStation
-
     speed = SIM_HOURS * 3600 / seconds
     today = datetime.now(timezone.utc).replace(hour=16, minute=0, second=0, microsecond=0)
     clock = Clock(speed=speed, start=today)
     start = today
     with tempfile.TemporaryDirectory(prefix="netbewust-demo-") as tmp:
-        async with _daemon(Path(tmp), clock, speed) as (daemon, ctl):
+        async with _daemon(Path(tmp), clock, speed) as (daemon, grid):
+            ctl = grid.controller
             url = f"ws://127.0.0.1:{daemon.ws_port}{daemon.config.websocket.path_prefix}"
             specs = _neighbourhood(start, stations_n, seed)
             outcome = Outcome(requested_kwh=sum(s.energy_need_kwh for _, _, sessions in specs for s in sessions),
@@ -187,7 +178,7 @@ async def run_demo(console: Console, *, stations_n: int, seconds: float, out: Pa
                         for sid, model, sessions in specs]
             tasks = [asyncio.create_task(st.run(), name=f"demo {st.station_id}") for st in stations]
             stop = asyncio.Event()
-            signals = asyncio.create_task(_signals(ctl, clock, start, stop))
+            signals = asyncio.create_task(_signals(grid, clock, start, stop))
             try:
                 await asyncio.wait_for(asyncio.gather(*(st.accepted.wait() for st in stations)), 20)
                 end = start + timedelta(hours=SIM_HOURS)
@@ -209,7 +200,7 @@ async def run_demo(console: Console, *, stations_n: int, seconds: float, out: Pa
 
 
 def _plot(outcome: Outcome, out: Path) -> None:
-    import matplotlib
+    import matplotlib  # heavy: only when the plot is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -283,13 +274,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("demo", help="run a simulated evening under a grid limit (no broker needed, < 1 minute)")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="csms demo", description="A simulated evening under a grid limit: the daemon, "
+                                "24 simulated charge points and a grid operator's signal, in one process.")
     p.add_argument("--stations", type=int, default=24, help="charge points behind the transformer (default 24)")
     p.add_argument("--seconds", type=float, default=40.0, help="wall-clock length of the 6 h evening (default 40)")
     p.add_argument("--out", default="netbewust-demo.png", help="where to write the plot (default %(default)s)")
     p.add_argument("--seed", type=int, default=7, help="random seed for arrivals and cars")
-    p.set_defaults(func=cmd_demo)
+    return p
 
 
-extra_commands.append(register)
+def main(argv: list[str] | None = None) -> int:
+    return cmd_demo(build_parser().parse_args(argv))

@@ -1,4 +1,4 @@
-"""Small helpers shared by the handlers."""
+"""Small helpers every version's handlers share."""
 
 from __future__ import annotations
 

@@ -7,31 +7,30 @@ with the remote address, so a lab engineer sees why a charger does not get in.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable
+import ssl
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
+from weakref import WeakKeyDictionary
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
-from csms.connection import StationConnection
-from csms.protocol.versions import VERSIONS
-
-if TYPE_CHECKING:
-    from csms.app import Daemon
+from csms.config import WebsocketConfig
+from csms.domain.identity import valid_identity
+from csms.domain.events import StationConnected, StationDisconnected
+from csms.domain.registration import accepted_at_connect
+from csms.edge.connection import EdgeContext, StationConnection
+from csms.interfaces import HandshakeCheck
+from csms.ocpp.package import Router
+from csms.store.base import StationStore
 
 log = logging.getLogger("csms.gateway")
 
-MAX_IDENTITY_LENGTH = 48  # OCPP 2.0.1: the charging station identity is at most 48 characters
-_BAD_IDENTITY = re.compile(r"[\x00-\x20\x7f/]")
-
-# A check run during the handshake (e.g. authentication): return a Response to refuse, None to admit.
-HandshakeCheck = Callable[[ServerConnection, Request, str], Any]
 
 
 def station_identity(path: str, prefix: str) -> str | None:
@@ -44,9 +43,7 @@ def station_identity(path: str, prefix: str) -> str | None:
     if not raw or "/" in raw:
         return None
     identity = unquote(raw)
-    if len(identity) > MAX_IDENTITY_LENGTH or _BAD_IDENTITY.search(identity):
-        return None
-    return identity
+    return identity if valid_identity(identity) else None
 
 
 _NO_HEADERS = Headers()
@@ -66,32 +63,44 @@ def _forget_handshake_headers(ws: ServerConnection) -> None:
 
 
 class Gateway:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    """Accepts station websockets and keeps the registry of their connections."""
+
+    def __init__(self, config: WebsocketConfig, edge: EdgeContext, stations: StationStore,
+                 connections: dict[str, StationConnection]) -> None:
+        self.config = config
+        self.edge = edge
+        self.stations = stations
+        self.connections = connections
+        self.routers: Mapping[str, Router] = {}
+        self.ssl_context: ssl.SSLContext | None = None
+        self.checks: Sequence[HandshakeCheck] = ()
         self.server: Server | None = None
 
     @property
     def port(self) -> int:
         assert self.server is not None
-        return self.server.sockets[0].getsockname()[1]
+        return int(self.server.sockets[0].getsockname()[1])
 
-    async def start(self) -> None:
-        cfg = self.daemon.config.websocket
+    async def start(self, routers: Mapping[str, Router], ssl_context: ssl.SSLContext | None = None,
+                    checks: Sequence[HandshakeCheck] = ()) -> None:
+        """Listen; ``routers`` by subprotocol (the version table), ``checks`` run in each handshake."""
+        cfg = self.config
+        self.routers, self.ssl_context, self.checks = routers, ssl_context, checks
         self.server = await serve(
             self._handle, cfg.host, cfg.port,
             process_request=self._process_request,
-            subprotocols=list(cfg.subprotocols),  # type: ignore[arg-type]
+            subprotocols=[Subprotocol(p) for p in cfg.subprotocols],
             max_size=cfg.max_frame_bytes,
             ping_interval=cfg.ping_interval_s,
             ping_timeout=cfg.ping_timeout_s,
             compression="deflate" if cfg.compression else None,
             open_timeout=cfg.handshake_timeout_s,
-            ssl=self.daemon.ssl_context,
+            ssl=ssl_context,
             server_header="Netbewust",
             # security: TLS handshakes get the websocket handshake's deadline too (asyncio's default is 60 s).
-            **({"ssl_handshake_timeout": cfg.handshake_timeout_s} if self.daemon.ssl_context is not None else {}),
+            **({"ssl_handshake_timeout": cfg.handshake_timeout_s} if ssl_context is not None else {}),
         )
-        scheme = "wss" if self.daemon.ssl_context is not None else "ws"
+        scheme = "wss" if ssl_context is not None else "ws"
         log.info("listening for OCPP stations on %s://%s:%d%s/<stationId> (subprotocols: %s)", scheme, cfg.host,
                  self.port, cfg.path_prefix.rstrip("/"), ", ".join(cfg.subprotocols))
 
@@ -104,11 +113,11 @@ class Gateway:
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, reason: str, why: str) -> Response:
         log.warning("refused %s %s: %s", connection.remote_address[0] if connection.remote_address else "?",
                     connection.request.path if connection.request else "", why)
-        self.daemon.metrics.refused.labels(reason).inc()
+        self.edge.metrics.refused.labels(reason).inc()
         return connection.respond(status, why + "\n")
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        cfg = self.daemon.config.websocket
+        cfg = self.config
         identity = station_identity(request.path, cfg.path_prefix)
         if identity is None:
             return self._refuse(connection, HTTPStatus.NOT_FOUND, "path",
@@ -119,53 +128,58 @@ class Gateway:
             return self._refuse(connection, HTTPStatus.BAD_REQUEST, "subprotocol",
                                 f"station {identity!r} offered subprotocols {offered or 'none'}; this central "
                                 f"system speaks {', '.join(cfg.subprotocols)}")
-        for check in self.daemon.handshake_checks:
+        for check in self.checks:
             refusal = await check(connection, request, identity)
             if refusal is not None:
-                self.daemon.metrics.refused.labels("auth").inc()
+                self.edge.metrics.refused.labels("auth").inc()
                 return refusal
-        connection.station_id = identity  # type: ignore[attr-defined]
+        _IDENTITY[connection] = identity
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        daemon = self.daemon
-        station_id: str = ws.station_id  # type: ignore[attr-defined]
-        version = VERSIONS[ws.subprotocol]  # type: ignore[index]
+        edge, connections = self.edge, self.connections
+        station_id = _IDENTITY.pop(ws)
+        router = self.routers[str(ws.subprotocol)]
         remote = ws.remote_address[0] if ws.remote_address else "?"
-        conn = StationConnection(daemon, ws, station_id, version, remote)
-        old = daemon.connections.get(station_id)
+        conn = StationConnection(edge, router, ws, station_id, remote)
+        old = connections.get(station_id)
         if old is not None:
             log.info("%s reconnected from %s; closing its previous connection", station_id, remote)
             old.abort_pending()
             # In the background: a station usually reconnects because the old socket died, and a
             # dead socket never completes the closing handshake (close_timeout would stall us).
-            daemon.spawn(old.ws.close(1000, "replaced by a new connection of the same station"),
-                         f"close replaced connection of {station_id}")
-        daemon.connections[station_id] = conn
-        daemon.metrics.connected.set(len(daemon.connections))
+            edge.spawner.spawn(old.ws.close(1000, "replaced by a new connection of the same station"),
+                               f"close replaced connection of {station_id}")
+        connections[station_id] = conn
+        edge.metrics.connected.set(len(connections))
         _forget_handshake_headers(ws)
         try:
-            record = await daemon.store.get_station(station_id)
+            record = await self.stations.get_station(station_id)
             known = record is not None
-            conn.accepted = known and record.registration == "Accepted"  # type: ignore[union-attr]
+            conn.accepted = accepted_at_connect(record)
             del record  # held for the connection's lifetime otherwise
             if known:
-                await daemon.store.set_connection_state(station_id, True, datetime.now(timezone.utc))
+                await self.stations.set_connection_state(station_id, True, datetime.now(timezone.utc))
             log.info("%s connected from %s (%s, %s)", station_id, remote, ws.subprotocol,
                      "accepted" if conn.accepted else "must boot first")
-            daemon.bus.publish("station.connected", station_id, remote=remote, accepted=conn.accepted)
+            edge.bus.publish(StationConnected(station_id=station_id, remote=remote, accepted=conn.accepted))
             await conn.serve()
         except ConnectionClosed:
             pass
         finally:
             conn.abort_pending()
-            if daemon.connections.get(station_id) is conn:
-                del daemon.connections[station_id]
-                daemon.metrics.connected.set(len(daemon.connections))
+            if connections.get(station_id) is conn:
+                del connections[station_id]
+                edge.metrics.connected.set(len(connections))
                 # Always: a station first seen in this connection got its record at boot (even when
                 # Pending or Rejected), and the update is a no-op when there is no record.
-                await daemon.store.set_connection_state(station_id, False, datetime.now(timezone.utc))
-                daemon.bus.publish("station.disconnected", station_id)
+                await self.stations.set_connection_state(station_id, False, datetime.now(timezone.utc))
+                edge.bus.publish(StationDisconnected(station_id=station_id))
             rcvd = ws.close_code
             log.info("%s disconnected (close code %s%s)", station_id, rcvd,
                      f", {ws.close_reason}" if ws.close_reason else "")
+
+
+#: The identity a handshake admitted, until its connection handler takes it (weak: a handshake
+#: that fails after the check leaves nothing behind).
+_IDENTITY: WeakKeyDictionary[ServerConnection, str] = WeakKeyDictionary()
