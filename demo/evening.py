@@ -34,7 +34,6 @@ from rich.table import Table
 from csms.app import Daemon
 from csms.config import parse_config
 from csms.console import EXIT_ERROR, EXIT_OK, EXIT_USAGE
-from csms.grid.control import GridController
 from csms.grid.service import Grid
 from simulators.clock import Clock
 from simulators.ev import EVSession
@@ -116,7 +115,7 @@ async def _daemon(workdir: Path, clock: Clock, speed: float) -> AsyncIterator[tu
         await daemon.stop()
 
 
-def _view(clock: Clock, start: datetime, outcome: Outcome, ctl: GridController, stations: list[SimStation]) -> Table:
+def _view(clock: Clock, start: datetime, outcome: Outcome, grid: Grid, stations: list[SimStation]) -> Table:
     s = outcome.samples[-1] if outcome.samples else None
     table = Table(title="Netbewust demo: one transformer, an evening under a grid limit", show_header=False,
                   min_width=60)
@@ -129,24 +128,25 @@ def _view(clock: Clock, start: datetime, outcome: Outcome, ctl: GridController, 
     if s is not None:
         total = s.base_kw + s.ev_kw
         style = "red" if total > s.limit_kw + 0.5 else "green"
-        table.add_row("limit", f"{s.limit_kw:6.1f} kW  ({ctl.groups[TRANSFORMER].limit_source})")
+        table.add_row("limit", f"{s.limit_kw:6.1f} kW  ({grid.views.groups[TRANSFORMER].limit_source})")
         table.add_row("non-EV load", f"{s.base_kw:6.1f} kW")
         table.add_row("EV load", f"{s.ev_kw:6.1f} kW")
         table.add_row("transformer load", f"[{style}]{total:6.1f} kW[/]")
         table.add_row("cars", f"{s.charging} charging, {s.paused} paused, {s.discharging} discharging "
                               f"(of {len(stations)} charge points)")
-    table.add_row("profiles sent / skipped", f"{ctl.pusher.sent} / {ctl.pusher.skipped}")
-    if ctl.reaction_s:
-        table.add_row("last reaction", f"{ctl.reaction_s[-1] * 1000:.0f} ms (limit received -> all stations answered)")
+    table.add_row("profiles sent / skipped", f"{grid.pusher.sent} / {grid.pusher.skipped}")
+    if grid.controller.reaction_s:
+        table.add_row("last reaction", f"{grid.controller.reaction_s[-1] * 1000:.0f} ms "
+                                       "(limit received -> all stations answered)")
     return table
 
 
-def _sample(clock: Clock, ctl: GridController, stations: list[SimStation]) -> Sample:
+def _sample(clock: Clock, grid: Grid, stations: list[SimStation]) -> Sample:
     now = clock.now()
-    limit, _ = ctl.limits.limit_at(TRANSFORMER, now)
+    limit, _ = grid.limit_book.limit_at(TRANSFORMER, now)
     powers = [sum(st.power_w.values()) / 1000.0 for st in stations]
-    paused = sum(s.setpoint_a == 0 for s in ctl.book)  # held at 0 by the controller (not merely full)
-    return Sample(now, limit, ctl.limits.base_load_kw(TRANSFORMER, now), sum(powers),
+    paused = sum(s.setpoint_a == 0 for s in grid.sessions)  # held at 0 by the controller (not merely full)
+    return Sample(now, limit, grid.limit_book.base_load_kw(TRANSFORMER, now), sum(powers),
                   sum(p > 0.05 for p in powers), paused, sum(p < -0.05 for p in powers))
 
 
@@ -169,7 +169,6 @@ async def run_demo(console: Console, *, stations_n: int, seconds: float, out: Pa
     start = today
     with tempfile.TemporaryDirectory(prefix="netbewust-demo-") as tmp:
         async with _daemon(Path(tmp), clock, speed) as (daemon, grid):
-            ctl = grid.controller
             url = f"ws://127.0.0.1:{daemon.ws_port}{daemon.config.websocket.path_prefix}"
             specs = _neighbourhood(start, stations_n, seed)
             outcome = Outcome(requested_kwh=sum(s.energy_need_kwh for _, _, sessions in specs for s in sessions),
@@ -182,12 +181,12 @@ async def run_demo(console: Console, *, stations_n: int, seconds: float, out: Pa
             try:
                 await asyncio.wait_for(asyncio.gather(*(st.accepted.wait() for st in stations)), 20)
                 end = start + timedelta(hours=SIM_HOURS)
-                with Live(_view(clock, start, outcome, ctl, stations), console=console, refresh_per_second=8,
+                with Live(_view(clock, start, outcome, grid, stations), console=console, refresh_per_second=8,
                           transient=False) as live:
                     deadline = time.monotonic() + seconds + 30
                     while clock.now() < end and time.monotonic() < deadline:
-                        outcome.samples.append(_sample(clock, ctl, stations))
-                        live.update(_view(clock, start, outcome, ctl, stations))
+                        outcome.samples.append(_sample(clock, grid, stations))
+                        live.update(_view(clock, start, outcome, grid, stations))
                         await asyncio.sleep(0.1)
             finally:
                 stop.set()
@@ -196,7 +195,7 @@ async def run_demo(console: Console, *, stations_n: int, seconds: float, out: Pa
                     st.stop()
                 await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
             _plot(outcome, out)
-            return _summary(console, outcome, ctl, stations, out)
+            return _summary(console, outcome, grid, stations, out)
 
 
 def _plot(outcome: Outcome, out: Path) -> None:
@@ -224,15 +223,15 @@ def _plot(outcome: Outcome, out: Path) -> None:
     plt.close(fig)
 
 
-def _summary(console: Console, outcome: Outcome, ctl: GridController, stations: list[SimStation],
+def _summary(console: Console, outcome: Outcome, grid: Grid, stations: list[SimStation],
              out: Path) -> dict[str, Any]:
     delivered = sum(e.import_wh for st in stations for e in st.core.evses.values()) / 1000.0
     discharged = sum(e.export_wh for st in stations for e in st.core.evses.values()) / 1000.0
     samples = outcome.samples
     over = [s.base_kw + s.ev_kw - s.limit_kw for s in samples]
     pause_h = sum(s.paused * (b.at - s.at).total_seconds() for s, b in zip(samples, samples[1:])) / 3600.0
-    paused_sessions = {e["station_id"] for e in ctl.events if e["kind"] == "push" and e.get("limit_a") == 0}
-    findings = [e for e in ctl.events if e["kind"] == "finding" and e.get("finding") != "resumed"]
+    paused_sessions = {e["station_id"] for e in grid.journal.events if e["kind"] == "push" and e.get("limit_a") == 0}
+    findings = [e for e in grid.journal.events if e["kind"] == "finding" and e.get("finding") != "resumed"]
     table = Table(title="Summary", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
@@ -244,16 +243,16 @@ def _summary(console: Console, outcome: Outcome, ctl: GridController, stations: 
     table.add_row("limit kept", f"{over_kwh:.1f} kWh above the limit over the evening, at most {max(over, default=0.0):.1f}"
                                 f" kW (samples every {minutes:.1f} simulated min; each limit drop takes one reaction"
                                 f" time, here x{outcome.speed:.0f} compressed)")
-    if ctl.reaction_s:
-        table.add_row("reaction time", f"median {statistics.median(ctl.reaction_s) * 1000:.0f} ms over "
-                                       f"{len(ctl.reaction_s)} limit changes")
-    table.add_row("profiles", f"{ctl.pusher.sent} sent, {ctl.pusher.skipped} skipped (hysteresis)")
+    if grid.controller.reaction_s:
+        table.add_row("reaction time", f"median {statistics.median(grid.controller.reaction_s) * 1000:.0f} ms over "
+                                       f"{len(grid.controller.reaction_s)} limit changes")
+    table.add_row("profiles", f"{grid.pusher.sent} sent, {grid.pusher.skipped} skipped (hysteresis)")
     table.add_row("detected", ", ".join(f"{f['station_id']}: {f['finding']}" for f in findings) or "nothing odd")
     table.add_row("plot", str(out))
     console.print(table)
     return {"delivered_kwh": delivered, "requested_kwh": outcome.requested_kwh, "discharged_kwh": discharged,
             "paused_sessions": len(paused_sessions), "over_kwh": over_kwh, "max_over_kw": max(over, default=0.0),
-            "reactions": list(ctl.reaction_s), "findings": findings, "samples": samples}
+            "reactions": list(grid.controller.reaction_s), "findings": findings, "samples": samples}
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

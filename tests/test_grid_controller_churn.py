@@ -11,8 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 
-from csms.grid.effects.pusher import Hysteresis, Setpoints
 from csms.domain.meter import Reading
+from profiles.hysteresis import Hysteresis, Setpoints
 from tests.test_grid_controller import T0, FakeCommands, Rig
 from tests.waiting import until
 
@@ -51,8 +51,8 @@ async def test_session_starts_cost_a_few_plans_and_one_profile_each() -> None:
             r.clock.advance(1)
             await asyncio.sleep(0.002)
         await r.settle()
-        assert len(r.ctl.book) == n and all(st.ready for st in r.ctl.book.stations.values())
-        assert 1 <= r.ctl.plans <= n // 3, f"{r.ctl.plans} plans for {n} session starts"
+        assert len(r.ctl.sessions) == n and all(st.ready for st in r.ctl.sessions.stations.values())
+        assert 1 <= r.ctl.controller.plans <= n // 3, f"{r.ctl.controller.plans} plans for {n} session starts"
         tx = r.commands.tx_profiles()
         assert sorted(s for s, _, _ in tx) == [f"CS-{i:03d}" for i in range(n)], "one TxProfile per session"
         assert all(first_limit(p) == 32.0 for _, _, p in tx)
@@ -78,14 +78,14 @@ async def test_paused_car_stays_paused_and_unchanged_profiles_are_not_resent() -
             r.clock.advance(1)
             energy[charging] += 8000 / 3600  # the charging car takes its energy: its laxity grows
             for sid in ("CS-1", "CS-2"):
-                session = r.ctl.book.sessions[(sid, 1)]
+                session = r.ctl.sessions.sessions[(sid, 1)]
                 r.transaction(sid, "Updated", session.transaction_id,
                               charging_state="Charging" if sid == charging else "SuspendedEVSE",
                               reading=Reading(power_w=(session.setpoint_kw or 0) * 1000, energy_wh=energy[sid]))
-            r.ctl.request("tick")
+            r.ctl.controller.request("tick")
             await r.settle()
             assert r.commands.last_limit(charging) > 0 and all(r.commands.last_limit(s) == 0 for s in paused)
-        assert r.ctl.plans >= 20
+        assert r.ctl.controller.plans >= 20
         assert len(r.commands.tx_profiles()) - sent <= 2, "profiles re-sent although nothing changed"
         assert r.ctl.pusher.skipped >= 30
         assert r.planned_kw() <= 8.0 + 1e-6
@@ -94,9 +94,8 @@ async def test_paused_car_stays_paused_and_unchanged_profiles_are_not_resent() -
 
 
 async def test_stricter_limit_during_a_refine_wave_is_cut_first() -> None:
-    r = Rig()
     held = HeldCommands()
-    r.daemon.commands = held
+    r = Rig(held)
     r.ctl.pusher.chunk = 2  # the refine wave goes out in small chunks: a cut can come in between
     await r.ctl.start()
     try:
@@ -109,7 +108,7 @@ async def test_stricter_limit_during_a_refine_wave_is_cut_first() -> None:
         before = len(held.tx_profiles())
         r.limit(300.0, "relax")  # every car may go up: a refine wave to all ten, answers held back
         await until(lambda: len(held.tx_profiles()) > before, what="the refine wave started", interval=0.001)
-        assert r.ctl._wave is not None and r.ctl._wave.kind == "plan"
+        assert r.ctl.controller._wave is not None and r.ctl.controller._wave.kind == "plan"
         refine_sent = len(held.tx_profiles()) - before
         r.limit(45.0, "cut")  # 25 kW for ten cars while the refine wave still waits for answers
         await until(lambda: {s for s, _, p in held.tx_profiles()[before + refine_sent:]
@@ -123,7 +122,7 @@ async def test_stricter_limit_during_a_refine_wave_is_cut_first() -> None:
                    for _, _, p in held.tx_profiles()[before + refine_sent:])
         held.hold.set()
         await r.settle()
-        events = list(r.ctl.events)
+        events = list(r.ctl.journal.events)
         reaction = [e for e in events if e["kind"] == "reaction"][-1]
         assert reaction["by"] == "cut"
         superseded = [e for e in events if e["kind"] == "push" and e["status"] == "superseded"]

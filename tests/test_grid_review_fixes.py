@@ -10,13 +10,16 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from csms.app import utc_now
 from csms.bus import LocalBus
 from csms.grid.config import GridConfig, check, parse_grid
-from csms.grid.model.limits import SignalError, parse_signal
-from csms.grid.effects.pusher import Hysteresis, Pusher, Setpoints, failsafe_profile
+from csms.grid.model.limits import SignalError, parse_base_load, parse_signal
+from csms.grid.effects.pusher import Pusher, failsafe_profile
 from csms.grid.model.sessions import StationCaps
-from csms.grid.sources.mqtt import SignalListener, _parse_base_load
+from csms.grid.signals import Signals
+from profiles.hysteresis import Hysteresis, Setpoints
 
 NOW = datetime(2025, 1, 1, 12, tzinfo=timezone.utc)
 CAPS = StationCaps(periods_per_schedule=4)
@@ -129,17 +132,17 @@ def test_out_of_range_limit_signals_are_refused_with_a_reason(payload: Any, frag
 ])
 def test_out_of_range_base_loads_are_refused_with_a_reason(payload: str, fragment: str) -> None:
     with pytest.raises(SignalError) as caught:
-        _parse_base_load(payload.encode(), NOW)
+        parse_base_load(payload.encode(), NOW)
     assert fragment in caught.value.reason
 
 
 async def test_api_submit_of_a_huge_limit_is_a_rejection_and_the_old_limit_holds() -> None:
-    listener = SignalListener(_grid(), LocalBus())
-    await listener.submit("T1", {"signal_id": "ok", "limit_kw": 75})
+    listener = Signals(_grid(), LocalBus(), CollectorRegistry(), utc_now)
+    await listener.desk.submit("T1", {"signal_id": "ok", "limit_kw": 75})
     with pytest.raises(SignalError, match="far too large"):
-        await listener.submit("T1", {"signal_id": "huge", "limit_kw": HUGE})
+        await listener.desk.submit("T1", {"signal_id": "huge", "limit_kw": HUGE})
     assert listener.book.limit_at("T1", datetime.now(timezone.utc))[0] == 75.0
-    assert listener.recent_rejections[-1]["signal_id"] == "huge"
+    assert listener.desk.recent_rejections[-1]["signal_id"] == "huge"
 
 
 @dataclass
@@ -167,15 +170,15 @@ class _Client:
 
 
 async def test_poison_messages_are_dropped_and_the_session_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    listener = SignalListener(_grid("p"), LocalBus())
-    original = listener._accept
+    listener = Signals(_grid("p"), LocalBus(), CollectorRegistry(), utc_now)
+    original = listener.desk.accept
 
     def buggy(tid: str, payload: Any, *, live: bool, via: str) -> Any:
         if b"bug" in payload:
             raise RuntimeError("a bug in handling")
         return original(tid, payload, live=live, via=via)
 
-    monkeypatch.setattr(listener, "_accept", buggy)
+    monkeypatch.setattr(listener.desk, "accept", buggy)
     good = json.dumps({"signal_id": "later", "limit_kw": 60}).encode()
     stream = [
         _Message(_Topic("p/grid/T1/base-load"), f'{{"kw": {HUGE}}}'.encode(), retain=True),
@@ -183,7 +186,7 @@ async def test_poison_messages_are_dropped_and_the_session_goes_on(monkeypatch: 
         _Message(_Topic("p/grid/T1/limit"), b'{"signal_id": "bug", "limit_kw": 1}'),
         _Message(_Topic("p/grid/T1/limit"), good),
     ]
-    await asyncio.wait_for(listener._consume(_Client(stream)), 5)  # type: ignore[arg-type]
+    await asyncio.wait_for(listener.mqtt._consume(_Client(stream)), 5)  # type: ignore[arg-type]
     assert listener.book.limit_at("T1", datetime.now(timezone.utc)) == (60.0, "signal:dso:later")
     assert listener.book.measured_base_load("T1") is None
     errors = {s.labels["kind"]: s.value for m in listener.metrics.message_errors.collect() for s in m.samples

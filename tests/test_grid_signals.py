@@ -12,12 +12,14 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from prometheus_client import CollectorRegistry
 
+from csms.app import utc_now
 from csms.bus import LocalBus
 from csms.domain.events import Event
 from csms.grid.config import GridConfig, parse_grid
 from csms.grid.model.limits import LimitBook, SignalError, parse_signal
-from csms.grid.sources.mqtt import SignalListener
+from csms.grid.signals import Signals
 from simulators.grid_signals import DsoSignalPublisher, limit_payload, schedule_payload
 
 NOW = datetime(2024, 6, 3, 12, 0, tzinfo=timezone.utc)  # a Monday; 14:00 in Amsterdam (CEST)
@@ -250,10 +252,10 @@ def live_grid(prefix: str | None, *, timeout_s: float | None = 30, port: int = B
 async def test_submit_without_broker_applies_and_announces() -> None:
     bus = LocalBus()
     queue, _ = bus.queue("grid.")
-    listener = SignalListener(live_grid(None), bus)
+    listener = Signals(live_grid(None), bus, CollectorRegistry(), utc_now)
     await listener.start()
     try:
-        sig = await listener.submit("T1", {"signal_id": "api-1", "source": "operator", "limit_kw": 75})
+        sig = await listener.desk.submit("T1", {"signal_id": "api-1", "source": "operator", "limit_kw": 75})
         assert sig.signal_id == "api-1"
         ev = await next_event(queue, lambda e: e.kind == "grid.limit" and e.signal_id == "api-1")
         assert ev.data() == {"transformer_id": "T1", "limit_kw": 75.0, "source": "signal:operator:api-1",
@@ -261,13 +263,13 @@ async def test_submit_without_broker_applies_and_announces() -> None:
         assert listener.book.limit_at("T1", datetime.now(timezone.utc))[0] == 75.0
         assert listener.status.snapshot("T1")["limit_kw"] == 75.0
         with pytest.raises(SignalError, match="exceeds the rated capacity"):
-            await listener.submit("T1", {"signal_id": "api-2", "limit_kw": 401})
+            await listener.desk.submit("T1", {"signal_id": "api-2", "limit_kw": 401})
         ev = await next_event(queue, lambda e: e.kind == "grid.signal_rejected")
         assert ev.signal_id == "api-2" and "rated capacity" in ev.reason
         assert listener.book.limit_at("T1", datetime.now(timezone.utc))[0] == 75.0  # the last good limit holds
-        assert listener.recent_rejections[-1]["signal_id"] == "api-2"
+        assert listener.desk.recent_rejections[-1]["signal_id"] == "api-2"
         with pytest.raises(SignalError, match="unknown transformer"):
-            await listener.submit("T9", {"signal_id": "api-3", "limit_kw": 1})
+            await listener.desk.submit("T9", {"signal_id": "api-3", "limit_kw": 1})
         outcome = {s.labels["outcome"]: s.value for m in listener.metrics.signals.collect() for s in m.samples
                    if s.name.endswith("_total") and s.labels["transformer"] == "T1"}
         assert outcome == {"accepted": 1.0, "rejected": 1.0}
@@ -278,7 +280,7 @@ async def test_submit_without_broker_applies_and_announces() -> None:
 async def test_silence_turns_safe_mode_on_and_a_signal_turns_it_off() -> None:
     bus = LocalBus()
     queue, _ = bus.queue("grid.")
-    listener = SignalListener(live_grid(None, timeout_s=0.3), bus)
+    listener = Signals(live_grid(None, timeout_s=0.3), bus, CollectorRegistry(), utc_now)
     await listener.start()
     try:
         ev = await next_event(queue, lambda e: e.kind == "grid.safe_mode", timeout=3)
@@ -287,7 +289,7 @@ async def test_silence_turns_safe_mode_on_and_a_signal_turns_it_off() -> None:
         assert listener.book.limit_at("T1", datetime.now(timezone.utc)) == (100.0, "safe_mode")
         assert listener.status.snapshot("T1")["safe_mode"] is True
         assert listener.metrics.safe_mode.labels("T1")._value.get() == 1
-        await listener.submit("T1", {"signal_id": "wake", "limit_kw": 300})
+        await listener.desk.submit("T1", {"signal_id": "wake", "limit_kw": 300})
         ev = await next_event(queue, lambda e: e.kind == "grid.safe_mode")
         assert ev.on is False
         assert listener.book.limit_at("T1", datetime.now(timezone.utc)) == (300.0, "signal:dso:wake")
@@ -359,12 +361,12 @@ async def watcher(prefix: str) -> AsyncIterator[Watcher]:
 
 
 @pytest.fixture
-async def listener(prefix: str) -> AsyncIterator[tuple[SignalListener, asyncio.Queue[Event]]]:
+async def listener(prefix: str) -> AsyncIterator[tuple[Signals, asyncio.Queue[Event]]]:
     bus = LocalBus()
     queue, _ = bus.queue("grid.")
-    lst = SignalListener(live_grid(prefix, timeout_s=30), bus)
+    lst = Signals(live_grid(prefix, timeout_s=30), bus, CollectorRegistry(), utc_now)
     await lst.start()
-    assert await lst.wait_connected(5), "is Mosquitto running on 127.0.0.1:1883?"
+    assert await lst.mqtt.wait_connected(5), "is Mosquitto running on 127.0.0.1:1883?"
     try:
         yield lst, queue
     finally:
@@ -373,7 +375,7 @@ async def listener(prefix: str) -> AsyncIterator[tuple[SignalListener, asyncio.Q
 
 @pytest.mark.mqtt
 async def test_signal_over_mqtt_reaches_the_bus_and_the_status_topic(
-        prefix: str, watcher: Watcher, listener: tuple[SignalListener, asyncio.Queue[Event]]) -> None:
+        prefix: str, watcher: Watcher, listener: tuple[Signals, asyncio.Queue[Event]]) -> None:
     lst, queue = listener
     assert await watcher.wait(f"{prefix}/csms/availability", lambda b: b == "online")
     async with DsoSignalPublisher(*BROKER, prefix=prefix) as dso:
@@ -389,7 +391,7 @@ async def test_signal_over_mqtt_reaches_the_bus_and_the_status_topic(
 
 @pytest.mark.mqtt
 async def test_malformed_signal_is_answered_and_the_old_limit_holds(
-        prefix: str, watcher: Watcher, listener: tuple[SignalListener, asyncio.Queue[Event]]) -> None:
+        prefix: str, watcher: Watcher, listener: tuple[Signals, asyncio.Queue[Event]]) -> None:
     lst, queue = listener
     async with DsoSignalPublisher(*BROKER, prefix=prefix) as dso:
         good = await dso.send_limit("T1", 220.0)
@@ -412,10 +414,10 @@ async def test_malformed_signal_is_answered_and_the_old_limit_holds(
 async def test_quiet_source_means_safe_mode_until_the_next_signal(prefix: str, watcher: Watcher) -> None:
     bus = LocalBus()
     queue, _ = bus.queue("grid.")
-    lst = SignalListener(live_grid(prefix, timeout_s=1.0), bus)
+    lst = Signals(live_grid(prefix, timeout_s=1.0), bus, CollectorRegistry(), utc_now)
     await lst.start()
     try:
-        assert await lst.wait_connected(5)
+        assert await lst.mqtt.wait_connected(5)
         ev = await next_event(queue, lambda e: e.kind == "grid.safe_mode" and e.on, timeout=5)
         assert "no limit signal" in ev.reason
         status = await watcher.wait(f"{prefix}/grid/T1/status", lambda b: b.get("safe_mode") is True)
@@ -437,7 +439,7 @@ async def test_retained_signal_is_applied_but_is_no_sign_of_life(prefix: str, wa
         await dso.send_raw("T1", json.dumps(limit_payload(260.0, signal_id="kept")), retain=True)
         bus = LocalBus()
         queue, _ = bus.queue("grid.")
-        lst = SignalListener(live_grid(prefix, timeout_s=1.0), bus)
+        lst = Signals(live_grid(prefix, timeout_s=1.0), bus, CollectorRegistry(), utc_now)
         await lst.start()
         try:
             await next_event(queue, lambda e: e.kind == "grid.limit" and e.signal_id == "kept")
@@ -451,7 +453,7 @@ async def test_retained_signal_is_applied_but_is_no_sign_of_life(prefix: str, wa
 
 
 @pytest.mark.mqtt
-async def test_schedule_and_base_load_over_mqtt(prefix: str, listener: tuple[SignalListener, asyncio.Queue[Event]]) -> None:
+async def test_schedule_and_base_load_over_mqtt(prefix: str, listener: tuple[Signals, asyncio.Queue[Event]]) -> None:
     lst, queue = listener
     now = datetime.now(timezone.utc)
     async with DsoSignalPublisher(*BROKER, prefix=prefix, source="gopacs") as dso:
@@ -474,7 +476,7 @@ async def test_schedule_and_base_load_over_mqtt(prefix: str, listener: tuple[Sig
 
 @pytest.mark.mqtt
 async def test_controller_state_is_merged_into_the_retained_status(
-        prefix: str, watcher: Watcher, listener: tuple[SignalListener, asyncio.Queue[Event]]) -> None:
+        prefix: str, watcher: Watcher, listener: tuple[Signals, asyncio.Queue[Event]]) -> None:
     lst, _ = listener
     lst.status.publish("T1", {"measured_kw": 211.5, "planned_kw": 198.0, "sessions_paused": 3,
                               "sessions_discharging": 1})
@@ -490,15 +492,16 @@ async def test_unreachable_broker_means_safe_mode() -> None:
         closed_port = s.getsockname()[1]
     bus = LocalBus()
     queue, _ = bus.queue("grid.")
-    lst = SignalListener(live_grid("unreachable", timeout_s=3600, port=closed_port, grace_s=0.2), bus)
+    lst = Signals(live_grid("unreachable", timeout_s=3600, port=closed_port, grace_s=0.2), bus, CollectorRegistry(),
+                  utc_now)
     await lst.start()
     try:
         ev = await next_event(queue, lambda e: e.kind == "grid.safe_mode", timeout=5)
         assert ev.on is True and "MQTT broker unreachable" in ev.reason
-        assert not lst.connected and lst.metrics.broker_connected._value.get() == 0
+        assert not lst.mqtt.connected and lst.metrics.broker_connected._value.get() == 0
         assert lst.status.snapshot("T1")["safe_mode"] is True
         # The operator can still post a limit; the safe limit stays in force while it is stricter.
-        await lst.submit("T1", {"signal_id": "api", "limit_kw": 250})
+        await lst.desk.submit("T1", {"signal_id": "api", "limit_kw": 250})
         assert lst.book.limit_at("T1", datetime.now(timezone.utc)) == (100.0, "safe_mode")
     finally:
         await lst.stop()
@@ -506,7 +509,7 @@ async def test_unreachable_broker_means_safe_mode() -> None:
 
 async def test_shutdown_survives_a_swallowed_cancellation() -> None:
     """Python 3.11's wait_for (inside aiomqtt) can eat one cancel(); stopping must still finish."""
-    from csms.grid.sources.mqtt import cancel_and_wait
+    from csms.tasks import cancel_and_wait
 
     started = asyncio.Event()
 

@@ -16,13 +16,21 @@ Pure state transitions on :class:`Session`; the caller supplies the clock.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from csms.domain.events import VerificationFinding
 from csms.grid.effects.pusher import PushResult
-from csms.grid.model.sessions import SUSPENDED_STATES, Session
+from csms.grid.journal import Journal
+from csms.grid.metrics import ControlMetrics
+from csms.grid.model.sessions import SUSPENDED_STATES, Session, SessionBook
+from csms.interfaces import Bus, Clock
 from profiles.units import VOLTAGE_V
+
+log = logging.getLogger("csms.grid")
 
 
 #: Push outcomes that say nothing about the station's will: the link was down or slow, or the
@@ -133,6 +141,39 @@ class Verifier:
             return self._finding(session, "no_resume",
                                  f"still {session.charging_state or 'idle'} {cfg.resume_grace_s:g} s after resume")
         return None
+
+
+class Verification:
+    """Reports what the :class:`Verifier` finds: a metric, a journal entry, a bus event, a log
+    line, and (unless a car merely resumed) a re-plan, so the other sessions absorb the difference."""
+
+    def __init__(self, verifier: Verifier, book: SessionBook, journal: Journal, bus: Bus, metrics: ControlMetrics,
+                 replan: Callable[[str], None], clock: Clock) -> None:
+        self.verifier = verifier
+        self.book = book
+        self.journal = journal
+        self.bus = bus
+        self.metrics = metrics
+        self.replan = replan
+        self.clock = clock
+
+    def report(self, finding: Finding | None) -> None:
+        if finding is None:
+            return
+        self.metrics.findings.labels(finding.kind).inc()
+        self.journal.record("finding", **finding.as_dict())
+        self.bus.publish(VerificationFinding(station_id=finding.station_id, finding=finding.kind,
+                                             evse_id=finding.evse_id, transaction_id=finding.transaction_id,
+                                             detail=finding.detail, fixed_kw=finding.fixed_kw))
+        if finding.kind != "resumed":
+            log.warning("%s evse %s: %s (%s)", finding.station_id, finding.evse_id, finding.kind, finding.detail)
+            self.replan(f"finding {finding.kind}")
+
+    def check_resumes(self) -> None:
+        """Cars that were offered current again after a pause: drawing yet, or given up on?"""
+        now = self.clock()
+        for session in self.book:
+            self.report(self.verifier.resume_check(session, now))
 
 
 async def composite_kw(commands: Any, station_id: str, evse_id: int = 1, duration_s: int = 60,

@@ -464,3 +464,50 @@ def _profile_at(profile: tuple[tuple[str, float], ...], tz: ZoneInfo, at: dateti
         if hhmm_minutes(hhmm) <= minute:
             value = kw
     return value
+
+
+# ------------------------------------------------------------------------------------------------
+# Measured base load
+# ------------------------------------------------------------------------------------------------
+
+
+def parse_base_load(payload: bytes | str, now: datetime) -> tuple[float, datetime]:
+    """A bare number (kW) or {"kw": number, "timestamp": ISO 8601}; returns (kW, measured at)."""
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+    try:
+        return _finite_base_load(float(text.strip())), now
+    except ValueError:
+        pass
+    data = decode_payload(text)
+    unknown = sorted(set(data) - {"kw", "timestamp"})
+    if unknown:
+        raise SignalError(f"unknown field(s) {', '.join(unknown)} (known: kw, timestamp)")
+    if "kw" not in data:
+        raise SignalError("kw is missing")
+    kw = data["kw"]
+    if isinstance(kw, bool) or not isinstance(kw, (int, float)):
+        raise SignalError(f"kw must be a number, got {kw!r}")
+    at = now
+    if data.get("timestamp") is not None:
+        raw = data["timestamp"]
+        try:
+            at = datetime.fromisoformat(raw) if isinstance(raw, str) else None  # type: ignore[assignment]
+        except ValueError:
+            at = None  # type: ignore[assignment]
+        if at is None or at.tzinfo is None:
+            raise SignalError(f"timestamp must be ISO 8601 with a UTC offset, got {raw!r}")
+        try:
+            at = at.astimezone(timezone.utc)
+        except OverflowError:  # e.g. 9999-12-31T23:59-01:00 lies past year 9999 in UTC
+            raise SignalError(f"timestamp is out of range once converted to UTC: {raw!r}") from None
+    try:
+        value = float(kw)
+    except OverflowError:  # a JSON integer of hundreds of digits
+        raise SignalError("kw is far too large to be a base load in kW") from None
+    return _finite_base_load(value), at
+
+
+def _finite_base_load(value: float) -> float:
+    if not math.isfinite(value):
+        raise SignalError(f"base load must be a finite number, got {value!r}")
+    return value

@@ -9,9 +9,24 @@ pattern on a transformer never swallows the stations of a site configured below 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from csms.grid.config import PHASES, GridConfig, MemberRule
+
+
+class Located(Protocol):
+    """Anything on one EVSE of one station (a charging session)."""
+
+    @property
+    def station_id(self) -> str: ...
+
+    @property
+    def evse_id(self) -> int: ...
+
+
+L = TypeVar("L", bound=Located)
 
 
 @dataclass(frozen=True)
@@ -89,3 +104,16 @@ class Topology:
 
     def roots(self) -> list[str]:
         return [tid for tid, g in self._groups.items() if g.parent is None]
+
+    def group_members(self, items: Mapping[tuple[str, int], L], group_ids: Iterable[str],
+                      ordered: bool = False) -> dict[str, list[L]]:
+        """``items`` (keyed by station and EVSE) per innermost group, in insertion order, or with
+        ``ordered`` in key order (so ties in the planner break the same way whatever order the
+        stations' messages came in); every id in ``group_ids`` is present."""
+        out: dict[str, list[L]] = {tid: [] for tid in group_ids}
+        for key in sorted(items) if ordered else list(items):
+            item = items[key]
+            tid = self.transformer_of(item.station_id, item.evse_id)
+            if tid is not None:
+                out.setdefault(tid, []).append(item)
+        return out

@@ -10,7 +10,8 @@ Two kinds of messages go out:
   than it helps.
 
 `publish` never blocks and never raises because of the broker: the controller calls it inside its
-planning loop.
+planning loop. It is the :class:`csms.grid.ports.StatusSink` of the grid; the MQTT signal source
+pumps it into its broker connection.
 """
 
 from __future__ import annotations
@@ -124,6 +125,11 @@ class StatusPublisher:
             return
         self._events.append((topic, payload))
         self._wake.set()
+
+    def signal_verdict(self, transformer_id: str, verdict: dict[str, Any]) -> None:
+        """The verdict on one limit signal, on ``<prefix>/grid/<group>/signal-status`` (not retained)."""
+        if self.topics is not None:
+            self.event(self.topics.signal_status(transformer_id), verdict)
 
     def snapshot(self, transformer_id: str) -> dict[str, Any]:
         """The group's current merged state (what the retained message says or will say)."""
