@@ -7,6 +7,7 @@ phase, one value), so the flattening lives here once.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +64,7 @@ class Reading:
     timestamp: str | None = None
 
 
-def latest_reading(samples: list[Sample]) -> Reading | None:
+def latest_reading(samples: Sequence[Sample]) -> Reading | None:
     """Summarise the most recent samples (the last timestamp wins per measurand)."""
     if not samples:
         return None

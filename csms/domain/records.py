@@ -49,3 +49,14 @@ class TransactionRecord:
     last_seq_no: int
     energy_wh: float | None  # last Energy.Active.Import.Register seen
     first_seen_as: str  # Started | Updated | Ended (Updated: we missed its start, e.g. after a reconnect)
+
+
+@dataclass(frozen=True)
+class BootInfo:
+    """What a station says about itself when it boots (every version has these)."""
+
+    vendor: str | None = None
+    model: str | None = None
+    serial_number: str | None = None
+    firmware_version: str | None = None
+    reason: str | None = None

@@ -11,14 +11,24 @@ backend (PostgreSQL ...) implements :class:`Store` and joins the contract suite
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from csms.domain.records import IdTokenRecord, StationRecord, TransactionRecord
+from csms.domain.meter import Sample
+from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
+from csms.domain.transactions import TxEvent
 
 #: How a CSMS-initiated call ended: the station answered (CALLRESULT or CALLERROR), it did not
 #: answer in time, it was not connected, or the caller gave up (its own timeout, shutdown).
 CommandOutcome = Literal["result", "callerror", "timeout", "offline", "cancelled"]
+
+
+def check_limit(limit: int) -> int:
+    """Every backend refuses the same bad ``limit`` of a list query, with the same words."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be an integer >= 0, got {limit!r}")
+    return limit
 
 
 class StationStore(Protocol):
@@ -34,7 +44,9 @@ class StationStore(Protocol):
 
     async def delete_station(self, station_id: str) -> bool: ...
 
-    async def record_boot(self, station_id: str, payload: dict[str, Any], registration: str, at: datetime) -> None: ...
+    async def record_boot(self, station_id: str, boot: BootInfo, registration: str, at: datetime) -> None:
+        """Insert or update the station with what it said at boot; keeps operator fields (registered, credentials)."""
+        ...
 
     async def set_connection_state(self, station_id: str, connected: bool, at: datetime) -> None: ...
 
@@ -61,13 +73,15 @@ class IdTokenStore(Protocol):
 class TransactionStore(Protocol):
     """Transactions, their events and the meter values."""
 
-    async def record_transaction_event(self, station_id: str, payload: dict[str, Any],
-                                       received_at: datetime) -> bool:
-        """Store one TransactionEvent with its meter values; False if (station, tx, seqNo) was already stored."""
+    async def record_transaction_event(self, station_id: str, event: TxEvent, received_at: datetime) -> bool:
+        """Store one event with its meter values and fold it into the transaction's record with
+        :func:`csms.domain.transactions.merge`, atomically; False if (station, transaction, seqNo)
+        was already stored (nothing changes then, not even on another node sharing the store)."""
         ...
 
-    async def record_meter_values(self, station_id: str, evse_id: int, meter_values: list[dict[str, Any]],
-                                  received_at: datetime) -> None: ...
+    async def record_meter_values(self, station_id: str, samples: Sequence[Sample], received_at: datetime) -> None:
+        """Samples outside a transaction event (MeterValues), already checked (csms.domain.meter.flatten)."""
+        ...
 
     async def get_transaction(self, station_id: str, transaction_id: str) -> TransactionRecord | None: ...
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from csms.domain.events import ConnectorStatusChanged, StationBooted
+from csms.domain.records import BootInfo
 from csms.domain.registration import decide_boot
 from csms.interfaces import StationSession
 from csms.ocpp.common import now, ocpp_time
@@ -15,19 +16,26 @@ from csms.ocpp.package import Handler, HandlerDeps
 log = logging.getLogger("csms.registration")
 
 
+def boot_info(payload: dict[str, Any]) -> BootInfo:
+    """A 2.0.1 BootNotificationRequest in the domain's terms."""
+    cs = payload.get("chargingStation", {})
+    return BootInfo(vendor=cs.get("vendorName"), model=cs.get("model"), serial_number=cs.get("serialNumber"),
+                    firmware_version=cs.get("firmwareVersion"), reason=payload.get("reason"))
+
+
 def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
     stations, config = deps.stations, deps.registration
 
     async def boot_notification(session: StationSession, payload: dict[str, Any]) -> dict[str, Any]:
         decision = decide_boot(await stations.get_station(session.station_id), config)
-        await stations.record_boot(session.station_id, payload, decision.stored, now())
+        boot = boot_info(payload)
+        await stations.record_boot(session.station_id, boot, decision.stored, now())
         session.accepted = decision.status == "Accepted"
-        cs = payload["chargingStation"]
         (log.info if session.accepted else log.warning)(
-            "%s boot %s (%s %s, reason %s): %s", session.station_id, decision.status, cs.get("vendorName"),
-            cs.get("model"), payload.get("reason"), decision.why)
-        session.publish(StationBooted(station_id=session.station_id, status=decision.status,
-                                      vendor=cs.get("vendorName"), model=cs.get("model")))
+            "%s boot %s (%s %s, reason %s): %s", session.station_id, decision.status, boot.vendor, boot.model,
+            boot.reason, decision.why)
+        session.publish(StationBooted(station_id=session.station_id, status=decision.status, vendor=boot.vendor,
+                                      model=boot.model))
         response: dict[str, Any] = {"currentTime": ocpp_time(), "interval": decision.interval_s,
                                     "status": decision.status}
         if decision.reason_code is not None:
