@@ -18,24 +18,20 @@ from collections.abc import Coroutine
 from datetime import datetime, timezone
 from typing import Any
 
-from csms.api.config import parse as parse_api
-from csms.api.config import resolve_port, resolve_token_file
 from csms.api.http import ApiContext
 from csms.api.server import ApiServer
 from csms.bus import LocalBus
 from csms.commands import Commands
-from csms.config import Config
+from csms.config import Config, api_port, api_token_file
 from csms.domain.registration import Authorizer
 from csms.edge.connection import EdgeContext, StationConnection, Trace
 from csms.edge.gateway import Gateway
-from csms.grid.config import parse_grid
 from csms.grid.service import Grid
 from csms.interfaces import CertificateSigner, Clock, Component, HandshakeCheck, MessageGate
 from csms.metrics import Metrics
 from csms.ocpp.package import HandlerDeps, Router
 from csms.ocpp.versions import DEFAULT_VERSION, VERSIONS
 from csms.security.component import LAB_MODE_WARNING, Security
-from csms.security.config import parse_security
 from csms.store.base import Store
 from csms.store.factory import open_store
 
@@ -119,9 +115,9 @@ class Daemon:
     def _build(self) -> None:
         """The optional parts the config asks for, each handed its interfaces."""
         config = self.config
-        if config.security:  # station authentication, TLS, CA, edge limits
-            self.security = Security(parse_security(config.security, config.source), self.store, self.bus,
-                                     config.registration, self.connections, self, self.metrics)
+        if config.security is not None:  # station authentication, TLS, CA, edge limits
+            self.security = Security(config.security, self.store, self.bus, config.registration, self.connections,
+                                     self, self.metrics)
             self.edge.gate = self.security.message_gate
             self.components.append(self.security)
         else:
@@ -130,16 +126,14 @@ class Daemon:
                            device_model=self.store, messages=self.store, registration=config.registration,
                            authorizer=Authorizer(self.store, config.registration), signer=self.certificate_signer)
         self.routers = {sp: package.build_router(deps) for sp, package in VERSIONS.items()}
-        if config.grid:  # limit signals and the grid controller
-            self.grid = Grid(parse_grid(config.grid, config.source), self, self.clock)
+        if config.grid is not None:  # limit signals and the grid controller
+            self.grid = Grid(config.grid, self, self.clock)
             self.components.append(self.grid)
-        api = parse_api(config)
-        if api.enabled:  # operator API and dashboard
+        if config.api.enabled:  # operator API and dashboard
             context = ApiContext(store=self.store, connections=self.connections, bus=self.bus, commands=self.commands,
                                  metrics=self.metrics, station_trace=self.station_trace, readiness=self.readiness,
                                  version=DEFAULT_VERSION.version, grid=self.grid)
-            self.api = ApiServer(api, context, token_file=resolve_token_file(api, config),
-                                 port=resolve_port(api, config))
+            self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config))
             self.components.append(self.api)
 
     # Lifecycle ------------------------------------------------------------------------------------

@@ -7,10 +7,11 @@ Version-neutral decisions: a BootNotification (2.0.1) or a 1.6 BootNotification 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Literal
 
+from csms.configcheck import bounds
 from csms.domain.records import IdTokenRecord, StationRecord
 from csms.store.base import IdTokenStore
 
@@ -22,8 +23,8 @@ class RegistrationConfig:
     # allow_unknown: any station is Accepted; approve_unknown: unknown stations are Pending until an
     # operator registers them; registered_only: unknown stations are Rejected.
     policy: Literal["allow_unknown", "approve_unknown", "registered_only"] = "allow_unknown"
-    heartbeat_interval_s: int = 300
-    pending_retry_interval_s: int = 60
+    heartbeat_interval_s: int = field(default=300, metadata=bounds(1, 86400))
+    pending_retry_interval_s: int = field(default=60, metadata=bounds(1, 86400))
     accept_unknown_id_tokens: bool = False
     # NoAuthorization tokens (free charging) skip the token lookup only where the operator allows it.
     accept_no_authorization: bool = False

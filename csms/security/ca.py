@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from csms.configcheck import bounds
 from csms.interfaces import StationSession
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
 
@@ -27,7 +28,7 @@ from csms.protocol.errors import CallTimeout, OcppError, StationOffline
 class CaConfig:
     cert_file: str  # the CA that signs station CSRs (SignCertificate)
     key_file: str
-    validity_days: int = 365
+    validity_days: int = field(default=365, metadata=bounds(1, 3650))
 
 
 log = logging.getLogger("csms.security")

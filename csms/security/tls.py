@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class TlsConfig:
     cert_file: str  # server certificate chain (PEM, leaf first)
     key_file: str
     client_ca_file: str | None = None  # trust anchors for profile-3 client certificates
-    min_version: str = "1.2"
+    min_version: Literal["1.2", "1.3"] = "1.2"
 
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
