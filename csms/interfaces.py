@@ -78,7 +78,7 @@ class StationSession(Protocol):
         """Publish ``event`` once the answer to the current CALL has been sent."""
         ...
 
-    def after(self, job: Callable[[], Awaitable[Any]]) -> None:
+    def after(self, job: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         """Run ``job`` once the answer has been sent (for calls to this same station)."""
         ...
 
@@ -107,7 +107,7 @@ HandshakeCheck = Callable[["ServerConnection", "Request", str], Awaitable["Respo
 class CertificateSigner(Protocol):
     """Answers SignCertificate (and delivers CertificateSigned afterwards)."""
 
-    async def __call__(self, session: StationSession, payload: Payload) -> Payload: ...
+    async def __call__(self, session: StationSession, payload: Payload, /) -> Payload: ...
 
 
 class GatedSession(Protocol):

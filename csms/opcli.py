@@ -326,7 +326,8 @@ def _run(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         err = Console(stderr=True, soft_wrap=True)
         try:
-            return func(client_from(args), args)
+            code: int = func(client_from(args), args)
+            return code
         except CliError as exc:
             err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
             return exc.code

@@ -203,8 +203,10 @@ def _plot(outcome: Outcome, out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    xs = [s.at for s in outcome.samples]
+    # UTC times as datetime64 (what matplotlib's date axis takes; the simulated evening is in UTC).
+    xs = np.array([s.at.astimezone(timezone.utc).replace(tzinfo=None) for s in outcome.samples], dtype="datetime64[ms]")
     base = [s.base_kw for s in outcome.samples]
     total = [s.base_kw + s.ev_kw for s in outcome.samples]
     fig, ax = plt.subplots(figsize=(10, 5))

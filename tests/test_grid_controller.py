@@ -9,13 +9,20 @@ from typing import Any
 import pytest
 
 from csms.bus import LocalBus
-from csms.domain.events import (EvChargingNeeds, Event, LimitChanged, StationBooted, StationConnected,
-                                StationDisconnected, TransactionChanged)
+from csms.domain.events import (
+    EvChargingNeeds,
+    Event,
+    LimitChanged,
+    StationBooted,
+    StationConnected,
+    StationDisconnected,
+    TransactionChanged,
+)
+from csms.domain.meter import Reading
 from csms.grid.config import parse_grid
+from csms.grid.effects.pusher import FAILSAFE_PROFILE_ID
 from csms.grid.model.limits import parse_signal
 from csms.grid.service import Grid
-from csms.grid.effects.pusher import FAILSAFE_PROFILE_ID
-from csms.domain.meter import Reading
 from csms.metrics import Metrics
 
 T0 = datetime(2025, 1, 15, 16, 0, tzinfo=timezone.utc)
@@ -145,7 +152,7 @@ class Rig:
     def planned_kw(self) -> float:
         """Sum of the slot-0 limits last pushed (all TxProfiles here are 3-phase)."""
         total = 0.0
-        for (sid, evse), sp in self.ctl.pusher.installed.items():
+        for sp in self.ctl.pusher.installed.values():
             total += (sp.value_at(self.clock()) or 0.0) * sp.phases * 230 / 1000
         return total
 

@@ -10,7 +10,6 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-
 from csms.domain.meter import Reading
 from profiles.hysteresis import Hysteresis, Setpoints
 from tests.test_grid_controller import T0, FakeCommands, Rig

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 from csms.app import utc_now
 from csms.bus import LocalBus
 from csms.grid.config import GridConfig, check, parse_grid
-from csms.grid.model.limits import SignalError, parse_base_load, parse_signal
 from csms.grid.effects.pusher import Pusher, failsafe_profile
+from csms.grid.model.limits import SignalError, parse_base_load, parse_signal
 from csms.grid.model.sessions import StationCaps
 from csms.grid.signals import Signals
 from profiles.hysteresis import Hysteresis, Setpoints

@@ -9,8 +9,12 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from csms.security.certificates import (certificate_hash_data, delete_certificate, get_installed_certificate_ids,
-                                        install_certificate)
+from csms.security.certificates import (
+    certificate_hash_data,
+    delete_certificate,
+    get_installed_certificate_ids,
+    install_certificate,
+)
 from csms.security.credentials import register_station
 from tests.ocpp_client import RawStation
 from tests.test_security_pki import Pki, make_csr, new_key, pem_cert, pki  # noqa: F401 - fixture
@@ -84,7 +88,8 @@ async def test_typed_certificate_commands_send_valid_payloads(tmp_path: Path, pk
         st.auto_answer["GetInstalledCertificateIds"] = {"status": "Accepted", "certificateHashDataChain": [
             {"certificateType": "CSMSRootCertificate", "certificateHashData": hash_data}]}
         st.auto_answer["DeleteCertificate"] = {"status": "Accepted"}
-        assert (await install_certificate(d.daemon.commands, "CS-5", "CSMSRootCertificate", root_pem))["status"] == "Accepted"
+        installed = await install_certificate(d.daemon.commands, "CS-5", "CSMSRootCertificate", root_pem)
+        assert installed["status"] == "Accepted"
         assert (await next_call(st, "InstallCertificate"))[3] == {"certificateType": "CSMSRootCertificate",
                                                                   "certificate": root_pem}
         ids = await get_installed_certificate_ids(d.daemon.commands, "CS-5", ["CSMSRootCertificate"])

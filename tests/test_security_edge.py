@@ -12,7 +12,6 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from csms.metrics import Metrics
-
 from csms.security.config import AuthFailureLimits, MessageRateLimits
 from csms.security.credentials import register_station
 from csms.security.ratelimit import FailureLimiter, MessageGate, TokenBucket

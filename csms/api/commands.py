@@ -16,13 +16,13 @@ from typing import Any
 from aiohttp import web
 
 from csms.api.auth import ADMIN
-from csms.api.http import ApiError, Routes, context_of, principal_of, json_response, read_body
+from csms.api.http import ApiError, Routes, context_of, json_response, principal_of, read_body
 from csms.api.schemas import COMMAND_BODIES
 from csms.api.stations import known_station
 from csms.interfaces import Commands
 from csms.protocol import schemas
-from csms.protocol.version import ProtocolVersion
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
+from csms.protocol.version import ProtocolVersion
 
 log = logging.getLogger("csms.api")
 routes = Routes()

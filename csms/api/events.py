@@ -17,7 +17,7 @@ from csms.api.http import ApiError, Routes, context_of, dumps
 from csms.domain.events import Event
 
 routes = Routes()
-STREAMS: web.AppKey[set[asyncio.Queue[Any]]] = web.AppKey("sse_streams")
+STREAMS: web.AppKey[set[asyncio.Queue[Any]]] = web.AppKey("sse_streams", set)
 HEARTBEAT_S: web.AppKey[float] = web.AppKey("sse_heartbeat_s")
 QUEUE_SIZE = 2000
 _seq = itertools.count(1)
@@ -31,7 +31,8 @@ def event_json(ev: Event, seq: int) -> bytes:
 
 def close_streams(app: web.Application) -> None:
     """Make every open stream finish (the daemon is stopping)."""
-    for q in list(app[STREAMS]):
+    streams: set[asyncio.Queue[Any]] = app[STREAMS]
+    for q in list(streams):
         if q.full():
             q.get_nowait()
         q.put_nowait(_CLOSE)

@@ -140,7 +140,8 @@ async def read_body(request: web.Request, schema: str) -> dict[str, Any]:
         field = field or "<body>"
         message = (exc.message or "invalid").replace("data.", "", 1).replace("data ", "body ", 1)
         raise ApiError(422, f"invalid request body: {message}", field=field) from None
-    return data
+    body: dict[str, Any] = data  # every body schema is an object
+    return body
 
 
 def query_int(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:

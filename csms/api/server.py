@@ -18,7 +18,7 @@ from prometheus_client import Counter, Histogram
 from csms.api import commands, events, grid, health, openapi, stations, tokens, transactions
 from csms.api.auth import ADMIN, READ, Principal, Tokens, bearer_token, ensure_token_file
 from csms.api.config import ApiConfig
-from csms.api.http import CONTEXT, PRINCIPAL, ApiContext, ApiError, Route, Routes, json_response
+from csms.api.http import CONTEXT, PRINCIPAL, ApiContext, ApiError, Handler, Route, Routes, json_response
 
 log = logging.getLogger("csms.api")
 
@@ -96,7 +96,7 @@ class ApiServer:
 
     # Middlewares -------------------------------------------------------------------------------
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
         status = 500
@@ -138,7 +138,7 @@ class ApiServer:
                 self.latency.observe(time.perf_counter() - started)
 
     @web.middleware
-    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.app[ROUTE].get(request.match_info.handler)
         if route is None:  # unmatched (404/405) or a static file of the dashboard
             return await handler(request)

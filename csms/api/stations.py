@@ -13,11 +13,11 @@ from typing import Any
 from aiohttp import web
 
 from csms.api.auth import ADMIN
-from csms.api.http import ApiContext, ApiError, Routes, context_of, principal_of, iso, json_response, read_body
-from csms.security.credentials import register_station as register_credentials
-from csms.protocol.redaction import REDACTED, SECRET_VARIABLES
+from csms.api.http import ApiContext, ApiError, Routes, context_of, iso, json_response, principal_of, read_body
 from csms.domain.events import OperatorAction
 from csms.domain.records import StationRecord
+from csms.protocol.redaction import REDACTED, SECRET_VARIABLES
+from csms.security.credentials import register_station as register_credentials
 
 log = logging.getLogger("csms.api")
 routes = Routes()
@@ -75,7 +75,8 @@ async def station_detail(request: web.Request) -> web.Response:
     conn = context.connections.get(station_id)
     out = station_summary(rec, conn is not None)
     out["connection"] = None if conn is None else {
-        "remote": conn.remote, "subprotocol": conn.version.subprotocol, "connected_at": iso(conn.connected_at), "accepted": conn.accepted}
+        "remote": conn.remote, "subprotocol": conn.version.subprotocol, "connected_at": iso(conn.connected_at),
+        "accepted": conn.accepted}
     out["evses"] = _evses(await context.store.list_connectors(station_id))
     out["variables"] = [_safe_variable(v) for v in await context.store.list_variables(station_id)]
     out["charging_profiles"] = await context.store.list_charging_profiles(station_id)

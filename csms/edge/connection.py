@@ -15,9 +15,9 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -66,7 +66,7 @@ class StationConnection:
         self.connected_at = datetime.now(timezone.utc)
         self._call_lock = asyncio.Lock()
         self._pending: tuple[str, str, asyncio.Future[dict[str, Any]]] | None = None
-        self._after: list[Callable[[], Awaitable[Any]]] = []
+        self._after: list[Callable[[], Coroutine[Any, Any, Any]]] = []
         self._events: list[Event] = []
         self.closed = False
 
@@ -148,7 +148,7 @@ class StationConnection:
             raise OcppError("InternalError", "the central system produced an invalid response") from None
         return response
 
-    def after(self, job: Callable[[], Awaitable[Any]]) -> None:
+    def after(self, job: Callable[[], Coroutine[Any, Any, Any]]) -> None:
         """Run ``job`` once the answer to the current CALL has been sent (for calls to this station)."""
         self._after.append(job)
 

@@ -21,8 +21,8 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from csms.config import WebsocketConfig
-from csms.domain.identity import valid_identity
 from csms.domain.events import StationConnected, StationDisconnected
+from csms.domain.identity import valid_identity
 from csms.domain.registration import accepted_at_connect
 from csms.edge.connection import EdgeContext, StationConnection
 from csms.interfaces import HandshakeCheck
@@ -98,7 +98,7 @@ class Gateway:
             ssl=ssl_context,
             server_header="Netbewust",
             # security: TLS handshakes get the websocket handshake's deadline too (asyncio's default is 60 s).
-            **({"ssl_handshake_timeout": cfg.handshake_timeout_s} if ssl_context is not None else {}),
+            ssl_handshake_timeout=cfg.handshake_timeout_s if ssl_context is not None else None,
         )
         scheme = "wss" if ssl_context is not None else "ws"
         log.info("listening for OCPP stations on %s://%s:%d%s/<stationId> (subprotocols: %s)", scheme, cfg.host,

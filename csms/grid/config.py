@@ -431,7 +431,7 @@ def _check_tree(groups: dict[str, TransformerConfig], paths: dict[str, str], iss
             issues.add(f"{paths[tid]}.parent", f"unknown group {group.parent!r} (known: {', '.join(groups)})")
             continue
         seen = {tid}
-        node = group.parent
+        node: str | None = group.parent
         while node is not None and node in groups:
             if node in seen:
                 issues.add(f"{paths[tid]}.parent", f"groups form a cycle through {node!r}")

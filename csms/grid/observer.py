@@ -10,9 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from csms.domain.events import (EvChargingNeeds, Event, LimitChanged, MeterValuesReceived, SafeModeChanged,
-                                SignalRejected, StationBooted, StationConnected, StationDisconnected,
-                                TransactionChanged)
+from csms.domain.events import (
+    EvChargingNeeds,
+    Event,
+    LimitChanged,
+    MeterValuesReceived,
+    SafeModeChanged,
+    SignalRejected,
+    StationBooted,
+    StationConnected,
+    StationDisconnected,
+    TransactionChanged,
+)
 from csms.grid.config import GridConfig
 from csms.grid.control import GridController
 from csms.grid.effects.pusher import Pusher

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import ssl
+import time
 from datetime import datetime, timezone
 
 from csms.domain.registration import RegistrationConfig

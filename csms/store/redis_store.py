@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,14 +28,15 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
+from redis.typing import EncodableT
 
 from csms.domain.meter import Sample
 from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
 from csms.domain.transactions import TxEvent, TxState, epoch, merge
+from csms.store.base import CommandOutcome, Store, check_limit
 from csms.store.encoding import from_iso as _dt
 from csms.store.encoding import iso as _iso
 from csms.store.encoding import to_json as _json
-from csms.store.base import CommandOutcome, Store, check_limit
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,11 @@ def _opt(v: Any) -> str:
     """A JSON value for the Lua scripts; '' means absent (JSON never encodes to '')."""
     return "" if v is None else _json(v)
 
+
+
+def _texts(values: Iterable[Any]) -> list[str]:
+    """Members as text (the client decodes responses; its type hints cannot know that)."""
+    return [v if isinstance(v, str) else bytes(v).decode() for v in values]
 
 
 def _decode(h: dict[str, str]) -> dict[str, Any]:
@@ -317,7 +323,7 @@ class RedisStore(Store):
         return self._station(h) if h else None
 
     async def list_stations(self) -> list[StationRecord]:
-        ids = sorted(await self._r.smembers(self.keys.stations))
+        ids = sorted(_texts(await self._r.smembers(self.keys.stations)))
         hashes = await self._hashes([self.keys.station(s) for s in ids])
         return [self._station(h) for h in hashes if h]
 
@@ -376,7 +382,7 @@ class RedisStore(Store):
     # Id tokens --------------------------------------------------------------------------------
     @staticmethod
     def _token(h: dict[str, Any]) -> IdTokenRecord:
-        return IdTokenRecord(h["id_token"], h.get("type"), h.get("status"), _dt(h.get("expiry")), h.get("group_id"))
+        return IdTokenRecord(h["id_token"], h["type"], h["status"], _dt(h.get("expiry")), h.get("group_id"))
 
     async def get_id_token(self, id_token: str) -> IdTokenRecord | None:
         h = (await self._hashes([self.keys.token(id_token)]))[0]
@@ -389,7 +395,7 @@ class RedisStore(Store):
                          [t.id_token, "1", _json({k: _opt(v) or None for k, v in fields.items()}), "{}"])
 
     async def list_id_tokens(self) -> list[IdTokenRecord]:
-        ids = sorted(await self._r.smembers(self.keys.tokens))
+        ids = sorted(_texts(await self._r.smembers(self.keys.tokens)))
         return [self._token(h) for h in await self._hashes([self.keys.token(i) for i in ids]) if h]
 
     async def delete_id_token(self, id_token: str) -> bool:
@@ -496,7 +502,7 @@ class RedisStore(Store):
         if limit == 0:
             return []
         if active:  # the active set is small (one entry per busy EVSE): read it whole
-            pairs = [orjson.loads(m) for m in await self._r.smembers(self.keys.active)]
+            pairs = [orjson.loads(m) for m in _texts(await self._r.smembers(self.keys.active))]
             hashes = await self._hashes([self.keys.tx(s, t) for s, t in pairs if station_id in (None, s)])
             found = sorted((h for h in hashes if h and wanted(h)), key=lambda h: h["started_score"], reverse=True)
             return [self._tx(h) for h in found[:limit]]
@@ -505,8 +511,9 @@ class RedisStore(Store):
         out: list[TransactionRecord] = []
         offset, page = 0, max(min(limit, PAGE), 1)
         while len(out) < limit:
-            members = await self._r.zrange(zkey, "+inf" if until_s is None else until_s, "-inf", desc=True,
-                                           byscore=True, offset=offset, num=page)
+            top = "+inf" if until_s is None else until_s
+            members = _texts(await self._r.zrange(zkey, top, "-inf", desc=True, byscore=True, offset=offset,
+                                                  num=page))
             if not members:
                 break
             offset += len(members)
@@ -518,7 +525,8 @@ class RedisStore(Store):
         return out[:limit]
 
     async def transaction_events(self, station_id: str, transaction_id: str) -> list[dict[str, Any]]:
-        return [orjson.loads(m) for m in await self._r.zrange(self.keys.tx(station_id, transaction_id, "events"), 0, -1)]
+        events = await self._r.zrange(self.keys.tx(station_id, transaction_id, "events"), 0, -1)
+        return [orjson.loads(m) for m in _texts(events)]
 
     async def meter_samples(self, station_id: str, *, transaction_id: str | None = None,
                             evse_id: int | None = None, since: datetime | None = None,
@@ -532,7 +540,7 @@ class RedisStore(Store):
         out: list[dict[str, Any]] = []
         offset, page = 0, max(min(limit, PAGE * 10), 1)
         while len(out) < limit:
-            members = await self._r.zrange(zkey, low, "+inf", byscore=True, offset=offset, num=page)
+            members = _texts(await self._r.zrange(zkey, low, "+inf", byscore=True, offset=offset, num=page))
             if not members:
                 break
             offset += len(members)
@@ -574,7 +582,7 @@ class RedisStore(Store):
 
     # Device model, events, commands -----------------------------------------------------------
     async def record_variables(self, station_id: str, variables: list[dict[str, Any]], at: datetime) -> None:
-        mapping: dict[str, str] = {}
+        mapping: dict[EncodableT, EncodableT] = {}
         for v in variables:
             comp, var = v.get("component", {}), v.get("variable", {})
             evse = comp.get("evse") or {}

@@ -25,10 +25,10 @@ import orjson
 from csms.domain.meter import Sample
 from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
 from csms.domain.transactions import TxEvent, TxState, epoch, merge
+from csms.store.base import CommandOutcome, Store, check_limit
 from csms.store.encoding import from_iso as _dt
 from csms.store.encoding import iso as _iso
 from csms.store.encoding import to_json as _json
-from csms.store.base import CommandOutcome, Store, check_limit
 
 T = TypeVar("T")
 MAX_BATCH = 1024
@@ -314,16 +314,21 @@ class SqliteStore(Store):
                                 since: datetime | None = None, until: datetime | None = None,
                                 limit: int = 1000) -> list[TransactionRecord]:
         check_limit(limit)
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if station_id is not None:
-            where.append("station_id=?"); args.append(station_id)
+            where.append("station_id=?")
+            args.append(station_id)
         if active is not None:
-            where.append("active=?"); args.append(int(active))
+            where.append("active=?")
+            args.append(int(active))
         # Timestamps are kept as the station wrote them ("...Z", "+02:00"): compare instants, not text.
         if since is not None:
-            where.append("(ended_at IS NULL OR julianday(ended_at)>=julianday(?))"); args.append(_iso(since))
+            where.append("(ended_at IS NULL OR julianday(ended_at)>=julianday(?))")
+            args.append(_iso(since))
         if until is not None:
-            where.append("julianday(started_at)<=julianday(?)"); args.append(_iso(until))
+            where.append("julianday(started_at)<=julianday(?)")
+            args.append(_iso(until))
         sql = "SELECT * FROM transactions" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY julianday(started_at) DESC LIMIT ?"
         return [self._tx(r) for r in await self._rows(sql, (*args, limit))]
@@ -337,13 +342,17 @@ class SqliteStore(Store):
                             evse_id: int | None = None, since: datetime | None = None,
                             limit: int = 100000) -> list[dict[str, Any]]:
         check_limit(limit)
-        where, args = ["station_id=?"], [station_id]
+        where = ["station_id=?"]
+        args: list[Any] = [station_id]
         if transaction_id is not None:
-            where.append("transaction_id=?"); args.append(transaction_id)
+            where.append("transaction_id=?")
+            args.append(transaction_id)
         if evse_id is not None:
-            where.append("evse_id=?"); args.append(evse_id)
+            where.append("evse_id=?")
+            args.append(evse_id)
         if since is not None:
-            where.append("julianday(timestamp)>=julianday(?)"); args.append(_iso(since))
+            where.append("julianday(timestamp)>=julianday(?)")
+            args.append(_iso(since))
         return await self._rows(
             "SELECT timestamp, evse_id, transaction_id, measurand, phase, value, unit, context FROM meter_samples"
             " WHERE " + " AND ".join(where) + " ORDER BY julianday(timestamp), rowid LIMIT ?", (*args, limit))
@@ -410,7 +419,8 @@ class SqliteStore(Store):
         check_limit(limit)
         sql, args = "SELECT * FROM station_messages WHERE station_id=?", [station_id]
         if action is not None:
-            sql += " AND action=?"; args.append(action)
+            sql += " AND action=?"
+            args.append(action)
         rows = await self._rows(sql + " ORDER BY rowid DESC LIMIT ?", (*args, limit))
         for r in rows:
             r["payload"] = orjson.loads(r["payload"])

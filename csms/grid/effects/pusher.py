@@ -3,9 +3,9 @@
 A TxProfile carries the whole planned schedule, so a station keeps following the plan when its
 link drops. Each profile is shaped for its station: its rate unit, stack level and period count,
 negative limits only where the station model supports V2G. Pushes that would not change anything
-meaningful are skipped (hysteresis), so a busy grid does not flood chargers with
-SetChargingProfile (the decision is profiles/hysteresis.py). All stations are called concurrently, one call per station at a time (the
-daemon queues per station anyway).
+meaningful are skipped (hysteresis, decided in profiles/hysteresis.py), so a busy grid does not
+flood chargers with SetChargingProfile. All stations are called concurrently, one call per station
+at a time (the daemon queues per station anyway).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from csms.domain.events import GroupPlanned, ProfilePushed
 from csms.grid.config import GridConfig
-from csms.grid.effects.pusher import PushResult, Pusher, ShapedProfile, Wave
+from csms.grid.effects.pusher import Pusher, PushResult, ShapedProfile, Wave
 from csms.grid.effects.verify import Verification
 from csms.grid.journal import Journal
 from csms.grid.metrics import ControlMetrics
@@ -117,15 +117,17 @@ class WaveDispatcher:
                           else st.caps.max_current_a) * st.caps.phases * VOLTAGE_V / 1000.0
             self.verification.report(self.verification.verifier.pushed(session, r, kw, assumed,
                                                                        dispatch.power_before.get(session.key)))
-        summary = {"trigger": kind, "pushed": sum(r.status != "superseded" for r in results),
-                   "skipped": len(dispatch.skipped), "accepted": sum(r.status == "Accepted" for r in results),
-                   "superseded": sum(r.status == "superseded" for r in results)}
+        pushed = sum(r.status != "superseded" for r in results)
+        accepted = sum(r.status == "Accepted" for r in results)
+        superseded = sum(r.status == "superseded" for r in results)
         for unit in dispatch.units:
             state = self.views.groups[unit.tid]
             planned = GroupPlanned(transformer=unit.tid, limit_kw=round(state.limit_kw, 3),
                                    limit_source=state.limit_source, planned_kw=round(state.planned_kw, 3),
                                    base_load_kw=round(state.base_load_kw, 3), sessions=len(unit.sessions),
-                                   infeasible=state.infeasible, reasons=dispatch.reasons or None, **summary)
+                                   infeasible=state.infeasible, trigger=kind, pushed=pushed,
+                                   skipped=len(dispatch.skipped), accepted=accepted, superseded=superseded,
+                                   reasons=dispatch.reasons or None)
             self.journal.record(kind, **planned.data())
             self.bus.publish(planned)
             if self.status is not None:

@@ -127,17 +127,17 @@ def _limit(value: Any, where: str, group: TransformerConfig | None, sid: str | N
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SignalError(f"{where} must be a number (kW), got {value!r}"[:200], sid)
     try:
-        value = float(value)  # a JSON integer of hundreds of digits does not fit a float
+        kw = float(value)  # a JSON integer of hundreds of digits does not fit a float
     except OverflowError:
         raise SignalError(f"{where} is far too large to be a limit in kW", sid) from None
-    if not math.isfinite(value):
-        raise SignalError(f"{where} must be a finite number (kW), got {value!r}", sid)
-    if value < 0:
-        raise SignalError(f"{where} must be >= 0 kW (an import limit), got {value}", sid)
-    if group is not None and value > group.capacity_kw:
-        raise SignalError(f"{where} {value} kW exceeds the rated capacity {group.capacity_kw} kW of "
+    if not math.isfinite(kw):
+        raise SignalError(f"{where} must be a finite number (kW), got {kw!r}", sid)
+    if kw < 0:
+        raise SignalError(f"{where} must be >= 0 kW (an import limit), got {kw}", sid)
+    if group is not None and kw > group.capacity_kw:
+        raise SignalError(f"{where} {kw} kW exceeds the rated capacity {group.capacity_kw} kW of "
                           f"{group.id!r} (wrong unit?)", sid)
-    return value
+    return kw
 
 
 def _intervals(raw: Any, group: TransformerConfig | None, sid: str | None) -> list[Interval]:

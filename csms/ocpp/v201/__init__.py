@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from csms.ocpp.package import HandlerDeps, Router, VersionPackage
-from csms.ocpp.v201 import (authorization, certificates, device_model, notifications, provisioning, smart_charging,
-                            transactions)
+from csms.ocpp.v201 import (
+    authorization,
+    certificates,
+    device_model,
+    notifications,
+    provisioning,
+    smart_charging,
+    transactions,
+)
 from csms.ocpp.v201.commands import V201Commands
 from csms.protocol.version import ProtocolVersion
 

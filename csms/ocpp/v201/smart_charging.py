@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from csms.domain.events import (ChargingLimitCleared, ChargingLimitSet, ChargingProfilesReported, EvChargingNeeds,
-                                EvChargingSchedule)
+from csms.domain.events import (
+    ChargingLimitCleared,
+    ChargingLimitSet,
+    ChargingProfilesReported,
+    EvChargingNeeds,
+    EvChargingSchedule,
+)
 from csms.interfaces import StationSession
 from csms.ocpp.common import now
 from csms.ocpp.package import Handler, HandlerDeps
