@@ -1,4 +1,5 @@
-"""Regression tests for bugs found in review: each fails on the code before its fix."""
+"""Odd input and failures leave a consistent daemon: stations that leave, absurd meter values, odd
+vendor ids, malformed responses and a failing store while connecting."""
 
 from __future__ import annotations
 
