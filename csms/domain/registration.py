@@ -43,6 +43,7 @@ def decide_boot(record: StationRecord | None, config: RegistrationConfig) -> Boo
     """The answer to a station's boot, from its record (None: never seen) and the policy."""
     blocked = record is not None and record.registration == "Blocked"
     registered = record is not None and record.registered
+    status: Literal["Accepted", "Pending", "Rejected"]
     if blocked:
         status, why = "Rejected", "station is blocked by the operator"
     elif config.policy == "allow_unknown" or registered:
@@ -55,8 +56,8 @@ def decide_boot(record: StationRecord | None, config: RegistrationConfig) -> Boo
         return BootDecision("Accepted", "Accepted", why, config.heartbeat_interval_s)
     # A known but not (yet) registered station is as unregistered as a new one; only an operator's
     # block is "Blocked".
-    return BootDecision(status, "Blocked" if blocked else status, why,  # type: ignore[arg-type]
-                        config.pending_retry_interval_s, "Blocked" if blocked else "Unregistered")
+    return BootDecision(status, "Blocked" if blocked else status, why, config.pending_retry_interval_s,
+                        "Blocked" if blocked else "Unregistered")
 
 
 def accepted_at_connect(record: StationRecord | None) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 from csms.grid.model.sessions import StationCaps
 from profiles.hysteresis import Hysteresis, Setpoints, keep_within_budget
 from profiles.planner import SessionPlan
-from profiles.profile_builder import MAX_TRANSACTION_ID, fail_safe_default_profile, tx_profile
+from profiles.profile_builder import MAX_TRANSACTION_ID, Unit, fail_safe_default_profile, tx_profile
 from profiles.units import VOLTAGE_V, round_down_one_decimal
 
 #: Profile ids the controller owns, far from what operators and tools usually pick.
@@ -81,7 +81,7 @@ class _Shape:
 
 
 @functools.lru_cache(maxsize=4096)
-def _shape(current_a: tuple[float, ...], unit: str, phases: int, max_periods: int, v2g: bool,
+def _shape(current_a: tuple[float, ...], unit: Unit, phases: int, max_periods: int, v2g: bool,
            max_current_a: float, slot_s: float) -> _Shape:
     """Clamp, snap and truncate one schedule; built once per distinct schedule (at 10,000
     sessions most share a handful of schedules), by ``profiles.profile_builder.tx_profile``."""
@@ -104,7 +104,7 @@ def _shape(current_a: tuple[float, ...], unit: str, phases: int, max_periods: in
     plan = SessionPlan(session_id="shape", current_a=carried, power_kw=(), delivered_kwh=0.0, unmet_kwh=0.0,
                        guarantee_unmet_kwh=0.0, reason=None)
     built = tx_profile(plan, profile_id=TX_PROFILE_ID_BASE, stack_level=0, transaction_id="shape",
-                       start=_EPOCH, slot_s=slot_s, unit=unit,  # type: ignore[arg-type]
+                       start=_EPOCH, slot_s=slot_s, unit=unit,
                        phases=phases, max_periods=max_periods, allow_negative=v2g)
     periods = tuple((p["startPeriod"], p["limit"]) for p in built["chargingSchedule"][0]["chargingSchedulePeriod"])
     return _Shape(carried, periods, max(1, int(slot_s * end_slot)))
@@ -167,7 +167,7 @@ def failsafe_profile(caps: StationCaps, current_a: float) -> dict[str, Any]:
     if 0 < amps < MIN_OCPP_CURRENT_A:
         amps = 0.0
     return fail_safe_default_profile(profile_id=FAILSAFE_PROFILE_ID, limit=_to_wire(amps, caps.unit, caps.phases),
-                                     unit=caps.unit)  # type: ignore[arg-type]
+                                     unit=caps.unit)
 
 
 @dataclass

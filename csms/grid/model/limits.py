@@ -490,12 +490,14 @@ def parse_base_load(payload: bytes | str, now: datetime) -> tuple[float, datetim
     at = now
     if data.get("timestamp") is not None:
         raw = data["timestamp"]
+        stamped: datetime | None = None
         try:
-            at = datetime.fromisoformat(raw) if isinstance(raw, str) else None  # type: ignore[assignment]
+            stamped = datetime.fromisoformat(raw) if isinstance(raw, str) else None
         except ValueError:
-            at = None  # type: ignore[assignment]
-        if at is None or at.tzinfo is None:
+            pass
+        if stamped is None or stamped.tzinfo is None:
             raise SignalError(f"timestamp must be ISO 8601 with a UTC offset, got {raw!r}")
+        at = stamped
         try:
             at = at.astimezone(timezone.utc)
         except OverflowError:  # e.g. 9999-12-31T23:59-01:00 lies past year 9999 in UTC

@@ -18,6 +18,7 @@ from csms.domain.events import TransactionChanged
 from csms.domain.meter import Reading
 from profiles.composite import parse_datetime
 from profiles.planner import PHASE_NAMES, SessionNeed
+from profiles.profile_builder import Unit
 
 CHARGING_STATES_DRAWING = frozenset({"Charging"})
 SUSPENDED_STATES = frozenset({"SuspendedEV", "SuspendedEVSE"})
@@ -49,9 +50,9 @@ class StationCaps:
     source: str = "assumed"  # assumed | device-model | rule
 
     @property
-    def unit(self) -> str:
+    def unit(self) -> Unit:
         """The unit we push in: amps when the station takes them (the planner thinks in amps)."""
-        return "A" if "A" in self.rate_units else self.rate_units[0]
+        return "W" if "A" not in self.rate_units and self.rate_units[:1] == ("W",) else "A"
 
 
 @dataclass
