@@ -26,7 +26,7 @@ from bench import messages as msg
 from bench.loadgen import Progress
 from bench.plots import figure, save
 from bench.report import Section, Table, percentile, ratio, verdict
-from bench.servers import ServerProcess, raise_nofile, start
+from bench.servers import raise_nofile, start
 from bench.wsclient import LeanStation, open_station
 
 KINDS = ("ours", "baseline")

@@ -1,4 +1,11 @@
-"""The daemon: wires the edge, the store, the bus and the components, and owns their lifecycle."""
+"""The composition root: builds every part of the daemon and hands each only the interfaces it needs.
+
+Nothing else constructs services or reaches into another part: the gateway gets the websocket
+config and the edge context, each OCPP version's handlers their :class:`HandlerDeps`, the grid
+its :class:`GridDeps`, the operator API an :class:`ApiContext`. The daemon owns the lifecycle:
+``start()`` opens the store, builds the parts the config asks for and starts them; ``stop()``
+undoes it in reverse.
+"""
 
 from __future__ import annotations
 
@@ -8,58 +15,63 @@ import logging
 import signal
 import ssl
 from collections.abc import Coroutine
-from datetime import datetime
-from typing import Any, Protocol
+from datetime import datetime, timezone
+from typing import Any
 
-from csms.bus import Bus
+from csms.api.http import ApiContext
+from csms.api.server import ApiServer
+from csms.bus import LocalBus
 from csms.commands import Commands
-from csms.config import Config
-from csms.connection import StationConnection, Trace
-from csms.gateway import Gateway, HandshakeCheck
-from csms.handlers import Router, router
+from csms.config import Config, api_port, api_token_file
+from csms.domain.registration import Authorizer
+from csms.edge.connection import EdgeContext, StationConnection, Trace
+from csms.edge.gateway import Gateway
+from csms.grid.service import Grid
+from csms.interfaces import CertificateSigner, Clock, Component, HandshakeCheck, MessageGate
 from csms.metrics import Metrics
-from csms.store import Store, open_store
+from csms.ocpp.package import HandlerDeps, Router
+from csms.ocpp.versions import DEFAULT_VERSION, VERSIONS
+from csms.security.component import LAB_MODE_WARNING, Security
+from csms.store.base import Store
+from csms.store.factory import open_store
 
 log = logging.getLogger("csms")
 
 LAST_SEEN_FLUSH_S = 5.0
 
 
-class Component(Protocol):
-    """A part of the daemon with its own lifecycle (grid controller, operator API ...)."""
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class Daemon:
-    def __init__(self, config: Config, store: Store | None = None) -> None:
+    """One central system process. ``clock`` is the grid's (simulated time in the demo and tests);
+    the protocol edge always timestamps with the wall clock."""
+
+    def __init__(self, config: Config, store: Store | None = None, *, clock: Clock = utc_now) -> None:
         self.config = config
+        self.clock = clock
         self.store: Store = store if store is not None else open_store(config.store)
-        self.bus = Bus()
+        self.bus = LocalBus()
         self.metrics = Metrics()
-        self.router: Router = router
         self.connections: dict[str, StationConnection] = {}
         self.last_seen: dict[str, datetime] = {}
-        self.commands = Commands(self)
-        self.gateway = Gateway(self)
-        self.handshake_checks: list[HandshakeCheck] = []
-        self.ssl_context: ssl.SSLContext | None = None
-        self.certificate_signer: Any = None  # async (conn, SignCertificate payload) -> response
-        self.message_gate: Any = None  # per-station CALL rate cap (csms.security.ratelimit.MessageGate)
-        self.components: list[Component] = []
         self._trace = Trace(config.store.trace_frames)
+        self.edge = EdgeContext(bus=self.bus, metrics=self.metrics, spawner=self, command_log=self.store,
+                                trace=self._trace, last_seen=self.last_seen,
+                                call_timeout_s=config.websocket.call_timeout_s)
+        self.commands = Commands(self.connections, self.store, self.metrics, VERSIONS, DEFAULT_VERSION)
+        self.gateway = Gateway(config.websocket, self.edge, self.store, self.connections)
+        # The optional parts, built at start() from the config (None when not configured).
+        self.security: Security | None = None
+        self.grid: Grid | None = None
+        self.api: ApiServer | None = None
+        self.routers: dict[str, Router] = {}
+        self.components: list[Component] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
 
-    # Helpers used by the edge ---------------------------------------------------------------------
-    def trace(self, station_id: str, direction: str, frame: str | bytes) -> None:
-        self._trace.add(station_id, direction, frame)
-
-    def station_trace(self, station_id: str) -> list[tuple[str, str, str]]:
-        return self._trace.get(station_id)
-
+    # What the parts share ---------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
         """Run a background job owned by the daemon (kept referenced, errors logged, cancelled at stop)."""
         task = asyncio.get_running_loop().create_task(coro, name=name or None)
@@ -72,9 +84,57 @@ class Daemon:
         if not task.cancelled() and task.exception() is not None:
             log.error("background job %r failed", task.get_name(), exc_info=task.exception())
 
+    def station_trace(self, station_id: str) -> list[tuple[str, str, str]]:
+        return self._trace.get(station_id)
+
     @property
     def ws_port(self) -> int:
         return self.gateway.port
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return self.security.ssl_context if self.security is not None else None
+
+    @property
+    def handshake_checks(self) -> list[HandshakeCheck]:
+        return [self.security.authenticator] if self.security is not None else []
+
+    @property
+    def message_gate(self) -> MessageGate | None:
+        return self.security.message_gate if self.security is not None else None
+
+    @property
+    def certificate_signer(self) -> CertificateSigner | None:
+        return self.security.signer if self.security is not None else None
+
+    def readiness(self) -> dict[str, bool]:
+        server = self.gateway.server
+        return {"daemon_started": self._started, "station_endpoint": server is not None and server.is_serving()}
+
+    # Building ---------------------------------------------------------------------------------
+    def _build(self) -> None:
+        """The optional parts the config asks for, each handed its interfaces."""
+        config = self.config
+        if config.security is not None:  # station authentication, TLS, CA, edge limits
+            self.security = Security(config.security, self.store, self.bus, config.registration, self.connections,
+                                     self, self.metrics)
+            self.edge.gate = self.security.message_gate
+            self.components.append(self.security)
+        else:
+            log.warning(LAB_MODE_WARNING)
+        deps = HandlerDeps(stations=self.store, transactions=self.store, smart_charging=self.store,
+                           device_model=self.store, messages=self.store, registration=config.registration,
+                           authorizer=Authorizer(self.store, config.registration), signer=self.certificate_signer)
+        self.routers = {sp: package.build_router(deps) for sp, package in VERSIONS.items()}
+        if config.grid is not None:  # limit signals and the grid controller
+            self.grid = Grid(config.grid, self, self.clock)
+            self.components.append(self.grid)
+        if config.api.enabled:  # operator API and dashboard
+            context = ApiContext(store=self.store, connections=self.connections, bus=self.bus, commands=self.commands,
+                                 metrics=self.metrics, station_trace=self.station_trace, readiness=self.readiness,
+                                 version=DEFAULT_VERSION.version, grid=self.grid)
+            self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config))
+            self.components.append(self.api)
 
     # Lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -84,8 +144,8 @@ class Daemon:
             if station.connected:
                 station.connected = False
                 await self.store.put_station(station)
-        self.components.extend(build_components(self))
-        await self.gateway.start()
+        self._build()
+        await self.gateway.start(self.routers, self.ssl_context, self.handshake_checks)
         for component in self.components:
             await component.start()
         self.spawn(self._flush_last_seen_forever(), "flush last-seen")
@@ -113,7 +173,8 @@ class Daemon:
 
     async def _flush_last_seen(self) -> None:
         if self.last_seen:
-            batch, self.last_seen = self.last_seen, {}
+            batch = dict(self.last_seen)
+            self.last_seen.clear()
             await self.store.touch_stations(batch)
 
     async def _flush_last_seen_forever(self) -> None:
@@ -133,21 +194,3 @@ class Daemon:
             log.info("signal received: shutting down")
         finally:
             await self.stop()
-
-
-def build_components(daemon: Daemon) -> list[Component]:
-    """The optional parts the config asks for. Each lives in its own package and only needs the daemon."""
-    components: list[Component] = []
-    if daemon.config.security:  # station authentication, TLS, CA, edge limits (csms/security)
-        from csms.security import install as install_security
-        components.append(install_security(daemon))
-    else:
-        from csms.security import LAB_MODE_WARNING
-        log.warning(LAB_MODE_WARNING)
-    if daemon.config.grid:  # limit signals and the grid controller (csms/grid); sets daemon.grid
-        from csms.grid.controller import grid_components
-        components.extend(grid_components(daemon))
-    from csms.api.server import api_component  # operator API + dashboard, unless api.enabled is false
-    if (api := api_component(daemon)) is not None:
-        components.append(api)
-    return components

@@ -6,17 +6,20 @@ import argparse
 import asyncio
 import gc
 import logging
+import subprocess
 import sys
-from pathlib import Path
+from collections.abc import Coroutine
+from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
 
-from csms.config import ConfigError, load_config
+from csms import opcli
+from csms.console import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, load_config_or_report
+from csms.security.cli import register_commands as register_security_commands
 
 DEFAULT_CONFIG = "config.yaml"
 GC_GEN0_THRESHOLD = 50_000  # default 700: a young collection every 700 allocations
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 
 
 def _setup_logging(level: str) -> None:
@@ -25,17 +28,7 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("websockets").setLevel(logging.WARNING)
 
 
-def _load(path: str, err: Console):
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        err.print(f"[bold red]invalid configuration[/] ({len(exc.issues)} problem{'s' * (len(exc.issues) != 1)}):")
-        for issue in exc.issues:
-            err.print(f"  {issue.file}: [bold]{issue.key or '<root>'}[/]: {issue.message}", highlight=False)
-        return None
-
-
-def run(coro) -> None:
+def run(coro: Coroutine[Any, Any, None]) -> None:
     """Run the daemon on uvloop (about 15 % less CPU per message than the default loop) when present.
 
     The cyclic garbage collector is tuned for a long-lived process holding many connections: with
@@ -54,11 +47,11 @@ def run(coro) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     err = Console(stderr=True, soft_wrap=True)
-    config = _load(args.config, err)
+    config = load_config_or_report(args.config, err)
     if config is None:
         return EXIT_CONFIG
     _setup_logging(config.logging.level)
-    from csms.app import Daemon
+    from csms.app import Daemon  # the whole daemon: imported only to serve
 
     logging.getLogger("csms").info("config %s; store %s", config.source,
                                    config.store.sqlite_path if config.store.backend == "sqlite" else config.store.redis_url)
@@ -72,11 +65,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     err = Console(stderr=True, soft_wrap=True)
-    config = _load(args.path, err)
+    config = load_config_or_report(args.path, err)
     if config is None:
         return EXIT_CONFIG
     Console().print(f"{args.path}: OK")
     return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``csms demo``: runs the demo (``python -m demo``) in its own process; csms never imports it."""
+    return subprocess.call([sys.executable, "-m", "demo", *args.demo_args])
+
+
+FORWARDED = {"demo"}  # subcommands whose options belong to the program they run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,30 +89,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file and list every problem")
     p.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
     p.set_defaults(func=cmd_check_config)
-    _load_extra_commands()
-    for register in extra_commands:
-        register(sub)
+    p = sub.add_parser("demo", help="run a simulated evening under a grid limit (no broker needed, < 1 minute); "
+                                    "options: see `python -m demo --help`", add_help=False)
+    p.set_defaults(func=cmd_demo, demo_args=[])
+    register_security_commands(sub)
+    opcli.register(sub)
     return parser
 
 
-# Other packages (demo, operator CLI) add their subcommands here: register(subparsers) -> None.
-extra_commands: list = []
-
-
-def _load_extra_commands() -> None:
-    """Import the packages that contribute subcommands (kept lazy so `csms serve` starts fast)."""
-    from csms.security.cli import register_commands as security_commands
-
-    for register in (security_commands,):
-        if register not in extra_commands:
-            extra_commands.append(register)
-import csms.opcli  # noqa: E402,F401 - registers the operator API subcommands (stations, send, limit, tail ...)
-import csms.grid.demo  # noqa: E402,F401 - registers `csms demo`
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; a forwarded subcommand keeps its own options (``csms demo --seconds 20``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command in FORWARDED:
+        args.demo_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    args = parse(argv)
+    code: int = args.func(args)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,167 +1,149 @@
 """CSMS-initiated commands: the typed API the system itself uses, and the generic path.
 
-Everything goes through :meth:`StationConnection.call`, which validates the request against the
-official schema, queues it behind the station's call in flight and records the outcome. The
-typed methods only build the payload and, for charging profiles, record the profile's verdict.
+Each typed command is built by the station's version (:class:`csms.ocpp.package.CommandSet`) and
+sent through :meth:`StationLink.call`, which validates the request against that version's
+schema, queues it behind the station's call in flight and records the outcome. Commands that
+change what we know (charging profiles, variables) record that here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from csms.connection import check_request, record_command
+from csms.edge.connection import check_request
+from csms.interfaces import ConnectionRegistry
+from csms.metrics import Metrics
+from csms.ocpp.package import CommandSet, Request, VersionPackage
 from csms.protocol.errors import StationOffline
-from csms.protocol.redaction import redact_payload, variable_value
-from csms.protocol.versions import OCPP201
+from csms.protocol.redaction import redact_payload
+from csms.store.base import CommandLog, DeviceModelStore
 
-DEFAULT_VERSION = OCPP201  # what an offline station's request is checked against
+Payload = dict[str, Any]
 
-if TYPE_CHECKING:
-    from csms.app import Daemon
+
+class CommandStore(CommandLog, DeviceModelStore, Protocol):
+    """What the commands record: every call and profile, and the variables they read or wrote."""
 
 
 class Commands:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    """The :class:`csms.interfaces.Commands` of one daemon: stations connected to this process."""
 
-    async def call(self, station_id: str, action: str, payload: dict[str, Any],
-                   timeout: float | None = None) -> dict[str, Any]:
+    def __init__(self, links: ConnectionRegistry, store: CommandStore, metrics: Metrics,
+                 versions: Mapping[str, VersionPackage], default: VersionPackage) -> None:
+        self.links = links
+        self.store = store
+        self.metrics = metrics
+        self.versions = versions
+        self.default = default
+
+    def _command_set(self, station_id: str) -> CommandSet:
+        link = self.links.get(station_id)
+        package = self.default if link is None else self.versions[link.version.subprotocol]
+        return package.commands
+
+    async def _send(self, station_id: str, request: Request, timeout: float | None = None) -> Payload:
+        return await self.call(station_id, request.action, request.payload, timeout)
+
+    async def call(self, station_id: str, action: str, payload: Payload, timeout: float | None = None) -> Payload:
         """Send any CSMS-initiated OCPP action by name (validated before it is sent)."""
-        conn = self.daemon.connections.get(station_id)
-        if conn is None:
+        link = self.links.get(station_id)
+        if link is None:
             # Check the request all the same (a caller's bug should not hide behind an offline
             # station) and record the attempt, so the operator sees what could not be delivered.
-            check_request(DEFAULT_VERSION, action, payload)
+            check_request(self.default.version, action, payload)
             at = datetime.now(timezone.utc)
-            self.daemon.metrics.command(action, "offline", 0.0)
-            await record_command(self.daemon.store, station_id, action, redact_payload(action, payload), "offline",
-                                 None, at, at)
+            self.metrics.command(action, "offline", 0.0)
+            await self.store.record_command(station_id, action, redact_payload(action, payload), "offline",
+                                            None, at, at)
             raise StationOffline(station_id)
-        return await conn.call(action, payload, timeout)
+        return await link.call(action, payload, timeout)
+
+    async def flush_records(self) -> None:
+        """Return once every command and profile recorded so far is committed (write-behind stores)."""
+        await self.store.flush()
 
     # Smart charging ---------------------------------------------------------------------------
-    async def set_charging_profile(self, station_id: str, evse_id: int, profile: dict[str, Any],
-                                   timeout: float | None = None) -> dict[str, Any]:
-        status, info, response = "error", None, None
+    async def set_charging_profile(self, station_id: str, evse_id: int, profile: Payload,
+                                   timeout: float | None = None) -> Payload:
+        commands = self._command_set(station_id)
+        status, info = "error", None
         try:
-            response = await self.call(station_id, "SetChargingProfile",
-                                       {"evseId": evse_id, "chargingProfile": profile}, timeout)
-            status, info = response["status"], response.get("statusInfo")
+            response = await self._send(station_id, commands.set_charging_profile(evse_id, profile), timeout)
+            status, info = commands.profile_verdict(response)
             return response
         except Exception as exc:
             status, info = type(exc).__name__, {"error": str(exc)[:500]}
             raise
         finally:
-            store = self.daemon.store
-            later = getattr(store, "record_charging_profile_later", None)
-            if later is not None:  # write-behind (see connection.record_command): the push need not wait
-                later(station_id, evse_id, profile, status, info, datetime.now(timezone.utc))
-            else:
-                await store.record_charging_profile(station_id, evse_id, profile, status, info,
-                                                    datetime.now(timezone.utc))
-
-    async def flush_records(self) -> None:
-        """Return once every command and profile recorded so far is committed (write-behind stores)."""
-        flush = getattr(self.daemon.store, "flush", None)
-        if flush is not None:
-            await flush()
+            await self.store.record_charging_profile(station_id, evse_id, profile, status, info,
+                                                     datetime.now(timezone.utc))
 
     async def clear_charging_profile(self, station_id: str, *, profile_id: int | None = None,
                                      evse_id: int | None = None, purpose: str | None = None,
-                                     stack_level: int | None = None) -> dict[str, Any]:
-        payload: dict[str, Any] = {}
-        if profile_id is not None:
-            payload["chargingProfileId"] = profile_id
-        criteria = {k: v for k, v in (("evseId", evse_id), ("chargingProfilePurpose", purpose),
-                                      ("stackLevel", stack_level)) if v is not None}
-        if criteria:
-            payload["chargingProfileCriteria"] = criteria
-        return await self.call(station_id, "ClearChargingProfile", payload)
+                                     stack_level: int | None = None) -> Payload:
+        request = self._command_set(station_id).clear_charging_profile(profile_id, evse_id, purpose, stack_level)
+        return await self._send(station_id, request)
 
     async def get_charging_profiles(self, station_id: str, request_id: int, *, evse_id: int | None = None,
-                                    purpose: str | None = None) -> dict[str, Any]:
-        criteria: dict[str, Any] = {}
-        if purpose is not None:
-            criteria["chargingProfilePurpose"] = purpose
-        payload: dict[str, Any] = {"requestId": request_id, "chargingProfile": criteria}
-        if evse_id is not None:
-            payload["evseId"] = evse_id
-        return await self.call(station_id, "GetChargingProfiles", payload)
+                                    purpose: str | None = None) -> Payload:
+        request = self._command_set(station_id).get_charging_profiles(request_id, evse_id, purpose)
+        return await self._send(station_id, request)
 
     async def get_composite_schedule(self, station_id: str, evse_id: int, duration_s: int,
-                                     unit: str | None = None) -> dict[str, Any]:
-        payload: dict[str, Any] = {"evseId": evse_id, "duration": duration_s}
-        if unit is not None:
-            payload["chargingRateUnit"] = unit
-        return await self.call(station_id, "GetCompositeSchedule", payload)
+                                     unit: str | None = None) -> Payload:
+        return await self._send(station_id, self._command_set(station_id).get_composite_schedule(evse_id, duration_s,
+                                                                                                  unit))
 
     # Transactions -----------------------------------------------------------------------------
-    async def request_start_transaction(self, station_id: str, remote_start_id: int, id_token: dict[str, Any],
-                                        evse_id: int | None = None,
-                                        charging_profile: dict[str, Any] | None = None) -> dict[str, Any]:
-        payload: dict[str, Any] = {"remoteStartId": remote_start_id, "idToken": id_token}
-        if evse_id is not None:
-            payload["evseId"] = evse_id
-        if charging_profile is not None:
-            payload["chargingProfile"] = charging_profile
-        return await self.call(station_id, "RequestStartTransaction", payload)
+    async def request_start_transaction(self, station_id: str, remote_start_id: int, id_token: Payload,
+                                        evse_id: int | None = None, charging_profile: Payload | None = None) -> Payload:
+        request = self._command_set(station_id).request_start_transaction(remote_start_id, id_token, evse_id,
+                                                                         charging_profile)
+        return await self._send(station_id, request)
 
-    async def request_stop_transaction(self, station_id: str, transaction_id: str) -> dict[str, Any]:
-        return await self.call(station_id, "RequestStopTransaction", {"transactionId": transaction_id})
+    async def request_stop_transaction(self, station_id: str, transaction_id: str) -> Payload:
+        return await self._send(station_id, self._command_set(station_id).request_stop_transaction(transaction_id))
 
-    async def get_transaction_status(self, station_id: str, transaction_id: str | None = None) -> dict[str, Any]:
-        return await self.call(station_id, "GetTransactionStatus",
-                               {} if transaction_id is None else {"transactionId": transaction_id})
+    async def get_transaction_status(self, station_id: str, transaction_id: str | None = None) -> Payload:
+        return await self._send(station_id, self._command_set(station_id).get_transaction_status(transaction_id))
 
     # Station management -----------------------------------------------------------------------
-    async def reset(self, station_id: str, type_: str = "OnIdle", evse_id: int | None = None) -> dict[str, Any]:
-        payload: dict[str, Any] = {"type": type_}
-        if evse_id is not None:
-            payload["evseId"] = evse_id
-        return await self.call(station_id, "Reset", payload)
+    async def reset(self, station_id: str, type_: str = "OnIdle", evse_id: int | None = None) -> Payload:
+        return await self._send(station_id, self._command_set(station_id).reset(type_, evse_id))
 
     async def change_availability(self, station_id: str, status: str, evse_id: int | None = None,
-                                  connector_id: int | None = None) -> dict[str, Any]:
-        payload: dict[str, Any] = {"operationalStatus": status}
-        if evse_id is not None:
-            payload["evse"] = {"id": evse_id, **({"connectorId": connector_id} if connector_id is not None else {})}
-        return await self.call(station_id, "ChangeAvailability", payload)
+                                  connector_id: int | None = None) -> Payload:
+        request = self._command_set(station_id).change_availability(status, evse_id, connector_id)
+        return await self._send(station_id, request)
 
-    async def unlock_connector(self, station_id: str, evse_id: int, connector_id: int) -> dict[str, Any]:
-        return await self.call(station_id, "UnlockConnector", {"evseId": evse_id, "connectorId": connector_id})
+    async def unlock_connector(self, station_id: str, evse_id: int, connector_id: int) -> Payload:
+        return await self._send(station_id, self._command_set(station_id).unlock_connector(evse_id, connector_id))
 
     async def trigger_message(self, station_id: str, requested_message: str, evse_id: int | None = None,
-                              connector_id: int | None = None) -> dict[str, Any]:
-        payload: dict[str, Any] = {"requestedMessage": requested_message}
-        if evse_id is not None:
-            payload["evse"] = {"id": evse_id, **({"connectorId": connector_id} if connector_id is not None else {})}
-        return await self.call(station_id, "TriggerMessage", payload)
+                              connector_id: int | None = None) -> Payload:
+        request = self._command_set(station_id).trigger_message(requested_message, evse_id, connector_id)
+        return await self._send(station_id, request)
 
-    async def get_variables(self, station_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    async def get_variables(self, station_id: str, items: list[Payload]) -> Payload:
         """items: [{"component": {"name": ...}, "variable": {"name": ...}, "attributeType"?: ...}]"""
-        response = await self.call(station_id, "GetVariables", {"getVariableData": items})
-        found = [{"component": r["component"], "variable": r["variable"],
-                  "attributeType": r.get("attributeType", "Actual"),
-                  "value": variable_value(r["variable"]["name"], r.get("attributeValue"))}
-                 for r in response["getVariableResult"] if r["attributeStatus"] == "Accepted"]
+        commands = self._command_set(station_id)
+        response = await self._send(station_id, commands.get_variables(items))
+        found = commands.variables_read(response)
         if found:
-            await self.daemon.store.record_variables(station_id, found, datetime.now(timezone.utc))
+            await self.store.record_variables(station_id, found, datetime.now(timezone.utc))
         return response
 
-    async def set_variables(self, station_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    async def set_variables(self, station_id: str, items: list[Payload]) -> Payload:
         """items: [{"component": {...}, "variable": {...}, "attributeValue": "...", "attributeType"?: ...}]"""
-        response = await self.call(station_id, "SetVariables", {"setVariableData": items})
-        accepted = {(r["component"]["name"], r["variable"]["name"]) for r in response["setVariableResult"]
-                    if r["attributeStatus"] in ("Accepted", "RebootRequired")}
-        changed = [{"component": i["component"], "variable": i["variable"],
-                    "attributeType": i.get("attributeType", "Actual"),
-                    "value": variable_value(i["variable"]["name"], i["attributeValue"])}
-                   for i in items if (i["component"]["name"], i["variable"]["name"]) in accepted]
+        commands = self._command_set(station_id)
+        response = await self._send(station_id, commands.set_variables(items))
+        changed = commands.variables_written(items, response)
         if changed:
-            await self.daemon.store.record_variables(station_id, changed, datetime.now(timezone.utc))
+            await self.store.record_variables(station_id, changed, datetime.now(timezone.utc))
         return response
 
     async def get_base_report(self, station_id: str, request_id: int,
-                              report_base: str = "FullInventory") -> dict[str, Any]:
-        return await self.call(station_id, "GetBaseReport", {"requestId": request_id, "reportBase": report_base})
+                              report_base: str = "FullInventory") -> Payload:
+        return await self._send(station_id, self._command_set(station_id).get_base_report(request_id, report_base))

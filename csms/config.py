@@ -1,64 +1,47 @@
-"""Daemon configuration: one YAML file, validated up front.
+"""Daemon configuration: one YAML file, validated up front, every section in the same style.
 
+The core sections are defined here; each part owns its own (``grid`` in csms/grid/config.py,
+``api`` in csms/api/config.py, ``security`` in csms/security/config.py, ``registration`` in
+csms/domain/registration.py) and all are checked by the same machinery (csms/configcheck.py).
 Every problem is reported as a :class:`ConfigIssue` naming the file and the dotted key path, so an
-operator can fix a broken config without reading a stack trace. Unknown keys are errors too: a typo
-in a safety limit must never be ignored silently.
+operator can fix a broken config without reading a stack trace. Unknown keys are errors too: a
+typo in a safety limit must never be ignored silently.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 
 import yaml
 
+from csms.api.config import DEFAULT_PORT as DEFAULT_API_PORT
+from csms.api.config import ApiConfig, api_section
+from csms.configcheck import ConfigError, ConfigIssue, Issues, bounds, section
+from csms.domain.registration import RegistrationConfig
+from csms.grid.config import GridConfig, grid_section
+from csms.ocpp.versions import SUPPORTED_SUBPROTOCOLS
+from csms.security.config import SecurityConfig, security_section
 
-@dataclass(frozen=True)
-class ConfigIssue:
-    file: str
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.key or '<root>'}: {self.message}"
-
-
-class ConfigError(Exception):
-    """The configuration is invalid; ``issues`` lists every problem found."""
-
-    def __init__(self, issues: list[ConfigIssue]) -> None:
-        self.issues = issues
-        super().__init__("\n".join(str(i) for i in issues))
+__all__ = ["Config", "ConfigError", "ConfigIssue", "LoggingConfig", "RegistrationConfig", "StoreConfig",
+           "WebsocketConfig", "api_port", "api_token_file", "load_config", "parse_config"]
 
 
 @dataclass(frozen=True)
 class WebsocketConfig:
     host: str = "127.0.0.1"
-    port: int = 9000
+    port: int = field(default=9000, metadata=bounds(0, 65535))
     path_prefix: str = "/ocpp"
-    subprotocols: list[str] = field(default_factory=lambda: ["ocpp2.0.1"])
+    subprotocols: tuple[str, ...] = ("ocpp2.0.1",)
     ping_interval_s: float | None = 60.0
     ping_timeout_s: float | None = 30.0
-    max_frame_bytes: int = 65536
+    max_frame_bytes: int = field(default=65536, metadata=bounds(128, 64 * 1024 * 1024))
     compression: bool = False
-    call_timeout_s: float = 30.0
-    handshake_timeout_s: float = 10.0
-
-
-@dataclass(frozen=True)
-class RegistrationConfig:
-    # allow_unknown: any station is Accepted; approve_unknown: unknown stations are Pending until an
-    # operator registers them; registered_only: unknown stations are Rejected.
-    policy: Literal["allow_unknown", "approve_unknown", "registered_only"] = "allow_unknown"
-    heartbeat_interval_s: int = 300
-    pending_retry_interval_s: int = 60
-    accept_unknown_id_tokens: bool = False
-    # NoAuthorization tokens (free charging) skip the token lookup only where the operator allows it.
-    accept_no_authorization: bool = False
+    call_timeout_s: float = field(default=30.0, metadata=bounds(0.01, 3600))
+    handshake_timeout_s: float = field(default=10.0, metadata=bounds(0.01, 600))
 
 
 @dataclass(frozen=True)
@@ -67,8 +50,10 @@ class StoreConfig:
     sqlite_path: str = "var/netbewust.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "netbewust:"
-    redis_wait_replicas: int = 0  # acknowledge only after this many replicas confirmed each write (WAIT)
-    trace_frames: int = 16  # last frames kept in memory per station for the operator's trace (0 = off)
+    # Acknowledge only after this many replicas confirmed each write (WAIT).
+    redis_wait_replicas: int = field(default=0, metadata=bounds(0, 1000))
+    # Last frames kept in memory per station for the operator's trace (0 = off).
+    trace_frames: int = field(default=16, metadata=bounds(0, 100_000))
 
 
 @dataclass(frozen=True)
@@ -82,127 +67,48 @@ class Config:
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
-    # Sections owned by other parts of the daemon (grid control, operator API, security) are kept
-    # as raw mappings here and validated by their owners through ``extra_validators``.
-    grid: dict[str, Any] = field(default_factory=dict)
-    api: dict[str, Any] = field(default_factory=dict)
-    security: dict[str, Any] = field(default_factory=dict)
+    grid: GridConfig | None = None  # None: no grid control
+    api: ApiConfig = field(default_factory=ApiConfig)
+    security: SecurityConfig | None = None  # None: lab mode (plain ws://, no station authentication)
     source: str = "<defaults>"
 
 
-_POSITIVE = {
-    "websocket.port": (0, 65535),
-    "websocket.max_frame_bytes": (128, 64 * 1024 * 1024),
-    "websocket.call_timeout_s": (0.01, 3600),
-    "websocket.handshake_timeout_s": (0.01, 600),
-    "registration.heartbeat_interval_s": (1, 86400),
-    "registration.pending_retry_interval_s": (1, 86400),
-}
-
-
-def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Check ``value`` against a simple annotation; returns (ok, coerced value)."""
-    origin = get_origin(tp)
-    args = get_args(tp)
-    if origin is Literal:
-        return value in args, value
-    if origin in (list,):
-        if not isinstance(value, list):
-            return False, value
-        return all(_type_ok(v, args[0])[0] for v in value), value
-    if origin in (dict,):
-        return isinstance(value, dict), value
-    if args and type(None) in args:  # Optional[...]
-        if value is None:
-            return True, None
-        return _type_ok(value, next(a for a in args if a is not type(None)))
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False, value
-        return True, float(value)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is str:
-        return isinstance(value, str), value
-    return True, value
-
-
-def _describe(tp: Any) -> str:
-    origin = get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in get_args(tp))
-    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
-
-
-def _build(cls: type, data: Any, file: str, prefix: str, issues: list[ConfigIssue]) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        issues.append(ConfigIssue(file, prefix, f"expected a mapping, got {type(data).__name__}"))
-        return cls()
-    hints = get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            issues.append(ConfigIssue(file, path, f"unknown key (known: {', '.join(sorted(names))})"))
-            continue
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value, file, path, issues)
-            continue
-        ok, coerced = _type_ok(value, tp)
-        if not ok:
-            issues.append(ConfigIssue(file, path, f"expected {_describe(tp)}, got {value!r}"))
-            continue
-        bounds = _POSITIVE.get(path)
-        if bounds and coerced is not None and not (bounds[0] <= coerced <= bounds[1]):
-            issues.append(ConfigIssue(file, path, f"must be between {bounds[0]} and {bounds[1]}, got {coerced!r}"))
-            continue
-        kwargs[key] = coerced
-    return cls(**kwargs)
+_SECTIONS = ("websocket", "registration", "store", "logging", "grid", "api", "security")
 
 
 def parse_config(data: Any, file: str = "<config>") -> Config:
     """Build a :class:`Config` from parsed YAML, raising :class:`ConfigError` with every issue."""
-    issues: list[ConfigIssue] = []
-    cfg = _build(Config, data, file, "", issues)
-    cfg = dataclasses.replace(cfg, source=file)
-    ws = cfg.websocket
+    issues = Issues(file)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        issues.add("", f"expected a mapping, got {type(data).__name__}")
+        issues.raise_if_any()
+    for key in data:
+        if key not in _SECTIONS:
+            issues.add(str(key), f"unknown key (known: {', '.join(sorted(_SECTIONS))})")
+    ws = section(WebsocketConfig, data.get("websocket"), "websocket", issues) or WebsocketConfig()
     if not ws.path_prefix.startswith("/"):
-        issues.append(ConfigIssue(file, "websocket.path_prefix", "must start with '/'"))
-    from csms.protocol.versions import SUPPORTED_SUBPROTOCOLS
-
+        issues.add("websocket.path_prefix", "must start with '/'")
     for i, sp in enumerate(ws.subprotocols):
         if sp not in SUPPORTED_SUBPROTOCOLS:
-            issues.append(ConfigIssue(file, f"websocket.subprotocols[{i}]",
-                                      f"unsupported subprotocol {sp!r} (supported: {', '.join(SUPPORTED_SUBPROTOCOLS)})"))
+            issues.add(f"websocket.subprotocols[{i}]",
+                       f"unsupported subprotocol {sp!r} (supported: {', '.join(SUPPORTED_SUBPROTOCOLS)})")
     if not ws.subprotocols:
-        issues.append(ConfigIssue(file, "websocket.subprotocols", "must list at least one subprotocol"))
-    for section, target in SECTION_CHECKS.items():
-        module_name, func = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if not exc.name or not module_name.startswith(exc.name):
-                raise
-            continue  # that part of the daemon is not installed in this build
-        issues.extend(getattr(module, func)(getattr(cfg, section), file))
-    if issues:
-        raise ConfigError(issues)
-    return cfg
-
-
-# The free-form sections are validated by the package that owns them:
-# ``check(section: dict, file: str) -> list[ConfigIssue]``; all issues are reported together.
-SECTION_CHECKS: dict[str, str] = {
-    "grid": "csms.grid.config:check",
-    "api": "csms.api.config:check",
-    "security": "csms.security.config:check",
-}
+        issues.add("websocket.subprotocols", "must list at least one subprotocol")
+    config = Config(
+        websocket=ws,
+        registration=section(RegistrationConfig, data.get("registration"), "registration", issues)
+        or RegistrationConfig(),
+        store=section(StoreConfig, data.get("store"), "store", issues) or StoreConfig(),
+        logging=section(LoggingConfig, data.get("logging"), "logging", issues) or LoggingConfig(),
+        grid=grid_section(data["grid"], issues) if data.get("grid") else None,
+        api=api_section(data.get("api"), issues),
+        security=security_section(data.get("security"), issues),
+        source=file,
+    )
+    issues.raise_if_any()
+    return config
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -224,3 +130,23 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         store = dataclasses.replace(cfg.store, sqlite_path=str(p.resolve().parent / cfg.store.sqlite_path))
         cfg = dataclasses.replace(cfg, store=store)
     return cfg
+
+
+def api_port(config: Config) -> int:
+    """Where the operator API listens: as configured, else 9080 (0, ephemeral, when the station port is)."""
+    if config.api.port is not None:
+        return config.api.port
+    return 0 if config.websocket.port == 0 else DEFAULT_API_PORT
+
+
+def api_token_file(config: Config) -> str:
+    """The API token file: as configured (relative to the config file), else next to the SQLite database."""
+    base = os.path.dirname(os.path.abspath(config.source)) if os.path.exists(config.source) else os.getcwd()
+    token_file = config.api.token_file
+    if token_file:
+        return token_file if os.path.isabs(token_file) else os.path.join(base, token_file)
+    db = config.store.sqlite_path
+    if config.store.backend == "sqlite" and db != ":memory:":
+        db_dir = os.path.dirname(db if os.path.isabs(db) else os.path.join(base, db))
+        return os.path.join(db_dir, "api-token")
+    return os.path.join(base, "var", "api-token")

@@ -21,13 +21,13 @@ class Metrics:
                                          registry=r)
         self.refused = Counter("csms_connections_refused_total", "Websocket handshakes refused", ["reason"],
                                registry=r)
-        self._msg_children: dict[str, object] = {}
+        self._msg_children: dict[str, Counter] = {}
 
     def handled(self, action: str, error_code: str | None, seconds: float) -> None:
         child = self._msg_children.get(action)
         if child is None:
             child = self._msg_children[action] = self.messages.labels(action)
-        child.inc()  # type: ignore[attr-defined]
+        child.inc()
         self.handle_seconds.observe(seconds)
         if error_code is not None:
             self.callerrors.labels(error_code).inc()

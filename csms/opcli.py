@@ -95,7 +95,7 @@ def _http_error(exc: urllib.error.HTTPError) -> CliError:
 
 def _from_config(path: str | None) -> tuple[str | None, str | None]:
     """API URL and admin token from the daemon's config file (None where it says nothing)."""
-    from csms.config import ConfigError, load_config
+    from csms.config import ConfigError, api_token_file, load_config
 
     path = path or os.environ.get("CSMS_CONFIG") or "config.yaml"
     if not os.path.exists(path):
@@ -105,12 +105,12 @@ def _from_config(path: str | None) -> tuple[str | None, str | None]:
     except ConfigError as exc:
         raise CliError(EXIT_CONFIG, f"invalid configuration {path}:\n{exc}") from None
     from csms.api.auth import TokenFileError, read_token_file
-    from csms.api.config import DEFAULT_PORT, parse, resolve_token_file
+    from csms.api.config import DEFAULT_PORT
 
-    api = parse(config)
+    api = config.api
     host = "127.0.0.1" if api.host in ("0.0.0.0", "::") else api.host
     url = f"http://{host if ':' not in host else f'[{host}]'}:{api.port or DEFAULT_PORT}"
-    token_file = resolve_token_file(api, config)
+    token_file = api_token_file(config)
     token = None
     if os.path.exists(token_file):
         try:
@@ -326,7 +326,8 @@ def _run(func: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         err = Console(stderr=True, soft_wrap=True)
         try:
-            return func(client_from(args), args)
+            code: int = func(client_from(args), args)
+            return code
         except CliError as exc:
             err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
             return exc.code
@@ -396,13 +397,3 @@ def register(sub: Any) -> None:
     p.add_argument("--count", type=int, default=0, help="stop after this many events (default: follow forever)")
     _common(p)
     p.set_defaults(func=_run(cmd_tail))
-
-
-def _register_with_cli() -> None:
-    from csms import cli
-
-    if register not in cli.extra_commands:
-        cli.extra_commands.append(register)
-
-
-_register_with_cli()

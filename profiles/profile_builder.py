@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Any, Literal
 
 from profiles.planner import SessionPlan
 from profiles.units import VOLTAGE_V, round_down_one_decimal
@@ -66,7 +66,7 @@ def tx_profile(
     phases: int,
     max_periods: int,
     allow_negative: bool,
-) -> dict:
+) -> dict[str, Any]:
     """The session's plan as an Absolute TxProfile starting at `start`, one period per change.
 
     `plan.current_a` is per-phase amps (planner convention); W limits are amps x phases x 230 V.
@@ -86,7 +86,7 @@ def tx_profile(
         raise ValueError(f"slot_s must be a finite number of seconds >= 1, got {slot_s!r}")
     if not plan.current_a:
         raise ValueError(f"session {plan.session_id}: the plan has no slots")
-    periods: list[dict] = []
+    periods: list[dict[str, Any]] = []
     for slot, amps in enumerate(plan.current_a):
         if not math.isfinite(amps):
             raise ValueError(f"session {plan.session_id}: slot {slot} current is not finite: {amps!r}")
@@ -113,7 +113,8 @@ def tx_profile(
     }
 
 
-def fail_safe_default_profile(*, profile_id: int, limit: float, unit: Unit, stack_level: int = 0) -> dict:
+def fail_safe_default_profile(*, profile_id: int, limit: float, unit: Unit,
+                              stack_level: int = 0) -> dict[str, Any]:
     """A conservative per-EVSE limit that holds while the central system or grid link is down.
 
     Install with evseId 0: a TxDefaultProfile there applies to *each* EVSE separately, so

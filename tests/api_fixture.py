@@ -54,7 +54,8 @@ class Api:
 
     @property
     def url(self) -> str:
-        return self.daemon.api.url  # type: ignore[attr-defined]
+        assert self.daemon.api is not None
+        return self.daemon.api.url
 
     async def request(self, method: str, path: str, body: Any = None, *, token: str | None = "admin",
                       raw: bytes | None = None) -> tuple[int, Any]:
@@ -101,7 +102,8 @@ class Api:
 async def api_daemon(tmp_path: Path, **overrides: Any) -> AsyncIterator[Api]:
     api_section = {"tokens": [{"name": "viewer", "scope": "read", "token": READ_TOKEN}], **overrides.pop("api", {})}
     async with running_daemon(tmp_path, api=api_section, **overrides) as running:
-        server = running.daemon.api  # type: ignore[attr-defined]
+        server = running.daemon.api
+        assert server is not None
         async with aiohttp.ClientSession() as session:
             api = Api(running, session, server.file_token or EXTRA_ADMIN_TOKEN)
             try:
@@ -144,5 +146,6 @@ def minimal_answer(action: str, schema_dir: str = "v201") -> dict[str, Any]:
 def answer_everything(daemon: Daemon) -> dict[str, Any]:
     """Auto-answers for every action the daemon can send: the typed ones as above, the rest minimal."""
     from csms.api.commands import csms_actions
+    from csms.ocpp.versions import DEFAULT_VERSION
 
-    return {**{a: minimal_answer(a) for a in csms_actions(daemon)}, **STATION_ANSWERS}
+    return {**{a: minimal_answer(a) for a in csms_actions(DEFAULT_VERSION.version)}, **STATION_ANSWERS}

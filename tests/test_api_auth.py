@@ -126,7 +126,7 @@ async def test_an_api_token_never_opens_a_station_socket(tmp_path: Path) -> None
 
 async def test_api_can_be_disabled(tmp_path: Path) -> None:
     async with running_daemon(tmp_path, api={"enabled": False}) as d:
-        assert not hasattr(d.daemon, "api")
+        assert d.daemon.api is None
         assert not any(type(c).__name__ == "ApiServer" for c in d.daemon.components)
 
 

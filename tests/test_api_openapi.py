@@ -21,7 +21,7 @@ from schemathesis.checks import not_a_server_error, status_code_conformance
 
 from csms.api.openapi import DOCUMENT
 from csms.api.server import all_routes
-from tests.api_fixture import api_daemon, answer_everything
+from tests.api_fixture import answer_everything, api_daemon
 
 GRID = {"transformers": {"T1": {"capacity_kw": 100, "members": [{"station": "CS-*"}]}},
         "mqtt": {"broker_grace_s": 3600}}

@@ -14,7 +14,7 @@ from typing import Any
 import websockets
 from ocpp.v201 import ChargePoint, call
 
-from csms.store.base import IdTokenRecord
+from csms.domain.records import IdTokenRecord
 from tests.daemon_fixture import running_daemon
 
 

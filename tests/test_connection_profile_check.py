@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from csms.connection import ProfileRequestCheck
+from csms.edge.connection import ProfileRequestCheck
+from csms.ocpp.v201 import OCPP201
 from csms.protocol import schemas
 from csms.protocol.errors import InvalidRequest
-from csms.protocol.versions import OCPP201
 
 
 def request(evse_id: Any = 1, profile_id: Any = 101, tx: Any = "tx-1", periods: Any = None) -> dict[str, Any]:

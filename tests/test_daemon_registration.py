@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from csms.store.base import IdTokenRecord, StationRecord
+from csms.domain.records import IdTokenRecord, StationRecord
 from tests.daemon_fixture import running_daemon
 from tests.ocpp_client import RawStation, now_iso
 from tests.test_daemon_kit import BOOT, assert_schema_valid

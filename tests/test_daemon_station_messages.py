@@ -17,6 +17,10 @@ from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.v201 import ChargePoint, call
 
 from csms.app import Daemon
+from csms.domain.registration import Authorizer, RegistrationConfig
+from csms.ocpp import v201
+from csms.ocpp.package import HandlerDeps
+from csms.store.sqlite import SqliteStore
 from tests.daemon_fixture import running_daemon
 from tests.ocpp_client import RawStation
 from tests.test_daemon_kit import BOOT, STATION_MESSAGES, assert_schema_valid
@@ -123,9 +127,13 @@ CHECKS: dict[str, Check] = {
 
 
 def test_every_station_initiated_action_has_a_handler_and_a_test() -> None:
-    from csms.handlers import router
-
+    store = SqliteStore(":memory:")  # never opened: the router only needs something to hand to its handlers
+    registration = RegistrationConfig()
+    router = v201.build_router(HandlerDeps(stations=store, transactions=store, smart_charging=store,
+                                           device_model=store, messages=store, registration=registration,
+                                           authorizer=Authorizer(store, registration)))
     assert set(CHECKS) == set(STATION_MESSAGES) == set(router.actions)
+    assert router.actions == v201.OCPP201.station_only | {"DataTransfer"}
 
 
 @pytest.mark.parametrize("action", sorted(STATION_MESSAGES))

@@ -12,7 +12,9 @@ import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
 
-from csms.store.base import IdTokenRecord, StationRecord
+from csms.domain.meter import flatten
+from csms.domain.records import IdTokenRecord, StationRecord
+from csms.ocpp.v201.transactions import tx_event
 from csms.store.sqlite import SqliteStore
 from tests.test_daemon_kit import meter_value, transaction_event
 
@@ -41,8 +43,9 @@ async def test_many_concurrent_writers_all_succeed_and_are_all_stored(tmp_path: 
 
     async def writer(n: int) -> None:
         for i in range(60):
-            await store.record_meter_values(f"W{n}", 1, [meter_value(float(i), 1.0)], AT)
-            await store.record_transaction_event(f"W{n}", transaction_event("Updated", "T", i, energy_wh=float(i)), AT)
+            await store.record_meter_values(f"W{n}", flatten([meter_value(float(i), 1.0)], 1, None), AT)
+            await store.record_transaction_event(f"W{n}", tx_event(transaction_event("Updated", "T", i,
+                                                                                       energy_wh=float(i))), AT)
 
     try:
         await asyncio.wait_for(asyncio.gather(*(writer(n) for n in range(40))), 60)

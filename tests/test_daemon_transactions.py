@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from csms.bus import Event
+from csms.domain.events import Event
 from tests.daemon_fixture import running_daemon
 from tests.ocpp_client import RawStation
 from tests.test_daemon_kit import assert_schema_valid, transaction_event
@@ -55,8 +55,8 @@ async def test_started_updated_ended_are_stored_with_state_history_and_meter_val
         published = await _take(events, 4)
         assert [e.kind for e in published] == ["transaction.started", "transaction.updated", "transaction.updated",
                                                "transaction.ended"]
-        assert published[1].data["reading"].power_w == 11000.0
-        assert published[3].data["stopped_reason"] == "EVDisconnected"
+        assert published[1].reading.power_w == 11000.0
+        assert published[3].stopped_reason == "EVDisconnected"
         unsubscribe()
         await st.close()
 
@@ -75,7 +75,7 @@ async def test_retransmitted_seq_no_is_answered_but_stored_and_published_once(tm
         assert len(await store.meter_samples("TX-2", transaction_id="B")) == 2  # energy + power, once
         await _send(st, transaction_event("Updated", "B", 1, charging_state="Charging"))
         published = await _take(events, 2)
-        assert [(e.kind, e.data["seq_no"]) for e in published] == [("transaction.started", 0),
+        assert [(e.kind, e.seq_no) for e in published] == [("transaction.started", 0),
                                                                     ("transaction.updated", 1)]
         await st.close()
 
@@ -134,6 +134,6 @@ async def test_meter_values_outside_a_transaction_are_stored_and_published(tmp_p
         assert {(s["measurand"], s["phase"], s["value"]) for s in samples} == {
             ("Power.Active.Import", None, 3.5), ("Current.Import", "L1", 16.0)}
         event = await asyncio.wait_for(meter.get(), 2)
-        assert event.data["evse_id"] == 2 and event.data["reading"].power_w == 3500.0
-        assert event.data["reading"].current_a == {"L1": 16.0}
+        assert event.evse_id == 2 and event.reading.power_w == 3500.0
+        assert event.reading.current_a == {"L1": 16.0}
         await st.close()

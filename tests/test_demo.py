@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from csms.cli import build_parser, main
-from csms.grid.demo import LIMIT_STEPS, run_demo
+from csms.cli import parse
+from demo.evening import LIMIT_STEPS, main, run_demo
 
 
 async def test_demo_keeps_the_limit_discharges_in_the_dip_and_writes_a_plot(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ async def test_demo_keeps_the_limit_discharges_in_the_dip_and_writes_a_plot(tmp_
 
 
 def test_demo_is_a_cli_subcommand_with_checked_arguments() -> None:
-    args = build_parser().parse_args(["demo", "--stations", "5", "--seconds", "20"])
-    assert (args.stations, args.seconds, args.command) == (5, 20.0, "demo")
-    assert main(["demo", "--seconds", "1"]) == 2
-    assert main(["demo", "--stations", "1000"]) == 2
+    args = parse(["demo", "--stations", "5", "--seconds", "20"])
+    assert (args.demo_args, args.command) == (["--stations", "5", "--seconds", "20"], "demo")  # for `python -m demo`
+    assert main(["--seconds", "1"]) == 2
+    assert main(["--stations", "1000"]) == 2

@@ -8,7 +8,7 @@ import pytest
 
 from csms.config import ConfigError, load_config, parse_config
 from csms.grid.config import check, parse_grid
-from csms.grid.topology import Topology
+from csms.grid.model.topology import Topology
 
 GOOD: dict = {
     "mqtt": {"topic_prefix": "dso-test", "port": 1883},
@@ -120,7 +120,7 @@ def test_daemon_config_validates_the_grid_section(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert [(i.file, i.key) for i in err.value.issues] == [(str(path), "grid.transformers.T1.safe_limit_kw")]
-    assert parse_config({"grid": GOOD}, "ok.yaml").grid == GOOD  # the raw section is kept for its owner
+    assert parse_config({"grid": GOOD}, "ok.yaml").grid == parse_grid(GOOD)  # typed, validated once
 
 
 def test_topology_assignment_specific_rules_win() -> None:

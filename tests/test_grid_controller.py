@@ -8,12 +8,21 @@ from typing import Any
 
 import pytest
 
-from csms.bus import Bus
+from csms.bus import LocalBus
+from csms.domain.events import (
+    EvChargingNeeds,
+    Event,
+    LimitChanged,
+    StationBooted,
+    StationConnected,
+    StationDisconnected,
+    TransactionChanged,
+)
+from csms.domain.meter import Reading
 from csms.grid.config import parse_grid
-from csms.grid.controller import GridController
-from csms.grid.limits import LimitBook, parse_signal
-from csms.grid.pusher import FAILSAFE_PROFILE_ID
-from csms.meter import Reading
+from csms.grid.effects.pusher import FAILSAFE_PROFILE_ID
+from csms.grid.model.limits import parse_signal
+from csms.grid.service import Grid
 from csms.metrics import Metrics
 
 T0 = datetime(2025, 1, 15, 16, 0, tzinfo=timezone.utc)
@@ -62,10 +71,10 @@ class FakeCommands:
 
 
 class FakeDaemon:
-    def __init__(self) -> None:
-        self.bus = Bus()
+    def __init__(self, commands: FakeCommands | None = None) -> None:
+        self.bus = LocalBus()
         self.metrics = Metrics()
-        self.commands = FakeCommands()
+        self.commands = commands or FakeCommands()
         self.connections: dict[str, Any] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
 
@@ -88,52 +97,62 @@ def grid_section(**planning: Any) -> dict[str, Any]:
 
 
 class Rig:
-    def __init__(self, **planning: Any) -> None:
+    """The grid part with a fake daemon around it (commands answered in process, a hand clock)."""
+
+    def __init__(self, commands: FakeCommands | None = None, **planning: Any) -> None:
         self.clock = FakeClock()
-        self.daemon = FakeDaemon()
+        self.daemon = FakeDaemon(commands)
         self.grid = parse_grid(grid_section(**planning))
-        self.book = LimitBook(self.grid)
-        self.ctl = GridController(self.daemon, self.grid, self.book, clock=self.clock)  # type: ignore[arg-type]
+        self.ctl = Grid(self.grid, self.daemon, self.clock)
+        self.book = self.ctl.limit_book
         self.tx = 0
 
     @property
     def commands(self) -> FakeCommands:
         return self.daemon.commands
 
-    def publish(self, kind: str, station_id: str | None = None, **data: Any) -> None:
-        self.daemon.bus.publish(kind, station_id, **data)
+    def publish(self, event: Event) -> None:
+        self.daemon.bus.publish(event)
+
+    def connect(self, station_id: str) -> None:
+        """A station connects and boots (Accepted)."""
+        self.publish(StationConnected(station_id=station_id))
+        self.publish(StationBooted(station_id=station_id, status="Accepted", vendor="V", model="M"))
+
+    def transaction(self, station_id: str, event_type: str, tx_id: str, **fields: Any) -> None:
+        self.publish(TransactionChanged(station_id=station_id, event_type=event_type, transaction_id=tx_id, evse_id=1,
+                                        **fields))
 
     async def station(self, station_id: str, *, power_kw: float = 11.0, needs: dict[str, Any] | None = None) -> str:
-        self.publish("station.connected", station_id)
-        self.publish("station.booted", station_id, status="Accepted", vendor="V", model="M")
+        self.connect(station_id)
         self.tx += 1
         tx_id = f"tx{self.tx}"
         if needs is not None:
-            self.publish("ev.needs", station_id, evse_id=1, needs=needs)
-        self.publish("transaction.started", station_id, transaction_id=tx_id, evse_id=1, charging_state="Charging",
-                     reading=Reading(power_w=power_kw * 1000, energy_wh=1000.0))
+            self.publish(EvChargingNeeds(station_id=station_id, evse_id=1, needs=needs))
+        self.transaction(station_id, "Started", tx_id, charging_state="Charging",
+                         reading=Reading(power_w=power_kw * 1000, energy_wh=1000.0))
         await self.settle()
         return tx_id
 
     def meter(self, station_id: str, power_kw: float, state: str | None = None) -> None:
-        session = self.ctl.book.sessions[(station_id, 1)]
-        self.publish("transaction.updated", station_id, transaction_id=session.transaction_id, evse_id=1,
-                     charging_state=state or session.charging_state, reading=Reading(power_w=power_kw * 1000))
+        session = self.ctl.sessions.sessions[(station_id, 1)]
+        self.transaction(station_id, "Updated", session.transaction_id, charging_state=state or session.charging_state,
+                         reading=Reading(power_w=power_kw * 1000))
 
     def limit(self, kw: float, signal_id: str) -> None:
         self.book.apply(parse_signal({"signal_id": signal_id, "limit_kw": kw}, "T1", self.clock()))
-        self.publish("grid.limit", None, transformer="T1", limit_kw=kw)
+        self.publish(LimitChanged(transformer_id="T1", limit_kw=kw, source=f"signal:dso:{signal_id}"))
 
     async def settle(self) -> None:
         for _ in range(3):  # setup tasks request another plan when they finish
             await asyncio.sleep(0)
             await asyncio.gather(*self.daemon.tasks)
-            await self.ctl.settled(5)
+            await self.ctl.controller.settled(5)
 
     def planned_kw(self) -> float:
         """Sum of the slot-0 limits last pushed (all TxProfiles here are 3-phase)."""
         total = 0.0
-        for (sid, evse), sp in self.ctl.pusher.installed.items():
+        for sp in self.ctl.pusher.installed.values():
             total += (sp.value_at(self.clock()) or 0.0) * sp.phases * 230 / 1000
         return total
 
@@ -155,7 +174,7 @@ async def test_boot_reads_capabilities_and_installs_failsafe(rig: Rig) -> None:
     assert len(failsafe) == 1 and failsafe[0]["chargingProfilePurpose"] == "TxDefaultProfile"
     period = failsafe[0]["chargingSchedule"][0]["chargingSchedulePeriod"][0]
     assert failsafe[0]["chargingSchedule"][0]["chargingRateUnit"] == "W" and period["limit"] == 6 * 3 * 230
-    caps = rig.ctl.book.stations["CS-1"].caps
+    caps = rig.ctl.sessions.stations["CS-1"].caps
     assert (caps.rate_units, caps.max_stack_level, caps.periods_per_schedule) == (("W",), 3, 2)
     (_, evse, profile), = rig.commands.tx_profiles("CS-1")
     schedule = profile["chargingSchedule"][0]
@@ -171,9 +190,9 @@ async def test_limit_drop_cuts_immediately_then_refines(rig: Rig) -> None:
     rig.limit(120.0, "drop")
     await rig.settle()
     assert rig.planned_kw() <= 120.0 - 20.0 + 1e-6
-    kinds = [e["kind"] for e in rig.ctl.events]
+    kinds = [e["kind"] for e in rig.ctl.journal.events]
     assert kinds.index("cut", kinds.index("limit")) < len(kinds) - 1 and "reaction" in kinds
-    assert rig.ctl.reaction_s and rig.ctl.reaction_s[-1] < 2.0
+    assert rig.ctl.controller.reaction_s and rig.ctl.controller.reaction_s[-1] < 2.0
     assert len(rig.commands.tx_profiles()) >= pushes_before + 20
     snap = rig.ctl.snapshot()["transformers"]["T1"]
     assert snap["limit_kw"] == 120.0 and snap["limit_source"].startswith("signal:")
@@ -187,7 +206,7 @@ async def test_unchanged_plan_is_not_pushed_again(rig: Rig) -> None:
     for i in range(3):
         await rig.station(f"CS-{i}")
     sent = len(rig.commands.tx_profiles())
-    rig.ctl.request("test")
+    rig.ctl.controller.request("test")
     await rig.settle()
     assert len(rig.commands.tx_profiles()) == sent
     assert rig.ctl.pusher.skipped >= 3
@@ -198,13 +217,13 @@ async def test_rejected_profile_makes_session_fixed_and_others_absorb_it(rig: Ri
     await rig.station("CS-bad", power_kw=22.0)
     for i in range(4):
         await rig.station(f"CS-{i}")
-    session = rig.ctl.book.sessions[("CS-bad", 1)]
+    session = rig.ctl.sessions.sessions[("CS-bad", 1)]
     assert session.fixed_kw == 22.0 and "Rejected" in (session.fixed_reason or "")
     rig.limit(60.0, "tight")
     await rig.settle()
     others = sum(rig.commands.last_limit(f"CS-{i}") * 3 * 230 / 1000 for i in range(4))
     assert others <= 60.0 - 20.0 - 22.0 + 1e-6
-    rejected = [e for e in rig.ctl.events if e["kind"] == "finding" and e.get("station_id") == "CS-bad"]
+    rejected = [e for e in rig.ctl.journal.events if e["kind"] == "finding" and e.get("station_id") == "CS-bad"]
     assert rejected and rejected[0]["finding"] == "rejected" and rejected[0]["fixed_kw"] == 22.0
     # It is never pushed again: that would only flood a station that refuses.
     assert len(rig.commands.tx_profiles("CS-bad")) == 1
@@ -215,15 +234,15 @@ async def test_overdraw_is_detected_after_grace_and_budgeted(rig: Rig) -> None:
         await rig.station(f"CS-{i}")
     rig.limit(45.0, "cap")
     await rig.settle()
-    setpoint = rig.ctl.book.sessions[("CS-0", 1)].setpoint_kw
+    setpoint = rig.ctl.sessions.sessions[("CS-0", 1)].setpoint_kw
     assert setpoint is not None and setpoint < 10
     rig.meter("CS-0", 11.0)  # within the apply grace: tolerated
     rig.clock.advance(40)
     rig.meter("CS-0", 11.0)
-    assert rig.ctl.book.sessions[("CS-0", 1)].fixed_kw is None  # one reading is not enough
+    assert rig.ctl.sessions.sessions[("CS-0", 1)].fixed_kw is None  # one reading is not enough
     rig.meter("CS-0", 11.0)
     await rig.settle()
-    assert rig.ctl.book.sessions[("CS-0", 1)].fixed_kw == 11.0
+    assert rig.ctl.sessions.sessions[("CS-0", 1)].fixed_kw == 11.0
     others = sum(rig.commands.last_limit(f"CS-{i}") * 3 * 230 / 1000 for i in (1, 2))
     assert others <= 45.0 - 20.0 - 11.0 + 1e-6
 
@@ -244,11 +263,11 @@ async def test_car_that_does_not_resume_is_marked_never_pause(rig: Rig) -> None:
         rig.meter(f"CS-{i}", 11.0, "Charging")
     rig.meter("CS-0", 0.0, "SuspendedEV")  # this car stays asleep
     rig.clock.advance(130)
-    rig.ctl.request("tick")
+    rig.ctl.controller.request("tick")
     await rig.settle()
-    sessions = rig.ctl.book.sessions
+    sessions = rig.ctl.sessions.sessions
     assert sessions[("CS-0", 1)].can_pause is False and sessions[("CS-1", 1)].can_pause is True
-    assert [e for e in rig.ctl.events if e["kind"] == "finding" and e.get("station_id") == "CS-0"][-1][
+    assert [e for e in rig.ctl.journal.events if e["kind"] == "finding" and e.get("station_id") == "CS-0"][-1][
         "finding"] == "no_resume"
     # Next squeeze: the never-pause car keeps its minimum, the others pause.
     rig.limit(26.0, "squeeze")  # room for one car at 6 A: the one that must not pause
@@ -273,14 +292,14 @@ async def test_limit_below_base_load_discharges_v2g_and_pauses_the_rest(rig: Rig
     assert rig.commands.last_limit("CS-V2G-1") < 0
     assert rig.commands.last_limit("CS-plain") == 0 and rig.commands.last_limit("CS-2") == 0
     for _, _, profile in rig.commands.tx_profiles():
-        if not profile["transactionId"] == rig.ctl.book.sessions[("CS-V2G-1", 1)].transaction_id:
+        if not profile["transactionId"] == rig.ctl.sessions.sessions[("CS-V2G-1", 1)].transaction_id:
             assert all(p["limit"] >= 0 for p in profile["chargingSchedule"][0]["chargingSchedulePeriod"])
 
 
 async def test_disconnected_station_is_budgeted_at_last_draw(rig: Rig) -> None:
     await rig.station("CS-gone", power_kw=7.0)
     await rig.station("CS-1")
-    rig.publish("station.disconnected", "CS-gone")
+    rig.publish(StationDisconnected(station_id="CS-gone"))
     rig.limit(40.0, "x")
     await rig.settle()
     assert rig.commands.last_limit("CS-1") * 3 * 230 / 1000 <= 40.0 - 20.0 - 7.0 + 1e-6
@@ -304,6 +323,6 @@ async def test_session_need_from_api_and_bad_input(rig: Rig) -> None:
 
 async def test_session_end_forgets_profile_and_replans(rig: Rig) -> None:
     tx = await rig.station("CS-1")
-    rig.publish("transaction.ended", "CS-1", transaction_id=tx, evse_id=1)
+    rig.transaction("CS-1", "Ended", tx)
     await rig.settle()
-    assert ("CS-1", 1) not in rig.ctl.book.sessions and ("CS-1", 1) not in rig.ctl.pusher.installed
+    assert ("CS-1", 1) not in rig.ctl.sessions.sessions and ("CS-1", 1) not in rig.ctl.pusher.installed

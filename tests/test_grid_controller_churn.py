@@ -10,9 +10,8 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-
-from csms.grid.pusher import Hysteresis, Setpoints
-from csms.meter import Reading
+from csms.domain.meter import Reading
+from profiles.hysteresis import Hysteresis, Setpoints
 from tests.test_grid_controller import T0, FakeCommands, Rig
 from tests.waiting import until
 
@@ -45,15 +44,14 @@ async def test_session_starts_cost_a_few_plans_and_one_profile_each() -> None:
         n = 15  # all fit at full power: no plan has a reason to change anyone's profile
         for i in range(n):  # a fleet (re)connecting: one station after another, a second apart
             sid = f"CS-{i:03d}"
-            r.publish("station.connected", sid)
-            r.publish("station.booted", sid, status="Accepted", vendor="V", model="M")
-            r.publish("transaction.started", sid, transaction_id=f"tx{i}", evse_id=1, charging_state="Charging",
-                      reading=Reading(power_w=22000.0, energy_wh=1000.0))
+            r.connect(sid)
+            r.transaction(sid, "Started", f"tx{i}", charging_state="Charging",
+                          reading=Reading(power_w=22000.0, energy_wh=1000.0))
             r.clock.advance(1)
             await asyncio.sleep(0.002)
         await r.settle()
-        assert len(r.ctl.book) == n and all(st.ready for st in r.ctl.book.stations.values())
-        assert 1 <= r.ctl.plans <= n // 3, f"{r.ctl.plans} plans for {n} session starts"
+        assert len(r.ctl.sessions) == n and all(st.ready for st in r.ctl.sessions.stations.values())
+        assert 1 <= r.ctl.controller.plans <= n // 3, f"{r.ctl.controller.plans} plans for {n} session starts"
         tx = r.commands.tx_profiles()
         assert sorted(s for s, _, _ in tx) == [f"CS-{i:03d}" for i in range(n)], "one TxProfile per session"
         assert all(first_limit(p) == 32.0 for _, _, p in tx)
@@ -79,14 +77,14 @@ async def test_paused_car_stays_paused_and_unchanged_profiles_are_not_resent() -
             r.clock.advance(1)
             energy[charging] += 8000 / 3600  # the charging car takes its energy: its laxity grows
             for sid in ("CS-1", "CS-2"):
-                session = r.ctl.book.sessions[(sid, 1)]
-                r.publish("transaction.updated", sid, transaction_id=session.transaction_id, evse_id=1,
-                          charging_state="Charging" if sid == charging else "SuspendedEVSE",
-                          reading=Reading(power_w=(session.setpoint_kw or 0) * 1000, energy_wh=energy[sid]))
-            r.ctl.request("tick")
+                session = r.ctl.sessions.sessions[(sid, 1)]
+                r.transaction(sid, "Updated", session.transaction_id,
+                              charging_state="Charging" if sid == charging else "SuspendedEVSE",
+                              reading=Reading(power_w=(session.setpoint_kw or 0) * 1000, energy_wh=energy[sid]))
+            r.ctl.controller.request("tick")
             await r.settle()
             assert r.commands.last_limit(charging) > 0 and all(r.commands.last_limit(s) == 0 for s in paused)
-        assert r.ctl.plans >= 20
+        assert r.ctl.controller.plans >= 20
         assert len(r.commands.tx_profiles()) - sent <= 2, "profiles re-sent although nothing changed"
         assert r.ctl.pusher.skipped >= 30
         assert r.planned_kw() <= 8.0 + 1e-6
@@ -95,9 +93,8 @@ async def test_paused_car_stays_paused_and_unchanged_profiles_are_not_resent() -
 
 
 async def test_stricter_limit_during_a_refine_wave_is_cut_first() -> None:
-    r = Rig()
     held = HeldCommands()
-    r.daemon.commands = held
+    r = Rig(held)
     r.ctl.pusher.chunk = 2  # the refine wave goes out in small chunks: a cut can come in between
     await r.ctl.start()
     try:
@@ -110,7 +107,7 @@ async def test_stricter_limit_during_a_refine_wave_is_cut_first() -> None:
         before = len(held.tx_profiles())
         r.limit(300.0, "relax")  # every car may go up: a refine wave to all ten, answers held back
         await until(lambda: len(held.tx_profiles()) > before, what="the refine wave started", interval=0.001)
-        assert r.ctl._wave is not None and r.ctl._wave.kind == "plan"
+        assert r.ctl.controller._wave is not None and r.ctl.controller._wave.kind == "plan"
         refine_sent = len(held.tx_profiles()) - before
         r.limit(45.0, "cut")  # 25 kW for ten cars while the refine wave still waits for answers
         await until(lambda: {s for s, _, p in held.tx_profiles()[before + refine_sent:]
@@ -124,7 +121,7 @@ async def test_stricter_limit_during_a_refine_wave_is_cut_first() -> None:
                    for _, _, p in held.tx_profiles()[before + refine_sent:])
         held.hold.set()
         await r.settle()
-        events = list(r.ctl.events)
+        events = list(r.ctl.journal.events)
         reaction = [e for e in events if e["kind"] == "reaction"][-1]
         assert reaction["by"] == "cut"
         superseded = [e for e in events if e["kind"] == "push" and e["status"] == "superseded"]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from csms.grid.verify import composite_kw
+from csms.grid.effects.verify import composite_kw
 from simulators.clock import Clock
 from simulators.ev import EV
 from simulators.grid_signals import DsoSignalPublisher
@@ -60,7 +60,8 @@ async def neighbourhood(tmp_path: Path, **transformer: Any) -> AsyncIterator[tup
                                                                                   DsoSignalPublisher]]:
     prefix = f"test-{uuid.uuid4().hex[:10]}"
     async with running_daemon(tmp_path, grid=grid_config(prefix, **transformer), api={"enabled": False}) as d:
-        assert await d.daemon.grid.signals.wait_connected(10)
+        assert d.daemon.grid is not None and d.daemon.grid.signals.mqtt is not None
+        assert await d.daemon.grid.signals.mqtt.wait_connected(10)
         url = d.ws_url
         stations = []
         for i in range(N_STATIONS):
@@ -75,7 +76,7 @@ async def neighbourhood(tmp_path: Path, **transformer: Any) -> AsyncIterator[tup
             for s in stations:
                 s.plug_in(1, ev_for(s.station_id))
             ctl = d.daemon.grid
-            await until(lambda: len(ctl.book) == N_STATIONS and all(st.ready for st in ctl.book.stations.values()),
+            await until(lambda: len(ctl.sessions) == N_STATIONS and all(st.ready for st in ctl.sessions.stations.values()),
                         15, "all sessions known and stations set up")
             await until(lambda: sum(sum(s.power_w.values()) for s in stations) > 150_000, 10, "everyone charging")
             async with DsoSignalPublisher(prefix=prefix) as dso:
@@ -106,8 +107,8 @@ async def test_limit_drop_v2g_and_recovery(tmp_path: Path) -> None:
         room = 100.0 - BASE_KW
         sent = time.monotonic()
         await dso.send_limit("T1", 100.0)
-        await until(lambda: ctl.reaction_s, 5, "cut pushed")
-        assert ctl.reaction_s[-1] < 3.0
+        await until(lambda: ctl.controller.reaction_s, 5, "cut pushed")
+        assert ctl.controller.reaction_s[-1] < 3.0
         await until(lambda: sim_power_kw(stations) <= room + 0.5, 5, "simulated power under the limit")
         await until(lambda: metered_kw(d) <= room + 0.5, 5, "metered power under the limit")
         assert await composite_total_kw(d, stations) <= room + 1e-6
@@ -133,15 +134,15 @@ async def test_limit_drop_v2g_and_recovery(tmp_path: Path) -> None:
         resumed = others - {NO_RESUME_ID}
         await until(lambda: all(sum(s.power_w.values()) > 0 for s in stations if s.station_id in resumed), 8,
                     "cars resumed")
-        await until(lambda: not ctl.book.sessions[(NO_RESUME_ID, 1)].can_pause, 10, "no-resume car detected")
-        assert all(ctl.book.sessions[(sid, 1)].can_pause for sid in resumed)
-        kinds = [(e["kind"], e.get("finding")) for e in ctl.events]
+        await until(lambda: not ctl.sessions.sessions[(NO_RESUME_ID, 1)].can_pause, 10, "no-resume car detected")
+        assert all(ctl.sessions.sessions[(sid, 1)].can_pause for sid in resumed)
+        kinds = [(e["kind"], e.get("finding")) for e in ctl.journal.events]
         assert ("finding", "no_resume") in kinds and ("cut", None) in kinds
         # A squeeze now keeps the never-pause car at its minimum instead of pausing it.
         await dso.send_limit("T1", 30.0)
-        await until(lambda: ctl.groups["T1"].limit_kw == 30.0, 5, "squeeze planned")
+        await until(lambda: ctl.views.groups["T1"].limit_kw == 30.0, 5, "squeeze planned")
         await until(lambda: sim_power_kw(stations) <= 30.0 - BASE_KW + 0.5, 5, "under the squeeze")
-        held = ctl.book.sessions[(NO_RESUME_ID, 1)]
+        held = ctl.sessions.sessions[(NO_RESUME_ID, 1)]
         assert held.setpoint_a is not None and held.setpoint_a >= 6 and held.state() != "paused"
         metrics = d.daemon.metrics.exposition().decode()
         assert "csms_grid_reaction_seconds_count" in metrics and 'csms_transformer_limit_kw{transformer="T1"} 30.0' \
@@ -156,19 +157,19 @@ async def test_silence_triggers_safe_mode_and_malformed_signal_is_rejected(tmp_p
         await dso.send_limit("T1", 150.0)
         await until(lambda: ctl.snapshot()["transformers"]["T1"]["limit_kw"] == 150.0, 5, "limit applied")
         await until(lambda: sim_power_kw(stations) <= 150.0 - BASE_KW + 0.5, 5, "under 150 kW")
-        events_before = len(ctl.events)
+        events_before = len(ctl.journal.events)
         # A malformed signal is rejected and the previous limit holds (nothing is re-pushed for it).
         await dso.send_raw("T1", b'{"signal_id": "broken", "limit_kw": "lots"}')
         await until(lambda: any(e.kind == "grid.signal_rejected" for e in seen), 5, "rejection event")
         rejected = next(e for e in seen if e.kind == "grid.signal_rejected")
-        assert "limit_kw" in rejected.data["reason"]
+        assert "limit_kw" in rejected.reason
         assert ctl.snapshot()["transformers"]["T1"]["limit_kw"] == 150.0
         assert await composite_total_kw(d, stations) <= 150.0 - BASE_KW + 1e-6
-        after = list(ctl.events)[events_before:]
+        after = list(ctl.journal.events)[events_before:]
         assert not [e for e in after if e["kind"] == "limit" and "safe_mode" not in (e.get("source"), e.get("event"))
                     and e.get("event") != "grid.safe_mode"]
         # Silence: the source stops talking, safe mode takes over with its safe limit.
-        await until(lambda: any(e.kind == "grid.safe_mode" and e.data.get("on") for e in seen), 8, "safe mode")
+        await until(lambda: any(e.kind == "grid.safe_mode" and e.on for e in seen), 8, "safe mode")
         snap = ctl.snapshot()["transformers"]["T1"]
         assert snap["safe_mode"] and snap["limit_kw"] == 60.0
         await until(lambda: sim_power_kw(stations) <= 60.0 - BASE_KW + 0.5, 5, "under the safe limit")

@@ -12,11 +12,14 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from prometheus_client import CollectorRegistry
 
-from csms.bus import Bus, Event
+from csms.app import utc_now
+from csms.bus import LocalBus
+from csms.domain.events import Event
 from csms.grid.config import GridConfig, parse_grid
-from csms.grid.limits import LimitBook, SignalError, parse_signal
-from csms.grid.signals import SignalListener
+from csms.grid.model.limits import LimitBook, SignalError, parse_signal
+from csms.grid.signals import Signals
 from simulators.grid_signals import DsoSignalPublisher, limit_payload, schedule_payload
 
 NOW = datetime(2024, 6, 3, 12, 0, tzinfo=timezone.utc)  # a Monday; 14:00 in Amsterdam (CEST)
@@ -247,26 +250,26 @@ def live_grid(prefix: str | None, *, timeout_s: float | None = 30, port: int = B
 
 
 async def test_submit_without_broker_applies_and_announces() -> None:
-    bus = Bus()
+    bus = LocalBus()
     queue, _ = bus.queue("grid.")
-    listener = SignalListener(live_grid(None), bus)
+    listener = Signals(live_grid(None), bus, CollectorRegistry(), utc_now)
     await listener.start()
     try:
-        sig = await listener.submit("T1", {"signal_id": "api-1", "source": "operator", "limit_kw": 75})
+        sig = await listener.desk.submit("T1", {"signal_id": "api-1", "source": "operator", "limit_kw": 75})
         assert sig.signal_id == "api-1"
-        ev = await next_event(queue, lambda e: e.kind == "grid.limit" and e.data["signal_id"] == "api-1")
-        assert ev.data == {"transformer_id": "T1", "limit_kw": 75.0, "source": "signal:operator:api-1",
+        ev = await next_event(queue, lambda e: e.kind == "grid.limit" and e.signal_id == "api-1")
+        assert ev.data() == {"transformer_id": "T1", "limit_kw": 75.0, "source": "signal:operator:api-1",
                            "signal_id": "api-1"}
         assert listener.book.limit_at("T1", datetime.now(timezone.utc))[0] == 75.0
         assert listener.status.snapshot("T1")["limit_kw"] == 75.0
         with pytest.raises(SignalError, match="exceeds the rated capacity"):
-            await listener.submit("T1", {"signal_id": "api-2", "limit_kw": 401})
+            await listener.desk.submit("T1", {"signal_id": "api-2", "limit_kw": 401})
         ev = await next_event(queue, lambda e: e.kind == "grid.signal_rejected")
-        assert ev.data["signal_id"] == "api-2" and "rated capacity" in ev.data["reason"]
+        assert ev.signal_id == "api-2" and "rated capacity" in ev.reason
         assert listener.book.limit_at("T1", datetime.now(timezone.utc))[0] == 75.0  # the last good limit holds
-        assert listener.recent_rejections[-1]["signal_id"] == "api-2"
+        assert listener.desk.recent_rejections[-1]["signal_id"] == "api-2"
         with pytest.raises(SignalError, match="unknown transformer"):
-            await listener.submit("T9", {"signal_id": "api-3", "limit_kw": 1})
+            await listener.desk.submit("T9", {"signal_id": "api-3", "limit_kw": 1})
         outcome = {s.labels["outcome"]: s.value for m in listener.metrics.signals.collect() for s in m.samples
                    if s.name.endswith("_total") and s.labels["transformer"] == "T1"}
         assert outcome == {"accepted": 1.0, "rejected": 1.0}
@@ -275,20 +278,20 @@ async def test_submit_without_broker_applies_and_announces() -> None:
 
 
 async def test_silence_turns_safe_mode_on_and_a_signal_turns_it_off() -> None:
-    bus = Bus()
+    bus = LocalBus()
     queue, _ = bus.queue("grid.")
-    listener = SignalListener(live_grid(None, timeout_s=0.3), bus)
+    listener = Signals(live_grid(None, timeout_s=0.3), bus, CollectorRegistry(), utc_now)
     await listener.start()
     try:
         ev = await next_event(queue, lambda e: e.kind == "grid.safe_mode", timeout=3)
-        assert ev.data["on"] is True and "no limit signal for more than 0.3 s" in ev.data["reason"]
+        assert ev.on is True and "no limit signal for more than 0.3 s" in ev.reason
         assert listener.book.in_safe_mode("T1")
         assert listener.book.limit_at("T1", datetime.now(timezone.utc)) == (100.0, "safe_mode")
         assert listener.status.snapshot("T1")["safe_mode"] is True
         assert listener.metrics.safe_mode.labels("T1")._value.get() == 1
-        await listener.submit("T1", {"signal_id": "wake", "limit_kw": 300})
+        await listener.desk.submit("T1", {"signal_id": "wake", "limit_kw": 300})
         ev = await next_event(queue, lambda e: e.kind == "grid.safe_mode")
-        assert ev.data["on"] is False
+        assert ev.on is False
         assert listener.book.limit_at("T1", datetime.now(timezone.utc)) == (300.0, "signal:dso:wake")
         assert listener.status.snapshot("T1")["safe_mode"] is False
     finally:
@@ -358,12 +361,12 @@ async def watcher(prefix: str) -> AsyncIterator[Watcher]:
 
 
 @pytest.fixture
-async def listener(prefix: str) -> AsyncIterator[tuple[SignalListener, asyncio.Queue[Event]]]:
-    bus = Bus()
+async def listener(prefix: str) -> AsyncIterator[tuple[Signals, asyncio.Queue[Event]]]:
+    bus = LocalBus()
     queue, _ = bus.queue("grid.")
-    lst = SignalListener(live_grid(prefix, timeout_s=30), bus)
+    lst = Signals(live_grid(prefix, timeout_s=30), bus, CollectorRegistry(), utc_now)
     await lst.start()
-    assert await lst.wait_connected(5), "is Mosquitto running on 127.0.0.1:1883?"
+    assert await lst.mqtt.wait_connected(5), "is Mosquitto running on 127.0.0.1:1883?"
     try:
         yield lst, queue
     finally:
@@ -372,13 +375,13 @@ async def listener(prefix: str) -> AsyncIterator[tuple[SignalListener, asyncio.Q
 
 @pytest.mark.mqtt
 async def test_signal_over_mqtt_reaches_the_bus_and_the_status_topic(
-        prefix: str, watcher: Watcher, listener: tuple[SignalListener, asyncio.Queue[Event]]) -> None:
+        prefix: str, watcher: Watcher, listener: tuple[Signals, asyncio.Queue[Event]]) -> None:
     lst, queue = listener
     assert await watcher.wait(f"{prefix}/csms/availability", lambda b: b == "online")
     async with DsoSignalPublisher(*BROKER, prefix=prefix) as dso:
         sent = await dso.send_limit("T1", 180.0, valid_until=datetime.now(timezone.utc) + timedelta(hours=1))
-    ev = await next_event(queue, lambda e: e.kind == "grid.limit" and e.data["signal_id"] == sent["signal_id"])
-    assert ev.data["limit_kw"] == 180.0 and ev.data["source"] == f"signal:dso:{sent['signal_id']}"
+    ev = await next_event(queue, lambda e: e.kind == "grid.limit" and e.signal_id == sent["signal_id"])
+    assert ev.limit_kw == 180.0 and ev.source == f"signal:dso:{sent['signal_id']}"
     verdict = await watcher.wait(f"{prefix}/grid/T1/signal-status", lambda b: b["signal_id"] == sent["signal_id"])
     assert verdict["status"] == "accepted" and verdict["reason"] is None
     status = await watcher.wait(f"{prefix}/grid/T1/status", lambda b: b.get("limit_kw") == 180.0)
@@ -388,11 +391,11 @@ async def test_signal_over_mqtt_reaches_the_bus_and_the_status_topic(
 
 @pytest.mark.mqtt
 async def test_malformed_signal_is_answered_and_the_old_limit_holds(
-        prefix: str, watcher: Watcher, listener: tuple[SignalListener, asyncio.Queue[Event]]) -> None:
+        prefix: str, watcher: Watcher, listener: tuple[Signals, asyncio.Queue[Event]]) -> None:
     lst, queue = listener
     async with DsoSignalPublisher(*BROKER, prefix=prefix) as dso:
         good = await dso.send_limit("T1", 220.0)
-        await next_event(queue, lambda e: e.kind == "grid.limit" and e.data["signal_id"] == good["signal_id"])
+        await next_event(queue, lambda e: e.kind == "grid.limit" and e.signal_id == good["signal_id"])
         await dso.send_raw("T1", b'{"signal_id": "bad-1", "limit_kw": ')
         await dso.send_raw("T1", json.dumps({"signal_id": "bad-2", "limit_kw": -40}))
         await dso.send("T1", good)  # a re-send: idempotent
@@ -400,8 +403,8 @@ async def test_malformed_signal_is_answered_and_the_old_limit_holds(
     assert rejected["signal_id"] is None and rejected["reason"].startswith("malformed JSON")
     second = await watcher.wait(f"{prefix}/grid/T1/signal-status", lambda b: b["signal_id"] == "bad-2")
     assert second["status"] == "rejected" and ">= 0 kW" in second["reason"]
-    ev = await next_event(queue, lambda e: e.kind == "grid.signal_rejected" and e.data["signal_id"] == "bad-2")
-    assert ev.data["transformer_id"] == "T1"
+    ev = await next_event(queue, lambda e: e.kind == "grid.signal_rejected" and e.signal_id == "bad-2")
+    assert ev.transformer_id == "T1"
     dup = await watcher.wait(f"{prefix}/grid/T1/signal-status", lambda b: b["status"] == "duplicate")
     assert dup["signal_id"] == good["signal_id"]
     assert lst.book.limit_at("T1", datetime.now(timezone.utc)) == (220.0, f"signal:dso:{good['signal_id']}")
@@ -409,21 +412,21 @@ async def test_malformed_signal_is_answered_and_the_old_limit_holds(
 
 @pytest.mark.mqtt
 async def test_quiet_source_means_safe_mode_until_the_next_signal(prefix: str, watcher: Watcher) -> None:
-    bus = Bus()
+    bus = LocalBus()
     queue, _ = bus.queue("grid.")
-    lst = SignalListener(live_grid(prefix, timeout_s=1.0), bus)
+    lst = Signals(live_grid(prefix, timeout_s=1.0), bus, CollectorRegistry(), utc_now)
     await lst.start()
     try:
-        assert await lst.wait_connected(5)
-        ev = await next_event(queue, lambda e: e.kind == "grid.safe_mode" and e.data["on"], timeout=5)
-        assert "no limit signal" in ev.data["reason"]
+        assert await lst.mqtt.wait_connected(5)
+        ev = await next_event(queue, lambda e: e.kind == "grid.safe_mode" and e.on, timeout=5)
+        assert "no limit signal" in ev.reason
         status = await watcher.wait(f"{prefix}/grid/T1/status", lambda b: b.get("safe_mode") is True)
         assert status["limit_kw"] == 100.0 and status["limit_source"] == "safe_mode"
         assert "no limit signal" in status["safe_mode_reason"]
         mark = watcher.mark()
         async with DsoSignalPublisher(*BROKER, prefix=prefix) as dso:
             await dso.send_limit("T1", 350.0)
-        ev = await next_event(queue, lambda e: e.kind == "grid.safe_mode" and not e.data["on"])
+        ev = await next_event(queue, lambda e: e.kind == "grid.safe_mode" and not e.on)
         status = await watcher.wait(f"{prefix}/grid/T1/status", lambda b: b.get("safe_mode") is False, since=mark)
         assert status["limit_kw"] == 350.0
     finally:
@@ -434,15 +437,15 @@ async def test_quiet_source_means_safe_mode_until_the_next_signal(prefix: str, w
 async def test_retained_signal_is_applied_but_is_no_sign_of_life(prefix: str, watcher: Watcher) -> None:
     async with DsoSignalPublisher(*BROKER, prefix=prefix) as dso:
         await dso.send_raw("T1", json.dumps(limit_payload(260.0, signal_id="kept")), retain=True)
-        bus = Bus()
+        bus = LocalBus()
         queue, _ = bus.queue("grid.")
-        lst = SignalListener(live_grid(prefix, timeout_s=1.0), bus)
+        lst = Signals(live_grid(prefix, timeout_s=1.0), bus, CollectorRegistry(), utc_now)
         await lst.start()
         try:
-            await next_event(queue, lambda e: e.kind == "grid.limit" and e.data["signal_id"] == "kept")
+            await next_event(queue, lambda e: e.kind == "grid.limit" and e.signal_id == "kept")
             assert lst.book.last_heard("T1") is None
             ev = await next_event(queue, lambda e: e.kind == "grid.safe_mode", timeout=5)
-            assert ev.data["on"] is True
+            assert ev.on is True
             assert lst.book.limit_at("T1", datetime.now(timezone.utc)) == (100.0, "safe_mode")
         finally:
             await lst.stop()
@@ -450,14 +453,14 @@ async def test_retained_signal_is_applied_but_is_no_sign_of_life(prefix: str, wa
 
 
 @pytest.mark.mqtt
-async def test_schedule_and_base_load_over_mqtt(prefix: str, listener: tuple[SignalListener, asyncio.Queue[Event]]) -> None:
+async def test_schedule_and_base_load_over_mqtt(prefix: str, listener: tuple[Signals, asyncio.Queue[Event]]) -> None:
     lst, queue = listener
     now = datetime.now(timezone.utc)
     async with DsoSignalPublisher(*BROKER, prefix=prefix, source="gopacs") as dso:
         sent = await dso.send(
             "T1", schedule_payload([(now - timedelta(minutes=1), now + timedelta(hours=1), 140.0),
                                     (now + timedelta(hours=1), now + timedelta(hours=2), 90.0)], source="gopacs"))
-        await next_event(queue, lambda e: e.kind == "grid.limit" and e.data["signal_id"] == sent["signal_id"])
+        await next_event(queue, lambda e: e.kind == "grid.limit" and e.signal_id == sent["signal_id"])
         await dso.send_base_load("T1", 55.5)
         await dso.send_base_load("T9", 1.0)  # unknown group: ignored, not a crash
     assert [kw for kw, _ in lst.book.schedule("T1", now, 3, 3600)] == [140.0, 90.0, 400.0]
@@ -473,7 +476,7 @@ async def test_schedule_and_base_load_over_mqtt(prefix: str, listener: tuple[Sig
 
 @pytest.mark.mqtt
 async def test_controller_state_is_merged_into_the_retained_status(
-        prefix: str, watcher: Watcher, listener: tuple[SignalListener, asyncio.Queue[Event]]) -> None:
+        prefix: str, watcher: Watcher, listener: tuple[Signals, asyncio.Queue[Event]]) -> None:
     lst, _ = listener
     lst.status.publish("T1", {"measured_kw": 211.5, "planned_kw": 198.0, "sessions_paused": 3,
                               "sessions_discharging": 1})
@@ -487,17 +490,18 @@ async def test_unreachable_broker_means_safe_mode() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
-    bus = Bus()
+    bus = LocalBus()
     queue, _ = bus.queue("grid.")
-    lst = SignalListener(live_grid("unreachable", timeout_s=3600, port=closed_port, grace_s=0.2), bus)
+    lst = Signals(live_grid("unreachable", timeout_s=3600, port=closed_port, grace_s=0.2), bus, CollectorRegistry(),
+                  utc_now)
     await lst.start()
     try:
         ev = await next_event(queue, lambda e: e.kind == "grid.safe_mode", timeout=5)
-        assert ev.data["on"] is True and "MQTT broker unreachable" in ev.data["reason"]
-        assert not lst.connected and lst.metrics.broker_connected._value.get() == 0
+        assert ev.on is True and "MQTT broker unreachable" in ev.reason
+        assert not lst.mqtt.connected and lst.metrics.broker_connected._value.get() == 0
         assert lst.status.snapshot("T1")["safe_mode"] is True
         # The operator can still post a limit; the safe limit stays in force while it is stricter.
-        await lst.submit("T1", {"signal_id": "api", "limit_kw": 250})
+        await lst.desk.submit("T1", {"signal_id": "api", "limit_kw": 250})
         assert lst.book.limit_at("T1", datetime.now(timezone.utc)) == (100.0, "safe_mode")
     finally:
         await lst.stop()
@@ -505,7 +509,7 @@ async def test_unreachable_broker_means_safe_mode() -> None:
 
 async def test_shutdown_survives_a_swallowed_cancellation() -> None:
     """Python 3.11's wait_for (inside aiomqtt) can eat one cancel(); stopping must still finish."""
-    from csms.grid.signals import cancel_and_wait
+    from csms.tasks import cancel_and_wait
 
     started = asyncio.Event()
 

@@ -9,8 +9,12 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from csms.security.certificates import (certificate_hash_data, delete_certificate, get_installed_certificate_ids,
-                                        install_certificate)
+from csms.security.certificates import (
+    certificate_hash_data,
+    delete_certificate,
+    get_installed_certificate_ids,
+    install_certificate,
+)
 from csms.security.credentials import register_station
 from tests.ocpp_client import RawStation
 from tests.test_security_pki import Pki, make_csr, new_key, pem_cert, pki  # noqa: F401 - fixture
@@ -36,7 +40,7 @@ async def recorded(daemon: Any, station_id: str, action: str) -> list[dict[str, 
 
 async def test_csr_is_signed_and_delivered_with_certificate_signed(tmp_path: Path, pki: Pki) -> None:
     async with tls_daemon(tmp_path, pki) as d:
-        await register_station(d.daemon, "CS-3", 3)
+        await register_station(d.daemon.store, "CS-3", 3)
         st = await RawStation.connect(wss(d), "CS-3", ssl=pki.client_context("CS-3"))
         st.auto_answer["CertificateSigned"] = {"status": "Accepted"}
         assert (await st.boot())["status"] == "Accepted"
@@ -84,12 +88,13 @@ async def test_typed_certificate_commands_send_valid_payloads(tmp_path: Path, pk
         st.auto_answer["GetInstalledCertificateIds"] = {"status": "Accepted", "certificateHashDataChain": [
             {"certificateType": "CSMSRootCertificate", "certificateHashData": hash_data}]}
         st.auto_answer["DeleteCertificate"] = {"status": "Accepted"}
-        assert (await install_certificate(d.daemon, "CS-5", "CSMSRootCertificate", root_pem))["status"] == "Accepted"
+        installed = await install_certificate(d.daemon.commands, "CS-5", "CSMSRootCertificate", root_pem)
+        assert installed["status"] == "Accepted"
         assert (await next_call(st, "InstallCertificate"))[3] == {"certificateType": "CSMSRootCertificate",
                                                                   "certificate": root_pem}
-        ids = await get_installed_certificate_ids(d.daemon, "CS-5", ["CSMSRootCertificate"])
+        ids = await get_installed_certificate_ids(d.daemon.commands, "CS-5", ["CSMSRootCertificate"])
         listed = ids["certificateHashDataChain"][0]["certificateHashData"]
-        assert (await delete_certificate(d.daemon, "CS-5", listed))["status"] == "Accepted"
+        assert (await delete_certificate(d.daemon.commands, "CS-5", listed))["status"] == "Accepted"
         await next_call(st, "GetInstalledCertificateIds")
         sent = await next_call(st, "DeleteCertificate")
         assert sent[3] == {"certificateHashData": hash_data}

@@ -12,7 +12,6 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from csms.metrics import Metrics
-from csms.security import security_of
 from csms.security.config import AuthFailureLimits, MessageRateLimits
 from csms.security.credentials import register_station
 from csms.security.ratelimit import FailureLimiter, MessageGate, TokenBucket
@@ -67,8 +66,9 @@ class FakeWs:
 
 async def test_message_gate_answers_excess_calls_and_closes_a_flooder() -> None:
     clock = Clock()
-    gate = MessageGate(MessageRateLimits(per_second=2, burst=3, close_after=4), clock)
-    conn = SimpleNamespace(station_id="CS-1", ws=FakeWs(), daemon=SimpleNamespace(metrics=Metrics()))
+    gate = MessageGate(MessageRateLimits(per_second=2, burst=3, close_after=4), Metrics(), clock)
+    ws = FakeWs()
+    conn = SimpleNamespace(station_id="CS-1", ws=ws, send_text=ws.send, close=ws.close)
     assert [gate.admit("CS-1") for _ in range(4)] == [True, True, True, False]
     assert gate.admit("CS-2")  # buckets are per station
     await gate.refuse(conn, "m4")
@@ -85,9 +85,9 @@ async def test_message_gate_answers_excess_calls_and_closes_a_flooder() -> None:
 
 async def test_idle_station_is_disconnected(tmp_path: Path) -> None:
     async with plain_daemon(tmp_path, idle_timeout_s=1) as d:
-        await register_station(d.daemon, "CS-IDLE", 1, PASSWORD)
+        await register_station(d.daemon.store, "CS-IDLE", 1, PASSWORD)
         st = await RawStation.connect(d.ws_url, "CS-IDLE", additional_headers=basic("CS-IDLE", PASSWORD))
-        gate = security_of(d.daemon).message_gate
+        gate = d.daemon.security.message_gate
         assert d.daemon.message_gate is gate
         gate.admit("CS-OTHER")  # the connection's hook reports activity (idle sweeping is armed)
         await asyncio.wait_for(st.ws.wait_closed(), 5)
@@ -98,10 +98,10 @@ async def test_idle_station_is_disconnected(tmp_path: Path) -> None:
 
 async def test_active_station_is_not_idle(tmp_path: Path) -> None:
     async with plain_daemon(tmp_path, idle_timeout_s=100) as d:
-        await register_station(d.daemon, "CS-A", 1, PASSWORD)
+        await register_station(d.daemon.store, "CS-A", 1, PASSWORD)
         st = await RawStation.connect(d.ws_url, "CS-A", additional_headers=basic("CS-A", PASSWORD))
         await st.boot()
-        security = security_of(d.daemon)
+        security = d.daemon.security
         gate = security.message_gate
         gate.admit("CS-A")  # what the connection's hook does for each CALL
         assert security.idle_stations() == []
@@ -118,7 +118,7 @@ async def test_active_station_is_not_idle(tmp_path: Path) -> None:
 def test_websockets_debug_logs_do_not_show_credentials() -> None:
     import logging
 
-    from csms.security import _SecretsFilter
+    from csms.security.component import _SecretsFilter
 
     header = logging.LogRecord("websockets.server", logging.DEBUG, __file__, 1, "< %s: %s",
                                ("Authorization", "Basic Q1MtMTpzZWNyZXQ="), None)

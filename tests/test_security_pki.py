@@ -15,9 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
-from csms.security.ca import CaError, CertificateAuthority, CsrRejected
+from csms.security.ca import CaConfig, CaError, CertificateAuthority, CsrRejected
 from csms.security.certificates import CertificateInputError, certificate_hash_data
-from csms.security.config import CaConfig
 
 
 def _name(cn: str) -> x509.Name:

@@ -13,7 +13,7 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from csms.security import auth, security_of
+from csms.security import auth
 from csms.security.credentials import register_station
 from tests.daemon_fixture import RunningDaemon, running_daemon
 from tests.ocpp_client import RawStation
@@ -67,7 +67,7 @@ async def boots(url: str, station_id: str, **kwargs: Any) -> None:
 
 async def test_profile1_password_admits_and_failures_are_bare_401s(tmp_path: Path) -> None:
     async with plain_daemon(tmp_path) as d:
-        await register_station(d.daemon, "CS-1", 1, PASSWORD)
+        await register_station(d.daemon.store, "CS-1", 1, PASSWORD)
         await boots(d.ws_url, "CS-1", additional_headers=basic("CS-1", PASSWORD))
         cases = [
             ("CS-1", basic("CS-1", PASSWORD + "x"), auth.INVALID_CREDENTIALS),
@@ -93,8 +93,8 @@ async def test_profile1_password_admits_and_failures_are_bare_401s(tmp_path: Pat
 
 async def test_no_downgrade_from_profile2_or_3_to_plain_ws(tmp_path: Path) -> None:
     async with plain_daemon(tmp_path) as d:
-        await register_station(d.daemon, "CS-2", 2, PASSWORD)
-        await register_station(d.daemon, "CS-3", 3)
+        await register_station(d.daemon.store, "CS-2", 2, PASSWORD)
+        await register_station(d.daemon.store, "CS-3", 3)
         assert await refused_status(d.ws_url, "CS-2", additional_headers=basic("CS-2", PASSWORD)) == 401
         assert await refused_status(d.ws_url, "CS-3", additional_headers=basic("CS-3", PASSWORD)) == 401
         assert await events(d, "CS-2") == [auth.DOWNGRADE]
@@ -104,7 +104,7 @@ async def test_no_downgrade_from_profile2_or_3_to_plain_ws(tmp_path: Path) -> No
 async def test_failed_logins_are_rate_limited_per_identity_and_per_address(tmp_path: Path) -> None:
     limits = {"per_identity": 3, "per_address": 5, "window_s": 600}
     async with plain_daemon(tmp_path, auth_failures=limits) as d:
-        await register_station(d.daemon, "CS-1", 1, PASSWORD)
+        await register_station(d.daemon.store, "CS-1", 1, PASSWORD)
         wrong = basic("CS-1", "wrong-password-0000")
         for _ in range(3):
             assert await refused_status(d.ws_url, "CS-1", additional_headers=wrong) == 401
@@ -117,15 +117,15 @@ async def test_failed_logins_are_rate_limited_per_identity_and_per_address(tmp_p
         # Two more failures on other identities spend the address's budget of 5.
         for station_id in ("CS-X", "CS-Y"):
             assert await refused_status(d.ws_url, station_id, additional_headers=basic(station_id, PASSWORD)) == 401
-        await register_station(d.daemon, "CS-OK", 1, PASSWORD)
+        await register_station(d.daemon.store, "CS-OK", 1, PASSWORD)
         assert await refused_status(d.ws_url, "CS-OK", additional_headers=basic("CS-OK", PASSWORD)) == 429
 
 
 async def test_station_that_logged_in_from_an_address_is_not_locked_out_by_guessers(tmp_path: Path) -> None:
     async with plain_daemon(tmp_path, auth_failures={"per_identity": 2, "per_address": 100}) as d:
-        await register_station(d.daemon, "CS-1", 1, PASSWORD)
+        await register_station(d.daemon.store, "CS-1", 1, PASSWORD)
         await boots(d.ws_url, "CS-1", additional_headers=basic("CS-1", PASSWORD))
-        security = security_of(d.daemon)
+        security = d.daemon.security
         for _ in range(3):  # a guesser from another address spends the identity's budget
             security.failures.failure("203.0.113.9", "CS-1")
         assert security.failures.retry_after("203.0.113.9", "CS-1") > 0
@@ -136,7 +136,7 @@ async def test_station_that_logged_in_from_an_address_is_not_locked_out_by_guess
 
 async def test_profile2_over_tls_with_password(tmp_path: Path, pki: Pki) -> None:
     async with tls_daemon(tmp_path, pki) as d:
-        await register_station(d.daemon, "CS-2", 2, PASSWORD)
+        await register_station(d.daemon.store, "CS-2", 2, PASSWORD)
         await boots(wss(d), "CS-2", ssl=pki.client_context(), additional_headers=basic("CS-2", PASSWORD))
         assert await refused_status(wss(d), "CS-2", ssl=pki.client_context(),
                                     additional_headers=basic("CS-2", "wrong-password-0000")) == 401
@@ -148,14 +148,14 @@ async def test_profile2_over_tls_with_password(tmp_path: Path, pki: Pki) -> None
 
 async def test_profile1_station_over_tls_is_ratcheted_to_profile2(tmp_path: Path, pki: Pki) -> None:
     async with tls_daemon(tmp_path, pki) as d:
-        await register_station(d.daemon, "CS-1", 1, PASSWORD)
+        await register_station(d.daemon.store, "CS-1", 1, PASSWORD)
         await boots(wss(d), "CS-1", ssl=pki.client_context(), additional_headers=basic("CS-1", PASSWORD))
         assert (await d.daemon.store.get_station("CS-1")).security_profile == 2
 
 
 async def test_profile3_mutual_tls(tmp_path: Path, pki: Pki) -> None:
     async with tls_daemon(tmp_path, pki) as d:
-        await register_station(d.daemon, "CS-3", 3)
+        await register_station(d.daemon.store, "CS-3", 3)
         await boots(wss(d), "CS-3", ssl=pki.client_context("CS-3"))
         # A certificate of our CA but for another station: the CN must equal the identity in the URL.
         assert await refused_status(wss(d), "CS-3", ssl=pki.client_context("CS-OTHER")) == 401
@@ -168,7 +168,7 @@ async def test_profile3_mutual_tls(tmp_path: Path, pki: Pki) -> None:
 
 async def test_client_certificate_of_another_ca_fails_the_tls_handshake(tmp_path: Path, pki: Pki) -> None:
     async with tls_daemon(tmp_path, pki) as d:
-        await register_station(d.daemon, "CS-3", 3)
+        await register_station(d.daemon.store, "CS-3", 3)
         with pytest.raises((ssl.SSLError, ConnectionError, websockets.InvalidMessage, EOFError)):
             st = await RawStation.connect(wss(d), "CS-3", ssl=pki.client_context("CS-3", rogue=True),
                                           open_timeout=5)
@@ -189,7 +189,7 @@ async def test_unknown_stations_follow_the_registration_policy(tmp_path: Path, p
 
 async def test_minimum_tls_version_is_enforced(tmp_path: Path, pki: Pki) -> None:
     async with tls_daemon(tmp_path, pki, tls=pki.tls_section(min_version="1.3")) as d:
-        await register_station(d.daemon, "CS-2", 2, PASSWORD)
+        await register_station(d.daemon.store, "CS-2", 2, PASSWORD)
         old = pki.client_context()
         old.maximum_version = ssl.TLSVersion.TLSv1_2
         with pytest.raises((ssl.SSLError, ConnectionError)):

@@ -13,7 +13,7 @@ import yaml
 from csms.security import auth, passwords
 from csms.security.credentials import RegistrationError, register_station
 from csms.security.rotation import RotationError, RotationResult, rotate_password
-from csms.store import open_store
+from csms.store.factory import open_store
 from tests.daemon_fixture import running_daemon
 from tests.daemon_fixture import test_config as make_config
 from tests.ocpp_client import RawStation
@@ -54,7 +54,7 @@ class CredentialStation:
 async def test_rotation_end_to_end(tmp_path: Path) -> None:
     async with plain_daemon(tmp_path) as d:
         daemon = d.daemon
-        await register_station(daemon, "CS-1", 1, PASSWORD)
+        await register_station(daemon.store, "CS-1", 1, PASSWORD)
         station = CredentialStation(d.ws_url, "CS-1", PASSWORD)
         await station.connect()
         assert await rotate_password(daemon, "CS-1") == RotationResult.ACCEPTED
@@ -76,7 +76,7 @@ async def test_rotation_end_to_end(tmp_path: Path) -> None:
 
 async def test_rejected_rotation_keeps_the_old_password_only(tmp_path: Path) -> None:
     async with plain_daemon(tmp_path) as d:
-        await register_station(d.daemon, "CS-1", 1, PASSWORD)
+        await register_station(d.daemon.store, "CS-1", 1, PASSWORD)
         station = CredentialStation(d.ws_url, "CS-1", PASSWORD, answer="Rejected")
         await station.connect()
         with pytest.raises(RotationError, match="Rejected"):
@@ -87,7 +87,7 @@ async def test_rejected_rotation_keeps_the_old_password_only(tmp_path: Path) -> 
         assert await refused_status(d.ws_url, "CS-1", additional_headers=basic("CS-1", "a-new-password-0123")) == 401
         with pytest.raises(RotationError, match="not connected"):
             await rotate_password(d.daemon, "CS-1")
-        await register_station(d.daemon, "CS-3", 3)
+        await register_station(d.daemon.store, "CS-3", 3)
         with pytest.raises(RotationError, match="no password"):
             await rotate_password(d.daemon, "CS-3")
 
@@ -116,9 +116,7 @@ async def test_register_station_rules(tmp_path: Path) -> None:
 
 def test_cli_station_register(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     from csms import cli
-    from csms.security.cli import register_commands
 
-    monkeypatch.setattr(cli, "extra_commands", [register_commands])
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"store": {"sqlite_path": "csms.db"}}))
     assert cli.main(["station", "register", "CS-7", "--profile", "1", "--config", str(config)]) == 0

@@ -270,7 +270,7 @@ async def test_station_boots_and_completes_a_transaction_at_each_profile(tmp_pat
                                                                          profile: int) -> None:
     station_id = f"SEC-P{profile}"
     async with daemon_for(profile, tmp_path, pki) as (d, url):
-        await register_station(d.daemon, station_id, profile, template_password(station_id) if profile < 3 else None)
+        await register_station(d.daemon.store, station_id, profile, template_password(station_id) if profile < 3 else None)
         async with running(new_station(url, station_id, settings_for(profile, pki, station_id))) as station:
             assert station.boot_status == "Accepted" and station_id in d.daemon.connections
             station.plug_in(1, EV(model=EVModel(max_current_a=16.0), soc=0.2))
@@ -286,7 +286,7 @@ async def test_station_boots_and_completes_a_transaction_at_each_profile(tmp_pat
 async def test_wrong_password_is_an_auth_failure_with_backoff_not_a_crash(tmp_path: Path, pki: Pki) -> None:
     limits = {"auth_failures": {"per_address": 50, "per_identity": 2, "window_s": 60}}
     async with daemon_for(1, tmp_path, pki, **limits) as (d, url):
-        await register_station(d.daemon, "SEC-BAD", 1, "the-right-password-0001")
+        await register_station(d.daemon.store, "SEC-BAD", 1, "the-right-password-0001")
         station = new_station(url, "SEC-BAD", SecuritySettings(1, password_template=TEMPLATE))
         delays: list[float] = []
         sleep = station._sleep_unless_stopped
@@ -314,8 +314,8 @@ async def test_fleet_reports_auth_failures_and_keeps_running(tmp_path: Path) -> 
     data["clock"]["duration_h"] = 0.25
     scenario = parse_scenario(data, file="sec.yaml")
     async with plain_daemon(tmp_path) as d:
-        await register_station(d.daemon, "FT-00000", 1, template_password("FT-00000"))
-        await register_station(d.daemon, "FT-00001", 1, "someone-elses-password-01")
+        await register_station(d.daemon.store, "FT-00000", 1, template_password("FT-00000"))
+        await register_station(d.daemon.store, "FT-00001", 1, "someone-elses-password-01")
         fleet = Fleet(d.ws_url, scenario, speed=600, call_timeout_s=5, station_kwargs={"reconnect_base_s": 0.05,
                                                                                        "reconnect_max_s": 0.2})
         result = await fleet.run()
@@ -328,7 +328,7 @@ async def test_fleet_reports_auth_failures_and_keeps_running(tmp_path: Path) -> 
 async def test_password_rotation_end_to_end_over_tls(tmp_path: Path, pki: Pki) -> None:
     station_id, old = "SEC-ROT", template_password("SEC-ROT")
     async with daemon_for(2, tmp_path, pki) as (d, url):
-        await register_station(d.daemon, station_id, 2, old)
+        await register_station(d.daemon.store, station_id, 2, old)
         async with running(new_station(url, station_id, settings_for(2, pki, station_id))) as station:
             got = await d.daemon.commands.get_variables(station_id, [
                 {"component": {"name": "SecurityCtrlr"}, "variable": {"name": "SecurityProfile"}},
@@ -354,7 +354,7 @@ async def _rotated(d: RunningDaemon, station_id: str, new: str) -> bool:
 async def test_csms_sim_loadtest_over_tls_from_the_command_line(tmp_path: Path, pki: Pki) -> None:
     async with daemon_for(2, tmp_path, pki) as (d, url):
         for station_id in ("LOAD-00000", "LOAD-00001"):
-            await register_station(d.daemon, station_id, 2, template_password(station_id))
+            await register_station(d.daemon.store, station_id, 2, template_password(station_id))
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "simulators.cli", "loadtest", "--url", url, "--stations", "2", "--duration", "3",
             "--password-template", TEMPLATE, "--ca", pki.path("ca.pem"), "--no-progress",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from csms.store.base import IdTokenRecord, StationRecord, Store
+from csms.domain.meter import flatten
+from csms.domain.records import BootInfo, IdTokenRecord, StationRecord
+from csms.domain.transactions import TxEvent
+from csms.ocpp.v201.provisioning import boot_info
+from csms.ocpp.v201.transactions import tx_event as v201_tx_event
+from csms.store.base import Store
 from csms.store.redis_store import RedisStore, ReplicationError
 from csms.store.sqlite import SqliteStore
 from tests.daemon_fixture import running_daemon
@@ -60,10 +66,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path, redis_prefix: st
             await delete_prefix(redis_prefix)
 
 
-def tx_event(event_type: str, seq: int, ts: datetime, tx_id: str = "TX-1", *, charging_state: str | None = None,
-             energy_wh: float | None = None, evse: dict[str, int] | None = None, id_token: str | None = None,
-             stopped_reason: str | None = None, offline: bool = False, extra_samples: list[dict[str, Any]] = ()
-             ) -> dict[str, Any]:
+def tx_event(event_type: str, seq: int, ts: datetime, tx_id: str = "TX-1", **kw: Any) -> TxEvent:
+    """The event as a 2.0.1 station sends it, in the domain's terms (what the handler hands the store)."""
+    return v201_tx_event(tx_payload(event_type, seq, ts, tx_id, **kw))
+
+
+def tx_payload(event_type: str, seq: int, ts: datetime, tx_id: str = "TX-1", *, charging_state: str | None = None,
+               energy_wh: float | None = None, evse: dict[str, int] | None = None, id_token: str | None = None,
+               stopped_reason: str | None = None, offline: bool = False, extra_samples: list[dict[str, Any]] = ()
+               ) -> dict[str, Any]:
     info: dict[str, Any] = {"transactionId": tx_id}
     if charging_state:
         info["chargingState"] = charging_state
@@ -104,7 +115,7 @@ async def test_station_round_trip_and_replace(store: Store) -> None:
 async def test_record_boot_inserts_then_updates_keeping_operator_fields(store: Store) -> None:
     boot = {"reason": "PowerUp", "chargingStation": {"vendorName": "V", "model": "M", "serialNumber": "SN",
                                                      "firmwareVersion": "1.0"}}
-    await store.record_boot("CS-1", boot, "Accepted", T0)
+    await store.record_boot("CS-1", boot_info(boot), "Accepted", T0)
     first = await store.get_station("CS-1")
     assert first is not None
     assert (first.registration, first.registered, first.vendor, first.firmware_version, first.connected,
@@ -114,8 +125,7 @@ async def test_record_boot_inserts_then_updates_keeping_operator_fields(store: S
     first.connected = False
     await store.put_station(first)
     later = T0 + timedelta(hours=1)
-    await store.record_boot("CS-1", {"reason": "Watchdog", "chargingStation": {"vendorName": "V2", "model": "M"}},
-                            "Pending", later)
+    await store.record_boot("CS-1", BootInfo(vendor="V2", model="M", reason="Watchdog"), "Pending", later)
     again = await store.get_station("CS-1")
     assert again is not None
     assert (again.registration, again.vendor, again.firmware_version, again.serial_number, again.boot_reason,
@@ -143,8 +153,7 @@ async def test_connection_state_and_touch_only_update_known_stations(store: Stor
 
 
 async def test_delete_station_removes_station_and_connectors_but_keeps_history(store: Store) -> None:
-    await store.record_boot("CS-1", {"reason": "PowerUp", "chargingStation": {"vendorName": "V", "model": "M"}},
-                            "Accepted", T0)
+    await store.record_boot("CS-1", BootInfo(vendor="V", model="M", reason="PowerUp"), "Accepted", T0)
     await store.set_connector_status("CS-1", 1, 1, "Occupied", T0)
     assert await store.record_transaction_event("CS-1", tx_event("Started", 0, T0), T0)
     assert await store.delete_station("CS-1") is True
@@ -220,7 +229,8 @@ async def test_transaction_lifecycle(store: Store) -> None:
 async def test_retransmission_is_stored_once(store: Store) -> None:
     ev = tx_event("Started", 0, T0, energy_wh=500, evse={"id": 1, "connectorId": 1})
     assert await store.record_transaction_event("CS-1", ev, T0) is True
-    changed = {**ev, "triggerReason": "Authorized"}  # same (station, tx, seqNo): still the same event
+    changed = replace(ev, trigger_reason="Authorized", payload={**ev.payload, "triggerReason": "Authorized"})
+    # same (station, tx, seqNo): still the same event
     assert await store.record_transaction_event("CS-1", changed, T0 + timedelta(seconds=30)) is False
     events = await store.transaction_events("CS-1", "TX-1")
     assert len(events) == 1 and events[0]["triggerReason"] == "MeterValuePeriodic"
@@ -339,9 +349,11 @@ async def test_meter_samples_flattened_and_filtered(store: Store) -> None:
         {"value": 16, "measurand": "Current.Import", "phase": "L1", "unitOfMeasure": {"unit": "A"}},
         {"value": 2.5, "unitOfMeasure": {"unit": "Wh", "multiplier": 3}, "context": "Sample.Clock"}]},
         {"timestamp": z(t[0]), "sampledValue": [{"value": 1000}]}]
-    await store.record_meter_values("CS-1", 1, mv, t[2])
-    await store.record_meter_values("CS-1", 2, [{"timestamp": z(t[2]), "sampledValue": [{"value": 9}]}], t[2])
-    await store.record_meter_values("CS-2", 1, [{"timestamp": z(t[2]), "sampledValue": [{"value": 5}]}], t[2])
+    await store.record_meter_values("CS-1", flatten(mv, 1, None), t[2])
+    await store.record_meter_values("CS-1", flatten([{"timestamp": z(t[2]), "sampledValue": [{"value": 9}]}], 2, None),
+                                    t[2])
+    await store.record_meter_values("CS-2", flatten([{"timestamp": z(t[2]), "sampledValue": [{"value": 5}]}], 1, None),
+                                    t[2])
     assert await store.record_transaction_event("CS-1", tx_event("Started", 0, t[2], energy_wh=2600,
                                                                  evse={"id": 1}), t[2])
 
@@ -367,8 +379,8 @@ async def test_meter_samples_flattened_and_filtered(store: Store) -> None:
 async def test_meter_values_are_not_deduplicated(store: Store) -> None:
     """MeterValues has no sequence number: a repeat is stored again, as the station sent it twice."""
     mv = [{"timestamp": z(T0), "sampledValue": [{"value": 1}]}]
-    await store.record_meter_values("CS-1", 1, mv, T0)
-    await store.record_meter_values("CS-1", 1, mv, T0)
+    await store.record_meter_values("CS-1", flatten(mv, 1, None), T0)
+    await store.record_meter_values("CS-1", flatten(mv, 1, None), T0)
     assert [r["value"] for r in await store.meter_samples("CS-1")] == [1.0, 1.0]
 
 
@@ -502,6 +514,28 @@ async def test_two_redis_nodes_store_a_retransmission_once(redis_prefix: str) ->
 
 
 @pytest.mark.redis
+async def test_two_redis_nodes_merge_one_transactions_events_without_losing_any(redis_prefix: str) -> None:
+    """Different events of one transaction on two nodes at once: each merge sees the other's result."""
+    nodes = [RedisStore(REDIS_URL, redis_prefix) for _ in range(2)]
+    for node in nodes:
+        await node.open()
+    try:
+        events = [tx_event("Started" if i == 0 else "Updated", i, T0 + timedelta(minutes=i),
+                           charging_state="Charging", energy_wh=100.0 * i, evse={"id": 1, "connectorId": 1})
+                  for i in range(24)]
+        outcomes = await asyncio.gather(*(nodes[i % 2].record_transaction_event("CS-1", ev, T0)
+                                          for i, ev in enumerate(reversed(events))))
+        assert outcomes == [True] * 24
+        tx = await nodes[0].get_transaction("CS-1", "TX-1")
+        assert tx is not None and (tx.last_seq_no, tx.energy_wh, tx.started_at, tx.active) == (23, 2300.0, T0, True)
+        assert len(await nodes[1].transaction_events("CS-1", "TX-1")) == 24
+    finally:
+        for node in nodes:
+            await node.close()
+        await delete_prefix(redis_prefix)
+
+
+@pytest.mark.redis
 async def test_redis_wait_replicas_refuses_unreplicated_writes(redis_prefix: str) -> None:
     """This Redis has no replicas: with wait_replicas=1 a write must not be reported durable."""
     store = RedisStore(REDIS_URL, redis_prefix, wait_replicas=1, wait_timeout_ms=20)
@@ -519,8 +553,7 @@ async def test_redis_keys_stay_under_prefix(redis_prefix: str) -> None:
     store = RedisStore(REDIS_URL, redis_prefix)
     await store.open()
     try:
-        await store.record_boot("CS-1", {"reason": "PowerUp", "chargingStation": {"vendorName": "V", "model": "M"}},
-                                "Accepted", T0)
+        await store.record_boot("CS-1", BootInfo(vendor="V", model="M", reason="PowerUp"), "Accepted", T0)
         assert await store.record_transaction_event("CS-1", tx_event("Started", 0, T0, energy_wh=1), T0)
         await store.record_command("CS-1", "Reset", {"type": "Immediate"}, "offline", None, T0, T0)
     finally:
@@ -548,21 +581,17 @@ async def test_redis_unreachable_gives_clear_error() -> None:
     assert "secret" not in str(err.value)
 
 
-@pytest.mark.redis
-async def test_redis_rejects_bad_event_values_clearly(redis_prefix: str) -> None:
-    store = RedisStore(REDIS_URL, redis_prefix)
-    await store.open()
-    try:
-        with pytest.raises(ValueError, match="seqNo must be an integer >= 0"):
-            await store.record_transaction_event("CS-1", tx_event("Started", -1, T0), T0)
-        with pytest.raises(ValueError, match="'yesterday' is not an ISO 8601 date-time"):
-            await store.record_transaction_event("CS-1", {**tx_event("Started", 0, T0), "timestamp": "yesterday"}, T0)
-        with pytest.raises(ValueError, match="limit must be an integer >= 0"):
-            await store.list_commands(limit=-5)
-        assert await store.get_transaction("CS-1", "TX-1") is None
-    finally:
-        await store.close()
-        await delete_prefix(redis_prefix)
+async def test_bad_event_values_are_refused_before_any_backend_sees_them(store: Store) -> None:
+    """Validated once (csms.domain.transactions.TxEvent.checked), with the same words for every backend."""
+    with pytest.raises(ValueError, match="seqNo must be an integer >= 0"):
+        tx_event("Started", -1, T0)
+    with pytest.raises(ValueError, match="'yesterday' is not an ISO 8601 date-time"):
+        v201_tx_event({**tx_payload("Started", 0, T0), "timestamp": "yesterday"})
+    with pytest.raises(ValueError, match="without transactionInfo.transactionId"):
+        tx_event("Started", 0, T0, tx_id="")
+    with pytest.raises(ValueError, match="limit must be an integer >= 0"):
+        await store.list_commands(limit=-5)
+    assert await store.get_transaction("CS-1", "TX-1") is None
 
 
 # The daemon on Redis ----------------------------------------------------------------------------
@@ -577,13 +606,13 @@ async def test_daemon_runs_on_redis_end_to_end(tmp_path: Path, redis_prefix: str
                 assert (await st.boot())["status"] == "Accepted"
                 assert await st.result("StatusNotification", {"timestamp": z(T0), "connectorStatus": "Occupied",
                                                               "evseId": 1, "connectorId": 1}) == {}
-                started = tx_event("Started", 0, T0, "TX-R", charging_state="Charging", energy_wh=100,
+                started = tx_payload("Started", 0, T0, "TX-R", charging_state="Charging", energy_wh=100,
                                    evse={"id": 1, "connectorId": 1}, id_token="TOK-R")
                 started["triggerReason"] = "Authorized"
                 answer = await st.result("TransactionEvent", started)
                 assert answer["idTokenInfo"]["status"] == "Accepted"
                 assert await st.result("TransactionEvent", started) == answer  # retransmission: same answer
-                ended = tx_event("Ended", 1, T0 + timedelta(minutes=40), "TX-R", energy_wh=5100,
+                ended = tx_payload("Ended", 1, T0 + timedelta(minutes=40), "TX-R", energy_wh=5100,
                                  stopped_reason="EVDisconnected")
                 ended["triggerReason"] = "EVCommunicationLost"
                 assert await st.result("TransactionEvent", ended) == {}

@@ -13,6 +13,7 @@ import hmac
 import logging
 import os
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from csms.api.config import TokenEntry
@@ -73,7 +74,7 @@ def ensure_token_file(path: str, generate: bool) -> str | None:
 class Tokens:
     """The tokens the API accepts."""
 
-    def __init__(self, entries: list[TokenEntry], file_token: str | None) -> None:
+    def __init__(self, entries: Iterable[TokenEntry], file_token: str | None) -> None:
         self._entries = list(entries)
         if file_token is not None:
             self._entries.append(TokenEntry("token-file", ADMIN, digest(file_token)))

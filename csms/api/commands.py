@@ -16,12 +16,13 @@ from typing import Any
 from aiohttp import web
 
 from csms.api.auth import ADMIN
-from csms.api.http import ApiError, Routes, daemon_of, principal_of, json_response, read_body
+from csms.api.http import ApiError, Routes, context_of, json_response, principal_of, read_body
 from csms.api.schemas import COMMAND_BODIES
 from csms.api.stations import known_station
-from csms.commands import Commands
+from csms.interfaces import Commands
 from csms.protocol import schemas
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
+from csms.protocol.version import ProtocolVersion
 
 log = logging.getLogger("csms.api")
 routes = Routes()
@@ -62,13 +63,10 @@ TYPED: dict[str, tuple[str, Typed]] = {
 assert set(TYPED) == set(COMMAND_BODIES), "every typed command needs a body schema"
 
 
-BOTH_WAYS = frozenset({"DataTransfer"})  # the only OCPP 2.0.1 message either side may initiate
-
-
-def csms_actions(daemon: Any, schema_dir: str = "v201") -> list[str]:
-    """Actions the central system may send: those with a schema that no station-side handler takes."""
-    return sorted(a for a in schemas.known_actions(schema_dir)
-                  if a in BOTH_WAYS or daemon.router.handler(a) is None)
+def csms_actions(version: ProtocolVersion) -> list[str]:
+    """Actions the central system may send: those with a schema that only stations do not send."""
+    return sorted(a for a in schemas.known_actions(version.schema_dir)
+                  if a in version.both_ways or a not in version.station_only)
 
 
 def _is_local_validation(exc: OcppError, action: str) -> bool:
@@ -77,9 +75,9 @@ def _is_local_validation(exc: OcppError, action: str) -> bool:
 
 
 async def _run(request: web.Request, action: str, send: Callable[[], Awaitable[dict[str, Any]]]) -> web.Response:
-    daemon = daemon_of(request)
+    context = context_of(request)
     station_id = request.match_info["station_id"]
-    if station_id not in daemon.connections:
+    if station_id not in context.connections:
         raise ApiError(409, f"station {station_id!r} is not connected")
     started = time.perf_counter()
     try:
@@ -106,7 +104,7 @@ async def list_commands(request: web.Request) -> web.Response:
     """What can be sent: the typed commands with their body schema and the generic actions."""
     return json_response({"typed": {name: {"action": action, "body": COMMAND_BODIES[name]}
                                     for name, (action, _) in TYPED.items()},
-                          "generic_actions": csms_actions(daemon_of(request))})
+                          "generic_actions": csms_actions(context_of(request).version)})
 
 
 def _typed_handler(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -115,7 +113,7 @@ def _typed_handler(name: str) -> Callable[[web.Request], Awaitable[web.Response]
     async def handler(request: web.Request) -> web.Response:
         await known_station(request)
         body = await read_body(request, f"command:{name}")
-        commands = daemon_of(request).commands
+        commands = context_of(request).commands
         return await _run(request, action, lambda: fn(commands, request.match_info["station_id"], body))
     handler.__name__ = handler.__qualname__ = f"command_{name.replace('-', '_')}"
     handler.__doc__ = f"Send {action} (typed: snake_case body, the payload is built by the daemon)."
@@ -130,19 +128,19 @@ for _name in TYPED:  # one route per typed command, so each has its own document
 @routes.post("/api/stations/{station_id}/call/{action}", ADMIN, body="ocpp_payload")
 async def generic_call(request: web.Request) -> web.Response:
     """Any CSMS-initiated OCPP 2.0.1 action with its JSON payload, validated before it is sent."""
-    daemon = daemon_of(request)
+    context = context_of(request)
     action = request.match_info["action"]
-    allowed = csms_actions(daemon)
+    allowed = csms_actions(context.version)
     if action not in allowed:
         raise ApiError(404, f"{action!r} is not an OCPP 2.0.1 action the central system can send")
     await known_station(request)
     payload = await read_body(request, "ocpp_payload")
     station_id = request.match_info["station_id"]
-    conn = daemon.connections.get(station_id)
+    conn = context.connections.get(station_id)
     if conn is not None:
         try:
             schemas.validate(conn.version.schema_dir, action, "Request", payload)
         except OcppError as exc:
             raise ApiError(422, f"invalid {action} request: {exc.description.split(': ', 1)[-1]}",
                            field=exc.details.get("field", "<payload>"), code=exc.code) from None
-    return await _run(request, action, lambda: daemon.commands.call(station_id, action, payload))
+    return await _run(request, action, lambda: context.commands.call(station_id, action, payload))

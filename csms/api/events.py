@@ -13,11 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
-from csms.api.http import ApiError, Routes, daemon_of, dumps
-from csms.bus import Event
+from csms.api.http import ApiError, Routes, context_of, dumps
+from csms.domain.events import Event
 
 routes = Routes()
-STREAMS: web.AppKey[set[asyncio.Queue[Any]]] = web.AppKey("sse_streams")
+STREAMS: web.AppKey[set[asyncio.Queue[Any]]] = web.AppKey("sse_streams", set)
 HEARTBEAT_S: web.AppKey[float] = web.AppKey("sse_heartbeat_s")
 QUEUE_SIZE = 2000
 _seq = itertools.count(1)
@@ -26,12 +26,13 @@ _CLOSE = object()
 
 def event_json(ev: Event, seq: int) -> bytes:
     return dumps({"seq": seq, "kind": ev.kind, "station_id": ev.station_id, "at": ev.at.isoformat(),
-                  "data": ev.data})
+                  "data": ev.data()})
 
 
 def close_streams(app: web.Application) -> None:
     """Make every open stream finish (the daemon is stopping)."""
-    for q in list(app[STREAMS]):
+    streams: set[asyncio.Queue[Any]] = app[STREAMS]
+    for q in list(streams):
         if q.full():
             q.get_nowait()
         q.put_nowait(_CLOSE)
@@ -45,7 +46,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "kinds: at most 50 prefixes of at most 100 characters", field="kinds")
     station = request.query.get("station_id") or None
     q: asyncio.Queue[Any]
-    q, unsubscribe = daemon_of(request).bus.queue(None, maxsize=QUEUE_SIZE)
+    q, unsubscribe = context_of(request).bus.queue(None, maxsize=QUEUE_SIZE)
     streams = request.app[STREAMS]
     streams.add(q)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",

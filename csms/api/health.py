@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from csms.api.http import Routes, daemon_of, json_response
+from csms.api.http import Routes, context_of, json_response
 
 routes = Routes()
 PUBLIC = "public"  # pseudo-scope: no token needed (probes of an orchestrator)
@@ -20,17 +20,15 @@ async def live(request: web.Request) -> web.Response:
 @routes.get("/health/ready", PUBLIC)
 async def ready(request: web.Request) -> web.Response:
     """Ready when the daemon has started and the station endpoint accepts connections."""
-    daemon = daemon_of(request)
-    server = daemon.gateway.server
-    checks = {"daemon_started": bool(getattr(daemon, "_started", False)),
-              "station_endpoint": server is not None and server.is_serving()}
+    context = context_of(request)
+    checks = context.readiness()
     ok = all(checks.values())
     return json_response({"status": "ok" if ok else "not ready", "checks": checks,
-                          "stations_connected": len(daemon.connections)}, 200 if ok else 503)
+                          "stations_connected": len(context.connections)}, 200 if ok else 503)
 
 
 @routes.get("/metrics", "metrics")
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition: stations, messages by action, CALLERRORs, latencies, grid load."""
-    body = daemon_of(request).metrics.exposition()
+    body = context_of(request).metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": PROMETHEUS_TYPE})

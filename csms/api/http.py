@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import fastjsonschema
 import orjson
@@ -18,11 +18,28 @@ from aiohttp import web
 
 from csms.api.auth import READ
 from csms.api.schemas import BODIES
+from csms.interfaces import Bus, Commands, ConnectionRegistry, GridService
+from csms.metrics import Metrics
+from csms.protocol.version import ProtocolVersion
+from csms.store.base import Store
 
-if TYPE_CHECKING:
-    from csms.app import Daemon
 
-DAEMON: web.AppKey[Any] = web.AppKey("daemon")
+@dataclasses.dataclass(frozen=True)
+class ApiContext:
+    """What the routes may use: the composition root hands it over, nothing else is reachable."""
+
+    store: Store
+    connections: ConnectionRegistry
+    bus: Bus
+    commands: Commands
+    metrics: Metrics
+    station_trace: Callable[[str], list[tuple[str, str, str]]]
+    readiness: Callable[[], dict[str, bool]]  # named checks, all True when the daemon serves stations
+    version: ProtocolVersion  # what the generic command path offers (the default OCPP version)
+    grid: GridService | None = None
+
+
+CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)
 # Who made the request (the token's name), for the log lines of changes.
 PRINCIPAL: Any = web.RequestKey("principal", str) if hasattr(web, "RequestKey") else "principal"
 
@@ -73,8 +90,8 @@ class Routes:
         return self.add("DELETE", path, scope)
 
 
-def daemon_of(request: web.Request) -> Daemon:
-    return request.app[DAEMON]
+def context_of(request: web.Request) -> ApiContext:
+    return request.app[CONTEXT]
 
 
 def _default(obj: Any) -> Any:
@@ -123,7 +140,8 @@ async def read_body(request: web.Request, schema: str) -> dict[str, Any]:
         field = field or "<body>"
         message = (exc.message or "invalid").replace("data.", "", 1).replace("data ", "body ", 1)
         raise ApiError(422, f"invalid request body: {message}", field=field) from None
-    return data
+    body: dict[str, Any] = data  # every body schema is an object
+    return body
 
 
 def query_int(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from csms.api import schemas as s
+from csms.api.commands import TYPED
 from csms.api.health import PUBLIC
 from csms.api.http import Routes, json_response
 
@@ -89,8 +90,6 @@ _GRID_OFF = {"503": _error("grid control is not configured")}
 
 
 def _typed_command_paths() -> dict[str, Any]:
-    from csms.api.commands import TYPED
-
     out = {}
     for name, (action, _) in TYPED.items():
         out[f"/api/stations/{{station_id}}/commands/{name}"] = {"post": op(

@@ -10,18 +10,15 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from csms.api import commands, events, grid, health, stations, tokens, transactions
+from csms.api import commands, events, grid, health, openapi, stations, tokens, transactions
 from csms.api.auth import ADMIN, READ, Principal, Tokens, bearer_token, ensure_token_file
-from csms.api.config import ApiConfig, parse, resolve_port, resolve_token_file
-from csms.api.http import DAEMON, PRINCIPAL, ApiError, Route, Routes, json_response
-
-if TYPE_CHECKING:
-    from csms.app import Daemon
+from csms.api.config import ApiConfig
+from csms.api.http import CONTEXT, PRINCIPAL, ApiContext, ApiError, Handler, Route, Routes, json_response
 
 log = logging.getLogger("csms.api")
 
@@ -33,8 +30,6 @@ MAX_BODY_BYTES = 1024 * 1024
 
 
 def all_routes() -> list[Route]:
-    from csms.api import openapi
-
     return [r for m in ROUTE_MODULES for r in m.routes.items] + openapi.routes.items + _page_routes.items
 
 
@@ -56,16 +51,17 @@ def _auth_message(request: web.Request) -> str:
 class ApiServer:
     """The HTTP component: JSON API, SSE stream, OpenAPI document and the dashboard."""
 
-    def __init__(self, daemon: Daemon, cfg: ApiConfig) -> None:
-        self.daemon = daemon
+    def __init__(self, cfg: ApiConfig, context: ApiContext, *, token_file: str, port: int) -> None:
+        self.context = context
         self.cfg = cfg
-        self.token_file = resolve_token_file(cfg, daemon.config)
+        self.token_file = token_file
+        self.listen_port = port
         self.file_token: str | None = None
         self.tokens = Tokens(cfg.tokens, None)
         self.runner: web.AppRunner | None = None
         self.site: web.TCPSite | None = None
         self.app = self._build_app()
-        r = daemon.metrics.registry
+        r = context.metrics.registry
         self.requests = Counter("csms_api_requests_total", "Operator API requests", ["method", "route", "status"],
                                 registry=r)
         self.latency = Histogram("csms_api_request_seconds", "Operator API request latency (SSE excluded)",
@@ -74,7 +70,7 @@ class ApiServer:
     # App ---------------------------------------------------------------------------------------
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_BODY_BYTES)
-        app[DAEMON] = self.daemon
+        app[CONTEXT] = self.context
         app[events.STREAMS] = set()
         app[events.HEARTBEAT_S] = self.cfg.sse_heartbeat_s
         by_handler: dict[Any, Route] = {}
@@ -100,7 +96,7 @@ class ApiServer:
 
     # Middlewares -------------------------------------------------------------------------------
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
         status = 500
@@ -142,7 +138,7 @@ class ApiServer:
                 self.latency.observe(time.perf_counter() - started)
 
     @web.middleware
-    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.app[ROUTE].get(request.match_info.handler)
         if route is None:  # unmatched (404/405) or a static file of the dashboard
             return await handler(request)
@@ -170,7 +166,7 @@ class ApiServer:
                         "every request that needs one is refused", self.token_file)
         self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await self.runner.setup()
-        self.site = web.TCPSite(self.runner, self.cfg.host, resolve_port(self.cfg, self.daemon.config))
+        self.site = web.TCPSite(self.runner, self.cfg.host, self.listen_port)
         await self.site.start()
         log.info("operator API%s on %s/ (admin token file: %s)", " and dashboard" if self.cfg.dashboard else "",
                  self.url, self.token_file if self.file_token else "none")
@@ -180,13 +176,3 @@ class ApiServer:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
-
-
-def api_component(daemon: Daemon) -> ApiServer | None:
-    """The API component when ``api.enabled`` (the default); also reachable as ``daemon.api``."""
-    cfg = parse(daemon.config)
-    if not cfg.enabled:
-        return None
-    server = ApiServer(daemon, cfg)
-    daemon.api = server  # type: ignore[attr-defined]
-    return server

@@ -13,9 +13,11 @@ from typing import Any
 from aiohttp import web
 
 from csms.api.auth import ADMIN
-from csms.api.http import ApiError, Routes, daemon_of, principal_of, iso, json_response, read_body
+from csms.api.http import ApiContext, ApiError, Routes, context_of, iso, json_response, principal_of, read_body
+from csms.domain.events import OperatorAction
+from csms.domain.records import StationRecord
 from csms.protocol.redaction import REDACTED, SECRET_VARIABLES
-from csms.store.base import StationRecord
+from csms.security.credentials import register_station as register_credentials
 
 log = logging.getLogger("csms.api")
 routes = Routes()
@@ -46,37 +48,38 @@ def _safe_variable(v: dict[str, Any]) -> dict[str, Any]:
 
 async def known_station(request: web.Request) -> StationRecord | None:
     """The station of the path, 404 if the daemon has never heard of it."""
-    daemon = daemon_of(request)
+    context = context_of(request)
     station_id = request.match_info["station_id"]
-    rec = await daemon.store.get_station(station_id)
-    if rec is None and station_id not in daemon.connections:
+    rec = await context.store.get_station(station_id)
+    if rec is None and station_id not in context.connections:
         raise ApiError(404, f"unknown station {station_id!r}")
     return rec
 
 
 @routes.get("/api/stations")
 async def list_stations(request: web.Request) -> web.Response:
-    daemon = daemon_of(request)
-    records = {r.station_id: r for r in await daemon.store.list_stations()}
-    for sid in daemon.connections:  # connected but never booted: not in the store yet
+    context = context_of(request)
+    records = {r.station_id: r for r in await context.store.list_stations()}
+    for sid in context.connections:  # connected but never booted: not in the store yet
         records.setdefault(sid, StationRecord(sid))
-    out = [station_summary(r, r.station_id in daemon.connections) for r in sorted(records.values(),
+    out = [station_summary(r, r.station_id in context.connections) for r in sorted(records.values(),
                                                                                     key=lambda r: r.station_id)]
     return json_response({"stations": out})
 
 
 @routes.get("/api/stations/{station_id}")
 async def station_detail(request: web.Request) -> web.Response:
-    daemon = daemon_of(request)
+    context = context_of(request)
     station_id = request.match_info["station_id"]
     rec = await known_station(request) or StationRecord(station_id)
-    conn = daemon.connections.get(station_id)
+    conn = context.connections.get(station_id)
     out = station_summary(rec, conn is not None)
     out["connection"] = None if conn is None else {
-        "remote": conn.remote, "subprotocol": conn.version.subprotocol, "connected_at": iso(conn.connected_at), "accepted": conn.accepted}
-    out["evses"] = _evses(await daemon.store.list_connectors(station_id))
-    out["variables"] = [_safe_variable(v) for v in await daemon.store.list_variables(station_id)]
-    out["charging_profiles"] = await daemon.store.list_charging_profiles(station_id)
+        "remote": conn.remote, "subprotocol": conn.version.subprotocol, "connected_at": iso(conn.connected_at),
+        "accepted": conn.accepted}
+    out["evses"] = _evses(await context.store.list_connectors(station_id))
+    out["variables"] = [_safe_variable(v) for v in await context.store.list_variables(station_id)]
+    out["charging_profiles"] = await context.store.list_charging_profiles(station_id)
     out["has_password"] = rec.password_hash is not None
     return json_response(out)
 
@@ -84,7 +87,7 @@ async def station_detail(request: web.Request) -> web.Response:
 @routes.get("/api/stations/{station_id}/trace")
 async def station_trace(request: web.Request) -> web.Response:
     await known_station(request)
-    frames = daemon_of(request).station_trace(request.match_info["station_id"])
+    frames = context_of(request).station_trace(request.match_info["station_id"])
     return json_response({"frames": [{"at": at, "direction": d, "frame": f} for at, d, f in frames]})
 
 
@@ -95,75 +98,72 @@ async def register_station(request: web.Request) -> web.Response:
     A password the security module generates is in this answer once and never again (only its
     hash is stored).
     """
-    daemon = daemon_of(request)
+    context = context_of(request)
     body = await read_body(request, "register_station")
     station_id, profile, password = body["station_id"], body.get("security_profile"), body.get("password")
-    existing = await daemon.store.get_station(station_id)
+    existing = await context.store.get_station(station_id)
     generated = None
     if password is not None and not profile:
         raise ApiError(422, "a password needs security_profile 1 or 2", field="security_profile")
     if profile:
         try:
-            from csms.security.credentials import register_station as register_credentials
-        except ImportError:
-            raise ApiError(503, "security profiles need the security module, which is not installed") from None
-        try:
-            generated = await register_credentials(daemon, station_id, profile, password=password)
+            generated = await register_credentials(context.store, station_id, profile, password=password)
         except ValueError as exc:
             raise ApiError(422, str(exc), field="password" if password is not None else "security_profile") from None
-    rec = await daemon.store.get_station(station_id) or StationRecord(station_id)
+    rec = await context.store.get_station(station_id) or StationRecord(station_id)
     rec.registered = True
     if rec.registration != "Blocked":
         rec.registration = "Accepted"
-    await daemon.store.put_station(rec)
+    await context.store.put_station(rec)
     log.info("operator %s registered station %s (profile %s)", principal_of(request), station_id, profile)
-    daemon.bus.publish("station.registered", station_id)
-    out = station_summary(rec, station_id in daemon.connections)
+    context.bus.publish(OperatorAction(station_id=station_id, action="registered"))
+    out = station_summary(rec, station_id in context.connections)
     if generated is not None:
         out["password"] = generated
     return json_response(out, 201 if existing is None or not existing.registered else 200)
 
 
-async def _disconnect(daemon: Any, station_id: str, reason: str) -> None:
-    conn = daemon.connections.get(station_id)
+async def _disconnect(context: ApiContext, station_id: str, reason: str) -> None:
+    conn = context.connections.get(station_id)
     if conn is not None:
         conn.accepted = False
-        await conn.ws.close(1008, reason)
+        await conn.close(1008, reason)
 
 
 @routes.post("/api/stations/{station_id}/block", ADMIN)
 async def block_station(request: web.Request) -> web.Response:
     """Block: the station is disconnected and every later boot is Rejected until unblocked."""
-    daemon = daemon_of(request)
+    context = context_of(request)
     station_id = request.match_info["station_id"]
     rec = await known_station(request) or StationRecord(station_id)
     rec.registration = "Blocked"
-    await daemon.store.put_station(rec)
-    await _disconnect(daemon, station_id, "blocked by the operator")
-    daemon.bus.publish("station.blocked", station_id)
+    await context.store.put_station(rec)
+    await _disconnect(context, station_id, "blocked by the operator")
+    context.bus.publish(OperatorAction(station_id=station_id, action="blocked"))
     return json_response(station_summary(rec, False))
 
 
 @routes.post("/api/stations/{station_id}/unblock", ADMIN)
 async def unblock_station(request: web.Request) -> web.Response:
-    daemon = daemon_of(request)
+    context = context_of(request)
     station_id = request.match_info["station_id"]
     rec = await known_station(request) or StationRecord(station_id)
     if rec.registration != "Blocked":
         raise ApiError(409, f"station {station_id!r} is not blocked (registration {rec.registration})")
     rec.registration = "Accepted" if rec.registered else "Unknown"
-    await daemon.store.put_station(rec)
-    daemon.bus.publish("station.unblocked", station_id)
-    return json_response(station_summary(rec, station_id in daemon.connections))
+    await context.store.put_station(rec)
+    context.bus.publish(OperatorAction(station_id=station_id, action="unblocked"))
+    return json_response(station_summary(rec, station_id in context.connections))
 
 
 @routes.delete("/api/stations/{station_id}", ADMIN)
 async def unregister_station(request: web.Request) -> web.Response:
     """Forget a station (its history of transactions stays); a connected one is disconnected."""
-    daemon = daemon_of(request)
+    context = context_of(request)
     station_id = request.match_info["station_id"]
     await known_station(request)
-    await _disconnect(daemon, station_id, "unregistered by the operator")
-    await daemon.store.delete_station(station_id)
-    daemon.bus.publish("station.unregistered", station_id, at=datetime.now(timezone.utc).isoformat())
+    await _disconnect(context, station_id, "unregistered by the operator")
+    await context.store.delete_station(station_id)
+    context.bus.publish(OperatorAction(station_id=station_id, action="unregistered",
+                                       when=datetime.now(timezone.utc).isoformat()))
     return web.Response(status=204)

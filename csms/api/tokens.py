@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from csms.api.auth import ADMIN
-from csms.api.http import ApiError, Routes, daemon_of, iso, json_response, read_body
-from csms.store.base import IdTokenRecord
+from csms.api.http import ApiError, Routes, context_of, iso, json_response, read_body
+from csms.domain.records import IdTokenRecord
 
 routes = Routes()
 
@@ -21,7 +21,7 @@ def token_out(t: IdTokenRecord) -> dict[str, Any]:
 
 async def _existing(request: web.Request) -> IdTokenRecord:
     token = request.match_info["id_token"]
-    rec = await daemon_of(request).store.get_id_token(token)
+    rec = await context_of(request).store.get_id_token(token)
     if rec is None:
         raise ApiError(404, f"unknown id token {token!r}")
     return rec
@@ -29,7 +29,7 @@ async def _existing(request: web.Request) -> IdTokenRecord:
 
 @routes.get("/api/id-tokens")
 async def list_tokens(request: web.Request) -> web.Response:
-    tokens = await daemon_of(request).store.list_id_tokens()
+    tokens = await context_of(request).store.list_id_tokens()
     return json_response({"id_tokens": [token_out(t) for t in sorted(tokens, key=lambda t: t.id_token)]})
 
 
@@ -41,7 +41,7 @@ async def get_token(request: web.Request) -> web.Response:
 @routes.post("/api/id-tokens", ADMIN, body="id_token")
 async def add_token(request: web.Request) -> web.Response:
     """Add or replace a token (201 when it is new)."""
-    store = daemon_of(request).store
+    store = context_of(request).store
     body = await read_body(request, "id_token")
     expiry = None
     if body.get("expiry") is not None:
@@ -62,12 +62,12 @@ async def add_token(request: web.Request) -> web.Response:
 async def block_token(request: web.Request) -> web.Response:
     rec = await _existing(request)
     rec.status = "Blocked"
-    await daemon_of(request).store.put_id_token(rec)
+    await context_of(request).store.put_id_token(rec)
     return json_response(token_out(rec))
 
 
 @routes.delete("/api/id-tokens/{id_token}", ADMIN)
 async def remove_token(request: web.Request) -> web.Response:
     await _existing(request)
-    await daemon_of(request).store.delete_id_token(request.match_info["id_token"])
+    await context_of(request).store.delete_id_token(request.match_info["id_token"])
     return web.Response(status=204)

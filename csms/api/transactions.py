@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from csms.api.http import ApiError, Routes, daemon_of, iso, json_response, query_bool, query_int, query_time
-from csms.store.base import TransactionRecord
+from csms.api.http import ApiError, Routes, context_of, iso, json_response, query_bool, query_int, query_time
+from csms.domain.records import TransactionRecord
 
 routes = Routes()
 
@@ -49,31 +49,31 @@ def series(samples: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[di
 
 @routes.get("/api/transactions")
 async def list_transactions(request: web.Request) -> web.Response:
-    daemon = daemon_of(request)
+    context = context_of(request)
     since, until = query_time(request, "since"), query_time(request, "until")
     if since is not None and until is not None and since > until:
         raise ApiError(400, "'since' is after 'until'", field="since")
     limit = query_int(request, "limit", 100, 1, 10000)
     station_id = request.query.get("station_id") or None
-    records = await daemon.store.list_transactions(station_id=station_id, active=query_bool(request, "active"),
+    records = await context.store.list_transactions(station_id=station_id, active=query_bool(request, "active"),
                                                    since=since, until=until, limit=limit or 100)
     return json_response({"transactions": [transaction_summary(t) for t in records]})
 
 
 @routes.get("/api/transactions/{station_id}/{transaction_id}")
 async def transaction_detail(request: web.Request) -> web.Response:
-    daemon = daemon_of(request)
+    context = context_of(request)
     station_id, tx_id = request.match_info["station_id"], request.match_info["transaction_id"]
-    t = await daemon.store.get_transaction(station_id, tx_id)
+    t = await context.store.get_transaction(station_id, tx_id)
     if t is None:
         raise ApiError(404, f"station {station_id!r} has no transaction {tx_id!r}")
     out = transaction_summary(t)
-    out["events"] = await daemon.store.transaction_events(station_id, tx_id)
-    samples = await daemon.store.meter_samples(station_id, transaction_id=tx_id)
+    out["events"] = await context.store.transaction_events(station_id, tx_id)
+    samples = await context.store.meter_samples(station_id, transaction_id=tx_id)
     if t.evse_id is not None and t.started_at is not None:
         # MeterValues messages carry no transaction id: take the EVSE's samples during the session.
         end = iso(t.ended_at)
-        samples += [s for s in await daemon.store.meter_samples(station_id, evse_id=t.evse_id, since=t.started_at)
+        samples += [s for s in await context.store.meter_samples(station_id, evse_id=t.evse_id, since=t.started_at)
                     if s["transaction_id"] is None and (end is None or s["timestamp"] <= end)]
         samples.sort(key=lambda s: s["timestamp"])
     out["energy_series"], out["power_series"] = series(samples)

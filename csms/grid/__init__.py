@@ -1,6 +1,11 @@
-"""Grid awareness: capacity groups, limit signals, safe mode and the planner that keeps them.
+"""Grid awareness, in layers: keep every capacity group under its limit by steering sessions.
 
-`config` parses the `grid:` section, `topology` maps EVSEs to groups, `limits` holds every limit
-(pure, clock passed in), `signals` listens to MQTT and runs the safe-mode watchdog, `status`
-publishes each group's state, `controller` plans and pushes charging profiles.
+- ``config``: the ``grid:`` section;
+- ``model``: the domain (topology, the limit book, sessions and stations), pure state;
+- ``signals`` / ``intake`` / ``sources``: where limits come from (each source a SignalSource) and
+  the safe-mode watchdog; ``sources/status`` reports each group's state;
+- ``observer``: bus events into the model; ``control``: the scheduling loop;
+  ``planning``: plan inputs in, plans out (every decision in profiles/);
+- ``effects``: station setup, pushing TxProfiles in waves, verification;
+- ``views``, ``journal``, ``metrics``: what the operator sees; ``service``: the assembly.
 """

@@ -2,22 +2,20 @@
 
 A capacity group is anything with a kW ceiling: a transformer, a feeder, a site's grid connection.
 Groups may nest through `parent`; stations are assigned to a group by exact id or fnmatch pattern.
-Every problem is reported as a ConfigIssue naming the file and the dotted key path
-(e.g. `grid.transformers.T1.contracts[0].start`), and all of them are reported at once, because a
-typo in a safety limit must never be silently ignored or fixed one restart at a time.
+Validated like every section (csms/configcheck.py): the dataclasses below say types, ranges and
+defaults; the functions below add what a type cannot say (shorthands, time zones, the group tree).
+Every problem names the file and the dotted key path (e.g. `grid.transformers.T1.contracts[0].start`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from csms.config import ConfigError, ConfigIssue
+from csms.configcheck import ConfigError, ConfigIssue, Issues, bounds, build, is_number
 
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 PHASES: tuple[str, ...] = ("L1", "L2", "L3")
@@ -30,26 +28,22 @@ _HHMM_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
 _TOPIC_PREFIX_RE = re.compile(r"^[^#+\s]+$")
 
 
-def _range(lo: float, hi: float) -> dict[str, Any]:
-    return {"range": (lo, hi)}
-
-
 @dataclass(frozen=True)
 class MqttConfig:
     """How to reach the broker that carries limit signals in and status out."""
 
     host: str = "127.0.0.1"
-    port: int = field(default=1883, metadata=_range(1, 65535))
+    port: int = field(default=1883, metadata=bounds(1, 65535))
     topic_prefix: str = "netbewust"
     client_id: str | None = None  # default: "netbewust-csms-<pid>"
     username: str | None = None
     password: str | None = None
-    keepalive_s: int = field(default=30, metadata=_range(5, 3600))
-    reconnect_min_s: float = field(default=0.5, metadata=_range(0.01, 60))
-    reconnect_max_s: float = field(default=30.0, metadata=_range(0.01, 3600))
+    keepalive_s: int = field(default=30, metadata=bounds(5, 3600))
+    reconnect_min_s: float = field(default=0.5, metadata=bounds(0.01, 60))
+    reconnect_max_s: float = field(default=30.0, metadata=bounds(0.01, 3600))
     # A broker restart should not flip every group into safe mode: it may be gone this long first.
-    broker_grace_s: float = field(default=10.0, metadata=_range(0, 3600))
-    qos: int = field(default=1, metadata=_range(0, 2))
+    broker_grace_s: float = field(default=10.0, metadata=bounds(0, 3600))
+    qos: int = field(default=1, metadata=bounds(0, 2))
 
 
 @dataclass(frozen=True)
@@ -57,32 +51,32 @@ class PlanningConfig:
     """Knobs of the planner loop (csms/grid/controller.py)."""
 
     enabled: bool = True
-    slot_s: int = field(default=900, metadata=_range(10, 3600))
-    horizon_slots: int = field(default=32, metadata=_range(1, 672))
-    replan_interval_s: float = field(default=60.0, metadata=_range(0.1, 3600))
-    hysteresis_a: float = field(default=1.0, metadata=_range(0, 32))
-    stack_level: int = field(default=1, metadata=_range(0, 1000))
-    fail_safe_limit_a: float = field(default=6.0, metadata=_range(0, 1000))
+    slot_s: int = field(default=900, metadata=bounds(10, 3600))
+    horizon_slots: int = field(default=32, metadata=bounds(1, 672))
+    replan_interval_s: float = field(default=60.0, metadata=bounds(0.1, 3600))
+    hysteresis_a: float = field(default=1.0, metadata=bounds(0, 32))
+    stack_level: int = field(default=1, metadata=bounds(0, 1000))
+    fail_safe_limit_a: float = field(default=6.0, metadata=bounds(0, 1000))
     # Do not re-send a profile to the same session more often than this (protocol load).
-    min_push_interval_s: float = field(default=30.0, metadata=_range(0, 3600))
+    min_push_interval_s: float = field(default=30.0, metadata=bounds(0, 3600))
     # Relative deviation between planned and measured/composite power that still counts as obeyed.
-    verify_tolerance: float = field(default=0.1, metadata=_range(0, 1))
-    verify_after_s: float = field(default=60.0, metadata=_range(0, 3600))
+    verify_tolerance: float = field(default=0.1, metadata=bounds(0, 1))
+    verify_after_s: float = field(default=60.0, metadata=bounds(0, 3600))
     # Headroom kept below every limit, for measurement error and cars reacting late.
-    margin_kw: float = field(default=0.0, metadata=_range(0, 100000))
-    voltage_v: float = field(default=230.0, metadata=_range(100, 1000))
+    margin_kw: float = field(default=0.0, metadata=bounds(0, 100000))
+    voltage_v: float = field(default=230.0, metadata=bounds(100, 1000))
     allow_pause: bool = True
     # A paused car that has not drawn power this long after a resume is marked "do not pause".
-    resume_timeout_s: float = field(default=120.0, metadata=_range(1, 86400))
+    resume_timeout_s: float = field(default=120.0, metadata=bounds(1, 86400))
 
 
 @dataclass(frozen=True)
 class SessionDefaults:
     """Needs assumed for plain AC sessions that say nothing over OCPP."""
 
-    energy_kwh: float = field(default=20.0, metadata=_range(0, 1000))
-    dwell_h: float = field(default=10.0, metadata=_range(0.01, 168))
-    guaranteed_kwh: float = field(default=5.0, metadata=_range(0, 1000))
+    energy_kwh: float = field(default=20.0, metadata=bounds(0, 1000))
+    dwell_h: float = field(default=10.0, metadata=bounds(0.01, 168))
+    guaranteed_kwh: float = field(default=5.0, metadata=bounds(0, 1000))
 
 
 @dataclass(frozen=True)
@@ -93,9 +87,9 @@ class StationModelRule:
     model: str | None = None  # fnmatch on "<vendor>/<model>" from BootNotification, if given
     v2g: bool = False
     rate_unit: Literal["A", "W"] | None = None  # None: read SmartChargingCtrlr.RateUnit
-    max_current_a: float = field(default=32.0, metadata=_range(0, 1000))
-    phases: int = field(default=3, metadata=_range(1, 3))
-    min_current_a: float = field(default=6.0, metadata=_range(0, 1000))
+    max_current_a: float = field(default=32.0, metadata=bounds(0, 1000))
+    phases: int = field(default=3, metadata=bounds(1, 3))
+    min_current_a: float = field(default=6.0, metadata=bounds(0, 1000))
 
     def matches(self, station_id: str, vendor_model: str | None = None) -> bool:
         if not fnmatchcase(station_id, self.pattern):
@@ -194,87 +188,7 @@ class GridConfig:
 # ------------------------------------------------------------------------------------------------
 
 
-class _Issues:
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.items: list[ConfigIssue] = []
-
-    def add(self, key: str, message: str) -> None:
-        self.items.append(ConfigIssue(self.file, key, message))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_value(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Check a scalar against a simple annotation; returns (ok, coerced)."""
-    origin, args = get_origin(tp), get_args(tp)
-    if origin is Literal:
-        return value in args, value
-    if args and type(None) in args:
-        if value is None:
-            return True, None
-        inner = [a for a in args if a is not type(None)]
-        return _check_value(value, inner[0])
-    if tp is float:
-        return (True, float(value)) if _is_number(value) else (False, value)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is str:
-        return isinstance(value, str) and value != "", value
-    return False, value
-
-
-def _describe(tp: Any) -> str:
-    origin, args = get_origin(tp), get_args(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if args and type(None) in args:
-        return " or ".join(_describe(a) for a in args)
-    if tp is type(None):
-        return "null"
-    return {"str": "a non-empty string", "float": "a number", "int": "an integer"}.get(tp.__name__, tp.__name__)
-
-
-def _flat(cls: type, data: Any, path: str, issues: _Issues, skip: tuple[str, ...] = ()) -> dict[str, Any] | None:
-    """Check a mapping against a dataclass of scalar fields; returns the accepted kwargs.
-
-    Reports unknown keys, wrong types, values outside a field's `range` metadata and missing
-    required fields. Fields in `skip` are left to the caller.
-    """
-    if not isinstance(data, dict):
-        issues.add(path, f"expected a mapping, got {type(data).__name__}")
-        return None
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        key_path = f"{path}.{key}"
-        if key not in fields:
-            issues.add(key_path, f"unknown key (known: {', '.join(sorted(fields))})")
-            continue
-        if key in skip:
-            continue
-        ok, coerced = _check_value(value, hints[key])
-        if not ok:
-            issues.add(key_path, f"expected {_describe(hints[key])}, got {value!r}")
-            continue
-        bounds = fields[key].metadata.get("range")
-        if bounds and coerced is not None and not bounds[0] <= coerced <= bounds[1]:
-            issues.add(key_path, f"must be between {bounds[0]} and {bounds[1]}, got {coerced!r}")
-            continue
-        kwargs[key] = coerced
-    for name, f in fields.items():
-        no_default = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if no_default and name not in data:
-            issues.add(f"{path}.{name}", "required key is missing")
-    return kwargs
-
-
-def _timezone(value: Any, path: str, issues: _Issues) -> bool:
+def _timezone(value: Any, path: str, issues: Issues) -> bool:
     if not isinstance(value, str) or not value:
         issues.add(path, f"expected an IANA timezone name such as {DEFAULT_TIMEZONE!r}, got {value!r}")
         return False
@@ -286,7 +200,7 @@ def _timezone(value: Any, path: str, issues: _Issues) -> bool:
     return True
 
 
-def _hhmm(value: Any, path: str, issues: _Issues) -> bool:
+def _hhmm(value: Any, path: str, issues: Issues) -> bool:
     if not isinstance(value, str) or not _HHMM_RE.match(value):
         issues.add(path, f"expected a time of day as 'HH:MM' (00:00-24:00), got {value!r}")
         return False
@@ -299,14 +213,14 @@ def hhmm_minutes(value: str) -> int:
     return int(hours) * 60 + int(minutes)
 
 
-def _kw(value: Any, path: str, issues: _Issues, *, allow_zero: bool = True) -> float | None:
-    if not _is_number(value) or value < 0 or (value == 0 and not allow_zero):
+def _kw(value: Any, path: str, issues: Issues, *, allow_zero: bool = True) -> float | None:
+    if not is_number(value) or value < 0 or (value == 0 and not allow_zero):
         issues.add(path, f"expected a number {'>=' if allow_zero else '>'} 0 (kW), got {value!r}")
         return None
     return float(value)
 
 
-def _parse_profile(raw: Any, path: str, issues: _Issues) -> tuple[tuple[str, float], ...]:
+def _parse_profile(raw: Any, path: str, issues: Issues) -> tuple[tuple[str, float], ...]:
     if isinstance(raw, dict):
         items = list(raw.items())
     elif isinstance(raw, list):
@@ -336,13 +250,13 @@ def _parse_profile(raw: Any, path: str, issues: _Issues) -> tuple[tuple[str, flo
     return tuple(sorted(points, key=lambda pt: hhmm_minutes(pt[0])))
 
 
-def _parse_base_load(raw: Any, path: str, issues: _Issues) -> BaseLoadConfig:
+def _parse_base_load(raw: Any, path: str, issues: Issues) -> BaseLoadConfig:
     if raw is None:
         return BaseLoadConfig()
-    if _is_number(raw):  # shorthand: a constant non-EV load
+    if is_number(raw):  # shorthand: a constant non-EV load
         value = _kw(raw, path, issues)
         return BaseLoadConfig(kind="profile", profile=(("00:00", value or 0.0),))
-    kwargs = _flat(BaseLoadConfig, raw, path, issues, skip=("profile", "timezone"))
+    kwargs = build(BaseLoadConfig, raw, path, issues, skip=("profile", "timezone"))
     if kwargs is None:
         return BaseLoadConfig()
     if "fallback_kw" in kwargs and kwargs["fallback_kw"] < 0:
@@ -359,10 +273,10 @@ def _parse_base_load(raw: Any, path: str, issues: _Issues) -> BaseLoadConfig:
     return BaseLoadConfig(**kwargs)
 
 
-def _parse_member(raw: Any, path: str, issues: _Issues) -> MemberRule | None:
+def _parse_member(raw: Any, path: str, issues: Issues) -> MemberRule | None:
     if isinstance(raw, str):  # shorthand: a station id or pattern, all EVSEs, 3 phases L1-L2-L3
         return MemberRule(station=raw)
-    kwargs = _flat(MemberRule, raw, path, issues, skip=("phases",))
+    kwargs = build(MemberRule, raw, path, issues, skip=("phases",))
     if kwargs is None:
         return None
     ok = "station" in kwargs
@@ -380,8 +294,8 @@ def _parse_member(raw: Any, path: str, issues: _Issues) -> MemberRule | None:
     return MemberRule(**kwargs) if ok else None
 
 
-def _parse_contract(raw: Any, path: str, issues: _Issues) -> ContractConfig | None:
-    kwargs = _flat(ContractConfig, raw, path, issues, skip=("days", "start", "end", "timezone", "limit_kw"))
+def _parse_contract(raw: Any, path: str, issues: Issues) -> ContractConfig | None:
+    kwargs = build(ContractConfig, raw, path, issues, skip=("days", "start", "end", "timezone", "limit_kw"))
     if kwargs is None:
         return None
     ok = all(key in raw for key in ("days", "start", "end", "limit_kw"))  # _flat reported missing ones
@@ -424,7 +338,7 @@ _TRANSFORMER_KEYS = ("id", "capacity_kw", "phase_limit_a", "parent", "safe_limit
                      "base_load", "members", "contracts")
 
 
-def _parse_transformer(tid: Any, raw: Any, path: str, issues: _Issues) -> TransformerConfig | None:
+def _parse_transformer(tid: Any, raw: Any, path: str, issues: Issues) -> TransformerConfig | None:
     if not isinstance(raw, dict):
         issues.add(path, f"expected a mapping, got {type(raw).__name__}")
         return None
@@ -445,7 +359,7 @@ def _parse_transformer(tid: Any, raw: Any, path: str, issues: _Issues) -> Transf
     kwargs: dict[str, Any] = {"id": tid, "capacity_kw": capacity}
     phase_limit = raw.get("phase_limit_a")
     if phase_limit is not None:
-        if not _is_number(phase_limit) or phase_limit <= 0:
+        if not is_number(phase_limit) or phase_limit <= 0:
             issues.add(f"{path}.phase_limit_a", f"expected a number > 0 (A per phase), got {phase_limit!r}")
             ok = False
         else:
@@ -459,7 +373,7 @@ def _parse_transformer(tid: Any, raw: Any, path: str, issues: _Issues) -> Transf
             kwargs["parent"] = parent
     timeout = raw.get("signal_timeout_s")
     if timeout is not None:
-        if not _is_number(timeout) or timeout <= 0:
+        if not is_number(timeout) or timeout <= 0:
             issues.add(f"{path}.signal_timeout_s", f"expected a number > 0 (seconds) or null, got {timeout!r}")
             ok = False
         else:
@@ -495,7 +409,7 @@ def _parse_transformer(tid: Any, raw: Any, path: str, issues: _Issues) -> Transf
     return TransformerConfig(**kwargs) if ok else None
 
 
-def _transformer_entries(raw: Any, path: str, issues: _Issues) -> list[tuple[Any, Any, str]]:
+def _transformer_entries(raw: Any, path: str, issues: Issues) -> list[tuple[Any, Any, str]]:
     """(id, spec, key path) for a mapping `{T1: {...}}` or a list `[{id: T1, ...}]`."""
     if isinstance(raw, dict):
         return [(tid, spec, f"{path}.{tid}") for tid, spec in raw.items()]
@@ -509,7 +423,7 @@ def _transformer_entries(raw: Any, path: str, issues: _Issues) -> list[tuple[Any
     return []
 
 
-def _check_tree(groups: dict[str, TransformerConfig], paths: dict[str, str], issues: _Issues) -> None:
+def _check_tree(groups: dict[str, TransformerConfig], paths: dict[str, str], issues: Issues) -> None:
     for tid, group in groups.items():
         if group.parent is None:
             continue
@@ -517,7 +431,7 @@ def _check_tree(groups: dict[str, TransformerConfig], paths: dict[str, str], iss
             issues.add(f"{paths[tid]}.parent", f"unknown group {group.parent!r} (known: {', '.join(groups)})")
             continue
         seen = {tid}
-        node = group.parent
+        node: str | None = group.parent
         while node is not None and node in groups:
             if node in seen:
                 issues.add(f"{paths[tid]}.parent", f"groups form a cycle through {node!r}")
@@ -529,13 +443,13 @@ def _check_tree(groups: dict[str, TransformerConfig], paths: dict[str, str], iss
 _TOP_KEYS = ("transformers", "mqtt", "planning", "session_defaults", "station_models", "signal_max_age_s")
 
 
-def _parse(section: Any, file: str) -> tuple[GridConfig | None, list[ConfigIssue]]:
-    issues = _Issues(file)
+def grid_section(section: Any, issues: Issues) -> GridConfig | None:
+    """The ``grid:`` section (problems go to ``issues``); None when it is not a mapping at all."""
     if section is None:
         section = {}
     if not isinstance(section, dict):
         issues.add("grid", f"expected a mapping, got {type(section).__name__}")
-        return None, issues.items
+        return None
     for key in section:
         if key not in _TOP_KEYS:
             issues.add(f"grid.{key}", f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
@@ -555,7 +469,7 @@ def _parse(section: Any, file: str) -> tuple[GridConfig | None, list[ConfigIssue
     _check_tree(groups, paths, issues)
     mqtt = None
     if section.get("mqtt") is not None:
-        kwargs = _flat(MqttConfig, section["mqtt"], "grid.mqtt", issues)
+        kwargs = build(MqttConfig, section["mqtt"], "grid.mqtt", issues)
         if kwargs is not None:
             prefix = kwargs.get("topic_prefix", "netbewust")
             if not _TOPIC_PREFIX_RE.match(prefix) or prefix.startswith("/") or prefix.endswith("/"):
@@ -564,12 +478,12 @@ def _parse(section: Any, file: str) -> tuple[GridConfig | None, list[ConfigIssue
             mqtt = MqttConfig(**kwargs)
             if mqtt.reconnect_min_s > mqtt.reconnect_max_s:
                 issues.add("grid.mqtt.reconnect_min_s", "must not exceed reconnect_max_s")
-    planning = PlanningConfig(**(_flat(PlanningConfig, section.get("planning") or {}, "grid.planning", issues) or {}))
+    planning = PlanningConfig(**(build(PlanningConfig, section.get("planning") or {}, "grid.planning", issues) or {}))
     if 0 < planning.fail_safe_limit_a < MIN_CHARGING_CURRENT_A:
         issues.add("grid.planning.fail_safe_limit_a",
                    f"{planning.fail_safe_limit_a:g} A cannot be signalled to a car (IEC 61851: 0 or at least "
                    f"{MIN_CHARGING_CURRENT_A:g} A); use 0 to stop charging or >= {MIN_CHARGING_CURRENT_A:g} A")
-    defaults_kwargs = _flat(SessionDefaults, section.get("session_defaults") or {}, "grid.session_defaults", issues)
+    defaults_kwargs = build(SessionDefaults, section.get("session_defaults") or {}, "grid.session_defaults", issues)
     defaults = SessionDefaults(**(defaults_kwargs or {}))
     if defaults.guaranteed_kwh > defaults.energy_kwh:
         issues.add("grid.session_defaults.guaranteed_kwh", "must not exceed energy_kwh")
@@ -579,29 +493,32 @@ def _parse(section: Any, file: str) -> tuple[GridConfig | None, list[ConfigIssue
         issues.add("grid.station_models", f"expected a list, got {type(models_raw).__name__}")
         models_raw = []
     for i, raw in enumerate(models_raw):
-        kwargs = _flat(StationModelRule, raw, f"grid.station_models[{i}]", issues)
+        kwargs = build(StationModelRule, raw, f"grid.station_models[{i}]", issues)
         if kwargs is not None and "pattern" in kwargs:
             rule = StationModelRule(**kwargs)
             if rule.min_current_a > rule.max_current_a:
                 issues.add(f"grid.station_models[{i}].min_current_a", "must not exceed max_current_a")
             models.append(rule)
     max_age = section.get("signal_max_age_s", 900.0)
-    if not _is_number(max_age) or max_age <= 0:
+    if not is_number(max_age) or max_age <= 0:
         issues.add("grid.signal_max_age_s", f"expected a number > 0 (seconds), got {max_age!r}")
         max_age = 900.0
-    grid = GridConfig(transformers=groups, mqtt=mqtt, planning=planning, session_defaults=defaults,
+    return GridConfig(transformers=groups, mqtt=mqtt, planning=planning, session_defaults=defaults,
                       station_models=tuple(models), signal_max_age_s=float(max_age))
-    return grid, issues.items
 
 
-def check(section: dict[str, Any], file: str) -> list[ConfigIssue]:
-    """Every problem in the `grid:` section (registered in csms.config.SECTION_CHECKS)."""
-    return _parse(section, file)[1]
+def check(section: Any, file: str) -> list[ConfigIssue]:
+    """Every problem in a ``grid:`` section on its own."""
+    issues = Issues(file)
+    grid_section(section, issues)
+    return issues.items
 
 
-def parse_grid(section: dict[str, Any], file: str = "<config>") -> GridConfig:
+def parse_grid(section: Any, file: str = "<config>") -> GridConfig:
     """Build the GridConfig, raising ConfigError listing every problem."""
-    grid, issues = _parse(section, file)
-    if issues or grid is None:
-        raise ConfigError(issues or [ConfigIssue(file, "grid", "invalid")])
+    issues = Issues(file)
+    grid = grid_section(section, issues)
+    issues.raise_if_any()
+    if grid is None:
+        raise ConfigError([ConfigIssue(file, "grid", "invalid")])
     return grid

@@ -17,7 +17,7 @@ import fastjsonschema
 import ocpp
 
 from csms.protocol.errors import InvalidRequest, OcppError
-from csms.protocol.versions import ProtocolVersion
+from csms.protocol.version import ProtocolVersion
 
 Direction = Literal["Request", "Response"]
 
@@ -114,4 +114,5 @@ def _offending_field(exc: fastjsonschema.JsonSchemaValueException) -> str:
 def schema_document(schema_dir: str, action: str, direction: Direction) -> dict[str, Any]:
     """The raw schema, for the operator API's documentation of the generic command path."""
     with open(schema_path(schema_dir, action, direction), encoding="utf-8-sig") as f:
-        return json.load(f)
+        document: dict[str, Any] = json.load(f)
+    return document

@@ -20,18 +20,19 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
+from csms.domain.events import SecurityEvent
+from csms.domain.records import StationRecord
+from csms.domain.registration import RegistrationConfig
+from csms.interfaces import Bus
 from csms.security import passwords
 from csms.security.ratelimit import MAX_TRACKED_KEYS, FailureLimiter
 from csms.security.tls import common_names, is_tls, peer_certificate
-
-if TYPE_CHECKING:
-    from csms.app import Daemon
-    from csms.store.base import StationRecord
+from csms.store.base import MessageLog, StationStore
 
 log = logging.getLogger("csms.security")
 
@@ -85,11 +86,17 @@ def has_credentials(record: StationRecord | None) -> bool:
                                    or (record.security_profile in (1, 2) and bool(record.password_hash)))
 
 
-class StationAuthenticator:
-    """The handshake check installed in ``daemon.handshake_checks``."""
+class AuthStore(StationStore, MessageLog, Protocol):
+    """What authentication reads and writes: station credentials and the security events."""
 
-    def __init__(self, daemon: Daemon, limiter: FailureLimiter) -> None:
-        self.daemon = daemon
+
+class StationAuthenticator:
+    """The handshake check the gateway runs (a :data:`csms.interfaces.HandshakeCheck`)."""
+
+    def __init__(self, store: AuthStore, bus: Bus, registration: RegistrationConfig, limiter: FailureLimiter) -> None:
+        self.store = store
+        self.bus = bus
+        self.registration = registration
         self.limiter = limiter
         self._key = secrets.token_bytes(32)
         # (identity, stored hash) -> keyed digest of a password that verified: reconnects skip scrypt.
@@ -104,7 +111,7 @@ class StationAuthenticator:
             response = connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many failed logins; retry later\n")
             response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
             return response
-        record = await self.daemon.store.get_station(identity)
+        record = await self.store.get_station(identity)
         verdict = await self._authenticate(connection, request, identity, record)
         if not verdict.ok:
             self.limiter.failure(address, identity)
@@ -128,7 +135,7 @@ class StationAuthenticator:
             if cns != [identity]:
                 return Verdict(False, 3, INVALID_CERTIFICATE,
                                f"client certificate subject CN {cns} does not match the identity in the URL")
-            if not known and self.daemon.config.registration.policy == "registered_only":
+            if not known and self.registration.policy == "registered_only":
                 return Verdict(False, 3, UNKNOWN_STATION, "certificate is valid but the station is not registered "
                                "and the policy is registered_only")
             return Verdict(True, 3)
@@ -186,7 +193,7 @@ class StationAuthenticator:
             record.security_profile = verdict.offered
             changed = True
         if changed:
-            await self.daemon.store.put_station(record)
+            await self.store.put_station(record)
 
     async def _rate_limited(self, address: str, identity: str, wait: float) -> None:
         """Record the lockout once per window, not every refused attempt (that would be a store flood)."""
@@ -203,7 +210,6 @@ class StationAuthenticator:
     async def _record(self, identity: str, type_: str, tech_info: str) -> None:
         log.warning("station authentication refused for %s: %s (%s)", identity, type_, tech_info)
         at = datetime.now(timezone.utc)
-        await self.daemon.store.record_security_event(identity, type_, at.isoformat().replace("+00:00", "Z"),
+        await self.store.record_security_event(identity, type_, at.isoformat().replace("+00:00", "Z"),
                                                       tech_info[:255], at)
-        self.daemon.bus.publish("station.security_event", identity, type=type_, tech_info=tech_info[:255],
-                                source="csms")
+        self.bus.publish(SecurityEvent(station_id=identity, type=type_, tech_info=tech_info[:255], source="csms"))

@@ -10,20 +10,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from csms.protocol.errors import OcppError, StationOffline, CallTimeout
-from csms.security.config import CaConfig
+from csms.configcheck import bounds
+from csms.interfaces import StationSession
+from csms.protocol.errors import CallTimeout, OcppError, StationOffline
 
-if TYPE_CHECKING:
-    from csms.connection import StationConnection
+
+@dataclass(frozen=True)
+class CaConfig:
+    cert_file: str  # the CA that signs station CSRs (SignCertificate)
+    key_file: str
+    validity_days: int = field(default=365, metadata=bounds(1, 3650))
+
 
 log = logging.getLogger("csms.security")
 
@@ -134,12 +140,12 @@ def _has(cert: x509.Certificate, ext: type) -> bool:
 
 
 class CsrSigner:
-    """``daemon.certificate_signer``: answers SignCertificate, then delivers CertificateSigned."""
+    """The :class:`csms.interfaces.CertificateSigner`: answers SignCertificate, then delivers CertificateSigned."""
 
     def __init__(self, ca: CertificateAuthority) -> None:
         self.ca = ca
 
-    async def __call__(self, conn: StationConnection, payload: dict[str, Any]) -> dict[str, Any]:
+    async def __call__(self, conn: StationSession, payload: dict[str, Any]) -> dict[str, Any]:
         cert_type = payload.get("certificateType", "ChargingStationCertificate")
         if cert_type != "ChargingStationCertificate":
             return _rejected(conn.station_id, "UnsupportedCertType",

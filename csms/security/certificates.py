@@ -1,15 +1,14 @@
-"""Typed CSMS-initiated certificate commands (OCPP 2.0.1 block M), through ``daemon.commands``."""
+"""Typed CSMS-initiated certificate commands (OCPP 2.0.1 block M), through the daemon's Commands."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-if TYPE_CHECKING:
-    from csms.app import Daemon
+from csms.interfaces import Commands
 
 INSTALL_TYPES = ("V2GRootCertificate", "MORootCertificate", "CSMSRootCertificate", "ManufacturerRootCertificate")
 _HASHES = {"SHA256": hashlib.sha256, "SHA384": hashlib.sha384, "SHA512": hashlib.sha512}
@@ -69,27 +68,27 @@ def _spki_bit_string(spki_der: bytes) -> bytes:
     return spki_der[bits_start + 1:bits_end]
 
 
-async def install_certificate(daemon: Daemon, station_id: str, certificate_type: str,
+async def install_certificate(commands: Commands, station_id: str, certificate_type: str,
                               certificate_pem: str) -> dict[str, Any]:
     """Send InstallCertificate (a root the station should trust); returns the station's answer."""
     if certificate_type not in INSTALL_TYPES:
         raise CertificateInputError(f"certificate type must be one of {', '.join(INSTALL_TYPES)}, "
                                     f"got {certificate_type!r}")
     _load(certificate_pem)
-    return await daemon.commands.call(station_id, "InstallCertificate",
+    return await commands.call(station_id, "InstallCertificate",
                                       {"certificateType": certificate_type, "certificate": certificate_pem})
 
 
-async def get_installed_certificate_ids(daemon: Daemon, station_id: str,
+async def get_installed_certificate_ids(commands: Commands, station_id: str,
                                         certificate_types: list[str] | None = None) -> dict[str, Any]:
     payload: dict[str, Any] = {}
     if certificate_types:
         payload["certificateType"] = list(certificate_types)
-    return await daemon.commands.call(station_id, "GetInstalledCertificateIds", payload)
+    return await commands.call(station_id, "GetInstalledCertificateIds", payload)
 
 
-async def delete_certificate(daemon: Daemon, station_id: str, hash_data: dict[str, str]) -> dict[str, Any]:
+async def delete_certificate(commands: Commands, station_id: str, hash_data: dict[str, str]) -> dict[str, Any]:
     """Send DeleteCertificate; ``hash_data`` from GetInstalledCertificateIds or :func:`certificate_hash_data`."""
     data = {k: hash_data[k] for k in ("hashAlgorithm", "issuerNameHash", "issuerKeyHash", "serialNumber")
             if k in hash_data}
-    return await daemon.commands.call(station_id, "DeleteCertificate", {"certificateHashData": data})
+    return await commands.call(station_id, "DeleteCertificate", {"certificateHashData": data})

@@ -13,13 +13,14 @@ from typing import Any
 
 from rich.console import Console
 
+from csms.config import Config
+from csms.console import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, load_config_or_report
 from csms.security.credentials import RegistrationError, register_station
-
-EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 3
+from csms.store.factory import open_store
 
 
 def register_commands(subparsers: Any) -> None:
-    """Hook for ``csms.cli.extra_commands``."""
+    """Add ``csms station register`` to the ``csms`` command line."""
     station = subparsers.add_parser("station", help="station credentials in the configured store")
     sub = station.add_subparsers(dest="station_command", required=True)
     p = sub.add_parser("register", help="register a station at a security profile (1-3) with its password",
@@ -35,9 +36,7 @@ def register_commands(subparsers: Any) -> None:
     p.set_defaults(func=cmd_station_register)
 
 
-async def _register(config: Any, station_id: str, profile: int, password: str | None) -> str | None:
-    from csms.store import open_store
-
+async def _register(config: Config, station_id: str, profile: int, password: str | None) -> str | None:
     store = open_store(config.store)
     await store.open()
     try:
@@ -47,10 +46,8 @@ async def _register(config: Any, station_id: str, profile: int, password: str | 
 
 
 def cmd_station_register(args: argparse.Namespace) -> int:
-    from csms.cli import _load
-
     err = Console(stderr=True, soft_wrap=True)
-    config = _load(args.config, err)
+    config = load_config_or_report(args.config, err)
     if config is None:
         return EXIT_CONFIG
     password = None

@@ -7,41 +7,27 @@ authenticate; plain ``ws://`` (profile 1) then needs ``allow_plain_ws: true``.
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from csms.config import ConfigIssue
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    cert_file: str  # server certificate chain (PEM, leaf first)
-    key_file: str
-    client_ca_file: str | None = None  # trust anchors for profile-3 client certificates
-    min_version: str = "1.2"
-
-
-@dataclass(frozen=True)
-class CaConfig:
-    cert_file: str  # the CA that signs station CSRs (SignCertificate)
-    key_file: str
-    validity_days: int = 365
+from csms.configcheck import ConfigIssue, Issues, bounds, build
+from csms.security.ca import CaConfig, CaError, CertificateAuthority
+from csms.security.tls import TlsConfig, TlsError, server_context
 
 
 @dataclass(frozen=True)
 class AuthFailureLimits:
-    per_address: int = 20  # failed handshakes per source address per window
-    per_identity: int = 5  # failed handshakes per station identity per window
-    window_s: float = 60.0
+    per_address: int = field(default=20, metadata=bounds(1, 1_000_000))  # failed handshakes per address per window
+    per_identity: int = field(default=5, metadata=bounds(1, 1_000_000))  # ... per station identity per window
+    window_s: float = field(default=60.0, metadata=bounds(0.1, 86400))
 
 
 @dataclass(frozen=True)
 class MessageRateLimits:
-    per_second: float = 20.0  # sustained CALLs per second per station
-    burst: int = 100  # CALLs a station may send at once (e.g. after reconnecting with a queue)
-    close_after: int = 50  # refused CALLs in a row before the socket is closed with 1008
+    per_second: float = field(default=20.0, metadata=bounds(0.01, 100_000))  # sustained CALLs per second per station
+    burst: int = field(default=100, metadata=bounds(1, 1_000_000))  # CALLs at once (after reconnecting with a queue)
+    close_after: int = field(default=50, metadata=bounds(1, 1_000_000))  # refusals in a row before closing (1008)
 
 
 @dataclass(frozen=True)
@@ -51,53 +37,8 @@ class SecurityConfig:
     ca: CaConfig | None = None
     auth_failures: AuthFailureLimits = field(default_factory=AuthFailureLimits)
     message_rate: MessageRateLimits = field(default_factory=MessageRateLimits)
-    idle_timeout_s: float = 900.0  # close a socket that sent no CALL for this long (> heartbeat interval)
-
-
-_TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
-
-# key -> (type, required, (min, max) or None)
-_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], bool, tuple[float, float] | None]]] = {
-    "": {"allow_plain_ws": (bool, False, None), "tls": (dict, False, None), "ca": (dict, False, None),
-         "auth_failures": (dict, False, None), "message_rate": (dict, False, None),
-         "idle_timeout_s": ((int, float), False, (1, 86400 * 7))},
-    "tls": {"cert_file": (str, True, None), "key_file": (str, True, None), "client_ca_file": (str, False, None),
-            "min_version": (str, False, None)},
-    "ca": {"cert_file": (str, True, None), "key_file": (str, True, None),
-           "validity_days": (int, False, (1, 3650))},
-    "auth_failures": {"per_address": (int, False, (1, 1_000_000)), "per_identity": (int, False, (1, 1_000_000)),
-                      "window_s": ((int, float), False, (0.1, 86400))},
-    "message_rate": {"per_second": ((int, float), False, (0.01, 100_000)), "burst": (int, False, (1, 1_000_000)),
-                     "close_after": (int, False, (1, 1_000_000))},
-}
-
-
-def _check_keys(data: Any, sub: str, file: str, issues: list[ConfigIssue]) -> dict[str, Any]:
-    """Type/range-check one mapping of the section; returns only the valid entries."""
-    prefix = "security" + (f".{sub}" if sub else "")
-    if not isinstance(data, dict):
-        issues.append(ConfigIssue(file, prefix, f"expected a mapping, got {type(data).__name__}"))
-        return {}
-    schema = _SCHEMA[sub]
-    good: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}.{key}"
-        if key not in schema:
-            issues.append(ConfigIssue(file, path, f"unknown key (known: {', '.join(sorted(schema))})"))
-            continue
-        tp, _, bounds = schema[key]
-        if isinstance(value, bool) and tp is not bool or not isinstance(value, tp):
-            names = " or ".join(t.__name__ for t in (tp if isinstance(tp, tuple) else (tp,)))
-            issues.append(ConfigIssue(file, path, f"expected {names}, got {value!r}"))
-            continue
-        if bounds is not None and not bounds[0] <= value <= bounds[1]:
-            issues.append(ConfigIssue(file, path, f"must be between {bounds[0]:g} and {bounds[1]:g}, got {value!r}"))
-            continue
-        good[key] = value
-    for key, (_, required, _) in schema.items():
-        if required and key not in data:
-            issues.append(ConfigIssue(file, f"{prefix}.{key}", "required"))
-    return good
+    # Close a socket that sent no CALL for this long (more than the heartbeat interval).
+    idle_timeout_s: float = field(default=900.0, metadata=bounds(1, 86400 * 7))
 
 
 def _resolve(path: str, base: Path | None) -> str:
@@ -112,69 +53,63 @@ def _base_dir(file: str) -> Path | None:
     return Path(file).resolve().parent
 
 
-def _parse(section: dict[str, Any], file: str, issues: list[ConfigIssue]) -> SecurityConfig:
-    base = _base_dir(file)
-    top = _check_keys(section, "", file, issues)
+_FILES = {"tls": ("cert_file", "key_file", "client_ca_file"), "ca": ("cert_file", "key_file")}
+
+
+def _with_files(kwargs: dict[str, Any] | None, part: str, base: Path | None) -> dict[str, Any] | None:
+    if kwargs is None or any(name not in kwargs for name in ("cert_file", "key_file")):
+        return None  # reported as missing
+    return {**kwargs, **{name: _resolve(kwargs[name], base) for name in _FILES[part] if kwargs.get(name)}}
+
+
+def security_section(raw: Any, issues: Issues) -> SecurityConfig | None:
+    """The ``security:`` section; None (lab mode) when there is none. Key material is loaded too,
+    so a wrong path or a key not matching its certificate is a config error."""
+    if not raw:
+        return None
+    base = _base_dir(issues.file)
+    top = build(SecurityConfig, raw, "security", issues, skip=("tls", "ca", "auth_failures", "message_rate"))
+    if top is None:
+        return None
     tls = ca = None
-    if "tls" in section:
-        t = _check_keys(section["tls"], "tls", file, issues)
-        if t.get("min_version", "1.2") not in _TLS_VERSIONS:
-            issues.append(ConfigIssue(file, "security.tls.min_version",
-                                      f"must be one of {', '.join(_TLS_VERSIONS)}, got {t['min_version']!r}"))
-        elif "cert_file" in t and "key_file" in t:
-            tls = TlsConfig(cert_file=_resolve(t["cert_file"], base), key_file=_resolve(t["key_file"], base),
-                            client_ca_file=_resolve(t["client_ca_file"], base) if "client_ca_file" in t else None,
-                            min_version=t.get("min_version", "1.2"))
-    if "ca" in section:
-        c = _check_keys(section["ca"], "ca", file, issues)
-        if "cert_file" in c and "key_file" in c:
-            ca = CaConfig(cert_file=_resolve(c["cert_file"], base), key_file=_resolve(c["key_file"], base),
-                          validity_days=c.get("validity_days", 365))
-    failures = AuthFailureLimits(**_check_keys(section.get("auth_failures", {}), "auth_failures", file, issues))
-    rate = MessageRateLimits(**_check_keys(section.get("message_rate", {}), "message_rate", file, issues))
-    cfg = SecurityConfig(allow_plain_ws=top.get("allow_plain_ws", False), tls=tls, ca=ca,
-                         auth_failures=failures, message_rate=rate,
-                         idle_timeout_s=float(top.get("idle_timeout_s", 900.0)))
-    if "tls" not in section and not cfg.allow_plain_ws:
-        issues.append(ConfigIssue(file, "security.tls",
-                                  "required: stations connect over wss:// (set allow_plain_ws: true for a lab "
-                                  "with profile-1 stations over plain ws://)"))
-    if "tls" in section and cfg.allow_plain_ws:
-        issues.append(ConfigIssue(file, "security.allow_plain_ws",
-                                  "cannot be combined with tls: the daemon has one listener (remove one of them)"))
+    if "tls" in raw:
+        tls_kwargs = _with_files(build(TlsConfig, raw["tls"], "security.tls", issues), "tls", base)
+        tls = TlsConfig(**tls_kwargs) if tls_kwargs is not None else None
+    if "ca" in raw:
+        ca_kwargs = _with_files(build(CaConfig, raw["ca"], "security.ca", issues), "ca", base)
+        ca = CaConfig(**ca_kwargs) if ca_kwargs is not None else None
+    failures = AuthFailureLimits(**(build(AuthFailureLimits, raw.get("auth_failures", {}), "security.auth_failures",
+                                          issues) or {}))
+    rate = MessageRateLimits(**(build(MessageRateLimits, raw.get("message_rate", {}), "security.message_rate",
+                                      issues) or {}))
+    cfg = SecurityConfig(allow_plain_ws=top.get("allow_plain_ws", False), tls=tls, ca=ca, auth_failures=failures,
+                         message_rate=rate, idle_timeout_s=top.get("idle_timeout_s", 900.0))
+    if "tls" not in raw and not cfg.allow_plain_ws:
+        issues.add("security.tls", "required: stations connect over wss:// (set allow_plain_ws: true for a lab "
+                                   "with profile-1 stations over plain ws://)")
+    if "tls" in raw and cfg.allow_plain_ws:
+        issues.add("security.allow_plain_ws",
+                   "cannot be combined with tls: the daemon has one listener (remove one of them)")
+    if not issues.items:
+        _load(cfg, issues)
     return cfg
 
 
-def _load_issues(cfg: SecurityConfig, file: str) -> list[ConfigIssue]:
-    """Load the key material now, so a wrong path or a key not matching its certificate is a config error."""
-    from csms.security.ca import CertificateAuthority, CaError
-    from csms.security.tls import TlsError, server_context
-
-    issues: list[ConfigIssue] = []
+def _load(cfg: SecurityConfig, issues: Issues) -> None:
     if cfg.tls is not None:
         try:
             server_context(cfg.tls)
         except TlsError as exc:
-            issues.append(ConfigIssue(file, "security.tls", str(exc)))
+            issues.add("security.tls", str(exc))
     if cfg.ca is not None:
         try:
             CertificateAuthority.load(cfg.ca)
         except CaError as exc:
-            issues.append(ConfigIssue(file, "security.ca", str(exc)))
-    return issues
+            issues.add("security.ca", str(exc))
 
 
-def parse_security(section: dict[str, Any], file: str = "<config>") -> SecurityConfig:
-    """The section as dataclasses (call :func:`check` first; invalid entries fall back to defaults)."""
-    return _parse(section, file, [])
-
-
-def check(section: dict[str, Any], file: str) -> list[ConfigIssue]:
-    """Every problem of the ``security`` section (empty section = lab mode, nothing to check)."""
-    if not section:
-        return []
-    issues: list[ConfigIssue] = []
-    cfg = _parse(section, file, issues)
-    if not issues:
-        issues.extend(_load_issues(cfg, file))
-    return issues
+def check(raw: Any, file: str) -> list[ConfigIssue]:
+    """Every problem of a ``security`` section on its own (empty section = lab mode, nothing to check)."""
+    issues = Issues(file)
+    security_section(raw, issues)
+    return issues.items

@@ -2,34 +2,26 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
-from csms.gateway import MAX_IDENTITY_LENGTH
+from csms.domain.identity import MAX_IDENTITY_LENGTH, valid_identity
+from csms.domain.records import StationRecord
 from csms.security import passwords
 from csms.security.auth import NEXT_PASSWORD_KEY
-from csms.store.base import StationRecord, Store
+from csms.store.base import StationStore
 
 PROFILES = (1, 2, 3)
-_BAD_IDENTITY = re.compile(r"[\x00-\x20\x7f/]")
 
 
 class RegistrationError(ValueError):
     """The station id, profile or password cannot be registered (message says which and why)."""
 
 
-def _store_of(daemon_or_store: Any) -> Store:
-    return daemon_or_store if isinstance(daemon_or_store, Store) else daemon_or_store.store
-
-
 def check_identity(station_id: str) -> None:
-    if not isinstance(station_id, str) or not 1 <= len(station_id) <= MAX_IDENTITY_LENGTH \
-            or _BAD_IDENTITY.search(station_id):
+    if not isinstance(station_id, str) or not valid_identity(station_id):
         raise RegistrationError(f"station id must be 1-{MAX_IDENTITY_LENGTH} characters without spaces, control "
                                 f"characters or '/', got {station_id!r}")
 
 
-async def register_station(daemon_or_store: Any, station_id: str, profile: int,
+async def register_station(store: StationStore, station_id: str, profile: int,
                            password: str | None = None) -> str | None:
     """Register (or re-register) a station at ``profile`` and return a generated password.
 
@@ -53,7 +45,6 @@ async def register_station(daemon_or_store: Any, station_id: str, profile: int,
             hashed = await passwords.hash_password_async(password)
         except passwords.PasswordError as exc:
             raise RegistrationError(str(exc)) from None
-    store = _store_of(daemon_or_store)
     record = await store.get_station(station_id) or StationRecord(station_id)
     record.registered = True
     record.security_profile = profile

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from csms.interfaces import GatedSession
+from csms.metrics import Metrics
 from csms.protocol import frames
 from csms.security.config import AuthFailureLimits, MessageRateLimits
 
@@ -126,8 +128,10 @@ class MessageGate:
     (policy violation). The buckets also record each station's last CALL for the idle timeout.
     """
 
-    def __init__(self, limits: MessageRateLimits, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, limits: MessageRateLimits, metrics: Metrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
+        self.metrics = metrics
         self.clock = clock
         self._buckets = _Buckets(limits.burst, limits.per_second, clock)
         self._refused_in_a_row: dict[str, int] = {}
@@ -149,21 +153,21 @@ class MessageGate:
             return True
         return False
 
-    async def refuse(self, conn: Any, unique_id: str) -> None:
+    async def refuse(self, conn: GatedSession, unique_id: str) -> None:
         """Answer an excess CALL; close the socket when the station keeps flooding."""
         n = self._refused_in_a_row[conn.station_id] = self._refused_in_a_row.get(conn.station_id, 0) + 1
-        conn.daemon.metrics.frame_error("RateLimited")
+        self.metrics.frame_error("RateLimited")
         if n == 1:
             log.warning("%s exceeds %g CALLs/s (burst %d): excess CALLs are refused", conn.station_id,
                         self.limits.per_second, self.limits.burst)
         if n >= self.limits.close_after:
             log.warning("%s kept flooding (%d CALLs refused in a row): closing its socket", conn.station_id, n)
             self._refused_in_a_row.pop(conn.station_id, None)
-            await conn.ws.close(1008, "message rate limit exceeded")
+            await conn.close(1008, "message rate limit exceeded")
             return
         wait = math.ceil(self._buckets.get(conn.station_id).wait(self.clock()))
         try:
-            await conn.ws.send(frames.error_frame(unique_id, "GenericError",
+            await conn.send_text(frames.error_frame(unique_id, "GenericError",
                                                   f"message rate limit exceeded ({self.limits.per_second:g}/s); "
                                                   f"retry in {max(wait, 1)} s"))
         except Exception:  # noqa: BLE001 - the reader notices a closed socket

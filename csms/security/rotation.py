@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import logging
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from csms.interfaces import Commands, ConnectionRegistry
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
 from csms.security import passwords
 from csms.security.auth import NEXT_PASSWORD_KEY
 from csms.security.credentials import RegistrationError
-
-if TYPE_CHECKING:
-    from csms.app import Daemon
+from csms.store.base import StationStore
 
 log = logging.getLogger("csms.security")
 
@@ -33,7 +32,20 @@ class RotationError(Exception):
     """The password was not rotated (station rejected it, is offline, or has no password profile)."""
 
 
-async def rotate_password(daemon: Daemon, station_id: str, new_password: str | None = None) -> RotationResult:
+class RotationDeps(Protocol):
+    """What a rotation uses (the daemon has all three)."""
+
+    @property
+    def store(self) -> StationStore: ...
+
+    @property
+    def connections(self) -> ConnectionRegistry: ...
+
+    @property
+    def commands(self) -> Commands: ...
+
+
+async def rotate_password(daemon: RotationDeps, station_id: str, new_password: str | None = None) -> RotationResult:
     """Give a connected profile-1/2 station a new password (generated unless given)."""
     store = daemon.store
     record = await store.get_station(station_id)
@@ -57,17 +69,17 @@ async def rotate_password(daemon: Daemon, station_id: str, new_password: str | N
         log.warning("%s did not answer the password rotation; old and new password both stay valid", station_id)
         return RotationResult.UNCERTAIN
     except (OcppError, StationOffline) as exc:
-        await _cancel(daemon, station_id)
+        await _cancel(store, station_id)
         raise RotationError(f"{station_id} did not take the new password: {exc}") from None
     status = response["setVariableResult"][0]["attributeStatus"]
     if status in ("Accepted", "RebootRequired"):
         log.info("%s accepted a new BasicAuthPassword (%s)", station_id, status)
         return RotationResult(status)
-    await _cancel(daemon, station_id)
+    await _cancel(store, station_id)
     raise RotationError(f"{station_id} answered {status} to SecurityCtrlr.BasicAuthPassword; password unchanged")
 
 
-async def _cancel(daemon: Daemon, station_id: str) -> None:
-    record = await daemon.store.get_station(station_id)
+async def _cancel(store: StationStore, station_id: str) -> None:
+    record = await store.get_station(station_id)
     if record is not None and record.extra.pop(NEXT_PASSWORD_KEY, None) is not None:
-        await daemon.store.put_station(record)
+        await store.put_station(record)

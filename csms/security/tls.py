@@ -8,9 +8,17 @@ handshake fails. Which profile a station must use is decided later, per station,
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from csms.security.config import TlsConfig
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert_file: str  # server certificate chain (PEM, leaf first)
+    key_file: str
+    client_ca_file: str | None = None  # trust anchors for profile-3 client certificates
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 # TLS 1.2 suites: forward-secret AEAD only (OCPP 2.0.1 requires the ECDHE-*-AES-GCM ones).

@@ -1,189 +1,169 @@
-"""The store interface every backend implements.
+"""The store as small interfaces, one per concern; every backend implements all of them.
 
-Writes return only after the data is durable (the caller then acknowledges to the station);
-"persist before you acknowledge" is the contract of every ``record_*``/``put_*`` method.
+Writes return only after the data is durable (the caller then acknowledges to the station):
+"persist before you acknowledge" is the contract of every ``record_*``/``put_*`` method, except
+the two records nobody acknowledges on (:class:`CommandLog`), which a backend may write behind.
 Payload-shaped data is kept as the OCPP JSON it arrived as, so nothing a station said is lost
-to a schema we chose too early.
+to a schema we chose too early. A part of the daemon is handed only the Protocols it uses; a new
+backend (PostgreSQL ...) implements :class:`Store` and joins the contract suite
+(tests/test_store_contract.py), which runs every test against every backend.
 """
 
 from __future__ import annotations
 
-import abc
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, Protocol
+
+from csms.domain.meter import Sample
+from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
+from csms.domain.transactions import TxEvent
+
+#: How a CSMS-initiated call ended: the station answered (CALLRESULT or CALLERROR), it did not
+#: answer in time, it was not connected, or the caller gave up (its own timeout, shutdown).
+CommandOutcome = Literal["result", "callerror", "timeout", "offline", "cancelled"]
 
 
-@dataclass
-class StationRecord:
-    station_id: str
-    registration: str = "Unknown"  # Accepted | Pending | Rejected | Blocked | Unknown (never registered)
-    registered: bool = False  # added by an operator (registered_only policy admits only these)
-    vendor: str | None = None
-    model: str | None = None
-    serial_number: str | None = None
-    firmware_version: str | None = None
-    boot_reason: str | None = None
-    last_boot: datetime | None = None
-    last_seen: datetime | None = None
-    connected: bool = False
-    security_profile: int = 0
-    password_hash: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+def check_limit(limit: int) -> int:
+    """Every backend refuses the same bad ``limit`` of a list query, with the same words."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"limit must be an integer >= 0, got {limit!r}")
+    return limit
 
 
-@dataclass
-class IdTokenRecord:
-    id_token: str
-    type: str = "ISO14443"
-    status: str = "Accepted"  # Accepted | Blocked | Expired | Invalid ...
-    expiry: datetime | None = None
-    group_id: str | None = None
+class StationStore(Protocol):
+    """Stations, their connection state and connectors."""
 
-
-@dataclass
-class TransactionRecord:
-    station_id: str
-    transaction_id: str
-    evse_id: int | None
-    connector_id: int | None
-    id_token: str | None
-    started_at: datetime | None
-    ended_at: datetime | None
-    active: bool
-    charging_state: str | None
-    stopped_reason: str | None
-    last_seq_no: int
-    energy_wh: float | None  # last Energy.Active.Import.Register seen
-    first_seen_as: str  # Started | Updated | Ended (Updated: we missed its start, e.g. after a reconnect)
-
-
-class Store(abc.ABC):
-    """Durable state of the central system."""
-
-    @abc.abstractmethod
-    async def open(self) -> None: ...
-
-    @abc.abstractmethod
-    async def close(self) -> None:
-        """Flush everything pending and release resources."""
-
-    # Stations ---------------------------------------------------------------------------------
-    @abc.abstractmethod
     async def get_station(self, station_id: str) -> StationRecord | None: ...
 
-    @abc.abstractmethod
     async def list_stations(self) -> list[StationRecord]: ...
 
-    @abc.abstractmethod
     async def put_station(self, station: StationRecord) -> None:
         """Insert or replace the whole station record."""
+        ...
 
-    @abc.abstractmethod
     async def delete_station(self, station_id: str) -> bool: ...
 
-    @abc.abstractmethod
-    async def record_boot(self, station_id: str, payload: dict[str, Any], registration: str, at: datetime) -> None: ...
+    async def record_boot(self, station_id: str, boot: BootInfo, registration: str, at: datetime) -> None:
+        """Insert or update the station with what it said at boot; keeps operator fields (registered, credentials)."""
+        ...
 
-    @abc.abstractmethod
     async def set_connection_state(self, station_id: str, connected: bool, at: datetime) -> None: ...
 
-    @abc.abstractmethod
     async def touch_stations(self, last_seen: dict[str, datetime]) -> None:
         """Batch-update last-seen times (kept in memory on the hot path, flushed periodically)."""
+        ...
 
-    # EVSEs and connectors ---------------------------------------------------------------------
-    @abc.abstractmethod
     async def set_connector_status(self, station_id: str, evse_id: int, connector_id: int, status: str,
                                    at: datetime) -> None: ...
 
-    @abc.abstractmethod
     async def list_connectors(self, station_id: str) -> list[dict[str, Any]]: ...
 
-    # Id tokens --------------------------------------------------------------------------------
-    @abc.abstractmethod
+
+class IdTokenStore(Protocol):
     async def get_id_token(self, id_token: str) -> IdTokenRecord | None: ...
 
-    @abc.abstractmethod
     async def put_id_token(self, token: IdTokenRecord) -> None: ...
 
-    @abc.abstractmethod
     async def list_id_tokens(self) -> list[IdTokenRecord]: ...
 
-    @abc.abstractmethod
     async def delete_id_token(self, id_token: str) -> bool: ...
 
-    # Transactions and meter values ------------------------------------------------------------
-    @abc.abstractmethod
-    async def record_transaction_event(self, station_id: str, payload: dict[str, Any],
-                                       received_at: datetime) -> bool:
-        """Store one TransactionEvent with its meter values; False if (station, tx, seqNo) was already stored."""
 
-    @abc.abstractmethod
-    async def record_meter_values(self, station_id: str, evse_id: int, meter_values: list[dict[str, Any]],
-                                  received_at: datetime) -> None: ...
+class TransactionStore(Protocol):
+    """Transactions, their events and the meter values."""
 
-    @abc.abstractmethod
+    async def record_transaction_event(self, station_id: str, event: TxEvent, received_at: datetime) -> bool:
+        """Store one event with its meter values and fold it into the transaction's record with
+        :func:`csms.domain.transactions.merge`, atomically; False if (station, transaction, seqNo)
+        was already stored (nothing changes then, not even on another node sharing the store)."""
+        ...
+
+    async def record_meter_values(self, station_id: str, samples: Sequence[Sample], received_at: datetime) -> None:
+        """Samples outside a transaction event (MeterValues), already checked (csms.domain.meter.flatten)."""
+        ...
+
     async def get_transaction(self, station_id: str, transaction_id: str) -> TransactionRecord | None: ...
 
-    @abc.abstractmethod
     async def list_transactions(self, *, station_id: str | None = None, active: bool | None = None,
                                 since: datetime | None = None, until: datetime | None = None,
                                 limit: int = 1000) -> list[TransactionRecord]: ...
 
-    @abc.abstractmethod
     async def transaction_events(self, station_id: str, transaction_id: str) -> list[dict[str, Any]]: ...
 
-    @abc.abstractmethod
     async def meter_samples(self, station_id: str, *, transaction_id: str | None = None,
                             evse_id: int | None = None, since: datetime | None = None,
                             limit: int = 100000) -> list[dict[str, Any]]:
         """Flat samples: timestamp, evse_id, transaction_id, measurand, phase, value, unit, context."""
+        ...
 
-    # Smart charging ---------------------------------------------------------------------------
-    @abc.abstractmethod
+
+class SmartChargingStore(Protocol):
     async def record_ev_charging_needs(self, station_id: str, evse_id: int, payload: dict[str, Any],
                                        at: datetime) -> None: ...
 
-    @abc.abstractmethod
     async def latest_ev_charging_needs(self, station_id: str, evse_id: int) -> dict[str, Any] | None: ...
 
-    @abc.abstractmethod
-    async def record_charging_profile(self, station_id: str, evse_id: int, profile: dict[str, Any],
-                                      status: str, status_info: dict[str, Any] | None, at: datetime) -> None:
-        """A profile the CSMS sent and the station's verdict (Accepted / Rejected / timeout / error)."""
-
-    @abc.abstractmethod
     async def list_charging_profiles(self, station_id: str) -> list[dict[str, Any]]: ...
 
-    # Device model, events, commands -----------------------------------------------------------
-    @abc.abstractmethod
+
+class DeviceModelStore(Protocol):
     async def record_variables(self, station_id: str, variables: list[dict[str, Any]], at: datetime) -> None:
         """Each item: component, variable, attributeType, value (from NotifyReport / GetVariables / NotifyEvent)."""
+        ...
 
-    @abc.abstractmethod
     async def list_variables(self, station_id: str) -> list[dict[str, Any]]: ...
 
-    @abc.abstractmethod
+
+class MessageLog(Protocol):
+    """What stations reported that is kept as it arrived: security events and notifications."""
+
     async def record_security_event(self, station_id: str, type_: str, timestamp: str, tech_info: str | None,
                                     at: datetime) -> None: ...
 
-    @abc.abstractmethod
     async def list_security_events(self, station_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
 
-    @abc.abstractmethod
     async def record_station_message(self, station_id: str, action: str, payload: dict[str, Any],
                                      at: datetime) -> None:
         """Notifications kept as they arrived (firmware/log status, charging limits, reports ...)."""
+        ...
 
-    @abc.abstractmethod
     async def list_station_messages(self, station_id: str, action: str | None = None,
                                     limit: int = 1000) -> list[dict[str, Any]]: ...
 
-    @abc.abstractmethod
-    async def record_command(self, station_id: str, action: str, request: dict[str, Any], outcome: str,
-                             response: dict[str, Any] | None, sent_at: datetime, finished_at: datetime) -> None:
-        """A CSMS-initiated call: outcome is 'result', 'callerror', 'timeout' or 'offline'."""
 
-    @abc.abstractmethod
+class CommandLog(Protocol):
+    """Records of what the central system sent: every command and every charging profile.
+
+    Nobody acknowledges on these, and a fan-out of thousands of calls must not wait for as many
+    commits, so a backend may write them behind: ``record_*`` may return before the record is
+    durable, but it is committed in order with every later write, seen by every later read, and
+    committed before :meth:`Lifecycle.close` returns. :meth:`flush` returns once everything
+    recorded so far is durable.
+    """
+
+    async def record_command(self, station_id: str, action: str, request: dict[str, Any],
+                             outcome: CommandOutcome, response: dict[str, Any] | None, sent_at: datetime,
+                             finished_at: datetime) -> None: ...
+
     async def list_commands(self, station_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
+
+    async def record_charging_profile(self, station_id: str, evse_id: int, profile: dict[str, Any],
+                                      status: str, status_info: dict[str, Any] | None, at: datetime) -> None:
+        """A profile the CSMS sent and the station's verdict (Accepted / Rejected / an error's class name)."""
+        ...
+
+    async def flush(self) -> None: ...
+
+
+class Lifecycle(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None:
+        """Flush everything pending and release resources."""
+        ...
+
+
+class Store(StationStore, IdTokenStore, TransactionStore, SmartChargingStore, DeviceModelStore, MessageLog,
+            CommandLog, Lifecycle, Protocol):
+    """Durable state of the central system: what a backend implements."""

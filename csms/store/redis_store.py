@@ -2,9 +2,11 @@
 
 Every write is one atomic server-side step (a single command or a Lua script), sent in a
 non-transactional pipeline that may end with ``WAIT`` on the same connection, so a caller returns
-only after Redis (and, with ``wait_replicas``, its replicas) acknowledged the write. The
-TransactionEvent script checks and stores (station, transactionId, seqNo) in one step: two nodes
-receiving the same retransmission can never both store it.
+only after Redis (and, with ``wait_replicas``, its replicas) acknowledged the write. A
+TransactionEvent is folded into its transaction by the shared merge rule in Python, from the
+record as read; the script then checks (station, transactionId, seqNo) and the record's revision
+and applies the result in one step: two nodes receiving the same retransmission can never both
+store it, and an event merged from a record another node changed meanwhile is merged again.
 
 Durability is the Redis server's: run it with ``appendonly yes`` (see docs/storage.md). Every hash
 field holds a JSON value so types survive the round trip. Ids inside key names are escaped
@@ -13,9 +15,11 @@ field holds a JSON value so types survive the round trip. Ids inside key names a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,17 +28,19 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
+from redis.typing import EncodableT
 
-from csms.meter import flatten
+from csms.domain.meter import Sample
+from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
+from csms.domain.transactions import TxEvent, TxState, epoch, merge
+from csms.store.base import CommandOutcome, Store, check_limit
 from csms.store.encoding import from_iso as _dt
 from csms.store.encoding import iso as _iso
 from csms.store.encoding import to_json as _json
-from csms.store.base import IdTokenRecord, StationRecord, Store, TransactionRecord
 
 log = logging.getLogger(__name__)
 
 PAGE = 500  # members read per round trip when a filtered list query walks a sorted set
-ENERGY = "Energy.Active.Import.Register"
 
 
 class ReplicationError(RedisError):
@@ -57,55 +63,35 @@ local function add_samples(counter, zkeys, first)
 end
 """
 
+# The TransactionEvent: the new record is computed in Python by the shared merge rule
+# (csms.domain.transactions.merge) from the record as read; this script only applies it, atomically,
+# if the event is not stored yet and nobody changed the record since it was read ('rev').
 # KEYS: events, tx hash, all-tx zset, station-tx zset, active set, station samples, tx samples, counter
-# ARGV: seq, event member, eventType, timestamp, start score, then JSON values ('' = absent):
-#       evse_id, connector_id, id_token, charging_state, stopped_reason, energy_wh, station_id,
-#       transaction_id, timestamp; then ARGV[15] all-tx member, ARGV[16] transaction id (station-tx
-#       member), ARGV[17..] sample score/json pairs.
+# ARGV: seq, event member, rev read ('' = none), new rev, all-tx member, station-tx member, start score,
+#       active ('1'/'0'), number of hash fields n, then n field/value pairs, then sample score/json pairs.
+# Returns 1 (stored), 0 (already stored: a retransmission) or -1 (changed meanwhile: read again).
 _TX_EVENT = _ADD_SAMPLES + """
 local seq = tonumber(ARGV[1])
 if redis.call('ZCOUNT', KEYS[1], seq, seq) > 0 then return 0 end
+local rev = redis.call('HGET', KEYS[2], 'rev')
+if (rev or '') ~= ARGV[3] then return -1 end
 redis.call('ZADD', KEYS[1], seq, ARGV[2])
-local tx = KEYS[2]
-local ended = ARGV[3] == 'Ended'
-local function set_if(field, value) if value ~= '' then redis.call('HSET', tx, field, value) end end
-if redis.call('EXISTS', tx) == 0 then
-  redis.call('HSET', tx, 'station_id', ARGV[12], 'transaction_id', ARGV[13], 'started_at', ARGV[14],
-             'started_score', ARGV[5], 'last_seq_no', ARGV[1], 'first_seen_as', cjson.encode(ARGV[3]),
-             'active', ended and 'false' or 'true')
-  set_if('evse_id', ARGV[6]); set_if('connector_id', ARGV[7]); set_if('id_token', ARGV[8])
-  set_if('charging_state', ARGV[9]); set_if('stopped_reason', ARGV[10]); set_if('energy_wh', ARGV[11])
-  if ended then
-    redis.call('HSET', tx, 'ended_at', ARGV[14])
-  else
-    redis.call('SADD', KEYS[5], ARGV[15])
-  end
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[15])
-  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[16])
-else
-  local cur = redis.call('HMGET', tx, 'last_seq_no', 'started_score')
-  local last = tonumber(cur[1]) or -1
-  if redis.call('HEXISTS', tx, 'evse_id') == 0 then set_if('evse_id', ARGV[6]) end
-  if redis.call('HEXISTS', tx, 'connector_id') == 0 then set_if('connector_id', ARGV[7]) end
-  set_if('id_token', ARGV[8])
-  if tonumber(ARGV[5]) < (tonumber(cur[2]) or math.huge) then
-    redis.call('HSET', tx, 'started_at', ARGV[14], 'started_score', ARGV[5])
-    redis.call('ZADD', KEYS[3], ARGV[5], ARGV[15])
-    redis.call('ZADD', KEYS[4], ARGV[5], ARGV[16])
-  end
-  if seq > last then redis.call('HSET', tx, 'last_seq_no', ARGV[1]) end
-  if seq >= last then set_if('charging_state', ARGV[9]); set_if('energy_wh', ARGV[11]) end
-  if ended then
-    redis.call('HSET', tx, 'ended_at', ARGV[14], 'active', 'false')
-    redis.call('SREM', KEYS[5], ARGV[15])
-  end
-  set_if('stopped_reason', ARGV[10])
-end
+local n = tonumber(ARGV[9])
+local fields = {'rev', ARGV[4]}
+for i = 10, 9 + 2 * n do table.insert(fields, ARGV[i]) end
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('ZADD', KEYS[3], ARGV[7], ARGV[5])
+redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
+if ARGV[8] == '1' then redis.call('SADD', KEYS[5], ARGV[5]) else redis.call('SREM', KEYS[5], ARGV[5]) end
+local first = 10 + 2 * n
 local zkeys = {KEYS[6]}
-if #ARGV >= 17 then table.insert(zkeys, KEYS[7]) end
-add_samples(KEYS[8], zkeys, 17)
+if #ARGV >= first then table.insert(zkeys, KEYS[7]) end
+add_samples(KEYS[8], zkeys, first)
 return 1
 """
+#: Attempts at a TransactionEvent whose record another node keeps changing meanwhile (each one
+#: means another event of the same transaction got in first; within one node they take turns).
+MAX_TX_ATTEMPTS = 20
 
 # KEYS: counter, station samples.  ARGV: sample score/json pairs.
 _METER_VALUES = _ADD_SAMPLES + """
@@ -155,25 +141,10 @@ def _opt(v: Any) -> str:
     return "" if v is None else _json(v)
 
 
-def _epoch(ts: Any, what: str) -> float:
-    """Seconds since the epoch of an OCPP date-time (no offset = UTC); ValueError names ``what``."""
-    if not isinstance(ts, str):
-        raise ValueError(f"{what}: expected an ISO 8601 date-time string, got {ts!r}")
-    for text in (ts, ts.upper()):
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            continue
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.timestamp()
-    raise ValueError(f"{what}: {ts!r} is not an ISO 8601 date-time")
 
-
-def _check_limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ValueError(f"limit must be an integer >= 0, got {limit!r}")
-    return limit
+def _texts(values: Iterable[Any]) -> list[str]:
+    """Members as text (the client decodes responses; its type hints cannot know that)."""
+    return [v if isinstance(v, str) else bytes(v).decode() for v in values]
 
 
 def _decode(h: dict[str, str]) -> dict[str, Any]:
@@ -247,6 +218,7 @@ class RedisStore(Store):
         self.keys = _Keys(prefix)
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self._tx_locks: dict[tuple[str, str], list[Any]] = {}  # [lock, waiters] per transaction in progress
 
     # Machinery --------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -279,6 +251,9 @@ class RedisStore(Store):
         if aof != "yes":
             log.warning("Redis at %s runs without appendonly: acknowledged writes are lost when it restarts"
                         " (see docs/storage.md)", _redact(self.url))
+
+    async def flush(self) -> None:
+        """Nothing to wait for: every write returned after Redis acknowledged it."""
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -348,7 +323,7 @@ class RedisStore(Store):
         return self._station(h) if h else None
 
     async def list_stations(self) -> list[StationRecord]:
-        ids = sorted(await self._r.smembers(self.keys.stations))
+        ids = sorted(_texts(await self._r.smembers(self.keys.stations)))
         hashes = await self._hashes([self.keys.station(s) for s in ids])
         return [self._station(h) for h in hashes if h]
 
@@ -368,11 +343,10 @@ class RedisStore(Store):
                                               self.keys.station(station_id, "connectors")], [station_id])
         return bool(existed)
 
-    async def record_boot(self, station_id: str, payload: dict[str, Any], registration: str, at: datetime) -> None:
-        cs = payload.get("chargingStation", {})
-        fields = {"station_id": station_id, "registration": registration, "vendor": cs.get("vendorName"),
-                  "model": cs.get("model"), "serial_number": cs.get("serialNumber"),
-                  "firmware_version": cs.get("firmwareVersion"), "boot_reason": payload.get("reason"),
+    async def record_boot(self, station_id: str, boot: BootInfo, registration: str, at: datetime) -> None:
+        fields = {"station_id": station_id, "registration": registration, "vendor": boot.vendor,
+                  "model": boot.model, "serial_number": boot.serial_number,
+                  "firmware_version": boot.firmware_version, "boot_reason": boot.reason,
                   "last_boot": _iso(at), "last_seen": _iso(at), "connected": True}
         defaults = {"registered": False, "security_profile": 0, "extra": {}}
         await self._call("upsert", [self.keys.station(station_id), self.keys.stations],
@@ -408,7 +382,7 @@ class RedisStore(Store):
     # Id tokens --------------------------------------------------------------------------------
     @staticmethod
     def _token(h: dict[str, Any]) -> IdTokenRecord:
-        return IdTokenRecord(h["id_token"], h.get("type"), h.get("status"), _dt(h.get("expiry")), h.get("group_id"))
+        return IdTokenRecord(h["id_token"], h["type"], h["status"], _dt(h.get("expiry")), h.get("group_id"))
 
     async def get_id_token(self, id_token: str) -> IdTokenRecord | None:
         h = (await self._hashes([self.keys.token(id_token)]))[0]
@@ -421,7 +395,7 @@ class RedisStore(Store):
                          [t.id_token, "1", _json({k: _opt(v) or None for k, v in fields.items()}), "{}"])
 
     async def list_id_tokens(self) -> list[IdTokenRecord]:
-        ids = sorted(await self._r.smembers(self.keys.tokens))
+        ids = sorted(_texts(await self._r.smembers(self.keys.tokens)))
         return [self._token(h) for h in await self._hashes([self.keys.token(i) for i in ids]) if h]
 
     async def delete_id_token(self, id_token: str) -> bool:
@@ -432,39 +406,66 @@ class RedisStore(Store):
     def _sample_args(samples: Iterable[Any], received_at: str | None) -> list[str]:
         args: list[str] = []
         for s in samples:
-            args += [repr(_epoch(s.timestamp, "meter value timestamp")), _json({
+            args += [repr(epoch(s.timestamp, "meter value timestamp")), _json({
                 "timestamp": s.timestamp, "evse_id": s.evse_id, "transaction_id": s.transaction_id,
                 "measurand": s.measurand, "phase": s.phase, "value": s.value, "unit": s.unit,
                 "context": s.context, "location": s.location, "received_at": received_at})]
         return args
 
-    async def record_transaction_event(self, station_id: str, payload: dict[str, Any],
-                                       received_at: datetime) -> bool:
-        info = payload.get("transactionInfo") or {}
-        tx_id, seq, ts = info.get("transactionId"), payload.get("seqNo"), payload.get("timestamp")
-        if not isinstance(tx_id, str) or not tx_id:
-            raise ValueError(f"TransactionEvent without transactionInfo.transactionId: {tx_id!r}")
-        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-            raise ValueError(f"TransactionEvent seqNo must be an integer >= 0, got {seq!r}")
-        start_score = _epoch(ts, "TransactionEvent timestamp")
-        evse = payload.get("evse") or {}
-        samples = flatten(payload.get("meterValue", []), evse.get("id"), tx_id)
-        energy = [s for s in samples if s.measurand == ENERGY and s.phase is None]
-        energy_wh = max(energy, key=lambda s: s.timestamp).value if energy else None
-        received = _iso(received_at)
-        k = self.keys
-        keys = [k.tx(station_id, tx_id, "events"), k.tx(station_id, tx_id), k.txs, k.station(station_id, "txs"),
-                k.active, k.station(station_id, "samples"), k.tx(station_id, tx_id, "samples"), k.sample_counter]
-        args = [str(seq), _json({**payload, "receivedAt": received}), str(payload.get("eventType")),
-                _json(ts), repr(start_score), _opt(evse.get("id")), _opt(evse.get("connectorId")),
-                _opt((payload.get("idToken") or {}).get("idToken")), _opt(info.get("chargingState")),
-                _opt(info.get("stoppedReason")), _opt(energy_wh), _json(station_id), _json(tx_id), _json(ts),
-                _tx_member(station_id, tx_id), tx_id, *self._sample_args(samples, received)]
-        return bool(await self._call("tx_event", keys, args))
+    async def record_transaction_event(self, station_id: str, event: TxEvent, received_at: datetime) -> bool:
+        async with self._tx_turn(station_id, event.transaction_id):
+            for _ in range(MAX_TX_ATTEMPTS):
+                outcome = await self._apply_tx_event(station_id, event, received_at)
+                if outcome >= 0:
+                    return bool(outcome)
+        raise RedisError(f"transaction {event.transaction_id!r} of {station_id} kept changing on other nodes;"
+                         f" event seqNo {event.seq_no} not stored after {MAX_TX_ATTEMPTS} attempts")
 
-    async def record_meter_values(self, station_id: str, evse_id: int, meter_values: list[dict[str, Any]],
-                                  received_at: datetime) -> None:
-        args = self._sample_args(flatten(meter_values, evse_id, None), _iso(received_at))
+    @contextlib.asynccontextmanager
+    async def _tx_turn(self, station_id: str, transaction_id: str) -> AsyncIterator[None]:
+        """Events of one transaction take turns within this node (no conflicts among themselves)."""
+        key = (station_id, transaction_id)
+        lock = self._tx_locks.get(key)
+        if lock is None:
+            lock = self._tx_locks[key] = [asyncio.Lock(), 0]
+        lock[1] += 1
+        try:
+            async with lock[0]:
+                yield
+        finally:
+            lock[1] -= 1
+            if not lock[1]:
+                del self._tx_locks[key]
+
+    async def _apply_tx_event(self, station_id: str, ev: TxEvent, received_at: datetime) -> int:
+        k = self.keys
+        h = (await self._hashes([k.tx(station_id, ev.transaction_id)]))[0]
+        rev = h.get("rev") if h else None  # None: no record yet (or one written before revisions)
+        state = None if not h else TxState(
+            started_at=h["started_at"], started_epoch=h["started_score"], last_seq_no=h["last_seq_no"],
+            active=bool(h.get("active")), first_seen_as=h["first_seen_as"], evse_id=h.get("evse_id"),
+            connector_id=h.get("connector_id"), id_token=h.get("id_token"), ended_at=h.get("ended_at"),
+            charging_state=h.get("charging_state"), stopped_reason=h.get("stopped_reason"),
+            energy_wh=h.get("energy_wh"))
+        tx = merge(state, ev)
+        fields = {"station_id": station_id, "transaction_id": ev.transaction_id, "started_at": tx.started_at,
+                  "started_score": tx.started_epoch, "last_seq_no": tx.last_seq_no, "first_seen_as": tx.first_seen_as,
+                  "active": tx.active, "evse_id": tx.evse_id, "connector_id": tx.connector_id,
+                  "id_token": tx.id_token, "ended_at": tx.ended_at, "charging_state": tx.charging_state,
+                  "stopped_reason": tx.stopped_reason, "energy_wh": tx.energy_wh}
+        present = [(name, _json(value)) for name, value in fields.items() if value is not None]
+        received = _iso(received_at)
+        keys = [k.tx(station_id, ev.transaction_id, "events"), k.tx(station_id, ev.transaction_id), k.txs,
+                k.station(station_id, "txs"), k.active, k.station(station_id, "samples"),
+                k.tx(station_id, ev.transaction_id, "samples"), k.sample_counter]
+        args = [str(ev.seq_no), _json({**ev.payload, "receivedAt": received}), "" if rev is None else str(rev),
+                str((rev or 0) + 1), _tx_member(station_id, ev.transaction_id), ev.transaction_id,
+                repr(tx.started_epoch), "1" if tx.active else "0", str(len(present)),
+                *(item for pair in present for item in pair), *self._sample_args(ev.samples, received)]
+        return int(await self._call("tx_event", keys, args))
+
+    async def record_meter_values(self, station_id: str, samples: Sequence[Sample], received_at: datetime) -> None:
+        args = self._sample_args(samples, _iso(received_at))
         if args:
             await self._call("meter_values", [self.keys.sample_counter, self.keys.station(station_id, "samples")],
                              args)
@@ -485,7 +486,7 @@ class RedisStore(Store):
     async def list_transactions(self, *, station_id: str | None = None, active: bool | None = None,
                                 since: datetime | None = None, until: datetime | None = None,
                                 limit: int = 1000) -> list[TransactionRecord]:
-        _check_limit(limit)
+        check_limit(limit)
         since_s = None if since is None else since.timestamp()
         until_s = None if until is None else until.timestamp()
 
@@ -494,14 +495,14 @@ class RedisStore(Store):
                 return False
             if active is not None and bool(h.get("active")) != active:
                 return False
-            if since_s is not None and h.get("ended_at") is not None and _epoch(h["ended_at"], "ended_at") < since_s:
+            if since_s is not None and h.get("ended_at") is not None and epoch(h["ended_at"], "ended_at") < since_s:
                 return False
             return until_s is None or h["started_score"] <= until_s
 
         if limit == 0:
             return []
         if active:  # the active set is small (one entry per busy EVSE): read it whole
-            pairs = [orjson.loads(m) for m in await self._r.smembers(self.keys.active)]
+            pairs = [orjson.loads(m) for m in _texts(await self._r.smembers(self.keys.active))]
             hashes = await self._hashes([self.keys.tx(s, t) for s, t in pairs if station_id in (None, s)])
             found = sorted((h for h in hashes if h and wanted(h)), key=lambda h: h["started_score"], reverse=True)
             return [self._tx(h) for h in found[:limit]]
@@ -510,8 +511,9 @@ class RedisStore(Store):
         out: list[TransactionRecord] = []
         offset, page = 0, max(min(limit, PAGE), 1)
         while len(out) < limit:
-            members = await self._r.zrange(zkey, "+inf" if until_s is None else until_s, "-inf", desc=True,
-                                           byscore=True, offset=offset, num=page)
+            top = "+inf" if until_s is None else until_s
+            members = _texts(await self._r.zrange(zkey, top, "-inf", desc=True, byscore=True, offset=offset,
+                                                  num=page))
             if not members:
                 break
             offset += len(members)
@@ -523,12 +525,13 @@ class RedisStore(Store):
         return out[:limit]
 
     async def transaction_events(self, station_id: str, transaction_id: str) -> list[dict[str, Any]]:
-        return [orjson.loads(m) for m in await self._r.zrange(self.keys.tx(station_id, transaction_id, "events"), 0, -1)]
+        events = await self._r.zrange(self.keys.tx(station_id, transaction_id, "events"), 0, -1)
+        return [orjson.loads(m) for m in _texts(events)]
 
     async def meter_samples(self, station_id: str, *, transaction_id: str | None = None,
                             evse_id: int | None = None, since: datetime | None = None,
                             limit: int = 100000) -> list[dict[str, Any]]:
-        _check_limit(limit)
+        check_limit(limit)
         if transaction_id is not None:
             zkey = self.keys.tx(station_id, transaction_id, "samples")
         else:
@@ -537,7 +540,7 @@ class RedisStore(Store):
         out: list[dict[str, Any]] = []
         offset, page = 0, max(min(limit, PAGE * 10), 1)
         while len(out) < limit:
-            members = await self._r.zrange(zkey, low, "+inf", byscore=True, offset=offset, num=page)
+            members = _texts(await self._r.zrange(zkey, low, "+inf", byscore=True, offset=offset, num=page))
             if not members:
                 break
             offset += len(members)
@@ -579,7 +582,7 @@ class RedisStore(Store):
 
     # Device model, events, commands -----------------------------------------------------------
     async def record_variables(self, station_id: str, variables: list[dict[str, Any]], at: datetime) -> None:
-        mapping: dict[str, str] = {}
+        mapping: dict[EncodableT, EncodableT] = {}
         for v in variables:
             comp, var = v.get("component", {}), v.get("variable", {})
             evse = comp.get("evse") or {}
@@ -620,7 +623,7 @@ class RedisStore(Store):
         return await self._newest(key, limit)
 
     async def _newest(self, key: str, limit: int) -> list[dict[str, Any]]:
-        if _check_limit(limit) == 0:
+        if check_limit(limit) == 0:
             return []
         return [orjson.loads(v) for v in await self._r.lrange(key, 0, limit - 1)]
 
@@ -635,7 +638,7 @@ class RedisStore(Store):
         parts = ("messages",) if action is None else ("messages", action)
         return await self._newest(self.keys.station(station_id, *parts), limit)
 
-    async def record_command(self, station_id: str, action: str, request: dict[str, Any], outcome: str,
+    async def record_command(self, station_id: str, action: str, request: dict[str, Any], outcome: CommandOutcome,
                              response: dict[str, Any] | None, sent_at: datetime, finished_at: datetime) -> None:
         row = {"station_id": station_id, "action": action, "request": request, "outcome": outcome,
                "response": response, "sent_at": _iso(sent_at), "finished_at": _iso(finished_at)}

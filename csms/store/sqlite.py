@@ -16,17 +16,19 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
 
-from csms.meter import flatten
+from csms.domain.meter import Sample
+from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
+from csms.domain.transactions import TxEvent, TxState, epoch, merge
+from csms.store.base import CommandOutcome, Store, check_limit
 from csms.store.encoding import from_iso as _dt
 from csms.store.encoding import iso as _iso
 from csms.store.encoding import to_json as _json
-from csms.store.base import IdTokenRecord, StationRecord, Store, TransactionRecord
 
 T = TypeVar("T")
 MAX_BATCH = 1024
@@ -233,10 +235,9 @@ class SqliteStore(Store):
             return n > 0
         return await self._submit(job)
 
-    async def record_boot(self, station_id: str, payload: dict[str, Any], registration: str, at: datetime) -> None:
-        cs = payload.get("chargingStation", {})
-        args = (station_id, registration, cs.get("vendorName"), cs.get("model"), cs.get("serialNumber"),
-                cs.get("firmwareVersion"), payload.get("reason"), _iso(at), _iso(at))
+    async def record_boot(self, station_id: str, boot: BootInfo, registration: str, at: datetime) -> None:
+        args = (station_id, registration, boot.vendor, boot.model, boot.serial_number, boot.firmware_version,
+                boot.reason, _iso(at), _iso(at))
         await self._submit(lambda c: c.execute(
             "INSERT INTO stations (station_id, registration, registered, vendor, model, serial_number,"
             " firmware_version, boot_reason, last_boot, last_seen, connected) VALUES (?,?,0,?,?,?,?,?,?,?,1)"
@@ -286,14 +287,12 @@ class SqliteStore(Store):
             lambda c: c.execute("DELETE FROM id_tokens WHERE id_token=?", (id_token,)).rowcount > 0)
 
     # Transactions -----------------------------------------------------------------------------
-    async def record_transaction_event(self, station_id: str, payload: dict[str, Any],
-                                       received_at: datetime) -> bool:
-        return await self._submit(lambda c: _record_tx_event(c, station_id, payload, _iso(received_at)))
+    async def record_transaction_event(self, station_id: str, event: TxEvent, received_at: datetime) -> bool:
+        return await self._submit(lambda c: _record_tx_event(c, station_id, event, _iso(received_at)))
 
-    async def record_meter_values(self, station_id: str, evse_id: int, meter_values: list[dict[str, Any]],
-                                  received_at: datetime) -> None:
+    async def record_meter_values(self, station_id: str, samples: Sequence[Sample], received_at: datetime) -> None:
         rows = [(station_id, s.evse_id, s.transaction_id, s.timestamp, s.measurand, s.phase, s.value, s.unit,
-                 s.context, s.location, _iso(received_at)) for s in flatten(meter_values, evse_id, None)]
+                 s.context, s.location, _iso(received_at)) for s in samples]
         await self._submit(lambda c: c.executemany(
             "INSERT INTO meter_samples VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows))
 
@@ -314,16 +313,22 @@ class SqliteStore(Store):
     async def list_transactions(self, *, station_id: str | None = None, active: bool | None = None,
                                 since: datetime | None = None, until: datetime | None = None,
                                 limit: int = 1000) -> list[TransactionRecord]:
-        where, args = [], []
+        check_limit(limit)
+        where: list[str] = []
+        args: list[Any] = []
         if station_id is not None:
-            where.append("station_id=?"); args.append(station_id)
+            where.append("station_id=?")
+            args.append(station_id)
         if active is not None:
-            where.append("active=?"); args.append(int(active))
+            where.append("active=?")
+            args.append(int(active))
         # Timestamps are kept as the station wrote them ("...Z", "+02:00"): compare instants, not text.
         if since is not None:
-            where.append("(ended_at IS NULL OR julianday(ended_at)>=julianday(?))"); args.append(_iso(since))
+            where.append("(ended_at IS NULL OR julianday(ended_at)>=julianday(?))")
+            args.append(_iso(since))
         if until is not None:
-            where.append("julianday(started_at)<=julianday(?)"); args.append(_iso(until))
+            where.append("julianday(started_at)<=julianday(?)")
+            args.append(_iso(until))
         sql = "SELECT * FROM transactions" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY julianday(started_at) DESC LIMIT ?"
         return [self._tx(r) for r in await self._rows(sql, (*args, limit))]
@@ -336,13 +341,18 @@ class SqliteStore(Store):
     async def meter_samples(self, station_id: str, *, transaction_id: str | None = None,
                             evse_id: int | None = None, since: datetime | None = None,
                             limit: int = 100000) -> list[dict[str, Any]]:
-        where, args = ["station_id=?"], [station_id]
+        check_limit(limit)
+        where = ["station_id=?"]
+        args: list[Any] = [station_id]
         if transaction_id is not None:
-            where.append("transaction_id=?"); args.append(transaction_id)
+            where.append("transaction_id=?")
+            args.append(transaction_id)
         if evse_id is not None:
-            where.append("evse_id=?"); args.append(evse_id)
+            where.append("evse_id=?")
+            args.append(evse_id)
         if since is not None:
-            where.append("julianday(timestamp)>=julianday(?)"); args.append(_iso(since))
+            where.append("julianday(timestamp)>=julianday(?)")
+            args.append(_iso(since))
         return await self._rows(
             "SELECT timestamp, evse_id, transaction_id, measurand, phase, value, unit, context FROM meter_samples"
             " WHERE " + " AND ".join(where) + " ORDER BY julianday(timestamp), rowid LIMIT ?", (*args, limit))
@@ -360,11 +370,7 @@ class SqliteStore(Store):
 
     async def record_charging_profile(self, station_id: str, evse_id: int, profile: dict[str, Any],
                                       status: str, status_info: dict[str, Any] | None, at: datetime) -> None:
-        await self._submit(_insert_profile(station_id, evse_id, profile, status, status_info, at))
-
-    def record_charging_profile_later(self, station_id: str, evse_id: int, profile: dict[str, Any], status: str,
-                                      status_info: dict[str, Any] | None, at: datetime) -> None:
-        """:meth:`record_charging_profile` without waiting for the commit (see :meth:`write_behind`)."""
+        """Written behind (see :meth:`write_behind`): a wave of pushes does not wait for commits."""
         self.write_behind(_insert_profile(station_id, evse_id, profile, status, status_info, at))
 
     async def list_charging_profiles(self, station_id: str) -> list[dict[str, Any]]:
@@ -397,6 +403,7 @@ class SqliteStore(Store):
                                                (station_id, type_, timestamp, tech_info, _iso(at))))
 
     async def list_security_events(self, station_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        check_limit(limit)
         if station_id is None:
             return await self._rows("SELECT * FROM security_events ORDER BY rowid DESC LIMIT ?", (limit,))
         return await self._rows("SELECT * FROM security_events WHERE station_id=? ORDER BY rowid DESC LIMIT ?",
@@ -409,24 +416,23 @@ class SqliteStore(Store):
 
     async def list_station_messages(self, station_id: str, action: str | None = None,
                                     limit: int = 1000) -> list[dict[str, Any]]:
+        check_limit(limit)
         sql, args = "SELECT * FROM station_messages WHERE station_id=?", [station_id]
         if action is not None:
-            sql += " AND action=?"; args.append(action)
+            sql += " AND action=?"
+            args.append(action)
         rows = await self._rows(sql + " ORDER BY rowid DESC LIMIT ?", (*args, limit))
         for r in rows:
             r["payload"] = orjson.loads(r["payload"])
         return rows
 
-    async def record_command(self, station_id: str, action: str, request: dict[str, Any], outcome: str,
+    async def record_command(self, station_id: str, action: str, request: dict[str, Any], outcome: CommandOutcome,
                              response: dict[str, Any] | None, sent_at: datetime, finished_at: datetime) -> None:
-        await self._submit(_insert_command(station_id, action, request, outcome, response, sent_at, finished_at))
-
-    def record_command_later(self, station_id: str, action: str, request: dict[str, Any], outcome: str,
-                             response: dict[str, Any] | None, sent_at: datetime, finished_at: datetime) -> None:
-        """:meth:`record_command` without waiting for the commit (see :meth:`write_behind`)."""
+        """Written behind (see :meth:`write_behind`): nobody reads it on the call's path."""
         self.write_behind(_insert_command(station_id, action, request, outcome, response, sent_at, finished_at))
 
     async def list_commands(self, station_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        check_limit(limit)
         if station_id is None:
             rows = await self._rows("SELECT * FROM commands ORDER BY rowid DESC LIMIT ?", (limit,))
         else:
@@ -530,44 +536,39 @@ def _settle(outcomes: list[Outcome]) -> None:
             fut.set_result(result)
 
 
-def _record_tx_event(c: sqlite3.Connection, station_id: str, p: dict[str, Any], received_at: str | None) -> bool:
-    info = p.get("transactionInfo", {})
-    tx_id = info.get("transactionId")
-    event_type, ts, seq = p.get("eventType"), p.get("timestamp"), p.get("seqNo")
+_TX_COLUMNS = ("evse_id", "connector_id", "id_token", "started_at", "ended_at", "active", "charging_state",
+               "stopped_reason", "last_seq_no", "energy_wh", "first_seen_as")
+
+
+def _record_tx_event(c: sqlite3.Connection, station_id: str, ev: TxEvent, received_at: str | None) -> bool:
+    """Store the event (unless already stored) and fold it into the transaction with the shared rule;
+    one writer thread and one transaction: nothing can change the row between read and write."""
     cur = c.execute("INSERT OR IGNORE INTO transaction_events VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    (station_id, tx_id, seq, event_type, ts, p.get("triggerReason"), info.get("chargingState"),
-                     int(bool(p.get("offline"))), _json(p), received_at))
+                    (station_id, ev.transaction_id, ev.seq_no, ev.event_type, ev.timestamp, ev.trigger_reason,
+                     ev.charging_state, int(ev.offline), _json(ev.payload), received_at))
     if cur.rowcount == 0:
         return False  # retransmission of an event already stored
-    evse = p.get("evse") or {}
-    id_token = (p.get("idToken") or {}).get("idToken")
-    samples = flatten(p.get("meterValue", []), evse.get("id"), tx_id)
-    energy = [s for s in samples if s.measurand == "Energy.Active.Import.Register" and s.phase is None]
-    energy_wh = max(energy, key=lambda s: s.timestamp).value if energy else None
-    row = c.execute("SELECT last_seq_no, started_at, energy_wh FROM transactions WHERE station_id=? AND"
-                    " transaction_id=?", (station_id, tx_id)).fetchone()
-    ended = event_type == "Ended"
+    row = c.execute(f"SELECT {', '.join(_TX_COLUMNS)} FROM transactions WHERE station_id=? AND transaction_id=?",
+                    (station_id, ev.transaction_id)).fetchone()
+    previous = None
+    if row is not None:
+        evse_id, connector_id, id_token, started_at, ended_at, active, charging_state, stopped_reason, last_seq, \
+            energy_wh, first_seen_as = row
+        previous = TxState(started_at=started_at, started_epoch=epoch(started_at, "stored started_at"),
+                           last_seq_no=last_seq, active=bool(active), first_seen_as=first_seen_as, evse_id=evse_id,
+                           connector_id=connector_id, id_token=id_token, ended_at=ended_at,
+                           charging_state=charging_state, stopped_reason=stopped_reason, energy_wh=energy_wh)
+    tx = merge(previous, ev)
+    values = (tx.evse_id, tx.connector_id, tx.id_token, tx.started_at, tx.ended_at, int(tx.active), tx.charging_state,
+              tx.stopped_reason, tx.last_seq_no, tx.energy_wh, tx.first_seen_as)
     if row is None:
-        c.execute("INSERT INTO transactions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                  (station_id, tx_id, evse.get("id"), evse.get("connectorId"), id_token, ts,
-                   ts if ended else None, int(not ended), info.get("chargingState"), info.get("stoppedReason"),
-                   seq, energy_wh, event_type))
+        c.execute("INSERT INTO transactions (station_id, transaction_id, " + ", ".join(_TX_COLUMNS) + ")"
+                  " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", (station_id, ev.transaction_id, *values))
     else:
-        last_seq, started_at, old_energy = row
-        newer = seq >= (last_seq if last_seq is not None else -1)
-        c.execute(
-            "UPDATE transactions SET evse_id=COALESCE(evse_id, ?), connector_id=COALESCE(connector_id, ?),"
-            " id_token=COALESCE(?, id_token), started_at=?, last_seq_no=?,"
-            " charging_state=CASE WHEN ? AND ? IS NOT NULL THEN ? ELSE charging_state END,"
-            " energy_wh=CASE WHEN ? AND ? IS NOT NULL THEN ? ELSE energy_wh END,"
-            " ended_at=CASE WHEN ? THEN ? ELSE ended_at END, active=CASE WHEN ? THEN 0 ELSE active END,"
-            " stopped_reason=COALESCE(?, stopped_reason) WHERE station_id=? AND transaction_id=?",
-            (evse.get("id"), evse.get("connectorId"), id_token, min(started_at or ts, ts), max(seq, last_seq or 0),
-             int(newer), info.get("chargingState"), info.get("chargingState"),
-             int(newer), energy_wh, energy_wh, int(ended), ts, int(ended), info.get("stoppedReason"),
-             station_id, tx_id))
-    if samples:
+        c.execute("UPDATE transactions SET " + ", ".join(f"{col}=?" for col in _TX_COLUMNS) +
+                  " WHERE station_id=? AND transaction_id=?", (*values, station_id, ev.transaction_id))
+    if ev.samples:
         c.executemany("INSERT INTO meter_samples VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                       [(station_id, s.evse_id, s.transaction_id, s.timestamp, s.measurand, s.phase, s.value,
-                        s.unit, s.context, s.location, received_at) for s in samples])
+                        s.unit, s.context, s.location, received_at) for s in ev.samples])
     return True

@@ -1,0 +1,125 @@
+"""Transactions, version-neutral: one event as every OCPP version maps onto it, and THE merge rule
+that folds events into a transaction's record (one implementation, shared by every store backend).
+
+Events arrive out of order (offline queues), twice (retransmissions; the store refuses a
+(station, transaction, seqNo) it already has) or without their start (a reconnect): the rule
+keeps the earliest start, the latest charging state and energy reading by sequence number, and
+never forgets a value once known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from csms.domain.meter import DEFAULT_MEASURAND, Sample
+
+EVENT_TYPES = ("Started", "Updated", "Ended")
+
+
+def epoch(ts: Any, what: str) -> float:
+    """Seconds since the epoch of an OCPP date-time (no offset = UTC); ValueError names ``what``."""
+    if not isinstance(ts, str):
+        raise ValueError(f"{what}: expected an ISO 8601 date-time string, got {ts!r}")
+    for text in (ts, ts.upper()):
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            continue
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.timestamp()
+    raise ValueError(f"{what}: {ts!r} is not an ISO 8601 date-time")
+
+
+@dataclass(frozen=True)
+class TxEvent:
+    """One transaction event; :meth:`checked` validates it once, for every backend."""
+
+    transaction_id: str
+    seq_no: int
+    event_type: str  # Started | Updated | Ended
+    timestamp: str  # as the station wrote it
+    started_epoch: float  # the timestamp as seconds since the epoch
+    payload: dict[str, Any]  # the message as it arrived (stored as it is)
+    samples: tuple[Sample, ...] = ()
+    trigger_reason: str | None = None
+    evse_id: int | None = None
+    connector_id: int | None = None
+    id_token: str | None = None
+    charging_state: str | None = None
+    stopped_reason: str | None = None
+    offline: bool = False
+
+    @classmethod
+    def checked(cls, *, transaction_id: Any, seq_no: Any, event_type: Any, timestamp: Any, payload: dict[str, Any],
+                samples: Sequence[Sample] = (), **rest: Any) -> TxEvent:
+        """The event, or ValueError naming what cannot be stored."""
+        if not isinstance(transaction_id, str) or not transaction_id:
+            raise ValueError(f"TransactionEvent without transactionInfo.transactionId: {transaction_id!r}")
+        if isinstance(seq_no, bool) or not isinstance(seq_no, int) or seq_no < 0:
+            raise ValueError(f"TransactionEvent seqNo must be an integer >= 0, got {seq_no!r}")
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"TransactionEvent eventType must be one of {', '.join(EVENT_TYPES)}, got {event_type!r}")
+        at = epoch(timestamp, "TransactionEvent timestamp")
+        for sample in samples:
+            epoch(sample.timestamp, "meter value timestamp")
+        return cls(transaction_id=transaction_id, seq_no=seq_no, event_type=event_type, timestamp=timestamp,
+                   started_epoch=at, payload=payload, samples=tuple(samples), **rest)
+
+    @property
+    def ended(self) -> bool:
+        return self.event_type == "Ended"
+
+    @property
+    def energy_wh(self) -> float | None:
+        """The last Energy.Active.Import.Register (no phase) the event carries."""
+        energy = [s for s in self.samples if s.measurand == DEFAULT_MEASURAND and s.phase is None]
+        return max(energy, key=lambda s: s.timestamp).value if energy else None
+
+
+@dataclass(frozen=True)
+class TxState:
+    """What the store keeps about one transaction (besides its events)."""
+
+    started_at: str  # the earliest event's timestamp, as the station wrote it
+    started_epoch: float
+    last_seq_no: int
+    active: bool
+    first_seen_as: str  # Started | Updated | Ended (Updated: we missed its start)
+    evse_id: int | None = None
+    connector_id: int | None = None
+    id_token: str | None = None
+    ended_at: str | None = None
+    charging_state: str | None = None
+    stopped_reason: str | None = None
+    energy_wh: float | None = None
+
+
+def merge(state: TxState | None, event: TxEvent) -> TxState:
+    """The transaction's record after ``event`` (an event not stored before)."""
+    energy = event.energy_wh
+    if state is None:
+        return TxState(started_at=event.timestamp, started_epoch=event.started_epoch, last_seq_no=event.seq_no,
+                       active=not event.ended, first_seen_as=event.event_type, evse_id=event.evse_id,
+                       connector_id=event.connector_id, id_token=event.id_token,
+                       ended_at=event.timestamp if event.ended else None, charging_state=event.charging_state,
+                       stopped_reason=event.stopped_reason, energy_wh=energy)
+    newer = event.seq_no >= state.last_seq_no  # a late (offline-queued) event must not overwrite fresher values
+    earlier = event.started_epoch < state.started_epoch
+    return TxState(
+        started_at=event.timestamp if earlier else state.started_at,
+        started_epoch=event.started_epoch if earlier else state.started_epoch,
+        last_seq_no=max(event.seq_no, state.last_seq_no),
+        active=False if event.ended else state.active,
+        first_seen_as=state.first_seen_as,
+        evse_id=state.evse_id if state.evse_id is not None else event.evse_id,
+        connector_id=state.connector_id if state.connector_id is not None else event.connector_id,
+        id_token=event.id_token if event.id_token is not None else state.id_token,
+        ended_at=event.timestamp if event.ended else state.ended_at,
+        charging_state=event.charging_state if newer and event.charging_state is not None else state.charging_state,
+        stopped_reason=event.stopped_reason if event.stopped_reason is not None else state.stopped_reason,
+        energy_wh=energy if newer and energy is not None else state.energy_wh,
+    )

@@ -1,0 +1,331 @@
+"""Turn planned setpoints into TxProfiles and get them onto the stations.
+
+A TxProfile carries the whole planned schedule, so a station keeps following the plan when its
+link drops. Each profile is shaped for its station: its rate unit, stack level and period count,
+negative limits only where the station model supports V2G. Pushes that would not change anything
+meaningful are skipped (hysteresis, decided in profiles/hysteresis.py), so a busy grid does not
+flood chargers with SetChargingProfile. All stations are called concurrently, one call per station
+at a time (the daemon queues per station anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from csms.grid.model.sessions import StationCaps
+from profiles.hysteresis import Hysteresis, Setpoints, keep_within_budget
+from profiles.planner import SessionPlan
+from profiles.profile_builder import MAX_TRANSACTION_ID, Unit, fail_safe_default_profile, tx_profile
+from profiles.units import VOLTAGE_V, round_down_one_decimal
+
+#: Profile ids the controller owns, far from what operators and tools usually pick.
+TX_PROFILE_ID_BASE = 770_000
+FAILSAFE_PROFILE_ID = 769_999
+#: Stack level of our TxProfiles (capped by the station's ProfileStackLevel).
+TX_STACK_LEVEL = 1
+MIN_OCPP_CURRENT_A = 6.0
+
+SendProfile = Callable[[str, int, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class PushResult:
+    station_id: str
+    evse_id: int
+    transaction_id: str | None
+    status: str  # Accepted | Rejected | skipped | <error class name>
+    limit_a: float | None
+    limit: float | None  # first period's limit on the wire, in ``unit``
+    unit: str
+    at: datetime
+    seconds: float = 0.0
+    reason: str | None = None
+    sent_at: datetime | None = None  # clock time the call went out (the station may act before we hear back)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"station_id": self.station_id, "evse_id": self.evse_id, "transaction_id": self.transaction_id,
+                "status": self.status, "limit_a": self.limit_a, "limit": self.limit, "unit": self.unit,
+                "at": self.at.isoformat(), "seconds": round(self.seconds, 4), "reason": self.reason}
+
+
+@dataclass
+class ShapedProfile:
+    """A TxProfile and the setpoints it actually carries (after truncation and clamping)."""
+
+    profile: dict[str, Any]
+    carried: Setpoints
+    unit: str
+
+
+@functools.lru_cache(maxsize=8192)
+def _to_wire(amps: float, unit: str, phases: int) -> float:
+    """The limit on the wire (cached: planner setpoints sit on a 0.1 A grid, so few values recur)."""
+    if unit == "W":
+        return round_down_one_decimal(amps * phases * VOLTAGE_V)
+    return round_down_one_decimal(amps)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What every session with the same setpoints and station shape gets (shared, never mutated)."""
+
+    values: tuple[float, ...]  # the setpoints carried after clamping and truncation
+    periods: tuple[tuple[int, float], ...]  # (startPeriod, limit) on the wire
+    duration: int
+
+
+@functools.lru_cache(maxsize=4096)
+def _shape(current_a: tuple[float, ...], unit: Unit, phases: int, max_periods: int, v2g: bool,
+           max_current_a: float, slot_s: float) -> _Shape:
+    """Clamp, snap and truncate one schedule; built once per distinct schedule (at 10,000
+    sessions most share a handful of schedules), by ``profiles.profile_builder.tx_profile``."""
+    values = []
+    for amps in current_a:
+        if amps < 0 and not v2g:
+            amps = 0.0
+        if 0 < abs(amps) < MIN_OCPP_CURRENT_A:
+            amps = 0.0
+        values.append(max(-max_current_a, min(max_current_a, amps)))
+    end_slot, changes, last = len(values), 0, None
+    for index, amps in enumerate(values):
+        wire = _to_wire(amps, unit, phases)
+        if wire != last:
+            changes, last = changes + 1, wire
+            if changes > max_periods:
+                end_slot = index
+                break
+    carried = tuple(values[:end_slot])
+    plan = SessionPlan(session_id="shape", current_a=carried, power_kw=(), delivered_kwh=0.0, unmet_kwh=0.0,
+                       guarantee_unmet_kwh=0.0, reason=None)
+    built = tx_profile(plan, profile_id=TX_PROFILE_ID_BASE, stack_level=0, transaction_id="shape",
+                       start=_EPOCH, slot_s=slot_s, unit=unit,
+                       phases=phases, max_periods=max_periods, allow_negative=v2g)
+    periods = tuple((p["startPeriod"], p["limit"]) for p in built["chargingSchedule"][0]["chargingSchedulePeriod"])
+    return _Shape(carried, periods, max(1, int(slot_s * end_slot)))
+
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+@functools.lru_cache(maxsize=64)
+def _start_text(start: datetime) -> str:
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware (UTC), got a naive datetime")
+    utc = start.astimezone(timezone.utc)
+    return utc.isoformat(timespec="milliseconds" if utc.microsecond else "seconds").replace("+00:00", "Z")
+
+
+def shape_tx_profile(sp: Setpoints, caps: StationCaps, stack_level: int = TX_STACK_LEVEL) -> ShapedProfile:
+    """A TxProfile for ``sp`` that this station accepts (built by ``profiles.profile_builder``).
+
+    Values in the 0-6 A gap become 0 (IEC 61851 cannot signal them); discharge is clamped to 0 on
+    stations not configured for V2G. Beyond ``PeriodsPerSchedule`` changes the schedule is cut
+    short with ``duration``, and it always ends with the plan's horizon: after that the station
+    falls back to its conservative fail-safe default rather than hold a stale value. The
+    controller re-plans long before either happens. The schedule itself is built once per
+    distinct shape and copied, so a wave of 10,000 profiles costs a few milliseconds to shape.
+    """
+    if not isinstance(sp.transaction_id, str) or not 0 < len(sp.transaction_id) <= MAX_TRANSACTION_ID:
+        raise ValueError(f"transaction_id must be a string of 1..{MAX_TRANSACTION_ID} characters")
+    unit = caps.unit
+    shape = _shape(tuple(sp.current_a), unit, sp.phases, max(1, caps.periods_per_schedule), caps.v2g,
+                   caps.max_current_a, sp.slot_s)
+    profile_id = TX_PROFILE_ID_BASE + sp.evse_id
+    profile = {
+        "id": profile_id,
+        "stackLevel": max(0, min(stack_level, caps.max_stack_level)),
+        "chargingProfilePurpose": "TxProfile",
+        "chargingProfileKind": "Absolute",
+        "transactionId": sp.transaction_id,
+        "chargingSchedule": [{
+            "id": profile_id,
+            "startSchedule": _start_text(sp.start),
+            "chargingRateUnit": unit,
+            "chargingSchedulePeriod": [{"startPeriod": start, "limit": limit, "numberPhases": sp.phases}
+                                       for start, limit in shape.periods],
+            "duration": shape.duration,
+        }],
+    }
+    carried = Setpoints(sp.station_id, sp.evse_id, sp.transaction_id, sp.start, sp.slot_s, shape.values, sp.phases)
+    return ShapedProfile(profile, carried, unit)
+
+
+def failsafe_profile(caps: StationCaps, current_a: float) -> dict[str, Any]:
+    """The conservative TxDefaultProfile (install on EVSE 0 = each EVSE) that holds while we cannot control.
+
+    Relative with one period: in force for every transaction, independent of the station's clock.
+    Our TxProfiles sit above it. A limit in the 0-6 A gap becomes 0, never 6 A: a fail-safe must
+    not allow more than asked (the config check refuses such values; this guards other callers).
+    """
+    amps = max(0.0, min(current_a, caps.max_current_a))
+    if 0 < amps < MIN_OCPP_CURRENT_A:
+        amps = 0.0
+    return fail_safe_default_profile(profile_id=FAILSAFE_PROFILE_ID, limit=_to_wire(amps, caps.unit, caps.phases),
+                                     unit=caps.unit)
+
+
+@dataclass
+class Pusher:
+    """Sends profiles and remembers what each session has installed."""
+
+    send: SendProfile
+    hysteresis: Hysteresis = field(default_factory=Hysteresis)
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    stack_level: int = TX_STACK_LEVEL
+    installed: dict[tuple[str, int], Setpoints] = field(default_factory=dict)
+    pushed_at: dict[tuple[str, int], datetime] = field(default_factory=dict)
+    #: Profiles queued or sent but not yet answered, per session: what the station runs once they
+    #: land is unknown until then, so ``installed`` cannot vouch for it.
+    in_flight: dict[tuple[str, int], int] = field(default_factory=dict)
+    sent: int = 0
+    skipped: int = 0
+    chunk: int = 250  # stations whose calls start before the event loop gets a turn
+
+    def forget(self, station_id: str, evse_id: int | None = None) -> None:
+        """The transaction ended or the station rebooted: what we knew is gone."""
+        for key in [k for k in self.installed if k[0] == station_id and (evse_id is None or k[1] == evse_id)]:
+            del self.installed[key]
+            self.pushed_at.pop(key, None)
+
+    def due(self, plans: list[tuple[Setpoints, StationCaps, str]],
+            headroom_kw: Mapping[str, float | Sequence[float]] | None = None,
+            *, force: bool = False) -> tuple[list[ShapedProfile], list[PushResult]]:
+        """Split into profiles to send and results for skipped sessions.
+
+        ``plans`` carry each session's capacity group; a group's skipped sessions may together
+        exceed their new setpoints by at most its ``headroom_kw`` in every slot (per slot from
+        the plans' common start, or one figure for all; default 0): while a slot is over, the
+        sessions with the largest excess in it are sent until it fits, so hysteresis never
+        breaks a limit, not even one that begins later in the horizon.
+        """
+        now = self.clock()
+        to_send: list[ShapedProfile] = []
+        skipped: list[PushResult] = []
+        candidates: dict[str, list[tuple[tuple[float, ...], ShapedProfile]]] = {}
+        for sp, caps, group in plans:
+            try:
+                shaped = shape_tx_profile(sp, caps, self.stack_level)
+            except ValueError as exc:  # e.g. a transaction id OCPP cannot carry in a profile
+                skipped.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "invalid", None, None,
+                                          caps.unit, now, reason=str(exc)[:200]))
+                continue
+            key = (sp.station_id, sp.evse_id)
+            old = self.installed.get(key)
+            # A profile still on the wire may replace ``installed`` any moment: send the new plan
+            # behind it (one call per station at a time, in order) rather than judge it against a
+            # schedule the station may no longer run.
+            if force or key in self.in_flight or old is None or self.hysteresis.unchanged(
+                    old, shaped.carried, now, self.pushed_at.get(key)) is None:
+                to_send.append(shaped)
+            else:
+                excess = self.hysteresis.excess_by_slot(old, shaped.carried, now)
+                candidates.setdefault(group, []).append((excess, shaped))
+        for group, items in candidates.items():
+            keep = keep_within_budget(items, (headroom_kw or {}).get(group, 0.0))
+            kept = {id(shaped) for _, shaped in keep}
+            to_send.extend(shaped for _, shaped in items if id(shaped) not in kept)
+            for _, shaped in keep:
+                sp = shaped.carried
+                skipped.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "skipped",
+                                          self.installed[(sp.station_id, sp.evse_id)].value_at(now), None,
+                                          shaped.unit, now, reason="within hysteresis"))
+        self.skipped += sum(r.status == "skipped" for r in skipped)
+        return to_send, skipped
+
+    async def push(self, profiles: list[ShapedProfile], wave: Wave | None = None,
+                   chunk: int | None = None) -> list[PushResult]:
+        """Send every profile; stations in parallel, one call per station at a time.
+
+        Calls start in chunks of ``chunk`` stations (default ``self.chunk``) with a yield to the
+        event loop between chunks, so a stricter limit arriving mid-wave is seen at once (a cut
+        itself goes out in one burst: answers and meter values read in between would only delay
+        it). Once ``wave`` is superseded, what has not gone out yet is dropped (status
+        ``superseded``: the station keeps what it has); calls already on the wire finish.
+        """
+        wave = wave or Wave()
+        by_station: dict[str, list[ShapedProfile]] = {}
+        for shaped in profiles:
+            by_station.setdefault(shaped.carried.station_id, []).append(shaped)
+            key = (shaped.carried.station_id, shaped.carried.evse_id)
+            self.in_flight[key] = self.in_flight.get(key, 0) + 1  # before any await: ``due`` sees it at once
+        stations = list(by_station.values())  # each station's profiles not yet taken up
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Future[list[PushResult]]] = []
+        size = max(1, chunk or self.chunk)
+        try:
+            for first in range(0, len(stations), size):
+                if first:
+                    await asyncio.sleep(0)
+                tasks.extend(loop.create_task(self._push_station(items, wave))
+                             for items in stations[first:first + size])
+            groups = await asyncio.gather(*tasks)
+        finally:
+            for items in stations:  # only when cancelled: these never went out
+                for shaped in items:
+                    self._landed((shaped.carried.station_id, shaped.carried.evse_id))
+                items.clear()
+        return [r for group in groups for r in group]
+
+    def _landed(self, key: tuple[str, int]) -> None:
+        """One queued or sent profile of ``key`` was answered, failed or dropped."""
+        left = self.in_flight.get(key, 1) - 1
+        if left > 0:
+            self.in_flight[key] = left
+        else:
+            self.in_flight.pop(key, None)
+
+    async def _push_station(self, items: list[ShapedProfile], wave: Wave) -> list[PushResult]:
+        """Send ``items`` in order, taking each off the list as it goes out (what is left when
+        cancelled was never sent, and :meth:`push` releases it)."""
+        results = []
+        while items:
+            shaped = items.pop(0)
+            sp = shaped.carried
+            first = shaped.profile["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"]
+            if wave.superseded:
+                self._landed((sp.station_id, sp.evse_id))
+                results.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "superseded",
+                                          sp.value_at(self.clock()), first, shaped.unit, self.clock(),
+                                          reason="a stricter limit came first"))
+                continue
+            started = time.perf_counter()
+            sent_at = self.clock()
+            status, reason = "error", None
+            key = (sp.station_id, sp.evse_id)
+            try:
+                response = await self.send(sp.station_id, sp.evse_id, shaped.profile)
+                status = str(response.get("status", "error"))
+                reason = (response.get("statusInfo") or {}).get("reasonCode")
+            except Exception as exc:  # noqa: BLE001 - offline, timeout, CALLERROR: recorded, never raised
+                status, reason = type(exc).__name__, str(exc)[:200]
+            finally:
+                self._landed(key)
+            self.sent += 1
+            at = self.clock()
+            if status == "Accepted":
+                self.installed[key] = sp
+                self.pushed_at[key] = at
+            else:
+                self.installed.pop(key, None)
+            in_force = sp.value_at(at)
+            results.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, status,
+                                      in_force if in_force is not None else sp.current_a[0], first, shaped.unit,
+                                      at, time.perf_counter() - started, reason, sent_at))
+        return results
+
+
+class Wave:
+    """One round of profiles going out; a newer, stricter round supersedes it."""
+
+    def __init__(self, kind: str = "plan") -> None:
+        self.kind = kind
+        self.superseded = False
+
+    def supersede(self) -> None:
+        self.superseded = True

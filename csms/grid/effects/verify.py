@@ -1,0 +1,195 @@
+"""Trust but verify: an Accepted profile is not proof that a station or car follows it.
+
+Three things are detected and turned into planner constraints, so the others absorb the
+difference:
+
+* a Rejected (or failed) push: the session is uncontrollable, budgeted at what it draws
+  (``fixed_kw``);
+* a car drawing clearly more than its setpoint in its meter values, repeatedly, after the station
+  had time to apply the profile: uncontrollable too, budgeted at its measured draw;
+* a car that does not resume after a pause (it stays suspended without power once we offer
+  current again): it must never be paused again (``can_pause=False``) and is held at its
+  minimum instead.
+
+Pure state transitions on :class:`Session`; the caller supplies the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from csms.domain.events import VerificationFinding
+from csms.grid.effects.pusher import PushResult
+from csms.grid.journal import Journal
+from csms.grid.metrics import ControlMetrics
+from csms.grid.model.sessions import SUSPENDED_STATES, Session, SessionBook
+from csms.interfaces import Bus, Clock
+from profiles.units import VOLTAGE_V
+
+log = logging.getLogger("csms.grid")
+
+
+#: Push outcomes that say nothing about the station's will: the link was down or slow, or the
+#: profile never went out (a stricter limit superseded its wave).
+UNKNOWN_OUTCOMES = frozenset({"StationOffline", "CallTimeout", "skipped", "invalid", "superseded"})
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    apply_grace_s: float = 30.0  # time a station gets to apply a profile before readings must follow it
+    overdraw_tolerance_kw: float = 0.5
+    overdraw_fraction: float = 0.1
+    overdraw_readings: int = 2  # consecutive readings over the setpoint before we act
+    resume_grace_s: float = 120.0  # time a car gets to start drawing again after a pause
+    drawing_kw: float = 0.2  # below this a car counts as not drawing
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # rejected | overdraw | no_resume | resumed
+    station_id: str
+    evse_id: int
+    transaction_id: str
+    detail: str
+    fixed_kw: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"finding": self.kind, "station_id": self.station_id, "evse_id": self.evse_id,
+                "transaction_id": self.transaction_id, "detail": self.detail, "fixed_kw": self.fixed_kw}
+
+
+class Verifier:
+    def __init__(self, config: VerifyConfig | None = None) -> None:
+        self.config = config or VerifyConfig()
+
+    def _finding(self, session: Session, kind: str, detail: str, fixed_kw: float | None = None) -> Finding:
+        return Finding(kind, session.station_id, session.evse_id, session.transaction_id, detail, fixed_kw)
+
+    def pushed(self, session: Session, result: PushResult, setpoint_kw: float | None,
+               assumed_kw: float, power_before_kw: float | None = None) -> Finding | None:
+        """Record a push outcome. ``assumed_kw``: the budget for a session we cannot control and
+        have never measured (the station's fail-safe or its maximum). ``power_before_kw``: the
+        draw measured when the call went out (a station often reports the pause before it
+        answers the call)."""
+        now = result.at
+        if result.status in UNKNOWN_OUTCOMES:
+            return None  # offline or no answer: not installed, tried again at the next plan
+        if result.status != "Accepted":
+            drawn = session.power_kw if session.power_kw is not None else assumed_kw
+            session.push_status = result.status
+            if session.fixed_kw is None:
+                session.fixed_kw, session.fixed_reason = max(0.0, drawn), f"profile {result.status}"
+                return self._finding(session, "rejected", f"SetChargingProfile {result.status}"
+                                     f"{': ' + result.reason if result.reason else ''}", session.fixed_kw)
+            return None
+        previous = session.setpoint_a
+        session.push_status, session.pushed_at = "Accepted", now
+        session.setpoint_a, session.setpoint_kw = result.limit_a, setpoint_kw
+        session.overdraw_count = 0
+        before = power_before_kw if power_before_kw is not None else session.power_kw
+        if result.limit_a == 0 and previous != 0:
+            session.paused_while_drawing = (before or 0.0) > self.config.drawing_kw
+        elif previous == 0 and (result.limit_a or 0) > 0 and session.paused_while_drawing:
+            session.resumed_at = result.sent_at or now
+        return None
+
+    def reading(self, session: Session, now: datetime) -> Finding | None:
+        """Check a fresh meter reading against the setpoint in force."""
+        cfg = self.config
+        power = session.power_kw
+        if power is None:
+            return None
+        if session.fixed_kw is not None:
+            if session.fixed_reason and session.fixed_reason.startswith("draws"):
+                session.fixed_kw = max(0.0, power)  # an uncontrollable car is budgeted at what it draws
+            return self.resume_check(session, now)
+        sp = session.setpoint_kw
+        if (sp is not None and session.pushed_at is not None
+                and (now - session.pushed_at).total_seconds() >= cfg.apply_grace_s
+                and power > sp + max(cfg.overdraw_tolerance_kw, cfg.overdraw_fraction * abs(sp))):
+            session.overdraw_count += 1
+            if session.overdraw_count >= cfg.overdraw_readings:
+                session.fixed_kw, session.fixed_reason = power, f"draws {power:.1f} kW over setpoint {sp:.1f} kW"
+                return self._finding(session, "overdraw", session.fixed_reason, power)
+        else:
+            session.overdraw_count = 0
+        return self.resume_check(session, now)
+
+    def resume_check(self, session: Session, now: datetime) -> Finding | None:
+        """After a resume: drawing again clears the watch; still idle after the grace marks never-pause."""
+        if session.resumed_at is None:
+            return None
+        cfg = self.config
+        drawing = (session.power_kw or 0.0) > cfg.drawing_kw and session.power_at is not None \
+            and session.power_at >= session.resumed_at
+        if drawing:
+            session.resumed_at, session.paused_while_drawing = None, False
+            return self._finding(session, "resumed", "car draws power again after the pause")
+        if (now - session.resumed_at).total_seconds() < cfg.resume_grace_s:
+            return None
+        if session.charging_state is not None and session.charging_state not in SUSPENDED_STATES \
+                and session.charging_state != "EVConnected":
+            return None
+        session.resumed_at, session.paused_while_drawing = None, False
+        if session.can_pause:
+            session.can_pause = False
+            session.no_pause_reason = "did not resume after a pause"
+            return self._finding(session, "no_resume",
+                                 f"still {session.charging_state or 'idle'} {cfg.resume_grace_s:g} s after resume")
+        return None
+
+
+class Verification:
+    """Reports what the :class:`Verifier` finds: a metric, a journal entry, a bus event, a log
+    line, and (unless a car merely resumed) a re-plan, so the other sessions absorb the difference."""
+
+    def __init__(self, verifier: Verifier, book: SessionBook, journal: Journal, bus: Bus, metrics: ControlMetrics,
+                 replan: Callable[[str], None], clock: Clock) -> None:
+        self.verifier = verifier
+        self.book = book
+        self.journal = journal
+        self.bus = bus
+        self.metrics = metrics
+        self.replan = replan
+        self.clock = clock
+
+    def report(self, finding: Finding | None) -> None:
+        if finding is None:
+            return
+        self.metrics.findings.labels(finding.kind).inc()
+        self.journal.record("finding", **finding.as_dict())
+        self.bus.publish(VerificationFinding(station_id=finding.station_id, finding=finding.kind,
+                                             evse_id=finding.evse_id, transaction_id=finding.transaction_id,
+                                             detail=finding.detail, fixed_kw=finding.fixed_kw))
+        if finding.kind != "resumed":
+            log.warning("%s evse %s: %s (%s)", finding.station_id, finding.evse_id, finding.kind, finding.detail)
+            self.replan(f"finding {finding.kind}")
+
+    def check_resumes(self) -> None:
+        """Cars that were offered current again after a pause: drawing yet, or given up on?"""
+        now = self.clock()
+        for session in self.book:
+            self.report(self.verifier.resume_check(session, now))
+
+
+async def composite_kw(commands: Any, station_id: str, evse_id: int = 1, duration_s: int = 60,
+                       phases: int = 3) -> float:
+    """What the station says it will allow on ``evse_id`` right now (GetCompositeSchedule), in kW.
+
+    Asks in W; a station that only speaks amps is asked again in A and converted with the
+    period's numberPhases. Raises RuntimeError when the station refuses both.
+    """
+    for unit in ("W", "A"):
+        response = await commands.get_composite_schedule(station_id, evse_id, duration_s, unit)
+        if response.get("status") != "Accepted" or "schedule" not in response:
+            continue
+        period = response["schedule"]["chargingSchedulePeriod"][0]
+        limit = float(period["limit"])
+        if unit == "A":
+            limit *= int(period.get("numberPhases", phases)) * VOLTAGE_V
+        return limit / 1000.0
+    raise RuntimeError(f"{station_id} evse {evse_id}: GetCompositeSchedule refused in W and A")

@@ -1,0 +1,137 @@
+"""A wave: the profiles one cut or plan sends, and what follows from their answers.
+
+:meth:`WaveDispatcher.decide` keeps what the stations already have where hysteresis allows
+(profiles/hysteresis.py, budgeted per group and slot against the plan's headroom);
+:meth:`WaveDispatcher.run` sends the rest through the pusher and turns each answer into the
+session's new setpoint, a verification step, a journal entry, a metric and a bus event, and
+then reports each group's new state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from csms.domain.events import GroupPlanned, ProfilePushed
+from csms.grid.config import GridConfig
+from csms.grid.effects.pusher import Pusher, PushResult, ShapedProfile, Wave
+from csms.grid.effects.verify import Verification
+from csms.grid.journal import Journal
+from csms.grid.metrics import ControlMetrics
+from csms.grid.model.sessions import Session, SessionBook, StationCaps
+from csms.grid.planning import GroupPlan
+from csms.grid.ports import StatusSink
+from csms.grid.views import GroupViews
+from csms.interfaces import Bus
+from profiles.hysteresis import Setpoints
+from profiles.units import VOLTAGE_V
+
+log = logging.getLogger("csms.grid")
+
+
+@dataclass
+class Dispatch:
+    """What one wave sends and keeps, decided on the event loop before it starts."""
+
+    kind: str  # cut | plan
+    units: list[GroupPlan]
+    to_send: list[ShapedProfile]
+    skipped: list[PushResult]
+    sessions: dict[tuple[str, int], Session]
+    reasons: list[str] | None = None
+    power_before: dict[tuple[str, int], float | None] = field(default_factory=dict)
+
+
+class WaveDispatcher:
+    def __init__(self, grid: GridConfig, book: SessionBook, pusher: Pusher, verification: Verification,
+                 views: GroupViews, journal: Journal, bus: Bus, metrics: ControlMetrics,
+                 status: StatusSink | None) -> None:
+        self.grid = grid
+        self.book = book
+        self.pusher = pusher
+        self.verification = verification
+        self.views = views
+        self.journal = journal
+        self.bus = bus
+        self.metrics = metrics
+        self.status = status
+
+    def decide(self, units: list[GroupPlan], now: datetime, kind: str, reasons: list[str] | None = None) -> Dispatch:
+        """Which profiles go out (hysteresis), and the setpoints of the sessions that keep theirs."""
+        p = self.grid.planning
+        start = now.replace(microsecond=0)
+        todo: list[tuple[Setpoints, StationCaps, str]] = []
+        sessions: dict[tuple[str, int], Session] = {}
+        for unit in units:
+            self.views.remember(unit, now)
+            by_id = {f"{s.station_id}#{s.evse_id}": s for s in unit.sessions}
+            for need in unit.inp.sessions:
+                session = by_id.get(need.session_id)
+                if session is None or self.book.sessions.get(session.key) is not session:
+                    continue
+                st = self.book.station(session.station_id)
+                if need.fixed_kw is not None or not st.connected or not st.ready:
+                    continue  # uncontrollable, unreachable, or still being set up: budgeted, not pushed
+                sp = unit.plan.sessions[need.session_id]
+                todo.append((Setpoints(session.station_id, session.evse_id, session.transaction_id, start,
+                                       float(p.slot_s), sp.current_a, need.phases), st.caps, unit.tid))
+                sessions[session.key] = session
+        headroom = {u.tid: tuple(max(0.0, kw) for kw in u.plan.headroom_kw) for u in units}  # per slot from start
+        to_send, skipped = self.pusher.due(todo, headroom)
+        if skipped:
+            self.metrics.pushes.labels("skipped").inc(len(skipped))
+        for r in skipped:
+            installed = self.pusher.installed.get((r.station_id, r.evse_id))
+            session = sessions.get((r.station_id, r.evse_id))
+            if installed is not None and session is not None:
+                value = installed.value_at(now)
+                if value is not None:
+                    session.setpoint_a = value
+                    session.setpoint_kw = value * installed.phases * VOLTAGE_V / 1000.0
+        return Dispatch(kind, units, to_send, skipped, sessions, reasons)
+
+    async def run(self, dispatch: Dispatch, wave: Wave) -> list[PushResult]:
+        """Send the wave (a cut in one burst) and take in the answers."""
+        dispatch.power_before = {key: s.power_kw for key, s in dispatch.sessions.items()}
+        results = await self.pusher.push(dispatch.to_send, wave,
+                                         chunk=len(dispatch.to_send) if dispatch.kind == "cut" else None)
+        self._outcomes(dispatch, results)
+        return results
+
+    def _outcomes(self, dispatch: Dispatch, results: list[PushResult]) -> None:
+        p = self.grid.planning
+        kind, sessions = dispatch.kind, dispatch.sessions
+        phases = {(sp.carried.station_id, sp.carried.evse_id): sp.carried.phases for sp in dispatch.to_send}
+        for r in results:
+            session = sessions.get((r.station_id, r.evse_id))
+            self.metrics.pushes.labels(r.status).inc()
+            self.journal.record("push", trigger=kind, **r.as_dict())
+            self.bus.publish(ProfilePushed(station_id=r.station_id, evse_id=r.evse_id, status=r.status, limit=r.limit,
+                                           unit=r.unit, limit_a=r.limit_a, trigger=kind))
+            if session is None or self.book.sessions.get(session.key) is not session:
+                continue
+            st = self.book.station(r.station_id)
+            kw = None if r.limit_a is None else r.limit_a * phases.get(session.key, 3) * VOLTAGE_V / 1000.0
+            assumed = min(st.caps.max_current_a, p.fail_safe_limit_a if st.failsafe_status == "Accepted"
+                          else st.caps.max_current_a) * st.caps.phases * VOLTAGE_V / 1000.0
+            self.verification.report(self.verification.verifier.pushed(session, r, kw, assumed,
+                                                                       dispatch.power_before.get(session.key)))
+        pushed = sum(r.status != "superseded" for r in results)
+        accepted = sum(r.status == "Accepted" for r in results)
+        superseded = sum(r.status == "superseded" for r in results)
+        for unit in dispatch.units:
+            state = self.views.groups[unit.tid]
+            planned = GroupPlanned(transformer=unit.tid, limit_kw=round(state.limit_kw, 3),
+                                   limit_source=state.limit_source, planned_kw=round(state.planned_kw, 3),
+                                   base_load_kw=round(state.base_load_kw, 3), sessions=len(unit.sessions),
+                                   infeasible=state.infeasible, trigger=kind, pushed=pushed,
+                                   skipped=len(dispatch.skipped), accepted=accepted, superseded=superseded,
+                                   reasons=dispatch.reasons or None)
+            self.journal.record(kind, **planned.data())
+            self.bus.publish(planned)
+            if self.status is not None:
+                try:
+                    self.status.publish(unit.tid, self.views.group_snapshot(unit.tid))
+                except Exception:  # noqa: BLE001 - status is informative; never block control on it
+                    log.exception("status publish for %s failed", unit.tid)

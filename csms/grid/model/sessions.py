@@ -1,0 +1,400 @@
+"""What the grid controller knows about stations and charging sessions, built from bus events.
+
+Everything here is plain state updated synchronously from the bus (cheap enough for the
+per-message path); planning and I/O happen elsewhere. A session is one transaction on one EVSE.
+Its energy need comes, in order of precedence, from the operator API, from the car
+(NotifyEVChargingNeeds, ISO 15118) or from the site's defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from csms.domain.events import TransactionChanged
+from csms.domain.meter import Reading
+from profiles.composite import parse_datetime
+from profiles.planner import PHASE_NAMES, SessionNeed
+from profiles.profile_builder import Unit
+
+CHARGING_STATES_DRAWING = frozenset({"Charging"})
+SUSPENDED_STATES = frozenset({"SuspendedEV", "SuspendedEVSE"})
+
+
+@dataclass
+class Defaults:
+    """Assumptions for a session whose car tells us nothing (plain AC without ISO 15118)."""
+
+    energy_kwh: float = 20.0
+    dwell_s: float = 8 * 3600.0
+    guaranteed_kwh: float = 0.0
+    min_current_a: float = 6.0
+    max_current_a: float = 32.0
+    phases: int = 3
+
+
+@dataclass
+class StationCaps:
+    """What one station accepts in SetChargingProfile, from GetVariables or a configured model rule."""
+
+    rate_units: tuple[str, ...] = ("A",)
+    max_stack_level: int = 0
+    periods_per_schedule: int = 1
+    v2g: bool = False
+    phases: int = 3
+    max_current_a: float = 32.0
+    min_current_a: float = 6.0
+    source: str = "assumed"  # assumed | device-model | rule
+
+    @property
+    def unit(self) -> Unit:
+        """The unit we push in: amps when the station takes them (the planner thinks in amps)."""
+        return "W" if "A" not in self.rate_units and self.rate_units[:1] == ("W",) else "A"
+
+
+@dataclass
+class Station:
+    station_id: str
+    connected: bool = False
+    vendor: str | None = None
+    model: str | None = None
+    caps: StationCaps = field(default_factory=StationCaps)
+    ready: bool = False  # capabilities read and fail-safe installed
+    failsafe_status: str | None = None  # outcome of installing the fail-safe TxDefaultProfile
+    setup_running: bool = False
+
+
+@dataclass
+class Need:
+    """A session's energy wish; kWh counted from the meter reading when the wish was made."""
+
+    energy_kwh: float
+    departure: datetime
+    guaranteed_kwh: float = 0.0
+    source: str = "default"  # default | ev | api
+    min_current_a: float | None = None
+    max_current_a: float | None = None
+    phases: int | None = None
+    v2g: bool = False
+    max_discharge_kw: float = 0.0
+    dischargeable_kwh: float = 0.0
+    baseline_wh: float | None = None  # meter register when the need was set
+
+
+@dataclass
+class Session:
+    station_id: str
+    evse_id: int
+    transaction_id: str
+    started_at: datetime
+    charging_state: str | None = None
+    power_kw: float | None = None  # last measured net power (negative = discharging)
+    power_at: datetime | None = None
+    energy_wh: float | None = None  # import register, last reading
+    start_energy_wh: float | None = None
+    soc: float | None = None
+    need: Need | None = None
+    # Control state (set by the pusher and the verifier).
+    setpoint_a: float | None = None  # what is in force now according to the last accepted push
+    setpoint_kw: float | None = None
+    pushed_at: datetime | None = None
+    push_status: str | None = None
+    fixed_kw: float | None = None  # uncontrollable: budgeted at this draw
+    fixed_reason: str | None = None
+    can_pause: bool = True
+    no_pause_reason: str | None = None
+    resumed_at: datetime | None = None  # a 0 -> >0 setpoint was accepted at this time
+    paused_while_drawing: bool = False
+    overdraw_count: int = 0
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.station_id, self.evse_id
+
+    @property
+    def delivered_kwh(self) -> float:
+        if self.energy_wh is None or self.start_energy_wh is None:
+            return 0.0
+        return max(0.0, (self.energy_wh - self.start_energy_wh) / 1000.0)
+
+    def state(self) -> str:
+        """charging / discharging / paused / idle, from the latest reading and setpoint."""
+        if self.power_kw is not None and self.power_kw < -0.05:
+            return "discharging"
+        if self.power_kw is not None and self.power_kw > 0.05:
+            return "charging"
+        if self.setpoint_a == 0 or self.charging_state == "SuspendedEVSE":
+            return "paused"
+        return "idle"
+
+
+class SessionBook:
+    """Stations and their running sessions, keyed by (station_id, evse_id)."""
+
+    def __init__(self, defaults: Defaults | None = None) -> None:
+        self.defaults = defaults or Defaults()
+        self.stations: dict[str, Station] = {}
+        self.sessions: dict[tuple[str, int], Session] = {}
+        self._by_tx: dict[tuple[str, str], tuple[str, int]] = {}
+        self._pending_needs: dict[tuple[str, int], Need] = {}
+
+    # Stations -------------------------------------------------------------------------------
+    def station(self, station_id: str) -> Station:
+        st = self.stations.get(station_id)
+        if st is None:
+            st = self.stations[station_id] = Station(station_id)
+        return st
+
+    def of_station(self, station_id: str) -> list[Session]:
+        return [s for s in self.sessions.values() if s.station_id == station_id]
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self.sessions.values()))
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    # Transactions ---------------------------------------------------------------------------
+    def find(self, station_id: str, transaction_id: str | None, evse_id: int | None) -> Session | None:
+        if transaction_id is not None:
+            key = self._by_tx.get((station_id, transaction_id))
+            if key is not None:
+                return self.sessions.get(key)
+        if evse_id is not None:
+            return self.sessions.get((station_id, evse_id))
+        return None
+
+    def transaction(self, station_id: str, event: TransactionChanged, now: datetime) -> tuple[Session | None, str]:
+        """Apply a transaction.started/updated event; returns (session, what changed: new|state|reading|none)."""
+        tx_id = event.transaction_id
+        session = self.find(station_id, tx_id, None)
+        change = "none"
+        if session is None:
+            evse_id = event.evse_id
+            if not isinstance(evse_id, int) or evse_id <= 0:
+                return None, "none"  # an Updated without evse for a transaction we never saw
+            old = self.sessions.get((station_id, evse_id))
+            if old is not None:
+                self._by_tx.pop((station_id, old.transaction_id), None)
+            session = Session(station_id, evse_id, tx_id, now)
+            self.sessions[session.key] = session
+            self._by_tx[(station_id, tx_id)] = session.key
+            pending = self._pending_needs.pop(session.key, None)
+            if pending is not None:
+                session.need = pending
+            change = "new"
+        state = event.charging_state
+        if state and state != session.charging_state:
+            session.charging_state = state
+            change = "state" if change == "none" else change
+        reading = event.reading
+        if reading is not None and self.reading(session, reading, now) and change == "none":
+            change = "reading"
+        return session, change
+
+    def ended(self, station_id: str, transaction_id: str) -> Session | None:
+        session = self.find(station_id, transaction_id, None)
+        if session is None:
+            return None
+        self.sessions.pop(session.key, None)
+        self._by_tx.pop((station_id, session.transaction_id), None)
+        return session
+
+    def reading(self, session: Session, reading: Reading, now: datetime) -> bool:
+        """Take a meter reading; True if it carried power."""
+        if reading.energy_wh is not None:
+            session.energy_wh = reading.energy_wh
+            if session.start_energy_wh is None:
+                session.start_energy_wh = reading.energy_wh
+            if session.need is not None and session.need.baseline_wh is None:
+                session.need.baseline_wh = reading.energy_wh
+        if reading.soc is not None:
+            session.soc = reading.soc
+        if reading.power_w is None:
+            return False
+        session.power_kw = reading.power_w / 1000.0
+        session.power_at = now
+        return True
+
+    # Needs ----------------------------------------------------------------------------------
+    def ev_needs(self, station_id: str, evse_id: int, needs: dict[str, Any], now: datetime) -> Session | None:
+        """Apply NotifyEVChargingNeeds (it may arrive just before the transaction is known to us)."""
+        need = need_from_ev(needs, now, self.defaults)
+        session = self.sessions.get((station_id, evse_id))
+        if session is None:
+            self._pending_needs[(station_id, evse_id)] = need
+            return None
+        if session.need is not None and session.need.source == "api":
+            # The operator's word wins over the car's, but keep what only the car knows.
+            session.need.min_current_a, session.need.max_current_a = need.min_current_a, need.max_current_a
+            session.need.phases, session.need.v2g = need.phases, need.v2g
+            session.need.max_discharge_kw, session.need.dischargeable_kwh = need.max_discharge_kw, need.dischargeable_kwh
+            return session
+        need.baseline_wh = session.energy_wh
+        session.need = need
+        return session
+
+    def set_api_need(self, station_id: str, evse_id: int, now: datetime, energy_kwh: float | None = None,
+                     departure: datetime | None = None, guaranteed_kwh: float | None = None) -> Session:
+        """The operator's (or driver app's) word on a session; raises KeyError/ValueError on bad input."""
+        session = self.sessions.get((station_id, evse_id))
+        if session is None:
+            raise KeyError(f"no running session on {station_id} evse {evse_id}")
+        for name, value in (("energy_kwh", energy_kwh), ("guaranteed_kwh", guaranteed_kwh)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or value < 0 or value > 1000):
+                raise ValueError(f"{name} must be a number between 0 and 1000 kWh, got {value!r}")
+        if departure is not None:
+            if not isinstance(departure, datetime) or departure.tzinfo is None:
+                raise ValueError(f"departure must be a timezone-aware datetime, got {departure!r}")
+        old = session.need
+        base = old if old is not None else default_need(session, now, self.defaults)
+        remaining_before = remaining_kwh(session, base)
+        need = Need(
+            energy_kwh=float(energy_kwh) if energy_kwh is not None else remaining_before,
+            departure=departure if departure is not None else base.departure,
+            guaranteed_kwh=float(guaranteed_kwh) if guaranteed_kwh is not None else base.guaranteed_kwh,
+            source="api", min_current_a=base.min_current_a, max_current_a=base.max_current_a, phases=base.phases,
+            v2g=base.v2g, max_discharge_kw=base.max_discharge_kw, dischargeable_kwh=base.dischargeable_kwh,
+            baseline_wh=session.energy_wh,
+        )
+        session.need = need
+        return session
+
+
+# ---------------------------------------------------------------------------------------------
+# Needs -> planner input
+# ---------------------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def need_from_ev(needs: dict[str, Any], now: datetime, defaults: Defaults) -> Need:
+    """Read chargingNeeds (2.0.1 AC/DC parameters; V2X values from 2.1 fields or our customData)."""
+    ac = needs.get("acChargingParameters") or {}
+    dc = needs.get("dcChargingParameters") or {}
+    v2x = needs.get("v2xChargingParameters") or {}
+    custom = needs.get("customData") or {}
+    departure = defaults_departure(now, defaults)
+    if isinstance(needs.get("departureTime"), str):
+        try:
+            departure = parse_datetime(needs["departureTime"])
+        except ValueError:
+            pass
+    energy_wh = _number(ac.get("energyAmount")) or _number(dc.get("energyAmount"))
+    max_v2x = _number(v2x.get("evMaxEnergyRequest")) or _number(custom.get("evMaxV2XEnergyRequest"))
+    min_v2x = _number(v2x.get("evMinEnergyRequest"))
+    if min_v2x is None:
+        min_v2x = _number(needs.get("evMinV2XEnergyRequest"))
+    if min_v2x is None:
+        min_v2x = _number(custom.get("evMinV2XEnergyRequest"))
+    energy_kwh = (max_v2x if max_v2x is not None else energy_wh if energy_wh is not None
+                  else defaults.energy_kwh * 1000.0) / 1000.0
+    discharge_w = _number(v2x.get("maxDischargePower")) or _number(custom.get("evMaxDischargePower")) or 0.0
+    phases = 1 if needs.get("requestedEnergyTransfer") in ("AC_single_phase", "AC_BPT_single_phase") else None
+    if needs.get("requestedEnergyTransfer") in ("AC_three_phase", "AC_BPT"):
+        phases = 3
+    return Need(
+        energy_kwh=max(0.0, energy_kwh),
+        departure=departure,
+        # evMinV2XEnergyRequest > 0: the user's guaranteed minimum; < 0: what may be taken out.
+        guaranteed_kwh=max(0.0, (min_v2x or 0.0) / 1000.0),
+        source="ev",
+        min_current_a=_number(ac.get("evMinCurrent")),
+        max_current_a=_number(ac.get("evMaxCurrent")),
+        phases=phases,
+        v2g=discharge_w > 0 and min_v2x is not None,
+        max_discharge_kw=abs(discharge_w) / 1000.0,
+        dischargeable_kwh=max(0.0, -(min_v2x or 0.0) / 1000.0),
+    )
+
+
+def defaults_departure(now: datetime, defaults: Defaults) -> datetime:
+    return now + timedelta(seconds=defaults.dwell_s)
+
+
+def default_need(session: Session, now: datetime, defaults: Defaults) -> Need:
+    return Need(energy_kwh=defaults.energy_kwh, departure=session.started_at + timedelta(seconds=defaults.dwell_s),
+                guaranteed_kwh=defaults.guaranteed_kwh, source="default", baseline_wh=session.start_energy_wh)
+
+
+def remaining_kwh(session: Session, need: Need) -> float:
+    """Energy still wanted: the wish minus what the meter counted since the wish was made."""
+    if session.energy_wh is None or need.baseline_wh is None:
+        return need.energy_kwh
+    return max(0.0, need.energy_kwh - (session.energy_wh - need.baseline_wh) / 1000.0)
+
+
+def session_need(session: Session, caps: StationCaps, now: datetime, defaults: Defaults,
+                 wiring: tuple[str, ...] | None = None, connected: bool = True) -> SessionNeed:
+    """The planner's view of one session.
+
+    A session on a disconnected station, or one that proved uncontrollable, is budgeted at its
+    last known draw (``fixed_kw``); V2G is offered only when both the station model and the car
+    support it.
+    """
+    need = session.need or default_need(session, now, defaults)
+    phases = need.phases or caps.phases or defaults.phases
+    phases = max(1, min(3, phases, caps.phases))
+    min_a = max(caps.min_current_a, need.min_current_a if need.min_current_a is not None else defaults.min_current_a)
+    max_a = min(caps.max_current_a, need.max_current_a if need.max_current_a is not None else defaults.max_current_a)
+    if max_a <= 0:
+        max_a = caps.max_current_a
+    min_a = min(min_a, max_a)
+    remaining = remaining_kwh(session, need)
+    delivered_since = need.energy_kwh - remaining
+    guaranteed = max(0.0, need.guaranteed_kwh - delivered_since)
+    departure_s = max(0.0, (need.departure - now).total_seconds())
+    fixed = session.fixed_kw
+    if not connected:
+        fixed = session.power_kw if session.power_kw is not None else (fixed or 0.0)
+    wiring = wiring or PHASE_NAMES
+    if len(wiring) < phases:
+        wiring = PHASE_NAMES
+    v2g = bool(caps.v2g and need.v2g and need.max_discharge_kw > 0)
+    fields = {
+        "session_id": f"{session.station_id}#{session.evse_id}",
+        "phases": phases, "phase_wiring": tuple(wiring), "min_current_a": float(min_a), "max_current_a": float(max_a),
+        "energy_needed_kwh": float(remaining),
+        "guaranteed_kwh": float(min(guaranteed, remaining) if not v2g else guaranteed),
+        "departure_s": float(departure_s if departure_s > 0 else 1.0),
+        "can_pause": bool(session.can_pause), "v2g": v2g,
+        "max_discharge_kw": float(need.max_discharge_kw) if v2g else 0.0,
+        "dischargeable_kwh": float(need.dischargeable_kwh) if v2g else 0.0,
+        "fixed_kw": None if fixed is None else float(fixed),
+        "efficiency": 1.0,
+    }
+    return _checked_need(fields)
+
+
+_NEED_NUMBERS = ("min_current_a", "max_current_a", "energy_needed_kwh", "guaranteed_kwh", "departure_s",
+                 "max_discharge_kw", "dischargeable_kwh")
+
+
+def _checked_need(fields: dict[str, Any]) -> SessionNeed:
+    """A SessionNeed from values ``session_need`` already clamped, without the full validation
+    (it is most of the cost of planning 10,000 sessions). Only what clamping cannot rule out is
+    checked here; anything odd goes through the validating constructor, which names the problem."""
+    numbers = [fields[name] for name in _NEED_NUMBERS]
+    fixed = fields["fixed_kw"]
+    if (all(math.isfinite(x) and x >= 0 for x in numbers) and (fixed is None or math.isfinite(fixed))
+            and 0 < fields["max_current_a"] and fields["min_current_a"] <= fields["max_current_a"]
+            and fields["phases"] in (1, 2, 3) and len(fields["phase_wiring"]) >= fields["phases"]
+            and set(fields["phase_wiring"]) <= set(PHASE_NAMES)
+            and len(set(fields["phase_wiring"])) == len(fields["phase_wiring"])):
+        need = object.__new__(SessionNeed)
+        need.__dict__.update(fields)
+        return need
+    return SessionNeed(**fields)
+
+
+def parse_session_id(session_id: str) -> tuple[str, int]:
+    station_id, _, evse = session_id.rpartition("#")
+    return station_id, int(evse)

@@ -1,0 +1,140 @@
+"""What the grid hears: bus events turned into its picture of stations and sessions.
+
+Synchronous and cheap (it sits on the per-message path): each event updates the session book,
+runs the verifier where a reading or a state change calls for it, starts a station's setup, and
+tells the controller what needs a re-plan or a cut. Dispatch is by event type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from csms.domain.events import (
+    EvChargingNeeds,
+    Event,
+    LimitChanged,
+    MeterValuesReceived,
+    SafeModeChanged,
+    SignalRejected,
+    StationBooted,
+    StationConnected,
+    StationDisconnected,
+    TransactionChanged,
+)
+from csms.grid.config import GridConfig
+from csms.grid.control import GridController
+from csms.grid.effects.pusher import Pusher
+from csms.grid.effects.setup import StationSetup
+from csms.grid.effects.verify import Verification
+from csms.grid.journal import Journal
+from csms.grid.model.sessions import SessionBook
+from csms.interfaces import Bus, Clock
+
+SCALARS = (int, float, str, bool, type(None))
+GRID_WIDE = (LimitChanged, SafeModeChanged, SignalRejected)  # events without a station
+
+
+class Observer:
+    def __init__(self, grid: GridConfig, book: SessionBook, setup: StationSetup, pusher: Pusher,
+                 verification: Verification, controller: GridController, journal: Journal, clock: Clock) -> None:
+        self.grid = grid
+        self.book = book
+        self.setup = setup
+        self.pusher = pusher
+        self.verification = verification
+        self.controller = controller
+        self.journal = journal
+        self.clock = clock
+        self._unsubscribe: Callable[[], None] | None = None
+        self._handlers: dict[type[Event], Callable[[Any], None]] = {
+            LimitChanged: self._limit, SafeModeChanged: self._limit, SignalRejected: self._signal_rejected,
+            StationConnected: self._connected, StationDisconnected: self._disconnected,
+            StationBooted: self._booted, TransactionChanged: self._transaction,
+            MeterValuesReceived: self._meter_values, EvChargingNeeds: self._ev_needs,
+        }
+
+    def attach(self, bus: Bus, connected: Iterable[str]) -> None:
+        """Listen to ``bus``; ``connected``: stations that connected before the grid started."""
+        self._unsubscribe = bus.subscribe(self.on_event)
+        for station_id in list(connected):
+            self.book.station(station_id).connected = True
+            self.setup.ensure(station_id)
+
+    def detach(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def on_event(self, ev: Event) -> None:
+        handler = self._handlers.get(type(ev))
+        if handler is not None and (ev.station_id is not None or isinstance(ev, GRID_WIDE)):
+            handler(ev)
+
+    # Grid signals ----------------------------------------------------------------------------
+    def _limit(self, ev: LimitChanged | SafeModeChanged) -> None:
+        tid = ev.transformer_id if ev.transformer_id in self.grid.transformers else None
+        self.journal.record("limit", **{**_scalars(ev.data()), "transformer": tid, "event": ev.kind})
+        self.controller.limit_changed(tid, ev.kind)
+
+    def _signal_rejected(self, ev: SignalRejected) -> None:
+        self.journal.record("signal_rejected", **_scalars(ev.data()))
+
+    # Stations ----------------------------------------------------------------------------------
+    def _connected(self, ev: StationConnected) -> None:
+        assert ev.station_id is not None
+        self.book.station(ev.station_id).connected = True
+        self.controller.request("station connected")
+
+    def _disconnected(self, ev: StationDisconnected) -> None:
+        assert ev.station_id is not None
+        self.book.station(ev.station_id).connected = False
+        self.controller.request("station dropped")
+
+    def _booted(self, ev: StationBooted) -> None:
+        assert ev.station_id is not None
+        st = self.book.station(ev.station_id)
+        st.vendor, st.model, st.connected = ev.vendor, ev.model, True
+        if ev.status == "Accepted":
+            st.ready = False
+            self.pusher.forget(ev.station_id)
+            self.setup.ensure(ev.station_id, force=True)
+
+    # Sessions ----------------------------------------------------------------------------------
+    def _transaction(self, ev: TransactionChanged) -> None:
+        sid = ev.station_id
+        assert sid is not None
+        if ev.event_type == "Ended":
+            ended = self.book.ended(sid, ev.transaction_id)
+            if ended is not None:
+                self.pusher.forget(sid, ended.evse_id)
+                self.controller.request("session ended")
+            return
+        now = self.clock()
+        session, change = self.book.transaction(sid, ev, now)
+        if session is None:
+            return
+        if change == "new":
+            self.setup.ensure(sid)
+            self.controller.request("session started")
+        elif change == "state":
+            self.verification.report(self.verification.verifier.resume_check(session, now))
+        if change == "reading" or ev.reading is not None:
+            self.verification.report(self.verification.verifier.reading(session, now))
+
+    def _meter_values(self, ev: MeterValuesReceived) -> None:
+        assert ev.station_id is not None
+        session = self.book.find(ev.station_id, None, ev.evse_id)
+        if session is not None and ev.reading is not None:
+            now = self.clock()
+            self.book.reading(session, ev.reading, now)
+            self.verification.report(self.verification.verifier.reading(session, now))
+
+    def _ev_needs(self, ev: EvChargingNeeds) -> None:
+        assert ev.station_id is not None
+        self.book.ev_needs(ev.station_id, ev.evse_id, ev.needs, self.clock())
+        self.controller.request("EV needs")
+
+
+def _scalars(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if isinstance(v, SCALARS)}

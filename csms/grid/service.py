@@ -1,0 +1,134 @@
+"""The grid part of the daemon, assembled from its layers, and the :class:`csms.interfaces.GridService`
+the operator API reads.
+
+- domain (csms/grid/model): the limit book, the session book, the topology;
+- the limit side (csms/grid/signals.py): the intake (csms/grid/intake.py) and its signal
+  sources (csms/grid/sources);
+- control (csms/grid/control.py): the scheduling loop, fed by the observer (bus events) and
+  acting through the planner (csms/grid/planning.py, decisions in profiles/) and
+- effects (csms/grid/effects): station setup, the pusher and its waves, verification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
+
+from csms.grid.config import GridConfig
+from csms.grid.control import GridController
+from csms.grid.effects.pusher import Pusher
+from csms.grid.effects.setup import StationSetup
+from csms.grid.effects.verify import Verification, Verifier, VerifyConfig
+from csms.grid.effects.waves import WaveDispatcher
+from csms.grid.journal import Journal
+from csms.grid.metrics import ControlMetrics
+from csms.grid.model.sessions import Defaults, SessionBook
+from csms.grid.model.topology import Topology
+from csms.grid.observer import Observer
+from csms.grid.planning import GroupPlanner
+from csms.grid.signals import Signals
+from csms.grid.views import GroupViews
+from csms.interfaces import Bus, Clock, GridCommands, LimitIntake, Spawner
+from csms.metrics import Metrics
+from profiles.hysteresis import Hysteresis
+
+
+class GridDeps(Spawner, Protocol):
+    """What the grid uses of the daemon around it (the daemon has all of it)."""
+
+    @property
+    def bus(self) -> Bus: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def commands(self) -> GridCommands: ...
+
+    @property
+    def connections(self) -> Mapping[str, object]: ...
+
+
+class Grid:
+    """One component (start/stop) built from the parts below; each gets only what it uses."""
+
+    def __init__(self, config: GridConfig, deps: GridDeps, clock: Clock) -> None:
+        self.config = config
+        self.deps = deps
+        registry = deps.metrics.registry
+        p = config.planning
+        d = config.session_defaults
+        # Domain
+        self.sessions = SessionBook(Defaults(energy_kwh=d.energy_kwh, dwell_s=d.dwell_h * 3600.0,
+                                             guaranteed_kwh=d.guaranteed_kwh))
+        self.topology = Topology(config)
+        self.journal = Journal(clock)
+        # Limits in (the intake and its sources), each group's state out (the status publisher)
+        self.signals = Signals(config, deps.bus, registry, clock)
+        self.limit_book = self.signals.book
+        self.status = self.signals.status
+        # Control and effects
+        self.metrics = ControlMetrics(registry)
+        self.views = GroupViews(config, self.limit_book, self.sessions, self.topology, self.metrics, clock)
+        # Installed steps are compared exactly from two re-plan intervals ahead (see Hysteresis).
+        self.pusher = Pusher(deps.commands.set_charging_profile,
+                             Hysteresis(current_a=p.hysteresis_a, refresh_s=p.slot_s * p.horizon_slots / 2,
+                                        min_interval_s=p.min_push_interval_s,
+                                        near_s=max(60.0, 2 * p.replan_interval_s)),
+                             clock=clock, stack_level=p.stack_level)
+        self.planner = GroupPlanner(config, self.limit_book, self.sessions, self.topology, self.pusher.installed,
+                                    self.journal)
+        self.verification = Verification(Verifier(VerifyConfig(apply_grace_s=p.verify_after_s,
+                                                               overdraw_fraction=p.verify_tolerance,
+                                                               resume_grace_s=p.resume_timeout_s)),
+                                         self.sessions, self.journal, deps.bus, self.metrics,
+                                         self._replan, clock)
+        self.dispatcher = WaveDispatcher(config, self.sessions, self.pusher, self.verification, self.views,
+                                         self.journal, deps.bus, self.metrics, self.status)
+        self.controller = GridController(config, self.limit_book, self.planner, self.dispatcher, self.verification,
+                                         self.views, self.journal, self.metrics, clock)
+        self.setup = StationSetup(config, self.sessions, deps.commands, deps, self.journal, self._replan)
+        self.observer = Observer(config, self.sessions, self.setup, self.pusher, self.verification, self.controller,
+                                 self.journal, clock)
+        self.clock = clock
+
+    def _replan(self, reason: str) -> None:
+        self.controller.request(reason)
+
+    async def start(self) -> None:
+        await self.signals.start()
+        self.observer.attach(self.deps.bus, self.deps.connections)
+        await self.controller.start()
+
+    async def stop(self) -> None:
+        try:
+            self.observer.detach()
+            await self.controller.stop()
+        finally:
+            await self.signals.stop()
+
+    # csms.interfaces.GridService ----------------------------------------------------------------
+    @property
+    def limits(self) -> LimitIntake:
+        return self.signals.desk
+
+    def snapshot(self) -> dict[str, Any]:
+        last = self.controller.reaction_s
+        return self.views.snapshot(plans=self.controller.plans, pushes_sent=self.pusher.sent,
+                                   pushes_skipped=self.pusher.skipped, last_reaction_s=last[-1] if last else None)
+
+    def recent_events(self, limit: int) -> list[dict[str, Any]]:
+        return self.journal.recent(limit)
+
+    def set_session_need(self, station_id: str, evse_id: int, energy_kwh: float | None = None,
+                         departure: datetime | None = None, guaranteed_kwh: float | None = None) -> dict[str, Any]:
+        """Set what a running session needs (raises KeyError for no such session, ValueError for bad values)."""
+        session = self.sessions.set_api_need(station_id, evse_id, self.clock(), energy_kwh, departure, guaranteed_kwh)
+        need = session.need
+        assert need is not None
+        self.journal.record("need", station_id=station_id, evse_id=evse_id, energy_kwh=need.energy_kwh,
+                            departure=need.departure.isoformat(), guaranteed_kwh=need.guaranteed_kwh)
+        self.controller.request("need set by operator")
+        return {"station_id": station_id, "evse_id": evse_id, "energy_kwh": need.energy_kwh,
+                "departure": need.departure.isoformat(), "guaranteed_kwh": need.guaranteed_kwh}

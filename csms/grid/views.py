@@ -1,0 +1,111 @@
+"""What the operator sees of the grid: per capacity group the limit in force, measured and planned
+load and every session with its setpoint (``/api/grid``, the dashboard, the MQTT status)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from csms.grid.config import GridConfig
+from csms.grid.metrics import ControlMetrics
+from csms.grid.model.limits import LimitBook
+from csms.grid.model.sessions import Session, SessionBook
+from csms.grid.model.topology import Topology
+from csms.grid.planning import GroupPlan
+from csms.interfaces import Clock
+
+
+@dataclass
+class GroupState:
+    """The last plan of one capacity group, for the snapshot and the metrics."""
+
+    limit_kw: float = 0.0
+    limit_source: str = "capacity"
+    base_load_kw: float = 0.0
+    planned_kw: float = 0.0  # EV load planned for the current slot
+    planned_at: datetime | None = None
+    infeasible: bool = False
+    sessions: list[str] = field(default_factory=list)
+
+
+class GroupViews:
+    def __init__(self, grid: GridConfig, limits: LimitBook, book: SessionBook, topology: Topology,
+                 metrics: ControlMetrics, clock: Clock) -> None:
+        self.grid = grid
+        self.limits = limits
+        self.book = book
+        self.topology = topology
+        self.metrics = metrics
+        self.clock = clock
+        self.groups: dict[str, GroupState] = {tid: GroupState() for tid in grid.transformers}
+
+    def remember(self, unit: GroupPlan, now: datetime) -> None:
+        """Keep what ``unit`` planned for its group (and export it as metrics)."""
+        state = self.groups.setdefault(unit.tid, GroupState())
+        state.limit_kw = float(unit.inp.limit_kw[0]) + self.grid.planning.margin_kw
+        state.limit_source = unit.sources[0] if unit.sources else "capacity"
+        state.base_load_kw = float(unit.inp.base_load_kw[0])
+        state.planned_kw = float(unit.plan.total_kw[0])
+        state.planned_at = now
+        state.infeasible = 0 in unit.plan.infeasible_slots
+        state.sessions = [s.session_id for s in unit.inp.sessions]
+        self.metrics.limit.labels(unit.tid).set(state.limit_kw)
+        self.metrics.planned.labels(unit.tid).set(state.planned_kw + state.base_load_kw)
+        self.metrics.load.labels(unit.tid).set(self.measured_kw(unit.tid) + state.base_load_kw)
+
+    def _sessions(self, tid: str) -> list[Session]:
+        return self.topology.group_members(self.book.sessions, self.grid.transformers).get(tid, [])
+
+    def measured_kw(self, tid: str) -> float:
+        return sum(s.power_kw or 0.0 for s in self._sessions(tid))
+
+    def group_snapshot(self, tid: str) -> dict[str, Any]:
+        state = self.groups.get(tid, GroupState())
+        now = self.clock()
+        limit, source = self.limits.limit_at(tid, now)
+        sessions = self._sessions(tid)
+        measured = sum(s.power_kw or 0.0 for s in sessions)
+        return {
+            "transformer": tid,
+            "limit_kw": limit,
+            "limit_source": source,
+            "safe_mode": self.limits.in_safe_mode(tid),
+            "measured_kw": round(measured + state.base_load_kw, 3),
+            "measured_ev_kw": round(measured, 3),
+            "planned_kw": round(state.planned_kw + state.base_load_kw, 3),
+            "planned_ev_kw": round(state.planned_kw, 3),
+            "base_load_kw": state.base_load_kw,
+            "planned_at": state.planned_at.isoformat() if state.planned_at else None,
+            "infeasible": state.infeasible,
+            "sessions": [self.session_view(s) for s in sessions],
+        }
+
+    def session_view(self, s: Session) -> dict[str, Any]:
+        st = self.book.station(s.station_id)
+        need = s.need
+        return {
+            "station_id": s.station_id, "evse_id": s.evse_id, "transaction_id": s.transaction_id,
+            "state": s.state(), "charging_state": s.charging_state, "connected": st.connected,
+            "setpoint_a": s.setpoint_a, "setpoint_kw": None if s.setpoint_kw is None else round(s.setpoint_kw, 3),
+            "actual_kw": None if s.power_kw is None else round(s.power_kw, 3),
+            "delivered_kwh": round(s.delivered_kwh, 3),
+            "need_kwh": None if need is None else need.energy_kwh,
+            "need_source": "default" if need is None else need.source,
+            "departure": None if need is None else need.departure.isoformat(),
+            "fixed_kw": s.fixed_kw, "fixed_reason": s.fixed_reason,
+            "can_pause": s.can_pause, "no_pause_reason": s.no_pause_reason,
+            "push_status": s.push_status,
+        }
+
+    def snapshot(self, *, plans: int, pushes_sent: int, pushes_skipped: int,
+                 last_reaction_s: float | None) -> dict[str, Any]:
+        """Everything the operator API and dashboard show, per capacity group."""
+        return {
+            "at": self.clock().isoformat(),
+            "plans": plans,
+            "pushes_sent": pushes_sent,
+            "pushes_skipped": pushes_skipped,
+            "last_reaction_s": last_reaction_s,
+            "transformers": {tid: self.group_snapshot(tid) for tid in self.grid.transformers},
+        }

@@ -1,0 +1,116 @@
+"""What a version package provides: a router over its station-initiated actions, and the
+builders of its CSMS-initiated requests. Handlers get narrow dependencies (:class:`HandlerDeps`)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from csms.domain.registration import Authorizer, RegistrationConfig
+from csms.interfaces import CertificateSigner, StationSession
+from csms.protocol.version import ProtocolVersion
+from csms.store.base import DeviceModelStore, MessageLog, SmartChargingStore, StationStore, TransactionStore
+
+Payload = dict[str, Any]
+#: A station-initiated CALL: the validated request (camelCase, exactly as on the wire) in, the
+#: response payload out; raising csms.protocol.errors.OcppError answers with that CALLERROR.
+#: Everything a handler stores is durable before it returns (the answer is sent after that).
+Handler = Callable[[StationSession, Payload], Awaitable[Payload]]
+
+
+@dataclass(frozen=True)
+class HandlerDeps:
+    """Everything any handler of any version may use; each block takes only its part."""
+
+    stations: StationStore
+    transactions: TransactionStore
+    smart_charging: SmartChargingStore
+    device_model: DeviceModelStore
+    messages: MessageLog
+    registration: RegistrationConfig
+    authorizer: Authorizer
+    signer: CertificateSigner | None = None  # None: no certificate authority configured
+
+
+class Router:
+    """One version's station-initiated actions and their handlers."""
+
+    def __init__(self, version: ProtocolVersion, blocks: list[Mapping[str, Handler]]) -> None:
+        self.version = version
+        self._handlers: dict[str, Handler] = {}
+        for block in blocks:
+            for action, handler in block.items():
+                if action in self._handlers:
+                    raise ValueError(f"two handlers for {action}")
+                self._handlers[action] = handler
+
+    def handler(self, action: str) -> Handler | None:
+        return self._handlers.get(action)
+
+    @property
+    def actions(self) -> frozenset[str]:
+        return frozenset(self._handlers)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A CSMS-initiated call, built for one version."""
+
+    action: str
+    payload: Payload
+
+
+class CommandSet(Protocol):
+    """How one version spells each CSMS-initiated command, and reads the answers that change state."""
+
+    def set_charging_profile(self, evse_id: int, profile: Payload) -> Request: ...
+
+    def profile_verdict(self, response: Payload) -> tuple[str, Payload | None]:
+        """(status, statusInfo) of a SetChargingProfile answer, for the profile's record."""
+        ...
+
+    def clear_charging_profile(self, profile_id: int | None, evse_id: int | None, purpose: str | None,
+                               stack_level: int | None) -> Request: ...
+
+    def get_charging_profiles(self, request_id: int, evse_id: int | None, purpose: str | None) -> Request: ...
+
+    def get_composite_schedule(self, evse_id: int, duration_s: int, unit: str | None) -> Request: ...
+
+    def request_start_transaction(self, remote_start_id: int, id_token: Payload, evse_id: int | None,
+                                  charging_profile: Payload | None) -> Request: ...
+
+    def request_stop_transaction(self, transaction_id: str) -> Request: ...
+
+    def get_transaction_status(self, transaction_id: str | None) -> Request: ...
+
+    def reset(self, type_: str, evse_id: int | None) -> Request: ...
+
+    def change_availability(self, status: str, evse_id: int | None, connector_id: int | None) -> Request: ...
+
+    def unlock_connector(self, evse_id: int, connector_id: int) -> Request: ...
+
+    def trigger_message(self, requested_message: str, evse_id: int | None, connector_id: int | None) -> Request: ...
+
+    def get_variables(self, items: list[Payload]) -> Request: ...
+
+    def variables_read(self, response: Payload) -> list[Payload]:
+        """The variables a GetVariables answer reported, as device-model records."""
+        ...
+
+    def set_variables(self, items: list[Payload]) -> Request: ...
+
+    def variables_written(self, items: list[Payload], response: Payload) -> list[Payload]:
+        """The variables a SetVariables answer accepted, as device-model records."""
+        ...
+
+    def get_base_report(self, request_id: int, report_base: str) -> Request: ...
+
+
+@dataclass(frozen=True)
+class VersionPackage:
+    """One entry of the version table."""
+
+    version: ProtocolVersion
+    build_router: Callable[[HandlerDeps], Router]
+    commands: CommandSet

@@ -1,0 +1,20 @@
+"""What the transport needs to know about one OCPP version: its websocket subprotocol, where the
+`ocpp` package keeps its JSON schemas, and which actions only a station sends.
+
+The versions the daemon speaks, with their handlers and command builders, are listed in the
+version table (csms/ocpp/versions.py); this descriptor is all the edge itself uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ProtocolVersion:
+    subprotocol: str  # e.g. "ocpp2.0.1"
+    schema_dir: str  # folder name under the ocpp package, e.g. "v201"
+    # Actions only a charging station sends (the CSMS never calls them).
+    station_only: frozenset[str] = frozenset()
+    # Actions either side may initiate (DataTransfer).
+    both_ways: frozenset[str] = frozenset()

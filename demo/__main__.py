@@ -1,0 +1,5 @@
+import sys
+
+from demo.evening import main
+
+sys.exit(main())

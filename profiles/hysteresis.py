@@ -1,0 +1,198 @@
+"""Hysteresis: when a new plan is close enough to what a station already has that it need not be sent.
+
+A busy grid must not flood chargers with SetChargingProfile for plans that drift by seconds or
+tenths of an amp; but keeping an installed schedule must never break a limit. :class:`Hysteresis`
+compares one session's installed and planned schedules; :func:`keep_within_budget` decides, for a
+whole capacity group, which sessions may keep theirs so that in every slot their excess fits the
+group's headroom. Pure: the caller passes the clock.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from profiles.units import VOLTAGE_V
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Setpoints:
+    """One session's plan: per-phase amps per slot from ``start`` (negative = discharge)."""
+
+    station_id: str
+    evse_id: int
+    transaction_id: str
+    start: datetime
+    slot_s: float
+    current_a: tuple[float, ...]
+    phases: int
+
+    def value_at(self, at: datetime) -> float | None:
+        """Amps planned at ``at``; None outside the plan."""
+        offset = (at - self.start).total_seconds()
+        if offset < 0:
+            return None
+        index = int(offset // self.slot_s)
+        return self.current_a[index] if index < len(self.current_a) else None
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(seconds=self.slot_s * len(self.current_a))
+
+    def breakpoints(self) -> list[datetime]:
+        return [self.start + timedelta(seconds=i * self.slot_s) for i in range(len(self.current_a))]
+
+
+@dataclass
+class Hysteresis:
+    """When a new plan is close enough to what a station already has."""
+
+    current_a: float = 1.0  # an increase smaller than this is not worth a message
+    refresh_s: float = 1800.0  # re-send when the installed schedule covers less than this ahead
+    min_interval_s: float = 0.0  # a safe (non-decreasing) change waits this long after the last push
+    near_s: float | None = None  # compared exactly this far ahead; beyond, per new slot (None: whole horizon)
+
+    def unchanged(self, old: Setpoints | None, new: Setpoints, now: datetime,
+                  pushed_at: datetime | None = None) -> float | None:
+        """None if ``new`` must be sent; else the kW by which keeping ``old`` exceeds ``new`` now
+        (negative: keeping it uses less than planned).
+
+        Keeping is allowed when the installed schedule differs from the new plan by less than
+        ``current_a`` everywhere in the horizon, with no pause, resume or discharge change in it
+        (a plan drifting by seconds or tenths of an amp must not re-send every profile). Whether
+        the excess is affordable is decided for the whole group by :func:`keep_within_budget`. Within
+        ``min_interval_s`` of the last push, increases of any size wait.
+
+        Two plans made at different moments have their slot boundaries at different instants, so
+        the installed schedule steps a few seconds (or minutes) before the new one. Up to
+        ``near_s`` ahead every instant is compared, so a step that is about to happen is exact;
+        beyond it each new slot is compared with the installed value at the slot's middle (the
+        installed slot covering most of it). The controller re-plans more often than ``near_s``,
+        so every installed step is compared exactly before it takes effect.
+        """
+        if old is None or old.transaction_id != new.transaction_id or old.phases != new.phases:
+            return None
+        base = new.start
+        t_now = (now - base).total_seconds()
+        o = (old.start - base).total_seconds()
+        slot, o_slot = new.slot_s, old.slot_s
+        new_vals, old_vals = new.current_a, old.current_a
+        new_end, old_end = slot * len(new_vals), o + o_slot * len(old_vals)
+        if old_end < min(new_end, t_now + self.refresh_s) - 1e-6:
+            return None
+
+        def new_at(t: float) -> float | None:
+            i = int((t + 1e-6) // slot)
+            return new_vals[i] if 0 <= i < len(new_vals) and t >= -1e-6 else None
+
+        def old_at(t: float) -> float | None:
+            j = int((t - o + 1e-6) // o_slot)
+            return old_vals[j] if 0 <= j < len(old_vals) and t - o >= -1e-6 else None
+
+        a_new, a_old = new_at(t_now), old_at(t_now)
+        if a_new is None or a_old is None:
+            return None
+        if o == 0 and o_slot == slot and old_vals == new_vals:
+            return 0.0  # the very same schedule
+        recent = pushed_at is not None and (now - pushed_at).total_seconds() < self.min_interval_s
+        near_end = min(new_end, t_now + self.near_s) if self.near_s is not None else new_end
+
+        def points() -> Iterator[tuple[float, float]]:
+            """(instant for new, instant for old), now first: a cut is told apart at the first one."""
+            yield t_now, t_now
+            for i in range(int(t_now // slot) + 1, len(new_vals)):
+                t = i * slot
+                yield (t, t) if t < near_end else (t, t + slot / 2)
+            for j in range(max(0, int((t_now - o) // o_slot) + 1), len(old_vals)):
+                t = o + j * o_slot
+                if t >= near_end:
+                    break
+                yield t, t
+
+        for t_n, t_o in points():
+            if t_n >= new_end:
+                continue
+            v_new, v_old = new_at(t_n), old_at(t_o)
+            if v_new is None:
+                continue
+            if v_old is None:
+                return None
+            if recent and v_old <= v_new:
+                continue
+            if (v_old == 0) != (v_new == 0) or (v_old < 0) != (v_new < 0) or abs(v_new - v_old) >= self.current_a:
+                return None
+        return (a_old - a_new) * new.phases * VOLTAGE_V / 1000.0
+
+    def excess_by_slot(self, old: Setpoints, new: Setpoints, now: datetime) -> tuple[float, ...]:
+        """Per slot of ``new`` (index from ``new.start``): the kW by which keeping ``old`` would
+        draw more than ``new`` plans (negative: less); 0 for slots already over and where ``old``
+        has ended. Up to ``near_s`` ahead the highest installed value in the slot counts; beyond,
+        the installed value at the slot's middle (drifted boundaries, as in :meth:`unchanged`).
+
+        :meth:`unchanged` only bounds how far the two differ; whether the difference fits under
+        a limit is a per-slot question, because a stricter limit may begin in a later slot.
+        """
+        kw_per_a = new.phases * VOLTAGE_V / 1000.0
+        t_now = (now - new.start).total_seconds()
+        o = (old.start - new.start).total_seconds()
+        o_slot, old_vals, new_vals, slot = old.slot_s, old.current_a, new.current_a, new.slot_s
+        current = max(0, int((t_now + 1e-6) // slot))
+        if current >= len(new_vals):
+            return (0.0,) * len(new_vals)
+
+        def peak(lo: float, hi: float) -> float | None:
+            """Highest installed value over [lo, hi) (None where nothing is installed)."""
+            j = max(0, int((lo - o + 1e-6) // o_slot))
+            top = None
+            while j < len(old_vals) and o + j * o_slot < hi - 1e-6:
+                if o + (j + 1) * o_slot > lo + 1e-6:
+                    top = old_vals[j] if top is None else max(top, old_vals[j])
+                j += 1
+            return top
+
+        near_end = t_now + self.near_s if self.near_s is not None else math.inf
+        out = [0.0] * current
+        for i in range(current, len(new_vals)):
+            lo, hi = max(t_now, i * slot), (i + 1) * slot
+            top = peak(lo, min(hi, near_end)) if lo < near_end else None
+            if hi > near_end:
+                # Beyond ``near_s``, as in :meth:`unchanged`: the installed slot covering most of
+                # this one; a step a few seconds early is compared exactly once it comes near.
+                middle = i * slot + slot / 2
+                at = middle if middle >= near_end else (max(lo, near_end) + hi) / 2
+                j = int((at - o) // o_slot)
+                if 0 <= j < len(old_vals) and at >= o:
+                    top = old_vals[j] if top is None else max(top, old_vals[j])
+            out.append(0.0 if top is None else (top - new_vals[i]) * kw_per_a)
+        return tuple(out)
+
+
+def keep_within_budget(items: list[tuple[tuple[float, ...], T]],
+                       budget: float | Sequence[float]) -> list[tuple[tuple[float, ...], T]]:
+    """The items that may keep their installed schedule: in every slot their excesses (kW, from
+    :meth:`Hysteresis.excess_by_slot`) together stay within ``budget`` (the group's headroom per
+    slot, or one figure for all). The most-over slot is settled first by dropping (= sending) its
+    largest contributors; bounded by the number of items."""
+    slots = max((len(excess) for excess, _ in items), default=0)
+    if isinstance(budget, (int, float)):
+        limit = [float(budget)] * slots
+    else:
+        limit = [float(budget[i]) if i < len(budget) else 0.0 for i in range(slots)]
+    keep = list(items)
+    totals = [sum(column) for column in itertools.zip_longest(*(excess for excess, _ in keep), fillvalue=0.0)]
+    while keep and slots:
+        over, worst = max((totals[i] - limit[i], i) for i in range(slots))
+        if over <= 1e-9:
+            break
+        keep.sort(key=lambda item: item[0][worst] if worst < len(item[0]) else 0.0)  # largest last
+        while keep and totals[worst] - limit[worst] > 1e-9:
+            excess, _ = keep.pop()
+            for i, kw in enumerate(excess):
+                totals[i] -= kw
+    return keep

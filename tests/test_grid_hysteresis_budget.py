@@ -1,0 +1,145 @@
+"""Hysteresis never hides a limit: a profile on the wire is not judged against, every slot of the
+horizon is budgeted against the group's headroom, and drifted slot boundaries are compared the same
+way the hysteresis compares them."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from csms.grid.effects.pusher import Pusher
+from csms.grid.model.sessions import StationCaps
+from profiles.hysteresis import Hysteresis, Setpoints
+
+NOW = datetime(2025, 1, 1, 12, tzinfo=timezone.utc)
+CAPS = StationCaps(periods_per_schedule=4)
+
+
+def _plan(amps: float, station: str = "S") -> Setpoints:
+    return Setpoints(station, 1, "tx", NOW, 900.0, (amps,) * 4, 3)
+
+
+def _first_limit(profile: dict[str, Any]) -> float:
+    return float(profile["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"])
+
+
+# 1. A profile on the wire hides nothing from the hysteresis ------------------------------------
+async def test_cut_within_hysteresis_of_installed_is_sent_while_a_higher_profile_is_in_flight() -> None:
+    gate = asyncio.Event()
+    wire: list[float] = []
+
+    async def send(station_id: str, evse_id: int, profile: dict[str, Any]) -> dict[str, Any]:
+        wire.append(_first_limit(profile))
+        if _first_limit(profile) == 16.0:
+            await gate.wait()
+        return {"status": "Accepted"}
+
+    pusher = Pusher(send, Hysteresis(min_interval_s=0), clock=lambda: NOW)
+    todo, _ = pusher.due([(_plan(10.0), CAPS, "t")])
+    await pusher.push(todo)
+    todo, _ = pusher.due([(_plan(16.0), CAPS, "t")])
+    slow = asyncio.create_task(pusher.push(todo))
+    await asyncio.sleep(0)
+    assert pusher.in_flight == {("S", 1): 1}
+
+    cut, skipped = pusher.due([(_plan(10.5), CAPS, "t")], {"t": 0.0})
+    assert [shaped.carried.current_a[0] for shaped in cut] == [10.5]
+    assert skipped == []
+
+    follow = asyncio.create_task(pusher.push(cut))
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(slow, follow), 5)
+    assert wire == [10.0, 16.0, 10.5]
+    assert pusher.installed[("S", 1)].current_a[0] == 10.5
+    assert pusher.in_flight == {}
+
+
+async def test_hysteresis_applies_again_once_the_answer_landed() -> None:
+    async def send(station_id: str, evse_id: int, profile: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "Accepted"}
+
+    pusher = Pusher(send, Hysteresis(min_interval_s=0), clock=lambda: NOW)
+    todo, _ = pusher.due([(_plan(10.0), CAPS, "t")])
+    await pusher.push(todo)
+    assert pusher.in_flight == {}
+    again, skipped = pusher.due([(_plan(10.5), CAPS, "t")], {"t": 10.0})
+    assert again == [] and [r.reason for r in skipped] == ["within hysteresis"]
+
+
+async def test_cancelled_push_releases_profiles_that_never_went_out() -> None:
+    started = asyncio.Event()
+
+    async def send(station_id: str, evse_id: int, profile: dict[str, Any]) -> dict[str, Any]:
+        started.set()
+        await asyncio.Event().wait()  # never answers
+        return {"status": "Accepted"}
+
+    pusher = Pusher(send, Hysteresis(min_interval_s=0), clock=lambda: NOW)
+    first, _ = pusher.due([(_plan(10.0, "A"), CAPS, "t")])
+    second, _ = pusher.due([(_plan(12.0, "A"), CAPS, "t")])
+    task = asyncio.create_task(pusher.push(first + second))
+    await asyncio.wait_for(started.wait(), 5)
+    assert pusher.in_flight == {("A", 1): 2}
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert pusher.in_flight == {}
+
+
+# 4. Hysteresis budgets every slot, not just now -------------------------------------------------
+def _sessions(count: int, old: tuple[float, ...], new: tuple[float, ...]) -> tuple[Pusher, list[Any]]:
+    pusher = Pusher(_never_called, Hysteresis(min_interval_s=0, near_s=120), clock=lambda: NOW)
+    plans = []
+    for i in range(count):
+        pusher.installed[(f"S{i}", 1)] = Setpoints(f"S{i}", 1, "tx", NOW, 900.0, old, 3)
+        plans.append((Setpoints(f"S{i}", 1, "tx", NOW, 900.0, new, 3), CAPS, "t"))
+    return pusher, plans
+
+
+async def _never_called(station_id: str, evse_id: int, profile: dict[str, Any]) -> dict[str, Any]:
+    raise AssertionError("due() must not send")
+
+
+KW_PER_SESSION = 0.9 * 3 * 230 / 1000  # 16 A installed, 15.1 A planned, three phases
+
+
+def test_a_stricter_limit_in_a_later_slot_is_not_hidden_by_hysteresis() -> None:
+    pusher, plans = _sessions(100, (16.0,) * 8, (16.0,) * 2 + (15.1,) * 6)
+    todo, skipped = pusher.due(plans, {"t": 0.0})
+    assert (len(todo), len(skipped)) == (100, 0)
+
+
+def test_later_slots_keep_as_many_sessions_as_their_headroom_allows() -> None:
+    pusher, plans = _sessions(100, (16.0,) * 8, (16.0,) * 2 + (15.1,) * 6)
+    headroom = (500.0, 500.0) + (10 * KW_PER_SESSION + 0.01,) * 6  # room for ten sessions' excess from slot 2
+    todo, skipped = pusher.due(plans, {"t": headroom})
+    assert (len(todo), len(skipped)) == (90, 10)
+
+
+def test_excess_in_one_slot_is_offset_by_nothing_from_another() -> None:
+    # Keeping the installed schedule draws 0.9 A less in slot 1 but 0.9 A more in slot 3: still too much then.
+    pusher, plans = _sessions(1, (15.1, 15.1, 16.0, 16.0), (15.1, 16.0, 16.0, 15.1))
+    todo, _ = pusher.due(plans, {"t": (0.0, 0.0, 0.0, 0.0)})
+    assert len(todo) == 1
+    assert pusher.hysteresis.excess_by_slot(pusher.installed[("S0", 1)], plans[0][0], NOW) == pytest.approx(
+        (0.0, -KW_PER_SESSION, 0.0, KW_PER_SESSION))
+
+
+def test_excess_takes_the_highest_installed_value_a_drifted_slot_overlaps() -> None:
+    installed = Setpoints("S", 1, "tx", NOW, 900.0, (10.0, 16.0, 10.0), 3)
+    replanned = Setpoints("S", 1, "tx", NOW + timedelta(seconds=30), 900.0, (10.0, 10.0, 10.0), 3)
+    excess = Hysteresis().excess_by_slot(installed, replanned, NOW + timedelta(seconds=30))
+    assert excess == pytest.approx((6 * 3 * 230 / 1000, 6 * 3 * 230 / 1000, 0.0))
+
+
+def test_a_drifted_step_beyond_near_s_is_judged_at_the_slot_middle_as_the_hysteresis_does() -> None:
+    installed = Setpoints("S", 1, "tx", NOW, 900.0, (10.0, 16.0, 16.0), 3)
+    replanned = Setpoints("S", 1, "tx", NOW + timedelta(seconds=30), 900.0, (10.0, 16.0, 16.0), 3)
+    at = NOW + timedelta(seconds=30)
+    # The installed step to 16 A lands 30 s before the new one, 870 s from now: far, compared later.
+    assert Hysteresis(near_s=120).excess_by_slot(installed, replanned, at) == (0.0, 0.0, 0.0)
+    # Within near_s it counts in full.
+    assert Hysteresis(near_s=None).excess_by_slot(installed, replanned, at) == pytest.approx(
+        (6 * 3 * 230 / 1000, 0.0, 0.0))
