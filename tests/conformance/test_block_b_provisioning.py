@@ -100,7 +100,8 @@ async def test_b06_fr05_get_variables_never_exceeds_items_per_message(tmp_path: 
     """B06.FR.05: the CSMS SHALL NOT send more GetVariableData than ItemsPerMessageGetVariables."""
     async with rig(tmp_path) as r, r.station("B-6") as st:
         await st.send("NotifyReport", {"requestId": 1, "generatedAt": ts(), "seqNo": 0, "reportData": [{
-            "component": {"name": "DeviceDataCtrlr"}, "variable": {"name": "ItemsPerMessage", "instance": "GetVariables"},
+            "component": {"name": "DeviceDataCtrlr"},
+            "variable": {"name": "ItemsPerMessage", "instance": "GetVariables"},
             "variableAttribute": [{"type": "Actual", "value": "2"}]}]})
         items = [{"component": {"name": "C"}, "variable": {"name": f"V{i}"}} for i in range(3)]
         got = await r.command("B-6", "get-variables", {"items": items})

@@ -68,7 +68,8 @@ async def test_e04_offline_events_out_of_order_end_the_transaction(tmp_path: Pat
         started = {"eventType": "Started", "timestamp": ts(-10), "triggerReason": "Authorized", "seqNo": 0,
                    "offline": True, "idToken": CARD, "evse": {"id": 1, "connectorId": 1},
                    "transactionInfo": {"transactionId": "E-TX4"}}
-        updated = {**started, "eventType": "Updated", "timestamp": ts(-5), "seqNo": 1, "triggerReason": "MeterValuePeriodic"}
+        updated = {**started, "eventType": "Updated", "timestamp": ts(-5), "seqNo": 1,
+                   "triggerReason": "MeterValuePeriodic"}
         del updated["idToken"]
         for payload in (ended, started, updated):
             await st.send("TransactionEvent", payload)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.pki import issue
-from tests.conformance.station import Rig, Station, rig, ts
+from tests.conformance.station import Rig, Station, rig
 
 FIRMWARE_URL = "https://firmware.example/cs-2.0.bin"
 CHECKSUM = "0123456789abcdef0123456789abcdef"

@@ -67,7 +67,8 @@ async def test_m03_m04_installed_certificates_and_deleting_one_as_reported(tmp_p
             "certificateType": ["V2GRootCertificate", "CSMSRootCertificate"]}
         installed = (await r.get("/api/stations/M-3/certificates"))["installed"]
         assert {(c["certificate_type"], c["serial_number"]) for c in installed} == {
-            ("V2GRootCertificate", reported_root["serialNumber"]), ("CSMSRootCertificate", reported_other["serialNumber"])}
+            ("V2GRootCertificate", reported_root["serialNumber"]),
+            ("CSMSRootCertificate", reported_other["serialNumber"])}
 
         assert await r.command("M-3", "delete-certificate", {"serial_number": reported_root["serialNumber"]}) == {
             "status": "Accepted"}
