@@ -83,7 +83,11 @@ def issue(cn: str, issuer: Issued | None = None, *, ca: bool = False, ocsp_url: 
 
 @dataclass
 class OcspResponder:
-    """Answers OCSP for ``known`` certificates; ``revoked`` serials are reported revoked."""
+    """Answers OCSP for ``known`` certificates; ``revoked`` serials are reported revoked.
+
+    Responses are signed by the certificate's issuer and carry the issuer's certificate (RFC 6960
+    4.2.1 ``certs``), so the central system can check the signature without knowing the issuer.
+    """
 
     url: str = ""
     known: dict[int, Issued] = field(default_factory=dict)
@@ -112,7 +116,7 @@ class OcspResponder:
                 this_update=now - timedelta(minutes=1), next_update=now + timedelta(hours=1),
                 revocation_time=now - timedelta(days=1) if revoked else None,
                 revocation_reason=x509.ReasonFlags.key_compromise if revoked else None,
-            ).responder_id(ocsp.OCSPResponderEncoding.HASH, found.issuer.cert)
+            ).responder_id(ocsp.OCSPResponderEncoding.HASH, found.issuer.cert).certificates([found.issuer.cert])
             der = builder.sign(found.issuer.key, hashes.SHA256())
         return web.Response(body=der.public_bytes(serialization.Encoding.DER),
                             content_type="application/ocsp-response")
