@@ -188,7 +188,8 @@ def items_per_message(variables: Sequence[Mapping[str, Any]], instance: str) -> 
         name = component.get("name") if isinstance(component, Mapping) else component
         variable = v.get("variable")
         var_name = variable.get("name") if isinstance(variable, Mapping) else variable
-        var_instance = variable.get("instance") if isinstance(variable, Mapping) else v.get("instance")
+        var_instance = (variable.get("instance") if isinstance(variable, Mapping)
+                        else v.get("variable_instance", v.get("instance")))
         if (name, var_name, var_instance) == ("DeviceDataCtrlr", "ItemsPerMessage", instance):
             try:
                 return max(1, int(str(v.get("value"))))
