@@ -40,7 +40,7 @@ LOCAL_LIST_TEMPLATE: Doc = {"version": 0, "reported_version": None, "id_tokens":
 
 def local_list_next_version(doc: Doc | None) -> int:
     doc = doc or LOCAL_LIST_TEMPLATE
-    return max(doc["version"], doc["reported_version"] or 0) + 1
+    return int(max(doc["version"], doc["reported_version"] or 0)) + 1
 
 
 def local_list_sent(doc: Doc | None, update_type: str, version: int, tokens_after: Sequence[str], status: str,

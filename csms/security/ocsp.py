@@ -81,7 +81,8 @@ def request_der(hash_data: dict[str, Any]) -> bytes:
         serial = int(hash_data["serialNumber"], 16)
     except (KeyError, ValueError) as exc:
         raise OcspError(f"unusable certificate hash data: {exc}") from None
-    if len(name_hash) != algorithm.digest_size or len(key_hash) != algorithm.digest_size:
+    size = algorithm().digest_size
+    if len(name_hash) != size or len(key_hash) != size:
         raise OcspError(f"hash lengths do not match {hash_data['hashAlgorithm']}")
     request = ocsp.OCSPRequestBuilder().add_certificate_by_hash(name_hash, key_hash, serial, algorithm()).build()
     return request.public_bytes(serialization.Encoding.DER)
