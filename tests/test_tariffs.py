@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from csms.tariffs import Reading, TariffError, parse_plan, parse_tariffs, session_cost, tariff_message
+from csms.domain.tariffs import Reading, TariffError, parse_plan, parse_tariffs, session_cost, tariff_message
 
 T0 = datetime(2025, 3, 3, 14, 0, tzinfo=timezone.utc)
 STANDARD = {"energy_per_kwh": 0.30, "time_per_hour": 1.20, "idle_per_hour": 6.00, "session_fee": 0.50}

@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 import fastjsonschema
 import pytest
 
-from csms import ops201
-from csms.ops201 import BodyError
+from csms.ocpp.v201 import operations as ops201
+from csms.ocpp.v201.operations import BodyError
 from tests.conformance.pki import issue
 from tests.test_daemon_kit import assert_schema_valid
 
