@@ -31,6 +31,8 @@ from csms.interfaces import CertificateSigner, Clock, Component, HandshakeCheck,
 from csms.metrics import Metrics
 from csms.ocpp.package import HandlerDeps, Router
 from csms.ocpp.versions import DEFAULT_VERSION, VERSIONS
+from csms.operations import Operations
+from csms.operations_config import firmware_certificate
 from csms.security.component import LAB_MODE_WARNING, Security
 from csms.store.base import Store
 from csms.store.factory import open_store
@@ -66,6 +68,7 @@ class Daemon:
         self.security: Security | None = None
         self.grid: Grid | None = None
         self.api: ApiServer | None = None
+        self.operations: Operations | None = None
         self.routers: dict[str, Router] = {}
         self.components: list[Component] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -122,9 +125,12 @@ class Daemon:
             self.components.append(self.security)
         else:
             log.warning(LAB_MODE_WARNING)
+        self.operations = Operations(self.commands, self.store, self.store, self.store, self.store,
+                                     firmware_certificate(config.firmware))
         deps = HandlerDeps(stations=self.store, transactions=self.store, smart_charging=self.store,
                            device_model=self.store, messages=self.store, registration=config.registration,
-                           authorizer=Authorizer(self.store, config.registration), signer=self.certificate_signer)
+                           authorizer=Authorizer(self.store, config.registration), signer=self.certificate_signer,
+                           reports=self.operations)
         self.routers = {sp: package.build_router(deps) for sp, package in VERSIONS.items()}
         if config.grid is not None:  # limit signals and the grid controller
             self.grid = Grid(config.grid, self, self.clock)
@@ -132,7 +138,7 @@ class Daemon:
         if config.api.enabled:  # operator API and dashboard
             context = ApiContext(store=self.store, connections=self.connections, bus=self.bus, commands=self.commands,
                                  metrics=self.metrics, station_trace=self.station_trace, readiness=self.readiness,
-                                 version=DEFAULT_VERSION.version, grid=self.grid)
+                                 version=DEFAULT_VERSION.version, grid=self.grid, operations=self.operations)
             self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config))
             self.components.append(self.api)
 

@@ -74,7 +74,9 @@ def _is_local_validation(exc: OcppError, action: str) -> bool:
     return exc.description.startswith(f"{action}Request: ") and set(exc.details) == {"field", "rule"}
 
 
-async def _run(request: web.Request, action: str, send: Callable[[], Awaitable[dict[str, Any]]]) -> web.Response:
+async def run_command(request: web.Request, action: str,
+                      send: Callable[[], Awaitable[dict[str, Any]]]) -> web.Response:
+    """Send one command for an API request and map every outcome to its HTTP status."""
     context = context_of(request)
     station_id = request.match_info["station_id"]
     if station_id not in context.connections:
@@ -114,7 +116,7 @@ def _typed_handler(name: str) -> Callable[[web.Request], Awaitable[web.Response]
         await known_station(request)
         body = await read_body(request, f"command:{name}")
         commands = context_of(request).commands
-        return await _run(request, action, lambda: fn(commands, request.match_info["station_id"], body))
+        return await run_command(request, action, lambda: fn(commands, request.match_info["station_id"], body))
     handler.__name__ = handler.__qualname__ = f"command_{name.replace('-', '_')}"
     handler.__doc__ = f"Send {action} (typed: snake_case body, the payload is built by the daemon)."
     return handler
@@ -143,4 +145,4 @@ async def generic_call(request: web.Request) -> web.Response:
         except OcppError as exc:
             raise ApiError(422, f"invalid {action} request: {exc.description.split(': ', 1)[-1]}",
                            field=exc.details.get("field", "<payload>"), code=exc.code) from None
-    return await _run(request, action, lambda: context.commands.call(station_id, action, payload))
+    return await run_command(request, action, lambda: context.commands.call(station_id, action, payload))

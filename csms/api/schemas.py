@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from csms.ocpp.v201.operations import BODIES as OPERATION_BODIES
+
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
 _EVSE = {"type": "integer", "minimum": 0, "maximum": 1000}
@@ -98,6 +100,7 @@ BODIES: dict[str, dict[str, Any]] = {
                            "guaranteed_kwh": {"type": ["number", "null"], "minimum": 0, "maximum": 1000}},
                           minProperties=1),
     **{f"command:{name}": schema for name, schema in COMMAND_BODIES.items()},
+    **{f"command:{name}": schema for name, schema in OPERATION_BODIES.items()},
 }
 
 # Answers -------------------------------------------------------------------------------------------
