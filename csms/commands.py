@@ -87,8 +87,10 @@ class Commands:
         return await self._send(station_id, request)
 
     async def get_charging_profiles(self, station_id: str, request_id: int, *, evse_id: int | None = None,
-                                    purpose: str | None = None) -> Payload:
-        request = self._command_set(station_id).get_charging_profiles(request_id, evse_id, purpose)
+                                    purpose: str | None = None, profile_ids: list[int] | None = None,
+                                    stack_level: int | None = None, limit_source: list[str] | None = None) -> Payload:
+        request = self._command_set(station_id).get_charging_profiles(request_id, evse_id, purpose, profile_ids,
+                                                                      stack_level, limit_source)
         return await self._send(station_id, request)
 
     async def get_composite_schedule(self, station_id: str, evse_id: int, duration_s: int,

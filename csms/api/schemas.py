@@ -76,7 +76,11 @@ COMMAND_BODIES: dict[str, dict[str, Any]] = {
                                      "purpose": {"type": "string", "enum": PURPOSES}, "stack_level": {
                                          "type": "integer", "minimum": 0, "maximum": 1000}}),
     "get-charging-profiles": _body({"request_id": _REQUEST_ID, "evse_id": _EVSE,
-                                    "purpose": {"type": "string", "enum": PURPOSES}}),
+                                    "purpose": {"type": "string", "enum": PURPOSES},
+                                    "profile_ids": {"type": "array", "minItems": 1, "items": _INT},
+                                    "stack_level": {"type": "integer", "minimum": 0, "maximum": 1000},
+                                    "limit_source": {"type": "array", "minItems": 1, "maxItems": 4, "items": {
+                                        "type": "string", "enum": ["EMS", "Other", "SO", "CSO"]}}}),
     "get-composite-schedule": _body({"evse_id": _EVSE, "duration_s": {"type": "integer", "minimum": 1,
                                                                       "maximum": 2678400},
                                      "unit": {"type": "string", "enum": ["W", "A"]}}, ["evse_id", "duration_s"]),
