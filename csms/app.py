@@ -10,6 +10,7 @@ undoes it in reverse.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import signal
@@ -33,6 +34,7 @@ from csms.ocpp.package import HandlerDeps, Router
 from csms.ocpp.versions import DEFAULT_VERSION, VERSIONS
 from csms.operations import Operations
 from csms.operations_config import firmware_certificate
+from csms.security.contracts import Iso15118, build_iso15118
 from csms.security.component import LAB_MODE_WARNING, Security
 from csms.store.base import Store
 from csms.store.factory import open_store
@@ -130,7 +132,7 @@ class Daemon:
         deps = HandlerDeps(stations=self.store, transactions=self.store, smart_charging=self.store,
                            device_model=self.store, messages=self.store, registration=config.registration,
                            authorizer=Authorizer(self.store, config.registration), signer=self.certificate_signer,
-                           reports=self.operations)
+                           reports=self.operations, iso15118=self._iso15118())
         self.routers = {sp: package.build_router(deps) for sp, package in VERSIONS.items()}
         if config.grid is not None:  # limit signals and the grid controller
             self.grid = Grid(config.grid, self, self.clock)
@@ -141,6 +143,14 @@ class Daemon:
                                  version=DEFAULT_VERSION.version, grid=self.grid, operations=self.operations)
             self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config))
             self.components.append(self.api)
+
+    def _iso15118(self) -> Iso15118:
+        iso = self.config.iso15118
+        provider = iso.contract_certificates if iso is not None else None
+        return build_iso15118(iso.trust_anchors_file if iso is not None else None,
+                              iso.ocsp_timeout_s if iso is not None else 5.0,
+                              iso.ocsp_cache_s if iso is not None else 300.0,
+                              dataclasses.asdict(provider) if provider is not None else None)
 
     # Lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:

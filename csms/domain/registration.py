@@ -89,7 +89,10 @@ class Authorizer:
             return TokenDecision("Accepted")
         record = await self.tokens.get_id_token(id_token)
         if record is None:
-            return TokenDecision("Accepted" if self.config.accept_unknown_id_tokens else "Unknown")
+            if self.config.accept_unknown_id_tokens:
+                return TokenDecision("Accepted")
+            # C04.FR.01: a key code (PIN) that is not valid here is Invalid, not merely unknown.
+            return TokenDecision("Invalid" if token_type == "KeyCode" else "Unknown")
         return token_decision(record, datetime.now(timezone.utc))
 
 

@@ -23,6 +23,8 @@ plugged in by ``module:factory`` (the factory gets the provider's config mapping
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import importlib
 from collections.abc import Mapping, Sequence
@@ -192,3 +194,53 @@ def load_provider(config: Mapping[str, Any]) -> ContractCertificateProvider:
     module_name, _, factory = str(kind).partition(":")
     provider: ContractCertificateProvider = getattr(importlib.import_module(module_name), factory)(dict(config))
     return provider
+
+
+class Iso15118:
+    """ISO 15118 for the OCPP 2.0.1 handlers (csms.ocpp.package.Iso15118Checks)."""
+
+    def __init__(self, ocsp: OcspClient, validator: ContractValidator,
+                 provider: ContractCertificateProvider | None = None) -> None:
+        self.ocsp = ocsp
+        self.validator = validator
+        self.provider = provider
+
+    async def contract_status(self, payload: Mapping[str, Any]) -> str | None:
+        if payload.get("certificate"):
+            return await self.validator.check_chain(payload["certificate"])
+        if payload.get("iso15118CertificateHashData"):
+            return await self.validator.check_hash_data(payload["iso15118CertificateHashData"])
+        return None
+
+    async def certificate_status(self, ocsp_request_data: Mapping[str, Any]) -> dict[str, Any]:
+        """M06: ask the responder; the station gets its DER answer base64 encoded (M06.FR.02/08/09)."""
+        answer = await self.ocsp.status(dict(ocsp_request_data))
+        if answer.der is None:
+            return {"status": "Failed", "statusInfo": {"reasonCode": "OCSPUnavailable",
+                                                       "additionalInfo": answer.reason[:512]}}
+        return {"status": "Accepted", "ocspResult": base64.b64encode(answer.der).decode()}
+
+    async def ev_certificate(self, station_id: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """M01/M02: the EV's EXI request to the contract-certificate provider, its EXI answer back."""
+        if self.provider is None:
+            return {"status": "Failed", "exiResponse": "", "statusInfo": {
+                "reasonCode": "NoContractProvider",
+                "additionalInfo": "no contract-certificate provider is configured (iso15118.contract_certificates)"}}
+        try:
+            exi = base64.b64decode(payload["exiRequest"], validate=True)
+        except (ValueError, binascii.Error):
+            return {"status": "Failed", "exiResponse": "", "statusInfo": {"reasonCode": "InvalidExi",
+                                                                          "additionalInfo": "exiRequest is not base64"}}
+        answer = await self.provider.answer(station_id, payload["iso15118SchemaVersion"], payload["action"], exi)
+        out: dict[str, Any] = {"status": answer.status, "exiResponse": base64.b64encode(answer.exi_response).decode()}
+        if answer.reason:
+            out["statusInfo"] = {"reasonCode": "NoContract" if answer.status != "Accepted" else "Info",
+                                 "additionalInfo": answer.reason[:512]}
+        return out
+
+
+def build_iso15118(trust_anchors_file: str | None, ocsp_timeout_s: float, ocsp_cache_s: float,
+                   provider: Mapping[str, Any] | None) -> Iso15118:
+    anchors = load_certificates(trust_anchors_file) if trust_anchors_file else []
+    ocsp = OcspClient(timeout_s=ocsp_timeout_s, cache_s=ocsp_cache_s, trusted=anchors)
+    return Iso15118(ocsp, ContractValidator(ocsp, anchors), load_provider(provider) if provider else None)
