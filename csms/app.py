@@ -21,6 +21,7 @@ from typing import Any
 
 from csms.api.http import ApiContext
 from csms.api.server import ApiServer
+from csms.billing import Billing
 from csms.bus import LocalBus
 from csms.commands import Commands
 from csms.config import Config, api_port, api_token_file
@@ -71,6 +72,7 @@ class Daemon:
         self.grid: Grid | None = None
         self.api: ApiServer | None = None
         self.operations: Operations | None = None
+        self.billing: Billing | None = None
         self.routers: dict[str, Router] = {}
         self.components: list[Component] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -127,12 +129,13 @@ class Daemon:
             self.components.append(self.security)
         else:
             log.warning(LAB_MODE_WARNING)
+        self.billing = Billing(config.tariffs, self.store, self.store, self.store)
         self.operations = Operations(self.commands, self.store, self.store, self.store, self.store,
                                      firmware_certificate(config.firmware))
         deps = HandlerDeps(stations=self.store, transactions=self.store, smart_charging=self.store,
                            device_model=self.store, messages=self.store, registration=config.registration,
                            authorizer=Authorizer(self.store, config.registration), signer=self.certificate_signer,
-                           reports=self.operations, iso15118=self._iso15118())
+                           reports=self.operations, iso15118=self._iso15118(), billing=self.billing)
         self.routers = {sp: package.build_router(deps) for sp, package in VERSIONS.items()}
         if config.grid is not None:  # limit signals and the grid controller
             self.grid = Grid(config.grid, self, self.clock)
@@ -140,7 +143,8 @@ class Daemon:
         if config.api.enabled:  # operator API and dashboard
             context = ApiContext(store=self.store, connections=self.connections, bus=self.bus, commands=self.commands,
                                  metrics=self.metrics, station_trace=self.station_trace, readiness=self.readiness,
-                                 version=DEFAULT_VERSION.version, grid=self.grid, operations=self.operations)
+                                 version=DEFAULT_VERSION.version, grid=self.grid, operations=self.operations,
+                                 billing=self.billing)
             self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config))
             self.components.append(self.api)
 

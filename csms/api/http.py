@@ -24,6 +24,7 @@ from csms.protocol.version import ProtocolVersion
 from csms.store.base import Store
 
 if TYPE_CHECKING:
+    from csms.billing import Billing
     from csms.operations import Operations
 
 
@@ -41,6 +42,7 @@ class ApiContext:
     version: ProtocolVersion  # what the generic command path offers (the default OCPP version)
     grid: GridService | None = None
     operations: Operations | None = None  # the typed 2.0.1 operations with kept state (issue 17)
+    billing: Billing | None = None  # tariffs and session costs
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)

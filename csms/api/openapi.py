@@ -46,7 +46,8 @@ _PATH_PARAM = {"station_id": ("the charging station identity", s.STATION_ID),
                "transformer_id": ("the transformer (grid connection) id", {"type": "string", "minLength": 1}),
                "evse_id": ("the EVSE id", {"type": "integer", "minimum": 1}),
                "action": ("an OCPP 2.0.1 action the central system can send", {"type": "string"}),
-               "reservation_id": ("the reservation id the central system gave it", {"type": "string"})}
+               "reservation_id": ("the reservation id the central system gave it", {"type": "string"}),
+               "name": ("the tariff plan's name", {"type": "string", "minLength": 1})}
 
 _COMMON = {"401": _error("no token or an invalid token"),
            "403": _error("the token's scope does not allow this")}
@@ -135,6 +136,18 @@ def _operation_paths() -> dict[str, Any]:
     out["/api/reservations/{reservation_id}"] = {"get": op(
         "One reservation", {**_ok("the reservation", {"type": "object"}), "404": _error("unknown reservation"),
                             **_OPS_OFF}, tag="reservations", params=("reservation_id",))}
+    out["/api/tariffs"] = {
+        "get": op("Tariff plans in force", _ok("currency, default plan and plans", {"type": "object"}),
+                  tag="tariffs"),
+        "post": op("Add or replace a tariff plan", {**_ok("replaced", {"type": "object"}),
+                                                    **_ok("added", {"type": "object"}, "201"),
+                                                    "503": _error("tariffs are not configured")},
+                   tag="tariffs", body="tariff_plan")}
+    out["/api/tariffs/{name}"] = {"delete": op(
+        "Remove an operator's tariff plan", {"204": {"description": "removed"}, "404": _error("unknown plan"),
+                                             "409": _error("the plan comes from the config file"),
+                                             "503": _error("tariffs are not configured")},
+        tag="tariffs", params=("name",))}
     return out
 
 
@@ -266,7 +279,7 @@ DOCUMENT: dict[str, Any] = {
                             "tokens may do everything. Errors are JSON {error, field?, code?}."},
     "servers": [{"url": "/"}],
     "security": [{"bearerAuth": []}],
-    "tags": [{"name": t} for t in ("stations", "transactions", "commands", "reservations", "id-tokens", "grid", "events", "health",
+    "tags": [{"name": t} for t in ("stations", "transactions", "commands", "reservations", "tariffs", "id-tokens", "grid", "events", "health",
                                    "dashboard", "meta")],
     "paths": PATHS,
     "components": {

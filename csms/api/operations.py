@@ -18,7 +18,9 @@ from csms.api.auth import ADMIN
 from csms.api.commands import run_command
 from csms.api.http import ApiError, Routes, context_of, json_response, query_bool, query_int, read_body
 from csms.api.stations import known_station
+from csms.billing import Billing
 from csms.domain import operations as state
+from csms.domain.tariffs import TariffError
 from csms.ocpp.v201.operations import BodyError
 from csms.operations import Operations
 
@@ -162,3 +164,45 @@ async def get_reservation(request: web.Request) -> web.Response:
     if found is None:
         raise ApiError(404, f"unknown reservation {raw!r}")
     return json_response(found)
+
+
+# Tariffs (block I) ---------------------------------------------------------------------------------------
+def _billing(request: web.Request) -> Billing:
+    billing = context_of(request).billing
+    if billing is None:
+        raise ApiError(503, "tariffs are not configured")
+    return billing
+
+
+@routes.get("/api/tariffs")
+async def list_tariffs(request: web.Request) -> web.Response:
+    """The tariff plans in force: the config's and the operator's (by name, the operator's win)."""
+    tariffs = await _billing(request).tariffs()
+    if tariffs is None:
+        return json_response({"currency": None, "default": None, "cost_update_interval_s": None, "plans": {}})
+    return json_response({"currency": tariffs.currency, "default": tariffs.default,
+                          "cost_update_interval_s": tariffs.cost_update_interval_s,
+                          "plans": {name: plan.to_json() for name, plan in tariffs.plans.items()}})
+
+
+@routes.post("/api/tariffs", ADMIN, body="tariff_plan")
+async def put_tariff(request: web.Request) -> web.Response:
+    """Add or replace a plan (201 when it is new); its groups may not be on another plan."""
+    body = await read_body(request, "tariff_plan")
+    try:
+        plan, new = await _billing(request).put_plan(body)
+    except TariffError as exc:
+        raise ApiError(422, f"invalid tariff plan: {exc.message}", field=exc.field.rsplit(".", 1)[-1]) from None
+    return json_response(plan.to_json(), 201 if new else 200)
+
+
+@routes.delete("/api/tariffs/{name}", ADMIN)
+async def delete_tariff(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    try:
+        removed = await _billing(request).delete_plan(name)
+    except TariffError as exc:
+        raise ApiError(409, exc.message) from None
+    if not removed:
+        raise ApiError(404, f"unknown tariff plan {name!r}")
+    return web.Response(status=204)

@@ -43,7 +43,7 @@ def _refused(exc: ValueError) -> OcppError:
 
 
 def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
-    store, authorizer, reports = deps.transactions, deps.authorizer, deps.reports
+    store, authorizer, reports, billing = deps.transactions, deps.authorizer, deps.reports, deps.billing
 
     async def transaction_event(session: StationSession, payload: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -59,6 +59,10 @@ def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
                     and await reports.remote_start_granted(session.station_id, remote_start,
                                                            payload["idToken"].get("idToken", ""))):
                 response["idTokenInfo"] = {"status": "Accepted"}
+        if billing is not None and (stored or payload["eventType"] == "Ended"):
+            total = await billing.transaction_event(session, payload, None)
+            if total is not None:  # I03: the final total (0.00 for a free session)
+                response["totalCost"] = total
         if stored and reports is not None and "reservationId" in payload:
             await reports.reservation_changed(payload["reservationId"], "Used", event.transaction_id)
         if stored:
