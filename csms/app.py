@@ -122,16 +122,16 @@ class Daemon:
     def _build(self) -> None:
         """The optional parts the config asks for, each handed its interfaces."""
         config = self.config
+        self.billing = Billing(config.tariffs, self.store, self.store, self.store)
+        self.operations = Operations(self.commands, self.store, self.store, self.store, self.store,
+                                     firmware_certificate(config.firmware))
         if config.security is not None:  # station authentication, TLS, CA, edge limits
             self.security = Security(config.security, self.store, self.bus, config.registration, self.connections,
-                                     self, self.metrics)
+                                     self, self.metrics, self.operations)
             self.edge.gate = self.security.message_gate
             self.components.append(self.security)
         else:
             log.warning(LAB_MODE_WARNING)
-        self.billing = Billing(config.tariffs, self.store, self.store, self.store)
-        self.operations = Operations(self.commands, self.store, self.store, self.store, self.store,
-                                     firmware_certificate(config.firmware))
         deps = HandlerDeps(stations=self.store, transactions=self.store, smart_charging=self.store,
                            device_model=self.store, messages=self.store, registration=config.registration,
                            authorizer=Authorizer(self.store, config.registration), signer=self.certificate_signer,
@@ -144,7 +144,7 @@ class Daemon:
             context = ApiContext(store=self.store, connections=self.connections, bus=self.bus, commands=self.commands,
                                  metrics=self.metrics, station_trace=self.station_trace, readiness=self.readiness,
                                  version=DEFAULT_VERSION.version, grid=self.grid, operations=self.operations,
-                                 billing=self.billing)
+                                 billing=self.billing, listeners=self.gateway.listeners)
             self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config))
             self.components.append(self.api)
 
@@ -165,7 +165,9 @@ class Daemon:
                 station.connected = False
                 await self.store.put_station(station)
         self._build()
-        await self.gateway.start(self.routers, self.ssl_context, self.handshake_checks)
+        tls = self.config.security.tls if self.config.security is not None else None
+        await self.gateway.start(self.routers, self.ssl_context, self.handshake_checks,
+                                 tls.port if tls is not None else None)
         for component in self.components:
             await component.start()
         self.spawn(self._flush_last_seen_forever(), "flush last-seen")

@@ -43,6 +43,7 @@ class ApiContext:
     grid: GridService | None = None
     operations: Operations | None = None  # the typed 2.0.1 operations with kept state (issue 17)
     billing: Billing | None = None  # tariffs and session costs
+    listeners: Callable[[], list[dict[str, object]]] | None = None  # where stations connect (scheme, port)
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)

@@ -148,6 +148,17 @@ def _operation_paths() -> dict[str, Any]:
                                              "409": _error("the plan comes from the config file"),
                                              "503": _error("tariffs are not configured")},
         tag="tariffs", params=("name",))}
+    out["/api/stations/{station_id}/security-events"] = {"get": op(
+        "Security events of the station, newest first", {**_ok("events", {"type": "object"}),
+                                                         "404": _NOT_FOUND_STATION,
+                                                         "400": _error("a query parameter is invalid")},
+        tag="stations", params=("station_id",), query=[_q("limit", "at most this many (default 1000)", {
+            "type": "integer", "minimum": 1, "maximum": 10000})])}
+    out["/api/stations/{station_id}/password"] = {"post": op(
+        "Rotate a profile-1/2 station's password (A01)",
+        {**_ok("the station's verdict: Accepted, RebootRequired, Uncertain or Rejected", {"type": "object"}),
+         "404": _NOT_FOUND_STATION, "409": _error("not connected, or no password to rotate")},
+        tag="stations", params=("station_id",), body="rotate_password")}
     return out
 
 

@@ -9,6 +9,7 @@ Typed commands share the path and the error mapping of csms/api/commands.py (404
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -16,13 +17,17 @@ from aiohttp import web
 
 from csms.api.auth import ADMIN
 from csms.api.commands import run_command
-from csms.api.http import ApiError, Routes, context_of, json_response, query_bool, query_int, read_body
+from csms.api.http import ApiError, Routes, context_of, json_response, principal_of, query_bool, query_int, read_body
 from csms.api.stations import known_station
 from csms.billing import Billing
 from csms.domain import operations as state
 from csms.domain.tariffs import TariffError
 from csms.ocpp.v201.operations import BodyError
 from csms.operations import Operations
+from csms.security.credentials import RegistrationError
+from csms.security.rotation import RotationError, rotate_password
+
+log = logging.getLogger("csms.api")
 
 routes = Routes()
 Payload = dict[str, Any]
@@ -206,3 +211,36 @@ async def delete_tariff(request: web.Request) -> web.Response:
     if not removed:
         raise ApiError(404, f"unknown tariff plan {name!r}")
     return web.Response(status=204)
+
+
+# Security (block A) ------------------------------------------------------------------------------------------
+@routes.get("/api/stations/{station_id}/security-events")
+async def security_events(request: web.Request) -> web.Response:
+    """Security events the station reported and the central system recorded about it, newest first."""
+    await known_station(request)
+    limit = query_int(request, "limit", 1000, 1, 10000) or 1000
+    events = await context_of(request).store.list_security_events(request.match_info["station_id"], limit)
+    return json_response({"events": events})
+
+
+@routes.post("/api/stations/{station_id}/password", ADMIN, body="rotate_password")
+async def rotate(request: web.Request) -> web.Response:
+    """A01: a new BasicAuthPassword for a connected profile-1/2 station (generated unless given; never
+    returned). The central system accepts the new one once the station took it and the old one until the
+    station logs in with the new one."""
+    record = await known_station(request)
+    body = await read_body(request, "rotate_password")
+    context = context_of(request)
+    station_id = request.match_info["station_id"]
+    if record is None or record.security_profile not in (1, 2) or not record.password_hash:
+        raise ApiError(409, f"station {station_id!r} has no password to rotate (register it at profile 1 or 2)")
+    if station_id not in context.connections:
+        raise ApiError(409, f"station {station_id!r} is not connected")
+    try:
+        result = await rotate_password(context, station_id, body.get("password"))
+    except RegistrationError as exc:
+        raise ApiError(422, str(exc), field="password") from None
+    except RotationError as exc:
+        return json_response({"station_id": station_id, "result": "Rejected", "reason": str(exc)})
+    log.info("operator %s rotated the password of %s: %s", principal_of(request), station_id, result.value)
+    return json_response({"station_id": station_id, "result": result.value})

@@ -98,6 +98,7 @@ BODIES: dict[str, dict[str, Any]] = {
                        "expiry": _TIME, "group_id": {"type": "string", "minLength": 1, "maxLength": 36}},
                       ["id_token"]),
     "ocpp_payload": {"type": "object", "description": "the OCPP 2.0.1 request payload of the action, as on the wire"},
+    "rotate_password": _body({"password": {"type": "string", "minLength": 16, "maxLength": 40}}),
     "tariff_plan": {"type": "object", "required": ["name"], "description": "a tariff plan: name, energy_per_kwh, "
                     "time_per_hour, idle_per_hour, idle_grace_min, session_fee, timezone, time_of_day, groups"},
     "grid_limit": {"type": "object", "description": "a limit signal, in the same format as the MQTT signal topic"},
