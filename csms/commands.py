@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from csms.edge.connection import check_request
 from csms.interfaces import ConnectionRegistry
 from csms.metrics import Metrics
+from csms.ocpp.v201.operations import items_per_message
 from csms.ocpp.package import CommandSet, Request, VersionPackage
 from csms.protocol.errors import StationOffline
 from csms.protocol.redaction import redact_payload
@@ -63,6 +64,13 @@ class Commands:
     async def flush_records(self) -> None:
         """Return once every command and profile recorded so far is committed (write-behind stores)."""
         await self.store.flush()
+
+    async def _parts(self, station_id: str, items: list[Payload], instance: str) -> list[list[Payload]]:
+        """``items`` in messages of at most the station's DeviceDataCtrlr.ItemsPerMessage[instance]."""
+        size = items_per_message(await self.store.list_variables(station_id), instance)
+        if size is None or len(items) <= size:
+            return [items]
+        return [items[i:i + size] for i in range(0, len(items), size)]
 
     # Smart charging ---------------------------------------------------------------------------
     async def set_charging_profile(self, station_id: str, evse_id: int, profile: Payload,
@@ -131,7 +139,10 @@ class Commands:
     async def get_variables(self, station_id: str, items: list[Payload]) -> Payload:
         """items: [{"component": {"name": ...}, "variable": {"name": ...}, "attributeType"?: ...}]"""
         commands = self._command_set(station_id)
-        response = await self._send(station_id, commands.get_variables(items))
+        response: Payload = {"getVariableResult": []}
+        for part in await self._parts(station_id, items, "GetVariables"):  # B06.FR.05
+            answer = await self._send(station_id, commands.get_variables(part))
+            response["getVariableResult"].extend(answer["getVariableResult"])
         found = commands.variables_read(response)
         if found:
             await self.store.record_variables(station_id, found, datetime.now(timezone.utc))
@@ -140,7 +151,10 @@ class Commands:
     async def set_variables(self, station_id: str, items: list[Payload]) -> Payload:
         """items: [{"component": {...}, "variable": {...}, "attributeValue": "...", "attributeType"?: ...}]"""
         commands = self._command_set(station_id)
-        response = await self._send(station_id, commands.set_variables(items))
+        response: Payload = {"setVariableResult": []}
+        for part in await self._parts(station_id, items, "SetVariables"):
+            answer = await self._send(station_id, commands.set_variables(part))
+            response["setVariableResult"].extend(answer["setVariableResult"])
         changed = commands.variables_written(items, response)
         if changed:
             await self.store.record_variables(station_id, changed, datetime.now(timezone.utc))

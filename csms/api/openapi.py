@@ -148,6 +148,14 @@ def _operation_paths() -> dict[str, Any]:
                                              "409": _error("the plan comes from the config file"),
                                              "503": _error("tariffs are not configured")},
         tag="tariffs", params=("name",))}
+    out["/api/stations/{station_id}/hold"] = {"post": op(
+        "Hold a station: Pending from its next boot on, until released", {
+            **_ok("held", _ref("StationSummary")), "404": _NOT_FOUND_STATION}, tag="stations", params=("station_id",),
+        body="hold_station")}
+    out["/api/stations/{station_id}/release"] = {"post": op(
+        "Release a held station (a connected Pending one is asked to boot again)", {
+            **_ok("released", _ref("StationSummary")), "404": _NOT_FOUND_STATION}, tag="stations",
+        params=("station_id",))}
     out["/api/stations/{station_id}/security-events"] = {"get": op(
         "Security events of the station, newest first", {**_ok("events", {"type": "object"}),
                                                          "404": _NOT_FOUND_STATION,

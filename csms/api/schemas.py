@@ -98,6 +98,7 @@ BODIES: dict[str, dict[str, Any]] = {
                        "expiry": _TIME, "group_id": {"type": "string", "minLength": 1, "maxLength": 36}},
                       ["id_token"]),
     "ocpp_payload": {"type": "object", "description": "the OCPP 2.0.1 request payload of the action, as on the wire"},
+    "hold_station": _body({"reason": {"type": "string", "maxLength": 400}}),
     "rotate_password": _body({"password": {"type": "string", "minLength": 16, "maxLength": 40}}),
     "tariff_plan": {"type": "object", "required": ["name"], "description": "a tariff plan: name, energy_per_kwh, "
                     "time_per_hour, idle_per_hour, idle_grace_min, session_fee, timezone, time_of_day, groups"},
@@ -126,7 +127,7 @@ STATION_SUMMARY = {"type": "object", "required": ["station_id", "registration", 
     "station_id": _STR, "registration": _STR, "registered": {"type": "boolean"}, "connected": {"type": "boolean"},
     "vendor": _NULLABLE_STR, "model": _NULLABLE_STR, "serial_number": _NULLABLE_STR,
     "firmware_version": _NULLABLE_STR, "boot_reason": _NULLABLE_STR, "last_boot": _NULLABLE_TIME,
-    "last_seen": _NULLABLE_TIME, "security_profile": _INT}}
+    "last_seen": _NULLABLE_TIME, "security_profile": _INT, "hold": {"type": "boolean"}}}
 STATION_DETAIL = {"allOf": [STATION_SUMMARY, {"type": "object", "properties": {
     "connection": {"type": ["object", "null"]}, "evses": {"type": "array", "items": _OBJ},
     "variables": {"type": "array", "items": _OBJ}, "charging_profiles": {"type": "array", "items": _OBJ},
