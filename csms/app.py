@@ -35,8 +35,8 @@ from csms.ocpp.package import HandlerDeps, Router
 from csms.ocpp.versions import DEFAULT_VERSION, VERSIONS
 from csms.operations import Operations
 from csms.operations_config import firmware_certificate
-from csms.security.contracts import Iso15118, build_iso15118
 from csms.security.component import LAB_MODE_WARNING, Security
+from csms.security.contracts import Iso15118, build_iso15118
 from csms.store.base import Store
 from csms.store.factory import open_store
 

@@ -15,8 +15,8 @@ from typing import Any, Protocol
 from csms.edge.connection import check_request
 from csms.interfaces import ConnectionRegistry
 from csms.metrics import Metrics
-from csms.ocpp.v201.operations import items_per_message
 from csms.ocpp.package import CommandSet, Request, VersionPackage
+from csms.ocpp.v201.operations import items_per_message
 from csms.protocol.errors import StationOffline
 from csms.protocol.redaction import redact_payload
 from csms.store.base import CommandLog, DeviceModelStore

@@ -12,6 +12,7 @@ same documents through :meth:`Operations.station_message`, called by the handler
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -48,6 +49,10 @@ def token_entry(record: IdTokenRecord) -> Payload:
 
 def _reservation_key(reservation_id: int) -> str:
     return f"{reservation_id:010d}"
+
+
+def _cleared(doc: Payload | None, response: Payload) -> Payload:
+    return state.monitors_cleared(doc, response)
 
 
 class Operations:
@@ -296,7 +301,7 @@ class Operations:
         for ids in v201.chunks(list(body["ids"]), size):
             response = await self.commands.call(station_id, "ClearVariableMonitoring", {"id": ids})
             results.extend(response["clearMonitoringResult"])
-            await self._update(station_id, state.MONITORING, lambda d, r=response: state.monitors_cleared(d, r))
+            await self._update(station_id, state.MONITORING, functools.partial(_cleared, response=response))
         return {"clearMonitoringResult": results}
 
     async def get_monitoring_report(self, station_id: str, body: Mapping[str, Any]) -> Payload:

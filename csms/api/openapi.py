@@ -12,9 +12,9 @@ from aiohttp import web
 
 from csms.api import schemas as s
 from csms.api.commands import TYPED
-from csms.api.operations import OPERATIONS
 from csms.api.health import PUBLIC
 from csms.api.http import Routes, json_response
+from csms.api.operations import OPERATIONS
 
 routes = Routes()
 
@@ -298,8 +298,8 @@ DOCUMENT: dict[str, Any] = {
                             "tokens may do everything. Errors are JSON {error, field?, code?}."},
     "servers": [{"url": "/"}],
     "security": [{"bearerAuth": []}],
-    "tags": [{"name": t} for t in ("stations", "transactions", "commands", "reservations", "tariffs", "id-tokens", "grid", "events", "health",
-                                   "dashboard", "meta")],
+    "tags": [{"name": t} for t in ("stations", "transactions", "commands", "reservations", "tariffs", "id-tokens",
+                                   "grid", "events", "health", "dashboard", "meta")],
     "paths": PATHS,
     "components": {
         "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",

@@ -676,7 +676,8 @@ class RedisStore(Store):
     async def list_documents(self, scope: str, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
         if check_limit(limit) == 0:
             return []
-        keys = await self._r.zrange(self._doc_index(scope), 0, limit - 1)  # equal scores: in key order
+        found = await self._r.zrange(self._doc_index(scope), 0, limit - 1)  # equal scores: in key order
+        keys = [str(k) for k in found]
         if not keys:
             return []
         values = await self._r.mget([self._doc(scope, k) for k in keys])
