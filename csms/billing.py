@@ -67,14 +67,16 @@ class Billing:
         self.transactions = transactions
         self.tokens = tokens
         self._last_update: dict[tuple[str, str], float] = {}
+        self._stored: list[TariffPlan] | None = None  # the operator's plans, read once (this process writes them)
 
     async def tariffs(self) -> Tariffs | None:
         """The configured plans with the operator's (API) plans added or replacing them by name."""
-        stored = [parse_plan(name, {k: v for k, v in doc.items() if k != "name"})
-                  for name, doc in await self.documents.list_documents(PLANS)]
-        if self.configured is None and not stored:
+        if self._stored is None:
+            self._stored = [parse_plan(name, {k: v for k, v in doc.items() if k != "name"})
+                            for name, doc in await self.documents.list_documents(PLANS)]
+        if self.configured is None and not self._stored:
             return None
-        return (self.configured or Tariffs()).with_plans(stored)
+        return (self.configured or Tariffs()).with_plans(self._stored)
 
     async def put_plan(self, body: Payload) -> tuple[TariffPlan, bool]:
         """Add or replace an operator plan; TariffError naming the field."""
@@ -84,12 +86,15 @@ class Billing:
         check_groups([*(p for p in (current.plans.values() if current else []) if p.name != plan.name), plan], "plans")
         new = await self.documents.get_document(PLANS, plan.name) is None
         await self.documents.put_document(PLANS, plan.name, plan.to_json())
+        self._stored = None
         return plan, new
 
     async def delete_plan(self, name: str) -> bool:
         if self.configured is not None and name in self.configured.plans:
             raise TariffError("name", f"plan {name!r} comes from the config file; change it there")
-        return await self.documents.delete_document(PLANS, name)
+        removed = await self.documents.delete_document(PLANS, name)
+        self._stored = None
+        return removed
 
     async def _plan(self, group_id: str | None) -> tuple[Tariffs, TariffPlan] | None:
         tariffs = await self.tariffs()
@@ -109,6 +114,8 @@ class Billing:
         return token.group_id if token is not None else None
 
     async def cost(self, station_id: str, transaction_id: str, final: bool) -> Cost | None:
+        if await self.tariffs() is None:  # the usual case without tariffs: no store reads per event
+            return None
         found = await self._plan(await self._group(station_id, transaction_id))
         if found is None:
             return None
