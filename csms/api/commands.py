@@ -102,14 +102,6 @@ async def run_command(request: web.Request, action: str,
                           "latency_ms": round(latency_ms, 3)})
 
 
-@routes.get("/api/commands")
-async def list_commands(request: web.Request) -> web.Response:
-    """What can be sent: the typed commands with their body schema and the generic actions."""
-    return json_response({"typed": {name: {"action": action, "body": COMMAND_BODIES[name]}
-                                    for name, (action, _) in TYPED.items()},
-                          "generic_actions": csms_actions(context_of(request).version)})
-
-
 def _profile_rules(evse_id: int, profile: dict[str, Any], field: str) -> None:
     """What OCPP 2.0.1 asks of a charging profile the CSMS sends (K01), beyond its schema."""
     purpose, kind = profile.get("chargingProfilePurpose"), profile.get("chargingProfileKind")

@@ -16,8 +16,9 @@ from typing import Any
 from aiohttp import web
 
 from csms.api.auth import ADMIN
-from csms.api.commands import run_command
+from csms.api.commands import TYPED, csms_actions, run_command
 from csms.api.http import ApiError, Routes, context_of, json_response, principal_of, query_bool, query_int, read_body
+from csms.api.schemas import COMMAND_BODIES, OPERATION_BODIES
 from csms.api.stations import known_station
 from csms.billing import Billing
 from csms.domain import operations as state
@@ -61,6 +62,15 @@ OPERATIONS: dict[str, tuple[str, Run]] = {
     "get-display-messages": ("GetDisplayMessages", lambda o, s, b: o.get_display_messages(s, b)),
     "clear-display-message": ("ClearDisplayMessage", lambda o, s, b: o.clear_display_message(s, b)),
 }
+
+
+@routes.get("/api/commands")
+async def list_commands(request: web.Request) -> web.Response:
+    """What can be sent: every typed command (the classic ones and the operations) with its body
+    schema, and the generic actions."""
+    typed = {name: {"action": action, "body": COMMAND_BODIES[name]} for name, (action, _) in TYPED.items()}
+    typed.update({name: {"action": action, "body": OPERATION_BODIES[name]} for name, (action, _) in OPERATIONS.items()})
+    return json_response({"typed": typed, "generic_actions": csms_actions(context_of(request).version)})
 
 
 def operations_of(request: web.Request) -> Operations:
