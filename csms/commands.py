@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from csms.domain.operations import items_per_message
 from csms.edge.connection import check_request
 from csms.interfaces import ConnectionRegistry
 from csms.metrics import Metrics
 from csms.ocpp.package import CommandSet, Request, VersionPackage
-from csms.ocpp.v201.operations import items_per_message
 from csms.protocol.errors import StationOffline
 from csms.protocol.redaction import redact_payload
 from csms.store.base import CommandLog, DeviceModelStore

@@ -18,11 +18,12 @@ from aiohttp import web
 from csms.api.auth import ADMIN
 from csms.api.commands import TYPED, csms_actions, run_command
 from csms.api.http import ApiError, Routes, context_of, json_response, principal_of, query_bool, query_int, read_body
-from csms.api.schemas import COMMAND_BODIES, OPERATION_BODIES
+from csms.api.schemas import COMMAND_BODIES
 from csms.api.stations import known_station
 from csms.billing import Billing
 from csms.domain import operations as state
 from csms.domain.tariffs import TariffError
+from csms.ocpp.v201.operations import BODIES as OPERATION_BODIES
 from csms.ocpp.v201.operations import BodyError
 from csms.operations import Operations
 from csms.security.credentials import RegistrationError

@@ -34,6 +34,23 @@ def _bounded(items: list[Any], keep: int = KEEP) -> list[Any]:
     return items[-keep:]
 
 
+def items_per_message(variables: Sequence[Mapping[str, Any]], instance: str) -> int | None:
+    """DeviceDataCtrlr.ItemsPerMessage[instance] as the station reported it (None: not reported)."""
+    for v in variables:
+        component = v.get("component")
+        name = component.get("name") if isinstance(component, Mapping) else component
+        variable = v.get("variable")
+        var_name = variable.get("name") if isinstance(variable, Mapping) else variable
+        var_instance = (variable.get("instance") if isinstance(variable, Mapping)
+                        else v.get("variable_instance", v.get("instance")))
+        if (name, var_name, var_instance) == ("DeviceDataCtrlr", "ItemsPerMessage", instance):
+            try:
+                return max(1, int(str(v.get("value"))))
+            except ValueError:
+                return None
+    return None
+
+
 # Local authorisation list (D) --------------------------------------------------------------------------
 LOCAL_LIST_TEMPLATE: Doc = {"version": 0, "reported_version": None, "id_tokens": [], "last_update": None}
 

@@ -12,10 +12,15 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
+
+from csms.domain.operations import items_per_message
+from csms.ocpp.common import ocpp_time
+
+__all__ = ["BODIES", "BodyError", "items_per_message", "ocpp_time"]
 
 Payload = dict[str, Any]
 
@@ -145,11 +150,6 @@ BODIES: dict[str, dict[str, Any]] = {
 
 
 # Small checks ---------------------------------------------------------------------------------------
-def ocpp_time(dt: datetime) -> str:
-    dt = dt.astimezone(timezone.utc)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
 def parse_time(value: str, field: str) -> datetime:
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -179,23 +179,6 @@ def chunks(items: Sequence[Any], size: int | None) -> list[list[Any]]:
     if not size or size <= 0:
         return [list(items)]
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
-
-
-def items_per_message(variables: Sequence[Mapping[str, Any]], instance: str) -> int | None:
-    """DeviceDataCtrlr.ItemsPerMessage[instance] as the station reported it (None: not reported)."""
-    for v in variables:
-        component = v.get("component")
-        name = component.get("name") if isinstance(component, Mapping) else component
-        variable = v.get("variable")
-        var_name = variable.get("name") if isinstance(variable, Mapping) else variable
-        var_instance = (variable.get("instance") if isinstance(variable, Mapping)
-                        else v.get("variable_instance", v.get("instance")))
-        if (name, var_name, var_instance) == ("DeviceDataCtrlr", "ItemsPerMessage", instance):
-            try:
-                return max(1, int(str(v.get("value"))))
-            except ValueError:
-                return None
-    return None
 
 
 # Payload builders -------------------------------------------------------------------------------------
