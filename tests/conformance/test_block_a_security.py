@@ -100,6 +100,7 @@ async def test_a00_profiles_1_2_3_side_by_side_without_downgrade(tmp_path: Path)
         assert await refused(ws_url, "A-P1", additional_headers=basic("A-P1", PASSWORD)) == 401
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 async def test_a00_tls_below_1_2_and_foreign_client_certificates_are_refused(tmp_path: Path) -> None:
     async with secure_rig(tmp_path) as (r, pki, ws_url, wss_url):
         await _register(r, "A-P3", 3)
