@@ -10,6 +10,7 @@ undoes it in reverse.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 
 from csms.api.http import ApiContext
 from csms.api.server import ApiServer
+from csms.billing import Billing
 from csms.bus import LocalBus
 from csms.commands import Commands
 from csms.config import Config, api_port, api_token_file
@@ -31,7 +33,10 @@ from csms.interfaces import CertificateSigner, Clock, Component, HandshakeCheck,
 from csms.metrics import Metrics
 from csms.ocpp.package import HandlerDeps, Router
 from csms.ocpp.versions import DEFAULT_VERSION, VERSIONS
+from csms.operations import Operations
+from csms.operations_config import firmware_certificate
 from csms.security.component import LAB_MODE_WARNING, Security
+from csms.security.contracts import Iso15118, build_iso15118
 from csms.store.base import Store
 from csms.store.factory import open_store
 
@@ -66,6 +71,8 @@ class Daemon:
         self.security: Security | None = None
         self.grid: Grid | None = None
         self.api: ApiServer | None = None
+        self.operations: Operations | None = None
+        self.billing: Billing | None = None
         self.routers: dict[str, Router] = {}
         self.components: list[Component] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -115,16 +122,20 @@ class Daemon:
     def _build(self) -> None:
         """The optional parts the config asks for, each handed its interfaces."""
         config = self.config
+        self.billing = Billing(config.tariffs, self.store, self.store, self.store)
+        self.operations = Operations(self.commands, self.store, self.store, self.store, self.store,
+                                     firmware_certificate(config.firmware))
         if config.security is not None:  # station authentication, TLS, CA, edge limits
             self.security = Security(config.security, self.store, self.bus, config.registration, self.connections,
-                                     self, self.metrics)
+                                     self, self.metrics, self.operations)
             self.edge.gate = self.security.message_gate
             self.components.append(self.security)
         else:
             log.warning(LAB_MODE_WARNING)
         deps = HandlerDeps(stations=self.store, transactions=self.store, smart_charging=self.store,
                            device_model=self.store, messages=self.store, registration=config.registration,
-                           authorizer=Authorizer(self.store, config.registration), signer=self.certificate_signer)
+                           authorizer=Authorizer(self.store, config.registration), signer=self.certificate_signer,
+                           reports=self.operations, iso15118=self._iso15118(), billing=self.billing)
         self.routers = {sp: package.build_router(deps) for sp, package in VERSIONS.items()}
         if config.grid is not None:  # limit signals and the grid controller
             self.grid = Grid(config.grid, self, self.clock)
@@ -132,9 +143,18 @@ class Daemon:
         if config.api.enabled:  # operator API and dashboard
             context = ApiContext(store=self.store, connections=self.connections, bus=self.bus, commands=self.commands,
                                  metrics=self.metrics, station_trace=self.station_trace, readiness=self.readiness,
-                                 version=DEFAULT_VERSION.version, grid=self.grid)
+                                 version=DEFAULT_VERSION.version, grid=self.grid, operations=self.operations,
+                                 billing=self.billing, listeners=self.gateway.listeners)
             self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config))
             self.components.append(self.api)
+
+    def _iso15118(self) -> Iso15118:
+        iso = self.config.iso15118
+        provider = iso.contract_certificates if iso is not None else None
+        return build_iso15118(iso.trust_anchors_file if iso is not None else None,
+                              iso.ocsp_timeout_s if iso is not None else 5.0,
+                              iso.ocsp_cache_s if iso is not None else 300.0,
+                              dataclasses.asdict(provider) if provider is not None else None)
 
     # Lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -145,7 +165,9 @@ class Daemon:
                 station.connected = False
                 await self.store.put_station(station)
         self._build()
-        await self.gateway.start(self.routers, self.ssl_context, self.handshake_checks)
+        tls = self.config.security.tls if self.config.security is not None else None
+        await self.gateway.start(self.routers, self.ssl_context, self.handshake_checks,
+                                 tls.port if tls is not None else None)
         for component in self.components:
             await component.start()
         self.spawn(self._flush_last_seen_forever(), "flush last-seen")

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from csms.domain.operations import items_per_message
 from csms.edge.connection import check_request
 from csms.interfaces import ConnectionRegistry
 from csms.metrics import Metrics
@@ -64,6 +65,13 @@ class Commands:
         """Return once every command and profile recorded so far is committed (write-behind stores)."""
         await self.store.flush()
 
+    async def _parts(self, station_id: str, items: list[Payload], instance: str) -> list[list[Payload]]:
+        """``items`` in messages of at most the station's DeviceDataCtrlr.ItemsPerMessage[instance]."""
+        size = items_per_message(await self.store.list_variables(station_id), instance)
+        if size is None or len(items) <= size:
+            return [items]
+        return [items[i:i + size] for i in range(0, len(items), size)]
+
     # Smart charging ---------------------------------------------------------------------------
     async def set_charging_profile(self, station_id: str, evse_id: int, profile: Payload,
                                    timeout: float | None = None) -> Payload:
@@ -87,8 +95,10 @@ class Commands:
         return await self._send(station_id, request)
 
     async def get_charging_profiles(self, station_id: str, request_id: int, *, evse_id: int | None = None,
-                                    purpose: str | None = None) -> Payload:
-        request = self._command_set(station_id).get_charging_profiles(request_id, evse_id, purpose)
+                                    purpose: str | None = None, profile_ids: list[int] | None = None,
+                                    stack_level: int | None = None, limit_source: list[str] | None = None) -> Payload:
+        request = self._command_set(station_id).get_charging_profiles(request_id, evse_id, purpose, profile_ids,
+                                                                      stack_level, limit_source)
         return await self._send(station_id, request)
 
     async def get_composite_schedule(self, station_id: str, evse_id: int, duration_s: int,
@@ -129,7 +139,10 @@ class Commands:
     async def get_variables(self, station_id: str, items: list[Payload]) -> Payload:
         """items: [{"component": {"name": ...}, "variable": {"name": ...}, "attributeType"?: ...}]"""
         commands = self._command_set(station_id)
-        response = await self._send(station_id, commands.get_variables(items))
+        response: Payload = {"getVariableResult": []}
+        for part in await self._parts(station_id, items, "GetVariables"):  # B06.FR.05
+            answer = await self._send(station_id, commands.get_variables(part))
+            response["getVariableResult"].extend(answer["getVariableResult"])
         found = commands.variables_read(response)
         if found:
             await self.store.record_variables(station_id, found, datetime.now(timezone.utc))
@@ -138,7 +151,10 @@ class Commands:
     async def set_variables(self, station_id: str, items: list[Payload]) -> Payload:
         """items: [{"component": {...}, "variable": {...}, "attributeValue": "...", "attributeType"?: ...}]"""
         commands = self._command_set(station_id)
-        response = await self._send(station_id, commands.set_variables(items))
+        response: Payload = {"setVariableResult": []}
+        for part in await self._parts(station_id, items, "SetVariables"):
+            answer = await self._send(station_id, commands.set_variables(part))
+            response["setVariableResult"].extend(answer["setVariableResult"])
         changed = commands.variables_written(items, response)
         if changed:
             await self.store.record_variables(station_id, changed, datetime.now(timezone.utc))

@@ -22,8 +22,16 @@ from csms.api.config import DEFAULT_PORT as DEFAULT_API_PORT
 from csms.api.config import ApiConfig, api_section
 from csms.configcheck import ConfigError, ConfigIssue, Issues, bounds, section
 from csms.domain.registration import RegistrationConfig
+from csms.domain.tariffs import Tariffs
 from csms.grid.config import GridConfig, grid_section
 from csms.ocpp.versions import SUPPORTED_SUBPROTOCOLS
+from csms.operations_config import (
+    FirmwareConfig,
+    Iso15118Config,
+    firmware_section,
+    iso15118_section,
+    tariffs_section,
+)
 from csms.security.config import SecurityConfig, security_section
 
 __all__ = ["Config", "ConfigError", "ConfigIssue", "LoggingConfig", "RegistrationConfig", "StoreConfig",
@@ -70,10 +78,14 @@ class Config:
     grid: GridConfig | None = None  # None: no grid control
     api: ApiConfig = field(default_factory=ApiConfig)
     security: SecurityConfig | None = None  # None: lab mode (plain ws://, no station authentication)
+    iso15118: Iso15118Config | None = None  # None: no contract-certificate checks beyond the token
+    firmware: FirmwareConfig | None = None
+    tariffs: Tariffs | None = None  # None: no cost
     source: str = "<defaults>"
 
 
-_SECTIONS = ("websocket", "registration", "store", "logging", "grid", "api", "security")
+_SECTIONS = ("websocket", "registration", "store", "logging", "grid", "api", "security", "iso15118", "firmware",
+             "tariffs")
 
 
 def parse_config(data: Any, file: str = "<config>") -> Config:
@@ -105,6 +117,9 @@ def parse_config(data: Any, file: str = "<config>") -> Config:
         grid=grid_section(data["grid"], issues) if data.get("grid") else None,
         api=api_section(data.get("api"), issues),
         security=security_section(data.get("security"), issues),
+        iso15118=iso15118_section(data.get("iso15118"), issues),
+        firmware=firmware_section(data.get("firmware"), issues),
+        tariffs=tariffs_section(data.get("tariffs"), issues),
         source=file,
     )
     issues.raise_if_any()

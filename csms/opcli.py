@@ -334,6 +334,32 @@ def _run(func: Any) -> Any:
     return run
 
 
+def cmd_rotate_password(client: Client, args: argparse.Namespace) -> int:
+    body = {"password": sys.stdin.readline().rstrip("\r\n")} if args.password_stdin else {}
+    answer = client.request("POST", f"/api/stations/{_quote(args.station)}/password", body)
+    if args.json:
+        _print_json(answer)
+    else:
+        _out().print(f"{args.station}: password rotation {answer['result']}"
+                     + (f" ({answer['reason']})" if answer.get("reason") else ""))
+    return EXIT_OK
+
+
+def cmd_local_list(client: Client, args: argparse.Namespace) -> int:
+    state = client.request("GET", f"/api/stations/{_quote(args.station)}/local-list")
+    if args.json:
+        _print_json(state)
+        return EXIT_OK
+    out = _out()
+    out.print(f"{args.station}: local list version {state['version']} (station reported "
+              f"{_fmt(state['reported_version'])})")
+    table = Table("id token", "type", "status", "group")
+    for t in state["id_tokens"]:
+        table.add_row(t["id_token"], _fmt(t["type"]), _fmt(t["status"]), _fmt(t["group_id"]))
+    out.print(table)
+    return EXIT_OK
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help="API base URL (default: $CSMS_API_URL, else from the config file, else "
                                  f"{DEFAULT_URL})")
@@ -390,6 +416,20 @@ def register(sub: Any) -> None:
     p = sub.add_parser("grid", help="transformers, limits, load and sessions", epilog=epilog, formatter_class=fmt)
     _common(p)
     p.set_defaults(func=_run(cmd_grid))
+
+    p = sub.add_parser("rotate-password", help="give a connected profile-1/2 station a new password (A01)",
+                       epilog=epilog, formatter_class=fmt)
+    p.add_argument("station")
+    p.add_argument("--password-stdin", action="store_true", help="read the new password from stdin "
+                                                                "(default: a generated one the station receives)")
+    _common(p)
+    p.set_defaults(func=_run(cmd_rotate_password))
+
+    p = sub.add_parser("local-list", help="a station's local authorisation list as it confirmed it", epilog=epilog,
+                       formatter_class=fmt)
+    p.add_argument("station")
+    _common(p)
+    p.set_defaults(func=_run(cmd_local_list))
 
     p = sub.add_parser("tail", help="follow the live event stream", epilog=epilog, formatter_class=fmt)
     p.add_argument("--kinds", help="comma-separated kind prefixes, e.g. grid.,transaction.")

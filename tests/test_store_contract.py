@@ -668,3 +668,21 @@ async def test_redis_burst_beyond_pool_waits_instead_of_failing(redis_prefix: st
     finally:
         await store.close()
         await delete_prefix(redis_prefix)
+
+
+async def test_documents_and_counters(store: Store) -> None:
+    """The documents the 2.0.1 operations keep: replace, list in key order, delete; counters count."""
+    assert await store.get_document("CS:1", "firmware") is None
+    await store.put_document("CS:1", "firmware", {"updates": [{"request_id": 1}]})
+    await store.put_document("CS:1", "firmware", {"updates": [{"request_id": 2}], "ünï": "cödé"})
+    assert await store.get_document("CS:1", "firmware") == {"updates": [{"request_id": 2}], "ünï": "cödé"}
+    for key in ("0000000010", "0000000002", "0000000003"):
+        await store.put_document("reservations", key, {"id": int(key)})
+    assert [k for k, _ in await store.list_documents("reservations")] == ["0000000002", "0000000003", "0000000010"]
+    assert [d["id"] for _, d in await store.list_documents("reservations", limit=2)] == [2, 3]
+    assert await store.delete_document("reservations", "0000000003") is True
+    assert await store.delete_document("reservations", "0000000003") is False
+    assert [k for k, _ in await store.list_documents("reservations")] == ["0000000002", "0000000010"]
+    assert await store.list_documents("nothing-here") == []
+    assert [await store.next_number("reservation") for _ in range(3)] == [1, 2, 3]
+    assert await store.next_number("other") == 1

@@ -54,7 +54,8 @@ TYPED: dict[str, tuple[str, Typed]] = {
         s, profile_id=b.get("profile_id"), evse_id=b.get("evse_id"), purpose=b.get("purpose"),
         stack_level=b.get("stack_level"))),
     "get-charging-profiles": ("GetChargingProfiles", lambda c, s, b: c.get_charging_profiles(
-        s, b.get("request_id", next(_request_ids)), evse_id=b.get("evse_id"), purpose=b.get("purpose"))),
+        s, b.get("request_id", next(_request_ids)), evse_id=b.get("evse_id"), purpose=b.get("purpose"),
+        profile_ids=b.get("profile_ids"), stack_level=b.get("stack_level"), limit_source=b.get("limit_source"))),
     "get-composite-schedule": ("GetCompositeSchedule", lambda c, s, b: c.get_composite_schedule(
         s, b["evse_id"], b["duration_s"], b.get("unit"))),
     "get-transaction-status": ("GetTransactionStatus",
@@ -74,7 +75,9 @@ def _is_local_validation(exc: OcppError, action: str) -> bool:
     return exc.description.startswith(f"{action}Request: ") and set(exc.details) == {"field", "rule"}
 
 
-async def _run(request: web.Request, action: str, send: Callable[[], Awaitable[dict[str, Any]]]) -> web.Response:
+async def run_command(request: web.Request, action: str,
+                      send: Callable[[], Awaitable[dict[str, Any]]]) -> web.Response:
+    """Send one command for an API request and map every outcome to its HTTP status."""
     context = context_of(request)
     station_id = request.match_info["station_id"]
     if station_id not in context.connections:
@@ -99,12 +102,47 @@ async def _run(request: web.Request, action: str, send: Callable[[], Awaitable[d
                           "latency_ms": round(latency_ms, 3)})
 
 
-@routes.get("/api/commands")
-async def list_commands(request: web.Request) -> web.Response:
-    """What can be sent: the typed commands with their body schema and the generic actions."""
-    return json_response({"typed": {name: {"action": action, "body": COMMAND_BODIES[name]}
-                                    for name, (action, _) in TYPED.items()},
-                          "generic_actions": csms_actions(context_of(request).version)})
+def _profile_rules(evse_id: int, profile: dict[str, Any], field: str) -> None:
+    """What OCPP 2.0.1 asks of a charging profile the CSMS sends (K01), beyond its schema."""
+    purpose, kind = profile.get("chargingProfilePurpose"), profile.get("chargingProfileKind")
+    if purpose == "TxProfile" and "transactionId" not in profile:
+        raise ApiError(422, "a TxProfile names the transaction it is for (K01.FR.03)", field=f"{field}.transactionId")
+    if purpose == "ChargingStationMaxProfile":
+        if kind == "Relative":
+            raise ApiError(422, "a ChargingStationMaxProfile cannot be Relative (K01.FR.38)",
+                           field=f"{field}.chargingProfileKind")
+        if evse_id != 0:
+            raise ApiError(422, "a ChargingStationMaxProfile is set on EVSE 0", field="evse_id")
+    for n, schedule in enumerate(profile.get("chargingSchedule") or []):
+        periods = schedule.get("chargingSchedulePeriod") if isinstance(schedule, dict) else None
+        if periods and isinstance(periods[0], dict) and periods[0].get("startPeriod") != 0:
+            raise ApiError(422, "the first period of a schedule starts at 0 (K01.FR.31)",
+                           field=f"{field}.chargingSchedule[{n}].chargingSchedulePeriod[0].startPeriod")
+
+
+def check_typed(name: str, body: dict[str, Any]) -> None:
+    """The rules of OCPP 2.0.1 a typed command keeps beyond its body schema (422 naming the field)."""
+    if name == "set-charging-profile" and isinstance(body.get("profile"), dict):
+        _profile_rules(body["evse_id"], body["profile"], "profile")
+    elif name == "request-start-transaction" and isinstance(body.get("charging_profile"), dict):
+        profile = body["charging_profile"]
+        if profile.get("chargingProfilePurpose") != "TxProfile":
+            raise ApiError(422, "a remote start's charging profile is a TxProfile (F01.FR.09)",
+                           field="charging_profile.chargingProfilePurpose")
+        if "transactionId" in profile:
+            raise ApiError(422, "a remote start's charging profile has no transactionId yet (F01.FR.11)",
+                           field="charging_profile.transactionId")
+    elif name == "trigger-message" and body["requested_message"] == "StatusNotification" and "evse_id" not in body:
+        raise ApiError(422, "a StatusNotification is triggered for an EVSE and connector (F06.FR.13)",
+                       field="evse_id")
+    elif name == "get-charging-profiles" and not any(k in body for k in ("profile_ids", "stack_level", "purpose",
+                                                                         "limit_source")):
+        raise ApiError(422, "give profile_ids or at least one of stack_level, purpose, limit_source (K09.FR.03)",
+                       field="purpose")
+    elif name == "clear-charging-profile" and not any(k in body for k in ("profile_id", "evse_id", "purpose",
+                                                                          "stack_level")):
+        raise ApiError(422, "give profile_id or at least one of evse_id, purpose, stack_level (K10.FR.02)",
+                       field="profile_id")
 
 
 def _typed_handler(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -113,8 +151,9 @@ def _typed_handler(name: str) -> Callable[[web.Request], Awaitable[web.Response]
     async def handler(request: web.Request) -> web.Response:
         await known_station(request)
         body = await read_body(request, f"command:{name}")
+        check_typed(name, body)
         commands = context_of(request).commands
-        return await _run(request, action, lambda: fn(commands, request.match_info["station_id"], body))
+        return await run_command(request, action, lambda: fn(commands, request.match_info["station_id"], body))
     handler.__name__ = handler.__qualname__ = f"command_{name.replace('-', '_')}"
     handler.__doc__ = f"Send {action} (typed: snake_case body, the payload is built by the daemon)."
     return handler
@@ -143,4 +182,4 @@ async def generic_call(request: web.Request) -> web.Response:
         except OcppError as exc:
             raise ApiError(422, f"invalid {action} request: {exc.description.split(': ', 1)[-1]}",
                            field=exc.details.get("field", "<payload>"), code=exc.code) from None
-    return await _run(request, action, lambda: context.commands.call(station_id, action, payload))
+    return await run_command(request, action, lambda: context.commands.call(station_id, action, payload))

@@ -24,7 +24,9 @@ async def ready(request: web.Request) -> web.Response:
     checks = context.readiness()
     ok = all(checks.values())
     return json_response({"status": "ok" if ok else "not ready", "checks": checks,
-                          "stations_connected": len(context.connections)}, 200 if ok else 503)
+                          "stations_connected": len(context.connections),
+                          "listeners": context.listeners() if context.listeners is not None else []},
+                         200 if ok else 503)
 
 
 @routes.get("/metrics", "metrics")

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
 import orjson
@@ -22,6 +22,10 @@ from csms.interfaces import Bus, Commands, ConnectionRegistry, GridService
 from csms.metrics import Metrics
 from csms.protocol.version import ProtocolVersion
 from csms.store.base import Store
+
+if TYPE_CHECKING:
+    from csms.billing import Billing
+    from csms.operations import Operations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +41,9 @@ class ApiContext:
     readiness: Callable[[], dict[str, bool]]  # named checks, all True when the daemon serves stations
     version: ProtocolVersion  # what the generic command path offers (the default OCPP version)
     grid: GridService | None = None
+    operations: Operations | None = None  # the typed 2.0.1 operations with kept state (issue 17)
+    billing: Billing | None = None  # tariffs and session costs
+    listeners: Callable[[], list[dict[str, object]]] | None = None  # where stations connect (scheme, port)
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)

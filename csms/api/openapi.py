@@ -14,6 +14,7 @@ from csms.api import schemas as s
 from csms.api.commands import TYPED
 from csms.api.health import PUBLIC
 from csms.api.http import Routes, json_response
+from csms.api.operations import OPERATIONS
 
 routes = Routes()
 
@@ -44,7 +45,9 @@ _PATH_PARAM = {"station_id": ("the charging station identity", s.STATION_ID),
                "id_token": ("the id token value", {"type": "string", "minLength": 1}),
                "transformer_id": ("the transformer (grid connection) id", {"type": "string", "minLength": 1}),
                "evse_id": ("the EVSE id", {"type": "integer", "minimum": 1}),
-               "action": ("an OCPP 2.0.1 action the central system can send", {"type": "string"})}
+               "action": ("an OCPP 2.0.1 action the central system can send", {"type": "string"}),
+               "reservation_id": ("the reservation id the central system gave it", {"type": "string"}),
+               "name": ("the tariff plan's name", {"type": "string", "minLength": 1})}
 
 _COMMON = {"401": _error("no token or an invalid token"),
            "403": _error("the token's scope does not allow this")}
@@ -95,6 +98,75 @@ def _typed_command_paths() -> dict[str, Any]:
         out[f"/api/stations/{{station_id}}/commands/{name}"] = {"post": op(
             f"Send {action}", {**_ok("the station's answer", _ref("CommandResult")), **_COMMAND_ERRORS},
             tag="commands", params=("station_id",), body=f"command:{name}")}
+    return out
+
+
+_OPS_OFF = {"503": _error("the 2.0.1 operations are not configured")}
+_STATE_VIEWS = {
+    "local-list": "The station's local authorisation list as it confirmed it (version 0: none)",
+    "firmware": "Firmware updates and publications with their status history",
+    "certificates": "Certificates installed (asked and reported) and issued to the station",
+    "logs": "Log uploads asked with GetLog and their status history",
+    "monitoring": "Monitors set or reported, the monitoring base and level",
+    "customer-information": "Customer information requests and the data the station reported",
+    "display-messages": "Display messages set (with the station's verdict) and the station's last report",
+}
+
+
+def _operation_paths() -> dict[str, Any]:
+    """Issue 17's typed commands (their results kept) and the state they leave behind."""
+    out: dict[str, Any] = {}
+    for name, (action, _) in OPERATIONS.items():
+        out[f"/api/stations/{{station_id}}/commands/{name}"] = {"post": op(
+            f"Send {action} (what it changes is kept)",
+            {**_ok("the station's answer", _ref("CommandResult")), **_COMMAND_ERRORS, **_OPS_OFF},
+            tag="commands", params=("station_id",), body=f"command:{name}")}
+    for view, summary in _STATE_VIEWS.items():
+        out[f"/api/stations/{{station_id}}/{view}"] = {"get": op(
+            summary, {**_ok("the kept state", {"type": "object"}), "404": _NOT_FOUND_STATION, **_OPS_OFF},
+            tag="stations", params=("station_id",))}
+    out["/api/reservations"] = {"get": op(
+        "Reservations, oldest first", {**_ok("reservations", {"type": "object", "properties": {
+            "reservations": {"type": "array", "items": {"type": "object"}}}}), **_OPS_OFF,
+            "400": _error("a query parameter is invalid")},
+        tag="reservations", query=[_q("station_id", "only this station", {"type": "string"}),
+                                   _q("active", "only those still holding an EVSE", {"type": "boolean"}),
+                                   _q("limit", "at most this many (default 1000)",
+                                      {"type": "integer", "minimum": 1, "maximum": 10000})])}
+    out["/api/reservations/{reservation_id}"] = {"get": op(
+        "One reservation", {**_ok("the reservation", {"type": "object"}), "404": _error("unknown reservation"),
+                            **_OPS_OFF}, tag="reservations", params=("reservation_id",))}
+    out["/api/tariffs"] = {
+        "get": op("Tariff plans in force", _ok("currency, default plan and plans", {"type": "object"}),
+                  tag="tariffs"),
+        "post": op("Add or replace a tariff plan", {**_ok("replaced", {"type": "object"}),
+                                                    **_ok("added", {"type": "object"}, "201"),
+                                                    "503": _error("tariffs are not configured")},
+                   tag="tariffs", body="tariff_plan")}
+    out["/api/tariffs/{name}"] = {"delete": op(
+        "Remove an operator's tariff plan", {"204": {"description": "removed"}, "404": _error("unknown plan"),
+                                             "409": _error("the plan comes from the config file"),
+                                             "503": _error("tariffs are not configured")},
+        tag="tariffs", params=("name",))}
+    out["/api/stations/{station_id}/hold"] = {"post": op(
+        "Hold a station: Pending from its next boot on, until released", {
+            **_ok("held", _ref("StationSummary")), "404": _NOT_FOUND_STATION}, tag="stations", params=("station_id",),
+        body="hold_station")}
+    out["/api/stations/{station_id}/release"] = {"post": op(
+        "Release a held station (a connected Pending one is asked to boot again)", {
+            **_ok("released", _ref("StationSummary")), "404": _NOT_FOUND_STATION}, tag="stations",
+        params=("station_id",))}
+    out["/api/stations/{station_id}/security-events"] = {"get": op(
+        "Security events of the station, newest first", {**_ok("events", {"type": "object"}),
+                                                         "404": _NOT_FOUND_STATION,
+                                                         "400": _error("a query parameter is invalid")},
+        tag="stations", params=("station_id",), query=[_q("limit", "at most this many (default 1000)", {
+            "type": "integer", "minimum": 1, "maximum": 10000})])}
+    out["/api/stations/{station_id}/password"] = {"post": op(
+        "Rotate a profile-1/2 station's password (A01)",
+        {**_ok("the station's verdict: Accepted, RebootRequired, Uncertain or Rejected", {"type": "object"}),
+         "404": _NOT_FOUND_STATION, "409": _error("not connected, or no password to rotate")},
+        tag="stations", params=("station_id",), body="rotate_password")}
     return out
 
 
@@ -160,6 +232,7 @@ PATHS: dict[str, Any] = {
                                 _ok("typed command bodies and generic action names", {"type": "object"}),
                                 tag="commands")},
     **_typed_command_paths(),
+    **_operation_paths(),
     "/api/stations/{station_id}/call/{action}": {"post": op(
         "Send any OCPP 2.0.1 action with its JSON payload",
         {**_ok("the station's answer", _ref("CommandResult")), **_COMMAND_ERRORS,
@@ -225,8 +298,8 @@ DOCUMENT: dict[str, Any] = {
                             "tokens may do everything. Errors are JSON {error, field?, code?}."},
     "servers": [{"url": "/"}],
     "security": [{"bearerAuth": []}],
-    "tags": [{"name": t} for t in ("stations", "transactions", "commands", "id-tokens", "grid", "events", "health",
-                                   "dashboard", "meta")],
+    "tags": [{"name": t} for t in ("stations", "transactions", "commands", "reservations", "tariffs", "id-tokens",
+                                   "grid", "events", "health", "dashboard", "meta")],
     "paths": PATHS,
     "components": {
         "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from csms.ocpp.v201.operations import BODIES as OPERATION_BODIES
+
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
 _EVSE = {"type": "integer", "minimum": 0, "maximum": 1000}
@@ -74,7 +76,11 @@ COMMAND_BODIES: dict[str, dict[str, Any]] = {
                                      "purpose": {"type": "string", "enum": PURPOSES}, "stack_level": {
                                          "type": "integer", "minimum": 0, "maximum": 1000}}),
     "get-charging-profiles": _body({"request_id": _REQUEST_ID, "evse_id": _EVSE,
-                                    "purpose": {"type": "string", "enum": PURPOSES}}),
+                                    "purpose": {"type": "string", "enum": PURPOSES},
+                                    "profile_ids": {"type": "array", "minItems": 1, "items": _INT},
+                                    "stack_level": {"type": "integer", "minimum": 0, "maximum": 1000},
+                                    "limit_source": {"type": "array", "minItems": 1, "maxItems": 4, "items": {
+                                        "type": "string", "enum": ["EMS", "Other", "SO", "CSO"]}}}),
     "get-composite-schedule": _body({"evse_id": _EVSE, "duration_s": {"type": "integer", "minimum": 1,
                                                                       "maximum": 2678400},
                                      "unit": {"type": "string", "enum": ["W", "A"]}}, ["evse_id", "duration_s"]),
@@ -92,12 +98,17 @@ BODIES: dict[str, dict[str, Any]] = {
                        "expiry": _TIME, "group_id": {"type": "string", "minLength": 1, "maxLength": 36}},
                       ["id_token"]),
     "ocpp_payload": {"type": "object", "description": "the OCPP 2.0.1 request payload of the action, as on the wire"},
+    "hold_station": _body({"reason": {"type": "string", "maxLength": 400}}),
+    "rotate_password": _body({"password": {"type": "string", "minLength": 16, "maxLength": 40}}),
+    "tariff_plan": {"type": "object", "required": ["name"], "description": "a tariff plan: name, energy_per_kwh, "
+                    "time_per_hour, idle_per_hour, idle_grace_min, session_fee, timezone, time_of_day, groups"},
     "grid_limit": {"type": "object", "description": "a limit signal, in the same format as the MQTT signal topic"},
     "session_need": _body({"energy_kwh": {"type": ["number", "null"], "minimum": 0, "maximum": 1000},
                            "departure": {"oneOf": [_TIME, {"type": "null"}]},
                            "guaranteed_kwh": {"type": ["number", "null"], "minimum": 0, "maximum": 1000}},
                           minProperties=1),
     **{f"command:{name}": schema for name, schema in COMMAND_BODIES.items()},
+    **{f"command:{name}": schema for name, schema in OPERATION_BODIES.items()},
 }
 
 # Answers -------------------------------------------------------------------------------------------
@@ -116,7 +127,7 @@ STATION_SUMMARY = {"type": "object", "required": ["station_id", "registration", 
     "station_id": _STR, "registration": _STR, "registered": {"type": "boolean"}, "connected": {"type": "boolean"},
     "vendor": _NULLABLE_STR, "model": _NULLABLE_STR, "serial_number": _NULLABLE_STR,
     "firmware_version": _NULLABLE_STR, "boot_reason": _NULLABLE_STR, "last_boot": _NULLABLE_TIME,
-    "last_seen": _NULLABLE_TIME, "security_profile": _INT}}
+    "last_seen": _NULLABLE_TIME, "security_profile": _INT, "hold": {"type": "boolean"}}}
 STATION_DETAIL = {"allOf": [STATION_SUMMARY, {"type": "object", "properties": {
     "connection": {"type": ["object", "null"]}, "evses": {"type": "array", "items": _OBJ},
     "variables": {"type": "array", "items": _OBJ}, "charging_profiles": {"type": "array", "items": _OBJ},

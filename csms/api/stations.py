@@ -16,6 +16,8 @@ from csms.api.auth import ADMIN
 from csms.api.http import ApiContext, ApiError, Routes, context_of, iso, json_response, principal_of, read_body
 from csms.domain.events import OperatorAction
 from csms.domain.records import StationRecord
+from csms.domain.registration import HOLD_KEY
+from csms.protocol.errors import CallTimeout, OcppError, StationOffline
 from csms.protocol.redaction import REDACTED, SECRET_VARIABLES
 from csms.security.credentials import register_station as register_credentials
 
@@ -28,7 +30,7 @@ def station_summary(rec: StationRecord, connected: bool) -> dict[str, Any]:
             "connected": connected, "vendor": rec.vendor, "model": rec.model,
             "serial_number": rec.serial_number, "firmware_version": rec.firmware_version,
             "boot_reason": rec.boot_reason, "last_boot": iso(rec.last_boot), "last_seen": iso(rec.last_seen),
-            "security_profile": rec.security_profile}
+            "security_profile": rec.security_profile, "hold": rec.extra.get(HOLD_KEY) is not None}
 
 
 def _evses(connectors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -117,6 +119,7 @@ async def register_station(request: web.Request) -> web.Response:
     await context.store.put_station(rec)
     log.info("operator %s registered station %s (profile %s)", principal_of(request), station_id, profile)
     context.bus.publish(OperatorAction(station_id=station_id, action="registered"))
+    await boot_again(request, station_id)
     out = station_summary(rec, station_id in context.connections)
     if generated is not None:
         out["password"] = generated
@@ -167,3 +170,46 @@ async def unregister_station(request: web.Request) -> web.Response:
     context.bus.publish(OperatorAction(station_id=station_id, action="unregistered",
                                        when=datetime.now(timezone.utc).isoformat()))
     return web.Response(status=204)
+
+
+async def boot_again(request: web.Request, station_id: str) -> bool:
+    """A connected station that is not Accepted (Pending) is asked to boot again (B02, TriggerMessage),
+    so an operator's approval or release takes effect at once. False when there was nothing to ask."""
+    context = context_of(request)
+    link = context.connections.get(station_id)
+    if link is None or link.accepted:
+        return False
+    try:
+        await context.commands.trigger_message(station_id, "BootNotification")
+    except (OcppError, CallTimeout, StationOffline) as exc:
+        log.warning("%s did not take the TriggerMessage BootNotification: %s", station_id, exc)
+        return False
+    return True
+
+
+@routes.post("/api/stations/{station_id}/hold", ADMIN, body="hold_station")
+async def hold_station(request: web.Request) -> web.Response:
+    """Keep the station Pending from its next boot on, whatever its registration (B02), until released."""
+    context = context_of(request)
+    station_id = request.match_info["station_id"]
+    rec = await known_station(request) or StationRecord(station_id)
+    body = await read_body(request, "hold_station")
+    rec.extra[HOLD_KEY] = body.get("reason", "")
+    await context.store.put_station(rec)
+    log.info("operator %s holds station %s: %s", principal_of(request), station_id, rec.extra[HOLD_KEY])
+    context.bus.publish(OperatorAction(station_id=station_id, action="held"))
+    return json_response(station_summary(rec, station_id in context.connections))
+
+
+@routes.post("/api/stations/{station_id}/release", ADMIN)
+async def release_station(request: web.Request) -> web.Response:
+    """End a hold; a connected Pending station is asked to boot again (TriggerMessage BootNotification)."""
+    context = context_of(request)
+    station_id = request.match_info["station_id"]
+    rec = await known_station(request) or StationRecord(station_id)
+    rec.extra.pop(HOLD_KEY, None)
+    await context.store.put_station(rec)
+    context.bus.publish(OperatorAction(station_id=station_id, action="released"))
+    out = station_summary(rec, station_id in context.connections)
+    out["boot_requested"] = await boot_again(request, station_id)
+    return json_response(out)

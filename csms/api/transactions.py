@@ -77,4 +77,5 @@ async def transaction_detail(request: web.Request) -> web.Response:
                     if s["transaction_id"] is None and (end is None or s["timestamp"] <= end)]
         samples.sort(key=lambda s: s["timestamp"])
     out["energy_series"], out["power_series"] = series(samples)
+    out["cost"] = await context.store.get_document(f"cost:{station_id}", tx_id)
     return json_response(out)

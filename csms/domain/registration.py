@@ -30,6 +30,9 @@ class RegistrationConfig:
     accept_no_authorization: bool = False
 
 
+HOLD_KEY = "hold"  # StationRecord.extra: the operator keeps this station Pending (the value: why)
+
+
 @dataclass(frozen=True)
 class BootDecision:
     status: Literal["Accepted", "Pending", "Rejected"]  # the answer the station gets
@@ -43,9 +46,13 @@ def decide_boot(record: StationRecord | None, config: RegistrationConfig) -> Boo
     """The answer to a station's boot, from its record (None: never seen) and the policy."""
     blocked = record is not None and record.registration == "Blocked"
     registered = record is not None and record.registered
+    hold = record.extra.get(HOLD_KEY) if record is not None else None
     status: Literal["Accepted", "Pending", "Rejected"]
     if blocked:
         status, why = "Rejected", "station is blocked by the operator"
+    elif hold is not None:
+        return BootDecision("Pending", "Pending", f"held by the operator: {hold}" if hold else "held by the operator",
+                            config.pending_retry_interval_s, "OperatorHold")
     elif config.policy == "allow_unknown" or registered:
         status, why = "Accepted", "registered" if registered else "policy allows unknown stations"
     elif config.policy == "approve_unknown":
@@ -89,7 +96,10 @@ class Authorizer:
             return TokenDecision("Accepted")
         record = await self.tokens.get_id_token(id_token)
         if record is None:
-            return TokenDecision("Accepted" if self.config.accept_unknown_id_tokens else "Unknown")
+            if self.config.accept_unknown_id_tokens:
+                return TokenDecision("Accepted")
+            # C04.FR.01: a key code (PIN) that is not valid here is Invalid, not merely unknown.
+            return TokenDecision("Invalid" if token_type == "KeyCode" else "Unknown")
         return token_decision(record, datetime.now(timezone.utc))
 
 

@@ -75,19 +75,41 @@ class Gateway:
         self.ssl_context: ssl.SSLContext | None = None
         self.checks: Sequence[HandshakeCheck] = ()
         self.server: Server | None = None
+        self.tls_server: Server | None = None  # a second, TLS listener beside a plain one (tls_port)
 
     @property
     def port(self) -> int:
         assert self.server is not None
         return int(self.server.sockets[0].getsockname()[1])
 
+    def listeners(self) -> list[dict[str, object]]:
+        """Where stations connect: scheme and port of each listener."""
+        out: list[dict[str, object]] = []
+        for server, tls in ((self.server, self.ssl_context is not None and self.tls_server is None),
+                            (self.tls_server, True)):
+            if server is not None and server.sockets:
+                out.append({"scheme": "wss" if tls else "ws", "port": int(server.sockets[0].getsockname()[1])})
+        return out
+
     async def start(self, routers: Mapping[str, Router], ssl_context: ssl.SSLContext | None = None,
-                    checks: Sequence[HandshakeCheck] = ()) -> None:
-        """Listen; ``routers`` by subprotocol (the version table), ``checks`` run in each handshake."""
-        cfg = self.config
+                    checks: Sequence[HandshakeCheck] = (), tls_port: int | None = None) -> None:
+        """Listen; ``routers`` by subprotocol (the version table), ``checks`` run in each handshake.
+
+        With ``tls_port`` the daemon has two listeners: plain ws:// on the websocket port (security
+        profile 1) and wss:// on ``tls_port`` (profiles 2 and 3); the handshake checks hold every
+        station to its registered profile, whichever listener it uses.
+        """
         self.routers, self.ssl_context, self.checks = routers, ssl_context, checks
-        self.server = await serve(
-            self._handle, cfg.host, cfg.port,
+        if tls_port is not None and ssl_context is not None:
+            self.server = await self._serve(self.config.port, None)
+            self.tls_server = await self._serve(tls_port, ssl_context)
+        else:
+            self.server = await self._serve(self.config.port, ssl_context)
+
+    async def _serve(self, port: int, ssl_context: ssl.SSLContext | None) -> Server:
+        cfg = self.config
+        server = await serve(
+            self._handle, cfg.host, port,
             process_request=self._process_request,
             subprotocols=[Subprotocol(p) for p in cfg.subprotocols],
             max_size=cfg.max_frame_bytes,
@@ -102,13 +124,15 @@ class Gateway:
         )
         scheme = "wss" if ssl_context is not None else "ws"
         log.info("listening for OCPP stations on %s://%s:%d%s/<stationId> (subprotocols: %s)", scheme, cfg.host,
-                 self.port, cfg.path_prefix.rstrip("/"), ", ".join(cfg.subprotocols))
+                 int(server.sockets[0].getsockname()[1]), cfg.path_prefix.rstrip("/"), ", ".join(cfg.subprotocols))
+        return server
 
     async def stop(self) -> None:
         """Stop accepting, close every station socket with 1001 (going away) and wait for handlers."""
-        if self.server is not None:
-            self.server.close(close_connections=True)
-            await self.server.wait_closed()
+        for server in (self.server, self.tls_server):
+            if server is not None:
+                server.close(close_connections=True)
+                await server.wait_closed()
 
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, reason: str, why: str) -> Response:
         log.warning("refused %s %s: %s", connection.remote_address[0] if connection.remote_address else "?",

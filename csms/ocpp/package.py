@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from csms.domain.registration import Authorizer, RegistrationConfig
@@ -31,6 +32,57 @@ class HandlerDeps:
     registration: RegistrationConfig
     authorizer: Authorizer
     signer: CertificateSigner | None = None  # None: no certificate authority configured
+    reports: StationReports | None = None  # where reports and status notifications of operations go
+    iso15118: Iso15118Checks | None = None  # None: no contract-certificate checks, OCSP or provider
+    billing: Billing | None = None  # None: no tariffs, no cost
+
+
+class StationReports(Protocol):
+    """What becomes of a station's reports about operations we started (csms/operations.py)."""
+
+    async def station_message(self, station_id: str, action: str, payload: Payload) -> None: ...
+
+    async def reservation_changed(self, reservation_id: int, status: str, transaction_id: str | None = None) -> None:
+        ...
+
+    async def remote_start_granted(self, station_id: str, remote_start_id: int, id_token: str) -> bool:
+        """Whether we asked this station to start ``remote_start_id`` for this token (F01/F02)."""
+        ...
+
+    async def certificate_issued(self, station_id: str, certificate_type: str, serial_number: str,
+                                 not_after: datetime) -> None: ...
+
+    async def certificate_delivered(self, station_id: str, serial_number: str, status: str) -> None: ...
+
+
+class Iso15118Checks(Protocol):
+    """ISO 15118 for the handlers: contract certificates in Authorize (C07), the station's OCSP
+    questions (M06) and contract-certificate installation (M01/M02)."""
+
+    async def contract_status(self, payload: Payload) -> str | None:
+        """AuthorizeCertificateStatusEnumType of the certificate data in an Authorize, None without any."""
+        ...
+
+    async def certificate_status(self, ocsp_request_data: Payload) -> Payload:
+        """A GetCertificateStatusResponse."""
+        ...
+
+    async def ev_certificate(self, station_id: str, payload: Payload) -> Payload:
+        """A Get15118EVCertificateResponse."""
+        ...
+
+
+class Billing(Protocol):
+    """Tariffs and costs (block I) for the handlers."""
+
+    async def tariff_message(self, group_id: str | None) -> Payload | None:
+        """The personalMessage (MessageContentType) with the token's tariff, None without one."""
+        ...
+
+    async def transaction_event(self, session: StationSession, payload: Payload, group_id: str | None) -> float | None:
+        """Price a stored TransactionEvent: the final totalCost for an Ended one (None: no tariff); schedules
+        CostUpdated with the running cost while charging."""
+        ...
 
 
 class Router:
@@ -73,7 +125,9 @@ class CommandSet(Protocol):
     def clear_charging_profile(self, profile_id: int | None, evse_id: int | None, purpose: str | None,
                                stack_level: int | None) -> Request: ...
 
-    def get_charging_profiles(self, request_id: int, evse_id: int | None, purpose: str | None) -> Request: ...
+    def get_charging_profiles(self, request_id: int, evse_id: int | None, purpose: str | None,
+                              profile_ids: list[int] | None = None, stack_level: int | None = None,
+                              limit_source: list[str] | None = None) -> Request: ...
 
     def get_composite_schedule(self, evse_id: int, duration_s: int, unit: str | None) -> Request: ...
 

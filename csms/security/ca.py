@@ -12,7 +12,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -139,17 +139,33 @@ def _has(cert: x509.Certificate, ext: type) -> bool:
         return False
 
 
+SIGNED_TYPES = ("ChargingStationCertificate", "V2GCertificate")
+
+
+class IssuedCertificates(Protocol):
+    """Where the certificates the CA issues are kept (csms/operations.py)."""
+
+    async def certificate_issued(self, station_id: str, certificate_type: str, serial_number: str,
+                                 not_after: datetime) -> None: ...
+
+    async def certificate_delivered(self, station_id: str, serial_number: str, status: str) -> None: ...
+
+
 class CsrSigner:
     """The :class:`csms.interfaces.CertificateSigner`: answers SignCertificate, then delivers CertificateSigned."""
 
-    def __init__(self, ca: CertificateAuthority) -> None:
+    def __init__(self, ca: CertificateAuthority, issued: IssuedCertificates | None = None) -> None:
         self.ca = ca
+        self.issued = issued
 
     async def __call__(self, conn: StationSession, payload: dict[str, Any]) -> dict[str, Any]:
-        cert_type = payload.get("certificateType", "ChargingStationCertificate")
-        if cert_type != "ChargingStationCertificate":
-            return _rejected(conn.station_id, "UnsupportedCertType",
-                             f"this CSMS signs only ChargingStationCertificate requests, not {cert_type}")
+        """Every certificate type of 2.0.1 (A02/A03): the charging-station certificate, the V2G
+        certificate, and without a type one certificate for both (combined); CertificateSigned
+        echoes the type of the request (A02.FR.14)."""
+        requested = payload.get("certificateType")
+        cert_type = requested or "ChargingStationCertificate"
+        if cert_type not in SIGNED_TYPES:
+            return _rejected(conn.station_id, "UnsupportedCertType", f"cannot sign a {cert_type}")
         try:
             csr = self.ca.check_csr(payload["csr"], conn.station_id)
         except CsrRejected as exc:
@@ -158,13 +174,22 @@ class CsrSigner:
         async def deliver() -> None:
             leaf = await asyncio.to_thread(self.ca.sign, csr)
             chain = self.ca.chain_pem(leaf)
+            serial = format(leaf.serial_number, "x")
+            if self.issued is not None:
+                await self.issued.certificate_issued(conn.station_id, cert_type, serial, leaf.not_valid_after_utc)
+            signed: dict[str, Any] = {"certificateChain": chain}
+            if requested is not None:
+                signed["certificateType"] = requested
             try:
-                answer = await conn.call("CertificateSigned", {"certificateChain": chain,
-                                                               "certificateType": "ChargingStationCertificate"})
+                answer = await conn.call("CertificateSigned", signed)
             except (OcppError, CallTimeout, StationOffline) as exc:
                 log.warning("%s: CertificateSigned (serial %x) not delivered: %s", conn.station_id,
                             leaf.serial_number, exc)
+                if self.issued is not None:
+                    await self.issued.certificate_delivered(conn.station_id, serial, type(exc).__name__)
                 return
+            if self.issued is not None:
+                await self.issued.certificate_delivered(conn.station_id, serial, str(answer.get("status")))
             (log.info if answer.get("status") == "Accepted" else log.warning)(
                 "%s: CertificateSigned serial %x valid until %s: %s", conn.station_id, leaf.serial_number,
                 leaf.not_valid_after_utc.isoformat(), answer.get("status"))

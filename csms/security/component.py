@@ -14,7 +14,7 @@ from csms.interfaces import Bus, ConnectionRegistry, Spawner
 from csms.metrics import Metrics
 from csms.protocol.redaction import REDACTED, mentions_secret, redact_frame
 from csms.security.auth import AuthStore, StationAuthenticator
-from csms.security.ca import CertificateAuthority, CsrSigner
+from csms.security.ca import CertificateAuthority, CsrSigner, IssuedCertificates
 from csms.security.config import SecurityConfig
 from csms.security.ratelimit import FailureLimiter, MessageGate
 from csms.security.tls import server_context
@@ -46,7 +46,8 @@ class Security:
     """
 
     def __init__(self, config: SecurityConfig, store: AuthStore, bus: Bus, registration: RegistrationConfig,
-                 links: ConnectionRegistry, spawner: Spawner, metrics: Metrics) -> None:
+                 links: ConnectionRegistry, spawner: Spawner, metrics: Metrics,
+                 issued: IssuedCertificates | None = None) -> None:
         self.config = config
         self.links = links
         self.spawner = spawner
@@ -54,7 +55,7 @@ class Security:
         self.authenticator = StationAuthenticator(store, bus, registration, self.failures)
         self.message_gate = MessageGate(config.message_rate, metrics)
         self.ca = CertificateAuthority.load(config.ca) if config.ca is not None else None
-        self.signer = CsrSigner(self.ca) if self.ca is not None else None
+        self.signer = CsrSigner(self.ca, issued) if self.ca is not None else None
         self.ssl_context: ssl.SSLContext | None = server_context(config.tls) if config.tls is not None else None
         self._log_filter = _SecretsFilter()
 

@@ -87,9 +87,10 @@ def security_section(raw: Any, issues: Issues) -> SecurityConfig | None:
     if "tls" not in raw and not cfg.allow_plain_ws:
         issues.add("security.tls", "required: stations connect over wss:// (set allow_plain_ws: true for a lab "
                                    "with profile-1 stations over plain ws://)")
-    if "tls" in raw and cfg.allow_plain_ws:
+    if "tls" in raw and cfg.allow_plain_ws and (tls is None or tls.port is None):
         issues.add("security.allow_plain_ws",
-                   "cannot be combined with tls: the daemon has one listener (remove one of them)")
+                   "with tls, plain ws:// needs a listener of its own: give tls.port (wss:// there, ws:// on "
+                   "websocket.port), or remove one of them")
     if not issues.items:
         _load(cfg, issues)
     return cfg

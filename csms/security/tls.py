@@ -8,8 +8,10 @@ handshake fails. Which profile a station must use is decided later, per station,
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from csms.configcheck import bounds
 
 
 @dataclass(frozen=True)
@@ -18,6 +20,9 @@ class TlsConfig:
     key_file: str
     client_ca_file: str | None = None  # trust anchors for profile-3 client certificates
     min_version: Literal["1.2", "1.3"] = "1.2"
+    # The wss:// listener's own port, beside plain ws:// on websocket.port (with allow_plain_ws:
+    # profile 1 there, profiles 2 and 3 here); None: TLS on websocket.port, the only listener.
+    port: int | None = field(default=None, metadata=bounds(0, 65535))
 
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}

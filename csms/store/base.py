@@ -156,6 +156,30 @@ class CommandLog(Protocol):
     async def flush(self) -> None: ...
 
 
+class DocumentStore(Protocol):
+    """JSON documents the operations of OCPP 2.0.1 keep (local lists, firmware and log requests,
+    certificates, monitors, customer information, display messages, reservations, tariff plans,
+    session costs): one document per (scope, key), its shape decided by the domain
+    (csms/domain/operations.py, csms/domain/tariffs.py); and durable counters for the ids the
+    central system hands out (reservations, requests, messages)."""
+
+    async def get_document(self, scope: str, key: str) -> dict[str, Any] | None: ...
+
+    async def put_document(self, scope: str, key: str, document: dict[str, Any]) -> None:
+        """Insert or replace the document."""
+        ...
+
+    async def delete_document(self, scope: str, key: str) -> bool: ...
+
+    async def list_documents(self, scope: str, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        """(key, document) of a scope in key order, at most ``limit``."""
+        ...
+
+    async def next_number(self, name: str) -> int:
+        """1, 2, 3 ... per name, never the same twice (also across restarts and nodes)."""
+        ...
+
+
 class Lifecycle(Protocol):
     async def open(self) -> None: ...
 
@@ -165,5 +189,5 @@ class Lifecycle(Protocol):
 
 
 class Store(StationStore, IdTokenStore, TransactionStore, SmartChargingStore, DeviceModelStore, MessageLog,
-            CommandLog, Lifecycle, Protocol):
+            CommandLog, DocumentStore, Lifecycle, Protocol):
     """Durable state of the central system: what a backend implements."""

@@ -647,3 +647,43 @@ class RedisStore(Store):
     async def list_commands(self, station_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         key = self.keys.commands if station_id is None else self.keys.station(station_id, "commands")
         return await self._newest(key, limit)
+
+    # Documents and counters -------------------------------------------------------------------
+    def _doc(self, scope: str, key: str) -> str:
+        return f"{self.keys.p}doc:{_part(scope)}:{_part(key)}"
+
+    def _doc_index(self, scope: str) -> str:
+        return f"{self.keys.p}docs:{_part(scope)}"
+
+    async def get_document(self, scope: str, key: str) -> dict[str, Any] | None:
+        raw = await self._r.get(self._doc(scope, key))
+        return dict(orjson.loads(raw)) if raw is not None else None
+
+    async def put_document(self, scope: str, key: str, document: dict[str, Any]) -> None:
+        encoded = _json(document)
+
+        async def queue(pipe: Pipeline) -> None:
+            pipe.set(self._doc(scope, key), encoded)
+            pipe.zadd(self._doc_index(scope), {key: 0})
+        await self._write(queue)
+
+    async def delete_document(self, scope: str, key: str) -> bool:
+        async def queue(pipe: Pipeline) -> None:
+            pipe.delete(self._doc(scope, key))
+            pipe.zrem(self._doc_index(scope), key)
+        return bool((await self._write(queue))[0])
+
+    async def list_documents(self, scope: str, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        if check_limit(limit) == 0:
+            return []
+        found = await self._r.zrange(self._doc_index(scope), 0, limit - 1)  # equal scores: in key order
+        keys = [str(k) for k in found]
+        if not keys:
+            return []
+        values = await self._r.mget([self._doc(scope, k) for k in keys])
+        return [(k, dict(orjson.loads(v))) for k, v in zip(keys, values) if v is not None]
+
+    async def next_number(self, name: str) -> int:
+        async def queue(pipe: Pipeline) -> None:
+            pipe.incr(f"{self.keys.p}counter:{_part(name)}")
+        return int((await self._write(queue))[0])

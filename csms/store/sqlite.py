@@ -75,6 +75,9 @@ CREATE TABLE IF NOT EXISTS security_events (
 CREATE TABLE IF NOT EXISTS station_messages (
     station_id TEXT, action TEXT, payload TEXT, received_at TEXT);
 CREATE INDEX IF NOT EXISTS station_messages_by_station ON station_messages(station_id, action);
+CREATE TABLE IF NOT EXISTS documents (
+    scope TEXT, key TEXT, document TEXT NOT NULL, updated_at TEXT, PRIMARY KEY (scope, key));
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS commands (
     station_id TEXT, action TEXT, request TEXT, outcome TEXT, response TEXT, sent_at TEXT, finished_at TEXT);
 """
@@ -443,6 +446,34 @@ class SqliteStore(Store):
             r["response"] = orjson.loads(r["response"]) if r["response"] else None
         return rows
 
+
+    # Documents and counters -------------------------------------------------------------------
+    async def get_document(self, scope: str, key: str) -> dict[str, Any] | None:
+        rows = await self._rows("SELECT document FROM documents WHERE scope=? AND key=?", (scope, key))
+        return dict(orjson.loads(rows[0]["document"])) if rows else None
+
+    async def put_document(self, scope: str, key: str, document: dict[str, Any]) -> None:
+        encoded = _json(document)
+        await self._submit(lambda c: c.execute("INSERT OR REPLACE INTO documents VALUES (?,?,?,datetime('now'))",
+                                               (scope, key, encoded)))
+
+    async def delete_document(self, scope: str, key: str) -> bool:
+        def job(c: sqlite3.Connection) -> bool:
+            return c.execute("DELETE FROM documents WHERE scope=? AND key=?", (scope, key)).rowcount > 0
+        return await self._submit(job)
+
+    async def list_documents(self, scope: str, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        check_limit(limit)
+        rows = await self._rows("SELECT key, document FROM documents WHERE scope=? ORDER BY key LIMIT ?",
+                                (scope, limit))
+        return [(r["key"], dict(orjson.loads(r["document"]))) for r in rows]
+
+    async def next_number(self, name: str) -> int:
+        def job(c: sqlite3.Connection) -> int:
+            row = c.execute("INSERT INTO counters VALUES (?, 1) ON CONFLICT(name) DO UPDATE SET value=value+1 "
+                            "RETURNING value", (name,)).fetchone()
+            return int(row[0])
+        return await self._submit(job)
 
 Outcome = tuple["asyncio.Future[Any] | None", Any, BaseException | None]  # None: a write-behind job
 

@@ -8,6 +8,7 @@ from typing import Any
 from csms.domain.registration import Authorizer
 from csms.interfaces import StationSession
 from csms.ocpp.package import Handler, HandlerDeps
+from csms.security.contracts import combine
 
 
 async def id_token_info(authorizer: Authorizer, id_token: dict[str, Any]) -> dict[str, Any]:
@@ -22,9 +23,20 @@ async def id_token_info(authorizer: Authorizer, id_token: dict[str, Any]) -> dic
 
 
 def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
-    authorizer = deps.authorizer
+    authorizer, iso15118, billing = deps.authorizer, deps.iso15118, deps.billing
 
     async def authorize(session: StationSession, payload: dict[str, Any]) -> dict[str, Any]:
-        return {"idTokenInfo": await id_token_info(authorizer, payload["idToken"])}
+        info = await id_token_info(authorizer, payload["idToken"])
+        response: dict[str, Any] = {"idTokenInfo": info}
+        certificate = await iso15118.contract_status(payload) if iso15118 is not None else None
+        if certificate is not None:  # C07: the contract certificate's verdict and the token's go together
+            info["status"], response["certificateStatus"] = combine(info["status"], certificate)
+            if info["status"] != "Accepted":
+                info.pop("groupIdToken", None)
+        if billing is not None and info["status"] == "Accepted":
+            message = await billing.tariff_message(info.get("groupIdToken", {}).get("idToken"))
+            if message is not None:  # I01: the driver's tariff
+                info["personalMessage"] = message
+        return response
 
     return {"Authorize": authorize}

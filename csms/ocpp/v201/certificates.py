@@ -18,7 +18,7 @@ _NO_CA = {"reasonCode": "NoCertAuthority",  # reasonCode: at most 20 characters
 
 
 def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
-    messages, signer = deps.messages, deps.signer
+    messages, signer, iso15118 = deps.messages, deps.signer, deps.iso15118
 
     async def sign_certificate(session: StationSession, payload: dict[str, Any]) -> dict[str, Any]:
         await messages.record_station_message(session.station_id, "SignCertificate", payload, now())
@@ -28,12 +28,16 @@ def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
 
     async def get_15118_ev_certificate(session: StationSession, payload: dict[str, Any]) -> dict[str, Any]:
         await messages.record_station_message(session.station_id, "Get15118EVCertificate", payload, now())
-        return {"status": "Failed", "exiResponse": "", "statusInfo": {
-            "reasonCode": "NoContractProvider", "additionalInfo": "no ISO 15118 contract certificate pool is connected"}}
+        if iso15118 is None:
+            return {"status": "Failed", "exiResponse": "", "statusInfo": {
+                "reasonCode": "NoContractProvider", "additionalInfo": "no ISO 15118 contract certificate pool"}}
+        return await iso15118.ev_certificate(session.station_id, payload)
 
     async def get_certificate_status(session: StationSession, payload: dict[str, Any]) -> dict[str, Any]:
-        return {"status": "Failed", "statusInfo": {
-            "reasonCode": "NoOCSPResponder", "additionalInfo": "no OCSP responder is configured"}}
+        if iso15118 is None:
+            return {"status": "Failed", "statusInfo": {
+                "reasonCode": "NoOCSPResponder", "additionalInfo": "no OCSP client is configured"}}
+        return await iso15118.certificate_status(payload["ocspRequestData"])
 
     return {"SignCertificate": sign_certificate, "Get15118EVCertificate": get_15118_ev_certificate,
             "GetCertificateStatus": get_certificate_status}

@@ -34,10 +34,18 @@ class V201Commands:
             payload["chargingProfileCriteria"] = criteria
         return Request("ClearChargingProfile", payload)
 
-    def get_charging_profiles(self, request_id: int, evse_id: int | None, purpose: str | None) -> Request:
+    def get_charging_profiles(self, request_id: int, evse_id: int | None, purpose: str | None,
+                              profile_ids: list[int] | None = None, stack_level: int | None = None,
+                              limit_source: list[str] | None = None) -> Request:
         criteria: Payload = {}
+        if profile_ids:
+            criteria["chargingProfileId"] = list(profile_ids)
+        if stack_level is not None:
+            criteria["stackLevel"] = stack_level
         if purpose is not None:
             criteria["chargingProfilePurpose"] = purpose
+        if limit_source:
+            criteria["chargingLimitSource"] = list(limit_source)
         payload: Payload = {"requestId": request_id, "chargingProfile": criteria}
         if evse_id is not None:
             payload["evseId"] = evse_id

@@ -13,7 +13,7 @@ from csms.protocol.redaction import redact, variable_value
 
 
 def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
-    variables_store, messages = deps.device_model, deps.messages
+    variables_store, messages, reports = deps.device_model, deps.messages, deps.reports
 
     async def notify_report(session: StationSession, payload: dict[str, Any]) -> dict[str, Any]:
         variables = []
@@ -39,6 +39,8 @@ def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
 
     async def notify_monitoring_report(session: StationSession, payload: dict[str, Any]) -> dict[str, Any]:
         await messages.record_station_message(session.station_id, "NotifyMonitoringReport", payload, now())
+        if reports is not None:
+            await reports.station_message(session.station_id, "NotifyMonitoringReport", payload)
         return {}
 
     return {"NotifyReport": notify_report, "NotifyEvent": notify_event,

@@ -9,16 +9,18 @@ from typing import Any
 from csms.domain.events import SecurityEvent, StationNotification
 from csms.interfaces import StationSession
 from csms.ocpp.common import now
-from csms.ocpp.package import Handler, HandlerDeps
+from csms.ocpp.package import Handler, HandlerDeps, StationReports
 from csms.store.base import MessageLog
 
 KEPT = ("FirmwareStatusNotification", "LogStatusNotification", "PublishFirmwareStatusNotification",
         "NotifyCustomerInformation", "NotifyDisplayMessages", "ReservationStatusUpdate")
 
 
-def _kept(messages: MessageLog, action: str) -> Handler:
+def _kept(messages: MessageLog, reports: StationReports | None, action: str) -> Handler:
     async def handler(session: StationSession, payload: dict[str, Any]) -> dict[str, Any]:
         await messages.record_station_message(session.station_id, action, payload, now())
+        if reports is not None:  # the request it reports on (firmware, log, reservation ...) gets its status
+            await reports.station_message(session.station_id, action, payload)
         session.publish(StationNotification(station_id=session.station_id, action=action, payload=payload))
         return {}
     handler.__name__ = action
@@ -42,5 +44,5 @@ def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
                 "statusInfo": {"reasonCode": "UnknownVendor",
                                "additionalInfo": f"no DataTransfer extension for vendor {payload['vendorId']!r}"[:512]}}
 
-    return {**{action: _kept(messages, action) for action in KEPT},
+    return {**{action: _kept(messages, deps.reports, action) for action in KEPT},
             "SecurityEventNotification": security_event_notification, "DataTransfer": data_transfer}

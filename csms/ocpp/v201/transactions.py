@@ -43,7 +43,7 @@ def _refused(exc: ValueError) -> OcppError:
 
 
 def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
-    store, authorizer = deps.transactions, deps.authorizer
+    store, authorizer, reports, billing = deps.transactions, deps.authorizer, deps.reports, deps.billing
 
     async def transaction_event(session: StationSession, payload: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -54,6 +54,17 @@ def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
         response: dict[str, Any] = {}
         if "idToken" in payload:
             response["idTokenInfo"] = await id_token_info(authorizer, payload["idToken"])
+            remote_start = (payload.get("transactionInfo") or {}).get("remoteStartId")
+            if (response["idTokenInfo"]["status"] == "Unknown" and remote_start is not None and reports is not None
+                    and await reports.remote_start_granted(session.station_id, remote_start,
+                                                           payload["idToken"].get("idToken", ""))):
+                response["idTokenInfo"] = {"status": "Accepted"}
+        if billing is not None and (stored or payload["eventType"] == "Ended"):
+            total = await billing.transaction_event(session, payload, None)
+            if total is not None:  # I03: the final total (0.00 for a free session)
+                response["totalCost"] = total
+        if stored and reports is not None and "reservationId" in payload:
+            await reports.reservation_changed(payload["reservationId"], "Used", event.transaction_id)
         if stored:
             session.publish(TransactionChanged(
                 station_id=session.station_id, event_type=event.event_type, transaction_id=event.transaction_id,
