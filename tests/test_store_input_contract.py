@@ -1,6 +1,8 @@
 """Store contract, input side (issue 16): what a writer accepts, every reader can read, on both backends.
 
-Both backends apply one policy to odd input (docs/storage.md, "Odd input"):
+Both backends apply one policy to odd input (docs/storage.md, "Odd input"). Events and samples
+reach a store in the domain's terms (``TxEvent``, ``Sample``), checked once for every backend
+when they are made from a payload; the tests go the same way (the 2.0.1 mapping, then the store).
 
 - date-times the store indexes (a TransactionEvent's ``timestamp``, meter value timestamps) are
   stored in canonical form: ``T`` and ``Z`` upper case, ``+hh:mm`` offsets, a leap second
@@ -22,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from csms.domain.meter import flatten
+from csms.ocpp.v201.transactions import tx_event
 from tests.edge_kit import BACKENDS, REDIS_URL, backend_overrides
 
 T0 = datetime(2024, 6, 1, 10, 0, tzinfo=timezone.utc)
@@ -57,6 +61,15 @@ def event(event_type: str, seq: Any, stamp: str, tx_id: str = "TX-1", **extra: A
             **extra}
 
 
+async def record(store: Any, payload: dict[str, Any]) -> bool:
+    """A TransactionEvent payload as the handler hands it to the store."""
+    return bool(await store.record_transaction_event("CS-1", tx_event(payload), AT))
+
+
+async def record_meter_values(store: Any, evse_id: Any, meter_values: list[dict[str, Any]]) -> None:
+    await store.record_meter_values("CS-1", flatten(meter_values, evse_id, None), AT)
+
+
 def nested(depth: int) -> dict[str, Any]:
     value: Any = "leaf"
     for _ in range(depth - 1):
@@ -88,7 +101,7 @@ ODD_STAMPS = [
 @pytest.mark.parametrize("stamp, canonical, instant", ODD_STAMPS, ids=[s for s, _, _ in ODD_STAMPS])
 async def test_odd_date_times_are_stored_canonical_and_every_reader_works(store: Any, stamp: str, canonical: str,
                                                                           instant: datetime) -> None:
-    assert await store.record_transaction_event("CS-1", event("Started", 0, stamp), AT)
+    assert await record(store, event("Started", 0, stamp))
     tx = await store.get_transaction("CS-1", "TX-1")
     assert tx is not None and tx.started_at == instant
     second = timedelta(seconds=1)
@@ -99,7 +112,7 @@ async def test_odd_date_times_are_stored_canonical_and_every_reader_works(store:
     assert sample["timestamp"] == canonical
     assert await store.meter_samples("CS-1", since=instant + second) == []
     assert [e["timestamp"] for e in await store.transaction_events("CS-1", "TX-1")] == [canonical]
-    assert await store.record_transaction_event("CS-1", event("Ended", 1, stamp), AT)
+    assert await record(store, event("Ended", 1, stamp))
     ended = await store.get_transaction("CS-1", "TX-1")
     assert ended is not None and ended.ended_at == instant and not ended.active
     assert [t.transaction_id for t in await store.list_transactions(since=instant)] == ["TX-1"]
@@ -108,7 +121,7 @@ async def test_odd_date_times_are_stored_canonical_and_every_reader_works(store:
 
 @pytest.mark.parametrize("stamp", ["2024-06-01t10:00:00z", "2016-12-31T23:59:60Z", "2024-06-01T12:00:00+0200"])
 async def test_odd_date_times_in_meter_values_are_stored_canonical(store: Any, stamp: str) -> None:
-    await store.record_meter_values("CS-1", 1, [{"timestamp": stamp, "sampledValue": [{"value": 5.0}]}], AT)
+    await record_meter_values(store, 1, [{"timestamp": stamp, "sampledValue": [{"value": 5.0}]}])
     [sample] = await store.meter_samples("CS-1", since=datetime(2000, 1, 1, tzinfo=timezone.utc))
     expected = {s: c for s, c, _ in ODD_STAMPS}[stamp]
     assert sample["timestamp"] == expected
@@ -118,10 +131,10 @@ async def test_odd_date_times_in_meter_values_are_stored_canonical(store: Any, s
                                    "yesterday", "2024-02-30T10:00:00Z", ""])
 async def test_date_times_naming_no_instant_are_refused_and_nothing_is_stored(store: Any, stamp: str) -> None:
     with pytest.raises(ValueError, match="timestamp"):
-        await store.record_transaction_event("CS-1", event("Started", 0, stamp), AT)
+        await record(store, event("Started", 0, stamp))
     await nothing_stored(store)
     with pytest.raises(ValueError, match="timestamp"):
-        await store.record_meter_values("CS-1", 1, [{"timestamp": stamp, "sampledValue": [{"value": 5.0}]}], AT)
+        await record_meter_values(store, 1, [{"timestamp": stamp, "sampledValue": [{"value": 5.0}]}])
     assert await store.meter_samples("CS-1") == []
 
 
@@ -129,7 +142,7 @@ async def test_a_bad_meter_value_timestamp_refuses_the_whole_event(store: Any) -
     bad = event("Started", 0, "2024-06-01T10:00:00Z")
     bad["meterValue"].append({"timestamp": "0000-01-01T00:00:00Z", "sampledValue": [{"value": 1.0}]})
     with pytest.raises(ValueError, match="timestamp"):
-        await store.record_transaction_event("CS-1", bad, AT)
+        await record(store, bad)
     await nothing_stored(store)
 
 
@@ -140,14 +153,14 @@ async def test_a_bad_meter_value_timestamp_refuses_the_whole_event(store: Any) -
 ], ids=["seqNo-2^63", "seqNo-below-int64", "seqNo-1e30", "evse-2^63", "connector-2^63"])
 async def test_integers_beyond_int64_are_refused_and_nothing_is_stored(store: Any, change: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        await store.record_transaction_event("CS-1", {**event("Started", 0, "2024-06-01T10:00:00Z"), **change}, AT)
+        await record(store, {**event("Started", 0, "2024-06-01T10:00:00Z"), **change})
     await nothing_stored(store)
 
 
 async def test_indexed_ids_beyond_int64_are_refused_outside_transactions_too(store: Any) -> None:
     with pytest.raises(ValueError):
-        await store.record_meter_values("CS-1", 2**63, [{"timestamp": "2024-06-01T10:00:00Z",
-                                                        "sampledValue": [{"value": 5.0}]}], AT)
+        await record_meter_values(store, 2**63, [{"timestamp": "2024-06-01T10:00:00Z",
+                                                 "sampledValue": [{"value": 5.0}]}])
     assert await store.meter_samples("CS-1") == []
     with pytest.raises(ValueError):
         await store.set_connector_status("CS-1", 2**63, 1, "Available", AT)
@@ -158,13 +171,13 @@ async def test_indexed_ids_beyond_int64_are_refused_outside_transactions_too(sto
 
 async def test_int64_limits_and_integral_floats_are_stored_as_integers(store: Any) -> None:
     top = 2**63 - 1
-    assert await store.record_transaction_event("CS-1", event("Started", top, "2024-06-01T10:00:00Z"), AT)
+    assert await record(store, event("Started", top, "2024-06-01T10:00:00Z"))
     tx = await store.get_transaction("CS-1", "TX-1")
     assert tx is not None and tx.last_seq_no == top
-    assert await store.record_transaction_event("CS-1", event("Started", 3.0, "2024-06-01T10:00:00Z", "TX-2"), AT)
+    assert await record(store, event("Started", 3.0, "2024-06-01T10:00:00Z", "TX-2"))
     tx2 = await store.get_transaction("CS-1", "TX-2")
     assert tx2 is not None and tx2.last_seq_no == 3 and type(tx2.last_seq_no) is int
-    assert not await store.record_transaction_event("CS-1", event("Started", 3, "2024-06-01T10:00:00Z", "TX-2"), AT)
+    assert not await record(store, event("Started", 3, "2024-06-01T10:00:00Z", "TX-2"))
     await store.set_connector_status("CS-1", top, top, "Available", AT)
     [connector] = await store.list_connectors("CS-1")
     assert (connector["evse_id"], connector["connector_id"]) == (top, top)
@@ -176,8 +189,7 @@ async def test_payloads_too_deep_to_encode_are_refused_with_value_error(store: A
         await store.record_station_message("CS-1", "DataTransfer", {"vendorId": "x", "data": nested(300)}, AT)
     assert await store.list_station_messages("CS-1") == []
     with pytest.raises(ValueError):
-        await store.record_transaction_event("CS-1", event("Started", 0, "2024-06-01T10:00:00Z",
-                                                           customData=nested(300)), AT)
+        await record(store, event("Started", 0, "2024-06-01T10:00:00Z", customData=nested(300)))
     await nothing_stored(store)
     with pytest.raises(ValueError):
         await store.record_ev_charging_needs("CS-1", 1, {"evseId": 1, "customData": nested(300)}, AT)
