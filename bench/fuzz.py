@@ -33,7 +33,7 @@ import aiohttp
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from bench.fuzzgen import CaseMaker, Case
+from bench.fuzzgen import Case, CaseMaker
 
 # Refusals the daemon documents for schema-valid input (docs/protocol.md): an action without a
 # handler, and sampled values it cannot use (multiplier outside -9..9, not finite once scaled).

@@ -108,7 +108,8 @@ class Sampler:
             spots.integers.append(path)
             if key == "multiplier" and self.rng.random() < 0.95:  # meters use powers of ten near 0
                 return self.rng.randint(-3, 3)
-            low, high = s.get("minimum", -5 if self.rng.random() < 0.1 else 0), s.get("maximum", 2**31 - 1)
+            low = int(s.get("minimum", -5 if self.rng.random() < 0.1 else 0))
+            high = int(s.get("maximum", 2**31 - 1))
             return self.rng.choice([low, min(low + 1, high), self.rng.randint(low, min(high, 100)),
                                     self.rng.randint(low, high)])
         if kind == "number":

@@ -297,3 +297,31 @@ async def test_dashboard_and_api_send_security_headers(edge: Api, path: str) -> 
         csp = r.headers.get("Content-Security-Policy", "")
         assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, csp
 
+
+
+async def test_a_stream_skips_an_event_it_cannot_encode_with_a_logged_reason_and_goes_on(
+        edge: Api, caplog: pytest.LogCaptureFixture) -> None:
+    """Defence behind the edge's depth limit: whatever reaches the bus, a live stream never dies."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from csms.domain.events import Event
+
+    @dataclass(frozen=True, slots=True, kw_only=True)
+    class Unencodable(Event):
+        KIND: ClassVar[str] = "test.unencodable"
+        payload: Any = None
+
+    stream = await EventStream.open(edge.session, edge.url, edge.admin_token)
+    try:
+        with caplog.at_level(logging.ERROR):
+            for _ in range(3):
+                edge.daemon.bus.publish(Unencodable(station_id="ODD", payload=nested(300)))
+            edge.daemon.bus.publish(Unencodable(station_id="ODD", payload={"big": 2**70}))
+            await edge.station("AFTER-ODD")
+            await stream.wait_for(lambda e: e["station_id"] == "AFTER-ODD")
+        assert not [e for e in stream.events if e["kind"] == "test.unencodable"]
+        skipped = [r for r in caplog.records if "skipped" in r.getMessage()]
+        assert len(skipped) == 1 and skipped[0].exc_info, [r.getMessage() for r in caplog.records]  # once per incident
+    finally:
+        await stream.close()
