@@ -12,7 +12,7 @@ OCPP-J requires) and every answer is checked against the case's expectation:
 - the live event stream opened at the start still delivers an event caused at the end.
 
 The test suite runs it small (tests/test_fuzz_edge.py); ``python -m bench fuzz`` runs it large
-against ``python -m csms serve`` and writes bench/results/fuzz.json and fuzz.md.
+against ``python -m csms serve`` and writes bench/results/fuzz-<backend>.json and .md.
 """
 
 from __future__ import annotations
@@ -301,7 +301,10 @@ async def _progress(report: FuzzReport, s: FuzzSettings, say: Callable[[str], No
 
 def summary(report: FuzzReport) -> str:
     """The report as Markdown: totals, then answers per case kind."""
-    lines = [f"# Fuzz run: {'no violation' if report.ok else 'VIOLATIONS FOUND'}", "",
+    lines = [f"# Fuzz run ({report.settings.get('backend', 'daemon')}): "
+             f"{'no violation' if report.ok else 'VIOLATIONS FOUND'}", "",
+             "Written by `python -m bench fuzz`: cases from bench/fuzzgen.py, every answer checked by bench/fuzz.py "
+             "(docs/benchmarks.md, \"Edge fuzz run\").", "",
              f"{report.sent:,} frames from {report.settings['stations']} stations in {report.seconds:.1f} s "
              f"({report.frames_per_s:,.0f} frames/s, seed {report.settings['seed']}); {report.reconnects} reconnects; "
              f"{report.readback_requests} API reads, {len(report.readback_errors)} failed; "
@@ -317,8 +320,10 @@ def summary(report: FuzzReport) -> str:
 
 
 def write(report: FuzzReport, out_dir: Path) -> tuple[Path, Path]:
+    """bench/results/fuzz-<backend>.json and .md (one pair per store backend)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    data, text = out_dir / "fuzz.json", out_dir / "fuzz.md"
+    name = f"fuzz-{report.settings.get('backend', 'daemon')}"
+    data, text = out_dir / f"{name}.json", out_dir / f"{name}.md"
     data.write_text(json.dumps(report.to_json(), indent=1, ensure_ascii=False), encoding="utf-8")
     text.write_text(summary(report), encoding="utf-8")
     return data, text
@@ -397,7 +402,8 @@ def main(argv: list[str]) -> int:
     from rich.console import Console
 
     parser = argparse.ArgumentParser(prog="python -m bench fuzz",
-                                     description="Fuzz the station edge of `python -m csms serve` (issue 16)")
+                                     description="Fuzz the station edge of `python -m csms serve` (issue 16); "
+                                                 "results to bench/results/fuzz-<backend>.md and .json")
     parser.add_argument("--frames", type=int, default=LARGE.frames)
     parser.add_argument("--stations", type=int, default=LARGE.stations)
     parser.add_argument("--seed", type=int, default=LARGE.seed)
@@ -414,5 +420,5 @@ def main(argv: list[str]) -> int:
 
     report = asyncio.run(run_against_daemon(settings, args.backend, args.out, say))
     console.print(summary(report), highlight=False)
-    console.print(f"wrote {args.out / 'fuzz.json'} and {args.out / 'fuzz.md'}")
+    console.print(f"wrote {args.out}/fuzz-{args.backend}.json and .md")
     return 0 if report.ok else 1

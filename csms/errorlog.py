@@ -61,6 +61,6 @@ class ErrorLog:
             return
         for key in [k for k in self._open if k[0] == where]:
             incident = self._open.pop(key)
-            logger.warning("%s works again after %d failures (%s) in %.0f s; %d of them were not logged"
-                           " one by one", where, incident.total, key[1], self.clock() - incident.started,
-                           incident.repeats)
+            logger.warning("%s works again after %d failures (%s) in %.0f s%s", where, incident.total, key[1],
+                           self.clock() - incident.started,
+                           f"; {incident.repeats} since the last line about it" if incident.repeats else "")

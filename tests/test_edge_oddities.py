@@ -325,3 +325,13 @@ async def test_a_stream_skips_an_event_it_cannot_encode_with_a_logged_reason_and
         assert len(skipped) == 1 and skipped[0].exc_info, [r.getMessage() for r in caplog.records]  # once per incident
     finally:
         await stream.close()
+
+
+async def test_made_up_action_names_do_not_grow_the_metrics(edge: Api) -> None:
+    st = await edge.station("NAMES")
+    for i in range(30):
+        reply = await st.call(f"MadeUpAction{i}", {})
+        assert reply[0] == 4 and reply[2] == "NotImplemented", reply
+    status, text = await edge.get("/metrics")
+    assert status == 200
+    assert "MadeUpAction" not in text and 'action="unknown"' in text

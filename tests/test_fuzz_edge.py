@@ -19,7 +19,7 @@ from bench.fuzz import FuzzSettings, run, summary
 from tests.api_fixture import Api, api_daemon
 from tests.edge_kit import BACKENDS, backend_overrides, rss_bytes
 
-SETTINGS = FuzzSettings(frames=1500, stations=6, seed=16, deadline_s=25.0)
+SETTINGS = FuzzSettings(frames=2500, stations=8, seed=16, deadline_s=30.0)
 RSS_GROWTH_MIB = 100
 
 

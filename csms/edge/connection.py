@@ -132,7 +132,10 @@ class StationConnection:
         edge = self.edge
         if code is None and edge.errors.active:
             edge.errors.succeeded(log, f"{call.action} handler")
-        edge.metrics.handled(call.action, code, time.perf_counter() - started)
+        # A station chooses the action string: only known actions become metric labels (no memory
+        # grows with the names a fuzzer or a broken station makes up).
+        action = call.action if call.action in schemas.known_actions(self.version.schema_dir) else "unknown"
+        edge.metrics.handled(action, code, time.perf_counter() - started)
         if self._events:
             events, self._events = self._events, []
             for event in events:

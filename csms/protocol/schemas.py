@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -157,52 +157,58 @@ def field_spots(schema_dir: str, action: str, direction: Direction) -> FieldSpot
 
 def _check_fields(spots: FieldSpots, payload: dict[str, Any], message: str) -> None:
     for path in spots.date_times:
-        for holder, key, trail in _places(payload, path, 0, ()):
+        for holder, key in _holders(payload, path):
             value = holder[key]
-            if is_canonical(value):  # the schema's format check already vouched for the calendar date
+            if is_canonical(value):  # the schema's format check already vouched for shape and date
                 continue
             try:
                 holder[key] = normalise(value)
             except BadDateTime as exc:
-                field = _dotted(path, trail)
+                field = _field_of(payload, path, holder)
                 raise OcppError("PropertyConstraintViolation", f"{message}: {field}: {exc}",
                                 {"field": field, "rule": "dateTimeRange"}) from None
     for path in spots.id_tokens:
-        for holder, key, trail in _places(payload, path, 0, ()):
+        for holder, key in _holders(payload, path):
             if _CONTROL.search(holder[key]):
-                field = _dotted(path, trail)
+                field = _field_of(payload, path, holder)
                 raise OcppError("PropertyConstraintViolation", f"{message}: {field} contains a control character",
                                 {"field": field, "rule": "noControlCharacters"})
 
 
-def _places(node: Any, path: Path, start: int, trail: tuple[int, ...]) -> Iterator[tuple[Any, Any, tuple[int, ...]]]:
-    """(container, key, array indices taken) of every value at ``path[start:]`` under ``node``."""
-    last = len(path) - 1
-    for depth in range(start, last):
+def _holders(payload: Any, path: Path) -> list[tuple[Any, Any]]:
+    """(container, key) of every value at ``path`` in a validated payload (per message: plain loops)."""
+    nodes = [payload]
+    for head in path[:-1]:
+        if head == "*":
+            nodes = [item for node in nodes if isinstance(node, list) for item in node]
+        else:
+            nodes = [node[head] for node in nodes if isinstance(node, dict) and head in node]
+        if not nodes:
+            return []
+    last = path[-1]
+    if last == "*":
+        return [(node, i) for node in nodes if isinstance(node, list) for i in range(len(node))]
+    return [(node, last) for node in nodes if isinstance(node, dict) and last in node]
+
+
+def _field_of(payload: Any, path: Path, holder: Any) -> str:
+    """The name of a refused field as CALLERRORs spell it (``meterValue[1].timestamp``); only on a refusal."""
+    def walk(node: Any, depth: int, name: str) -> str | None:
         head = path[depth]
         if head == "*":
-            if isinstance(node, list):
-                for i, item in enumerate(node):
-                    yield from _places(item, path, depth + 1, (*trail, i))
-            return
-        node = node.get(head) if isinstance(node, dict) else None
-        if node is None:
-            return
-    head = path[last]
-    if head == "*":
-        if isinstance(node, list):
-            for i in range(len(node)):
-                yield node, i, (*trail, i)
-    elif isinstance(node, dict) and head in node:
-        yield node, head, trail
-
-
-def _dotted(path: Path, trail: tuple[int, ...]) -> str:
-    """The field name as CALLERRORs spell it: ``meterValue[0].timestamp``."""
-    out, indices = "", iter(trail)
-    for head in path:
-        out += f"[{next(indices)}]" if head == "*" else (f".{head}" if out else head)
-    return out
+            children = [(item, f"{name}[{i}]") for i, item in enumerate(node)] if isinstance(node, list) else []
+        else:
+            children = [(node[head], f"{name}.{head}" if name else head)] if isinstance(node, dict) and head in node else []
+        for child, child_name in children:
+            if depth == len(path) - 1:
+                if node is holder:
+                    return child_name
+                continue
+            found = walk(child, depth + 1, child_name)
+            if found is not None:
+                return found
+        return None
+    return walk(payload, 0, "") or ".".join(path)
 
 
 def check_outgoing(version: ProtocolVersion, action: str, payload: Any) -> None:
