@@ -19,6 +19,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from tests.api_fixture import Api, api_daemon
+from tests.edge_kit import BACKENDS, backend_overrides
 from tests.ocpp_client import RawStation
 
 PASSWORD = "correct-horse-battery-42"
@@ -32,9 +33,11 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Api]:
-    async with api_daemon(tmp_path, security={"allow_plain_ws": True, "auth_failures": LIMITS}) as api:
+@pytest.fixture(params=BACKENDS)
+async def site(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
+    """A daemon on each store backend (whether an id has credentials is read from the store)."""
+    async with backend_overrides(request.param, tmp_path) as store, \
+            api_daemon(tmp_path, store=store, security={"allow_plain_ws": True, "auth_failures": LIMITS}) as api:
         for station_id in ("CS-GOOD", *OTHERS):
             status, body = await api.post("/api/stations", {"station_id": station_id, "security_profile": 1,
                                                             "password": PASSWORD})
