@@ -44,7 +44,8 @@ async def test_graceful_shutdown_of_2200_stations_is_well_under_10_s(tmp_path: P
         took = await d.terminate(timeout=60)
         await asyncio.wait_for(asyncio.gather(*closed), 30)
         codes = [ws.close_code for ws in stations]
-        print(f"graceful shutdown of {STATIONS} stations: {took:.2f} s")
+        closing = [line.strip() for line in d.log if "station connections" in line or "stopped" in line]
+        print(f"graceful shutdown of {STATIONS} stations: {took:.2f} s", closing)
         assert d.proc.returncode == 0, d.log_text()[-2000:]
         assert codes.count(1001) == STATIONS, {c: codes.count(c) for c in set(codes)}
         assert took < SHUTDOWN_BUDGET_S, f"shutdown took {took:.2f} s"
