@@ -1,4 +1,5 @@
-"""`python -m bench all | scale | reaction | planning | hosting [--smoke] [--out DIR]`.
+"""`python -m bench all | scale | reaction | planning | hosting [--smoke] [--out DIR]`, and
+`python -m bench fuzz [--frames N] [--backend sqlite|redis]` (the edge fuzz run, bench/fuzz.py).
 
 `reaction` also takes `--sizes 100,1000` and `--servers ours` to run only part of it.
 
@@ -106,6 +107,10 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fuzz"]:  # its own results (bench/results/fuzz.md), not a RESULTS.md section
+        from bench import fuzz
+        return fuzz.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description="Netbewust benchmarks (issue 6)")
     parser.add_argument("part", choices=("all", *PARTS))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the machinery in well under a minute")

@@ -28,6 +28,7 @@ from csms.config import Config, api_port, api_token_file
 from csms.domain.registration import Authorizer
 from csms.edge.connection import EdgeContext, StationConnection, Trace
 from csms.edge.gateway import Gateway
+from csms.errorlog import ErrorLog
 from csms.grid.service import Grid
 from csms.interfaces import CertificateSigner, Clock, Component, HandshakeCheck, MessageGate
 from csms.metrics import Metrics
@@ -61,10 +62,11 @@ class Daemon:
         self.metrics = Metrics()
         self.connections: dict[str, StationConnection] = {}
         self.last_seen: dict[str, datetime] = {}
-        self._trace = Trace(config.store.trace_frames)
+        self._trace = Trace(config.store.trace_frames, config.store.trace_ttl_s, config.store.trace_max_bytes)
+        self.errors = ErrorLog()  # one traceback per incident and class, then counts (shared by every part)
         self.edge = EdgeContext(bus=self.bus, metrics=self.metrics, spawner=self, command_log=self.store,
                                 trace=self._trace, last_seen=self.last_seen,
-                                call_timeout_s=config.websocket.call_timeout_s)
+                                call_timeout_s=config.websocket.call_timeout_s, errors=self.errors)
         self.commands = Commands(self.connections, self.store, self.metrics, VERSIONS, DEFAULT_VERSION)
         self.gateway = Gateway(config.websocket, self.edge, self.store, self.connections)
         # The optional parts, built at start() from the config (None when not configured).
@@ -88,8 +90,10 @@ class Daemon:
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background job %r failed", task.get_name(), exc_info=task.exception())
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # Keyed by the job's kind (its name up to the station id), so an outage logs one traceback.
+            self.errors.failed(log, f"background job {task.get_name().split(' ')[0]!r}", exc,
+                               f"{task.get_name()!r} failed")
 
     def station_trace(self, station_id: str) -> list[tuple[str, str, str]]:
         return self._trace.get(station_id)
@@ -144,7 +148,7 @@ class Daemon:
             context = ApiContext(store=self.store, connections=self.connections, bus=self.bus, commands=self.commands,
                                  metrics=self.metrics, station_trace=self.station_trace, readiness=self.readiness,
                                  version=DEFAULT_VERSION.version, grid=self.grid, operations=self.operations,
-                                 billing=self.billing, listeners=self.gateway.listeners)
+                                 billing=self.billing, listeners=self.gateway.listeners, errors=self.errors)
             self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config))
             self.components.append(self.api)
 
@@ -197,12 +201,26 @@ class Daemon:
         if self.last_seen:
             batch = dict(self.last_seen)
             self.last_seen.clear()
-            await self.store.touch_stations(batch)
+            try:
+                await self.store.touch_stations(batch)
+            except Exception:
+                for station_id, at in batch.items():  # keep them for the next round (newer times win)
+                    self.last_seen.setdefault(station_id, at)
+                raise
 
     async def _flush_last_seen_forever(self) -> None:
+        """Every few seconds: last-seen times to the store, departed stations' traces out of memory.
+        A store outage is logged (once per incident) and the next round tries again."""
         while True:
             await asyncio.sleep(LAST_SEEN_FLUSH_S)
-            await self._flush_last_seen()
+            self._trace.sweep()
+            try:
+                await self._flush_last_seen()
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive an outage
+                self.errors.failed(log, "last-seen flush", exc, "last-seen times not stored yet")
+            else:
+                if self.errors.active:
+                    self.errors.succeeded(log, "last-seen flush")
 
     async def run_until_signalled(self) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully."""

@@ -62,6 +62,10 @@ class StoreConfig:
     redis_wait_replicas: int = field(default=0, metadata=bounds(0, 1000))
     # Last frames kept in memory per station for the operator's trace (0 = off).
     trace_frames: int = field(default=16, metadata=bounds(0, 100_000))
+    # A departed station's trace is dropped this long after it disconnected (unless it came back).
+    trace_ttl_s: float = field(default=600.0, metadata=bounds(0, 30 * 86400))
+    # All stations' traces together stay under this (least recently active stations' go first).
+    trace_max_bytes: int = field(default=64 * 1024 * 1024, metadata=bounds(0, 64 * 1024**3))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ async def test_identity_is_the_percent_decoded_last_path_segment(csms: RunningDa
     await st.close()
 
 
-@pytest.mark.parametrize("path", ["/elsewhere/CS1", "/ocpp/", "/ocpp/a/b", "/ocpp/" + "x" * 49, "/ocpp/has%20space"])
+@pytest.mark.parametrize("path", ["/elsewhere/CS1", "/ocpp/", "/ocpp/a/b"])
 async def test_wrong_endpoint_path_is_refused_with_a_logged_reason(
         csms: RunningDaemon, caplog: pytest.LogCaptureFixture, path: str) -> None:
     url = f"ws://127.0.0.1:{csms.daemon.ws_port}{path}"
@@ -38,6 +38,18 @@ async def test_wrong_endpoint_path_is_refused_with_a_logged_reason(
     assert err.value.response.status_code == 404
     assert b"/ocpp/<stationId>" in err.value.response.body
     assert any("refused" in r.getMessage() and "expected path" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("path", ["/ocpp/" + "x" * 49, "/ocpp/has%20space", "/ocpp/CP%FF", "/ocpp/.."])
+async def test_endpoint_with_an_impossible_identity_is_refused_with_400_and_the_reason(
+        csms: RunningDaemon, caplog: pytest.LogCaptureFixture, path: str) -> None:
+    url = f"ws://127.0.0.1:{csms.daemon.ws_port}{path}"
+    with caplog.at_level(logging.WARNING, logger="csms.gateway"):
+        with pytest.raises(InvalidStatus) as err:
+            await websockets.connect(url, subprotocols=["ocpp2.0.1"])  # type: ignore[list-item]
+    assert err.value.response.status_code == 400
+    assert b"station identity in the path" in err.value.response.body
+    assert any("refused" in r.getMessage() and "station identity" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("offered", [(), ("ocpp1.6",), ("ocpp2.1", "ocpp1.6")])

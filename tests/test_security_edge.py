@@ -38,18 +38,29 @@ def test_token_bucket_refills_at_its_rate() -> None:
 def test_failure_limiter_window_and_known_good_address() -> None:
     clock = Clock()
     limiter = FailureLimiter(AuthFailureLimits(per_address=4, per_identity=2, window_s=60), clock)
-    assert limiter.retry_after("10.0.0.1", "CS-1") == 0
-    limiter.failure("10.0.0.1", "CS-1")
-    limiter.failure("10.0.0.2", "CS-1")
-    assert limiter.retry_after("10.0.0.3", "CS-1") == pytest.approx(30.0)  # identity budget: 2 per 60 s
-    assert limiter.retry_after("10.0.0.3", "CS-2") == 0
+    assert limiter.retry_after("10.0.0.1", "CS-1", registered=True) == 0
+    limiter.failure("10.0.0.1", "CS-1", registered=True)
+    limiter.failure("10.0.0.2", "CS-1", registered=True)
+    assert limiter.retry_after("10.0.0.3", "CS-1", True) == pytest.approx(30.0)  # identity budget: 2 per 60 s
+    assert limiter.retry_after("10.0.0.3", "CS-2", True) == 0
     limiter.success("10.0.0.9", "CS-1")
-    assert limiter.retry_after("10.0.0.9", "CS-1") == 0  # the station's own address is not locked out
+    assert limiter.retry_after("10.0.0.9", "CS-1", True) == 0  # the station's own address is not locked out
     clock.t += 30
-    assert limiter.retry_after("10.0.0.3", "CS-1") == 0
+    assert limiter.retry_after("10.0.0.3", "CS-1", True) == 0
     for i in range(4):
-        limiter.failure("10.0.0.5", f"X-{i}")
-    assert limiter.retry_after("10.0.0.5", "CS-9") == pytest.approx(15.0)  # address budget: 4 per 60 s
+        limiter.failure("10.0.0.5", f"X-{i}", registered=False)
+    assert limiter.retry_after("10.0.0.5", "X-9", False) == pytest.approx(15.0)  # address budget: 4 per 60 s
+    assert limiter.retry_after("10.0.0.5", "CS-9", True) == 0  # ... spent only for ids without credentials
+
+
+def test_guessing_from_a_known_good_address_is_limited_per_address() -> None:
+    clock = Clock()
+    limiter = FailureLimiter(AuthFailureLimits(per_address=4, per_identity=2, window_s=60), clock)
+    limiter.success("10.0.0.9", "CS-1")
+    limiter.failure("10.0.0.9", "CS-1", registered=True)
+    limiter.failure("10.0.0.9", "CS-1", registered=True)
+    assert limiter.retry_after("10.0.0.9", "CS-1", True) == pytest.approx(30.0)
+    assert limiter.retry_after("10.0.0.9", "CS-2", True) == 0
 
 
 class FakeWs:

@@ -114,11 +114,13 @@ async def test_failed_logins_are_rate_limited_per_identity_and_per_address(tmp_p
         assert info.value.response.status_code == 429
         assert 1 <= int(info.value.response.headers["Retry-After"]) <= 200
         assert await events(d, "CS-1") == [auth.RATE_LIMITED] + [auth.INVALID_CREDENTIALS] * 3
-        # Two more failures on other identities spend the address's budget of 5.
-        for station_id in ("CS-X", "CS-Y"):
+        # Five failures on identities without credentials spend the address's budget of 5: more
+        # unknown ids are refused, a registered station from the same address is not (issue 16).
+        for station_id in ("CS-V", "CS-W", "CS-X", "CS-Y", "CS-Z"):
             assert await refused_status(d.ws_url, station_id, additional_headers=basic(station_id, PASSWORD)) == 401
+        assert await refused_status(d.ws_url, "CS-U", additional_headers=basic("CS-U", PASSWORD)) == 429
         await register_station(d.daemon.store, "CS-OK", 1, PASSWORD)
-        assert await refused_status(d.ws_url, "CS-OK", additional_headers=basic("CS-OK", PASSWORD)) == 429
+        await boots(d.ws_url, "CS-OK", additional_headers=basic("CS-OK", PASSWORD))
 
 
 async def test_station_that_logged_in_from_an_address_is_not_locked_out_by_guessers(tmp_path: Path) -> None:
@@ -127,8 +129,8 @@ async def test_station_that_logged_in_from_an_address_is_not_locked_out_by_guess
         await boots(d.ws_url, "CS-1", additional_headers=basic("CS-1", PASSWORD))
         security = d.daemon.security
         for _ in range(3):  # a guesser from another address spends the identity's budget
-            security.failures.failure("203.0.113.9", "CS-1")
-        assert security.failures.retry_after("203.0.113.9", "CS-1") > 0
+            security.failures.failure("203.0.113.9", "CS-1", registered=True)
+        assert security.failures.retry_after("203.0.113.9", "CS-1", registered=True) > 0
         await boots(d.ws_url, "CS-1", additional_headers=basic("CS-1", PASSWORD))
 
 

@@ -2,13 +2,15 @@
 
 Each event is one ``data:`` line of JSON: ``{"seq", "kind", "station_id", "at", "data"}``. A slow
 client gets a bounded queue and loses its oldest events rather than slowing the daemon; a
-comment line every ``sse_heartbeat_s`` keeps proxies from closing an idle stream.
+comment line every ``sse_heartbeat_s`` keeps proxies from closing an idle stream. An event that
+cannot be encoded is skipped with a logged reason (once per incident); the stream goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +18,7 @@ from aiohttp import web
 from csms.api.http import ApiError, Routes, context_of, dumps
 from csms.domain.events import Event
 
+log = logging.getLogger("csms.api")
 routes = Routes()
 STREAMS: web.AppKey[set[asyncio.Queue[Any]]] = web.AppKey("sse_streams", set)
 HEARTBEAT_S: web.AppKey[float] = web.AppKey("sse_heartbeat_s")
@@ -45,8 +48,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     if any(len(k) > 100 for k in kinds) or len(kinds) > 50:
         raise ApiError(400, "kinds: at most 50 prefixes of at most 100 characters", field="kinds")
     station = request.query.get("station_id") or None
+    context = context_of(request)
     q: asyncio.Queue[Any]
-    q, unsubscribe = context_of(request).bus.queue(None, maxsize=QUEUE_SIZE)
+    q, unsubscribe = context.bus.queue(None, maxsize=QUEUE_SIZE)
     streams = request.app[STREAMS]
     streams.add(q)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
@@ -67,7 +71,12 @@ async def events(request: web.Request) -> web.StreamResponse:
                 continue
             if station is not None and ev.station_id != station:
                 continue
-            await response.write(b"data: " + event_json(ev, next(_seq)) + b"\n\n")
+            try:
+                line = b"data: " + event_json(ev, next(_seq)) + b"\n\n"
+            except (TypeError, ValueError) as exc:  # orjson: nesting or integers it cannot encode
+                context.errors.failed(log, "live stream", exc, f"{ev.kind} event of {ev.station_id} skipped")
+                continue
+            await response.write(line)
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away
     finally:

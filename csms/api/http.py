@@ -18,6 +18,7 @@ from aiohttp import web
 
 from csms.api.auth import READ
 from csms.api.schemas import BODIES
+from csms.errorlog import ErrorLog
 from csms.interfaces import Bus, Commands, ConnectionRegistry, GridService
 from csms.metrics import Metrics
 from csms.protocol.version import ProtocolVersion
@@ -44,6 +45,7 @@ class ApiContext:
     operations: Operations | None = None  # the typed 2.0.1 operations with kept state (issue 17)
     billing: Billing | None = None  # tariffs and session costs
     listeners: Callable[[], list[dict[str, object]]] | None = None  # where stations connect (scheme, port)
+    errors: ErrorLog = dataclasses.field(default_factory=ErrorLog)  # one traceback per incident and class, then counts
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)

@@ -19,7 +19,10 @@ _REQUEST_ID = {"type": "integer", "minimum": 0, "maximum": 2147483647}
 _TIME = {"type": "string", "format": "date-time"}
 _OBJ = {"type": "object"}
 
-STATION_ID = {"type": "string", "minLength": 1, "maxLength": 48, "pattern": "^[^\\x00-\\x20\\x7f/]+$"}
+STATION_ID = {"type": "string", "minLength": 1, "maxLength": 48, "pattern": "^[^\\x00-\\x20\\x7f-\\x9f/]+$",
+              "not": {"enum": [".", ".."]}}
+# An id token as OCPP carries it: at most 36 characters, no control characters (docs/protocol.md).
+ID_TOKEN_TEXT = {"type": "string", "minLength": 1, "maxLength": 36, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]+$"}
 ID_TOKEN_TYPES = ["Central", "eMAID", "ISO14443", "ISO15693", "KeyCode", "Local", "MacAddress", "NoAuthorization"]
 ID_TOKEN_STATUSES = ["Accepted", "Blocked", "ConcurrentTx", "Expired", "Invalid", "NoCredit", "NotAllowedTypeEVSE",
                      "NotAtThisLocation", "NotAtThisTime", "Unknown"]
@@ -47,7 +50,7 @@ def _body(properties: dict[str, Any], required: list[str] | None = None, **extra
 # Typed commands: the body of POST /api/stations/{station_id}/commands/{name}.
 COMMAND_BODIES: dict[str, dict[str, Any]] = {
     "request-start-transaction": _body({
-        "id_token": {"type": "string", "minLength": 1, "maxLength": 36},
+        "id_token": ID_TOKEN_TEXT,
         "id_token_type": {"type": "string", "enum": ID_TOKEN_TYPES, "default": "Central"},
         "evse_id": _EVSE1, "remote_start_id": _REQUEST_ID, "charging_profile": _OBJ}, ["id_token"]),
     "request-stop-transaction": _body({"transaction_id": {"type": "string", "minLength": 1, "maxLength": 36}},
@@ -92,10 +95,10 @@ BODIES: dict[str, dict[str, Any]] = {
                                "security_profile": {"type": "integer", "minimum": 0, "maximum": 3},
                                "password": {"type": "string", "minLength": 16, "maxLength": 40}},
                               ["station_id"]),
-    "id_token": _body({"id_token": {"type": "string", "minLength": 1, "maxLength": 36},
+    "id_token": _body({"id_token": ID_TOKEN_TEXT,
                        "type": {"type": "string", "enum": ID_TOKEN_TYPES, "default": "ISO14443"},
                        "status": {"type": "string", "enum": ID_TOKEN_STATUSES, "default": "Accepted"},
-                       "expiry": _TIME, "group_id": {"type": "string", "minLength": 1, "maxLength": 36}},
+                       "expiry": _TIME, "group_id": ID_TOKEN_TEXT},
                       ["id_token"]),
     "ocpp_payload": {"type": "object", "description": "the OCPP 2.0.1 request payload of the action, as on the wire"},
     "hold_station": _body({"reason": {"type": "string", "maxLength": 400}}),

@@ -48,6 +48,22 @@ def _auth_message(request: web.Request) -> str:
     return "invalid API token"
 
 
+# The dashboard loads its script, style and data from this origin only and is never framed;
+# every answer (JSON, SSE, static files, errors) carries these.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": ("default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+                                "form-action 'self'; frame-ancestors 'none'"),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
 class ApiServer:
     """The HTTP component: JSON API, SSE stream, OpenAPI document and the dashboard."""
 
@@ -71,6 +87,7 @@ class ApiServer:
     def _build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_BODY_BYTES)
         app[CONTEXT] = self.context
+        app.on_response_prepare.append(_security_headers)
         app[events.STREAMS] = set()
         app[events.HEARTBEAT_S] = self.cfg.sse_heartbeat_s
         by_handler: dict[Any, Route] = {}
@@ -129,8 +146,8 @@ class ApiServer:
             return out
         except (asyncio.CancelledError, ConnectionResetError):
             raise
-        except Exception:  # noqa: BLE001 - never leak a stack trace to the client
-            log.exception("API %s %s failed", request.method, request.path)
+        except Exception as exc:  # noqa: BLE001 - never leak a stack trace to the client
+            self.context.errors.failed(log, f"API {request.method} {route}", exc, f"{request.path} failed")
             return json_response({"error": "internal error; the daemon logged the details"}, 500)
         finally:
             self.requests.labels(request.method, route, str(status)).inc()

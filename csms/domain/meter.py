@@ -11,6 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from csms.domain.datetimes import BadDateTime, normalise
+from csms.domain.values import optional_int64
+
 DEFAULT_MEASURAND = "Energy.Active.Import.Register"  # OCPP: measurand absent means this one
 
 # OCPP unitOfMeasure multiplier is a power of ten; we store values in the unit without multiplier.
@@ -36,9 +39,18 @@ class Sample:
 
 def flatten(meter_values: list[dict[str, Any]], evse_id: int | None,
             transaction_id: str | None) -> list[Sample]:
+    """The samples, checked for every store alike: timestamps in canonical form (BadSample when one
+    names no instant), the EVSE id within 64 bits, multipliers and values that make a number."""
+    try:
+        evse = optional_int64(evse_id, "evseId")
+    except ValueError as exc:
+        raise BadSample(str(exc)) from None
     out: list[Sample] = []
     for mv in meter_values:
-        ts = mv.get("timestamp", "")
+        try:
+            ts = normalise(mv.get("timestamp"))
+        except BadDateTime as exc:
+            raise BadSample(f"meter value timestamp: {exc}") from None
         for sv in mv.get("sampledValue", ()):
             uom = sv.get("unitOfMeasure") or {}
             mult = uom.get("multiplier", 0)
@@ -47,7 +59,7 @@ def flatten(meter_values: list[dict[str, Any]], evse_id: int | None,
             value = float(sv.get("value", 0.0)) * (10.0 ** mult if mult else 1.0)
             if not math.isfinite(value):
                 raise BadSample(f"sampled value {sv.get('value')!r} x 10^{mult} is not a finite number")
-            out.append(Sample(ts, evse_id, transaction_id, sv.get("measurand", DEFAULT_MEASURAND),
+            out.append(Sample(ts, evse, transaction_id, sv.get("measurand", DEFAULT_MEASURAND),
                               sv.get("phase"), value, uom.get("unit"), sv.get("context"), sv.get("location")))
     return out
 

@@ -11,27 +11,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
+from csms.domain.datetimes import BadDateTime, normalise, parse
 from csms.domain.meter import DEFAULT_MEASURAND, Sample
+from csms.domain.values import int64, optional_int64
 
 EVENT_TYPES = ("Started", "Updated", "Ended")
 
 
 def epoch(ts: Any, what: str) -> float:
     """Seconds since the epoch of an OCPP date-time (no offset = UTC); ValueError names ``what``."""
-    if not isinstance(ts, str):
-        raise ValueError(f"{what}: expected an ISO 8601 date-time string, got {ts!r}")
-    for text in (ts, ts.upper()):
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            continue
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.timestamp()
-    raise ValueError(f"{what}: {ts!r} is not an ISO 8601 date-time")
+    try:
+        return parse(ts).timestamp()
+    except BadDateTime as exc:
+        raise ValueError(f"{what}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -41,7 +35,7 @@ class TxEvent:
     transaction_id: str
     seq_no: int
     event_type: str  # Started | Updated | Ended
-    timestamp: str  # as the station wrote it
+    timestamp: str  # canonical (csms.domain.datetimes): T and Z upper case, +hh:mm, no leap second
     started_epoch: float  # the timestamp as seconds since the epoch
     payload: dict[str, Any]  # the message as it arrived (stored as it is)
     samples: tuple[Sample, ...] = ()
@@ -56,18 +50,28 @@ class TxEvent:
     @classmethod
     def checked(cls, *, transaction_id: Any, seq_no: Any, event_type: Any, timestamp: Any, payload: dict[str, Any],
                 samples: Sequence[Sample] = (), **rest: Any) -> TxEvent:
-        """The event, or ValueError naming what cannot be stored."""
+        """The event, or ValueError naming what cannot be stored (the same for every backend).
+
+        Its date-time is kept in canonical form, also in the stored payload; integers the stores
+        index must fit 64 bits (an integral float such as ``3.0`` becomes ``3``).
+        """
         if not isinstance(transaction_id, str) or not transaction_id:
             raise ValueError(f"TransactionEvent without transactionInfo.transactionId: {transaction_id!r}")
-        if isinstance(seq_no, bool) or not isinstance(seq_no, int) or seq_no < 0:
+        seq = int64(seq_no, "TransactionEvent seqNo")
+        if seq < 0:
             raise ValueError(f"TransactionEvent seqNo must be an integer >= 0, got {seq_no!r}")
         if event_type not in EVENT_TYPES:
             raise ValueError(f"TransactionEvent eventType must be one of {', '.join(EVENT_TYPES)}, got {event_type!r}")
-        at = epoch(timestamp, "TransactionEvent timestamp")
-        for sample in samples:
-            epoch(sample.timestamp, "meter value timestamp")
-        return cls(transaction_id=transaction_id, seq_no=seq_no, event_type=event_type, timestamp=timestamp,
-                   started_epoch=at, payload=payload, samples=tuple(samples), **rest)
+        try:
+            stamp = normalise(timestamp)
+        except BadDateTime as exc:
+            raise ValueError(f"TransactionEvent timestamp: {exc}") from None
+        for key in ("evse_id", "connector_id"):
+            rest[key] = optional_int64(rest.get(key), f"TransactionEvent {key}")
+        if stamp != timestamp:
+            payload = {**payload, "timestamp": stamp}
+        return cls(transaction_id=transaction_id, seq_no=seq, event_type=event_type, timestamp=stamp,
+                   started_epoch=parse(stamp).timestamp(), payload=payload, samples=tuple(samples), **rest)
 
     @property
     def ended(self) -> bool:

@@ -16,13 +16,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
 from csms.domain.events import Event
+from csms.errorlog import ErrorLog
 from csms.interfaces import Bus, MessageGate, Spawner
 from csms.metrics import Metrics
 from csms.ocpp.package import Router
@@ -49,6 +50,7 @@ class EdgeContext:
     last_seen: dict[str, datetime]  # in memory on the hot path; the daemon flushes it to the store
     call_timeout_s: float
     gate: MessageGate | None = None  # per-station CALL rate cap (security config)
+    errors: ErrorLog = field(default_factory=ErrorLog)  # one traceback per incident, then counts
 
 
 class StationConnection:
@@ -72,12 +74,22 @@ class StationConnection:
 
     # Reading -----------------------------------------------------------------------------------
     async def serve(self) -> None:
-        """Read frames until the socket closes."""
+        """Read frames until the socket closes (or the station sends a binary frame)."""
         async for raw in self.ws:
+            if not isinstance(raw, str):
+                await self._refuse_binary(len(raw))
+                return
             await self._on_frame(raw)
             del raw  # an idle station must not keep its last frame alive while we wait
 
-    async def _on_frame(self, raw: str | bytes) -> None:
+    async def _refuse_binary(self, size: int) -> None:
+        """OCPP-J (2.0.1, section 3.1) carries its messages in text frames only: close with 1003."""
+        self.edge.metrics.frame_error("BinaryFrame")
+        log.warning("%s sent a binary frame (%d bytes); OCPP-J uses text frames only: closing with 1003",
+                    self.station_id, size)
+        await self.ws.close(1003, "OCPP-J uses text frames only")
+
+    async def _on_frame(self, raw: str) -> None:
         edge = self.edge
         edge.last_seen[self.station_id] = datetime.now(timezone.utc)
         edge.trace.add(self.station_id, "in", raw)
@@ -111,13 +123,19 @@ class StationConnection:
             code = exc.code
             out = frames.error_frame(call.unique_id, exc.code, exc.description, exc.details)
             log.info("%s %s -> CALLERROR %s: %s", self.station_id, call.action, exc.code, exc.description)
-        except Exception:  # noqa: BLE001 - a handler bug must not close the station's connection
+        except Exception as exc:  # noqa: BLE001 - a handler bug must not close the station's connection
             code = "InternalError"
-            log.exception("%s %s: handler failed", self.station_id, call.action)
+            # An outage fails every message alike: one traceback per incident and class, then counts.
+            self.edge.errors.failed(log, f"{call.action} handler", exc, f"failed for {self.station_id}")
             out = frames.error_frame(call.unique_id, "InternalError", "the central system failed to process the request")
         await self._send(out)
         edge = self.edge
-        edge.metrics.handled(call.action, code, time.perf_counter() - started)
+        if code is None and edge.errors.active:
+            edge.errors.succeeded(log, f"{call.action} handler")
+        # A station chooses the action string: only known actions become metric labels (no memory
+        # grows with the names a fuzzer or a broken station makes up).
+        action = call.action if call.action in schemas.known_actions(self.version.schema_dir) else "unknown"
+        edge.metrics.handled(action, code, time.perf_counter() - started)
         if self._events:
             events, self._events = self._events, []
             for event in events:
@@ -313,24 +331,75 @@ class Trace:
     """The last frames of every station, in memory, for the operator's message trace.
 
     Adding is on the per-message path, so it stores the raw frame and a float time; decoding,
-    redaction and formatting happen when someone reads the trace.
+    redaction and formatting happen when someone reads the trace. Memory is bounded two ways
+    (300 ids that each sent 16 frames of 64 KB and left once kept 150 MB for good): a station's
+    trace is dropped ``ttl_s`` after it disconnected unless it came back (:meth:`sweep`), and
+    the frames of all stations together stay under ``max_bytes`` (the traces of the least
+    recently active stations go first).
     """
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._frames: dict[str, deque[tuple[float, str, str | bytes]]] = {}
+    FRAME_OVERHEAD = 120  # bytes a kept frame costs besides its text (tuple, float, deque slot)
 
-    def add(self, station_id: str, direction: str, frame: str | bytes) -> None:
+    def __init__(self, size: int, ttl_s: float = 600.0, max_bytes: int = 64 * 1024 * 1024,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.size, self.ttl_s, self.max_bytes, self.clock = size, ttl_s, max_bytes, clock
+        # station -> its last frames, least recently active first (re-inserted on every frame)
+        self._frames: dict[str, deque[tuple[float, str, str]]] = {}
+        self._departed: dict[str, float] = {}  # station -> when it disconnected, oldest first
+        self.bytes = 0  # text plus overhead of every kept frame
+
+    def add(self, station_id: str, direction: str, frame: str) -> None:
         if self.size <= 0:
             return
-        q = self._frames.get(station_id)
+        q = self._frames.pop(station_id, None)
         if q is None:
-            q = self._frames[station_id] = deque(maxlen=self.size)
+            q = deque(maxlen=self.size)
+        elif len(q) == self.size:
+            self.bytes -= len(q[0][2]) + self.FRAME_OVERHEAD
+        self._frames[station_id] = q
         q.append((time.time(), direction, frame))
+        self.bytes += len(frame) + self.FRAME_OVERHEAD
+        if self.bytes > self.max_bytes:
+            self._shrink()
+
+    def _shrink(self) -> None:
+        """Drop whole traces, least recently active first, until the frames fit ``max_bytes``."""
+        while self.bytes > self.max_bytes and len(self._frames) > 1:
+            self._drop(next(iter(self._frames)))
+
+    def _drop(self, station_id: str) -> None:
+        q = self._frames.pop(station_id, None)
+        self._departed.pop(station_id, None)
+        if q:
+            self.bytes -= sum(len(f) for _, _, f in q) + self.FRAME_OVERHEAD * len(q)
+
+    def arrived(self, station_id: str) -> None:
+        """The station (re)connected: its trace stays."""
+        self._departed.pop(station_id, None)
+
+    def departed(self, station_id: str) -> None:
+        """The station disconnected: its trace goes ``ttl_s`` from now unless it comes back."""
+        if station_id in self._frames:
+            self._departed.pop(station_id, None)
+            self._departed[station_id] = self.clock()
+
+    def sweep(self) -> int:
+        """Drop the traces of stations gone for longer than ``ttl_s``; returns how many."""
+        cutoff = self.clock() - self.ttl_s
+        gone = []
+        for station_id, since in self._departed.items():
+            if since > cutoff:
+                break  # oldest first: the rest left later
+            gone.append(station_id)
+        for station_id in gone:
+            self._drop(station_id)
+        return len(gone)
+
+    def __len__(self) -> int:
+        return len(self._frames)
 
     def get(self, station_id: str) -> list[tuple[str, str, str]]:
         out = []
         for at, direction, frame in list(self._frames.get(station_id, ())):
-            text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
-            out.append((datetime.fromtimestamp(at, timezone.utc).isoformat(), direction, redact_frame(text)))
+            out.append((datetime.fromtimestamp(at, timezone.utc).isoformat(), direction, redact_frame(frame)))
         return out

@@ -1,28 +1,35 @@
 """The websocket edge: handshake checks, subprotocol choice, and one StationConnection per socket.
 
 Refusals happen in the HTTP handshake with a status and a plain-text reason, and each is logged
-with the remote address, so a lab engineer sees why a charger does not get in.
+with the remote address, so a lab engineer sees why a charger does not get in: 404 for a path
+that is not ``<prefix>/<stationId>``, 400 for an identity that is not one (a bad percent-escape,
+not UTF-8, a dot segment, a control character ...), 400 for a request that is not HTTP at all.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from http import HTTPStatus
-from urllib.parse import unquote, urlsplit
+from typing import Any, cast
+from urllib.parse import unquote_to_bytes, urlsplit
 from weakref import WeakKeyDictionary
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Subprotocol
 
 from csms.config import WebsocketConfig
 from csms.domain.events import StationConnected, StationDisconnected
-from csms.domain.identity import valid_identity
+from csms.domain.identity import MAX_IDENTITY_LENGTH, identity_problem
 from csms.domain.registration import accepted_at_connect
 from csms.edge.connection import EdgeContext, StationConnection
 from csms.interfaces import HandshakeCheck
@@ -33,17 +40,65 @@ log = logging.getLogger("csms.gateway")
 
 
 
-def station_identity(path: str, prefix: str) -> str | None:
-    """The station identity from ``<prefix>/<identity>`` (percent-decoded), or None if the path is wrong."""
+class BadPath(ValueError):
+    """The request's path is not ``<prefix>/<one segment>`` (404)."""
+
+
+class BadIdentity(ValueError):
+    """The path's last segment is not a station identity (400); the message says why."""
+
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def station_identity(path: str, prefix: str) -> str:
+    """The station identity from ``<prefix>/<identity>``, percent-decoded strictly.
+
+    Raises BadPath or BadIdentity: an escape that is not ``%`` and two hex digits, bytes that
+    are not UTF-8 (``%FF`` would otherwise fold into U+FFFD, so ``CP%FF`` and ``CP%FE`` would be
+    one station), and what :func:`csms.domain.identity.identity_problem` refuses.
+    """
     route = urlsplit(path).path
     prefix = prefix.rstrip("/")
     if not route.startswith(prefix + "/"):
-        return None
+        raise BadPath(route)
     raw = route[len(prefix) + 1:]
     if not raw or "/" in raw:
-        return None
-    identity = unquote(raw)
-    return identity if valid_identity(identity) else None
+        raise BadPath(route)
+    if _BAD_ESCAPE.search(raw):
+        raise BadIdentity("has a '%' that is not followed by two hexadecimal digits")
+    try:
+        identity = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadIdentity("is not UTF-8 once percent-decoded") from None
+    problem = identity_problem(identity)
+    if problem is not None:
+        raise BadIdentity(problem)
+    return identity
+
+
+class StationSocket(ServerConnection):
+    """A server connection that answers a request it cannot parse as HTTP with 400.
+
+    websockets closes such a connection without a word (a raw space in the path, a header line
+    without a colon, not HTTP at all); a client then cannot tell a broken request from a dead
+    server. ``on_malformed(connection, cause)`` is told, to log and count it.
+    """
+
+    def __init__(self, *args: Any, on_malformed: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_malformed = on_malformed
+        protocol = self.protocol
+        plain_eof = protocol.send_eof
+
+        def answer_then_eof() -> None:
+            exc = protocol.handshake_exc
+            if protocol.state is State.CONNECTING and isinstance(exc, InvalidMessage) and self.request is None:
+                protocol.writes.append(protocol.reject(HTTPStatus.BAD_REQUEST, "malformed HTTP request\n").serialize())
+                if self._on_malformed is not None:
+                    self._on_malformed(self, exc.__cause__ or exc)
+            plain_eof()
+        protocol.send_eof = answer_then_eof  # type: ignore[method-assign]
 
 
 _NO_HEADERS = Headers()
@@ -76,6 +131,7 @@ class Gateway:
         self.checks: Sequence[HandshakeCheck] = ()
         self.server: Server | None = None
         self.tls_server: Server | None = None  # a second, TLS listener beside a plain one (tls_port)
+        self._disconnect_level = logging.INFO
 
     @property
     def port(self) -> int:
@@ -117,6 +173,7 @@ class Gateway:
             ping_timeout=cfg.ping_timeout_s,
             compression="deflate" if cfg.compression else None,
             open_timeout=cfg.handshake_timeout_s,
+            create_connection=cast(type[ServerConnection], partial(StationSocket, on_malformed=self._malformed)),
             ssl=ssl_context,
             server_header="Netbewust",
             # security: TLS handshakes get the websocket handshake's deadline too (asyncio's default is 60 s).
@@ -128,11 +185,27 @@ class Gateway:
         return server
 
     async def stop(self) -> None:
-        """Stop accepting, close every station socket with 1001 (going away) and wait for handlers."""
-        for server in (self.server, self.tls_server):
-            if server is not None:
-                server.close(close_connections=True)
-                await server.wait_closed()
+        """Stop accepting, close every station socket with 1001 (going away) and wait for handlers.
+
+        The stations' disconnections are logged as one line here (one line each took seconds for
+        thousands of stations with a console handler).
+        """
+        servers = [server for server in (self.server, self.tls_server) if server is not None]
+        if not servers:
+            return
+        count, started = len(self.connections), time.monotonic()
+        self._disconnect_level = logging.DEBUG
+        for server in servers:
+            server.close(close_connections=True)
+        for server in servers:
+            await server.wait_closed()
+        log.info("closed %d station connections (1001, going away) in %.2f s", count, time.monotonic() - started)
+
+    def _malformed(self, connection: ServerConnection, cause: BaseException) -> None:
+        log.warning("refused %s: malformed HTTP request (%s: %s); answered 400",
+                    connection.remote_address[0] if connection.remote_address else "?", type(cause).__name__,
+                    str(cause)[:200])
+        self.edge.metrics.refused.labels("http").inc()
 
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, reason: str, why: str) -> Response:
         log.warning("refused %s %s: %s", connection.remote_address[0] if connection.remote_address else "?",
@@ -142,11 +215,16 @@ class Gateway:
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         cfg = self.config
-        identity = station_identity(request.path, cfg.path_prefix)
-        if identity is None:
+        try:
+            identity = station_identity(request.path, cfg.path_prefix)
+        except BadPath:
             return self._refuse(connection, HTTPStatus.NOT_FOUND, "path",
                                 f"expected path {cfg.path_prefix.rstrip('/')}/<stationId> (identity of 1-48 "
                                 "characters, no spaces or '/')")
+        except BadIdentity as exc:
+            return self._refuse(connection, HTTPStatus.BAD_REQUEST, "identity",
+                                f"the station identity in the path {exc} (an identity is 1-{MAX_IDENTITY_LENGTH} "
+                                "UTF-8 characters, percent-encoded, without spaces, control characters or '/')")
         offered = [p.strip() for h in request.headers.get_all("Sec-WebSocket-Protocol") for p in h.split(",")]
         if not any(p in cfg.subprotocols for p in offered):
             return self._refuse(connection, HTTPStatus.BAD_REQUEST, "subprotocol",
@@ -177,6 +255,7 @@ class Gateway:
         connections[station_id] = conn
         edge.metrics.connected.set(len(connections))
         _forget_handshake_headers(ws)
+        edge.trace.arrived(station_id)
         try:
             record = await self.stations.get_station(station_id)
             known = record is not None
@@ -190,18 +269,35 @@ class Gateway:
             await conn.serve()
         except ConnectionClosed:
             pass
+        except Exception as exc:  # noqa: BLE001 - e.g. the store is down: close this socket, log once per incident
+            edge.errors.failed(log, "station connection", exc, f"{station_id} could not be served")
+            await ws.close(1011, "internal error")
         finally:
             conn.abort_pending()
             if connections.get(station_id) is conn:
                 del connections[station_id]
+                edge.trace.departed(station_id)
                 edge.metrics.connected.set(len(connections))
-                # Always: a station first seen in this connection got its record at boot (even when
-                # Pending or Rejected), and the update is a no-op when there is no record.
-                await self.stations.set_connection_state(station_id, False, datetime.now(timezone.utc))
+                try:
+                    # Always: a station first seen in this connection got its record at boot (even when
+                    # Pending or Rejected), and the update is a no-op when there is no record.
+                    await self.stations.set_connection_state(station_id, False, datetime.now(timezone.utc))
+                except Exception as exc:  # noqa: BLE001 - the store is down: the start-up check corrects it
+                    edge.errors.failed(log, "station disconnection", exc, f"{station_id} not marked disconnected")
                 edge.bus.publish(StationDisconnected(station_id=station_id))
-            rcvd = ws.close_code
-            log.info("%s disconnected (close code %s%s)", station_id, rcvd,
-                     f", {ws.close_reason}" if ws.close_reason else "")
+            log.log(self._disconnect_level, "%s disconnected (%s)", station_id, close_description(ws))
+
+
+def close_description(ws: ServerConnection) -> str:
+    """How a connection ended, naming who closed it with which code (a close we sent, such as 1009 for
+    a frame over the limit, is reported as that code, not as the 1006 websockets reports then)."""
+    protocol = ws.protocol
+    sent, rcvd = protocol.close_sent, protocol.close_rcvd
+    if sent is not None and (rcvd is None or protocol.close_rcvd_then_sent is False):
+        return f"close code {sent.code} sent by the central system" + (f": {sent.reason}" if sent.reason else "")
+    if rcvd is not None:
+        return f"close code {rcvd.code} from the station" + (f": {rcvd.reason}" if rcvd.reason else "")
+    return "connection lost without a closing handshake (1006)"
 
 
 #: The identity a handshake admitted, until its connection handler takes it (weak: a handshake

@@ -105,16 +105,19 @@ class StationAuthenticator:
 
     async def __call__(self, connection: ServerConnection, request: Request, identity: str) -> Response | None:
         address = connection.remote_address[0] if connection.remote_address else "?"
-        wait = self.limiter.retry_after(address, identity)
+        record = await self.store.get_station(identity)
+        # Whose budget an attempt spends depends on whether the identity has credentials: failures
+        # for unknown ids never lock out the registered stations behind the same address.
+        registered = has_credentials(record)
+        wait = self.limiter.retry_after(address, identity, registered)
         if wait > 0:
             await self._rate_limited(address, identity, wait)
             response = connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many failed logins; retry later\n")
             response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
             return response
-        record = await self.store.get_station(identity)
         verdict = await self._authenticate(connection, request, identity, record)
         if not verdict.ok:
-            self.limiter.failure(address, identity)
+            self.limiter.failure(address, identity, registered)
             await self._record(identity, verdict.event, f"from {address}: {verdict.reason}")
             response = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication failed\n")
             response.headers["WWW-Authenticate"] = 'Basic realm="OCPP", charset="UTF-8"'

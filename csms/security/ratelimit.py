@@ -79,24 +79,36 @@ class _Buckets:
 
 
 class FailureLimiter:
-    """Failed station logins: ``per_address`` / ``per_identity`` failures per ``window_s``.
+    """Failed station logins, in budgets that no one can spend on another party's behalf.
 
-    When a budget is spent, further attempts are refused with 429 before any password is
-    checked. An address that recently logged in as an identity keeps access to that identity
-    while it is locked, so a guesser elsewhere cannot lock a working station out.
+    - ``per_address`` failures per ``window_s`` for identities without credentials (someone
+      scanning for ids); when that budget is empty, only such identities are refused, so a bad
+      actor behind a site's NAT address cannot lock out the registered stations behind it;
+    - ``per_identity`` failures per ``window_s`` for one registered identity from anywhere
+      (guessing its password); an address the identity logged in from keeps access while it is
+      spent, so a guesser elsewhere cannot lock a working station out;
+    - ``per_identity`` failures per ``window_s`` for one registered identity from one address,
+      known-good or not (guessing from the station's own address is limited too).
+
+    When a budget is spent, attempts are refused with 429 before the password is checked.
     """
 
     def __init__(self, limits: AuthFailureLimits, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.by_address = _Buckets(limits.per_address, limits.per_address / limits.window_s, clock)
         self.by_identity = _Buckets(limits.per_identity, limits.per_identity / limits.window_s, clock)
+        self.by_pair = _Buckets(limits.per_identity, limits.per_identity / limits.window_s, clock)
         self.known_good: dict[str, list[str]] = {}
 
-    def retry_after(self, address: str, identity: str) -> float:
-        """Seconds this attempt must wait (0: go ahead and check the credentials)."""
+    def retry_after(self, address: str, identity: str, registered: bool) -> float:
+        """Seconds this attempt must wait (0: go ahead and check the credentials); ``registered``:
+        whether the identity has credentials (a station record with a password or profile 3)."""
         now = self.clock()
+        if not registered:
+            bucket = self.by_address.peek(address)
+            return 0.0 if bucket is None else bucket.wait(now)
         wait = 0.0
-        bucket = self.by_address.peek(address)
+        bucket = self.by_pair.peek(_pair(address, identity))
         if bucket is not None:
             wait = bucket.wait(now)
         bucket = self.by_identity.peek(identity)
@@ -104,10 +116,13 @@ class FailureLimiter:
             wait = max(wait, bucket.wait(now))
         return wait
 
-    def failure(self, address: str, identity: str) -> None:
+    def failure(self, address: str, identity: str, registered: bool) -> None:
         now = self.clock()
-        self.by_address.get(address).take(now)
-        self.by_identity.get(identity).take(now)
+        if registered:
+            self.by_identity.get(identity).take(now)
+            self.by_pair.get(_pair(address, identity)).take(now)
+        else:
+            self.by_address.get(address).take(now)
 
     def success(self, address: str, identity: str) -> None:
         good = self.known_good.get(identity)
@@ -118,6 +133,10 @@ class FailureLimiter:
         if address not in good:
             good.append(address)
             del good[:-KNOWN_GOOD_PER_IDENTITY]
+
+
+def _pair(address: str, identity: str) -> str:
+    return f"{address}\x00{identity}"  # neither an address nor an identity contains NUL
 
 
 class MessageGate:

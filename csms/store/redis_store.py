@@ -34,6 +34,7 @@ from csms.domain.meter import Sample
 from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
 from csms.domain.transactions import TxEvent, TxState, epoch, merge
 from csms.store.base import CommandOutcome, Store, check_limit
+from csms.store.encoding import connector_ids
 from csms.store.encoding import from_iso as _dt
 from csms.store.encoding import iso as _iso
 from csms.store.encoding import to_json as _json
@@ -368,6 +369,7 @@ class RedisStore(Store):
     # Connectors -------------------------------------------------------------------------------
     async def set_connector_status(self, station_id: str, evse_id: int, connector_id: int, status: str,
                                    at: datetime) -> None:
+        evse_id, connector_id = connector_ids(evse_id, connector_id)
         row = {"evse_id": evse_id, "connector_id": connector_id, "status": status, "updated_at": _iso(at)}
         key = self.keys.station(station_id, "connectors")
 

@@ -26,6 +26,7 @@ from csms.domain.meter import Sample
 from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
 from csms.domain.transactions import TxEvent, TxState, epoch, merge
 from csms.store.base import CommandOutcome, Store, check_limit
+from csms.store.encoding import connector_ids
 from csms.store.encoding import from_iso as _dt
 from csms.store.encoding import iso as _iso
 from csms.store.encoding import to_json as _json
@@ -262,8 +263,9 @@ class SqliteStore(Store):
     # Connectors -------------------------------------------------------------------------------
     async def set_connector_status(self, station_id: str, evse_id: int, connector_id: int, status: str,
                                    at: datetime) -> None:
+        evse, connector = connector_ids(evse_id, connector_id)
         await self._submit(lambda c: c.execute(
-            "INSERT OR REPLACE INTO connectors VALUES (?,?,?,?,?)", (station_id, evse_id, connector_id, status, _iso(at))))
+            "INSERT OR REPLACE INTO connectors VALUES (?,?,?,?,?)", (station_id, evse, connector, status, _iso(at))))
 
     async def list_connectors(self, station_id: str) -> list[dict[str, Any]]:
         return await self._rows("SELECT evse_id, connector_id, status, updated_at FROM connectors"
