@@ -1,0 +1,88 @@
+"""Part 5, the study (issue 19): the whitepaper's numbers under documented Dutch assumptions.
+
+`python -m bench study [--smoke] [--out DIR] [--jobs N]` simulates one residential 400 kVA
+transformer for eight weeks per point and writes docs/study.md (assumptions with sources, method,
+every table), the study section of bench/RESULTS.md and PNG figures in bench/results/.
+
+Modules: `inputs` (public data and sources), `fleet` (calibrated sessions), `scenario` (the
+neighbourhood), `engine` (the discrete-time simulation around the planner), `capacity` (the search
+that runs until it fails), `flex` (deliverable flexibility, the UFTP aggregator's question),
+`parts` (the four questions), `writeup` (documents and figures).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.report import Section
+from bench.study import parts, writeup
+from bench.study.fleet import FleetSpec
+from bench.study.scenario import Neighbourhood
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    hood: Neighbourhood = field(default_factory=Neighbourhood)
+    hosting_resolution: float = 0.04
+    sensitivity_resolution: float = 0.06
+    sensitivity_rows: int | None = None  # None: every row of parts.sensitivities
+    contract_cps: int = 100
+    tariff_cps: int = 100
+    bid_weeks: int = 2
+    jobs: int = 2  # worker processes for the independent parts (1: everything in this process)
+
+
+FULL = StudySettings()
+# A 100 kW transformer with 40 households and one week: the same machinery, small numbers.
+SMOKE = StudySettings(hood=Neighbourhood(transformer_kw=100.0, households=40, weeks=1, fleet=FleetSpec()),
+                      hosting_resolution=0.2, sensitivity_resolution=0.3, sensitivity_rows=1, contract_cps=20,
+                      tariff_cps=20, bid_weeks=1, jobs=1)
+
+
+def _evening_parts(s: StudySettings) -> tuple[parts.Contract, parts.Redispatch, parts.Tariffs, list[str]]:
+    """Contract, redispatch and tariffs (independent of the hosting search), with their log lines."""
+    lines: list[str] = []
+    say = lines.append
+    c = parts.contract(s.hood, s.contract_cps, say)
+    r = parts.redispatch(s.hood.with_(weeks=s.bid_weeks), say, scale=s.hood.transformer_kw / 400.0)
+    t = parts.tariffs(s.hood, s.tariff_cps, say)
+    return c, r, t, lines
+
+
+def compute(s: StudySettings, say: Callable[[str], None], step: Callable[[str], None] | None = None) -> writeup.Results:
+    """Run every part; with `jobs` > 1 the evening parts and the sensitivity rows run in worker processes."""
+    started = time.monotonic()
+    step = step or (lambda _name: None)
+    pool: Executor | None = ProcessPoolExecutor(max_workers=s.jobs) if s.jobs > 1 else None
+    try:
+        evening = pool.submit(_evening_parts, s) if pool is not None else None
+        host = parts.hosting(s.hood, say, resolution=s.hosting_resolution)
+        step("hosting")
+        rows = parts.sensitivities(s.hood)[:s.sensitivity_rows]
+        sens = parts.sensitivity(rows, host, say, resolution=s.sensitivity_resolution, pool=pool)
+        step("sensitivity")
+        if evening is None:
+            c, r, t, lines = _evening_parts(s)
+        else:
+            c, r, t, lines = evening.result()
+        for line in lines:
+            say(line)
+        step("contract, redispatch, tariffs")
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return writeup.Results(s.hood, host, rows, sens, c, r, t, s.bid_weeks, time.monotonic() - started)
+
+
+async def run(settings: StudySettings, out_dir: Path, say: Callable[[str], None], *, docs_md: Path,
+              header: str = "", step: Callable[[str], None] | None = None) -> Section:
+    """Compute the study, write its figures to `out_dir` and docs/study.md to `docs_md`."""
+    results = compute(settings, say, step)
+    sec = writeup.section(results, out_dir)
+    docs_md.parent.mkdir(parents=True, exist_ok=True)
+    docs_md.write_text(writeup.study_markdown(results, sec, docs_md, header), encoding="utf-8")
+    return sec
