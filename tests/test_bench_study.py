@@ -167,3 +167,32 @@ async def test_hosting_part_no_longer_says_met_for_an_infeasible_contract_or_an_
     unmeasured = [row for row in table.rows if str(row[1]).startswith("not measured")]
     if unmeasured:  # a sweep that never failed is not a limit, so the shape cannot be met on it
         assert shape.startswith("**missed**")
+
+
+def test_study_documents_render_with_every_verdict_and_the_uftp_statement(tmp_path: Path) -> None:
+    from bench.study import parts
+    from bench.study.capacity import Capacity
+
+    hood = TINY.with_(transformer_kw=30.0, households=12)
+    lines: list[str] = []
+    caps = {v: Capacity(v, n, n + 1, [_point(n, True), _point(n + 1, False)])
+            for v, n in zip(parts.VARIANTS, (6, 12, 20), strict=True)}
+    host = parts.Hosting(caps, parts.design_rule(hood))
+    rows = parts.sensitivities(hood)[:1]
+    sens = {(rows[0].label, v): Capacity(v, n // 2, n // 2 + 1, [_point(n // 2, True)])
+            for v, n in zip(parts.VARIANTS, (6, 12, 20), strict=True)}
+    bid = parts.bid_point(hood, "smart + pause", 6, bid_kw=3.0, firm=True)
+    redispatch = parts.Redispatch(3.0, {"smart + pause": bid, "smart + pause + V2G": None},
+                                  {"smart + pause": [bid], "smart + pause + V2G": []},
+                                  {"smart + pause": [bid], "smart + pause + V2G": []})
+    results = writeup.Results(hood, host, rows, sens, parts.contract(hood, 6, lines.append), redispatch,
+                              parts.tariffs(hood, 6, lines.append), 1, 1.0)
+    assert bid.days == 7 and len(bid.firm_flex_kw) == 7  # one ex-ante offer per evening
+    sec = writeup.section(results, tmp_path / "results")
+    doc = writeup.study_markdown(results, sec, tmp_path / "docs" / "study.md", "_header_")
+    assert all(path.exists() and path.stat().st_size < 300_000 for _, path in sec.figures)
+    assert "The UFTP end-to-end path is not yet used" in doc and "## Assumptions and sources" in doc
+    assert all(v.startswith(("**met**", "**missed**")) for v in sec.verdicts)
+    # The V2G fleet found no size that holds the bid: that verdict must be missed, not skipped.
+    assert any(v.startswith("**missed**: smart + pause + V2G: charge points needed") for v in sec.verdicts)
+    assert "](../results/study_hosting.png)" in doc

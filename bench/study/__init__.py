@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.report import Section
 from bench.study import parts, writeup
+from bench.study.capacity import Capacity
 from bench.study.fleet import FleetSpec
 from bench.study.scenario import Neighbourhood
 
@@ -27,7 +28,7 @@ from bench.study.scenario import Neighbourhood
 @dataclass(frozen=True)
 class StudySettings:
     hood: Neighbourhood = field(default_factory=Neighbourhood)
-    hosting_resolution: float = 0.04
+    hosting_resolution: float = 0.05
     sensitivity_resolution: float = 0.06
     sensitivity_rows: int | None = None  # None: every row of parts.sensitivities
     contract_cps: int = 100
@@ -54,21 +55,33 @@ def _evening_parts(s: StudySettings) -> tuple[parts.Contract, parts.Redispatch, 
 
 
 def compute(s: StudySettings, say: Callable[[str], None], step: Callable[[str], None] | None = None) -> writeup.Results:
-    """Run every part; with `jobs` > 1 the evening parts and the sensitivity rows run in worker processes."""
+    """Run every part. With `jobs` > 1 the two smart capacity searches, the evening parts and the
+    sensitivity rows run in worker processes (queued longest first); uncontrolled is closed form."""
     started = time.monotonic()
     step = step or (lambda _name: None)
-    pool: Executor | None = ProcessPoolExecutor(max_workers=s.jobs) if s.jobs > 1 else None
+    pool = ProcessPoolExecutor(max_workers=s.jobs) if s.jobs > 1 else None
     try:
-        evening = pool.submit(_evening_parts, s) if pool is not None else None
-        host = parts.hosting(s.hood, say, resolution=s.hosting_resolution)
+        unc = parts.uncontrolled_capacity(s.hood)
+        say(f"hosting: uncontrolled {unc.label()}; simulated {parts.describe_points(unc)}")
+        smart = ("smart + pause", "smart (no pause)")
+        caps: dict[str, Capacity] = {"uncontrolled": unc}
+        if pool is None:
+            for v in smart:
+                caps[v] = parts.smart_capacity(s.hood, v, unc.capacity or 10, s.hosting_resolution)
+                say(f"hosting: {v} {caps[v].label()}; simulated {parts.describe_points(caps[v])}")
+        else:
+            futures = {v: pool.submit(parts.smart_capacity, s.hood, v, unc.capacity or 10, s.hosting_resolution)
+                       for v in smart}
+            evening = pool.submit(_evening_parts, s)
+            for v in smart:
+                caps[v] = futures[v].result()
+                say(f"hosting: {v} {caps[v].label()}; simulated {parts.describe_points(caps[v])}")
+        host = parts.Hosting({v: caps[v] for v in parts.VARIANTS}, parts.design_rule(s.hood))
         step("hosting")
         rows = parts.sensitivities(s.hood)[:s.sensitivity_rows]
         sens = parts.sensitivity(rows, host, say, resolution=s.sensitivity_resolution, pool=pool)
         step("sensitivity")
-        if evening is None:
-            c, r, t, lines = _evening_parts(s)
-        else:
-            c, r, t, lines = evening.result()
+        c, r, t, lines = _evening_parts(s) if pool is None else evening.result()
         for line in lines:
             say(line)
         step("contract, redispatch, tariffs")

@@ -50,18 +50,33 @@ def design_rule(hood: Neighbourhood) -> int:
     return int((hood.transformer_kw - float(hood.base_kw().max())) // mean_cp_kw)
 
 
-def hosting(hood: Neighbourhood, say: Say, *, resolution: float = 0.03, starts: dict[str, int] | None = None) -> Hosting:
-    caps: dict[str, Capacity] = {}
-    starts = starts or {}
-    unc = _search_variant(hood, "uncontrolled", starts.get("uncontrolled", 20), 1.5, 0.0)
-    caps["uncontrolled"] = unc
-    say(f"hosting: uncontrolled {unc.label()} charge points (first failure at {unc.first_fail})")
-    nopause_start = starts.get("smart (no pause)", 2 * (unc.capacity or 10))
-    caps["smart (no pause)"] = _search_variant(hood, "smart (no pause)", nopause_start, 1.3, resolution)
-    say(f"hosting: smart (no pause) {caps['smart (no pause)'].label()}")
-    pause_start = starts.get("smart + pause", caps["smart (no pause)"].capacity or nopause_start)
-    caps["smart + pause"] = _search_variant(hood, "smart + pause", pause_start, 1.2, resolution)
-    say(f"hosting: smart + pause {caps['smart + pause'].label()}")
+def describe_points(c: Capacity) -> str:
+    return ", ".join(f"{p.n}{'' if p.hosted else ' x'} ({p.served_share:.1%}{', ' + p.stopped if p.stopped else ''})"
+                     for p in sorted(c.points, key=lambda p: p.n))
+
+
+SMART_STARTS = {"smart + pause": (4.0, 1.2), "smart (no pause)": (2.5, 1.3)}  # x uncontrolled, growth
+
+
+def uncontrolled_capacity(hood: Neighbourhood) -> Capacity:
+    """Uncontrolled charging is closed form (seconds), so its search is exact."""
+    return _search_variant(hood, "uncontrolled", 20, 1.5, 0.0)
+
+
+def smart_capacity(hood: Neighbourhood, variant: str, uncontrolled: int, resolution: float) -> Capacity:
+    """A smart variant's search starts at a multiple of the uncontrolled capacity (only a starting
+    point: the search runs until it fails, up or down from there)."""
+    factor, growth = SMART_STARTS[variant]
+    return _search_variant(hood, variant, max(1, round(factor * uncontrolled)), growth, resolution)
+
+
+def hosting(hood: Neighbourhood, say: Say, *, resolution: float = 0.05) -> Hosting:
+    unc = uncontrolled_capacity(hood)
+    say(f"hosting: uncontrolled {unc.label()}; simulated {describe_points(unc)}")
+    caps = {"uncontrolled": unc}
+    for v in ("smart (no pause)", "smart + pause"):
+        caps[v] = smart_capacity(hood, v, unc.capacity or 10, resolution)
+        say(f"hosting: {v} {caps[v].label()}; simulated {describe_points(caps[v])}")
     return Hosting(caps, design_rule(hood))
 
 
@@ -99,7 +114,8 @@ def _sensitivity_job(hood: Neighbourhood, variant: str, start: int, resolution: 
 def sensitivity(rows: list[Sensitivity], base: Hosting, say: Say, *, resolution: float = 0.06,
                 pool: Executor | None = None) -> dict[tuple[str, str], Capacity]:
     """Each row's capacity per variant it affects, searched from the base capacity."""
-    jobs = [(row, v) for row in rows for v in row.variants]
+    order = {"smart + pause": 0, "smart (no pause)": 1, "uncontrolled": 2}  # longest first
+    jobs = sorted(((row, v) for row in rows for v in row.variants), key=lambda j: order[j[1]])
     out: dict[tuple[str, str], Capacity] = {}
 
     def start(v: str) -> int:
@@ -113,7 +129,7 @@ def sensitivity(rows: list[Sensitivity], base: Hosting, say: Say, *, resolution:
     futures = {(row.label, v): pool.submit(_sensitivity_job, row.hood, v, start(v), resolution) for row, v in jobs}
     for key, fut in futures.items():
         out[key] = fut.result()
-        say(f"sensitivity: {key[0]}: {key[1]} {out[key].label()}")
+        say(f"sensitivity: {key[0]}: {key[1]} {out[key].label()}; simulated {describe_points(out[key])}")
     return out
 
 

@@ -527,11 +527,11 @@ def study_markdown(r: Results, sec: Section, doc_path: Path, header: str) -> str
 
 
 def splice_section(results_md: Path, sec: Section) -> None:
-    """Put the study section into RESULTS.md in place of the previous one (or at the end), leaving
-    every other part's section as it is."""
+    """Put `sec` into RESULTS.md in place of the section with the same title (or at the end),
+    leaving every other part's section as it is."""
     text = results_md.read_text(encoding="utf-8") if results_md.exists() else "# Benchmark results\n"
     body = sec.markdown(results_md.parent)
-    head = f"## {SECTION_TITLE}"
+    head = f"## {sec.title}"
     start = text.find(head)
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + body + "\n"
