@@ -185,8 +185,9 @@ def test_study_documents_render_with_every_verdict_and_the_uftp_statement(tmp_pa
     redispatch = parts.Redispatch(3.0, {"smart + pause": bid, "smart + pause + V2G": None},
                                   {"smart + pause": [bid], "smart + pause + V2G": []},
                                   {"smart + pause": [bid], "smart + pause + V2G": []})
+    check = parts.LPCheck("smart + pause", 20, 1, 0.98, 0.99, 0.0, 0.0, 2.0, 1.0)
     results = writeup.Results(hood, host, rows, sens, parts.contract(hood, 6, lines.append), redispatch,
-                              parts.tariffs(hood, 6, lines.append), 1, 1.0)
+                              parts.tariffs(hood, 6, lines.append), 1, [check], 1.0, 2.0)
     assert bid.days == 7 and len(bid.firm_flex_kw) == 7  # one ex-ante offer per evening
     sec = writeup.section(results, tmp_path / "results")
     doc = writeup.study_markdown(results, sec, tmp_path / "docs" / "study.md", "_header_")
@@ -195,4 +196,5 @@ def test_study_documents_render_with_every_verdict_and_the_uftp_statement(tmp_pa
     assert all(v.startswith(("**met**", "**missed**")) for v in sec.verdicts)
     # The V2G fleet found no size that holds the bid: that verdict must be missed, not skipped.
     assert any(v.startswith("**missed**: smart + pause + V2G: charge points needed") for v in sec.verdicts)
-    assert "](../results/study_hosting.png)" in doc
+    assert "](../results/study_hosting.png)" in doc and "The LP check" in doc
+    assert writeup.ALL_RESUME in doc  # the contract isolates the cars that do not resume

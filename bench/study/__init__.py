@@ -12,6 +12,7 @@ that runs until it fails), `flex` (deliverable flexibility, the UFTP aggregator'
 
 from __future__ import annotations
 
+import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -32,8 +33,9 @@ class StudySettings:
     sensitivity_resolution: float = 0.06
     sensitivity_rows: int | None = None  # None: every row of parts.sensitivities
     contract_cps: int = 100
-    tariff_cps: int = 100
+    tariff_cps: int = 200
     bid_weeks: int = 2
+    lp_check_weeks: int = 2
     jobs: int = 2  # worker processes for the independent parts (1: everything in this process)
 
 
@@ -41,16 +43,18 @@ FULL = StudySettings()
 # A 100 kW transformer with 40 households and one week: the same machinery, small numbers.
 SMOKE = StudySettings(hood=Neighbourhood(transformer_kw=100.0, households=40, weeks=1, fleet=FleetSpec()),
                       hosting_resolution=0.2, sensitivity_resolution=0.3, sensitivity_rows=1, contract_cps=20,
-                      tariff_cps=20, bid_weeks=1, jobs=1)
+                      tariff_cps=40, bid_weeks=1, lp_check_weeks=1, jobs=1)
 
 
 def _evening_parts(s: StudySettings) -> tuple[parts.Contract, parts.Redispatch, parts.Tariffs, list[str]]:
-    """Contract, redispatch and tariffs (independent of the hosting search), with their log lines."""
+    """Contract, redispatch and tariffs (independent of the hosting search), with their log lines.
+    They run the planner as the daemon does (`plan`'s default, the LP refinement when it fits)."""
     lines: list[str] = []
     say = lines.append
-    c = parts.contract(s.hood, s.contract_cps, say)
-    r = parts.redispatch(s.hood.with_(weeks=s.bid_weeks), say, scale=s.hood.transformer_kw / 400.0)
-    t = parts.tariffs(s.hood, s.tariff_cps, say)
+    hood = s.hood.with_(planner_method="auto")
+    c = parts.contract(hood, s.contract_cps, say)
+    r = parts.redispatch(hood.with_(weeks=s.bid_weeks), say, scale=s.hood.transformer_kw / 400.0)
+    t = parts.tariffs(hood, s.tariff_cps, say)
     return c, r, t, lines
 
 
@@ -78,8 +82,16 @@ def compute(s: StudySettings, say: Callable[[str], None], step: Callable[[str], 
                 say(f"hosting: {v} {caps[v].label()}; simulated {parts.describe_points(caps[v])}")
         host = parts.Hosting({v: caps[v] for v in parts.VARIANTS}, parts.design_rule(s.hood))
         step("hosting")
+        checks_at = [(v, caps[v].first_fail) for v in smart if caps[v].first_fail]
+        checks = ([pool.submit(parts.lp_check, s.hood, v, n, s.lp_check_weeks) for v, n in checks_at]
+                  if pool is not None else [])
         rows = parts.sensitivities(s.hood)[:s.sensitivity_rows]
         sens = parts.sensitivity(rows, host, say, resolution=s.sensitivity_resolution, pool=pool)
+        lp = ([f.result() for f in checks] if pool is not None
+              else [parts.lp_check(s.hood, v, n, s.lp_check_weeks) for v, n in checks_at])
+        for chk in lp:
+            say(f"LP check {chk.variant} at {chk.n}: served {chk.heuristic_served:.2%} (heuristic) vs "
+                f"{chk.auto_served:.2%} (LP when it fits) over {chk.weeks} weeks")
         step("sensitivity")
         c, r, t, lines = _evening_parts(s) if pool is None else evening.result()
         for line in lines:
@@ -88,7 +100,9 @@ def compute(s: StudySettings, say: Callable[[str], None], step: Callable[[str], 
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    return writeup.Results(s.hood, host, rows, sens, c, r, t, s.bid_weeks, time.monotonic() - started)
+    cpu = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = sum(u.ru_utime + u.ru_stime for u in cpu)
+    return writeup.Results(s.hood, host, rows, sens, c, r, t, s.bid_weeks, lp, time.monotonic() - started, cpu_s)
 
 
 async def run(settings: StudySettings, out_dir: Path, say: Callable[[str], None], *, docs_md: Path,

@@ -27,6 +27,7 @@ from profiles.units import VOLTAGE_V
 
 Say = Callable[[str], None]
 WINDOW = (17.0, 20.0)
+ALL_RESUME = "smart + pause, every car resumes"
 BID_KW = 100.0
 HOLD_TOLERANCE_KW = 0.5
 
@@ -133,6 +134,29 @@ def sensitivity(rows: list[Sensitivity], base: Hosting, say: Say, *, resolution:
     return out
 
 
+@dataclass(frozen=True)
+class LPCheck:
+    variant: str
+    n: int
+    weeks: int
+    heuristic_served: float
+    auto_served: float
+    heuristic_over_kw: float
+    auto_over_kw: float
+    auto_s: float
+    heuristic_s: float
+
+
+def lp_check(hood: Neighbourhood, variant: str, n: int, weeks: int = 2) -> LPCheck:
+    """The same sessions with `plan`'s default (the LP refinement when it fits) and with its
+    heuristic, over the first `weeks`: how much the LP would change a capacity point."""
+    short = hood.with_(weeks=weeks)
+    h = run_variant(short.with_(planner_method="heuristic"), variant, n)
+    a = run_variant(short.with_(planner_method="auto"), variant, n)
+    return LPCheck(variant, n, weeks, h.served_share, a.served_share, h.max_over_kw, a.max_over_kw, a.wall_s,
+                   h.wall_s)
+
+
 # 2. Evening capacity contract -----------------------------------------------------------------------
 
 
@@ -156,8 +180,13 @@ class ContractCase:
         ev = r.ev_kw[m]
         over = np.maximum(0.0, r.total_kw[m] - r.limit_kw[m])
         room = r.limit_kw[m] - r.base_kw[m]  # what the contract leaves the chargers (negative: discharge)
+        judged = r.judged & ~r.served
+        leaves = (r.fleet.departure % DAY_SLOTS) * SLOT_H
+        in_window = judged & (leaves >= WINDOW[0]) & (leaves < WINDOW[1] + 1)
         return {"mean_ev_kw": float(ev.mean()), "min_ev_kw": float(ev.min()), "max_ev_kw": float(ev.max()),
                 "room_kw": float(room.mean()),
+                "asleep": float(np.count_nonzero(r.asleep & r.judged)),
+                "unserved_leaving_17_21": float(np.count_nonzero(in_window)),
                 "max_over_kw": float(over.max(initial=0.0)), "served": r.served_share,
                 "guarantee_violations": float(r.guarantee_violations), "over_day_kw": r.max_over_kw}
 
@@ -180,6 +209,8 @@ def contract(hood: Neighbourhood, charge_points: int, say: Say) -> Contract:
         runs = {}
         for variant in (*VARIANTS, "smart + pause + V2G"):
             runs[variant] = run_variant(hood, variant, charge_points, windows=((*WINDOW, kw),))
+        runs[ALL_RESUME] = run_variant(hood.with_fleet(noresume_share=0.0), "smart + pause", charge_points,
+                                       windows=((*WINDOW, kw),))
         case = ContractCase(kw, runs, lo, hi)
         cases.append(case)
         say(f"contract {kw:g} kW 17-20: mean EV load " + ", ".join(
@@ -257,7 +288,7 @@ WHITEPAPER_BID = {"smart + pause": (150, 200), "smart + pause + V2G": (75, 100)}
 
 
 def smallest_holding(hood: Neighbourhood, variant: str, start: int, say: Say, *, bid_kw: float = BID_KW,
-                     growth: float = 1.3, resolution: float = 0.05,
+                     growth: float = 1.3, resolution: float = 0.08,
                      n_max: int = 2000) -> tuple[BidPoint | None, list[BidPoint]]:
     """The smallest fleet that holds the bid: grow until one holds, then bisect (more charge points
     never make the bid harder, since the extra ones only add load that can be shed)."""

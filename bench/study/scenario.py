@@ -9,7 +9,7 @@ day for the last cars to leave.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 
@@ -31,6 +31,10 @@ class Neighbourhood:
     fleet: FleetSpec = field(default_factory=FleetSpec)
     weeks: int = 8
     horizon_slots: int = 32
+    # "heuristic" or "auto" (the LP refinement when it fits the size and the 1 s budget), passed to
+    # profiles.planner.plan. The heuristic is what `plan` sends when the LP does not fit; it is about
+    # three times cheaper, so the capacity searches use it and parts.lp_check measures the difference.
+    planner_method: str = "heuristic"
 
     def with_(self, **changes: object) -> Neighbourhood:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -53,11 +57,14 @@ class Neighbourhood:
         return seq[:self.n_slots]
 
     def limit_kw(self, windows: tuple[tuple[float, float, float], ...] = ()) -> np.ndarray:
-        """The transformer limit, lowered to `kw` from hour `lo` to `hi` every day for each window."""
+        """The transformer limit, lowered to `kw` from hour `lo` to `hi` on every counted day for
+        each window (not on the final day, which only lets the last cars leave)."""
         limit = np.full(self.n_slots, float(self.transformer_kw))
-        hours = (np.arange(self.n_slots) % DAY_SLOTS) / 4.0
+        idx = np.arange(self.n_slots)
+        hours = (idx % DAY_SLOTS) / 4.0
+        counted = (idx >= WARMUP_DAYS * DAY_SLOTS) & (idx < self.n_slots - DAY_SLOTS)
         for lo, hi, kw in windows:
-            sel = (hours >= lo) & (hours < hi)
+            sel = (hours >= lo) & (hours < hi) & counted
             limit[sel] = np.minimum(limit[sel], kw)
         return limit
 
@@ -73,10 +80,11 @@ def _fleet(spec: FleetSpec, charge_points: int, days: int) -> Fleet:
 def control_for(variant: str, hood: Neighbourhood) -> Control:
     if variant == "uncontrolled":
         return Control(None)
+    policy = partial(plan, method=hood.planner_method)
     if variant == "smart (no pause)":
-        return Control(plan, allow_pause=False, horizon_slots=hood.horizon_slots)
-    if variant in ("smart + pause", "smart + pause + V2G"):
-        return Control(plan, allow_pause=True, horizon_slots=hood.horizon_slots)
+        return Control(policy, allow_pause=False, horizon_slots=hood.horizon_slots)
+    if variant.startswith("smart + pause"):
+        return Control(policy, allow_pause=True, horizon_slots=hood.horizon_slots)
     raise ValueError(f"unknown variant {variant!r}")
 
 

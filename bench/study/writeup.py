@@ -20,9 +20,11 @@ from bench.study.capacity import Capacity
 from bench.study.fleet import ARRIVAL_SHAPE, CAR_MIX, Calibration, calibrate
 from bench.study.inputs import DAY_SLOTS, SLOT_H
 from bench.study.parts import (
+    ALL_RESUME,
     WINDOW,
     Contract,
     Hosting,
+    LPCheck,
     Redispatch,
     Sensitivity,
     Tariffs,
@@ -45,7 +47,9 @@ class Results:
     redispatch: Redispatch
     tariffs: Tariffs
     bid_weeks: int
+    lp_checks: list[LPCheck]
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 # Verdicts ---------------------------------------------------------------------------------------------
@@ -74,7 +78,7 @@ def contract_verdicts(r: Results) -> list[str]:
     feas, below = c.feasible, c.below_base
     unc = feas.window_stats("uncontrolled")["mean_ev_kw"]
     out = []
-    for v in ("smart (no pause)", "smart + pause"):
+    for v in ("smart (no pause)", "smart + pause", ALL_RESUME):
         s = feas.window_stats(v)
         crit = [Criterion("mean EV load 17-20 at most 10 % of uncontrolled", s["mean_ev_kw"] <= 0.1 * unc,
                           f"{s['mean_ev_kw']:.1f} kW vs {unc:.1f} kW uncontrolled")]
@@ -196,12 +200,14 @@ def contract_tables(r: Results) -> list[Table]:
         for v in case.runs:
             s = case.window_stats(v)
             rows.append([v, s["mean_ev_kw"], s["room_kw"], s["min_ev_kw"], s["max_ev_kw"],
-                         s["max_over_kw"], s["over_day_kw"], s["served"] * 100, int(s["guarantee_violations"])])
+                         s["max_over_kw"], s["over_day_kw"], s["served"] * 100, int(s["guarantee_violations"]),
+                         int(s["asleep"]), int(s["unserved_leaving_17_21"])])
         out.append(Table(f"Contract {case.contract_kw:g} kW from 17:00 to 20:00 ({what}; base load in the window "
                          f"{case.base_min_kw:.0f}-{case.base_max_kw:.0f} kW), {r.contract.charge_points} charge points",
                          ["variant", "mean EV kW 17-20", "room the contract leaves (mean kW; < 0: discharge)", "min EV kW",
                           "max EV kW", "max kW over the contract",
-                          "max kW over any limit (whole day)", "% sessions served", "guarantee violations"], rows))
+                          "max kW over any limit (whole day)", "% sessions served", "guarantee violations",
+                          "cars asleep (paused, do not resume)", "not served, leaving 17-21 h"], rows))
     return out
 
 
@@ -231,6 +237,15 @@ def firm_flex_table(r: Results) -> Table:
                  ["fleet", "charge points", "days the bid held", "least realised reduction (kW)",
                   "firm flex 17-20, median (kW)", f"days >= {r.redispatch.bid_kw:g} kW",
                   "firm flex 17:00-17:15, least (kW)", "median (kW)", f"days >= {r.redispatch.bid_kw:g} kW"], rows)
+
+
+def lp_table(r: Results) -> Table:
+    rows = [[c.variant, c.n, c.weeks, c.heuristic_served * 100, c.auto_served * 100, c.heuristic_over_kw,
+             c.auto_over_kw, c.heuristic_s, c.auto_s] for c in r.lp_checks]
+    return Table("The LP check: the first failing point of each smart search, same sessions, planner heuristic vs "
+                 "plan's default (LP refinement when it fits)",
+                 ["variant", "charge points", "weeks", "% served, heuristic", "% served, LP", "max kW over, heuristic",
+                  "max kW over, LP", "run s, heuristic", "run s, LP"], rows)
 
 
 def tariff_table(r: Results) -> Table:
@@ -396,7 +411,28 @@ def _account(r: Results) -> list[str]:
         if moves:
             text += "; " + "; ".join(f"{label}: {cap} ({ch:+.0%})" for ch, label, cap in moves)
         lines.append(text + ".")
+    combined = r.rows[-1] if r.rows and r.rows[-1].label.startswith("all at once") else None
+    if combined is not None:
+        got = [r.sensitivity.get((combined.label, v)) for v in VARIANTS]
+        if all(c is not None and c.measured for c in got):
+            ratios = " / ".join(f"{(c.capacity or 0) / WHITEPAPER_HOSTING[v]:.1f} x"  # type: ignore[union-attr]
+                                for c, v in zip(got, VARIANTS, strict=True))
+            lines.append(f"With every heavier assumption at once ({combined.label.split(': ', 1)[-1]}): "
+                         + " / ".join(c.label() for c in got if c is not None)
+                         + f", that is {ratios} the whitepaper's 15 / 40 / 100.")
     return lines
+
+
+def _contract_account(r: Results) -> str:
+    feas, below = r.contract.feasible, r.contract.below_base
+    sp, allr = feas.window_stats("smart + pause"), feas.window_stats(ALL_RESUME)
+    v2g = below.window_stats("smart + pause + V2G")
+    return (f"Under the feasible contract, smart + pause leaves {100 - sp['served'] * 100:.1f} % of the sessions "
+            f"short: {int(sp['asleep'])} cars that do not resume were paused for lack of room for their minimum "
+            f"current, and "
+            f"{int(sp['unserved_leaving_17_21'])} short sessions left during or just after the window. With every "
+            f"car able to resume, {100 - allr['served'] * 100:.1f} % are short. Below the base load, the V2G fleet "
+            f"discharged {-v2g['mean_ev_kw']:.0f} kW on average where the contract needed {-v2g['room_kw']:.0f} kW.")
 
 
 def _hosted_text(r: Results, n: int) -> str:
@@ -480,6 +516,7 @@ def study_markdown(r: Results, sec: Section, doc_path: Path, header: str) -> str
          "the limit is below the base load (it does not move energy between cars), so under the feasible "
          "contract V2G cars behave like the others."), "",
         *[t.markdown() + "\n" for t in contract_tables(r)], fig(2), "",
+        _contract_account(r), "",
         "## 3. Redispatch bid: 100 kW in every ISP of 17:00-20:00", "",
         ("The bid is measured the way a grid operator settles it: against the fleet's prognosis. For each fleet "
         "size the same sessions run twice under the transformer limit with the base load counted: once as they "
@@ -508,6 +545,13 @@ def study_markdown(r: Results, sec: Section, doc_path: Path, header: str) -> str
         "factor is the sum of the charge points' own peaks divided by the chargers' coincident peak (1 = all "
         "peak together)."), "",
         tariff_table(r).markdown(), "", fig(3), "",
+        "## The planner's method", "",
+        ("`profiles.planner.plan` has two methods: a heuristic, and an LP refinement (HiGHS) that it uses "
+         "when the problem fits its size limit and its 1 s budget (the default, what the daemon sends). The "
+         "LP costs about three times as much per call, so the capacity searches and the sensitivity use the "
+         "heuristic (`plan(..., method=\"heuristic\")`), and the contract, redispatch and tariff parts use the "
+         "default. This check runs both on the same sessions at each smart search's first failing point:"), "",
+        lp_table(r).markdown(), "",
         "## Method and limits", "",
         ("- Discrete time, 15-minute slots, numpy; the planner is called through its public API "
         "(`profiles.planner.plan`) every slot with the cars present, as the daemon re-plans. When every car "
@@ -521,7 +565,8 @@ def study_markdown(r: Results, sec: Section, doc_path: Path, header: str) -> str
         ("- Drivers do not change behaviour under control; a car that finds its charge point occupied is not "
         "counted; a session's energy is capped at what the car could take at full power during its stay."),
         f"- Redispatch runs cover {r.bid_weeks} weeks, the other parts {r.hood.weeks}.",
-        f"- The whole study ran in {r.seconds / 60:.1f} minutes.", "",
+        (f"- The whole study ran in {r.seconds / 60:.1f} minutes of wall time and {r.cpu_seconds / 60:.1f} "
+         "minutes of CPU time (all processes); the machine is shared, so the wall time depends on its load."), "",
     ]
     return "\n".join(out)
 
