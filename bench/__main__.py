@@ -1,7 +1,9 @@
-"""`python -m bench all | scale | reaction | planning | hosting [--smoke] [--out DIR]`, and
+"""`python -m bench all | scale | reaction | planning | hosting | study [--smoke] [--out DIR]`, and
 `python -m bench fuzz [--frames N] [--backend sqlite|redis]` (the edge fuzz run, bench/fuzz.py).
 
-`reaction` also takes `--sizes 100,1000` and `--servers ours` to run only part of it.
+`reaction` also takes `--sizes 100,1000` and `--servers ours` to run only part of it. `study`
+(issue 19, about 30 minutes, not part of `all`) writes docs/study.md and replaces only its own
+section of RESULTS.md; `--jobs N` sets its worker processes.
 
 Runs the parts in order, shows progress with rich, and writes RESULTS.md plus PNG figures
 (bench/RESULTS.md and bench/results/ by default). Each part is bounded in time; a part that fails
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import fuzz
         return fuzz.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description="Netbewust benchmarks (issue 6)")
-    parser.add_argument("part", choices=("all", *PARTS))
+    parser.add_argument("part", choices=("all", *PARTS, "study"))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the machinery in well under a minute")
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for RESULTS.md and results/*.png (default: the bench package)")
@@ -120,15 +122,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="reaction only: fleet sizes to run, comma separated (e.g. 100,1000)")
     parser.add_argument("--servers", type=_name_list, default=None,
                         help="reaction only: servers to run, comma separated (ours, baseline)")
+    parser.add_argument("--jobs", type=int, default=None, help="study only: worker processes (default 2)")
     args = parser.parse_args(argv)
     if (args.sizes or args.servers) and args.part != "reaction":
         parser.error("--sizes and --servers apply to the reaction part only")
+    if args.jobs is not None and (args.part != "study" or args.jobs < 1):
+        parser.error("--jobs applies to the study part only and must be >= 1")
     out = args.out or BENCH_DIR
     out.mkdir(parents=True, exist_ok=True)
-    parts = list(PARTS) if args.part == "all" else [args.part]
     console = Console(stderr=True)
-    sections = asyncio.run(run_parts(parts, out / "RESULTS.md", out / "results", args.smoke, console,
+    if args.part == "study":
+        from bench.study.cli import run_study
+        return run_study(out, smoke=args.smoke, jobs=args.jobs, console=console)
+    parts = list(PARTS) if args.part == "all" else [args.part]
+    results_md = out / "RESULTS.md"
+    previous = results_md.read_text(encoding="utf-8") if results_md.exists() else ""
+    sections = asyncio.run(run_parts(parts, results_md, out / "results", args.smoke, console,
                                      args.sizes, args.servers))
+    from bench.study.writeup import keep_section
+    keep_section(previous, results_md)  # the study's section is written by `study` alone
     return 1 if any("error" in s.data for s in sections) else 0
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
+from bench.report import verdict
 from profiles.planner import Plan, PlanInput, SessionNeed
 from profiles.units import VOLTAGE_V
 from simulators.scenario import Scenario, load_scenario
@@ -32,6 +33,8 @@ DAY_SLOTS = 96
 SCENARIOS = Path(__file__).resolve().parent.parent / "simulators" / "scenarios"
 GUARANTEED_KWH = 5.0  # the daemon's default guaranteed minimum per session (grid.session_defaults)
 SERVED_TOLERANCE_KWH = 0.05
+OVER_TOLERANCE_KW = 0.01
+SERVED_MIN = 0.99  # "hosted" / "met" needs at least this share of sessions fully served
 EPS = 1e-6
 
 # Diversified residential load, share of the evening peak per local hour (00..23). A round-number
@@ -41,6 +44,35 @@ RESIDENTIAL_SHAPE = (0.42, 0.36, 0.33, 0.31, 0.31, 0.33, 0.42, 0.55, 0.58, 0.52,
                      0.52, 0.50, 0.50, 0.55, 0.68, 0.88, 1.00, 0.97, 0.88, 0.78, 0.66, 0.52)
 
 Policy = Callable[[PlanInput], Plan]
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One measured condition of a verdict."""
+
+    name: str
+    ok: bool
+    measured: str
+
+
+def judge(label: str, criteria: Sequence[Criterion]) -> str:
+    """A verdict that says "met" only when every criterion holds, each listed with its figure."""
+    if not criteria:
+        raise ValueError(f"verdict {label!r} needs at least one criterion")
+    detail = "; ".join(f"{c.name} {c.measured}{'' if c.ok else ' [missed]'}" for c in criteria)
+    return verdict(label, all(c.ok for c in criteria), detail)
+
+
+def grid_criteria(max_over_kw: float, served_share: float, guarantee_violations: int | None = None,
+                  served_min: float = SERVED_MIN) -> list[Criterion]:
+    """The criteria every grid verdict checks: no kW over the limit, enough sessions fully served,
+    and (when given) no guaranteed minimum missed. Never a mean alone."""
+    out = [Criterion("max kW over the limit", max_over_kw <= OVER_TOLERANCE_KW, f"{max_over_kw:.2f} kW"),
+           Criterion(f"sessions fully served (>= {served_min:.0%})", served_share >= served_min - 1e-12,
+                     f"{served_share:.1%}")]
+    if guarantee_violations is not None:
+        out.append(Criterion("guarantee violations", guarantee_violations == 0, str(guarantee_violations)))
+    return out
 
 
 @dataclass(frozen=True)
