@@ -87,7 +87,7 @@ class LibStation:
 
     def __init__(self, station_id: str, evses: int = 1, *, max_current_a: float = 16.0, phases: int = 3,
                  clock_offset: timedelta = timedelta(0), rate_units: str = "A,W", stack_levels: int = 8,
-                 periods_per_schedule: int = 24, report_power: bool = True, energy_unit: str = "Wh",
+                 periods_per_schedule: int | None = 24, report_power: bool = True, energy_unit: str = "Wh",
                  obey: bool = True, meter_interval_s: float = 0.5, forget_profiles_on_reconnect: bool = False,
                  answers_get_charging_profiles: bool = True) -> None:
         self.station_id = station_id
@@ -326,7 +326,7 @@ class LibStation:
         unit = profile["charging_schedule"][0]["charging_rate_unit"]
         if unit not in self.rate_units.split(","):
             return "Rejected"
-        if len(profile["charging_schedule"][0]["charging_schedule_period"]) > self.periods_per_schedule:
+        if len(profile["charging_schedule"][0]["charging_schedule_period"]) > (self.periods_per_schedule or 24):
             return "Rejected"
         before = dict(self.profiles)
         # Same id replaces; so does the same purpose and stack level on the same EVSE (K01.FR.05).
@@ -429,8 +429,9 @@ class _Cp(ChargePoint):
     def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:
         self.station.calls["GetVariables"] += 1
         st = self.station
-        known = {"RateUnit": st.rate_units, "ProfileStackLevel": str(st.stack_levels),
-                 "PeriodsPerSchedule": str(st.periods_per_schedule)}
+        known = {"RateUnit": st.rate_units, "ProfileStackLevel": str(st.stack_levels)}
+        if st.periods_per_schedule is not None:  # None: a device model that does not report it
+            known["PeriodsPerSchedule"] = str(st.periods_per_schedule)
         results = []
         for item in get_variable_data:
             name = item["variable"]["name"]
