@@ -3,7 +3,10 @@ fleet with `csms-sim fleet --scenario residential_evening`, then `csms limit T1 
 daemon measures must go under the limit and stay there while more cars arrive.
 
 Everything runs as subprocesses through the commands the README shows; only the ports, the store path
-and the fleet's size and speed differ (the README's fleet is bigger and slower).
+and the fleet's size and speed differ (the README's fleet is bigger and slower). The simulated
+stations' clocks run at the fleet's speed (240x), so they drift hours away from ours within a minute:
+the watch lasts until every profile pushed for the limit would have run out on such a clock, had
+it been anchored on ours.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from tests.waiting import until
 
 LIMIT_KW = 40.0
 REACTION_S = 10.0  # the fleet reports every 3.75 s (900 simulated s at 240x): two readings to see a change
-WATCH_S = 45.0
+WATCH_S = 130.0  # past the 8 h horizon of config.yaml on a 240x station clock (8 h / 240 = 120 s)
 STATIONS, SPEED = 40, 240
 BIN = Path(sys.executable).parent  # the console scripts the README uses: csms, csms-sim
 
@@ -82,11 +85,10 @@ async def test_serve_fleet_limit_as_in_the_readme(tmp_path: Path) -> None:
             cwd=tmp_path, env=ENV, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         drains.append(asyncio.create_task(_drain(fleet, fleet_log)))
         async with aiohttp.ClientSession() as http:
-            async def charging() -> int:
-                g = await _group(http, api_url, token)
-                return sum((s["actual_kw"] or 0) > 0.1 for s in g["sessions"]) >= 4
+            async def plugged_in() -> bool:
+                return bool((await _group(http, api_url, token))["sessions"])
 
-            await until(charging, 120, "four cars charging", interval=1.0)
+            await until(plugged_in, 60, "a first car plugged in", interval=0.5)
             limit = await asyncio.create_subprocess_exec(
                 str(BIN / "csms"), "limit", "T1", str(int(LIMIT_KW)), "--config", str(config),
                 cwd=tmp_path, env={**ENV, "CSMS_API_TOKEN": token}, stdout=asyncio.subprocess.PIPE,
@@ -104,7 +106,7 @@ async def test_serve_fleet_limit_as_in_the_readme(tmp_path: Path) -> None:
         over = [s for s in after if s[1] >= LIMIT_KW]
         assert not over, f"measured EV load at or above {LIMIT_KW} kW after the reaction window: {over}"
         # The test could fail: by the end enough cars were plugged in to exceed the limit at the 6 A
-        # fail-safe alone (10 x 4.14 kW).
+        # fail-safe alone (10 x 4.14 kW), and most of them still wanted energy.
         assert after[-1][2] >= 10, after
     finally:
         for proc in (fleet, serve):
