@@ -14,8 +14,9 @@ ours in force on a clock that is off (a year behind, hours ahead, a few seconds 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 OFFSET_WINDOW = 5  # live messages considered
@@ -24,16 +25,16 @@ DEFAULT_LEAD_S = 60.0
 
 def clock_offset_s(observations: Sequence[float], window: int = OFFSET_WINDOW) -> float | None:
     """Station clock minus ours (s) from ``timestamp - received_at`` of its messages, oldest first."""
-    recent = [x for x in observations[-window:] if x == x]  # drop NaN
+    recent = [x for x in observations[-window:] if not math.isnan(x)]
     return max(recent) if recent else None
 
 
 def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(text)
 
 
 def _iso(at: datetime) -> str:
-    utc = at.astimezone(timezone.utc)
+    utc = at.astimezone(UTC)
     return utc.isoformat(timespec="milliseconds" if utc.microsecond else "seconds").replace("+00:00", "Z")
 
 
@@ -44,7 +45,7 @@ def anchored(profile: dict[str, Any], offset_s: float, lead_s: float = DEFAULT_L
         raise ValueError(f"only Absolute profiles can be anchored, got {profile.get('chargingProfileKind')!r}")
     if lead_s < 0:
         raise ValueError(f"lead_s must be >= 0, got {lead_s}")
-    lead = int(round(lead_s))
+    lead = round(lead_s)
     out = copy.deepcopy(profile)
     for schedule in out["chargingSchedule"]:
         start = _parse(schedule["startSchedule"]) + timedelta(seconds=offset_s - lead)

@@ -24,7 +24,7 @@ import itertools
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import websockets
@@ -38,11 +38,11 @@ IDENTICAL_STEP_S = 30
 
 
 def iso(at: datetime) -> str:
-    return at.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(text)
 
 
 @dataclass
@@ -118,7 +118,7 @@ class LibStation:
 
     # Clock ----------------------------------------------------------------------------------------
     def now(self) -> datetime:
-        return datetime.now(timezone.utc) + self.clock_offset
+        return datetime.now(UTC) + self.clock_offset
 
     # Connection -----------------------------------------------------------------------------------
     async def connect(self, url: str, *, timeout: float = 10.0) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,7 +24,7 @@ from tests.waiting import until
 TOLERANCE_KW = 0.05
 PINNED = datetime(2025, 1, 15, 14, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
 OFFSETS = {
-    "CLK-2025": PINNED - datetime.now(timezone.utc),  # a scenario's pinned date
+    "CLK-2025": PINNED - datetime.now(UTC),  # a scenario's pinned date
     "CLK-AHEAD": timedelta(hours=3),
     "CLK-BEHIND": -timedelta(seconds=30),
     "CLK-SLIGHT": -timedelta(seconds=4),

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ async def test_limit_and_sessions_survive_a_restart(tmp_path: Path, backend: str
             try:
                 async with stations_charging(site) as rig:
                     await until(lambda: _known(api, rig), 15, "every session known before the restart")
-                    departure = datetime.now(timezone.utc) + timedelta(hours=5)
+                    departure = datetime.now(UTC) + timedelta(hours=5)
                     status, _ = await api.post("/api/grid/sessions/RST-1/1/need",
                                                {"energy_kwh": 12.5, "departure": departure.isoformat()})
                     assert status == 200
@@ -210,7 +210,7 @@ async def _safe(api: Api, on: bool) -> bool:
 async def test_an_expired_limit_is_not_restored_and_a_valid_one_keeps_its_end(tmp_path: Path) -> None:
     site = Site(tmp_path, grid())
     async with Api(site) as api:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         async with daemon(site) as running:
             for sid, kw, until_s, source in (("short", 50, 2, "dso"), ("long", 80, 3600, "gopacs")):
                 status, body = await api.post("/api/grid/transformers/T1/limit", {
@@ -219,7 +219,7 @@ async def test_an_expired_limit_is_not_restored_and_a_valid_one_keeps_its_end(tm
                 assert status == 202, body
             assert (await api.group())["limit_kw"] == 50.0
             await running.stop(signal.SIGKILL)
-        await until(lambda: datetime.now(timezone.utc) > now + timedelta(seconds=2.5), 5, "the short one ended")
+        await until(lambda: datetime.now(UTC) > now + timedelta(seconds=2.5), 5, "the short one ended")
         async with daemon(site):
             g = await api.group()
             assert g["limit_kw"] == 80.0 and g["limit_source"] == "signal:gopacs:long", g
@@ -267,7 +267,7 @@ async def test_a_non_retained_mqtt_signal_survives_a_restart(tmp_path: Path) -> 
             await until(lambda: _mqtt_up(api), 10, "daemon subscribed")
             async with aiomqtt.Client("127.0.0.1", 1883, identifier=f"dso-{uuid.uuid4().hex[:8]}") as dso:
                 payload = {"signal_id": "mqtt-1", "source": "dso", "limit_kw": 42,
-                           "timestamp": datetime.now(timezone.utc).isoformat()}
+                           "timestamp": datetime.now(UTC).isoformat()}
                 await dso.publish(f"{prefix}/grid/T1/limit", json.dumps(payload), qos=1, retain=False)
             await until(lambda: _limit(api, 42.0), 10, "MQTT limit applied")
             await running.stop(signal.SIGKILL)

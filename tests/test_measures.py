@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +17,7 @@ from profiles.measures import (
     register_at,
 )
 
-T0 = datetime(2025, 1, 15, 16, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 1, 15, 16, 0, tzinfo=UTC)
 
 
 def register_from_power(segments: list[tuple[float, float]], extra: list[float] = ()) -> list[tuple[datetime, float]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from profiles.composite import InstalledProfile, limit_at
 from profiles.station_clock import anchored, clock_offset_s, relative
 
-OURS = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+OURS = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def profile(periods: list[tuple[int, float]], duration: int | None = 3600) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def test_relative_holds_the_first_period_whatever_the_clock() -> None:
     schedule = r["chargingSchedule"][0]
     assert "startSchedule" not in schedule and "duration" not in schedule
     assert schedule["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": 6.0, "numberPhases": 3}]
-    tx_start = datetime(2025, 1, 15, 13, 0, tzinfo=timezone.utc)
+    tx_start = datetime(2025, 1, 15, 13, 0, tzinfo=UTC)
     for hours in (0, 1, 30):
         assert station_limit(r, tx_start + timedelta(hours=hours), tx_start) == 6.0
 

@@ -18,7 +18,7 @@ from tests.ocpp_client import RawStation
 
 
 def at(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(text)
 
 
 def event(kind: str, seq: int, ts: str, tx: str, *, evse: bool = False, offline: bool = False,
