@@ -209,7 +209,13 @@ class LimitIntake(Protocol):
     def transformer_ids(self) -> list[str]: ...
 
     async def submit(self, transformer_id: str, payload: bytes | str | Payload) -> LimitSignal:
-        """Validate and apply a signal as if it arrived live; raises SignalError naming the problem."""
+        """Validate and apply a signal as if it arrived live; raises SignalError naming the problem.
+        Returns once the signal is stored (it survives a restart)."""
+        ...
+
+    async def clear(self, transformer_id: str, source: str) -> LimitSignal | None:
+        """Take the signal of ``source`` out of force for good; None if there was none (KeyError:
+        unknown group)."""
         ...
 
 

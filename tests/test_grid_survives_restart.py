@@ -210,8 +210,8 @@ async def _safe(api: Api, on: bool) -> bool:
 async def test_an_expired_limit_is_not_restored_and_a_valid_one_keeps_its_end(tmp_path: Path) -> None:
     site = Site(tmp_path, grid())
     async with Api(site) as api:
-        now = datetime.now(UTC)
         async with daemon(site) as running:
+            now = datetime.now(UTC)
             for sid, kw, until_s, source in (("short", 50, 2, "dso"), ("long", 80, 3600, "gopacs")):
                 status, body = await api.post("/api/grid/transformers/T1/limit", {
                     "signal_id": sid, "limit_kw": kw, "source": source,

@@ -494,6 +494,7 @@ async def test_commands_recorded_with_outcome(store: Store) -> None:
     assert [r["action"] for r in await store.list_commands(limit=1)] == ["TriggerMessage"]
 
 
+
 # Redis specifics --------------------------------------------------------------------------------
 @pytest.mark.redis
 async def test_two_redis_nodes_store_a_retransmission_once(redis_prefix: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from csms.grid.config import GridConfig
 from csms.grid.control import GridController
+from csms.grid.effects.memory import GridMemory
 from csms.grid.effects.pusher import Pusher
 from csms.grid.effects.setup import StationSetup
 from csms.grid.effects.verify import Verification, Verifier, VerifyConfig
@@ -31,6 +32,7 @@ from csms.grid.signals import Signals
 from csms.grid.views import GroupViews
 from csms.interfaces import Bus, Clock, GridCommands, LimitIntake, Spawner
 from csms.metrics import Metrics
+from csms.store.base import DocumentStore, SmartChargingStore, TransactionStore
 from profiles.hysteresis import Hysteresis
 
 
@@ -50,12 +52,20 @@ class GridDeps(Spawner, Protocol):
     def connections(self) -> Mapping[str, object]: ...
 
 
-class Grid:
-    """One component (start/stop) built from the parts below; each gets only what it uses."""
+class GridStore(DocumentStore, TransactionStore, SmartChargingStore, Protocol):
+    """What the grid keeps and reads back across a restart: its own state (limits, safe mode,
+    operators' needs) and the running transactions, their readings, needs and pushed profiles."""
 
-    def __init__(self, config: GridConfig, deps: GridDeps, clock: Clock) -> None:
+
+class Grid:
+    """One component (start/stop) built from the parts below; each gets only what it uses.
+    Without a ``store`` nothing survives a restart (tests of the control loop alone)."""
+
+    def __init__(self, config: GridConfig, deps: GridDeps, clock: Clock, store: GridStore | None = None) -> None:
         self.config = config
         self.deps = deps
+        self.store = store
+        self.memory = GridMemory(store) if store is not None else None
         registry = deps.metrics.registry
         p = config.planning
         d = config.session_defaults
@@ -65,7 +75,7 @@ class Grid:
         self.topology = Topology(config)
         self.journal = Journal(clock)
         # Limits in (the intake and its sources), each group's state out (the status publisher)
-        self.signals = Signals(config, deps.bus, registry, clock)
+        self.signals = Signals(config, deps.bus, registry, clock, self.memory)
         self.limit_book = self.signals.book
         self.status = self.signals.status
         # Control and effects
@@ -107,6 +117,8 @@ class Grid:
             await self.controller.stop()
         finally:
             await self.signals.stop()
+            if self.memory is not None:
+                await self.memory.flush()
 
     # csms.interfaces.GridService ----------------------------------------------------------------
     @property
