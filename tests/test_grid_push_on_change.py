@@ -3,7 +3,8 @@ re-plans never postpone over-draw detection.
 
 Third-party stations (the `ocpp` package) charge under one transformer whose contract makes the limit
 drop in twenty minutes, so every plan has steps; their plans do not change. Some stations report a
-small PeriodsPerSchedule or none at all (then one period is assumed), so their schedules are cut short. Behind a second transformer,
+small PeriodsPerSchedule or none at all (then one period is assumed), so their schedules are cut short.
+Behind a second transformer,
 other stations start and stop transactions every few hundred milliseconds: the controller re-plans
 several times a second. Each station counts the TxProfiles that prescribe exactly what it already
 had for the next two hours (on its own clock): there must be none. One station ignores its profiles
