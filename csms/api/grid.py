@@ -102,4 +102,5 @@ async def set_need(request: web.Request) -> web.Response:
         raise ApiError(404, str(exc).strip("'\"") or f"no session on {station_id} EVSE {evse_id}") from None
     except ValueError as exc:
         raise ApiError(422, str(exc)) from None
+    await grid.stored()  # the need survives a restart before we say it was taken
     return json_response({"station_id": station_id, "evse_id": evse_id, "session": result})

@@ -11,20 +11,22 @@ the operator API reads.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
 from csms.grid.config import GridConfig
 from csms.grid.control import GridController
-from csms.grid.effects.memory import GridMemory
+from csms.grid.effects.memory import NEED, GridMemory, need_key
 from csms.grid.effects.pusher import Pusher
+from csms.grid.effects.rebuild import rebuild_sessions
 from csms.grid.effects.setup import StationSetup
 from csms.grid.effects.verify import Verification, Verifier, VerifyConfig
 from csms.grid.effects.waves import WaveDispatcher
 from csms.grid.journal import Journal
 from csms.grid.metrics import ControlMetrics
-from csms.grid.model.sessions import Defaults, SessionBook
+from csms.grid.model.sessions import Defaults, SessionBook, need_record
 from csms.grid.model.topology import Topology
 from csms.grid.observer import Observer
 from csms.grid.planning import GroupPlanner
@@ -34,6 +36,8 @@ from csms.interfaces import Bus, Clock, GridCommands, LimitIntake, Spawner
 from csms.metrics import Metrics
 from csms.store.base import DocumentStore, SmartChargingStore, TransactionStore
 from profiles.hysteresis import Hysteresis
+
+log = logging.getLogger("csms.grid")
 
 
 class GridDeps(Spawner, Protocol):
@@ -98,16 +102,22 @@ class Grid:
                                          self.journal, deps.bus, self.metrics, self.status)
         self.controller = GridController(config, self.limit_book, self.planner, self.dispatcher, self.verification,
                                          self.views, self.journal, self.metrics, clock)
-        self.setup = StationSetup(config, self.sessions, deps.commands, deps, self.journal, self._replan)
+        self.setup = StationSetup(config, self.sessions, deps.commands, deps, self.journal, self._replan,
+                                  self.pusher, clock)
         self.observer = Observer(config, self.sessions, self.setup, self.pusher, self.verification, self.controller,
-                                 self.journal, clock)
+                                 self.journal, clock, transactions=store, spawner=deps, memory=self.memory)
         self.clock = clock
 
     def _replan(self, reason: str) -> None:
         self.controller.request(reason)
 
     async def start(self) -> None:
-        await self.signals.start()
+        await self.signals.start()  # limits and safe mode as they were before a restart
+        if self.store is not None:
+            rebuilt = await rebuild_sessions(self.store, self.store, self.sessions, self.pusher, self.memory,
+                                             self.config, self.clock())
+            if rebuilt:
+                log.info("grid: %d running sessions rebuilt from the store", rebuilt)
         self.observer.attach(self.deps.bus, self.deps.connections)
         await self.controller.start()
 
@@ -139,8 +149,14 @@ class Grid:
         session = self.sessions.set_api_need(station_id, evse_id, self.clock(), energy_kwh, departure, guaranteed_kwh)
         need = session.need
         assert need is not None
+        if self.memory is not None:
+            self.memory.put(NEED, need_key(station_id, session.transaction_id), need_record(need))
         self.journal.record("need", station_id=station_id, evse_id=evse_id, energy_kwh=need.energy_kwh,
                             departure=need.departure.isoformat(), guaranteed_kwh=need.guaranteed_kwh)
         self.controller.request("need set by operator")
         return {"station_id": station_id, "evse_id": evse_id, "energy_kwh": need.energy_kwh,
                 "departure": need.departure.isoformat(), "guaranteed_kwh": need.guaranteed_kwh}
+
+    async def stored(self) -> None:
+        if self.memory is not None:
+            await self.memory.flush()

@@ -65,6 +65,7 @@ class Station:
     ready: bool = False  # capabilities read and fail-safe installed
     failsafe_status: str | None = None  # outcome of installing the fail-safe TxDefaultProfile
     setup_running: bool = False
+    clock_offset_s: float | None = None  # its clock minus ours, from its messages' timestamps
 
 
 @dataclass
@@ -176,15 +177,7 @@ class SessionBook:
             evse_id = event.evse_id
             if not isinstance(evse_id, int) or evse_id <= 0:
                 return None, "none"  # an Updated without evse for a transaction we never saw
-            old = self.sessions.get((station_id, evse_id))
-            if old is not None:
-                self._by_tx.pop((station_id, old.transaction_id), None)
-            session = Session(station_id, evse_id, tx_id, now)
-            self.sessions[session.key] = session
-            self._by_tx[(station_id, tx_id)] = session.key
-            pending = self._pending_needs.pop(session.key, None)
-            if pending is not None:
-                session.need = pending
+            session = self.adopt(station_id, evse_id, tx_id, now)
             change = "new"
         state = event.charging_state
         if state and state != session.charging_state:
@@ -194,6 +187,19 @@ class SessionBook:
         if reading is not None and self.reading(session, reading, now) and change == "none":
             change = "reading"
         return session, change
+
+    def adopt(self, station_id: str, evse_id: int, transaction_id: str, started_at: datetime) -> Session:
+        """A new session for a transaction on ``evse_id`` (replacing whatever that EVSE had)."""
+        old = self.sessions.get((station_id, evse_id))
+        if old is not None:
+            self._by_tx.pop((station_id, old.transaction_id), None)
+        session = Session(station_id, evse_id, transaction_id, started_at)
+        self.sessions[session.key] = session
+        self._by_tx[(station_id, transaction_id)] = session.key
+        pending = self._pending_needs.pop(session.key, None)
+        if pending is not None:
+            session.need = pending
+        return session
 
     def ended(self, station_id: str, transaction_id: str) -> Session | None:
         session = self.find(station_id, transaction_id, None)
@@ -268,6 +274,30 @@ class SessionBook:
 # ---------------------------------------------------------------------------------------------
 # Needs -> planner input
 # ---------------------------------------------------------------------------------------------
+
+
+def need_record(need: Need) -> dict[str, Any]:
+    """A need as a JSON-able record (the operator's needs are stored so they survive a restart)."""
+    return {"energy_kwh": need.energy_kwh, "departure": need.departure.isoformat(),
+            "guaranteed_kwh": need.guaranteed_kwh, "source": need.source, "min_current_a": need.min_current_a,
+            "max_current_a": need.max_current_a, "phases": need.phases, "v2g": need.v2g,
+            "max_discharge_kw": need.max_discharge_kw, "dischargeable_kwh": need.dischargeable_kwh,
+            "baseline_wh": need.baseline_wh}
+
+
+def need_from_record(record: dict[str, Any]) -> Need:
+    """What :func:`need_record` wrote; ValueError/KeyError/TypeError for a damaged record."""
+    departure = datetime.fromisoformat(record["departure"])
+    if departure.tzinfo is None:
+        raise ValueError("a stored departure needs a UTC offset")
+    phases = record.get("phases")
+    return Need(energy_kwh=float(record["energy_kwh"]), departure=departure,
+                guaranteed_kwh=float(record.get("guaranteed_kwh") or 0.0), source=str(record.get("source", "api")),
+                min_current_a=_number(record.get("min_current_a")), max_current_a=_number(record.get("max_current_a")),
+                phases=int(phases) if isinstance(phases, int) else None, v2g=bool(record.get("v2g")),
+                max_discharge_kw=float(record.get("max_discharge_kw") or 0.0),
+                dischargeable_kwh=float(record.get("dischargeable_kwh") or 0.0),
+                baseline_wh=_number(record.get("baseline_wh")))
 
 
 def _number(value: Any) -> float | None:
