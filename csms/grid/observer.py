@@ -129,6 +129,8 @@ class Observer:
                 self.controller.request("session ended")
             return
         now = self.clock()
+        if not ev.offline:
+            self.book.clock_reading(sid, ev.timestamp, now)
         session, change = self.book.transaction(sid, ev, now)
         if session is None:
             if ev.evse_id is None:
@@ -166,6 +168,8 @@ class Observer:
 
     def _meter_values(self, ev: MeterValuesReceived) -> None:
         assert ev.station_id is not None
+        if ev.reading is not None:
+            self.book.clock_reading(ev.station_id, ev.reading.timestamp, self.clock())
         session = self.book.find(ev.station_id, None, ev.evse_id)
         if session is not None and ev.reading is not None:
             now = self.clock()

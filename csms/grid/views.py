@@ -96,6 +96,7 @@ class GroupViews:
             "fixed_kw": s.fixed_kw, "fixed_reason": s.fixed_reason,
             "can_pause": s.can_pause, "no_pause_reason": s.no_pause_reason,
             "push_status": s.push_status,
+            "clock_offset_s": st.clock_offset_s,
         }
 
     def snapshot(self, *, plans: int, pushes_sent: int, pushes_skipped: int,

@@ -112,7 +112,7 @@ def _last_profile(session: Session, rows: list[dict[str, Any]], pusher: Pusher, 
                                     now=now)
         if sp is None:
             return
-        pusher.installed[session.key] = sp
+        pusher.adopt(session.key, sp, 0.0)  # on the station's clock, as it was sent
         value = sp.value_at(now)
         if value is not None:
             session.setpoint_a = value

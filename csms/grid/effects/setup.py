@@ -15,6 +15,7 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from csms.domain.events import ChargingProfilesReported
@@ -107,14 +108,16 @@ class StationSetup:
                     if evse == session.evse_id and profile.get("id") == TX_PROFILE_ID_BASE + session.evse_id
                     and profile.get("transactionId") == session.transaction_id
                     and profile.get("chargingProfilePurpose") == "TxProfile"]
+            # Read on the station's clock (offset 0): the pusher moves it onto ours with the
+            # station's offset as it learns it.
             sp = None if not ours else setpoints_from_profile(
                 ours[-1], station_id=station_id, evse_id=session.evse_id, slot_s=float(p.slot_s),
-                horizon_slots=p.horizon_slots, default_phases=self.book.station(station_id).caps.phases, now=now,
-                offset_s=self.book.station(station_id).clock_offset_s or 0.0)
+                horizon_slots=p.horizon_slots, default_phases=self.book.station(station_id).caps.phases,
+                now=now + timedelta(seconds=self.book.station(station_id).clock_offset_s or 0.0))
             if sp is None:
                 self.pusher.forget(station_id, session.evse_id)
                 continue
-            self.pusher.installed[session.key] = sp
+            self.pusher.adopt(session.key, sp, 0.0)
             kept += 1
         return kept
 

@@ -63,6 +63,7 @@ class WaveDispatcher:
         start = now.replace(microsecond=0)
         todo: list[tuple[Setpoints, StationCaps, str]] = []
         sessions: dict[tuple[str, int], Session] = {}
+        offsets: dict[str, float] = {}
         for unit in units:
             self.views.remember(unit, now)
             by_id = {f"{s.station_id}#{s.evse_id}": s for s in unit.sessions}
@@ -77,12 +78,13 @@ class WaveDispatcher:
                 todo.append((Setpoints(session.station_id, session.evse_id, session.transaction_id, start,
                                        float(p.slot_s), sp.current_a, need.phases), st.caps, unit.tid))
                 sessions[session.key] = session
+                offsets[session.station_id] = st.clock_offset_s or 0.0
         headroom = {u.tid: tuple(max(0.0, kw) for kw in u.plan.headroom_kw) for u in units}  # per slot from start
-        to_send, skipped = self.pusher.due(todo, headroom)
+        to_send, skipped = self.pusher.due(todo, headroom, offsets=offsets, cut=kind == "cut")
         if skipped:
             self.metrics.pushes.labels("skipped").inc(len(skipped))
         for r in skipped:
-            installed = self.pusher.installed.get((r.station_id, r.evse_id))
+            installed = self.pusher.seen_now((r.station_id, r.evse_id), offsets.get(r.station_id, 0.0))
             session = sessions.get((r.station_id, r.evse_id))
             if installed is not None and session is not None:
                 value = installed.value_at(now)
@@ -103,6 +105,8 @@ class WaveDispatcher:
         p = self.grid.planning
         kind, sessions = dispatch.kind, dispatch.sessions
         phases = {(sp.carried.station_id, sp.carried.evse_id): sp.carried.phases for sp in dispatch.to_send}
+        relative = {(sp.carried.station_id, sp.carried.evse_id) for sp in dispatch.to_send
+                    if sp.profile.get("chargingProfileKind") == "Relative"}
         for r in results:
             session = sessions.get((r.station_id, r.evse_id))
             self.metrics.pushes.labels(r.status).inc()
@@ -112,6 +116,13 @@ class WaveDispatcher:
             if session is None or self.book.sessions.get(session.key) is not session:
                 continue
             st = self.book.station(r.station_id)
+            if r.status == "Rejected" and (r.station_id, r.evse_id) in relative:
+                # A station that refuses a Relative TxProfile is not uncontrollable: it gets
+                # Absolute profiles from now on (anchored on its clock), starting right away.
+                st.caps.relative_tx = False
+                log.info("%s refused a Relative TxProfile; it gets Absolute ones", r.station_id)
+                self.verification.replan("relative profile refused")
+                continue
             kw = None if r.limit_a is None else r.limit_a * phases.get(session.key, 3) * VOLTAGE_V / 1000.0
             assumed = min(st.caps.max_current_a, p.fail_safe_limit_a if st.failsafe_status == "Accepted"
                           else st.caps.max_current_a) * st.caps.phases * VOLTAGE_V / 1000.0

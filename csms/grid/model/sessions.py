@@ -19,9 +19,11 @@ from csms.domain.meter import Reading
 from profiles.composite import parse_datetime
 from profiles.planner import PHASE_NAMES, SessionNeed
 from profiles.profile_builder import Unit
+from profiles.station_clock import OFFSET_WINDOW, clock_offset_s
 
 CHARGING_STATES_DRAWING = frozenset({"Charging"})
 SUSPENDED_STATES = frozenset({"SuspendedEV", "SuspendedEVSE"})
+IN_STEP_S = 2.0  # a station clock this close to ours counts as in step (network delay, rounding)
 
 
 @dataclass
@@ -48,6 +50,7 @@ class StationCaps:
     max_current_a: float = 32.0
     min_current_a: float = 6.0
     source: str = "assumed"  # assumed | device-model | rule
+    relative_tx: bool = True  # takes a Relative TxProfile (the immediate cut); False once it refused one
 
     @property
     def unit(self) -> Unit:
@@ -66,6 +69,7 @@ class Station:
     failsafe_status: str | None = None  # outcome of installing the fail-safe TxDefaultProfile
     setup_running: bool = False
     clock_offset_s: float | None = None  # its clock minus ours, from its messages' timestamps
+    clock_readings: list[float] = field(default_factory=list)  # timestamp minus receipt of recent messages
 
 
 @dataclass
@@ -148,6 +152,21 @@ class SessionBook:
         if st is None:
             st = self.stations[station_id] = Station(station_id)
         return st
+
+    def clock_reading(self, station_id: str, timestamp: str | None, received_at: datetime) -> None:
+        """A live message stamped ``timestamp`` by the station arrived at ``received_at`` (our clock):
+        update its clock offset (whole seconds; within a couple of seconds counts as in step)."""
+        if not timestamp:
+            return
+        try:
+            at = parse_datetime(timestamp)
+        except ValueError:
+            return
+        st = self.station(station_id)
+        st.clock_readings.append((at - received_at).total_seconds())
+        del st.clock_readings[:-OFFSET_WINDOW]
+        offset = clock_offset_s(st.clock_readings)
+        st.clock_offset_s = None if offset is None else (0.0 if abs(offset) < IN_STEP_S else float(round(offset)))
 
     def of_station(self, station_id: str) -> list[Session]:
         return [s for s in self.sessions.values() if s.station_id == station_id]
