@@ -87,9 +87,12 @@ class Verifier:
                                      f"{': ' + result.reason if result.reason else ''}", session.fixed_kw)
             return None
         previous = session.setpoint_a
-        session.push_status, session.pushed_at = "Accepted", now
+        session.push_status = "Accepted"
+        if session.pushed_at is None or result.limit_a != previous:
+            # A new setpoint: the station gets its grace again and readings start counting anew.
+            # A re-push of what it already had changes nothing: over-draw detection goes on.
+            session.pushed_at, session.overdraw_count = now, 0
         session.setpoint_a, session.setpoint_kw = result.limit_a, setpoint_kw
-        session.overdraw_count = 0
         before = power_before_kw if power_before_kw is not None else session.power_kw
         if result.limit_a == 0 and previous != 0:
             session.paused_while_drawing = (before or 0.0) > self.config.drawing_kw
