@@ -122,6 +122,8 @@ class Hysteresis:
             if v_new is None:
                 continue
             if v_old is None:
+                if t_o >= old_end - 1e-6:
+                    continue  # past the installed schedule's end: whether to renew it is _runs_out's call
                 return None
             if recent and v_old <= v_new:
                 continue
@@ -186,6 +188,19 @@ class Hysteresis:
                     top = old_vals[j] if top is None else max(top, old_vals[j])
             out.append(0.0 if top is None else (top - new_vals[i]) * kw_per_a)
         return tuple(out)
+
+
+def same_limits(old: Setpoints, new: Setpoints, now: datetime, *, window_s: float = 7200.0, step_s: float = 30.0,
+                tolerance_a: float = 0.05) -> bool:
+    """Does ``new`` prescribe what ``old`` does, at every ``step_s`` over the next ``window_s`` (no value
+    counts as a value: a schedule that ends is not one that holds)? Sending ``new`` over ``old`` would
+    then change nothing on the station: an identical push."""
+    for k in range(int(window_s // step_s) + 1):
+        at = now + timedelta(seconds=k * step_s)
+        a, b = old.value_at(at), new.value_at(at)
+        if (a is None) != (b is None) or (a is not None and b is not None and abs(a - b) > tolerance_a):
+            return False
+    return True
 
 
 def keep_within_budget(items: list[tuple[tuple[float, ...], T]],

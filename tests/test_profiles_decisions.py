@@ -191,3 +191,13 @@ def test_a_replan_of_the_same_schedule_is_kept_until_it_runs_out(values: list[fl
     ends_soon = 900.0 * len(values) - later_s < 120.0
     if not ends_soon and all(v == values[0] for v in values):
         assert kept == 0.0  # nothing changes at any instant: never sent again
+
+
+def test_same_limits_tells_an_identical_push_from_a_change_or_a_longer_schedule() -> None:
+    from profiles.hysteresis import same_limits
+
+    installed = schedule([16.0, 16.0, 8.0])
+    assert same_limits(installed, schedule([16.0, 16.0, 8.0]), T0)
+    assert same_limits(installed, schedule([16.0, 16.0, 8.0], offset_s=10.0), T0 + timedelta(seconds=10))  # drift
+    assert not same_limits(installed, schedule([16.0, 8.0, 8.0]), T0)
+    assert not same_limits(installed, schedule([16.0, 16.0, 8.0, 8.0]), T0)  # reaches further: a refresh

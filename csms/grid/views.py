@@ -99,14 +99,15 @@ class GroupViews:
             "clock_offset_s": st.clock_offset_s,
         }
 
-    def snapshot(self, *, plans: int, pushes_sent: int, pushes_skipped: int,
-                 last_reaction_s: float | None) -> dict[str, Any]:
+    def snapshot(self, *, plans: int, pushes_sent: int, pushes_skipped: int, last_reaction_s: float | None,
+                 pushes_identical: int = 0) -> dict[str, Any]:
         """Everything the operator API and dashboard show, per capacity group."""
         return {
             "at": self.clock().isoformat(),
             "plans": plans,
             "pushes_sent": pushes_sent,
             "pushes_skipped": pushes_skipped,
+            "pushes_identical": pushes_identical,
             "last_reaction_s": last_reaction_s,
             "transformers": {tid: self.group_snapshot(tid) for tid in self.grid.transformers},
         }

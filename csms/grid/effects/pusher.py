@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from csms.grid.model.sessions import StationCaps
-from profiles.hysteresis import Hysteresis, Setpoints, keep_within_budget
+from profiles.hysteresis import Hysteresis, Setpoints, keep_within_budget, same_limits
 from profiles.planner import SessionPlan
 from profiles.profile_builder import MAX_TRANSACTION_ID, Unit, fail_safe_default_profile, tx_profile
 from profiles.station_clock import DEFAULT_LEAD_S, anchored, relative
@@ -215,6 +215,7 @@ class Pusher:
     in_flight: dict[tuple[str, int], int] = field(default_factory=dict)
     sent: int = 0
     skipped: int = 0
+    identical: int = 0  # profiles sent that prescribed exactly what the station had (goal: none)
     chunk: int = 250  # stations whose calls start before the event loop gets a turn
 
     def forget(self, station_id: str, evse_id: int | None = None) -> None:
@@ -271,6 +272,8 @@ class Pusher:
             if force or key in self.in_flight or old is None or self.hysteresis.unchanged(
                     old, shaped.carried, now, self.pushed_at.get(key)) is None:
                 to_send.append(shaped)
+                if old is not None and key not in self.in_flight and same_limits(old, shaped.carried, now):
+                    self.identical += 1
             else:
                 excess = self.hysteresis.excess_by_slot(old, shaped.carried, now)
                 candidates.setdefault(group, []).append((excess, shaped))
