@@ -24,6 +24,7 @@ from profiles.station_clock import OFFSET_WINDOW, clock_offset_s
 CHARGING_STATES_DRAWING = frozenset({"Charging"})
 SUSPENDED_STATES = frozenset({"SuspendedEV", "SuspendedEVSE"})
 IN_STEP_S = 2.0  # a station clock this close to ours counts as in step (network delay, rounding)
+ENERGY_WINDOW_S = 1.0  # shortest span (station time) over which the register's rate is taken
 
 
 @dataclass
@@ -114,6 +115,15 @@ class Session:
     resumed_at: datetime | None = None  # a 0 -> >0 setpoint was accepted at this time
     paused_while_drawing: bool = False
     overdraw_count: int = 0
+    # Energy cross-check: the register's rate over the last window of at least ENERGY_WINDOW_S
+    # (station time), what the station reported as power, and whether its power figure is trusted.
+    energy_kw: float | None = None
+    energy_window_from: datetime | None = None  # our clock: when the window behind energy_kw began
+    energy_mark: tuple[datetime, float, datetime] | None = None  # (station time, Wh, our time) of its start
+    reported_kw: float | None = None
+    mismatch_count: int = 0
+    mismatch_window: datetime | None = None  # the last energy window judged
+    power_from_energy: bool = False  # its reported power contradicted its energy register
 
     @property
     def key(self) -> tuple[str, int]:
@@ -229,8 +239,11 @@ class SessionBook:
         return session
 
     def reading(self, session: Session, reading: Reading, now: datetime) -> bool:
-        """Take a meter reading; True if it carried power."""
+        """Take a meter reading; True if it says something about the power drawn (reported power, or
+        a new rate of the energy register)."""
+        fresh_energy = False
         if reading.energy_wh is not None:
+            fresh_energy = self._energy(session, reading.energy_wh, reading.timestamp, now)
             session.energy_wh = reading.energy_wh
             if session.start_energy_wh is None:
                 session.start_energy_wh = reading.energy_wh
@@ -238,10 +251,38 @@ class SessionBook:
                 session.need.baseline_wh = reading.energy_wh
         if reading.soc is not None:
             session.soc = reading.soc
+        if reading.power_w is not None:
+            session.reported_kw = reading.power_w / 1000.0
+        if session.energy_kw is not None and (session.power_from_energy or reading.power_w is None):
+            # No power figure, or one that proved wrong: the register says what is drawn.
+            if fresh_energy:
+                session.power_kw, session.power_at = session.energy_kw, now
+            return fresh_energy
         if reading.power_w is None:
             return False
         session.power_kw = reading.power_w / 1000.0
         session.power_at = now
+        return True
+
+    @staticmethod
+    def _energy(session: Session, wh: float, timestamp: str | None, now: datetime) -> bool:
+        """Update the register's rate; True when a new window closed."""
+        at = now
+        if timestamp:
+            try:
+                at = parse_datetime(timestamp)
+            except ValueError:
+                at = now
+        mark = session.energy_mark
+        if mark is None or at < mark[0] or wh < mark[1]:  # first reading, a clock jump back, a meter reset
+            session.energy_mark = (at, wh, now)
+            return False
+        span = (at - mark[0]).total_seconds()
+        if span < ENERGY_WINDOW_S:
+            return False
+        session.energy_kw = (wh - mark[1]) / 1000.0 / (span / 3600.0)
+        session.energy_window_from = mark[2]
+        session.energy_mark = (at, wh, now)
         return True
 
     # Needs ----------------------------------------------------------------------------------
