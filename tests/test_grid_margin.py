@@ -51,17 +51,19 @@ async def _sessions(api: Api) -> bool:
     return len(await api.sessions()) == N
 
 
-def first_wave_kw(stations: list[LibStation], since: float) -> float:
-    """kW allowed by the first TxProfile each station received after ``since`` (the immediate cut)."""
-    total = 0.0
-    for st in stations:
-        first = st.tx_pushes(since)[0]
-        schedule = first.profile["charging_schedule"][0]
-        period = schedule["charging_schedule_period"][0]
-        phases = period.get("number_phases") or 3
-        amps = period["limit"] if schedule["charging_rate_unit"] == "A" else period["limit"] / (phases * VOLTAGE_V)
-        total += (amps if amps >= 6 else 0.0) * st.phases * VOLTAGE_V / 1000.0
-    return total
+async def cut_kw(api: Api) -> float:
+    """kW the immediate cut allowed, from the daemon's own record of the profiles it pushed as the cut
+    (a plan's wave still on its way when the limit came may reach a station after the post, before
+    the cut: the first profile a station sees after the post is not necessarily the cut)."""
+    async def answered() -> dict[str, float]:
+        last: dict[str, float] = {}
+        for e in await api.events("push"):
+            if e.get("trigger") == "cut" and e.get("status") == "Accepted":
+                last[e["station_id"]] = e["limit_a"]
+        return last if len(last) == N else {}
+
+    last = await until(answered, 10, "the cut answered by every station")
+    return sum((a if a >= 6 else 0.0) * 3 * VOLTAGE_V / 1000.0 for a in last.values())
 
 
 async def _cut_and_plan(api: Api, stations: list[LibStation]) -> tuple[float, float, dict[str, Any]]:
@@ -70,12 +72,12 @@ async def _cut_and_plan(api: Api, stations: list[LibStation]) -> tuple[float, fl
                                {"signal_id": "mrg", "limit_kw": LIMIT_KW, "source": "operator"})
     assert status == 202
     await until(lambda: all(st.tx_pushes(posted) for st in stations), 5, "the cut reached every station")
-    cut_kw = first_wave_kw(stations, posted)
+    cut = await cut_kw(api)
     plans = (await api.get("/api/grid"))["plans"]
     await until(lambda: _more_plans(api, plans + 2), 10, "refined plans")
     for st in stations:
         st.tick()
-    return cut_kw, sum(st.power_kw() for st in stations), await api.group()
+    return cut, sum(st.power_kw() for st in stations), await api.group()
 
 
 async def _more_plans(api: Api, n: int) -> bool:
