@@ -190,12 +190,13 @@ class Hysteresis:
         return tuple(out)
 
 
-def same_limits(old: Setpoints, new: Setpoints, now: datetime, *, window_s: float = 7200.0, step_s: float = 30.0,
+def same_limits(old: Setpoints, new: Setpoints, now: datetime, *, step_s: float = 30.0,
                 tolerance_a: float = 0.05) -> bool:
-    """Does ``new`` prescribe what ``old`` does, at every ``step_s`` over the next ``window_s`` (no value
-    counts as a value: a schedule that ends is not one that holds)? Sending ``new`` over ``old`` would
-    then change nothing on the station: an identical push."""
-    for k in range(int(window_s // step_s) + 1):
+    """Does ``new`` prescribe what ``old`` does, at every ``step_s`` from ``now`` to the end of both
+    (no value counts as a value: a schedule that ends is not one that holds)? Sending ``new`` over
+    ``old`` would then change nothing on the station: an identical push."""
+    span = max((old.end - now).total_seconds(), (new.end - now).total_seconds(), 0.0)
+    for k in range(int(span // step_s) + 1):
         at = now + timedelta(seconds=k * step_s)
         a, b = old.value_at(at), new.value_at(at)
         if (a is None) != (b is None) or (a is not None and b is not None and abs(a - b) > tolerance_a):

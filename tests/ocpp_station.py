@@ -13,7 +13,7 @@ It behaves like stations in the field: ``evse`` only on the first TransactionEve
 meter values in whatever unit it is told (``energy_unit``: ``Wh``, ``kWh`` or ``Wh*10^3``), power
 reported or not (``report_power=False``: 0 W while the register climbs), profiles obeyed or not
 (``obey=False``). It records every SetChargingProfile, and counts a TxProfile as *identical* when the
-limit it prescribes over the next two hours (on the station's clock) equals what the station already had.
+limit it prescribes over the next eight hours (on the station's clock) equals what the station already had.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ocpp.v201 import ChargePoint, call, call_result
 
 VOLTAGE_V = 230.0
 MIN_CURRENT_A = 6.0
-IDENTICAL_WINDOW_S = 7200
+IDENTICAL_WINDOW_S = 8 * 3600
 IDENTICAL_STEP_S = 30
 
 

@@ -7,7 +7,7 @@ small PeriodsPerSchedule or none at all (then one period is assumed), so their s
 Behind a second transformer,
 other stations start and stop transactions every few hundred milliseconds: the controller re-plans
 several times a second. Each station counts the TxProfiles that prescribe exactly what it already
-had for the next two hours (on its own clock): there must be none. One station ignores its profiles
+had for the next eight hours (on its own clock): there must be none. One station ignores its profiles
 and draws 11 kW: it must be found out and budgeted at what it draws, despite the re-plans.
 """
 

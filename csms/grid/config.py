@@ -15,8 +15,8 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from profiles.margin import DEFAULT_MARGIN_KW, DEFAULT_MARGIN_PERCENT
 from csms.configcheck import ConfigError, ConfigIssue, Issues, bounds, build, is_number
+from profiles.margin import DEFAULT_MARGIN_KW, DEFAULT_MARGIN_PERCENT
 
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 PHASES: tuple[str, ...] = ("L1", "L2", "L3")

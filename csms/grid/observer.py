@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from csms.domain.events import (
@@ -32,9 +33,10 @@ from csms.grid.effects.pusher import Pusher
 from csms.grid.effects.setup import StationSetup
 from csms.grid.effects.verify import Verification
 from csms.grid.journal import Journal
-from csms.grid.model.sessions import SessionBook
+from csms.grid.model.sessions import Session, SessionBook
 from csms.interfaces import Bus, Clock, Spawner
 from csms.store.base import TransactionStore
+from profiles.units import VOLTAGE_V
 
 log = logging.getLogger("csms.grid")
 SCALARS = (int, float, str, bool, type(None))
@@ -142,6 +144,7 @@ class Observer:
         elif change == "state":
             self.verification.report(self.verification.verifier.resume_check(session, now))
         if change == "reading" or ev.reading is not None:
+            self._setpoint_now(session, now)
             self.verification.report(self.verification.verifier.reading(session, now))
 
     def _place(self, ev: TransactionChanged) -> None:
@@ -174,7 +177,20 @@ class Observer:
         if session is not None and ev.reading is not None:
             now = self.clock()
             self.book.reading(session, ev.reading, now)
+            self._setpoint_now(session, now)
             self.verification.report(self.verification.verifier.reading(session, now))
+
+    def _setpoint_now(self, session: Session, now: datetime) -> None:
+        """The setpoint in force is what the station's installed schedule says now: when the
+        schedule steps (a pause ending, a limit starting), a reading is judged against the new value,
+        with the grace a new setpoint gets, not against the value of the last push."""
+        offset = self.book.station(session.station_id).clock_offset_s or 0.0
+        installed = self.pusher.seen_now(session.key, offset)
+        value = None if installed is None else installed.value_at(now)
+        if installed is None or value is None or value == session.setpoint_a:
+            return
+        session.setpoint_a, session.setpoint_since = value, now
+        session.setpoint_kw = value * installed.phases * VOLTAGE_V / 1000.0
 
     def _ev_needs(self, ev: EvChargingNeeds) -> None:
         assert ev.station_id is not None

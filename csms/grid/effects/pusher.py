@@ -82,11 +82,16 @@ def as_relative(shaped: ShapedProfile) -> ShapedProfile:
     return replace(shaped, profile=relative(shaped.profile), carried=held)
 
 
+#: A change of a station's clock offset smaller than this is estimation noise (message delays,
+#: compressed simulated time), not a clock that moved: the installed schedule is taken as it was.
+OFFSET_TOLERANCE_S = 30.0
+
+
 def as_seen_now(installed: Setpoints, offset_then: float, offset_now: float) -> Setpoints:
     """What an installed schedule does on our clock now, given the station's clock offset when it was
     pushed and now: a clock that moved since (drift, a correction, a simulated clock running fast)
     runs the schedule earlier or later than we planned it."""
-    if offset_then == offset_now:
+    if abs(offset_then - offset_now) < OFFSET_TOLERANCE_S:
         return installed
     return replace(installed, start=installed.start + timedelta(seconds=offset_then - offset_now))
 

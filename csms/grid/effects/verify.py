@@ -98,7 +98,7 @@ class Verifier:
         if session.pushed_at is None or result.limit_a != previous:
             # A new setpoint: the station gets its grace again and readings start counting anew.
             # A re-push of what it already had changes nothing: over-draw detection goes on.
-            session.pushed_at, session.overdraw_count = now, 0
+            session.pushed_at, session.setpoint_since, session.overdraw_count = now, now, 0
         session.setpoint_a, session.setpoint_kw = result.limit_a, setpoint_kw
         before = power_before_kw if power_before_kw is not None else session.power_kw
         if result.limit_a == 0 and previous != 0:
@@ -133,15 +133,17 @@ class Verifier:
         return self.resume_check(session, now)
 
     def _drawn(self, session: Session) -> float | None:
-        """What the car draws: the reported power, or the register's rate over an interval that
-        began after the station had time to apply its profile, whichever is higher."""
+        """What the car draws: the reported power, or the import register's rate over an interval that
+        began after the station had time to apply its setpoint, whichever is higher. (The import
+        register says nothing about a car that discharges: then only its power counts.)"""
         power = session.power_kw
         energy = session.energy_kw
-        if energy is None or session.energy_window_from is None:
+        if energy is None or session.energy_window_from is None or (power is not None and power < 0) \
+                or (session.setpoint_kw is not None and session.setpoint_kw < 0):
             return power
-        if session.pushed_at is not None and \
-                (session.energy_window_from - session.pushed_at).total_seconds() < self.config.apply_grace_s:
-            return power  # the interval still holds the time before the profile took effect
+        since = session.setpoint_since or session.pushed_at
+        if since is not None and (session.energy_window_from - since).total_seconds() < self.config.apply_grace_s:
+            return power  # the interval still holds the time before the setpoint took effect
         return energy if power is None else max(power, energy)
 
     def _mismatch(self, session: Session) -> Finding | None:
@@ -151,7 +153,10 @@ class Verifier:
                 or session.mismatch_window == session.energy_window_from:
             return None  # nothing to judge, or this interval was judged already
         session.mismatch_window = session.energy_window_from
-        if session.energy_kw >= cfg.mismatch_kw and session.reported_kw < cfg.mismatch_fraction * session.energy_kw:
+        # The reported power at both ends of the interval far below its average by the register (a car
+        # that stopped or started within the interval reports a change at one end only).
+        low = cfg.mismatch_fraction * session.energy_kw
+        if session.energy_kw >= cfg.mismatch_kw and all(r is not None and r < low for r in session.window_reported_kw):
             session.mismatch_count += 1
         else:
             session.mismatch_count = 0

@@ -92,6 +92,8 @@ class WaveDispatcher:
             if installed is not None and session is not None:
                 value = installed.value_at(now)
                 if value is not None:
+                    if value != session.setpoint_a:
+                        session.setpoint_since = now  # the installed schedule stepped
                     session.setpoint_a = value
                     session.setpoint_kw = value * installed.phases * VOLTAGE_V / 1000.0
         return Dispatch(kind, units, to_send, skipped, sessions, reasons)
@@ -99,10 +101,32 @@ class WaveDispatcher:
     async def run(self, dispatch: Dispatch, wave: Wave) -> list[PushResult]:
         """Send the wave (a cut in one burst) and take in the answers."""
         dispatch.power_before = {key: s.power_kw for key, s in dispatch.sessions.items()}
-        results = await self.pusher.push(dispatch.to_send, wave,
-                                         chunk=len(dispatch.to_send) if dispatch.kind == "cut" else None)
+        chunk = len(dispatch.to_send) if dispatch.kind == "cut" else None
+        lower, higher = self._split(dispatch)
+        # Reductions first, increases once they are answered: moving power from one car to another
+        # never adds both for the moment the wave takes (a second for a thousand stations).
+        results = await self.pusher.push(lower, wave, chunk=chunk)
+        if higher:
+            results += await self.pusher.push(higher, wave, chunk=chunk)
         self._outcomes(dispatch, results)
         return results
+
+    def _split(self, dispatch: Dispatch) -> tuple[list[ShapedProfile], list[ShapedProfile]]:
+        """The profiles that lower what a station may draw now, and the others. A station we know
+        nothing about is assumed at its fail-safe."""
+        now = self.pusher.clock()
+        failsafe = self.grid.planning.fail_safe_limit_a
+        lower: list[ShapedProfile] = []
+        higher: list[ShapedProfile] = []
+        for shaped in dispatch.to_send:
+            sp = shaped.carried
+            installed = self.pusher.seen_now((sp.station_id, sp.evse_id), shaped.offset_s)
+            before = installed.value_at(now) if installed is not None else None
+            after = sp.value_at(now)
+            if after is None:
+                after = sp.current_a[0]
+            (lower if after <= (failsafe if before is None else before) else higher).append(shaped)
+        return lower, higher
 
     def _outcomes(self, dispatch: Dispatch, results: list[PushResult]) -> None:
         p = self.grid.planning

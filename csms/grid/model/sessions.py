@@ -106,6 +106,7 @@ class Session:
     # Control state (set by the pusher and the verifier).
     setpoint_a: float | None = None  # what is in force now according to the last accepted push
     setpoint_kw: float | None = None
+    setpoint_since: datetime | None = None  # when the setpoint in force last changed (a push or a step of its schedule)
     pushed_at: datetime | None = None
     push_status: str | None = None
     fixed_kw: float | None = None  # uncontrollable: budgeted at this draw
@@ -119,7 +120,9 @@ class Session:
     # (station time), what the station reported as power, and whether its power figure is trusted.
     energy_kw: float | None = None
     energy_window_from: datetime | None = None  # our clock: when the window behind energy_kw began
-    energy_mark: tuple[datetime, float, datetime] | None = None  # (station time, Wh, our time) of its start
+    energy_mark: tuple[datetime, float, datetime, float | None] | None = None  # its start: station time, Wh,
+    #                                                                           our time, reported kW then
+    window_reported_kw: tuple[float | None, float | None] = (None, None)  # reported at the window's start and end
     reported_kw: float | None = None
     mismatch_count: int = 0
     mismatch_window: datetime | None = None  # the last energy window judged
@@ -242,8 +245,9 @@ class SessionBook:
         """Take a meter reading; True if it says something about the power drawn (reported power, or
         a new rate of the energy register)."""
         fresh_energy = False
+        reported = None if reading.power_w is None else reading.power_w / 1000.0
         if reading.energy_wh is not None:
-            fresh_energy = self._energy(session, reading.energy_wh, reading.timestamp, now)
+            fresh_energy = self._energy(session, reading.energy_wh, reading.timestamp, now, reported)
             session.energy_wh = reading.energy_wh
             if session.start_energy_wh is None:
                 session.start_energy_wh = reading.energy_wh
@@ -251,8 +255,8 @@ class SessionBook:
                 session.need.baseline_wh = reading.energy_wh
         if reading.soc is not None:
             session.soc = reading.soc
-        if reading.power_w is not None:
-            session.reported_kw = reading.power_w / 1000.0
+        if reported is not None:
+            session.reported_kw = reported
         if session.energy_kw is not None and (session.power_from_energy or reading.power_w is None):
             # No power figure, or one that proved wrong: the register says what is drawn.
             if fresh_energy:
@@ -265,7 +269,7 @@ class SessionBook:
         return True
 
     @staticmethod
-    def _energy(session: Session, wh: float, timestamp: str | None, now: datetime) -> bool:
+    def _energy(session: Session, wh: float, timestamp: str | None, now: datetime, reported: float | None) -> bool:
         """Update the register's rate; True when a new window closed."""
         at = now
         if timestamp:
@@ -275,14 +279,15 @@ class SessionBook:
                 at = now
         mark = session.energy_mark
         if mark is None or at < mark[0] or wh < mark[1]:  # first reading, a clock jump back, a meter reset
-            session.energy_mark = (at, wh, now)
+            session.energy_mark = (at, wh, now, reported)
             return False
         span = (at - mark[0]).total_seconds()
         if span < ENERGY_WINDOW_S:
             return False
         session.energy_kw = (wh - mark[1]) / 1000.0 / (span / 3600.0)
         session.energy_window_from = mark[2]
-        session.energy_mark = (at, wh, now)
+        session.window_reported_kw = (mark[3], reported)
+        session.energy_mark = (at, wh, now, reported)
         return True
 
     # Needs ----------------------------------------------------------------------------------
