@@ -2,8 +2,9 @@
 
 Every accepted limit signal (whatever its source), each group's safe-mode state, and the needs
 operators set for running sessions are written to the store as documents
-(:class:`csms.store.base.DocumentStore`, scopes ``grid:<kind>``) in the order they happened, and read back before the first plan after a start. Writes are queued
-in order on one task; each returns a future, so the operator API can persist before it answers.
+(:class:`csms.store.base.DocumentStore`, scopes ``grid:<kind>``) in the order they happened, and
+read back before the first plan after a start. Writes are queued in order on one task; each
+returns a future, so the operator API can persist before it answers.
 """
 
 from __future__ import annotations
