@@ -1,4 +1,6 @@
-"""Part 2, grid reaction time: a limit published on MQTT until the stations obey it.
+"""Part 2, grid reaction time and controller protocol load.
+
+Reaction time: a limit published on MQTT until the stations obey it.
 
 N lean stations (bench/wsclient.py) charge under one transformer at 16 A x 3 phases each. A limit
 signal goes to the real Mosquitto on 127.0.0.1:1883 under a topic prefix unique to the run. From
@@ -7,6 +9,11 @@ last station acknowledging a new TxProfile, and (c) the moment the aggregate pow
 have metered and reported (MeterValues answered by the server) is under the limit. Each repeat
 first restores the full limit and waits until the server is quiet. The baseline gets the same
 signal and does a plain equal-share SetChargingProfile fan-out (no planning).
+
+Protocol load on a busy evening: the demo's neighbourhood (demo/evening.py: arrivals 16:00-18:30,
+limits announced ahead, a dip below the non-EV load, departures 04:00-07:00) on a compressed clock;
+the TxProfiles the controller sends per session-hour of plugged-in time (goal: at most 4), and how
+many of them prescribed exactly what the station already had (goal: none).
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ class ReactionSettings:
     quiet_s: float = 1.0
     budget_s: float = 540.0
     kinds: tuple[str, ...] = ("ours", "baseline")
+    evening_stations: int = 48  # the busy evening (protocol load)
+    evening_seconds: float = 120.0  # wall-clock length of its 15.5 simulated hours
 
     def only(self, sizes: tuple[int, ...] | None = None, kinds: tuple[str, ...] | None = None) -> ReactionSettings:
         """These settings restricted to some fleet sizes and/or servers (for quick before/after runs)."""
@@ -59,7 +68,8 @@ class ReactionSettings:
 
 
 FULL = ReactionSettings()
-SMOKE = ReactionSettings(sizes=(20,), repeats={20: 2}, signal_timeout_s=15.0, quiet_s=0.5, budget_s=40.0)
+SMOKE = ReactionSettings(sizes=(20,), repeats={20: 2}, signal_timeout_s=15.0, quiet_s=0.5, budget_s=40.0,
+                         evening_stations=8, evening_seconds=20.0)
 
 
 class Fleet:
@@ -254,8 +264,41 @@ async def run(settings: ReactionSettings, out_dir: Path, say: Progress) -> Secti
                 continue
             res[kind][n] = await _one(kind, n, settings, work, say, deadline)
     section = _section(settings, res, out_dir)
+    _evening(section, await _busy_evening(settings, out_dir, say))
     section.seconds = time.monotonic() - started
     return section
+
+
+async def _busy_evening(s: ReactionSettings, out_dir: Path, say: Progress) -> dict[str, Any]:
+    """The demo's evening, in-process: profiles pushed per session-hour and identical pushes."""
+    import io
+
+    from rich.console import Console
+
+    from demo.evening import run_demo
+
+    say(f"busy evening: {s.evening_stations} stations, 15.5 simulated hours in {s.evening_seconds:.0f} s")
+    result = await run_demo(Console(file=io.StringIO(), width=120), stations_n=s.evening_stations,
+                            seconds=s.evening_seconds, out=out_dir / "busy-evening.png", seed=7)
+    figures: dict[str, Any] = result["figures"]
+    p = figures["profiles"]
+    say(f"busy evening: {p['sent']} profiles over {p['session_hours']:.0f} session-hours "
+        f"({p['per_session_hour']} per session-hour), {p['identical']} identical")
+    return figures
+
+
+def _evening(sec: Section, figures: dict[str, Any]) -> None:
+    p, g = figures["profiles"], figures["grid"]
+    sec.tables.append(Table(
+        "Controller protocol load on a busy evening (demo neighbourhood, compressed clock)",
+        ["session-hours", "profiles sent", "per session-hour", "kept by hysteresis", "identical pushes",
+         "kWh over the limit (15-min settlement)"],
+        [[p["session_hours"], p["sent"], p["per_session_hour"], p["skipped"], p["identical"], g["over_kwh"]]]))
+    rate = p["per_session_hour"]
+    sec.verdicts.append(verdict("at most 4 TxProfiles per session-hour on a busy evening",
+                                rate is not None and rate <= 4.0, f"{rate} per session-hour"))
+    sec.verdicts.append(verdict("no identical pushes", p["identical"] == 0, f"{p['identical']} identical"))
+    sec.data["busy_evening"] = figures
 
 
 def _stat(runs: list[dict[str, Any]], key: str, q: float) -> float:

@@ -142,7 +142,7 @@ class Daemon:
                            reports=self.operations, iso15118=self._iso15118(), billing=self.billing)
         self.routers = {sp: package.build_router(deps) for sp, package in VERSIONS.items()}
         if config.grid is not None:  # limit signals and the grid controller
-            self.grid = Grid(config.grid, self, self.clock)
+            self.grid = Grid(config.grid, self, self.clock, store=self.store)
             self.components.append(self.grid)
         if config.api.enabled:  # operator API and dashboard
             context = ApiContext(store=self.store, connections=self.connections, bus=self.bus, commands=self.commands,

@@ -138,6 +138,9 @@ class GridCommands(Protocol):
 
     async def get_variables(self, station_id: str, items: list[Payload]) -> Payload: ...
 
+    async def get_charging_profiles(self, station_id: str, request_id: int, *, evse_id: int | None = None,
+                                    purpose: str | None = None) -> Payload: ...
+
 
 class Commands(GridCommands, Protocol):
     """Every CSMS-initiated call, typed, plus the generic path; built per station's OCPP version.
@@ -209,7 +212,13 @@ class LimitIntake(Protocol):
     def transformer_ids(self) -> list[str]: ...
 
     async def submit(self, transformer_id: str, payload: bytes | str | Payload) -> LimitSignal:
-        """Validate and apply a signal as if it arrived live; raises SignalError naming the problem."""
+        """Validate and apply a signal as if it arrived live; raises SignalError naming the problem.
+        Returns once the signal is stored (it survives a restart)."""
+        ...
+
+    async def clear(self, transformer_id: str, source: str) -> LimitSignal | None:
+        """Take the signal of ``source`` out of force for good; None if there was none (KeyError:
+        unknown group)."""
         ...
 
 
@@ -225,3 +234,7 @@ class GridService(Protocol):
 
     def set_session_need(self, station_id: str, evse_id: int, energy_kwh: float | None = None,
                          departure: datetime | None = None, guaranteed_kwh: float | None = None) -> Payload: ...
+
+    async def stored(self) -> None:
+        """Returns once everything the grid was told so far is durable (persist before acknowledge)."""
+        ...

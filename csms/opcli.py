@@ -244,6 +244,16 @@ def cmd_call(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_limit(client: Client, args: argparse.Namespace) -> int:
+    if args.clear:
+        if args.kw is not None or args.payload is not None:
+            raise CliError(EXIT_USAGE, "--clear takes no limit and no --payload")
+        data = client.request("DELETE", f"/api/grid/transformers/{_quote(args.transformer)}/limit"
+                                        f"?source={_quote(args.source)}")
+        if args.json:
+            _print_json(data)
+        else:
+            _out().print(f"{args.transformer}: limit {data['cleared']} of {data['source']} cleared", highlight=False)
+        return EXIT_OK
     if (args.kw is None) == (args.payload is None):
         raise CliError(EXIT_USAGE, "give a limit in kW or --payload JSON (not both)")
     if args.payload is not None:
@@ -408,6 +418,7 @@ def register(sub: Any) -> None:
     p.add_argument("kw", nargs="?", type=float, help="the limit in kW, in force from now")
     p.add_argument("--until", help="ISO 8601 end of validity (default: until replaced)")
     p.add_argument("--source", default="operator", help="who set it (default: operator)")
+    p.add_argument("--clear", action="store_true", help="remove the limit of --source instead (for good)")
     p.add_argument("--signal-id", help="id of the signal (default: generated)")
     p.add_argument("--payload", help="the whole signal as JSON instead ('-' reads stdin)")
     _common(p)

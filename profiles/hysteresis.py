@@ -54,7 +54,7 @@ class Hysteresis:
     """When a new plan is close enough to what a station already has."""
 
     current_a: float = 1.0  # an increase smaller than this is not worth a message
-    refresh_s: float = 1800.0  # re-send when the installed schedule covers less than this ahead
+    refresh_s: float = 1800.0  # renew the installed schedule when it covers less than this ahead (see _runs_out)
     min_interval_s: float = 0.0  # a safe (non-decreasing) change waits this long after the last push
     near_s: float | None = None  # compared exactly this far ahead; beyond, per new slot (None: whole horizon)
 
@@ -84,7 +84,7 @@ class Hysteresis:
         slot, o_slot = new.slot_s, old.slot_s
         new_vals, old_vals = new.current_a, old.current_a
         new_end, old_end = slot * len(new_vals), o + o_slot * len(old_vals)
-        if old_end < min(new_end, t_now + self.refresh_s) - 1e-6:
+        if self._runs_out(old_end - t_now, new_end - t_now, slot):
             return None
 
         def new_at(t: float) -> float | None:
@@ -122,12 +122,29 @@ class Hysteresis:
             if v_new is None:
                 continue
             if v_old is None:
+                if t_o >= old_end - 1e-6:
+                    continue  # past the installed schedule's end: whether to renew it is _runs_out's call
                 return None
             if recent and v_old <= v_new:
                 continue
-            if (v_old == 0) != (v_new == 0) or (v_old < 0) != (v_new < 0) or abs(v_new - v_old) >= self.current_a:
+            if (v_old == 0) != (v_new == 0) or (v_old < 0) != (v_new < 0) or (
+                    v_new != v_old and abs(v_new - v_old) >= self.current_a):
                 return None
         return (a_old - a_new) * new.phases * VOLTAGE_V / 1000.0
+
+    def _runs_out(self, covers_old: float, covers_new: float, slot_s: float) -> bool:
+        """Must the installed schedule be renewed because it ends too soon?
+
+        Only when it covers less than ``refresh_s`` ahead (and less than the new plan does), and
+        either ends within ``near_s`` or the new plan reaches at least a slot further. A schedule
+        cut short (a station that takes few periods) ends at a step whose instant drifts with the
+        plan's start: re-sending it whenever the new one reaches a few seconds further would push
+        the very same schedule after every plan.
+        """
+        if covers_old >= min(covers_new, self.refresh_s) - 1e-6:
+            return False
+        soon = self.near_s if self.near_s is not None else 2 * 60.0
+        return covers_old < soon or covers_new - covers_old >= slot_s
 
     def excess_by_slot(self, old: Setpoints, new: Setpoints, now: datetime) -> tuple[float, ...]:
         """Per slot of ``new`` (index from ``new.start``): the kW by which keeping ``old`` would
@@ -171,6 +188,20 @@ class Hysteresis:
                     top = old_vals[j] if top is None else max(top, old_vals[j])
             out.append(0.0 if top is None else (top - new_vals[i]) * kw_per_a)
         return tuple(out)
+
+
+def same_limits(old: Setpoints, new: Setpoints, now: datetime, *, step_s: float = 30.0,
+                tolerance_a: float = 0.05) -> bool:
+    """Does ``new`` prescribe what ``old`` does, at every ``step_s`` from ``now`` to the end of both
+    (no value counts as a value: a schedule that ends is not one that holds)? Sending ``new`` over
+    ``old`` would then change nothing on the station: an identical push."""
+    span = max((old.end - now).total_seconds(), (new.end - now).total_seconds(), 0.0)
+    for k in range(int(span // step_s) + 1):
+        at = now + timedelta(seconds=k * step_s)
+        a, b = old.value_at(at), new.value_at(at)
+        if (a is None) != (b is None) or (a is not None and b is not None and abs(a - b) > tolerance_a):
+            return False
+    return True
 
 
 def keep_within_budget(items: list[tuple[tuple[float, ...], T]],

@@ -65,7 +65,7 @@ async def test_scale_smoke(tmp_path: Path) -> None:
 
 
 @pytest.mark.mqtt
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(120)
 async def test_reaction_smoke(tmp_path: Path) -> None:
     sec = await reaction.run(reaction.SMOKE, tmp_path, _say)
     rows = sec.tables[0].rows
@@ -77,6 +77,9 @@ async def test_reaction_smoke(tmp_path: Path) -> None:
         assert 0 < under_p50 < reaction.SMOKE.signal_timeout_s * 1000
     for kind in ("ours", "baseline"):
         assert sec.data["res"][kind][20]["rejected"] == 0
+    evening = sec.tables[1].rows[0]
+    assert evening[1] > 0 and evening[4] == 0  # profiles were sent, none of them identical
+    assert any("identical pushes" in v for v in sec.verdicts) and any("per session-hour" in v for v in sec.verdicts)
     _figures_ok(sec)
 
 

@@ -165,3 +165,39 @@ def test_groups_that_fit_are_left_alone() -> None:
     inp = PlanInput(sessions=[SessionNeed("a#1", energy_needed_kwh=5.0)], limit_kw=[100.0], base_load_kw=[0.0])
     groups = {"T": PlannedGroup(inp, plan(inp)), "S": PlannedGroup(inp, plan(inp))}
     assert fit_parents(groups, ["T", "S"], {"T": ["S"]}, plan) == groups
+
+
+def test_a_schedule_cut_short_is_not_sent_again_just_because_the_plan_moved_on() -> None:
+    """A station taking one period gets a schedule that ends at the plan's first step; that step's
+    instant drifts with the plan's start, so the same schedule made a few seconds later reaches a few
+    seconds further. That is no reason to send it again; running out soon, or a slot more, is."""
+    h = Hysteresis(current_a=1.0, refresh_s=4 * 3600.0, near_s=120.0)
+    installed = schedule([16.0])  # ends 900 s after T0
+    for later_s in (1.0, 30.0, 500.0):
+        replanned = schedule([16.0], offset_s=later_s)  # the same, made later: ends later by as much
+        assert h.unchanged(installed, replanned, T0 + timedelta(seconds=later_s)) == 0.0, later_s
+    assert h.unchanged(installed, schedule([16.0], offset_s=800.0), T0 + timedelta(seconds=800)) is None  # ends soon
+    longer = schedule([16.0, 16.0], offset_s=10.0)  # the new plan reaches a whole slot further
+    assert h.unchanged(installed, longer, T0 + timedelta(seconds=10)) is None
+
+
+@PROPS
+@given(st.lists(amps, min_size=1, max_size=12), st.floats(0.0, 899.0), st.floats(0.0, 3.0))
+def test_a_replan_of_the_same_schedule_is_kept_until_it_runs_out(values: list[float], later_s: float,
+                                                                 hysteresis_a: float) -> None:
+    h = Hysteresis(current_a=hysteresis_a, refresh_s=4 * 3600.0, near_s=120.0)
+    installed, replanned = schedule(values), schedule(values, offset_s=later_s)
+    kept = h.unchanged(installed, replanned, T0 + timedelta(seconds=later_s))
+    ends_soon = 900.0 * len(values) - later_s < 120.0
+    if not ends_soon and all(v == values[0] for v in values):
+        assert kept == 0.0  # nothing changes at any instant: never sent again
+
+
+def test_same_limits_tells_an_identical_push_from_a_change_or_a_longer_schedule() -> None:
+    from profiles.hysteresis import same_limits
+
+    installed = schedule([16.0, 16.0, 8.0])
+    assert same_limits(installed, schedule([16.0, 16.0, 8.0]), T0)
+    assert same_limits(installed, schedule([16.0, 16.0, 8.0], offset_s=10.0), T0 + timedelta(seconds=10))  # drift
+    assert not same_limits(installed, schedule([16.0, 8.0, 8.0]), T0)
+    assert not same_limits(installed, schedule([16.0, 16.0, 8.0, 8.0]), T0)  # reaches further: a refresh

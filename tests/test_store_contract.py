@@ -494,6 +494,7 @@ async def test_commands_recorded_with_outcome(store: Store) -> None:
     assert [r["action"] for r in await store.list_commands(limit=1)] == ["TriggerMessage"]
 
 
+
 # Redis specifics --------------------------------------------------------------------------------
 @pytest.mark.redis
 async def test_two_redis_nodes_store_a_retransmission_once(redis_prefix: str) -> None:
@@ -686,3 +687,30 @@ async def test_documents_and_counters(store: Store) -> None:
     assert await store.list_documents("nothing-here") == []
     assert [await store.next_number("reservation") for _ in range(3)] == [1, 2, 3]
     assert await store.next_number("other") == 1
+
+
+async def test_a_store_file_from_before_the_start_rule_gets_its_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # the transactions table as it was released first
+        conn.execute("CREATE TABLE transactions (station_id TEXT, transaction_id TEXT, evse_id INTEGER,"
+                     " connector_id INTEGER, id_token TEXT, started_at TEXT, ended_at TEXT, active INTEGER,"
+                     " charging_state TEXT, stopped_reason TEXT, last_seq_no INTEGER, energy_wh REAL,"
+                     " first_seen_as TEXT, PRIMARY KEY (station_id, transaction_id))")
+        conn.execute("INSERT INTO transactions VALUES ('CS-1','OLD',1,1,NULL,'2024-03-01T08:00:00Z',NULL,1,"
+                     "'Charging',NULL,3,100.0,'Started')")
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        # A late offline Updated stamped earlier than the old record's start: no origin known, so
+        # the earlier instant wins (as before); a new transaction follows the new rule.
+        assert await store.record_transaction_event("CS-1", tx_event("Updated", 4, T0 + timedelta(hours=1),
+                                                                     tx_id="OLD", energy_wh=200), T0)
+        old = await store.get_transaction("CS-1", "OLD")
+        assert old is not None and old.started_at == T0 and old.energy_wh == 200
+        assert await store.record_transaction_event("CS-1", tx_event("Started", 0, T0, tx_id="NEW", evse={"id": 2}),
+                                                    T0)
+        assert (await store.get_transaction("CS-1", "NEW")) is not None
+    finally:
+        await store.close()

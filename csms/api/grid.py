@@ -60,6 +60,22 @@ async def post_limit(request: web.Request) -> web.Response:
                                         for start, end, kw in signal.intervals]}, 202)
 
 
+@routes.delete("/api/grid/transformers/{transformer_id}/limit", ADMIN)
+async def clear_limit(request: web.Request) -> web.Response:
+    """Remove the limit one source set for a transformer (default source: ``operator``, as ``csms limit``
+    posts it), for good: it does not come back after a restart."""
+    intake = grid_of(request).limits
+    transformer_id = request.match_info["transformer_id"]
+    source = request.query.get("source", "operator")
+    if not intake.knows(transformer_id):
+        raise ApiError(404, f"unknown transformer {transformer_id!r} (known: "
+                            f"{', '.join(sorted(intake.transformer_ids))})")
+    removed = await intake.clear(transformer_id, source)
+    if removed is None:
+        raise ApiError(404, f"no limit of source {source!r} in force on {transformer_id!r}")
+    return json_response({"transformer_id": transformer_id, "source": source, "cleared": removed.signal_id})
+
+
 @routes.post("/api/grid/sessions/{station_id}/{evse_id}/need", ADMIN, body="session_need")
 async def set_need(request: web.Request) -> web.Response:
     """The session's energy need and departure, as told by the driver or an app."""
@@ -86,4 +102,5 @@ async def set_need(request: web.Request) -> web.Response:
         raise ApiError(404, str(exc).strip("'\"") or f"no session on {station_id} EVSE {evse_id}") from None
     except ValueError as exc:
         raise ApiError(422, str(exc)) from None
+    await grid.stored()  # the need survives a restart before we say it was taken
     return json_response({"station_id": station_id, "evse_id": evse_id, "session": result})

@@ -261,10 +261,17 @@ PATHS: dict[str, Any] = {
          "400": _error("a query parameter is invalid")},
         tag="grid", query=[_q("limit", "at most this many (default 200)",
                               {"type": "integer", "minimum": 1, "maximum": 10000})])},
-    "/api/grid/transformers/{transformer_id}/limit": {"post": op(
-        "Post a limit (same format as the MQTT signal)",
-        {**_ok("accepted", {"type": "object"}, "202"), **_GRID_OFF, "404": _error("unknown transformer")},
-        tag="grid", params=("transformer_id",), body="grid_limit")},
+    "/api/grid/transformers/{transformer_id}/limit": {
+        "post": op("Post a limit (same format as the MQTT signal); answered once it is stored",
+                   {**_ok("accepted", {"type": "object"}, "202"), **_GRID_OFF, "404": _error("unknown transformer")},
+                   tag="grid", params=("transformer_id",), body="grid_limit"),
+        "delete": op("Remove the limit of one source for good (default: the operator's)",
+                     {**_ok("cleared", {"type": "object", "properties": {
+                         "transformer_id": {"type": "string"}, "source": {"type": "string"},
+                         "cleared": {"type": "string"}}}), **_GRID_OFF,
+                      "404": _error("unknown transformer, or no limit of that source in force")},
+                     tag="grid", params=("transformer_id",),
+                     query=[_q("source", "whose limit (default: operator)", {"type": "string"})])},
     "/api/grid/sessions/{station_id}/{evse_id}/need": {"post": op(
         "Set a session's energy need, guaranteed minimum and departure",
         {**_ok("updated", {"type": "object"}), **_GRID_OFF, "404": _error("no session on that EVSE"),

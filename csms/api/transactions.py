@@ -8,7 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from csms.api.http import ApiError, Routes, context_of, iso, json_response, query_bool, query_int, query_time
+from csms.domain.meter import in_base_unit
 from csms.domain.records import TransactionRecord
+from csms.domain.transactions import epoch
 
 routes = Routes()
 
@@ -20,10 +22,6 @@ def transaction_summary(t: TransactionRecord) -> dict[str, Any]:
             "stopped_reason": t.stopped_reason, "energy_wh": t.energy_wh}
 
 
-def _to_w(value: float, unit: str | None) -> float:
-    return value * 1000.0 if unit in ("kW", "kWh") else value
-
-
 def series(samples: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Energy (Wh) and net power (W, import minus export; phases summed when no total) per timestamp."""
     energy: list[dict[str, Any]] = []
@@ -31,11 +29,11 @@ def series(samples: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[di
     for s in samples:
         m, ts, phase = s["measurand"], s["timestamp"], s.get("phase")
         if m == "Energy.Active.Import.Register" and phase is None:
-            energy.append({"timestamp": ts, "energy_wh": _to_w(s["value"], s.get("unit"))})
+            energy.append({"timestamp": ts, "energy_wh": in_base_unit(s["value"], s.get("unit"))})
         elif m in ("Power.Active.Import", "Power.Active.Export"):
             sign = 1.0 if m.endswith("Import") else -1.0
             key = f"{m}|{phase or ''}"
-            power[ts][key] = sign * _to_w(s["value"], s.get("unit"))
+            power[ts][key] = sign * in_base_unit(s["value"], s.get("unit"))
     power_series = []
     for ts in sorted(power):
         parts = power[ts]
@@ -72,10 +70,10 @@ async def transaction_detail(request: web.Request) -> web.Response:
     samples = await context.store.meter_samples(station_id, transaction_id=tx_id)
     if t.evse_id is not None and t.started_at is not None:
         # MeterValues messages carry no transaction id: take the EVSE's samples during the session.
-        end = iso(t.ended_at)
+        end = None if t.ended_at is None else t.ended_at.timestamp()
         samples += [s for s in await context.store.meter_samples(station_id, evse_id=t.evse_id, since=t.started_at)
-                    if s["transaction_id"] is None and (end is None or s["timestamp"] <= end)]
-        samples.sort(key=lambda s: s["timestamp"])
+                    if s["transaction_id"] is None and (end is None or epoch(s["timestamp"], "sample") <= end)]
+        samples.sort(key=lambda s: epoch(s["timestamp"], "sample"))  # instants, not text (Z vs +02:00)
     out["energy_series"], out["power_series"] = series(samples)
     out["cost"] = await context.store.get_document(f"cost:{station_id}", tx_id)
     return json_response(out)

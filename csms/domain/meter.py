@@ -64,6 +64,15 @@ def flatten(meter_values: list[dict[str, Any]], evse_id: int | None,
     return out
 
 
+_TO_BASE = {"kwh": 1000.0, "kw": 1000.0, "kvarh": 1000.0, "kvar": 1000.0, "kva": 1000.0}
+
+
+def in_base_unit(value: float, unit: str | None) -> float:
+    """A value in Wh / W (or varh, var, VA) whatever its unit says: the multiplier is applied by
+    :func:`flatten` already, a ``k`` unit (``kWh``, ``kW``; any case) is converted here."""
+    return value * _TO_BASE.get((unit or "").lower(), 1.0)
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """The latest electrical state of one EVSE, as the grid controller needs it."""
@@ -89,7 +98,7 @@ def latest_reading(samples: Sequence[Sample]) -> Reading | None:
     currents: dict[str, float] = {}
     for s in recent:
         m = s.measurand
-        w = s.value * (1000.0 if s.unit == "kW" else 1.0)
+        w = in_base_unit(s.value, s.unit)
         if m == "Power.Active.Import":
             if s.phase is None:
                 imp = w
@@ -101,7 +110,7 @@ def latest_reading(samples: Sequence[Sample]) -> Reading | None:
             else:
                 phase_exp[s.phase] = w
         elif m == "Energy.Active.Import.Register" and s.phase is None:
-            energy = s.value * (1000.0 if s.unit == "kWh" else 1.0)
+            energy = in_base_unit(s.value, s.unit)
         elif m == "SoC":
             soc = s.value
         elif m == "Current.Import":

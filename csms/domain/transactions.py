@@ -3,8 +3,11 @@ that folds events into a transaction's record (one implementation, shared by eve
 
 Events arrive out of order (offline queues), twice (retransmissions; the store refuses a
 (station, transaction, seqNo) it already has) or without their start (a reconnect): the rule
-keeps the earliest start, the latest charging state and energy reading by sequence number, and
-never forgets a value once known.
+takes the start from the ``Started`` event (or, until one arrives, from the lowest seqNo seen, not
+from whichever timestamp looks earliest: an offline event may carry a clock's glitch), the latest
+charging state and energy reading by sequence number, keeps the first ``Ended`` for good (a second
+one, with another seqNo, changes nothing of it), and never forgets a value once known. Energy is in
+Wh whatever unit the meter value was in; instants are compared as instants.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from csms.domain.datetimes import BadDateTime, normalise, parse
-from csms.domain.meter import DEFAULT_MEASURAND, Sample
+from csms.domain.meter import DEFAULT_MEASURAND, Sample, in_base_unit
 from csms.domain.values import int64, optional_int64
 
 EVENT_TYPES = ("Started", "Updated", "Ended")
@@ -79,16 +82,19 @@ class TxEvent:
 
     @property
     def energy_wh(self) -> float | None:
-        """The last Energy.Active.Import.Register (no phase) the event carries."""
+        """The last Energy.Active.Import.Register (no phase) the event carries, in Wh."""
         energy = [s for s in self.samples if s.measurand == DEFAULT_MEASURAND and s.phase is None]
-        return max(energy, key=lambda s: s.timestamp).value if energy else None
+        if not energy:
+            return None
+        last = max(energy, key=lambda s: epoch(s.timestamp, "meter value timestamp"))
+        return in_base_unit(last.value, last.unit)
 
 
 @dataclass(frozen=True)
 class TxState:
     """What the store keeps about one transaction (besides its events)."""
 
-    started_at: str  # the earliest event's timestamp, as the station wrote it
+    started_at: str  # the Started event's timestamp (else the lowest seqNo's), as the station wrote it
     started_epoch: float
     last_seq_no: int
     active: bool
@@ -100,6 +106,17 @@ class TxState:
     charging_state: str | None = None
     stopped_reason: str | None = None
     energy_wh: float | None = None
+    started_seq_no: int | None = None  # the seqNo of the event started_at came from (None: unknown, old record)
+    started_by: str | None = None  # its eventType
+
+
+def _better_start(state: TxState, event: TxEvent) -> bool:
+    """Does ``event`` say when the transaction started better than the event ``state`` took it from?
+    A Started event before any other, then the lowest seqNo. A record from before this rule (origin
+    unknown) yields to a Started event, else to an earlier instant."""
+    if state.started_seq_no is None or state.started_by is None:
+        return event.event_type == "Started" or event.started_epoch < state.started_epoch
+    return (event.event_type != "Started", event.seq_no) < (state.started_by != "Started", state.started_seq_no)
 
 
 def merge(state: TxState | None, event: TxEvent) -> TxState:
@@ -110,20 +127,25 @@ def merge(state: TxState | None, event: TxEvent) -> TxState:
                        active=not event.ended, first_seen_as=event.event_type, evse_id=event.evse_id,
                        connector_id=event.connector_id, id_token=event.id_token,
                        ended_at=event.timestamp if event.ended else None, charging_state=event.charging_state,
-                       stopped_reason=event.stopped_reason, energy_wh=energy)
+                       stopped_reason=event.stopped_reason, energy_wh=energy, started_seq_no=event.seq_no,
+                       started_by=event.event_type)
     newer = event.seq_no >= state.last_seq_no  # a late (offline-queued) event must not overwrite fresher values
-    earlier = event.started_epoch < state.started_epoch
+    start = _better_start(state, event)
+    repeat_end = event.ended and state.ended_at is not None  # a second Ended: the first one stands
+    fresh = newer and not repeat_end
     return TxState(
-        started_at=event.timestamp if earlier else state.started_at,
-        started_epoch=event.started_epoch if earlier else state.started_epoch,
+        started_at=event.timestamp if start else state.started_at,
+        started_epoch=event.started_epoch if start else state.started_epoch,
         last_seq_no=max(event.seq_no, state.last_seq_no),
         active=False if event.ended else state.active,
         first_seen_as=state.first_seen_as,
         evse_id=state.evse_id if state.evse_id is not None else event.evse_id,
         connector_id=state.connector_id if state.connector_id is not None else event.connector_id,
         id_token=event.id_token if event.id_token is not None else state.id_token,
-        ended_at=event.timestamp if event.ended else state.ended_at,
-        charging_state=event.charging_state if newer and event.charging_state is not None else state.charging_state,
-        stopped_reason=event.stopped_reason if event.stopped_reason is not None else state.stopped_reason,
-        energy_wh=energy if newer and energy is not None else state.energy_wh,
+        ended_at=state.ended_at if state.ended_at is not None else (event.timestamp if event.ended else None),
+        charging_state=event.charging_state if fresh and event.charging_state is not None else state.charging_state,
+        stopped_reason=state.stopped_reason if repeat_end or event.stopped_reason is None else event.stopped_reason,
+        energy_wh=energy if fresh and energy is not None else state.energy_wh,
+        started_seq_no=event.seq_no if start else state.started_seq_no,
+        started_by=event.event_type if start else state.started_by,
     )

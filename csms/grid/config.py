@@ -16,6 +16,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from csms.configcheck import ConfigError, ConfigIssue, Issues, bounds, build, is_number
+from profiles.margin import DEFAULT_MARGIN_KW, DEFAULT_MARGIN_PERCENT
 
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 PHASES: tuple[str, ...] = ("L1", "L2", "L3")
@@ -62,8 +63,10 @@ class PlanningConfig:
     # Relative deviation between planned and measured/composite power that still counts as obeyed.
     verify_tolerance: float = field(default=0.1, metadata=bounds(0, 1))
     verify_after_s: float = field(default=60.0, metadata=bounds(0, 3600))
-    # Headroom kept below every limit, for measurement error and cars reacting late.
-    margin_kw: float = field(default=0.0, metadata=bounds(0, 100000))
+    # Safety margin kept below every limit (cut and plan): margin_kw plus margin_percent of the limit,
+    # for meter error, base-load forecast error and cars reacting late (profiles/margin.py).
+    margin_kw: float = field(default=DEFAULT_MARGIN_KW, metadata=bounds(0, 100000))
+    margin_percent: float = field(default=DEFAULT_MARGIN_PERCENT, metadata=bounds(0, 50))
     voltage_v: float = field(default=230.0, metadata=bounds(100, 1000))
     allow_pause: bool = True
     # A paused car that has not drawn power this long after a resume is marked "do not pause".

@@ -11,6 +11,12 @@ status channel).
 
 Only live messages count as a sign of life: a retained message redelivered on (re)subscription is
 applied if valid, but says nothing about whether the source is still talking.
+
+What it decides is durable (csms/grid/effects/memory.py): every accepted signal and each group's
+safe-mode causes and last sign of life are stored, the operator API answers only once they are,
+and :meth:`LimitDesk.restore` puts them back before the first plan after a start. A group that was
+in safe mode for silence stays in it until a live signal arrives (no fresh grace period); one that
+was in safe mode because a source was unreachable stays until that source reports back.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 
 from csms.domain.events import LimitChanged, SafeModeChanged, SignalRejected
 from csms.grid.config import GridConfig
+from csms.grid.effects.memory import SAFE_MODE, SIGNAL, GridMemory, signal_key
 from csms.grid.metrics import SignalMetrics
 from csms.grid.model.limits import LimitBook, LimitSignal, SignalError, parse_base_load, parse_signal
 from csms.grid.ports import StatusSink
@@ -42,8 +49,9 @@ class LimitDesk:
     """Component (start/stop: the watchdog) and :class:`csms.interfaces.LimitIntake`."""
 
     def __init__(self, grid: GridConfig, book: LimitBook, bus: Bus, status: StatusSink, metrics: SignalMetrics,
-                 now: Clock) -> None:
+                 now: Clock, memory: GridMemory | None = None) -> None:
         self.grid = grid
+        self.memory = memory
         self.book = book
         self.bus = bus
         self.status = status
@@ -55,12 +63,60 @@ class LimitDesk:
         self._causes: dict[str, dict[str, str]] = {tid: {} for tid in grid.transformers}
         self._in_force: dict[str, tuple[float, str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._restored_silence: set[str] = set()  # in safe mode for silence before the restart
+        self._unconfirmed: dict[str, set[str]] = {}  # restored source causes, held until the source is back
+
+    async def restore(self) -> None:
+        """Before :meth:`start`: put back the signals in force and the safe-mode state stored before
+        the last stop (or crash). Ended signals and records that no longer fit the config are dropped."""
+        if self.memory is None:
+            return
+        now = self._now()
+        for key, record in (await self.memory.load(SIGNAL)).items():
+            try:
+                signal = LimitSignal.from_record(record)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("grid: stored limit signal %s is unreadable (%s); dropped", key, exc)
+                self.memory.delete(SIGNAL, key)
+                continue
+            if signal.transformer_id not in self.grid.transformers or (signal.ends_at is not None
+                                                                       and signal.ends_at <= now):
+                self.memory.delete(SIGNAL, key)
+                continue
+            self.book.restore(signal)
+            log.info("grid %s: restored limit signal %r of %s (until %s)", signal.transformer_id, signal.signal_id,
+                     signal.source, signal.ends_at.isoformat() if signal.ends_at else "replaced")
+        for tid, record in (await self.memory.load(SAFE_MODE)).items():
+            group = self.grid.transformers.get(tid)
+            if group is None or not group.expects_signals or not isinstance(record, dict):
+                self.memory.delete(SAFE_MODE, tid)
+                continue
+            heard = record.get("last_heard")
+            if isinstance(heard, str):
+                try:
+                    self.book.mark_heard(tid, datetime.fromisoformat(heard))
+                except ValueError:
+                    pass
+            causes = {str(k): str(v) for k, v in (record.get("causes") or {}).items()}
+            if not causes:
+                continue
+            self._causes[tid].update(causes)
+            for cause in causes:
+                if cause == "silence":
+                    self._restored_silence.add(tid)
+                elif cause.startswith("source:"):
+                    self._unconfirmed.setdefault(tid, set()).add(cause)
+            text = "; ".join(causes.values())
+            self.book.set_safe_mode(tid, True, text)
+            self.metrics.safe_mode.labels(tid).set(1)
+            log.warning("grid %s: SAFE MODE ON, restored (%s): safe limit %g kW applies", tid, text,
+                        group.safe_limit_kw)
 
     async def start(self) -> None:
         now = self._now()
         self._started_at = now
         for tid in self.grid.transformers:
-            self.metrics.safe_mode.labels(tid).set(0)
+            self.metrics.safe_mode.labels(tid).set(1 if self.book.in_safe_mode(tid) else 0)
             self._refresh(tid, now, announce=False)
         self._tasks.append(asyncio.create_task(self._watchdog(), name="grid signal watchdog"))
 
@@ -77,13 +133,33 @@ class LimitDesk:
         return list(self.grid.transformers)
 
     async def submit(self, transformer_id: str, payload: bytes | str | dict[str, Any]) -> LimitSignal:
-        """Validate and apply a signal exactly as if it arrived live from a source."""
-        return self.accept(transformer_id, payload, live=True, via="api")
+        """Validate and apply a signal exactly as if it arrived live from a source; returns once it
+        is stored (persist before acknowledge)."""
+        signal = self.accept(transformer_id, payload, live=True, via="api")
+        if self.memory is not None:
+            await self.memory.put(SIGNAL, signal_key(transformer_id, signal.source), signal.to_record())
+        return signal
+
+    async def clear(self, transformer_id: str, source: str) -> LimitSignal | None:
+        """Take the signal of ``source`` out of force for good (stored); None when there was none.
+        Raises KeyError for an unknown group."""
+        if not self.knows(transformer_id):
+            raise KeyError(f"unknown transformer {transformer_id!r}")
+        removed = self.book.remove(transformer_id, source)
+        if removed is None:
+            return None
+        log.info("grid %s: limit signal %r of %s cleared", transformer_id, removed.signal_id, source)
+        write = self.memory.delete(SIGNAL, signal_key(transformer_id, source)) if self.memory else None
+        self._refresh(transformer_id, self._now(), force=True)
+        if write is not None:
+            await write
+        return removed
 
     # Signals ------------------------------------------------------------------------------------
     def accept(self, tid: str, payload: bytes | str | dict[str, Any], *, live: bool, via: str) -> LimitSignal:
         """Validate and apply one signal; ``live``: a live message (a sign of life of its source),
-        not a retained one redelivered on (re)subscription. Raises SignalError (already reported)."""
+        not a retained one redelivered on (re)subscription. Raises SignalError (already reported).
+        The signal is stored in order with everything else (``submit`` waits for it)."""
         now = self._now()
         try:
             signal = parse_signal(payload, tid, now, grid=self.grid)
@@ -91,9 +167,14 @@ class LimitDesk:
         except SignalError as exc:
             self._reject(tid, exc.reason, exc.signal_id, via)
             raise
+        if applied and self.memory is not None and via != "api":  # submit() stores and waits itself
+            self.memory.put(SIGNAL, signal_key(tid, signal.source), signal.to_record())
         if live:
             self.book.mark_heard(tid, now)
+            self._restored_silence.discard(tid)
             self._set_cause(tid, "silence", None, now)
+            if self.grid.transformers[tid].expects_signals:
+                self._save_safe_mode(tid)
         outcome = "accepted" if applied else "duplicate"
         self.metrics.signals.labels(tid, outcome).inc()
         self._signal_status(tid, signal.signal_id, outcome, None, now)
@@ -145,6 +226,8 @@ class LimitDesk:
     # Safe mode ----------------------------------------------------------------------------------
     # Safe mode ----------------------------------------------------------------------------------
     def _set_cause(self, tid: str, cause: str, reason: str | None, now: datetime) -> None:
+        """Add or clear one cause of safe mode; the switch itself follows once the new causes are
+        stored (a few milliseconds), so what the operator sees is what a restart would restore."""
         causes = self._causes[tid]
         if reason is None:
             if causes.pop(cause, None) is None:
@@ -153,6 +236,15 @@ class LimitDesk:
             return
         else:
             causes[cause] = reason
+        write = self._save_safe_mode(tid)
+        if write is None:
+            self._switch(tid, cause)
+        else:
+            write.add_done_callback(lambda _: self._switch(tid, cause))
+
+    def _switch(self, tid: str, cause: str) -> None:
+        """Put the group in (or out of) safe mode as its causes now say; said loudly."""
+        causes = self._causes[tid]
         on = bool(causes)
         text = "; ".join(causes.values()) if on else f"{cause} cleared"
         if not self.book.set_safe_mode(tid, on, text):
@@ -164,10 +256,23 @@ class LimitDesk:
         else:
             log.warning("grid %s: safe mode off (%s)", tid, text)
         self.bus.publish(SafeModeChanged(transformer_id=tid, on=on, reason=text))
-        self._refresh(tid, now)
+        self._refresh(tid, self._now())
 
-    def recheck(self) -> None:
-        """Judge liveness now (a source calls this when it (re)connects, to clear its outage at once)."""
+    def _save_safe_mode(self, tid: str) -> asyncio.Future[None] | None:
+        if self.memory is None:
+            return None
+        heard = self.book.last_heard(tid)
+        return self.memory.put(SAFE_MODE, tid, {"causes": dict(self._causes[tid]),
+                                                "last_heard": None if heard is None else heard.isoformat()})
+
+    def recheck(self, source: str | None = None) -> None:
+        """Judge liveness now (a source calls this when it (re)connects, naming itself, to clear its
+        outage at once, including one restored from before a restart)."""
+        for held in self._unconfirmed.values():
+            if source is None:
+                held.clear()
+            else:
+                held.discard(f"source:{source}")
         self._check_liveness(self._now())
 
     def _check_liveness(self, now: datetime) -> None:
@@ -175,7 +280,9 @@ class LimitDesk:
         for tid, group in self.grid.transformers.items():
             if not group.expects_signals:
                 continue
-            if self.book.is_silent(tid, now, since=self._started_at):
+            # Silent before the restart: no new grace period, only a live signal ends it.
+            since = None if tid in self._restored_silence else self._started_at
+            if self.book.is_silent(tid, now, since=since):
                 heard = self.book.last_heard(tid)
                 what = f"last at {heard.isoformat()}" if heard else "none since start"
                 self._set_cause(tid, "silence", f"no limit signal for more than {group.signal_timeout_s:g} s "
@@ -183,7 +290,10 @@ class LimitDesk:
             else:
                 self._set_cause(tid, "silence", None, now)
             for name, outage in outages:
-                self._set_cause(tid, f"source:{name}", outage, now)
+                cause = f"source:{name}"
+                if outage is None and cause in self._unconfirmed.get(tid, ()):
+                    continue  # restored: held until the source reports back (recheck)
+                self._set_cause(tid, cause, outage, now)
 
     # Limit in force -------------------------------------------------------------------------------
     def _refresh(self, tid: str, now: datetime, *, signal_id: str | None = None, force: bool = False,
@@ -222,7 +332,9 @@ class LimitDesk:
             now = self._now()
             try:
                 self._check_liveness(now)
-                self.book.prune(now)
+                for gone in self.book.prune(now):
+                    if self.memory is not None:
+                        self.memory.delete(SIGNAL, signal_key(gone.transformer_id, gone.source))
                 for tid in self.grid.transformers:
                     self._refresh(tid, now)
             except Exception:  # noqa: BLE001 - the watchdog must outlive a bug in one pass

@@ -7,10 +7,14 @@ tells the controller what needs a re-plan or a cut. Dispatch is by event type.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
 from csms.domain.events import (
+    ChargingProfilesReported,
     EvChargingNeeds,
     Event,
     LimitChanged,
@@ -24,21 +28,31 @@ from csms.domain.events import (
 )
 from csms.grid.config import GridConfig
 from csms.grid.control import GridController
+from csms.grid.effects.memory import NEED, GridMemory, need_key
 from csms.grid.effects.pusher import Pusher
 from csms.grid.effects.setup import StationSetup
 from csms.grid.effects.verify import Verification
 from csms.grid.journal import Journal
-from csms.grid.model.sessions import SessionBook
-from csms.interfaces import Bus, Clock
+from csms.grid.model.sessions import Session, SessionBook
+from csms.interfaces import Bus, Clock, Spawner
+from csms.store.base import TransactionStore
+from profiles.units import VOLTAGE_V
 
+log = logging.getLogger("csms.grid")
 SCALARS = (int, float, str, bool, type(None))
 GRID_WIDE = (LimitChanged, SafeModeChanged, SignalRejected)  # events without a station
 
 
 class Observer:
     def __init__(self, grid: GridConfig, book: SessionBook, setup: StationSetup, pusher: Pusher,
-                 verification: Verification, controller: GridController, journal: Journal, clock: Clock) -> None:
+                 verification: Verification, controller: GridController, journal: Journal, clock: Clock,
+                 transactions: TransactionStore | None = None, spawner: Spawner | None = None,
+                 memory: GridMemory | None = None) -> None:
         self.grid = grid
+        self.transactions = transactions  # to place an Updated without evse the store knows about
+        self.spawner = spawner
+        self.memory = memory
+        self._looking_up: set[tuple[str, str]] = set()
         self.book = book
         self.setup = setup
         self.pusher = pusher
@@ -52,6 +66,7 @@ class Observer:
             StationConnected: self._connected, StationDisconnected: self._disconnected,
             StationBooted: self._booted, TransactionChanged: self._transaction,
             MeterValuesReceived: self._meter_values, EvChargingNeeds: self._ev_needs,
+            ChargingProfilesReported: self.setup.reported,
         }
 
     def attach(self, bus: Bus, connected: Iterable[str]) -> None:
@@ -84,6 +99,9 @@ class Observer:
     def _connected(self, ev: StationConnected) -> None:
         assert ev.station_id is not None
         self.book.station(ev.station_id).connected = True
+        if ev.accepted:
+            # Back without booting (a lost link, or our restart): its profiles are still there; ask.
+            self.setup.ensure(ev.station_id, force=True, reconcile=True)
         self.controller.request("station connected")
 
     def _disconnected(self, ev: StationDisconnected) -> None:
@@ -108,11 +126,17 @@ class Observer:
             ended = self.book.ended(sid, ev.transaction_id)
             if ended is not None:
                 self.pusher.forget(sid, ended.evse_id)
+                if self.memory is not None and ended.need is not None and ended.need.source == "api":
+                    self.memory.delete(NEED, need_key(sid, ended.transaction_id))
                 self.controller.request("session ended")
             return
         now = self.clock()
+        if not ev.offline:
+            self.book.clock_reading(sid, ev.timestamp, now)
         session, change = self.book.transaction(sid, ev, now)
         if session is None:
+            if ev.evse_id is None:
+                self._place(ev)
             return
         if change == "new":
             self.setup.ensure(sid)
@@ -120,15 +144,53 @@ class Observer:
         elif change == "state":
             self.verification.report(self.verification.verifier.resume_check(session, now))
         if change == "reading" or ev.reading is not None:
+            self._setpoint_now(session, now)
             self.verification.report(self.verification.verifier.reading(session, now))
+
+    def _place(self, ev: TransactionChanged) -> None:
+        """An Updated without ``evse`` (OCPP 2.0.1 only requires it on the first event) for a
+        transaction we do not know as a session: the store may know its EVSE."""
+        key = (ev.station_id or "", ev.transaction_id)
+        if self.transactions is None or self.spawner is None or key in self._looking_up:
+            return
+        self._looking_up.add(key)
+        self.spawner.spawn(self._look_up(ev), name=f"grid place {key[0]} {key[1]}")
+
+    async def _look_up(self, ev: TransactionChanged) -> None:
+        assert self.transactions is not None and ev.station_id is not None
+        try:
+            record = await self.transactions.get_transaction(ev.station_id, ev.transaction_id)
+        finally:
+            self._looking_up.discard((ev.station_id, ev.transaction_id))
+        if record is None or not record.active or record.evse_id is None or record.evse_id <= 0:
+            log.info("%s: transaction %s without evse, unknown to the store: not planned until it says where",
+                     ev.station_id, ev.transaction_id)
+            return
+        if self.book.find(ev.station_id, ev.transaction_id, None) is None:
+            self._transaction(dataclasses.replace(ev, evse_id=record.evse_id))
 
     def _meter_values(self, ev: MeterValuesReceived) -> None:
         assert ev.station_id is not None
+        if ev.reading is not None:
+            self.book.clock_reading(ev.station_id, ev.reading.timestamp, self.clock())
         session = self.book.find(ev.station_id, None, ev.evse_id)
         if session is not None and ev.reading is not None:
             now = self.clock()
             self.book.reading(session, ev.reading, now)
+            self._setpoint_now(session, now)
             self.verification.report(self.verification.verifier.reading(session, now))
+
+    def _setpoint_now(self, session: Session, now: datetime) -> None:
+        """The setpoint in force is what the station's installed schedule says now: when the
+        schedule steps (a pause ending, a limit starting), a reading is judged against the new value,
+        with the grace a new setpoint gets, not against the value of the last push."""
+        offset = self.book.station(session.station_id).clock_offset_s or 0.0
+        installed = self.pusher.seen_now(session.key, offset)
+        value = None if installed is None else installed.value_at(now)
+        if installed is None or value is None or value == session.setpoint_a:
+            return
+        session.setpoint_a, session.setpoint_since = value, now
+        session.setpoint_kw = value * installed.phases * VOLTAGE_V / 1000.0
 
     def _ev_needs(self, ev: EvChargingNeeds) -> None:
         assert ev.station_id is not None

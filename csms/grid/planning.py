@@ -21,6 +21,7 @@ from csms.grid.model.limits import LimitBook
 from csms.grid.model.sessions import Session, SessionBook, parse_session_id, session_need
 from csms.grid.model.topology import Topology
 from profiles.hysteresis import Setpoints
+from profiles.margin import margin_kw, with_margin
 from profiles.parents import PlannedGroup, fit_parents
 from profiles.pauses import keep_pauses
 from profiles.planner import Plan, PlanInput, immediate_cut, plan
@@ -29,6 +30,8 @@ THREAD_MIN_SESSIONS = 1000  # from this many sessions on, the refined plan is so
 BASE_LOAD_SAMPLE_S = 60.0
 
 Solver = Callable[[PlanInput], Plan]
+#: One group's inputs: id, sessions, problem, what limits each slot, each slot's limit before the margin.
+Inputs = tuple[str, list[Session], PlanInput, list[str], list[float]]
 
 
 @dataclass
@@ -40,6 +43,8 @@ class GroupPlan:
     inp: PlanInput
     plan: Plan
     sources: list[str]
+    limit_kw: float = 0.0  # the limit in the first slot, as the grid operator set it (inp has it minus the margin)
+    margin_kw: float = 0.0  # the safety margin kept below it
 
 
 class GroupPlanner:
@@ -53,10 +58,13 @@ class GroupPlanner:
         self.journal = journal
 
     # Inputs (on the event loop: the sessions must not change under a thread) -----------------
-    def _plan_input(self, tid: str, sessions: list[Session], start: datetime) -> tuple[PlanInput, list[str]]:
+    def _plan_input(self, tid: str, sessions: list[Session],
+                    start: datetime) -> tuple[PlanInput, list[str], list[float]]:
+        """The group's problem, what limits each slot, and each slot's limit before the margin."""
         p = self.grid.planning
         sched = self.limits.schedule(tid, start, p.horizon_slots, p.slot_s)
-        limits = [kw - p.margin_kw for kw, _ in sched]
+        raw = [kw for kw, _ in sched]
+        limits = with_margin(raw, p.margin_kw, p.margin_percent)
         base = [self._slot_base_kw(tid, start + timedelta(seconds=i * p.slot_s), p.slot_s) for i in range(len(sched))]
         needs = []
         for s in sessions:
@@ -68,7 +76,7 @@ class GroupPlanner:
         group = self.grid.transformers[tid]
         inp = PlanInput(sessions=needs, limit_kw=limits, base_load_kw=base, slot_s=float(p.slot_s),
                         phase_limit_a=group.phase_limit_a)
-        return inp, [source for _, source in sched]
+        return inp, [source for _, source in sched], raw
 
     def _slot_base_kw(self, tid: str, start: datetime, slot_s: float) -> float:
         """The highest non-EV load within the slot (sampled each minute): a step in the base
@@ -82,21 +90,22 @@ class GroupPlanner:
             wanted.update(self.topology.descendants(tid))
         return [tid for tid in self.grid.transformers if tid in wanted]
 
-    def _inputs(self, now: datetime, tids: list[str]) -> list[tuple[str, list[Session], PlanInput, list[str]]]:
+    def _inputs(self, now: datetime, tids: list[str]) -> list[Inputs]:
         start = now.replace(microsecond=0)
         by_group = self.topology.group_members(self.book.sessions, self.grid.transformers, ordered=True)
         out = []
         for tid in self._wanted(tids):
             sessions = by_group.get(tid, [])
-            inp, sources = self._plan_input(tid, sessions, start)
-            out.append((tid, sessions, inp, sources))
+            inp, sources, raw = self._plan_input(tid, sessions, start)
+            out.append((tid, sessions, inp, sources, raw))
         return out
 
     # Solving ------------------------------------------------------------------------------------
-    def _units(self, inputs: list[tuple[str, list[Session], PlanInput, list[str]]],
-               fitted: dict[str, PlannedGroup]) -> list[GroupPlan]:
-        return [GroupPlan(tid, sessions, fitted[tid].inp, fitted[tid].plan, sources)
-                for tid, sessions, _, sources in inputs]
+    def _units(self, inputs: list[Inputs], fitted: dict[str, PlannedGroup]) -> list[GroupPlan]:
+        p = self.grid.planning
+        return [GroupPlan(tid, sessions, fitted[tid].inp, fitted[tid].plan, sources, limits[0],
+                          margin_kw(limits[0], p.margin_kw, p.margin_percent))
+                for tid, sessions, _, sources, limits in inputs]
 
     def cut(self, now: datetime, tids: list[str]) -> list[GroupPlan]:
         """The immediate safe answer (proportional, no look-ahead): cheap, so right here on the loop."""
@@ -115,8 +124,8 @@ class GroupPlanner:
             self._keep_pauses(unit, now)
         return units
 
-    def _fit(self, inputs: list[tuple[str, list[Session], PlanInput, list[str]]], solve: Solver) -> dict[str, PlannedGroup]:
-        first = {tid: PlannedGroup(inp, solve(inp)) for tid, _, inp, _ in inputs}
+    def _fit(self, inputs: list[Inputs], solve: Solver) -> dict[str, PlannedGroup]:
+        first = {tid: PlannedGroup(inp, solve(inp)) for tid, _, inp, _, _ in inputs}
         descendants = {tid: self.topology.descendants(tid) for tid in self.grid.transformers}
         return fit_parents(first, list(self.grid.transformers), descendants, solve)
 

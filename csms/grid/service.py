@@ -11,19 +11,22 @@ the operator API reads.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
 from csms.grid.config import GridConfig
 from csms.grid.control import GridController
+from csms.grid.effects.memory import NEED, GridMemory, need_key
 from csms.grid.effects.pusher import Pusher
+from csms.grid.effects.rebuild import rebuild_sessions
 from csms.grid.effects.setup import StationSetup
 from csms.grid.effects.verify import Verification, Verifier, VerifyConfig
 from csms.grid.effects.waves import WaveDispatcher
 from csms.grid.journal import Journal
 from csms.grid.metrics import ControlMetrics
-from csms.grid.model.sessions import Defaults, SessionBook
+from csms.grid.model.sessions import Defaults, SessionBook, need_record
 from csms.grid.model.topology import Topology
 from csms.grid.observer import Observer
 from csms.grid.planning import GroupPlanner
@@ -31,7 +34,10 @@ from csms.grid.signals import Signals
 from csms.grid.views import GroupViews
 from csms.interfaces import Bus, Clock, GridCommands, LimitIntake, Spawner
 from csms.metrics import Metrics
+from csms.store.base import DocumentStore, SmartChargingStore, TransactionStore
 from profiles.hysteresis import Hysteresis
+
+log = logging.getLogger("csms.grid")
 
 
 class GridDeps(Spawner, Protocol):
@@ -50,12 +56,20 @@ class GridDeps(Spawner, Protocol):
     def connections(self) -> Mapping[str, object]: ...
 
 
-class Grid:
-    """One component (start/stop) built from the parts below; each gets only what it uses."""
+class GridStore(DocumentStore, TransactionStore, SmartChargingStore, Protocol):
+    """What the grid keeps and reads back across a restart: its own state (limits, safe mode,
+    operators' needs) and the running transactions, their readings, needs and pushed profiles."""
 
-    def __init__(self, config: GridConfig, deps: GridDeps, clock: Clock) -> None:
+
+class Grid:
+    """One component (start/stop) built from the parts below; each gets only what it uses.
+    Without a ``store`` nothing survives a restart (tests of the control loop alone)."""
+
+    def __init__(self, config: GridConfig, deps: GridDeps, clock: Clock, store: GridStore | None = None) -> None:
         self.config = config
         self.deps = deps
+        self.store = store
+        self.memory = GridMemory(store) if store is not None else None
         registry = deps.metrics.registry
         p = config.planning
         d = config.session_defaults
@@ -65,7 +79,7 @@ class Grid:
         self.topology = Topology(config)
         self.journal = Journal(clock)
         # Limits in (the intake and its sources), each group's state out (the status publisher)
-        self.signals = Signals(config, deps.bus, registry, clock)
+        self.signals = Signals(config, deps.bus, registry, clock, self.memory)
         self.limit_book = self.signals.book
         self.status = self.signals.status
         # Control and effects
@@ -88,16 +102,22 @@ class Grid:
                                          self.journal, deps.bus, self.metrics, self.status)
         self.controller = GridController(config, self.limit_book, self.planner, self.dispatcher, self.verification,
                                          self.views, self.journal, self.metrics, clock)
-        self.setup = StationSetup(config, self.sessions, deps.commands, deps, self.journal, self._replan)
+        self.setup = StationSetup(config, self.sessions, deps.commands, deps, self.journal, self._replan,
+                                  self.pusher, clock)
         self.observer = Observer(config, self.sessions, self.setup, self.pusher, self.verification, self.controller,
-                                 self.journal, clock)
+                                 self.journal, clock, transactions=store, spawner=deps, memory=self.memory)
         self.clock = clock
 
     def _replan(self, reason: str) -> None:
         self.controller.request(reason)
 
     async def start(self) -> None:
-        await self.signals.start()
+        await self.signals.start()  # limits and safe mode as they were before a restart
+        if self.store is not None:
+            rebuilt = await rebuild_sessions(self.store, self.store, self.sessions, self.pusher, self.memory,
+                                             self.config, self.clock())
+            if rebuilt:
+                log.info("grid: %d running sessions rebuilt from the store", rebuilt)
         self.observer.attach(self.deps.bus, self.deps.connections)
         await self.controller.start()
 
@@ -107,6 +127,8 @@ class Grid:
             await self.controller.stop()
         finally:
             await self.signals.stop()
+            if self.memory is not None:
+                await self.memory.flush()
 
     # csms.interfaces.GridService ----------------------------------------------------------------
     @property
@@ -116,7 +138,8 @@ class Grid:
     def snapshot(self) -> dict[str, Any]:
         last = self.controller.reaction_s
         return self.views.snapshot(plans=self.controller.plans, pushes_sent=self.pusher.sent,
-                                   pushes_skipped=self.pusher.skipped, last_reaction_s=last[-1] if last else None)
+                                   pushes_skipped=self.pusher.skipped, pushes_identical=self.pusher.identical,
+                                   last_reaction_s=last[-1] if last else None)
 
     def recent_events(self, limit: int) -> list[dict[str, Any]]:
         return self.journal.recent(limit)
@@ -127,8 +150,14 @@ class Grid:
         session = self.sessions.set_api_need(station_id, evse_id, self.clock(), energy_kwh, departure, guaranteed_kwh)
         need = session.need
         assert need is not None
+        if self.memory is not None:
+            self.memory.put(NEED, need_key(station_id, session.transaction_id), need_record(need))
         self.journal.record("need", station_id=station_id, evse_id=evse_id, energy_kwh=need.energy_kwh,
                             departure=need.departure.isoformat(), guaranteed_kwh=need.guaranteed_kwh)
         self.controller.request("need set by operator")
         return {"station_id": station_id, "evse_id": evse_id, "energy_kwh": need.energy_kwh,
                 "departure": need.departure.isoformat(), "guaranteed_kwh": need.guaranteed_kwh}
+
+    async def stored(self) -> None:
+        if self.memory is not None:
+            await self.memory.flush()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from csms.grid.config import GridConfig
+from csms.grid.effects.memory import GridMemory
 from csms.grid.intake import LimitDesk
 from csms.grid.metrics import SignalMetrics
 from csms.grid.model.limits import LimitBook
@@ -21,18 +22,20 @@ class Signals:
     ``sources``: it hands its signals to ``desk`` and reports its outages to it.
     """
 
-    def __init__(self, config: GridConfig, bus: Bus, registry: CollectorRegistry, clock: Clock) -> None:
+    def __init__(self, config: GridConfig, bus: Bus, registry: CollectorRegistry, clock: Clock,
+                 memory: GridMemory | None = None) -> None:
         self.book = LimitBook(config)
         self.status = StatusPublisher(Topics(config.mqtt.topic_prefix) if config.mqtt else None,
                                       qos=config.mqtt.qos if config.mqtt else 1, now=clock)
         self.metrics = SignalMetrics(registry)
-        self.desk = LimitDesk(config, self.book, bus, self.status, self.metrics, clock)
+        self.desk = LimitDesk(config, self.book, bus, self.status, self.metrics, clock, memory)
         self.mqtt = (MqttSignalSource(config.mqtt, self.desk, self.status, self.metrics, clock)
                      if config.mqtt is not None else None)
         self.sources: list[SignalSource] = [self.mqtt] if self.mqtt is not None else []
         self.desk.sources.extend(self.sources)
 
     async def start(self) -> None:
+        await self.desk.restore()
         await self.desk.start()
         for source in self.sources:
             await source.start()

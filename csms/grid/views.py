@@ -14,6 +14,7 @@ from csms.grid.model.sessions import Session, SessionBook
 from csms.grid.model.topology import Topology
 from csms.grid.planning import GroupPlan
 from csms.interfaces import Clock
+from profiles.margin import margin_kw
 
 
 @dataclass
@@ -24,6 +25,7 @@ class GroupState:
     limit_source: str = "capacity"
     base_load_kw: float = 0.0
     planned_kw: float = 0.0  # EV load planned for the current slot
+    margin_kw: float = 0.0  # the safety margin the plan kept below the limit
     planned_at: datetime | None = None
     infeasible: bool = False
     sessions: list[str] = field(default_factory=list)
@@ -43,7 +45,8 @@ class GroupViews:
     def remember(self, unit: GroupPlan, now: datetime) -> None:
         """Keep what ``unit`` planned for its group (and export it as metrics)."""
         state = self.groups.setdefault(unit.tid, GroupState())
-        state.limit_kw = float(unit.inp.limit_kw[0]) + self.grid.planning.margin_kw
+        state.limit_kw = unit.limit_kw
+        state.margin_kw = unit.margin_kw
         state.limit_source = unit.sources[0] if unit.sources else "capacity"
         state.base_load_kw = float(unit.inp.base_load_kw[0])
         state.planned_kw = float(unit.plan.total_kw[0])
@@ -66,10 +69,13 @@ class GroupViews:
         limit, source = self.limits.limit_at(tid, now)
         sessions = self._sessions(tid)
         measured = sum(s.power_kw or 0.0 for s in sessions)
+        p = self.grid.planning
         return {
             "transformer": tid,
             "limit_kw": limit,
             "limit_source": source,
+            "margin_kw": round(margin_kw(limit, p.margin_kw, p.margin_percent), 3),
+            "margin": {"kw": p.margin_kw, "percent": p.margin_percent},
             "safe_mode": self.limits.in_safe_mode(tid),
             "measured_kw": round(measured + state.base_load_kw, 3),
             "measured_ev_kw": round(measured, 3),
@@ -96,16 +102,18 @@ class GroupViews:
             "fixed_kw": s.fixed_kw, "fixed_reason": s.fixed_reason,
             "can_pause": s.can_pause, "no_pause_reason": s.no_pause_reason,
             "push_status": s.push_status,
+            "clock_offset_s": st.clock_offset_s,
         }
 
-    def snapshot(self, *, plans: int, pushes_sent: int, pushes_skipped: int,
-                 last_reaction_s: float | None) -> dict[str, Any]:
+    def snapshot(self, *, plans: int, pushes_sent: int, pushes_skipped: int, last_reaction_s: float | None,
+                 pushes_identical: int = 0) -> dict[str, Any]:
         """Everything the operator API and dashboard show, per capacity group."""
         return {
             "at": self.clock().isoformat(),
             "plans": plans,
             "pushes_sent": pushes_sent,
             "pushes_skipped": pushes_skipped,
+            "pushes_identical": pushes_identical,
             "last_reaction_s": last_reaction_s,
             "transformers": {tid: self.group_snapshot(tid) for tid in self.grid.transformers},
         }

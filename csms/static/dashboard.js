@@ -140,7 +140,8 @@
     $("transformers").querySelector(".no-grid")?.remove();
     $("transformers").append(root);
     const q = (sel) => root.querySelector(sel);
-    card = { root, tid: q(".tid"), limit: q(".limit"), source: q(".source"), measured: q(".measured"),
+    card = { root, tid: q(".tid"), limit: q(".limit"), source: q(".source"), margin: q(".margin"),
+             measured: q(".measured"),
              planned: q(".planned"), safe: q(".safe-mode"), infeasible: q(".infeasible"), canvas: q(".chart"),
              tbody: q("tbody") };
     state.cards.set(tid, card);
@@ -153,6 +154,8 @@
     card.limit.textContent = kw(g.limit_kw);
     card.root.dataset.limitKw = g.limit_kw ?? "";
     card.source.textContent = g.limit_source || "no limit";
+    card.margin.textContent = kw(g.margin_kw);
+    card.root.dataset.marginKw = g.margin_kw ?? "";
     card.measured.textContent = kw(g.measured_kw);
     card.planned.textContent = kw(g.planned_kw);
     card.safe.hidden = !g.safe_mode;

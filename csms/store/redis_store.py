@@ -448,13 +448,14 @@ class RedisStore(Store):
             active=bool(h.get("active")), first_seen_as=h["first_seen_as"], evse_id=h.get("evse_id"),
             connector_id=h.get("connector_id"), id_token=h.get("id_token"), ended_at=h.get("ended_at"),
             charging_state=h.get("charging_state"), stopped_reason=h.get("stopped_reason"),
-            energy_wh=h.get("energy_wh"))
+            energy_wh=h.get("energy_wh"), started_seq_no=h.get("started_seq_no"), started_by=h.get("started_by"))
         tx = merge(state, ev)
         fields = {"station_id": station_id, "transaction_id": ev.transaction_id, "started_at": tx.started_at,
                   "started_score": tx.started_epoch, "last_seq_no": tx.last_seq_no, "first_seen_as": tx.first_seen_as,
                   "active": tx.active, "evse_id": tx.evse_id, "connector_id": tx.connector_id,
                   "id_token": tx.id_token, "ended_at": tx.ended_at, "charging_state": tx.charging_state,
-                  "stopped_reason": tx.stopped_reason, "energy_wh": tx.energy_wh}
+                  "stopped_reason": tx.stopped_reason, "energy_wh": tx.energy_wh,
+                  "started_seq_no": tx.started_seq_no, "started_by": tx.started_by}
         present = [(name, _json(value)) for name, value in fields.items() if value is not None]
         received = _iso(received_at)
         keys = [k.tx(station_id, ev.transaction_id, "events"), k.tx(station_id, ev.transaction_id), k.txs,

@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS id_tokens (
 CREATE TABLE IF NOT EXISTS transactions (
     station_id TEXT, transaction_id TEXT, evse_id INTEGER, connector_id INTEGER, id_token TEXT,
     started_at TEXT, ended_at TEXT, active INTEGER, charging_state TEXT, stopped_reason TEXT,
-    last_seq_no INTEGER, energy_wh REAL, first_seen_as TEXT,
+    last_seq_no INTEGER, energy_wh REAL, first_seen_as TEXT, started_seq_no INTEGER, started_by TEXT,
     PRIMARY KEY (station_id, transaction_id));
 CREATE INDEX IF NOT EXISTS transactions_active ON transactions(active, station_id);
 CREATE TABLE IF NOT EXISTS transaction_events (
@@ -151,6 +151,7 @@ class SqliteStore(Store):
             # over if the WAL grows past ~64 MB because that thread cannot keep up.
             conn.execute("PRAGMA wal_autocheckpoint=16000")
             conn.executescript(SCHEMA)
+            _add_missing_columns(conn)
         except Exception as exc:  # noqa: BLE001 - reported to the awaiting opener
             loop.call_soon_threadsafe(ready.set_exception, exc)
             return
@@ -570,7 +571,17 @@ def _settle(outcomes: list[Outcome]) -> None:
 
 
 _TX_COLUMNS = ("evse_id", "connector_id", "id_token", "started_at", "ended_at", "active", "charging_state",
-               "stopped_reason", "last_seq_no", "energy_wh", "first_seen_as")
+               "stopped_reason", "last_seq_no", "energy_wh", "first_seen_as", "started_seq_no", "started_by")
+#: Columns added after a table was first released: a store file from before gets them at open.
+_ADDED_COLUMNS = {"transactions": (("started_seq_no", "INTEGER"), ("started_by", "TEXT"))}
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns:
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
 
 def _record_tx_event(c: sqlite3.Connection, station_id: str, ev: TxEvent, received_at: str | None) -> bool:
@@ -586,17 +597,18 @@ def _record_tx_event(c: sqlite3.Connection, station_id: str, ev: TxEvent, receiv
     previous = None
     if row is not None:
         evse_id, connector_id, id_token, started_at, ended_at, active, charging_state, stopped_reason, last_seq, \
-            energy_wh, first_seen_as = row
+            energy_wh, first_seen_as, started_seq_no, started_by = row
         previous = TxState(started_at=started_at, started_epoch=epoch(started_at, "stored started_at"),
                            last_seq_no=last_seq, active=bool(active), first_seen_as=first_seen_as, evse_id=evse_id,
                            connector_id=connector_id, id_token=id_token, ended_at=ended_at,
-                           charging_state=charging_state, stopped_reason=stopped_reason, energy_wh=energy_wh)
+                           charging_state=charging_state, stopped_reason=stopped_reason, energy_wh=energy_wh,
+                           started_seq_no=started_seq_no, started_by=started_by)
     tx = merge(previous, ev)
     values = (tx.evse_id, tx.connector_id, tx.id_token, tx.started_at, tx.ended_at, int(tx.active), tx.charging_state,
-              tx.stopped_reason, tx.last_seq_no, tx.energy_wh, tx.first_seen_as)
+              tx.stopped_reason, tx.last_seq_no, tx.energy_wh, tx.first_seen_as, tx.started_seq_no, tx.started_by)
     if row is None:
         c.execute("INSERT INTO transactions (station_id, transaction_id, " + ", ".join(_TX_COLUMNS) + ")"
-                  " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", (station_id, ev.transaction_id, *values))
+                  " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (station_id, ev.transaction_id, *values))
     else:
         c.execute("UPDATE transactions SET " + ", ".join(f"{col}=?" for col in _TX_COLUMNS) +
                   " WHERE station_id=? AND transaction_id=?", (*values, station_id, ev.transaction_id))

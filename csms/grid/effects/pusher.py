@@ -1,8 +1,12 @@
 """Turn planned setpoints into TxProfiles and get them onto the stations.
 
 A TxProfile carries the whole planned schedule, so a station keeps following the plan when its
-link drops. Each profile is shaped for its station: its rate unit, stack level and period count,
-negative limits only where the station model supports V2G. Pushes that would not change anything
+link drops. The schedule is anchored on the station's own clock (its offset from ours is learnt
+from its messages, profiles/station_clock.py) with its first period reaching a minute back, so a
+station whose clock is off still runs the plan, not its fail-safe; the immediate cut goes out as a
+Relative profile of one period, which holds whatever the station's clock says. Each profile is
+shaped for its station: its rate unit, stack level and period count, negative limits only where
+the station model supports V2G. Pushes that would not change anything
 meaningful are skipped (hysteresis, decided in profiles/hysteresis.py), so a busy grid does not
 flood chargers with SetChargingProfile. All stations are called concurrently, one call per station
 at a time (the daemon queues per station anyway).
@@ -14,14 +18,15 @@ import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from csms.grid.model.sessions import StationCaps
-from profiles.hysteresis import Hysteresis, Setpoints, keep_within_budget
+from profiles.hysteresis import Hysteresis, Setpoints, keep_within_budget, same_limits
 from profiles.planner import SessionPlan
 from profiles.profile_builder import MAX_TRANSACTION_ID, Unit, fail_safe_default_profile, tx_profile
+from profiles.station_clock import DEFAULT_LEAD_S, anchored, relative
 from profiles.units import VOLTAGE_V, round_down_one_decimal
 
 #: Profile ids the controller owns, far from what operators and tools usually pick.
@@ -56,11 +61,39 @@ class PushResult:
 
 @dataclass
 class ShapedProfile:
-    """A TxProfile and the setpoints it actually carries (after truncation and clamping)."""
+    """A TxProfile and the setpoints it actually carries (after truncation and clamping), on our
+    clock; ``offset_s``: the station's clock offset the wire schedule was anchored on."""
 
     profile: dict[str, Any]
     carried: Setpoints
     unit: str
+    offset_s: float = 0.0
+
+
+def on_station_clock(shaped: ShapedProfile, offset_s: float, lead_s: float = DEFAULT_LEAD_S) -> ShapedProfile:
+    """The profile anchored on the station's clock (``offset_s``: its clock minus ours)."""
+    return replace(shaped, profile=anchored(shaped.profile, offset_s, lead_s), offset_s=offset_s)
+
+
+def as_relative(shaped: ShapedProfile) -> ShapedProfile:
+    """The first period as a Relative profile: it holds until replaced, whatever the station's clock."""
+    sp = shaped.carried
+    held = replace(sp, current_a=(sp.current_a[0],) * len(sp.current_a))
+    return replace(shaped, profile=relative(shaped.profile), carried=held)
+
+
+#: A change of a station's clock offset smaller than this is estimation noise (message delays,
+#: compressed simulated time), not a clock that moved: the installed schedule is taken as it was.
+OFFSET_TOLERANCE_S = 30.0
+
+
+def as_seen_now(installed: Setpoints, offset_then: float, offset_now: float) -> Setpoints:
+    """What an installed schedule does on our clock now, given the station's clock offset when it was
+    pushed and now: a clock that moved since (drift, a correction, a simulated clock running fast)
+    runs the schedule earlier or later than we planned it."""
+    if abs(offset_then - offset_now) < OFFSET_TOLERANCE_S:
+        return installed
+    return replace(installed, start=installed.start + timedelta(seconds=offset_then - offset_now))
 
 
 @functools.lru_cache(maxsize=8192)
@@ -179,12 +212,15 @@ class Pusher:
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     stack_level: int = TX_STACK_LEVEL
     installed: dict[tuple[str, int], Setpoints] = field(default_factory=dict)
+    #: The station's clock offset each installed schedule was anchored on.
+    installed_offset: dict[tuple[str, int], float] = field(default_factory=dict)
     pushed_at: dict[tuple[str, int], datetime] = field(default_factory=dict)
     #: Profiles queued or sent but not yet answered, per session: what the station runs once they
     #: land is unknown until then, so ``installed`` cannot vouch for it.
     in_flight: dict[tuple[str, int], int] = field(default_factory=dict)
     sent: int = 0
     skipped: int = 0
+    identical: int = 0  # profiles sent that prescribed exactly what the station had (goal: none)
     chunk: int = 250  # stations whose calls start before the event loop gets a turn
 
     def forget(self, station_id: str, evse_id: int | None = None) -> None:
@@ -192,17 +228,33 @@ class Pusher:
         for key in [k for k in self.installed if k[0] == station_id and (evse_id is None or k[1] == evse_id)]:
             del self.installed[key]
             self.pushed_at.pop(key, None)
+            self.installed_offset.pop(key, None)
+
+    def adopt(self, key: tuple[str, int], setpoints: Setpoints, offset_s: float) -> None:
+        """What the station says (or the store remembers) it holds, read on its clock at ``offset_s``."""
+        self.installed[key] = setpoints
+        self.installed_offset[key] = offset_s
+
+    def seen_now(self, key: tuple[str, int], offset_now: float) -> Setpoints | None:
+        """The installed schedule of ``key`` as it plays out on our clock with the station's offset now."""
+        old = self.installed.get(key)
+        if old is None:
+            return None
+        return as_seen_now(old, self.installed_offset.get(key, 0.0), offset_now)
 
     def due(self, plans: list[tuple[Setpoints, StationCaps, str]],
             headroom_kw: Mapping[str, float | Sequence[float]] | None = None,
-            *, force: bool = False) -> tuple[list[ShapedProfile], list[PushResult]]:
+            *, force: bool = False, offsets: Mapping[str, float] | None = None,
+            cut: bool = False) -> tuple[list[ShapedProfile], list[PushResult]]:
         """Split into profiles to send and results for skipped sessions.
 
         ``plans`` carry each session's capacity group; a group's skipped sessions may together
         exceed their new setpoints by at most its ``headroom_kw`` in every slot (per slot from
         the plans' common start, or one figure for all; default 0): while a slot is over, the
         sessions with the largest excess in it are sent until it fits, so hysteresis never
-        breaks a limit, not even one that begins later in the horizon.
+        breaks a limit, not even one that begins later in the horizon. ``offsets``: each
+        station's clock minus ours (the schedules are anchored on it); ``cut``: the immediate
+        cut, sent as Relative profiles to stations that take them.
         """
         now = self.clock()
         to_send: list[ShapedProfile] = []
@@ -215,14 +267,18 @@ class Pusher:
                 skipped.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "invalid", None, None,
                                           caps.unit, now, reason=str(exc)[:200]))
                 continue
+            offset = (offsets or {}).get(sp.station_id, 0.0)
+            shaped = as_relative(shaped) if cut and caps.relative_tx else on_station_clock(shaped, offset)
             key = (sp.station_id, sp.evse_id)
-            old = self.installed.get(key)
+            old = self.seen_now(key, offset)
             # A profile still on the wire may replace ``installed`` any moment: send the new plan
             # behind it (one call per station at a time, in order) rather than judge it against a
             # schedule the station may no longer run.
             if force or key in self.in_flight or old is None or self.hysteresis.unchanged(
                     old, shaped.carried, now, self.pushed_at.get(key)) is None:
                 to_send.append(shaped)
+                if old is not None and key not in self.in_flight and same_limits(old, shaped.carried, now):
+                    self.identical += 1
             else:
                 excess = self.hysteresis.excess_by_slot(old, shaped.carried, now)
                 candidates.setdefault(group, []).append((excess, shaped))
@@ -232,8 +288,9 @@ class Pusher:
             to_send.extend(shaped for _, shaped in items if id(shaped) not in kept)
             for _, shaped in keep:
                 sp = shaped.carried
+                held = self.seen_now((sp.station_id, sp.evse_id), shaped.offset_s)
                 skipped.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "skipped",
-                                          self.installed[(sp.station_id, sp.evse_id)].value_at(now), None,
+                                          held.value_at(now) if held is not None else None, None,
                                           shaped.unit, now, reason="within hysteresis"))
         self.skipped += sum(r.status == "skipped" for r in skipped)
         return to_send, skipped
@@ -310,9 +367,11 @@ class Pusher:
             at = self.clock()
             if status == "Accepted":
                 self.installed[key] = sp
+                self.installed_offset[key] = shaped.offset_s
                 self.pushed_at[key] = at
             else:
                 self.installed.pop(key, None)
+                self.installed_offset.pop(key, None)
             in_force = sp.value_at(at)
             results.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, status,
                                       in_force if in_force is not None else sp.current_a[0], first, shaped.unit,

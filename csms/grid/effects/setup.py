@@ -1,42 +1,127 @@
 """Getting a station ready for control: read what it accepts in SetChargingProfile (or take it from
-a configured model rule) and install the conservative fail-safe TxDefaultProfile."""
+a configured model rule), find out what it already holds, and install the conservative fail-safe
+TxDefaultProfile unless it has it.
+
+A station that comes back without booting (after a lost link, or after our own restart) still runs
+the profiles it had: it is asked (GetChargingProfiles) and its TxProfiles become what its sessions
+have installed, so the next plan pushes only what differs. A station that cannot say (refuses,
+does not answer in time) is treated as holding nothing: every session gets its plan again.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
+from csms.domain.events import ChargingProfilesReported
 from csms.grid.config import GridConfig
-from csms.grid.effects.pusher import failsafe_profile
+from csms.grid.effects.pusher import TX_PROFILE_ID_BASE, Pusher, failsafe_profile
 from csms.grid.journal import Journal
 from csms.grid.model.sessions import SessionBook, StationCaps
-from csms.interfaces import GridCommands, Spawner
+from csms.interfaces import Clock, GridCommands, Spawner
+from profiles.installed import setpoints_from_profile
 
 log = logging.getLogger("csms.grid")
 
 SMART_CHARGING_VARIABLES = ("RateUnit", "ProfileStackLevel", "PeriodsPerSchedule")
+REPORT_WAIT_S = 5.0  # for the ReportChargingProfiles that follow an Accepted GetChargingProfiles
+
+
+@dataclass
+class _Report:
+    profiles: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class StationSetup:
     def __init__(self, grid: GridConfig, book: SessionBook, commands: GridCommands, spawner: Spawner,
-                 journal: Journal, ready: Callable[[str], None]) -> None:
+                 journal: Journal, ready: Callable[[str], None], pusher: Pusher | None = None,
+                 clock: Clock | None = None) -> None:
         self.grid = grid
         self.book = book
         self.commands = commands
         self.spawner = spawner
         self.journal = journal
         self.ready = ready  # called with a reason once a station is set up (it can be planned for now)
+        self.pusher = pusher
+        self.clock = clock
+        self._reports: dict[tuple[str, int], _Report] = {}
+        self._request_ids = itertools.count(1)
 
-    def ensure(self, station_id: str, force: bool = False) -> None:
-        """Set the station up in the background unless it is ready (or being set up)."""
+    def ensure(self, station_id: str, force: bool = False, reconcile: bool = False) -> None:
+        """Set the station up in the background unless it is ready (or being set up); ``reconcile``:
+        it came back without booting, so ask it what it still holds."""
         st = self.book.station(station_id)
         if st.setup_running or (st.ready and not force):
             return
         st.setup_running = True
-        self.spawner.spawn(self._setup(station_id), name=f"grid setup {station_id}")
+        st.ready = False  # nothing goes out to it until it is set up (again)
+        self.spawner.spawn(self._setup(station_id, reconcile), name=f"grid setup {station_id}")
 
-    async def _setup(self, station_id: str) -> None:
+    def reported(self, ev: ChargingProfilesReported) -> None:
+        """A ReportChargingProfiles answering one of our GetChargingProfiles."""
+        waiter = self._reports.get((ev.station_id or "", ev.request_id))
+        if waiter is None:
+            return
+        waiter.profiles.extend((ev.evse_id, profile) for profile in ev.profiles if isinstance(profile, dict))
+        if not ev.to_be_continued:
+            waiter.done.set()
+
+    async def _held(self, station_id: str) -> list[tuple[int, dict[str, Any]]] | None:
+        """Every profile the station holds, by EVSE; None when it cannot tell."""
+        request_id = next(self._request_ids)
+        waiter = self._reports[(station_id, request_id)] = _Report()
+        try:
+            get = getattr(self.commands, "get_charging_profiles", None)
+            if get is None:
+                return None
+            response = await get(station_id, request_id)
+            status = response.get("status")
+            if status == "NoProfiles":
+                return []
+            if status != "Accepted":
+                return None
+            async with asyncio.timeout(REPORT_WAIT_S):
+                await waiter.done.wait()
+            return waiter.profiles
+        except Exception as exc:  # noqa: BLE001 - refused, offline, no answer: it cannot tell
+            log.info("%s: could not learn which profiles it holds (%s); its sessions get their plans again",
+                     station_id, type(exc).__name__)
+            return None
+        finally:
+            self._reports.pop((station_id, request_id), None)
+
+    def _adopt(self, station_id: str, held: list[tuple[int, dict[str, Any]]] | None) -> int:
+        """What each session's station holds becomes what it has installed; returns how many kept one."""
+        if self.pusher is None or self.clock is None:
+            return 0
+        p = self.grid.planning
+        now = self.clock()
+        kept = 0
+        for session in self.book.of_station(station_id):
+            ours = [profile for evse, profile in held or ()
+                    if evse == session.evse_id and profile.get("id") == TX_PROFILE_ID_BASE + session.evse_id
+                    and profile.get("transactionId") == session.transaction_id
+                    and profile.get("chargingProfilePurpose") == "TxProfile"]
+            # Read on the station's clock (offset 0): the pusher moves it onto ours with the
+            # station's offset as it learns it.
+            sp = None if not ours else setpoints_from_profile(
+                ours[-1], station_id=station_id, evse_id=session.evse_id, slot_s=float(p.slot_s),
+                horizon_slots=p.horizon_slots, default_phases=self.book.station(station_id).caps.phases,
+                now=now + timedelta(seconds=self.book.station(station_id).clock_offset_s or 0.0))
+            if sp is None:
+                self.pusher.forget(station_id, session.evse_id)
+                continue
+            self.pusher.adopt(session.key, sp, 0.0)
+            kept += 1
+        return kept
+
+    async def _setup(self, station_id: str, reconcile: bool = False) -> None:
         st = self.book.station(station_id)
         try:
             vendor_model = f"{st.vendor}/{st.model}" if st.vendor or st.model else None
@@ -55,15 +140,21 @@ class StationSetup:
                 caps.rate_units = (rule.rate_unit,)
             st.caps = caps
             profile = failsafe_profile(caps, self.grid.planning.fail_safe_limit_a)
-            try:
-                response = await self.commands.set_charging_profile(station_id, 0, profile)
-                st.failsafe_status = str(response.get("status"))
-            except Exception as exc:  # noqa: BLE001
-                st.failsafe_status = type(exc).__name__
+            held = await self._held(station_id) if reconcile else None
+            kept = self._adopt(station_id, held) if reconcile else 0
+            if held is not None and any(evse == 0 and p == profile for evse, p in held):
+                st.failsafe_status = "Accepted"  # still there: nothing to send
+            else:
+                try:
+                    response = await self.commands.set_charging_profile(station_id, 0, profile)
+                    st.failsafe_status = str(response.get("status"))
+                except Exception as exc:  # noqa: BLE001
+                    st.failsafe_status = type(exc).__name__
             st.ready = True
             self.journal.record("station_setup", station_id=station_id, rate_units=list(caps.rate_units),
                                 stack_level=caps.max_stack_level, periods=caps.periods_per_schedule, v2g=caps.v2g,
-                                caps_source=caps.source, failsafe=st.failsafe_status)
+                                caps_source=caps.source, failsafe=st.failsafe_status,
+                                reconciled=None if not reconcile else ("unknown" if held is None else kept))
         finally:
             st.setup_running = False
         self.ready("station ready")

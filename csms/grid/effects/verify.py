@@ -1,12 +1,16 @@
 """Trust but verify: an Accepted profile is not proof that a station or car follows it.
 
-Three things are detected and turned into planner constraints, so the others absorb the
+Four things are detected and turned into planner constraints, so the others absorb the
 difference:
 
 * a Rejected (or failed) push: the session is uncontrollable, budgeted at what it draws
   (``fixed_kw``);
 * a car drawing clearly more than its setpoint in its meter values, repeatedly, after the station
-  had time to apply the profile: uncontrollable too, budgeted at its measured draw;
+  had time to apply the profile: uncontrollable too, budgeted at its measured draw. Judged on the
+  reported power and on the energy register's rate over the last interval, whichever is higher;
+* a station whose reported power contradicts its energy register (0 W while the register climbs,
+  as a real third-party simulator does): its power figures are no longer trusted, the register's
+  rate is what it draws (``power_mismatch``);
 * a car that does not resume after a pause (it stays suspended without power once we offer
   current again): it must never be paused again (``can_pause=False``) and is held at its
   minimum instead.
@@ -46,6 +50,9 @@ class VerifyConfig:
     overdraw_readings: int = 2  # consecutive readings over the setpoint before we act
     resume_grace_s: float = 120.0  # time a car gets to start drawing again after a pause
     drawing_kw: float = 0.2  # below this a car counts as not drawing
+    mismatch_kw: float = 0.5  # the register climbing at least this fast ...
+    mismatch_fraction: float = 0.5  # ... while the reported power is below this share of it
+    mismatch_readings: int = 2  # in consecutive intervals, before the power figure is distrusted
 
 
 @dataclass(frozen=True)
@@ -87,9 +94,12 @@ class Verifier:
                                      f"{': ' + result.reason if result.reason else ''}", session.fixed_kw)
             return None
         previous = session.setpoint_a
-        session.push_status, session.pushed_at = "Accepted", now
+        session.push_status = "Accepted"
+        if session.pushed_at is None or result.limit_a != previous:
+            # A new setpoint: the station gets its grace again and readings start counting anew.
+            # A re-push of what it already had changes nothing: over-draw detection goes on.
+            session.pushed_at, session.setpoint_since, session.overdraw_count = now, now, 0
         session.setpoint_a, session.setpoint_kw = result.limit_a, setpoint_kw
-        session.overdraw_count = 0
         before = power_before_kw if power_before_kw is not None else session.power_kw
         if result.limit_a == 0 and previous != 0:
             session.paused_while_drawing = (before or 0.0) > self.config.drawing_kw
@@ -98,9 +108,12 @@ class Verifier:
         return None
 
     def reading(self, session: Session, now: datetime) -> Finding | None:
-        """Check a fresh meter reading against the setpoint in force."""
+        """Check a fresh meter reading against the setpoint in force (and against its own register)."""
         cfg = self.config
-        power = session.power_kw
+        mismatch = self._mismatch(session)
+        if mismatch is not None:
+            return mismatch
+        power = self._drawn(session)
         if power is None:
             return None
         if session.fixed_kw is not None:
@@ -118,6 +131,41 @@ class Verifier:
         else:
             session.overdraw_count = 0
         return self.resume_check(session, now)
+
+    def _drawn(self, session: Session) -> float | None:
+        """What the car draws: the reported power, or the import register's rate over an interval that
+        began after the station had time to apply its setpoint, whichever is higher. (The import
+        register says nothing about a car that discharges: then only its power counts.)"""
+        power = session.power_kw
+        energy = session.energy_kw
+        if energy is None or session.energy_window_from is None or (power is not None and power < 0) \
+                or (session.setpoint_kw is not None and session.setpoint_kw < 0):
+            return power
+        since = session.setpoint_since or session.pushed_at
+        if since is not None and (session.energy_window_from - since).total_seconds() < self.config.apply_grace_s:
+            return power  # the interval still holds the time before the setpoint took effect
+        return energy if power is None else max(power, energy)
+
+    def _mismatch(self, session: Session) -> Finding | None:
+        """Reported power far below what the energy register shows, interval after interval."""
+        cfg = self.config
+        if session.power_from_energy or session.energy_kw is None or session.reported_kw is None \
+                or session.mismatch_window == session.energy_window_from:
+            return None  # nothing to judge, or this interval was judged already
+        session.mismatch_window = session.energy_window_from
+        # The reported power at both ends of the interval far below its average by the register (a car
+        # that stopped or started within the interval reports a change at one end only).
+        low = cfg.mismatch_fraction * session.energy_kw
+        if session.energy_kw >= cfg.mismatch_kw and all(r is not None and r < low for r in session.window_reported_kw):
+            session.mismatch_count += 1
+        else:
+            session.mismatch_count = 0
+        if session.mismatch_count < cfg.mismatch_readings:
+            return None
+        session.power_from_energy = True
+        session.power_kw = session.energy_kw
+        return self._finding(session, "power_mismatch", f"reports {session.reported_kw:.1f} kW while its energy "
+                             f"register climbs at {session.energy_kw:.1f} kW: measured by the register from now on")
 
     def resume_check(self, session: Session, now: datetime) -> Finding | None:
         """After a resume: drawing again clears the watch; still idle after the grace marks never-pause."""

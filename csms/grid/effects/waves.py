@@ -63,6 +63,7 @@ class WaveDispatcher:
         start = now.replace(microsecond=0)
         todo: list[tuple[Setpoints, StationCaps, str]] = []
         sessions: dict[tuple[str, int], Session] = {}
+        offsets: dict[str, float] = {}
         for unit in units:
             self.views.remember(unit, now)
             by_id = {f"{s.station_id}#{s.evse_id}": s for s in unit.sessions}
@@ -77,16 +78,22 @@ class WaveDispatcher:
                 todo.append((Setpoints(session.station_id, session.evse_id, session.transaction_id, start,
                                        float(p.slot_s), sp.current_a, need.phases), st.caps, unit.tid))
                 sessions[session.key] = session
+                offsets[session.station_id] = st.clock_offset_s or 0.0
         headroom = {u.tid: tuple(max(0.0, kw) for kw in u.plan.headroom_kw) for u in units}  # per slot from start
-        to_send, skipped = self.pusher.due(todo, headroom)
+        identical = self.pusher.identical
+        to_send, skipped = self.pusher.due(todo, headroom, offsets=offsets, cut=kind == "cut")
+        if self.pusher.identical > identical:
+            self.metrics.pushes.labels("identical").inc(self.pusher.identical - identical)
         if skipped:
             self.metrics.pushes.labels("skipped").inc(len(skipped))
         for r in skipped:
-            installed = self.pusher.installed.get((r.station_id, r.evse_id))
+            installed = self.pusher.seen_now((r.station_id, r.evse_id), offsets.get(r.station_id, 0.0))
             session = sessions.get((r.station_id, r.evse_id))
             if installed is not None and session is not None:
                 value = installed.value_at(now)
                 if value is not None:
+                    if value != session.setpoint_a:
+                        session.setpoint_since = now  # the installed schedule stepped
                     session.setpoint_a = value
                     session.setpoint_kw = value * installed.phases * VOLTAGE_V / 1000.0
         return Dispatch(kind, units, to_send, skipped, sessions, reasons)
@@ -94,15 +101,39 @@ class WaveDispatcher:
     async def run(self, dispatch: Dispatch, wave: Wave) -> list[PushResult]:
         """Send the wave (a cut in one burst) and take in the answers."""
         dispatch.power_before = {key: s.power_kw for key, s in dispatch.sessions.items()}
-        results = await self.pusher.push(dispatch.to_send, wave,
-                                         chunk=len(dispatch.to_send) if dispatch.kind == "cut" else None)
+        chunk = len(dispatch.to_send) if dispatch.kind == "cut" else None
+        lower, higher = self._split(dispatch)
+        # Reductions first, increases once they are answered: moving power from one car to another
+        # never adds both for the moment the wave takes (a second for a thousand stations).
+        results = await self.pusher.push(lower, wave, chunk=chunk)
+        if higher:
+            results += await self.pusher.push(higher, wave, chunk=chunk)
         self._outcomes(dispatch, results)
         return results
+
+    def _split(self, dispatch: Dispatch) -> tuple[list[ShapedProfile], list[ShapedProfile]]:
+        """The profiles that lower what a station may draw now, and the others. A station we know
+        nothing about is assumed at its fail-safe."""
+        now = self.pusher.clock()
+        failsafe = self.grid.planning.fail_safe_limit_a
+        lower: list[ShapedProfile] = []
+        higher: list[ShapedProfile] = []
+        for shaped in dispatch.to_send:
+            sp = shaped.carried
+            installed = self.pusher.seen_now((sp.station_id, sp.evse_id), shaped.offset_s)
+            before = installed.value_at(now) if installed is not None else None
+            after = sp.value_at(now)
+            if after is None:
+                after = sp.current_a[0]
+            (lower if after <= (failsafe if before is None else before) else higher).append(shaped)
+        return lower, higher
 
     def _outcomes(self, dispatch: Dispatch, results: list[PushResult]) -> None:
         p = self.grid.planning
         kind, sessions = dispatch.kind, dispatch.sessions
         phases = {(sp.carried.station_id, sp.carried.evse_id): sp.carried.phases for sp in dispatch.to_send}
+        relative = {(sp.carried.station_id, sp.carried.evse_id) for sp in dispatch.to_send
+                    if sp.profile.get("chargingProfileKind") == "Relative"}
         for r in results:
             session = sessions.get((r.station_id, r.evse_id))
             self.metrics.pushes.labels(r.status).inc()
@@ -112,6 +143,13 @@ class WaveDispatcher:
             if session is None or self.book.sessions.get(session.key) is not session:
                 continue
             st = self.book.station(r.station_id)
+            if r.status == "Rejected" and (r.station_id, r.evse_id) in relative:
+                # A station that refuses a Relative TxProfile is not uncontrollable: it gets
+                # Absolute profiles from now on (anchored on its clock), starting right away.
+                st.caps.relative_tx = False
+                log.info("%s refused a Relative TxProfile; it gets Absolute ones", r.station_id)
+                self.verification.replan("relative profile refused")
+                continue
             kw = None if r.limit_a is None else r.limit_a * phases.get(session.key, 3) * VOLTAGE_V / 1000.0
             assumed = min(st.caps.max_current_a, p.fail_safe_limit_a if st.failsafe_status == "Accepted"
                           else st.caps.max_current_a) * st.caps.phases * VOLTAGE_V / 1000.0

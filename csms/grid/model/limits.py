@@ -67,6 +67,29 @@ class LimitSignal:
     def label(self) -> str:
         return f"signal:{self.source}:{self.signal_id}"
 
+    def to_record(self) -> dict[str, Any]:
+        """The signal as a JSON-able record (what the store keeps so it survives a restart)."""
+        return {"signal_id": self.signal_id, "transformer_id": self.transformer_id, "source": self.source,
+                "intervals": [[start.isoformat(), None if end is None else end.isoformat(), kw]
+                              for start, end, kw in self.intervals],
+                "received_at": self.received_at.isoformat(),
+                "issued_at": None if self.issued_at is None else self.issued_at.isoformat(), "digest": self.digest}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> LimitSignal:
+        """The signal :meth:`to_record` wrote; ValueError (or KeyError/TypeError) for a damaged record."""
+        intervals = tuple((datetime.fromisoformat(start), None if end is None else datetime.fromisoformat(end),
+                           float(kw)) for start, end, kw in record["intervals"])
+        for start, end, _ in intervals:
+            if start.tzinfo is None or (end is not None and end.tzinfo is None):
+                raise ValueError("stored signal intervals need a UTC offset")
+        issued = record.get("issued_at")
+        return cls(signal_id=str(record["signal_id"]), transformer_id=str(record["transformer_id"]),
+                   source=str(record["source"]), intervals=intervals,
+                   received_at=datetime.fromisoformat(record["received_at"]),
+                   issued_at=None if issued is None else datetime.fromisoformat(issued),
+                   digest=str(record.get("digest", "")))
+
 
 # ------------------------------------------------------------------------------------------------
 # Parsing
@@ -332,16 +355,32 @@ class LimitBook:
             seen.popitem(last=False)
         return True
 
+    def restore(self, signal: LimitSignal) -> None:
+        """Put back a signal that was in force before a restart (validated when it was accepted)."""
+        tid = signal.transformer_id
+        if tid not in self._signals:
+            raise SignalError(f"unknown transformer {tid!r}", signal.signal_id)
+        self._signals[tid][signal.source] = signal
+        self._seen[tid][signal.signal_id] = signal.digest
+
+    def remove(self, transformer_id: str, source: str) -> LimitSignal | None:
+        """Take the signal of ``source`` out of force (an operator clears a limit); its id stays
+        remembered, so a redelivery of the same message does not bring it back."""
+        self._group(transformer_id)
+        return self._signals[transformer_id].pop(source, None)
+
     def signals(self, transformer_id: str) -> list[LimitSignal]:
         self._group(transformer_id)
         return list(self._signals[transformer_id].values())
 
-    def prune(self, now: datetime) -> None:
-        """Forget signals whose every interval has ended (their ids stay remembered)."""
+    def prune(self, now: datetime) -> list[LimitSignal]:
+        """Forget signals whose every interval has ended (their ids stay remembered); returns them."""
+        gone = []
         for by_source in self._signals.values():
             for source, sig in list(by_source.items()):
                 if sig.ends_at is not None and sig.ends_at <= now:
-                    del by_source[source]
+                    gone.append(by_source.pop(source))
+        return gone
 
     # Liveness and safe mode -------------------------------------------------------------------------
     def mark_heard(self, transformer_id: str, at: datetime) -> None:

@@ -19,9 +19,12 @@ from csms.domain.meter import Reading
 from profiles.composite import parse_datetime
 from profiles.planner import PHASE_NAMES, SessionNeed
 from profiles.profile_builder import Unit
+from profiles.station_clock import OFFSET_WINDOW, clock_offset_s
 
 CHARGING_STATES_DRAWING = frozenset({"Charging"})
 SUSPENDED_STATES = frozenset({"SuspendedEV", "SuspendedEVSE"})
+IN_STEP_S = 2.0  # a station clock this close to ours counts as in step (network delay, rounding)
+ENERGY_WINDOW_S = 1.0  # shortest span (station time) over which the register's rate is taken
 
 
 @dataclass
@@ -48,6 +51,7 @@ class StationCaps:
     max_current_a: float = 32.0
     min_current_a: float = 6.0
     source: str = "assumed"  # assumed | device-model | rule
+    relative_tx: bool = True  # takes a Relative TxProfile (the immediate cut); False once it refused one
 
     @property
     def unit(self) -> Unit:
@@ -65,6 +69,8 @@ class Station:
     ready: bool = False  # capabilities read and fail-safe installed
     failsafe_status: str | None = None  # outcome of installing the fail-safe TxDefaultProfile
     setup_running: bool = False
+    clock_offset_s: float | None = None  # its clock minus ours, from its messages' timestamps
+    clock_readings: list[float] = field(default_factory=list)  # timestamp minus receipt of recent messages
 
 
 @dataclass
@@ -100,6 +106,7 @@ class Session:
     # Control state (set by the pusher and the verifier).
     setpoint_a: float | None = None  # what is in force now according to the last accepted push
     setpoint_kw: float | None = None
+    setpoint_since: datetime | None = None  # when the setpoint in force last changed (a push or a step of its schedule)
     pushed_at: datetime | None = None
     push_status: str | None = None
     fixed_kw: float | None = None  # uncontrollable: budgeted at this draw
@@ -109,6 +116,17 @@ class Session:
     resumed_at: datetime | None = None  # a 0 -> >0 setpoint was accepted at this time
     paused_while_drawing: bool = False
     overdraw_count: int = 0
+    # Energy cross-check: the register's rate over the last window of at least ENERGY_WINDOW_S
+    # (station time), what the station reported as power, and whether its power figure is trusted.
+    energy_kw: float | None = None
+    energy_window_from: datetime | None = None  # our clock: when the window behind energy_kw began
+    energy_mark: tuple[datetime, float, datetime, float | None] | None = None  # its start: station time, Wh,
+    #                                                                           our time, reported kW then
+    window_reported_kw: tuple[float | None, float | None] = (None, None)  # reported at the window's start and end
+    reported_kw: float | None = None
+    mismatch_count: int = 0
+    mismatch_window: datetime | None = None  # the last energy window judged
+    power_from_energy: bool = False  # its reported power contradicted its energy register
 
     @property
     def key(self) -> tuple[str, int]:
@@ -148,6 +166,21 @@ class SessionBook:
             st = self.stations[station_id] = Station(station_id)
         return st
 
+    def clock_reading(self, station_id: str, timestamp: str | None, received_at: datetime) -> None:
+        """A live message stamped ``timestamp`` by the station arrived at ``received_at`` (our clock):
+        update its clock offset (whole seconds; within a couple of seconds counts as in step)."""
+        if not timestamp:
+            return
+        try:
+            at = parse_datetime(timestamp)
+        except ValueError:
+            return
+        st = self.station(station_id)
+        st.clock_readings.append((at - received_at).total_seconds())
+        del st.clock_readings[:-OFFSET_WINDOW]
+        offset = clock_offset_s(st.clock_readings)
+        st.clock_offset_s = None if offset is None else (0.0 if abs(offset) < IN_STEP_S else float(round(offset)))
+
     def of_station(self, station_id: str) -> list[Session]:
         return [s for s in self.sessions.values() if s.station_id == station_id]
 
@@ -176,15 +209,7 @@ class SessionBook:
             evse_id = event.evse_id
             if not isinstance(evse_id, int) or evse_id <= 0:
                 return None, "none"  # an Updated without evse for a transaction we never saw
-            old = self.sessions.get((station_id, evse_id))
-            if old is not None:
-                self._by_tx.pop((station_id, old.transaction_id), None)
-            session = Session(station_id, evse_id, tx_id, now)
-            self.sessions[session.key] = session
-            self._by_tx[(station_id, tx_id)] = session.key
-            pending = self._pending_needs.pop(session.key, None)
-            if pending is not None:
-                session.need = pending
+            session = self.adopt(station_id, evse_id, tx_id, now)
             change = "new"
         state = event.charging_state
         if state and state != session.charging_state:
@@ -195,6 +220,19 @@ class SessionBook:
             change = "reading"
         return session, change
 
+    def adopt(self, station_id: str, evse_id: int, transaction_id: str, started_at: datetime) -> Session:
+        """A new session for a transaction on ``evse_id`` (replacing whatever that EVSE had)."""
+        old = self.sessions.get((station_id, evse_id))
+        if old is not None:
+            self._by_tx.pop((station_id, old.transaction_id), None)
+        session = Session(station_id, evse_id, transaction_id, started_at)
+        self.sessions[session.key] = session
+        self._by_tx[(station_id, transaction_id)] = session.key
+        pending = self._pending_needs.pop(session.key, None)
+        if pending is not None:
+            session.need = pending
+        return session
+
     def ended(self, station_id: str, transaction_id: str) -> Session | None:
         session = self.find(station_id, transaction_id, None)
         if session is None:
@@ -204,8 +242,12 @@ class SessionBook:
         return session
 
     def reading(self, session: Session, reading: Reading, now: datetime) -> bool:
-        """Take a meter reading; True if it carried power."""
+        """Take a meter reading; True if it says something about the power drawn (reported power, or
+        a new rate of the energy register)."""
+        fresh_energy = False
+        reported = None if reading.power_w is None else reading.power_w / 1000.0
         if reading.energy_wh is not None:
+            fresh_energy = self._energy(session, reading.energy_wh, reading.timestamp, now, reported)
             session.energy_wh = reading.energy_wh
             if session.start_energy_wh is None:
                 session.start_energy_wh = reading.energy_wh
@@ -213,10 +255,39 @@ class SessionBook:
                 session.need.baseline_wh = reading.energy_wh
         if reading.soc is not None:
             session.soc = reading.soc
+        if reported is not None:
+            session.reported_kw = reported
+        if session.energy_kw is not None and (session.power_from_energy or reading.power_w is None):
+            # No power figure, or one that proved wrong: the register says what is drawn.
+            if fresh_energy:
+                session.power_kw, session.power_at = session.energy_kw, now
+            return fresh_energy
         if reading.power_w is None:
             return False
         session.power_kw = reading.power_w / 1000.0
         session.power_at = now
+        return True
+
+    @staticmethod
+    def _energy(session: Session, wh: float, timestamp: str | None, now: datetime, reported: float | None) -> bool:
+        """Update the register's rate; True when a new window closed."""
+        at = now
+        if timestamp:
+            try:
+                at = parse_datetime(timestamp)
+            except ValueError:
+                at = now
+        mark = session.energy_mark
+        if mark is None or at < mark[0] or wh < mark[1]:  # first reading, a clock jump back, a meter reset
+            session.energy_mark = (at, wh, now, reported)
+            return False
+        span = (at - mark[0]).total_seconds()
+        if span < ENERGY_WINDOW_S:
+            return False
+        session.energy_kw = (wh - mark[1]) / 1000.0 / (span / 3600.0)
+        session.energy_window_from = mark[2]
+        session.window_reported_kw = (mark[3], reported)
+        session.energy_mark = (at, wh, now, reported)
         return True
 
     # Needs ----------------------------------------------------------------------------------
@@ -268,6 +339,30 @@ class SessionBook:
 # ---------------------------------------------------------------------------------------------
 # Needs -> planner input
 # ---------------------------------------------------------------------------------------------
+
+
+def need_record(need: Need) -> dict[str, Any]:
+    """A need as a JSON-able record (the operator's needs are stored so they survive a restart)."""
+    return {"energy_kwh": need.energy_kwh, "departure": need.departure.isoformat(),
+            "guaranteed_kwh": need.guaranteed_kwh, "source": need.source, "min_current_a": need.min_current_a,
+            "max_current_a": need.max_current_a, "phases": need.phases, "v2g": need.v2g,
+            "max_discharge_kw": need.max_discharge_kw, "dischargeable_kwh": need.dischargeable_kwh,
+            "baseline_wh": need.baseline_wh}
+
+
+def need_from_record(record: dict[str, Any]) -> Need:
+    """What :func:`need_record` wrote; ValueError/KeyError/TypeError for a damaged record."""
+    departure = datetime.fromisoformat(record["departure"])
+    if departure.tzinfo is None:
+        raise ValueError("a stored departure needs a UTC offset")
+    phases = record.get("phases")
+    return Need(energy_kwh=float(record["energy_kwh"]), departure=departure,
+                guaranteed_kwh=float(record.get("guaranteed_kwh") or 0.0), source=str(record.get("source", "api")),
+                min_current_a=_number(record.get("min_current_a")), max_current_a=_number(record.get("max_current_a")),
+                phases=int(phases) if isinstance(phases, int) else None, v2g=bool(record.get("v2g")),
+                max_discharge_kw=float(record.get("max_discharge_kw") or 0.0),
+                dischargeable_kwh=float(record.get("dischargeable_kwh") or 0.0),
+                baseline_wh=_number(record.get("baseline_wh")))
 
 
 def _number(value: Any) -> float | None:

@@ -35,7 +35,7 @@ class SourceIntake(Protocol):
 
     def base_load(self, tid: str, payload: bytes | str) -> None: ...
 
-    def recheck(self) -> None: ...
+    def recheck(self, source: str | None = None) -> None: ...
 
 
 class MqttSignalSource:
@@ -87,7 +87,7 @@ class MqttSignalSource:
             self.metrics.broker_connected.set(1)
             self._connected_event.set()
             log.info("grid: connected to MQTT broker %s:%s", self.mqtt.host, self.mqtt.port)
-            self.intake.recheck()  # clears this source's outage right away
+            self.intake.recheck(self.name)  # clears this source's outage right away
             return
         if self.connected or not self._warned_down:
             log.warning("grid: MQTT broker unreachable (%s); reconnecting with backoff", detail)

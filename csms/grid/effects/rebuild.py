@@ -1,0 +1,120 @@
+"""Sessions rebuilt from the store at start: after a restart (or a crash) every transaction that is
+still running is a session again before the first plan, with its EVSE, its meter readings (energy
+delivered, last measured power), its need (the operator's, else the car's) and the last profile it
+accepted. Its station counts as disconnected until it reconnects, so until then the session is
+budgeted at its last measured draw and nothing is pushed to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from csms.domain.meter import DEFAULT_MEASURAND, Sample, latest_reading
+from csms.grid.config import GridConfig
+from csms.grid.effects.memory import NEED, GridMemory, need_key
+from csms.grid.effects.pusher import TX_PROFILE_ID_BASE, Pusher
+from csms.grid.model.sessions import Session, SessionBook, need_from_ev, need_from_record
+from csms.store.base import SmartChargingStore, TransactionStore
+from profiles.installed import setpoints_from_profile
+
+log = logging.getLogger("csms.grid")
+
+MAX_SESSIONS = 100_000  # active transactions read at start
+CONCURRENT_READS = 16
+PHASE_KW = 230.0 / 1000.0
+
+
+async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore, book: SessionBook,
+                           pusher: Pusher, memory: GridMemory | None, grid: GridConfig, now: datetime) -> int:
+    """Sessions for every active transaction in the store; returns how many."""
+    records = await store.list_transactions(active=True, limit=MAX_SESSIONS)
+    needs = await memory.load(NEED) if memory is not None else {}
+    used: set[str] = set()
+    pushed: dict[str, list[dict[str, Any]]] = {}
+    reads = asyncio.Semaphore(CONCURRENT_READS)
+    count = 0
+
+    async def one(station_id: str, transaction_id: str, evse_id: int, started: datetime,
+                  charging_state: str | None) -> None:
+        nonlocal count
+        session = book.adopt(station_id, evse_id, transaction_id, started)
+        session.charging_state = charging_state
+        count += 1
+        async with reads:
+            samples = await store.meter_samples(station_id, transaction_id=transaction_id)
+            _readings(session, samples, now)
+            key = need_key(station_id, transaction_id)
+            if key in needs:
+                try:
+                    session.need = need_from_record(needs[key])
+                    used.add(key)
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.warning("grid: stored need of %s is unreadable (%s)", key, exc)
+            if session.need is None:
+                ev = await profiles.latest_ev_charging_needs(station_id, evse_id)
+                if ev is not None:
+                    need = need_from_ev(ev, now, book.defaults)
+                    if need.departure > session.started_at:  # not the car of an earlier session
+                        need.baseline_wh = session.start_energy_wh
+                        session.need = need
+            if station_id not in pushed:
+                pushed[station_id] = await profiles.list_charging_profiles(station_id)
+            _last_profile(session, pushed[station_id], pusher, grid, now)
+
+    jobs = []
+    for record in records:
+        if record.evse_id is None or record.evse_id <= 0:
+            log.warning("grid: transaction %s of %s has no known EVSE; it joins when the station says which",
+                        record.transaction_id, record.station_id)
+            continue
+        started = record.started_at.astimezone(UTC) if record.started_at is not None else now
+        jobs.append(one(record.station_id, record.transaction_id, record.evse_id, min(started, now),
+                        record.charging_state))
+    await asyncio.gather(*jobs)
+    if memory is not None:
+        for key in set(needs) - used:
+            memory.delete(NEED, key)  # the session ended while we were away
+    return count
+
+
+def _readings(session: Session, rows: list[dict[str, Any]], now: datetime) -> None:
+    """Energy at the start and now, and the last measured power, from the transaction's samples."""
+    samples = [Sample(r["timestamp"], r.get("evse_id"), r.get("transaction_id"), r["measurand"], r.get("phase"),
+                      float(r["value"]), r.get("unit"), r.get("context"), None) for r in rows]
+    energy = [s for s in samples if s.measurand == DEFAULT_MEASURAND and s.phase is None]
+    if energy:
+        first = latest_reading([min(energy, key=lambda s: s.timestamp)])
+        session.start_energy_wh = first.energy_wh if first is not None else None
+    reading = latest_reading(samples)
+    if reading is None:
+        return
+    session.energy_wh = reading.energy_wh
+    if reading.power_w is not None:
+        session.power_kw, session.power_at = reading.power_w / 1000.0, now
+
+
+def _last_profile(session: Session, rows: list[dict[str, Any]], pusher: Pusher, grid: GridConfig,
+                  now: datetime) -> None:
+    """The last TxProfile the session's station accepted for it, as what it has installed (until
+    the station, once back, says what it really holds)."""
+    p = grid.planning
+    for row in reversed(rows):
+        profile = row.get("profile") or {}
+        if (row.get("status") != "Accepted" or row.get("evse_id") != session.evse_id
+                or profile.get("id") != TX_PROFILE_ID_BASE + session.evse_id
+                or profile.get("transactionId") != session.transaction_id):
+            continue
+        sp = setpoints_from_profile(profile, station_id=session.station_id, evse_id=session.evse_id,
+                                    slot_s=float(p.slot_s), horizon_slots=p.horizon_slots, default_phases=3,
+                                    now=now)
+        if sp is None:
+            return
+        pusher.adopt(session.key, sp, 0.0)  # on the station's clock, as it was sent
+        value = sp.value_at(now)
+        if value is not None:
+            session.setpoint_a = value
+            session.setpoint_kw = value * sp.phases * PHASE_KW
+        return

@@ -1,0 +1,70 @@
+"""A station runs its charging profiles on its own clock; these pure functions keep a schedule made on
+ours in force on a clock that is off (a year behind, hours ahead, a few seconds slow).
+
+* :func:`clock_offset_s` estimates "station clock minus ours" from the timestamps of its live messages.
+  A message is stamped before it is sent and a queued one long before, so the smallest delay, i.e. the
+  largest ``timestamp - received``, of the last few is the best estimate (as NTP's minimum-delay filter).
+* :func:`anchored` moves an Absolute TxProfile onto that clock and lets its first period begin
+  ``lead_s`` earlier, so a station whose clock is a little behind our estimate still finds it in force
+  (otherwise it would fall back to its TxDefaultProfile until its clock caught up).
+* :func:`relative` turns the first period of a TxProfile into a Relative profile: it holds from the
+  transaction's start, whatever the clock says, until it is replaced. Used for the immediate cut.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+OFFSET_WINDOW = 5  # live messages considered
+DEFAULT_LEAD_S = 60.0
+
+
+def clock_offset_s(observations: Sequence[float], window: int = OFFSET_WINDOW) -> float | None:
+    """Station clock minus ours (s) from ``timestamp - received_at`` of its messages, oldest first."""
+    recent = [x for x in observations[-window:] if not math.isnan(x)]
+    return max(recent) if recent else None
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _iso(at: datetime) -> str:
+    utc = at.astimezone(UTC)
+    return utc.isoformat(timespec="milliseconds" if utc.microsecond else "seconds").replace("+00:00", "Z")
+
+
+def anchored(profile: dict[str, Any], offset_s: float, lead_s: float = DEFAULT_LEAD_S) -> dict[str, Any]:
+    """A copy of an Absolute profile whose schedule starts ``offset_s`` later (the station's clock) and
+    whose first period already holds ``lead_s`` before that; later periods keep their instants."""
+    if profile.get("chargingProfileKind") != "Absolute":
+        raise ValueError(f"only Absolute profiles can be anchored, got {profile.get('chargingProfileKind')!r}")
+    if lead_s < 0:
+        raise ValueError(f"lead_s must be >= 0, got {lead_s}")
+    lead = round(lead_s)
+    out = copy.deepcopy(profile)
+    for schedule in out["chargingSchedule"]:
+        start = _parse(schedule["startSchedule"]) + timedelta(seconds=offset_s - lead)
+        schedule["startSchedule"] = _iso(start)
+        for n, period in enumerate(schedule["chargingSchedulePeriod"]):
+            if n:
+                period["startPeriod"] += lead
+        if schedule.get("duration") is not None:
+            schedule["duration"] += lead
+    return out
+
+
+def relative(profile: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a TxProfile holding its first period's limit from the transaction's start on, until
+    replaced: no startSchedule, no duration, one period."""
+    out = copy.deepcopy(profile)
+    out["chargingProfileKind"] = "Relative"
+    for schedule in out["chargingSchedule"]:
+        schedule.pop("startSchedule", None)
+        schedule.pop("duration", None)
+        schedule["chargingSchedulePeriod"] = [dict(schedule["chargingSchedulePeriod"][0], startPeriod=0)]
+    return out
