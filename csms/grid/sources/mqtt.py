@@ -31,7 +31,7 @@ log = logging.getLogger("csms.grid.signals")
 class SourceIntake(Protocol):
     """What a signal source hands its messages to (csms.grid.intake.LimitDesk)."""
 
-    def accept(self, tid: str, payload: bytes | str | dict[str, Any], *, live: bool, via: str) -> LimitSignal: ...
+    async def accept(self, tid: str, payload: bytes | str | dict[str, Any], *, live: bool, via: str) -> LimitSignal: ...
 
     def base_load(self, tid: str, payload: bytes | str) -> None: ...
 
@@ -149,13 +149,13 @@ class MqttSignalSource:
     async def _consume(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             try:
-                self._handle(message)
+                await self._handle(message)
             except Exception:  # noqa: BLE001 - one bad (possibly retained) message must not end the session
                 log.exception("grid: handling an MQTT message on %s failed; message dropped", message.topic.value)
                 where = self.topics.parse_inbound(message.topic.value)
                 self.metrics.message_errors.labels(where[1] if where else "unknown").inc()
 
-    def _handle(self, message: aiomqtt.Message) -> None:
+    async def _handle(self, message: aiomqtt.Message) -> None:
         where = self.topics.parse_inbound(message.topic.value)
         if where is None:
             return
@@ -168,7 +168,7 @@ class MqttSignalSource:
         if not payload:
             return  # an empty retained message is how a publisher clears its retained signal
         try:
-            self.intake.accept(tid, payload, live=not message.retain, via="mqtt")
+            await self.intake.accept(tid, payload, live=not message.retain, via="mqtt")
         except SignalError:
             pass  # already logged, counted and answered on signal-status
 
