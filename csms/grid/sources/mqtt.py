@@ -107,7 +107,9 @@ class MqttSignalSource:
             try:
                 client = aiomqtt.Client(mqtt.host, mqtt.port, identifier=identifier, username=mqtt.username,
                                         password=mqtt.password, keepalive=mqtt.keepalive_s, timeout=10,
-                                        will=aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True))
+                                        will=aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True),
+                                        clean_session=None if mqtt.client_id is None else False)
+                _acknowledge_when_handled(client)
                 async with client:
                     await client.publish(self.topics.availability, b"online", qos=1, retain=True)
                     for topic_filter in self.topics.inbound_filters:
@@ -151,9 +153,13 @@ class MqttSignalSource:
             try:
                 await self._handle(message)
             except Exception:  # noqa: BLE001 - one bad (possibly retained) message must not end the session
+                # Not acknowledged: a persistent session gets it again after the next reconnect.
                 log.exception("grid: handling an MQTT message on %s failed; message dropped", message.topic.value)
                 where = self.topics.parse_inbound(message.topic.value)
                 self.metrics.message_errors.labels(where[1] if where else "unknown").inc()
+                continue
+            if message.qos > 0:
+                client._client.ack(message.mid, message.qos)  # stored and in force: now the broker may forget it
 
     async def _handle(self, message: aiomqtt.Message) -> None:
         where = self.topics.parse_inbound(message.topic.value)
@@ -171,6 +177,13 @@ class MqttSignalSource:
             await self.intake.accept(tid, payload, live=not message.retain, via="mqtt")
         except SignalError:
             pass  # already logged, counted and answered on signal-status
+
+
+def _acknowledge_when_handled(client: aiomqtt.Client) -> None:
+    """Persist before acknowledge: a QoS 1 signal is acknowledged only once it is stored and in
+    force, so a crash in between leaves it with the broker, which delivers it again to a persistent
+    session (a configured ``client_id``). aiomqtt has no switch for this; its paho client has."""
+    client._client.manual_ack_set(True)
 
 
 async def _quietly(coro: Any, timeout: float = 1.0) -> None:
