@@ -41,14 +41,26 @@ def print_table(out: Console, title: str | None, cols: Sequence[Col], rows: Sequ
         out.file.write("\n".join(lines) + "\n")
         out.file.flush()
         return
+    widths = [max([len(c.name)] + [len(r[i]) for r in rows]) if c.whole else 4 for i, c in enumerate(cols)]
+    if sum(widths) + 2 * (len(cols) - 1) > out.width:
+        _records(out, title, cols, rows)  # too narrow for a table that keeps every id and number whole
+        return
     table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False, collapse_padding=True,
                   show_edge=False)
-    for i, c in enumerate(cols):
+    for c, width in zip(cols, widths, strict=True):
         if c.whole:
-            widest = max([len(c.name)] + [len(r[i]) for r in rows])
-            table.add_column(c.name, no_wrap=True, min_width=widest)
+            table.add_column(c.name, no_wrap=True, min_width=width)
         else:
             table.add_column(c.name, overflow="fold")
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))
     out.print(table)
+
+
+def _records(out: Console, title: str | None, cols: Sequence[Col], rows: Sequence[Sequence[str]]) -> None:
+    """One block per row: its first cell, then 'column: value' pairs the terminal may wrap."""
+    if title:
+        out.print(f"[italic]{escape(title)}[/]")
+    for row in rows:
+        out.print(f"[bold]{escape(row[0])}[/]")
+        out.print("  " + escape("  ".join(f"{c.name}: {cell}" for c, cell in zip(cols[1:], row[1:], strict=True))))

@@ -267,3 +267,20 @@ async def test_grid_and_limit_clear_end_to_end(tmp_path: Path) -> None:
         assert "set by operator" not in out
         code, _, err = await csms(api, "limit", "T1", "--clear")
         assert code == opcli.EXIT_NOT_FOUND and "no limit of source 'operator'" in err
+
+
+def test_too_narrow_for_a_table_gives_records_not_cut_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(clitables, "is_terminal", lambda: True)
+    station, tx = "S" * 48, "T" * 36  # the longest OCPP station identity and a UUID-length transaction id
+    buf = io.StringIO()
+    out = Console(file=buf, width=80, soft_wrap=False, highlight=False)
+    from csms.opshow import TX_COLS, transaction_rows
+
+    clitables.print_table(out, "1 transaction", TX_COLS, transaction_rows([{
+        "station_id": station, "transaction_id": tx, "evse_id": 1, "id_token": "CARD-1",
+        "started_at": "2026-11-30T16:00:00Z", "ended_at": None, "active": True, "energy_wh": 1234.0,
+        "stopped_reason": None}]))
+    text = buf.getvalue()
+    assert station in text and tx in text and "…" not in text
+    assert "kWh: 1.23" in " ".join(text.split())
+    assert all(len(line) <= 80 for line in text.splitlines())
