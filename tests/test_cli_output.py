@@ -284,3 +284,24 @@ def test_too_narrow_for_a_table_gives_records_not_cut_ids(monkeypatch: pytest.Mo
     assert station in text and tx in text and "…" not in text
     assert "kWh: 1.23" in " ".join(text.split())
     assert all(len(line) <= 80 for line in text.splitlines())
+
+
+async def test_grid_names_a_station_that_rejects_profiles(tmp_path: Path) -> None:
+    async with charging_site(tmp_path, n=2) as (api, stations):
+        handlers = stations[0].core.dialect.handlers
+        handlers["SetChargingProfile"] = lambda payload: {"status": "Rejected",
+                                                          "statusInfo": {"reasonCode": "NotSupported"}}
+        code, _, err = await csms(api, "limit", "T1", "6")  # every setpoint changes: both get a new profile
+
+        def fixed() -> bool:
+            return any(s["fixed_reason"] for s in api.daemon.grid.snapshot()["transformers"]["T1"]["sessions"])
+
+        assert code == 0, err
+        for _ in range(200):
+            if fixed():
+                break
+            await asyncio.sleep(0.05)
+        out = await piped(api, "grid")
+        assert "uncontrollable: 1 session\n" in out, out
+        assert "    G-1 EVSE 1: profile rejected by station (NotSupported); budgeted at" in out, out
+        assert "\nG-1\t1\t" in out and "\tUNCONTROLLED\n" in out
