@@ -89,7 +89,8 @@ class Verifier:
             drawn = session.power_kw if session.power_kw is not None else assumed_kw
             session.push_status = result.status
             if session.fixed_kw is None:
-                session.fixed_kw, session.fixed_reason = max(0.0, drawn), f"profile {result.status}"
+                session.fixed_kw = max(0.0, drawn)
+                session.fixed_reason = f"profile {result.status}" + (f" ({result.reason})" if result.reason else "")
                 return self._finding(session, "rejected", f"SetChargingProfile {result.status}"
                                      f"{': ' + result.reason if result.reason else ''}", session.fixed_kw)
             return None
