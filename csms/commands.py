@@ -142,7 +142,7 @@ class Commands:
         response: Payload = {"getVariableResult": []}
         for part in await self._parts(station_id, items, "GetVariables"):  # B06.FR.05
             answer = await self._send(station_id, commands.get_variables(part))
-            response["getVariableResult"].extend(answer["getVariableResult"])
+            response["getVariableResult"].extend(commands.variable_results(part, answer))
         found = commands.variables_read(response)
         if found:
             await self.store.record_variables(station_id, found, datetime.now(timezone.utc))
@@ -154,7 +154,7 @@ class Commands:
         response: Payload = {"setVariableResult": []}
         for part in await self._parts(station_id, items, "SetVariables"):
             answer = await self._send(station_id, commands.set_variables(part))
-            response["setVariableResult"].extend(answer["setVariableResult"])
+            response["setVariableResult"].extend(commands.variable_statuses(part, answer))
         changed = commands.variables_written(items, response)
         if changed:
             await self.store.record_variables(station_id, changed, datetime.now(timezone.utc))

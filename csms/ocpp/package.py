@@ -11,7 +11,14 @@ from typing import Any, Protocol
 from csms.domain.registration import Authorizer, RegistrationConfig
 from csms.interfaces import CertificateSigner, StationSession
 from csms.protocol.version import ProtocolVersion
-from csms.store.base import DeviceModelStore, MessageLog, SmartChargingStore, StationStore, TransactionStore
+from csms.store.base import (
+    DeviceModelStore,
+    DocumentStore,
+    MessageLog,
+    SmartChargingStore,
+    StationStore,
+    TransactionStore,
+)
 
 Payload = dict[str, Any]
 #: A station-initiated CALL: the validated request (camelCase, exactly as on the wire) in, the
@@ -35,6 +42,7 @@ class HandlerDeps:
     reports: StationReports | None = None  # where reports and status notifications of operations go
     iso15118: Iso15118Checks | None = None  # None: no contract-certificate checks, OCSP or provider
     billing: Billing | None = None  # None: no tariffs, no cost
+    documents: DocumentStore | None = None  # durable counters (OCPP 1.6 transaction ids)
 
 
 class StationReports(Protocol):
@@ -148,11 +156,19 @@ class CommandSet(Protocol):
 
     def get_variables(self, items: list[Payload]) -> Request: ...
 
+    def variable_results(self, items: list[Payload], response: Payload) -> list[Payload]:
+        """The answer to one get_variables request as GetVariableResultType items (2.0.1 form)."""
+        ...
+
     def variables_read(self, response: Payload) -> list[Payload]:
         """The variables a GetVariables answer reported, as device-model records."""
         ...
 
     def set_variables(self, items: list[Payload]) -> Request: ...
+
+    def variable_statuses(self, items: list[Payload], response: Payload) -> list[Payload]:
+        """The answer to one set_variables request as SetVariableResultType items (2.0.1 form)."""
+        ...
 
     def variables_written(self, items: list[Payload], response: Payload) -> list[Payload]:
         """The variables a SetVariables answer accepted, as device-model records."""
