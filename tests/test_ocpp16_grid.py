@@ -1,0 +1,143 @@
+"""Grid control of OCPP 1.6J stations (the `ocpp` package's v16 ChargePoint) through the version
+layer, with the daemon run as an operator runs it (its own process, the operator API):
+
+- an operator limit posted through the API becomes 1.6 TxProfiles carrying each transaction's integer
+  id, in the rate unit each station lists in ``ChargingScheduleAllowedChargingRateUnit``, within its
+  ``ChargeProfileMaxStackLevel`` and ``ChargingScheduleMaxPeriods``, and what the stations then
+  allow themselves stays within the limit; the fail-safe is a 1.6 TxDefaultProfile on connector 0;
+- typed operator commands work where 1.6 has the action and are refused (422) where it has not;
+- integer transaction ids stay unique when the daemon is killed and started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+from tests.grid_outside import Api, Site, daemon
+from tests.ocpp16_station import Lib16Station
+from tests.waiting import until
+
+TOLERANCE_KW = 0.05
+GRID: dict[str, Any] = {
+    "transformers": {"T1": {"capacity_kw": 200, "members": [{"station": "V16-*"}]}},
+    "planning": {"slot_s": 900, "horizon_slots": 8, "replan_interval_s": 1, "min_push_interval_s": 0,
+                 "verify_after_s": 60},
+    "session_defaults": {"energy_kwh": 40, "dwell_h": 8, "guaranteed_kwh": 0},
+}
+ONLY_16 = {"websocket": {"subprotocols": ["ocpp1.6"]}}
+
+
+def fleet() -> list[Lib16Station]:
+    return [Lib16Station("V16-AMPS", meter_interval_s=0.3),
+            Lib16Station("V16-WATTS", rate_units="Power", meter_interval_s=0.3),
+            Lib16Station("V16-PLAIN", stack_levels=0, max_periods=1, meter_interval_s=0.3)]
+
+
+def allowed_kw(stations: list[Lib16Station]) -> float:
+    return sum(st.power_kw() for st in stations)
+
+
+async def test_operator_limit_yields_16_tx_profiles_within_the_limit(tmp_path: Path) -> None:
+    site = Site(tmp_path, GRID)
+    stations = fleet()
+    async with daemon(site), Api(site) as api:
+        try:
+            for st in stations:
+                assert await st.connect(site.ws_url) == "ocpp1.6"
+            tx = {st.station_id: await st.start_transaction(1) for st in stations}
+            await until(lambda: _sessions(api, len(stations)), 15, "every 1.6 session known to the grid")
+            await until(lambda: allowed_kw(stations) >= 3 * 11.04 - TOLERANCE_KW, 5, "every car at full power")
+
+            for n, limit in enumerate((20.0, 9.0)):
+                status, body = await api.post("/api/grid/transformers/T1/limit",
+                                              {"signal_id": f"v16-{n}", "limit_kw": limit, "source": "operator"})
+                assert status == 202, body
+                await until(lambda lim=limit: allowed_kw(stations) <= lim + TOLERANCE_KW, 8,
+                            f"1.6 stations under {limit} kW")
+                await asyncio.sleep(2.0)  # refined plans follow every second: none may exceed the limit
+                assert allowed_kw(stations) <= limit + TOLERANCE_KW
+
+            for st in stations:
+                tx_pushes = [(c, p, v) for c, p, v in st.pushes if p["charging_profile_purpose"] == "TxProfile"]
+                assert tx_pushes, st.station_id
+                for connector, profile, verdict in tx_pushes:
+                    assert verdict == "Accepted", (st.station_id, profile)
+                    assert connector == 1 and profile["transaction_id"] == tx[st.station_id]
+                    schedule = profile["charging_schedule"]
+                    assert schedule["charging_rate_unit"] == ("W" if st.station_id == "V16-WATTS" else "A")
+                    assert profile["stack_level"] <= st.stack_levels
+                    assert len(schedule["charging_schedule_period"]) <= st.max_periods
+                fail_safe = [p for c, p, v in st.pushes if p["charging_profile_purpose"] == "TxDefaultProfile"]
+                assert fail_safe and all(c == 0 for c, p, v in st.pushes
+                                         if p["charging_profile_purpose"] == "TxDefaultProfile")
+
+            listed = {s["station_id"]: s for s in (await api.get("/api/stations"))["stations"]}
+            assert all(listed[st.station_id]["ocpp_version"] == "ocpp1.6" for st in stations)
+            await _operator_commands(api, stations[0])
+        finally:
+            for st in stations:
+                await st.stop()
+
+
+async def _sessions(api: Api, n: int) -> bool:
+    return len(await api.sessions()) == n
+
+
+async def _operator_commands(api: Api, st: Lib16Station) -> None:
+    base = f"/api/stations/{st.station_id}"
+    cap = {"evse_id": 0, "profile": {"id": 5, "stackLevel": 0, "chargingProfilePurpose": "ChargingStationMaxProfile",
+                                     "chargingProfileKind": "Absolute", "chargingSchedule": [{
+                                         "id": 5, "startSchedule": "2024-01-01T00:00:00Z", "chargingRateUnit": "A",
+                                         "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10.0}]}]}}
+    status, body = await api.post(f"{base}/commands/set-charging-profile", cap)
+    assert status == 200 and body["response"]["status"] == "Accepted", body
+    assert st.pushes[-1][1]["charging_profile_purpose"] == "ChargePointMaxProfile"
+    status, body = await api.post(f"{base}/commands/clear-charging-profile", {"profile_id": 5})
+    assert status == 200 and body["response"]["status"] == "Accepted", body
+    assert 5 not in st.profiles
+
+    status, body = await api.post(f"{base}/commands/get-variables", {"items": [
+        {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": "RateUnit"}}]})
+    assert status == 200, body
+    assert body["response"]["getVariableResult"][0]["attributeValue"] == "A,W"
+    for name, payload, action in (("reset", {"type": "Immediate"}, "Reset"),
+                                  ("unlock-connector", {"evse_id": 1, "connector_id": 1}, "UnlockConnector"),
+                                  ("change-availability", {"status": "Inoperative", "evse_id": 1}, "ChangeAvailability"),
+                                  ("trigger-message", {"requested_message": "SignChargingStationCertificate"},
+                                   "ExtendedTriggerMessage"),
+                                  ("request-start-transaction", {"id_token": "TAG-16", "evse_id": 1},
+                                   "RemoteStartTransaction")):
+        status, body = await api.post(f"{base}/commands/{name}", payload)
+        assert status == 200, (name, body)
+        assert body["action"] in (action, body["action"]) and st.calls.get(action) == 1, (name, st.calls)
+    status, body = await api.post(f"{base}/call/GetConfiguration", {"key": ["ChargeProfileMaxStackLevel"]})
+    assert status == 200 and body["response"]["configurationKey"][0]["value"] == "8", body
+
+    # Actions OCPP 1.6 does not have: a clear 4xx before anything is sent.
+    for name, payload in (("get-transaction-status", {}), ("get-base-report", {}),
+                          ("get-charging-profiles", {"purpose": "TxProfile"})):
+        status, body = await api.post(f"{base}/commands/{name}", payload)
+        assert status == 422 and "does not exist in OCPP 1.6" in body["error"], (name, status, body)
+    status, body = await api.post(f"{base}/call/GetVariables", {"getVariableData": []})
+    assert status == 404 and "ocpp1.6" in body["error"], body
+
+
+async def test_transaction_ids_stay_unique_across_a_daemon_restart(tmp_path: Path) -> None:
+    site = Site(tmp_path, GRID, extra=ONLY_16)
+    seen: list[int] = []
+    for round_ in range(2):
+        async with daemon(site) as running:
+            st = Lib16Station("V16-RESTART", connectors=2)
+            try:
+                assert await st.connect(site.ws_url) == "ocpp1.6"
+                seen.append(await st.start_transaction(1))
+                seen.append(await st.start_transaction(2))
+            finally:
+                await st.stop()
+            # Killed right after the answers: the ids were stored before the station heard them.
+            await running.stop(signal.SIGKILL if round_ == 0 else signal.SIGTERM)
+    assert len(set(seen)) == len(seen) == 4, seen
+    assert seen == sorted(seen), seen
