@@ -60,6 +60,7 @@ class Lib16Station:
         self.pushes: list[tuple[int, dict[str, Any], str]] = []  # (connector, profile, our verdict)
         self.calls: dict[str, int] = {}
         self.boot_status: str | None = None
+        self.local_list: tuple[int, list[str]] = (0, [])
         self._cp: _Cp | None = None
         self._ws: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -348,3 +349,56 @@ class _Cp(ChargePoint):
     def on_extended_trigger_message(self, requested_message: str, connector_id: int | None = None) -> Any:
         self._count("ExtendedTriggerMessage")
         return call_result.ExtendedTriggerMessage(status="Accepted")
+
+    # Local list, reservations, firmware, logs, certificates (answered, and counted by action) ------------
+    @on("SendLocalList")
+    def on_send_local_list(self, list_version: int, update_type: str, **rest: Any) -> Any:
+        self._count("SendLocalList")
+        self.station.local_list = (list_version, [e["id_tag"] for e in rest.get("local_authorization_list") or []])
+        return call_result.SendLocalList(status="Accepted")
+
+    @on("GetLocalListVersion")
+    def on_get_local_list_version(self) -> Any:
+        self._count("GetLocalListVersion")
+        return call_result.GetLocalListVersion(list_version=self.station.local_list[0])
+
+    @on("ReserveNow")
+    def on_reserve_now(self, connector_id: int, expiry_date: str, id_tag: str, reservation_id: int, **_: Any) -> Any:
+        self._count("ReserveNow")
+        return call_result.ReserveNow(status="Accepted")
+
+    @on("CancelReservation")
+    def on_cancel_reservation(self, reservation_id: int) -> Any:
+        self._count("CancelReservation")
+        return call_result.CancelReservation(status="Accepted")
+
+    @on("UpdateFirmware")
+    def on_update_firmware(self, location: str, retrieve_date: str, **_: Any) -> Any:
+        self._count("UpdateFirmware")
+        return call_result.UpdateFirmware()
+
+    @on("SignedUpdateFirmware")
+    def on_signed_update_firmware(self, request_id: int, firmware: dict[str, Any], **_: Any) -> Any:
+        self._count("SignedUpdateFirmware")
+        return call_result.SignedUpdateFirmware(status="Accepted")
+
+    @on("GetLog")
+    def on_get_log(self, log_type: str, request_id: int, log: dict[str, Any], **_: Any) -> Any:
+        self._count("GetLog")
+        return call_result.GetLog(status="Accepted", filename="log.txt")
+
+    @on("InstallCertificate")
+    def on_install_certificate(self, certificate_type: str, certificate: str) -> Any:
+        self._count("InstallCertificate")
+        return call_result.InstallCertificate(status="Accepted")
+
+    @on("GetInstalledCertificateIds")
+    def on_get_installed_certificate_ids(self, certificate_type: str) -> Any:
+        self._count("GetInstalledCertificateIds")
+        return call_result.GetInstalledCertificateIds(status="Accepted", certificate_hash_data=[
+            {"hash_algorithm": "SHA256", "issuer_name_hash": "aa", "issuer_key_hash": "bb", "serial_number": "1f"}])
+
+    @on("ClearCache")
+    def on_clear_cache(self) -> Any:
+        self._count("ClearCache")
+        return call_result.ClearCache(status="Accepted")

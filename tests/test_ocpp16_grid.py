@@ -141,3 +141,70 @@ async def test_transaction_ids_stay_unique_across_a_daemon_restart(tmp_path: Pat
             await running.stop(signal.SIGKILL if round_ == 0 else signal.SIGTERM)
     assert len(set(seen)) == len(seen) == 4, seen
     assert seen == sorted(seen), seen
+
+
+def _pem() -> str:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Netbewust test root")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def test_operations_are_sent_as_16_spells_them(tmp_path: Path) -> None:
+    site = Site(tmp_path, GRID)
+    st = Lib16Station("OPS16")
+    async with daemon(site), Api(site) as api:
+        try:
+            await st.connect(site.ws_url)
+            status, body = await api.post("/api/id-tokens", {"id_token": "DRIVER-1", "type": "ISO14443",
+                                                             "status": "Accepted", "group_id": "FLEET"})
+            assert status in (200, 201), body
+            base = "/api/stations/OPS16/commands"
+            pem = _pem()
+            sent = (
+                ("send-local-list", {"update_type": "Full", "id_tokens": ["DRIVER-1"]}, "SendLocalList", "Accepted"),
+                ("get-local-list-version", {}, "GetLocalListVersion", None),
+                ("reserve-now", {"id_token": "DRIVER-1", "evse_id": 1, "expiry_s": 600}, "ReserveNow", "Accepted"),
+                ("update-firmware", {"location": "https://fw.example/a.bin"}, "UpdateFirmware", "Accepted"),
+                ("update-firmware", {"location": "https://fw.example/b.bin", "signing_certificate": pem,
+                                     "signature": "c2lnbmF0dXJl"}, "SignedUpdateFirmware", "Accepted"),
+                ("get-log", {"log_type": "SecurityLog", "remote_location": "https://logs.example/up"}, "GetLog",
+                 "Accepted"),
+                ("install-certificate", {"certificate_type": "CSMSRootCertificate", "certificate": pem},
+                 "InstallCertificate", "Accepted"),
+                ("get-installed-certificate-ids", {"certificate_types": ["CSMSRootCertificate"]},
+                 "GetInstalledCertificateIds", "Accepted"),
+                ("clear-cache", {}, "ClearCache", "Accepted"),
+            )
+            for name, payload, action, answer in sent:
+                status, body = await api.post(f"{base}/{name}", payload)
+                assert status == 200, (name, status, body)
+                assert st.calls.get(action, 0) >= 1, (name, st.calls)
+                if answer is not None:
+                    assert body["response"]["status"] == answer, (name, body)
+            assert st.local_list == (1, ["DRIVER-1"])
+            local = await api.get("/api/stations/OPS16/local-list")
+            assert local["version"] == 1 and local["reported_version"] == 1, local
+            certs = await api.get("/api/stations/OPS16/certificates")
+            assert "1f" in str(certs), certs
+
+            # Operations 1.6 has no counterpart for: a clear 422, nothing sent.
+            before = dict(st.calls)
+            for name, payload in (("set-display-message", {"content": "hi", "priority": "NormalCycle"}),
+                                  ("publish-firmware", {"location": "https://fw.example/a", "checksum": "0" * 32}),
+                                  ("get-installed-certificate-ids", {"certificate_types": ["V2GRootCertificate"]})):
+                status, body = await api.post(f"{base}/{name}", payload)
+                assert status == 422 and "1.6" in body["error"], (name, status, body)
+            assert st.calls == before
+        finally:
+            await st.stop()

@@ -177,6 +177,11 @@ class CommandSet(Protocol):
     def get_base_report(self, request_id: int, report_base: str) -> Request: ...
 
 
+#: How a version sends an operation built in the domain's (2.0.1) terms: (action, payload) in,
+#: (its action, its payload, how to read its answer in the domain's terms) out.
+Adapter = Callable[[str, Payload], tuple[str, Payload, Callable[[Payload], Payload]]]
+
+
 @dataclass(frozen=True)
 class VersionPackage:
     """One entry of the version table."""
@@ -184,3 +189,4 @@ class VersionPackage:
     version: ProtocolVersion
     build_router: Callable[[HandlerDeps], Router]
     commands: CommandSet
+    adapt: Adapter | None = None  # None: the operations' requests are this version's as they are

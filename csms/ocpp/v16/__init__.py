@@ -10,6 +10,7 @@ from __future__ import annotations
 from csms.ocpp.package import HandlerDeps, Router, VersionPackage
 from csms.ocpp.v16 import core, notifications, transactions
 from csms.ocpp.v16.commands import V16Commands
+from csms.ocpp.v16.operations import adapter
 from csms.protocol.version import ProtocolVersion
 
 OCPP16 = ProtocolVersion(subprotocol="ocpp1.6", schema_dir="v16", both_ways=frozenset({"DataTransfer"}),
@@ -26,4 +27,4 @@ def build_router(deps: HandlerDeps) -> Router:
     return Router(OCPP16, [block.routes(deps) for block in BLOCKS])
 
 
-PACKAGE = VersionPackage(version=OCPP16, build_router=build_router, commands=V16Commands())
+PACKAGE = VersionPackage(version=OCPP16, build_router=build_router, commands=V16Commands(), adapt=adapter)

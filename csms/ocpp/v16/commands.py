@@ -57,7 +57,7 @@ class ActionNotInVersion(InvalidRequest):
                          f"speaks ocpp1.6){': ' + why if why else ''}", {"field": "action", "rule": "versionAction"})
 
 
-def _bad(action: str, field: str, why: str) -> InvalidRequest:
+def refuse(action: str, field: str, why: str) -> InvalidRequest:
     return InvalidRequest("PropertyConstraintViolation", f"{action}Request: {field} {why}",
                           {"field": field, "rule": "ocpp16"})
 
@@ -68,7 +68,7 @@ def transaction_id(action: str, field: str, value: Any) -> int:
         return value
     if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
         return int(value)
-    raise _bad(action, field, f"must be the integer id of a 1.6 transaction, got {value!r}")
+    raise refuse(action, field, f"must be the integer id of a 1.6 transaction, got {value!r}")
 
 
 def cs_charging_profile(profile: Payload, action: str = "SetChargingProfile",
@@ -76,11 +76,11 @@ def cs_charging_profile(profile: Payload, action: str = "SetChargingProfile",
     """A domain (2.0.1-shaped) charging profile as a 1.6 ChargingProfile."""
     purpose = _PURPOSE.get(profile.get("chargingProfilePurpose", ""))
     if purpose is None:
-        raise _bad(action, f"{field}.chargingProfilePurpose",
+        raise refuse(action, f"{field}.chargingProfilePurpose",
                    f"{profile.get('chargingProfilePurpose')!r} has no OCPP 1.6 counterpart")
     schedules = profile.get("chargingSchedule") or []
     if not isinstance(schedules, list) or len(schedules) != 1 or not isinstance(schedules[0], dict):
-        raise _bad(action, f"{field}.chargingSchedule", "must be exactly one schedule in OCPP 1.6")
+        raise refuse(action, f"{field}.chargingSchedule", "must be exactly one schedule in OCPP 1.6")
     src = schedules[0]
     schedule: Payload = {"chargingRateUnit": src.get("chargingRateUnit"),
                          "chargingSchedulePeriod": [
@@ -118,7 +118,7 @@ class V16Commands:
             payload["connectorId"] = evse_id
         if purpose is not None:
             if purpose not in _PURPOSE:
-                raise _bad("ClearChargingProfile", "chargingProfilePurpose", f"{purpose!r} has no OCPP 1.6 counterpart")
+                raise refuse("ClearChargingProfile", "chargingProfilePurpose", f"{purpose!r} has no OCPP 1.6 counterpart")
             payload["chargingProfilePurpose"] = _PURPOSE[purpose]
         if stack_level is not None:
             payload["stackLevel"] = stack_level
@@ -154,9 +154,9 @@ class V16Commands:
 
     def reset(self, type_: str, evse_id: int | None) -> Request:
         if evse_id is not None:
-            raise _bad("Reset", "evseId", "is not part of OCPP 1.6: a 1.6 reset is for the whole charge point")
+            raise refuse("Reset", "evseId", "is not part of OCPP 1.6: a 1.6 reset is for the whole charge point")
         if type_ not in _RESET:
-            raise _bad("Reset", "type", f"{type_!r} is none of Immediate/Hard, OnIdle/Soft")
+            raise refuse("Reset", "type", f"{type_!r} is none of Immediate/Hard, OnIdle/Soft")
         return Request("Reset", {"type": _RESET[type_]})
 
     def change_availability(self, status: str, evse_id: int | None, connector_id: int | None) -> Request:
@@ -206,7 +206,7 @@ class V16Commands:
 
     def set_variables(self, items: list[Payload]) -> Request:
         if len(items) != 1:
-            raise _bad("ChangeConfiguration", "key", "OCPP 1.6 changes one configuration key per message")
+            raise refuse("ChangeConfiguration", "key", "OCPP 1.6 changes one configuration key per message")
         return Request("ChangeConfiguration", {"key": self._key(items[0]), "value": items[0].get("attributeValue")})
 
     def variable_statuses(self, items: list[Payload], response: Payload) -> list[Payload]:
