@@ -120,3 +120,23 @@ async def test_bad_input_gets_precise_callerrors(tmp_path: Path) -> None:
             (4, "PropertyConstraintViolation", "connectorId"),
         ], answers
         assert await d.daemon.store.list_transactions(station_id="CP16-BAD") == []
+
+
+async def _negotiated(url: str, offered: list[str]) -> str | None:
+    async with websockets.connect(url, subprotocols=offered) as ws:  # type: ignore[arg-type]
+        return ws.subprotocol
+
+
+async def test_subprotocol_in_the_configured_order_of_preference(tmp_path: Path) -> None:
+    both = ["ocpp1.6", "ocpp2.0.1"]
+    async with running_daemon(tmp_path, api=NO_API) as d:  # default: ocpp2.0.1, then ocpp1.6
+        assert await _negotiated(d.station_url("PREF-1"), both) == "ocpp2.0.1"
+        assert await _negotiated(d.station_url("PREF-2"), ["ocpp1.6"]) == "ocpp1.6"
+    async with running_daemon(tmp_path / "a", api=NO_API, websocket={"subprotocols": ["ocpp1.6", "ocpp2.0.1"]}) as d:
+        assert await _negotiated(d.station_url("PREF-3"), list(reversed(both))) == "ocpp1.6"
+    async with running_daemon(tmp_path / "b", api=NO_API, websocket={"subprotocols": ["ocpp2.0.1"]}) as d:
+        try:
+            await _negotiated(d.station_url("PREF-4"), ["ocpp1.6"])
+            raise AssertionError("a 1.6-only station got in although the daemon speaks only 2.0.1")
+        except websockets.InvalidStatus as exc:
+            assert exc.response.status_code == 400

@@ -208,3 +208,47 @@ async def test_operations_are_sent_as_16_spells_them(tmp_path: Path) -> None:
             assert st.calls == before
         finally:
             await st.stop()
+
+
+async def test_mixed_versions_under_one_transformer_limit(tmp_path: Path) -> None:
+    """Our simulator's 1.6 and 2.0.1 stations and a third party's 1.6 charge point behind one transformer:
+    an operator limit holds for all of them."""
+    from simulators.clock import Clock
+    from simulators.ev import EV
+    from simulators.models import EVModel, StationModel
+    from simulators.station import SimStation
+
+    site = Site(tmp_path, GRID)
+    sims = [SimStation(f"V16-SIM-{i}", site.ws_url, StationModel(
+        name=f"sim-{version}", ocpp_version=version, meter_interval_s=0.5, tick_s=0.1, message_attempt_interval_s=0.2),
+        clock=Clock(), call_timeout_s=5, reconnect_base_s=0.1, reconnect_max_s=0.5)
+        for i, version in enumerate(("1.6", "2.0.1", "1.6", "2.0.1"))]
+    lib = Lib16Station("V16-LIB", meter_interval_s=0.3)
+
+    def total_kw() -> float:
+        return sum(sum(s.power_w.values()) for s in sims) / 1000.0 + lib.power_kw()
+
+    async with daemon(site), Api(site) as api:
+        tasks = [asyncio.create_task(s.run()) for s in sims]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(s.accepted.wait() for s in sims)), 15)
+            await lib.connect(site.ws_url)
+            for s in sims:
+                s.plug_in(1, EV(EVModel(name="ev", battery_kwh=60, max_current_a=16), soc=0.3, target_soc=0.9))
+            await lib.start_transaction(1)
+            await until(lambda: _sessions(api, 5), 15, "every session known")
+            versions = {s["station_id"]: s["ocpp_version"] for s in (await api.get("/api/stations"))["stations"]}
+            assert versions == {"V16-SIM-0": "ocpp1.6", "V16-SIM-1": "ocpp2.0.1", "V16-SIM-2": "ocpp1.6",
+                                "V16-SIM-3": "ocpp2.0.1", "V16-LIB": "ocpp1.6"}
+            await until(lambda: total_kw() > 40.0, 10, "everyone charging")
+            status, body = await api.post("/api/grid/transformers/T1/limit",
+                                          {"signal_id": "mix-1", "limit_kw": 25.0, "source": "operator"})
+            assert status == 202, body
+            await until(lambda: total_kw() <= 25.0 + TOLERANCE_KW, 8, "mixed fleet under 25 kW")
+            await asyncio.sleep(2.0)
+            assert total_kw() <= 25.0 + TOLERANCE_KW
+        finally:
+            for s in sims:
+                s.stop()
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
+            await lib.stop()
