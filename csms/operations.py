@@ -359,6 +359,16 @@ class Operations:
                 return True
         return False
 
+    async def remote_start_tag_granted(self, station_id: str, id_tag: str, connector_id: int) -> bool:
+        """The 1.6 form: an Accepted RemoteStartTransaction for this id tag on this connector (or none
+        named), among the station's recent commands (1.6 has no remoteStartId to match)."""
+        for record in await self.command_log.list_commands(station_id, limit=200):
+            request, response = record.get("request") or {}, record.get("response") or {}
+            if (record.get("action") == "RemoteStartTransaction" and response.get("status") == "Accepted"
+                    and request.get("idTag") == id_tag and request.get("connectorId", connector_id) == connector_id):
+                return True
+        return False
+
     # What stations report --------------------------------------------------------------------------
     async def station_message(self, station_id: str, action: str, payload: Payload) -> None:
         """Fold a station's report or status notification into the document it belongs to."""

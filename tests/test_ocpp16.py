@@ -140,3 +140,21 @@ async def test_subprotocol_in_the_configured_order_of_preference(tmp_path: Path)
             raise AssertionError("a 1.6-only station got in although the daemon speaks only 2.0.1")
         except websockets.InvalidStatus as exc:
             assert exc.response.status_code == 400
+
+
+async def test_remote_start_tag_is_accepted_when_we_asked_for_it(tmp_path: Path) -> None:
+    async with running_daemon(tmp_path, api=NO_API, registration={"accept_unknown_id_tokens": False}) as d:
+        st = Lib16Station("CP16-REMOTE")
+        try:
+            await st.connect(d.ws_url)
+            answer = await d.daemon.commands.request_start_transaction("CP16-REMOTE", 1, {"idToken": "APP-1",
+                                                                                       "type": "Central"}, 1)
+            assert answer == {"status": "Accepted"} and st.calls["RemoteStartTransaction"] == 1
+            asked = await st.cp.call(call.StartTransaction(connector_id=1, id_tag="APP-1", meter_start=0,
+                                                           timestamp=iso()))
+            assert asked.id_tag_info["status"] == "Accepted"
+            other = await st.cp.call(call.StartTransaction(connector_id=2, id_tag="APP-2", meter_start=0,
+                                                           timestamp=iso()))
+            assert other.id_tag_info["status"] == "Invalid"
+        finally:
+            await st.stop()

@@ -57,6 +57,11 @@ class StationReports(Protocol):
         """Whether we asked this station to start ``remote_start_id`` for this token (F01/F02)."""
         ...
 
+    async def remote_start_tag_granted(self, station_id: str, id_tag: str, connector_id: int) -> bool:
+        """Whether we asked this station to start a transaction for ``id_tag`` on this connector
+        (or on any) and it accepted (OCPP 1.6 RemoteStartTransaction, which has no id to match)."""
+        ...
+
     async def certificate_issued(self, station_id: str, certificate_type: str, serial_number: str,
                                  not_after: datetime) -> None: ...
 

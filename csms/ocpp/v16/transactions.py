@@ -151,6 +151,9 @@ def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
             raise OcppError("PropertyConstraintViolation", "connectorId: a transaction runs on a connector > 0",
                             {"field": "connectorId"})
         info = await id_tag_info(authorizer, id_tag)
+        if (info["status"] == "Invalid" and reports is not None
+                and await reports.remote_start_tag_granted(session.station_id, id_tag, connector)):
+            info = {"status": "Accepted"}  # a tag we handed out ourselves with RemoteStartTransaction
         timestamp = payload["timestamp"]
         for running in await store.list_transactions(station_id=session.station_id, active=True):
             if (running.evse_id == connector and running.id_token == id_tag and running.started_at is not None
