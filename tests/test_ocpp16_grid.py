@@ -16,6 +16,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.grid_outside import Api, Site, daemon
 from tests.ocpp16_station import Lib16Station
 from tests.waiting import until
@@ -125,8 +127,9 @@ async def _operator_commands(api: Api, st: Lib16Station) -> None:
     assert status == 404 and "ocpp1.6" in body["error"], body
 
 
-async def test_transaction_ids_stay_unique_across_a_daemon_restart(tmp_path: Path) -> None:
-    site = Site(tmp_path, GRID, extra=ONLY_16)
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_transaction_ids_stay_unique_across_a_daemon_restart(tmp_path: Path, backend: str) -> None:
+    site = Site(tmp_path, GRID, backend=backend, extra=ONLY_16)
     seen: list[int] = []
     for round_ in range(2):
         async with daemon(site) as running:
@@ -139,6 +142,7 @@ async def test_transaction_ids_stay_unique_across_a_daemon_restart(tmp_path: Pat
                 await st.stop()
             # Killed right after the answers: the ids were stored before the station heard them.
             await running.stop(signal.SIGKILL if round_ == 0 else signal.SIGTERM)
+    await site.cleanup()
     assert len(set(seen)) == len(seen) == 4, seen
     assert seen == sorted(seen), seen
 
