@@ -61,6 +61,7 @@ class Lib16Station:
         self.calls: dict[str, int] = {}
         self.boot_status: str | None = None
         self.local_list: tuple[int, list[str]] = (0, [])
+        self.certificate_chains: list[str] = []
         self._cp: _Cp | None = None
         self._ws: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -72,11 +73,12 @@ class Lib16Station:
         assert self._cp is not None
         return self._cp
 
-    async def connect(self, url: str, *, boot: bool = True, timeout: float = 10.0) -> str:
-        """Open the websocket (``url`` without the station id); returns the negotiated subprotocol."""
+    async def connect(self, url: str, *, boot: bool = True, timeout: float = 10.0, **options: Any) -> str:
+        """Open the websocket (``url`` without the station id; ``options`` for websockets.connect, e.g.
+        ``ssl``, ``additional_headers``); returns the negotiated subprotocol."""
         self._ws = await asyncio.wait_for(
-            websockets.connect(f"{url}/{self.station_id}", subprotocols=["ocpp1.6"]),  # type: ignore[list-item]
-            timeout)
+            websockets.connect(f"{url}/{self.station_id}", subprotocols=["ocpp1.6"],  # type: ignore[list-item]
+                               **options), timeout)
         cp = _Cp(self.station_id, self._ws, response_timeout=10)
         cp.station = self
         self._cp = cp
@@ -402,3 +404,9 @@ class _Cp(ChargePoint):
     def on_clear_cache(self) -> Any:
         self._count("ClearCache")
         return call_result.ClearCache(status="Accepted")
+
+    @on("CertificateSigned")
+    def on_certificate_signed(self, certificate_chain: str) -> Any:
+        self._count("CertificateSigned")
+        self.station.certificate_chains.append(certificate_chain)
+        return call_result.CertificateSigned(status="Accepted")
