@@ -62,6 +62,7 @@ class Lib16Station:
         self.boot_status: str | None = None
         self.local_list: tuple[int, list[str]] = (0, [])
         self.certificate_chains: list[str] = []
+        self.configuration: dict[str, str] = {}  # keys the central system changed
         self._cp: _Cp | None = None
         self._ws: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -300,7 +301,10 @@ class _Cp(ChargePoint):
     @on("ChangeConfiguration")
     def on_change_configuration(self, key: str, value: str) -> Any:
         self._count("ChangeConfiguration")
-        return call_result.ChangeConfiguration(status="Accepted" if key == "HeartbeatInterval" else "NotSupported")
+        if key not in ("HeartbeatInterval", "AuthorizationKey"):
+            return call_result.ChangeConfiguration(status="NotSupported")
+        self.station.configuration[key] = value
+        return call_result.ChangeConfiguration(status="Accepted")
 
     @on("GetCompositeSchedule")
     def on_get_composite_schedule(self, connector_id: int, duration: int, charging_rate_unit: str | None = None) -> Any:

@@ -11,10 +11,13 @@ from ocpp.v16 import call
 from websockets.exceptions import InvalidStatus
 
 from csms.security.credentials import register_station
+from csms.security.rotation import rotate_password
 from tests.ocpp16_station import Lib16Station, iso
 from tests.test_security_pki import Pki, make_csr, new_key, pki  # noqa: F401 - fixture
 from tests.test_security_profiles import PASSWORD, basic, plain_daemon, tls_daemon, wss
 from tests.waiting import until
+
+NEW_PASSWORD = "a-rotated-password-5678"
 
 
 async def test_profile1_password_for_a_16_station(tmp_path: Path) -> None:
@@ -26,6 +29,23 @@ async def test_profile1_password_for_a_16_station(tmp_path: Path) -> None:
             assert st.boot_status == "Accepted"
         finally:
             await st.stop()
+        # Password rotation (the security extensions' AuthorizationKey), never stored in clear.
+        st = Lib16Station("CP16-P1")
+        try:
+            await st.connect(d.ws_url, additional_headers=basic("CP16-P1", PASSWORD))
+            result = await rotate_password(d.daemon, "CP16-P1", NEW_PASSWORD)
+            assert result.value == "Accepted" and st.configuration["AuthorizationKey"] == NEW_PASSWORD
+        finally:
+            await st.stop()
+        commands = await d.daemon.store.list_commands("CP16-P1")
+        assert any(c["action"] == "ChangeConfiguration" for c in commands)
+        assert NEW_PASSWORD not in str(commands)
+        again = Lib16Station("CP16-P1")
+        try:
+            await again.connect(d.ws_url, additional_headers=basic("CP16-P1", NEW_PASSWORD))
+            assert again.boot_status == "Accepted"
+        finally:
+            await again.stop()
         wrong = Lib16Station("CP16-P1")
         try:
             await wrong.connect(d.ws_url, additional_headers=basic("CP16-P1", PASSWORD + "x"))

@@ -25,6 +25,8 @@ CONFIGURATION_KEYS = {
     ("SmartChargingCtrlr", "Entries"): "MaxChargingProfilesInstalled",
     ("OCPPCommCtrlr", "HeartbeatInterval"): "HeartbeatInterval",
     ("SampledDataCtrlr", "TxUpdatedInterval"): "MeterValueSampleInterval",
+    ("SecurityCtrlr", "BasicAuthPassword"): "AuthorizationKey",  # the security extensions' password
+    ("SecurityCtrlr", "SecurityProfile"): "SecurityProfile",
 }
 _RATE_UNIT_KEY = "ChargingScheduleAllowedChargingRateUnit"
 _PURPOSE = {"ChargingStationMaxProfile": "ChargePointMaxProfile", "TxDefaultProfile": "TxDefaultProfile",
