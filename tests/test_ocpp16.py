@@ -158,3 +158,25 @@ async def test_remote_start_tag_is_accepted_when_we_asked_for_it(tmp_path: Path)
             assert other.id_tag_info["status"] == "Invalid"
         finally:
             await st.stop()
+
+
+async def test_meter_values_split_over_messages_are_all_kept_and_retransmissions_once(tmp_path: Path) -> None:
+    async with running_daemon(tmp_path, api=NO_API) as d:
+        st = Lib16Station("CP16-SPLIT", meter_interval_s=3600)
+        try:
+            await st.connect(d.ws_url)
+            tx = await st.start_transaction(1)
+            at = iso()
+            energy = call.MeterValues(connector_id=1, transaction_id=tx, meter_value=[{"timestamp": at, "sampled_value": [
+                {"value": "1500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}])
+            power = call.MeterValues(connector_id=1, transaction_id=tx, meter_value=[{"timestamp": at, "sampled_value": [
+                {"value": "7.2", "measurand": "Power.Active.Import", "unit": "kW"}]}])
+            for message in (energy, power, energy):  # the last one: a retransmission
+                await st.cp.call(message)
+            samples = await d.daemon.store.meter_samples("CP16-SPLIT", transaction_id=str(tx))
+            periodic = [(s["measurand"], s["value"]) for s in samples if s.get("context") != "Transaction.Begin"]
+            assert sorted(periodic) == [("Energy.Active.Import.Register", 1500.0), ("Power.Active.Import", 7.2)]
+            record = await d.daemon.store.get_transaction("CP16-SPLIT", str(tx))
+            assert record is not None and record.energy_wh == 1500.0
+        finally:
+            await st.stop()

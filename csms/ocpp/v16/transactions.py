@@ -8,9 +8,10 @@ Each 1.6 message becomes a :class:`csms.domain.transactions.TxEvent`, the record
 TransactionEvent becomes, kept in the 2.0.1 form (``transactionInfo``, ``evse``, ``meterValue``
 with ``unitOfMeasure``) plus the message as it arrived under ``ocpp16``, so every reader of
 transactions (API, billing, the grid's rebuild) reads one shape. 1.6 has no ``seqNo``: the
-sequence number is derived from the message's own timestamp (milliseconds since the epoch, times
-four, plus the kind: meter values 0, charging state 1, end 3; the start is 0), so events order as
-the station meant them and a retransmitted message (same timestamp) is stored once. A
+sequence number is derived from the message's own timestamp (milliseconds since the epoch, then 8
+bits of a checksum of the message, then the kind: meter values 0, charging state 1, end 3; the start
+is 0), so events order as the station meant them, a retransmitted message is stored once and two
+different messages with one timestamp (measurands split over messages) are both kept. A
 retransmitted StartTransaction (same connector, id tag and timestamp as a running transaction)
 gets the id it was given the first time.
 """
@@ -18,8 +19,11 @@ gets the id it was given the first time.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from csms.domain.datetimes import normalise, parse
 from csms.domain.events import MeterValuesReceived, TransactionChanged
@@ -40,10 +44,12 @@ MAX_TRANSACTION_ID = 2**31 - 1
 _KIND = {"meter": 0, "state": 1, "end": 3}
 
 
-def seq_for(timestamp: str, kind: str) -> int:
-    """The sequence number of a 1.6 message: its instant in ms, times four, plus its kind."""
+def seq_for(timestamp: str, kind: str, message: dict[str, Any]) -> int:
+    """The sequence number of a 1.6 message: its instant in ms, then 8 bits of a checksum of the message
+    (two different messages with one timestamp are both kept, a retransmission is the same), then its kind."""
     ms = math.floor(parse(timestamp).timestamp() * 1000)
-    return max(1, ms * 4 + _KIND[kind])
+    digest = zlib.crc32(orjson.dumps(message, option=orjson.OPT_SORT_KEYS)) & 0xFF
+    return max(1, (ms * 256 + digest) * 4 + _KIND[kind])
 
 
 def meter_values_201(meter_values: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -131,9 +137,10 @@ async def charging_state_changed(store: TransactionStore, session: StationSessio
     if running is None:
         return
     stamp = timestamp or ocpp_time()
+    status = {"connectorId": evse_id, "status": state}
     try:
-        event = _event("StatusNotification", {"connectorId": evse_id, "status": state},
-                       transaction_id=running.transaction_id, seq_no=seq_for(stamp, "state"), event_type="Updated",
+        event = _event("StatusNotification", status,
+                       transaction_id=running.transaction_id, seq_no=seq_for(stamp, "state", status), event_type="Updated",
                        timestamp=stamp,
                        trigger="ChargingStateChanged", evse_id=evse_id, meter_value=[], charging_state=state)
     except ValueError:
@@ -185,7 +192,7 @@ def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
             meter = meter_values_201(payload.get("transactionData") or [])
             meter.append(_register(normalise(timestamp), payload["meterStop"], "Transaction.End"))
             event = _event("StopTransaction", payload, transaction_id=transaction_id,
-                           seq_no=seq_for(timestamp, "end"), event_type="Ended", timestamp=timestamp,
+                           seq_no=seq_for(timestamp, "end", payload), event_type="Ended", timestamp=timestamp,
                            trigger="StopAuthorized" if payload.get("reason") in (None, "Local", "Remote")
                            else "AbnormalCondition", evse_id=evse_id, meter_value=meter,
                            id_tag=payload.get("idTag"), charging_state="Idle",
@@ -211,7 +218,7 @@ def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
             last = max(meter, key=lambda mv: parse(mv["timestamp"]))["timestamp"]
             try:
                 event = _event("MeterValues", payload, transaction_id=str(payload["transactionId"]),
-                               seq_no=seq_for(last, "meter"), event_type="Updated", timestamp=last,
+                               seq_no=seq_for(last, "meter", payload), event_type="Updated", timestamp=last,
                                trigger="MeterValuePeriodic", evse_id=evse_id, meter_value=meter)
             except ValueError as exc:
                 raise _refused(exc) from None
