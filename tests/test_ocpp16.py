@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+import redis.asyncio as aioredis
 import websockets
 from ocpp.v16 import call
 
@@ -160,8 +163,11 @@ async def test_remote_start_tag_is_accepted_when_we_asked_for_it(tmp_path: Path)
             await st.stop()
 
 
-async def test_meter_values_split_over_messages_are_all_kept_and_retransmissions_once(tmp_path: Path) -> None:
-    async with running_daemon(tmp_path, api=NO_API) as d:
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_meter_values_split_over_messages_are_all_kept_and_retransmissions_once(tmp_path: Path,
+                                                                                     backend: str) -> None:
+    store = {"backend": "redis", "redis_prefix": f"nb16:{uuid.uuid4().hex}:"} if backend == "redis" else {}
+    async with running_daemon(tmp_path, api=NO_API, store=store) as d:
         st = Lib16Station("CP16-SPLIT", meter_interval_s=3600)
         try:
             await st.connect(d.ws_url)
@@ -180,3 +186,11 @@ async def test_meter_values_split_over_messages_are_all_kept_and_retransmissions
             assert record is not None and record.energy_wh == 1500.0
         finally:
             await st.stop()
+    if backend == "redis":
+        client = aioredis.from_url("redis://127.0.0.1:6379/0")
+        try:
+            keys = [k async for k in client.scan_iter(match=f"{store['redis_prefix']}*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()

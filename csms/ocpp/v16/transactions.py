@@ -8,9 +8,9 @@ Each 1.6 message becomes a :class:`csms.domain.transactions.TxEvent`, the record
 TransactionEvent becomes, kept in the 2.0.1 form (``transactionInfo``, ``evse``, ``meterValue``
 with ``unitOfMeasure``) plus the message as it arrived under ``ocpp16``, so every reader of
 transactions (API, billing, the grid's rebuild) reads one shape. 1.6 has no ``seqNo``: the
-sequence number is derived from the message's own timestamp (milliseconds since the epoch, then 8
-bits of a checksum of the message, then the kind: meter values 0, charging state 1, end 3; the start
-is 0), so events order as the station meant them, a retransmitted message is stored once and two
+sequence number is derived from the message's own timestamp (milliseconds since 2020, then 9 bits
+of a checksum of the message, then the kind: meter values 0, charging state 1, end 3; the start is
+0; :func:`seq_for`), so events order as the station meant them, a retransmitted message is stored once and two
 different messages with one timestamp (measurands split over messages) are both kept. A
 retransmitted StartTransaction (same connector, id tag and timestamp as a running transaction)
 gets the id it was given the first time.
@@ -42,14 +42,18 @@ TRANSACTION_COUNTER = "ocpp1.6-transaction"
 MAX_TRANSACTION_ID = 2**31 - 1
 
 _KIND = {"meter": 0, "state": 1, "end": 3}
+_EPOCH_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
 
 
 def seq_for(timestamp: str, kind: str, message: dict[str, Any]) -> int:
-    """The sequence number of a 1.6 message: its instant in ms, then 8 bits of a checksum of the message
-    (two different messages with one timestamp are both kept, a retransmission is the same), then its kind."""
-    ms = math.floor(parse(timestamp).timestamp() * 1000)
-    digest = zlib.crc32(orjson.dumps(message, option=orjson.OPT_SORT_KEYS)) & 0xFF
-    return max(1, (ms * 256 + digest) * 4 + _KIND[kind])
+    """The sequence number of a 1.6 message: its instant in ms since 2020 (42 bits: until 2159; earlier
+    instants count as 2020), then 9 bits of a checksum of the message (two different messages with one
+    timestamp are both kept, a retransmission is the same), then its kind (2 bits). Below 2^53, so it
+    stays exact wherever a store keeps it as a double (Redis scores)."""
+    ms = math.floor(parse(timestamp).timestamp() * 1000) - _EPOCH_MS
+    ms = min(max(ms, 0), (1 << 42) - 1)
+    digest = zlib.crc32(orjson.dumps(message, option=orjson.OPT_SORT_KEYS)) & 0x1FF
+    return max(1, (ms << 11) | (digest << 2) | _KIND[kind])
 
 
 def meter_values_201(meter_values: list[dict[str, Any]]) -> list[dict[str, Any]]:
