@@ -293,7 +293,6 @@ class Gateway:
                 edge.bus.publish(StationDisconnected(station_id=station_id))
             log.log(self._disconnect_level, "%s disconnected (%s)", station_id, close_description(ws))
 
-
     async def _remember_version(self, record: StationRecord, conn: StationConnection) -> None:
         """Keep the OCPP version the station connected with in its record (shown while it is away)."""
         if record.extra.get(VERSION_KEY) != conn.version.subprotocol:
