@@ -110,11 +110,13 @@ async def _operator_commands(api: Api, st: Lib16Station) -> None:
                                   ("change-availability", {"status": "Inoperative", "evse_id": 1}, "ChangeAvailability"),
                                   ("trigger-message", {"requested_message": "SignChargingStationCertificate"},
                                    "ExtendedTriggerMessage"),
+                                  ("trigger-message", {"requested_message": "DiagnosticsStatusNotification"},
+                                   "TriggerMessage"),
                                   ("request-start-transaction", {"id_token": "TAG-16", "evse_id": 1},
                                    "RemoteStartTransaction")):
         status, body = await api.post(f"{base}/commands/{name}", payload)
         assert status == 200, (name, body)
-        assert body["action"] in (action, body["action"]) and st.calls.get(action) == 1, (name, st.calls)
+        assert st.calls.get(action) == 1, (name, st.calls)
     status, body = await api.post(f"{base}/call/GetConfiguration", {"key": ["ChargeProfileMaxStackLevel"]})
     assert status == 200 and body["response"]["configurationKey"][0]["value"] == "8", body
 
@@ -123,6 +125,8 @@ async def _operator_commands(api: Api, st: Lib16Station) -> None:
                           ("get-charging-profiles", {"purpose": "TxProfile"})):
         status, body = await api.post(f"{base}/commands/{name}", payload)
         assert status == 422 and "does not exist in OCPP 1.6" in body["error"], (name, status, body)
+    status, body = await api.post(f"{base}/commands/trigger-message", {"requested_message": "TransactionEvent"})
+    assert status == 422 and body["field"] == "requestedMessage", body
     status, body = await api.post(f"{base}/call/GetVariables", {"getVariableData": []})
     assert status == 404 and "ocpp1.6" in body["error"], body
 
