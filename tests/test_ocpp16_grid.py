@@ -117,6 +117,9 @@ async def _operator_commands(api: Api, st: Lib16Station) -> None:
         status, body = await api.post(f"{base}/commands/{name}", payload)
         assert status == 200, (name, body)
         assert st.calls.get(action) == 1, (name, st.calls)
+    listed = await api.get(f"/api/commands?station_id={st.station_id}")
+    assert listed["version"] == "ocpp1.6" and "GetConfiguration" in listed["generic_actions"]
+    assert "GetVariables" not in listed["generic_actions"]
     status, body = await api.post(f"{base}/call/GetConfiguration", {"key": ["ChargeProfileMaxStackLevel"]})
     assert status == 200 and body["response"]["configurationKey"][0]["value"] == "8", body
 
