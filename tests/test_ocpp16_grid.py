@@ -263,3 +263,36 @@ async def test_mixed_versions_under_one_transformer_limit(tmp_path: Path) -> Non
                 s.stop()
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 15)
             await lib.stop()
+
+
+async def test_16_sessions_stay_under_control_across_a_daemon_kill(tmp_path: Path) -> None:
+    """Killed and started again on the same store, the daemon rebuilds the 1.6 sessions from their stored
+    transactions; the stations come back without booting (1.6 cannot list its profiles, so each session
+    gets its plan again) and a new limit reaches them."""
+    site = Site(tmp_path, GRID, extra=ONLY_16)
+    stations = [Lib16Station("V16-K1", meter_interval_s=0.3), Lib16Station("V16-K2", meter_interval_s=0.3)]
+    try:
+        async with daemon(site) as running, Api(site) as api:
+            for st in stations:
+                await st.connect(site.ws_url)
+                await st.start_transaction(1)
+            await until(lambda: _sessions(api, 2), 15, "sessions known")
+            status, _ = await api.post("/api/grid/transformers/T1/limit",
+                                       {"signal_id": "k-1", "limit_kw": 15.0, "source": "operator"})
+            assert status == 202
+            await until(lambda: allowed_kw(stations) <= 15.0 + TOLERANCE_KW, 8, "under 15 kW")
+            await running.stop(signal.SIGKILL)
+        async with daemon(site), Api(site) as api:
+            for st in stations:
+                await st.connect(site.ws_url, boot=False)
+            await until(lambda: _sessions(api, 2), 15, "sessions rebuilt")
+            assert allowed_kw(stations) <= 15.0 + TOLERANCE_KW  # what they hold still keeps the old limit
+            status, _ = await api.post("/api/grid/transformers/T1/limit",
+                                       {"signal_id": "k-2", "limit_kw": 8.0, "source": "operator"})
+            assert status == 202
+            await until(lambda: allowed_kw(stations) <= 8.0 + TOLERANCE_KW, 8, "under 8 kW after the restart")
+            await asyncio.sleep(2.0)
+            assert allowed_kw(stations) <= 8.0 + TOLERANCE_KW
+    finally:
+        for st in stations:
+            await st.stop()
