@@ -110,17 +110,21 @@ async def test_bad_input_gets_precise_callerrors(tmp_path: Path) -> None:
             [2, "6", "TransactionEvent", {}],
             [2, "7", "RemoteStartTransaction", {"idTag": "T"}],
             [2, "8", "StartTransaction", {"connectorId": 0, "idTag": "T", "meterStart": 0, "timestamp": now}],
+            [2, "9", "Heartbeat", {"extra": 1}],
+            [2, "10", "Heartbeat", []],
         ])
         assert answers[0][0] == 3 and answers[0][2]["status"] == "Accepted"
         codes = [(a[0], a[2], a[4].get("field") if a[0] == 4 else None) for a in answers[1:]]
         assert codes == [
             (4, "PropertyConstraintViolation", "meterValue"),
-            (4, "OccurrenceConstraintViolation", "meterStart"),
+            (4, "OccurenceConstraintViolation", "meterStart"),  # OCPP-J 1.6 spells it so
             (4, "PropertyConstraintViolation", "status"),
             (4, "PropertyConstraintViolation", "timestamp"),
             (4, "NotImplemented", None),
             (4, "NotSupported", None),
             (4, "PropertyConstraintViolation", "connectorId"),
+            (4, "FormationViolation", "extra"),
+            (4, "FormationViolation", None),
         ], answers
         assert await d.daemon.store.list_transactions(station_id="CP16-BAD") == []
 

@@ -18,7 +18,11 @@ OCPP16 = ProtocolVersion(subprotocol="ocpp1.6", schema_dir="v16", both_ways=froz
     "Authorize", "BootNotification", "DiagnosticsStatusNotification", "FirmwareStatusNotification", "Heartbeat",
     "LogStatusNotification", "MeterValues", "SecurityEventNotification", "SignCertificate",
     "SignedFirmwareStatusNotification", "StartTransaction", "StatusNotification", "StopTransaction",
-}))
+}), error_codes=(
+    # OCPP-J 1.6 section 4.2.3: its own spelling of two codes, and no RPC-framework or message-type codes.
+    ("FormatViolation", "FormationViolation"), ("OccurrenceConstraintViolation", "OccurenceConstraintViolation"),
+    ("RpcFrameworkError", "FormationViolation"), ("MessageTypeNotSupported", "NotSupported"),
+))
 
 BLOCKS = (core, transactions, notifications)
 
