@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.grid_outside import Api, Site, daemon
+from tests.grid_outside import Api, Site, cli, daemon
 from tests.ocpp16_station import Lib16Station
 from tests.waiting import until
 
@@ -251,6 +251,12 @@ async def test_mixed_versions_under_one_transformer_limit(tmp_path: Path) -> Non
             versions = {s["station_id"]: s["ocpp_version"] for s in (await api.get("/api/stations"))["stations"]}
             assert versions == {"V16-SIM-0": "ocpp1.6", "V16-SIM-1": "ocpp2.0.1", "V16-SIM-2": "ocpp1.6",
                                 "V16-SIM-3": "ocpp2.0.1", "V16-LIB": "ocpp1.6"}
+            code, out, err = await cli(site, "stations")
+            assert code == 0, err
+            rows = {line.split()[1]: line for line in out.splitlines() if "V16-" in line}
+            assert "ocpp1.6" in rows["V16-LIB"] and "ocpp2.0.1" in rows["V16-SIM-1"], out
+            code, out, err = await cli(site, "show", "V16-LIB")
+            assert code == 0 and "OCPP ocpp1.6" in out, (out, err)
             await until(lambda: total_kw() > 40.0, 10, "everyone charging")
             status, body = await api.post("/api/grid/transformers/T1/limit",
                                           {"signal_id": "mix-1", "limit_kw": 25.0, "source": "operator"})
