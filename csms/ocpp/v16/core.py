@@ -30,6 +30,8 @@ CONNECTOR_STATUS = {"Available": "Available", "Preparing": "Occupied", "Charging
 #: 1.6 statuses that are a transaction's charging state (2.0.1 ChargingStateEnumType).
 CHARGING_STATES = {"Charging": "Charging", "SuspendedEV": "SuspendedEV", "SuspendedEVSE": "SuspendedEVSE",
                    "Preparing": "EVConnected", "Finishing": "EVConnected"}
+
+
 def evse_of(connector_id: int) -> tuple[int, int]:
     """(evse, connector) of the domain for a 1.6 connector: connector 0 is the whole charge point."""
     return (connector_id, 1) if connector_id > 0 else (0, 0)
