@@ -139,7 +139,8 @@ class Daemon:
         deps = HandlerDeps(stations=self.store, transactions=self.store, smart_charging=self.store,
                            device_model=self.store, messages=self.store, registration=config.registration,
                            authorizer=Authorizer(self.store, config.registration), signer=self.certificate_signer,
-                           reports=self.operations, iso15118=self._iso15118(), billing=self.billing)
+                           reports=self.operations, iso15118=self._iso15118(), billing=self.billing,
+                           documents=self.store)
         self.routers = {sp: package.build_router(deps) for sp, package in VERSIONS.items()}
         if config.grid is not None:  # limit signals and the grid controller
             self.grid = Grid(config.grid, self, self.clock, store=self.store)

@@ -17,7 +17,7 @@ from csms.edge.connection import check_request
 from csms.interfaces import ConnectionRegistry
 from csms.metrics import Metrics
 from csms.ocpp.package import CommandSet, Request, VersionPackage
-from csms.protocol.errors import StationOffline
+from csms.protocol.errors import InvalidRequest, StationOffline
 from csms.protocol.redaction import redact_payload
 from csms.store.base import CommandLog, DeviceModelStore
 
@@ -60,6 +60,24 @@ class Commands:
                                             None, at, at)
             raise StationOffline(station_id)
         return await link.call(action, payload, timeout)
+
+    async def operation(self, station_id: str, action: str, payload: Payload, timeout: float | None = None) -> Payload:
+        """An operation built in the domain's (2.0.1) terms, sent as the station's version spells it (its
+        package's ``adapt``), the answer read back in the domain's terms. A request the version cannot
+        carry raises InvalidRequest naming ``action`` (never sent)."""
+        link = self.links.get(station_id)
+        package = self.default if link is None else self.versions[link.version.subprotocol]
+        if package.adapt is None:
+            return await self.call(station_id, action, payload, timeout)
+        sent_as, request, back = package.adapt(action, payload)
+        try:
+            return back(await self.call(station_id, sent_as, request, timeout))
+        except InvalidRequest as exc:
+            if sent_as == action or exc.description.startswith(f"{action}Request: "):
+                raise
+            rest = exc.description.split(": ", 1)[-1]
+            raise InvalidRequest(exc.code, f"{action}Request: as {sent_as} ({package.version.subprotocol}): {rest}",
+                                 exc.details) from None
 
     async def flush_records(self) -> None:
         """Return once every command and profile recorded so far is committed (write-behind stores)."""
@@ -142,7 +160,7 @@ class Commands:
         response: Payload = {"getVariableResult": []}
         for part in await self._parts(station_id, items, "GetVariables"):  # B06.FR.05
             answer = await self._send(station_id, commands.get_variables(part))
-            response["getVariableResult"].extend(answer["getVariableResult"])
+            response["getVariableResult"].extend(commands.variable_results(part, answer))
         found = commands.variables_read(response)
         if found:
             await self.store.record_variables(station_id, found, datetime.now(timezone.utc))
@@ -154,7 +172,7 @@ class Commands:
         response: Payload = {"setVariableResult": []}
         for part in await self._parts(station_id, items, "SetVariables"):
             answer = await self._send(station_id, commands.set_variables(part))
-            response["setVariableResult"].extend(answer["setVariableResult"])
+            response["setVariableResult"].extend(commands.variable_statuses(part, answer))
         changed = commands.variables_written(items, response)
         if changed:
             await self.store.record_variables(station_id, changed, datetime.now(timezone.utc))

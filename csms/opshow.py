@@ -93,7 +93,8 @@ PROFILE_COLS = (Col("id", whole=True), Col("EVSE"), Col("purpose"), Col("stack")
 def render_station(out: Console, s: dict[str, Any], active: list[dict[str, Any]],
                    composites: dict[int, str]) -> None:
     out.print(f"[bold]{escape(s['station_id'])}[/]  {'[green]connected[/]' if s['connected'] else '[red]offline[/]'}"
-              f"  registration {escape(str(s['registration']))}  security profile {s['security_profile']}")
+              f"  OCPP {escape(fmt(s.get('ocpp_version')))}  registration {escape(str(s['registration']))}"
+              f"  security profile {s['security_profile']}")
     out.print(escape(f"{fmt(s['vendor'])} {fmt(s['model'])}, firmware {fmt(s['firmware_version'])}, serial "
                      f"{fmt(s['serial_number'])}; last boot {when(s['last_boot'])} ({fmt(s['boot_reason'])}), "
                      f"last seen {when(s['last_seen'])}"))

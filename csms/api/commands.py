@@ -166,16 +166,17 @@ for _name in TYPED:  # one route per typed command, so each has its own document
 
 @routes.post("/api/stations/{station_id}/call/{action}", ADMIN, body="ocpp_payload")
 async def generic_call(request: web.Request) -> web.Response:
-    """Any CSMS-initiated OCPP 2.0.1 action with its JSON payload, validated before it is sent."""
+    """Any CSMS-initiated OCPP action of the station's version (of its connection; 2.0.1 for a station
+    that is not connected) with its JSON payload, validated against that version's schema before it is sent."""
     context = context_of(request)
     action = request.match_info["action"]
-    allowed = csms_actions(context.version)
-    if action not in allowed:
-        raise ApiError(404, f"{action!r} is not an OCPP 2.0.1 action the central system can send")
-    await known_station(request)
-    payload = await read_body(request, "ocpp_payload")
     station_id = request.match_info["station_id"]
     conn = context.connections.get(station_id)
+    version = conn.version if conn is not None else context.version
+    if action not in csms_actions(version):
+        raise ApiError(404, f"{action!r} is not an action the central system can send in {version.subprotocol}")
+    await known_station(request)
+    payload = await read_body(request, "ocpp_payload")
     if conn is not None:
         try:
             schemas.validate(conn.version.schema_dir, action, "Request", payload)

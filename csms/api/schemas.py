@@ -29,6 +29,8 @@ ID_TOKEN_STATUSES = ["Accepted", "Blocked", "ConcurrentTx", "Expired", "Invalid"
 TRIGGERS = ["BootNotification", "LogStatusNotification", "FirmwareStatusNotification", "Heartbeat", "MeterValues",
             "SignChargingStationCertificate", "SignV2GCertificate", "StatusNotification", "TransactionEvent",
             "SignCombinedCertificate", "PublishFirmwareStatusNotification"]
+TRIGGERS += ["DiagnosticsStatusNotification", "SignChargePointCertificate",  # OCPP 1.6 (and its security
+             "SignedFirmwareStatusNotification"]  # extensions); a version without the message gets 422
 PURPOSES = ["ChargingStationExternalConstraints", "ChargingStationMaxProfile", "TxDefaultProfile", "TxProfile"]
 
 _COMPONENT = {"type": "object", "required": ["name"], "properties": {
