@@ -159,10 +159,11 @@ def cmd_stations(client: Client, args: argparse.Namespace) -> int:
         return EXIT_OK
     n = len(data['stations'])
     table = Table(title=f"{n} station{'s' * (n != 1)}")
-    for col in ("station", "connected", "registration", "vendor", "model", "firmware", "last seen"):
+    for col in ("station", "connected", "ocpp", "registration", "vendor", "model", "firmware", "last seen"):
         table.add_column(col)
     for s in data["stations"]:
-        table.add_row(s["station_id"], "[green]yes[/]" if s["connected"] else "[red]no[/]", s["registration"],
+        table.add_row(s["station_id"], "[green]yes[/]" if s["connected"] else "[red]no[/]",
+                      _fmt(s.get("ocpp_version")), s["registration"],
                       _fmt(s["vendor"]), _fmt(s["model"]), _fmt(s["firmware_version"]),
                       _fmt((s["last_seen"] or "")[:19] or None))
     _out().print(table)
@@ -176,7 +177,8 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
         return EXIT_OK
     out = _out()
     out.print(f"[bold]{s['station_id']}[/]  {'[green]connected[/]' if s['connected'] else '[red]offline[/]'}  "
-              f"registration {s['registration']}  security profile {s['security_profile']}")
+              f"{_fmt(s.get('ocpp_version'))}  registration {s['registration']}  "
+              f"security profile {s['security_profile']}")
     out.print(f"{_fmt(s['vendor'])} {_fmt(s['model'])}, firmware {_fmt(s['firmware_version'])}, serial "
               f"{_fmt(s['serial_number'])}; last boot {_fmt(s['last_boot'])} ({_fmt(s['boot_reason'])}), "
               f"last seen {_fmt(s['last_seen'])}", highlight=False)

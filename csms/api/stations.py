@@ -16,7 +16,7 @@ from csms.api.auth import ADMIN
 from csms.api.http import ApiContext, ApiError, Routes, context_of, iso, json_response, principal_of, read_body
 from csms.domain.events import OperatorAction
 from csms.domain.records import StationRecord
-from csms.domain.registration import HOLD_KEY
+from csms.domain.registration import HOLD_KEY, VERSION_KEY
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
 from csms.protocol.redaction import REDACTED, SECRET_VARIABLES
 from csms.security.credentials import register_station as register_credentials
@@ -30,7 +30,8 @@ def station_summary(rec: StationRecord, connected: bool) -> dict[str, Any]:
             "connected": connected, "vendor": rec.vendor, "model": rec.model,
             "serial_number": rec.serial_number, "firmware_version": rec.firmware_version,
             "boot_reason": rec.boot_reason, "last_boot": iso(rec.last_boot), "last_seen": iso(rec.last_seen),
-            "security_profile": rec.security_profile, "hold": rec.extra.get(HOLD_KEY) is not None}
+            "security_profile": rec.security_profile, "hold": rec.extra.get(HOLD_KEY) is not None,
+            "ocpp_version": rec.extra.get(VERSION_KEY)}
 
 
 def _evses(connectors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -66,6 +67,10 @@ async def list_stations(request: web.Request) -> web.Response:
         records.setdefault(sid, StationRecord(sid))
     out = [station_summary(r, r.station_id in context.connections) for r in sorted(records.values(),
                                                                                     key=lambda r: r.station_id)]
+    for summary in out:  # a connected station speaks what it negotiated, booted or not
+        link = context.connections.get(summary["station_id"])
+        if link is not None:
+            summary["ocpp_version"] = link.version.subprotocol
     return json_response({"stations": out})
 
 
@@ -76,6 +81,8 @@ async def station_detail(request: web.Request) -> web.Response:
     rec = await known_station(request) or StationRecord(station_id)
     conn = context.connections.get(station_id)
     out = station_summary(rec, conn is not None)
+    if conn is not None:
+        out["ocpp_version"] = conn.version.subprotocol
     out["connection"] = None if conn is None else {
         "remote": conn.remote, "subprotocol": conn.version.subprotocol, "connected_at": iso(conn.connected_at),
         "accepted": conn.accepted}

@@ -30,7 +30,7 @@ from websockets.typing import Subprotocol
 from csms.config import WebsocketConfig
 from csms.domain.events import StationConnected, StationDisconnected
 from csms.domain.identity import MAX_IDENTITY_LENGTH, identity_problem
-from csms.domain.registration import accepted_at_connect
+from csms.domain.registration import accepted_at_connect, remember_version
 from csms.edge.connection import EdgeContext, StationConnection
 from csms.interfaces import HandshakeCheck
 from csms.ocpp.package import Router
@@ -262,10 +262,12 @@ class Gateway:
             conn.accepted = accepted_at_connect(record)
             del record  # held for the connection's lifetime otherwise
             if known:
+                await remember_version(self.stations, station_id, str(ws.subprotocol))
                 await self.stations.set_connection_state(station_id, True, datetime.now(timezone.utc))
             log.info("%s connected from %s (%s, %s)", station_id, remote, ws.subprotocol,
                      "accepted" if conn.accepted else "must boot first")
-            edge.bus.publish(StationConnected(station_id=station_id, remote=remote, accepted=conn.accepted))
+            edge.bus.publish(StationConnected(station_id=station_id, remote=remote, accepted=conn.accepted,
+                                              subprotocol=str(ws.subprotocol)))
             await conn.serve()
         except ConnectionClosed:
             pass

@@ -98,7 +98,9 @@ class Observer:
     # Stations ----------------------------------------------------------------------------------
     def _connected(self, ev: StationConnected) -> None:
         assert ev.station_id is not None
-        self.book.station(ev.station_id).connected = True
+        st = self.book.station(ev.station_id)
+        st.connected = True
+        st.ocpp_version = ev.subprotocol or st.ocpp_version
         if ev.accepted:
             # Back without booting (a lost link, or our restart): its profiles are still there; ask.
             self.setup.ensure(ev.station_id, force=True, reconcile=True)

@@ -29,6 +29,10 @@ from profiles.installed import setpoints_from_profile
 log = logging.getLogger("csms.grid")
 
 SMART_CHARGING_VARIABLES = ("RateUnit", "ProfileStackLevel", "PeriodsPerSchedule")
+V2X_VARIABLES = ("SupportedOperationModes", "SupportedEnergyTransferModes")  # OCPP 2.1 V2XChargingCtrlr
+#: Versions whose schedule periods carry an operationMode (V2X as CentralSetpoint, not a negative limit).
+OPERATION_MODE_VERSIONS = frozenset({"ocpp2.1"})
+BIDIRECTIONAL_TRANSFERS = frozenset({"AC_BPT", "AC_BPT_DER", "DC_BPT", "DC_ACDP_BPT"})
 REPORT_WAIT_S = 5.0  # for the ReportChargingProfiles that follow an Accepted GetChargingProfiles
 
 
@@ -126,14 +130,20 @@ class StationSetup:
         try:
             vendor_model = f"{st.vendor}/{st.model}" if st.vendor or st.model else None
             rule = self.grid.station_model_for(station_id, vendor_model)
+            modes = st.ocpp_version in OPERATION_MODE_VERSIONS
             caps = StationCaps(rate_units=("A",), max_stack_level=0, periods_per_schedule=1, v2g=rule.v2g,
                                phases=rule.phases, max_current_a=rule.max_current_a,
-                               min_current_a=rule.min_current_a, source="rule")
+                               min_current_a=rule.min_current_a, source="rule", operation_modes=modes)
             try:
-                response = await self.commands.get_variables(station_id, [
-                    {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": name}}
-                    for name in SMART_CHARGING_VARIABLES])
+                items = [{"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": name}}
+                         for name in SMART_CHARGING_VARIABLES]
+                if modes:
+                    items += [{"component": {"name": "V2XChargingCtrlr"}, "variable": {"name": name}}
+                              for name in V2X_VARIABLES]
+                response = await self.commands.get_variables(station_id, items)
                 apply_variables(caps, response.get("getVariableResult", []))
+                if modes:
+                    caps.v2g = rule.v2g or can_discharge(response.get("getVariableResult", []))
             except Exception as exc:  # noqa: BLE001 - a station without a device model gets the safest shape
                 log.info("%s: GetVariables failed (%s); assuming amps, stack level 0, one period", station_id, exc)
             if rule.rate_unit is not None:
@@ -153,11 +163,21 @@ class StationSetup:
             st.ready = True
             self.journal.record("station_setup", station_id=station_id, rate_units=list(caps.rate_units),
                                 stack_level=caps.max_stack_level, periods=caps.periods_per_schedule, v2g=caps.v2g,
+                                operation_modes=caps.operation_modes,
                                 caps_source=caps.source, failsafe=st.failsafe_status,
                                 reconciled=None if not reconcile else ("unknown" if held is None else kept))
         finally:
             st.setup_running = False
         self.ready("station ready")
+
+
+def can_discharge(results: list[dict[str, Any]]) -> bool:
+    """An OCPP 2.1 station's V2XChargingCtrlr says it takes CentralSetpoint and a bidirectional transfer."""
+    values = {r["variable"]["name"]: {v.strip() for v in r["attributeValue"].split(",")} for r in results
+              if r.get("attributeStatus") == "Accepted" and isinstance(r.get("attributeValue"), str)
+              and (r.get("component") or {}).get("name") == "V2XChargingCtrlr"}
+    return ("CentralSetpoint" in values.get("SupportedOperationModes", set())
+            and bool(values.get("SupportedEnergyTransferModes", set()) & BIDIRECTIONAL_TRANSFERS))
 
 
 def apply_variables(caps: StationCaps, results: list[dict[str, Any]]) -> None:
