@@ -14,6 +14,7 @@ from ocpp.v21 import call
 
 from csms.domain.registration import VERSION_KEY
 from csms.protocol.errors import InvalidRequest
+from tests.api_fixture import api_daemon
 from tests.daemon_fixture import running_daemon
 from tests.ocpp_station21 import Station21
 
@@ -129,3 +130,25 @@ async def test_generic_call_checked_against_the_stations_version(tmp_path: Path)
         assert (await commands.call("CALL-21", "SetChargingProfile",
                                     {"evseId": 0, "chargingProfile": profile}))["status"] == "Accepted"
         await asyncio.gather(st.close(), old.close())
+
+
+async def test_api_generic_call_per_station_version(tmp_path: Path) -> None:
+    async with api_daemon(tmp_path) as api:
+        await api.station("API-201")  # a 2.0.1 station
+        st = Station21("API-21")
+        await st.connect(api.running.ws_url)
+        await st.boot()
+        body = {"transactionId": "t", "allowedEnergyTransfer": ["AC_three_phase"]}
+        status, out = await api.post("/api/stations/API-21/call/NotifyAllowedEnergyTransfer", body)
+        assert status == 200, out
+        status, out = await api.post("/api/stations/API-201/call/NotifyAllowedEnergyTransfer", body)
+        assert status == 422 and out["field"] == "action" and "ocpp2.0.1" in out["error"] and "ocpp2.1" in out["error"]
+        status, out = await api.post("/api/stations/API-21/call/Frobnicate", {})
+        assert status == 404
+        status, listed = await api.get("/api/stations")
+        versions = {s["station_id"]: s["ocpp_version"] for s in listed["stations"]}
+        assert versions == {"API-201": "ocpp2.0.1", "API-21": "ocpp2.1"}
+        status, commands = await api.get("/api/commands")
+        assert "NotifyAllowedEnergyTransfer" in commands["generic_actions_by_version"]["ocpp2.1"]
+        assert "NotifyAllowedEnergyTransfer" not in commands["generic_actions_by_version"]["ocpp2.0.1"]
+        await st.close()

@@ -71,7 +71,9 @@ async def list_commands(request: web.Request) -> web.Response:
     schema, and the generic actions."""
     typed = {name: {"action": action, "body": COMMAND_BODIES[name]} for name, (action, _) in TYPED.items()}
     typed.update({name: {"action": action, "body": OPERATION_BODIES[name]} for name, (action, _) in OPERATIONS.items()})
-    return json_response({"typed": typed, "generic_actions": csms_actions(context_of(request).version)})
+    context = context_of(request)
+    return json_response({"typed": typed, "generic_actions": csms_actions(context.version),
+                          "generic_actions_by_version": {sp: csms_actions(v) for sp, v in context.versions.items()}})
 
 
 def operations_of(request: web.Request) -> Operations:
