@@ -148,6 +148,11 @@ async def test_api_generic_call_per_station_version(tmp_path: Path) -> None:
         status, listed = await api.get("/api/stations")
         versions = {s["station_id"]: s["ocpp_version"] for s in listed["stations"]}
         assert versions == {"API-201": "ocpp2.0.1", "API-21": "ocpp2.1"}
+        needs, _ = await st.start()
+        status, detail = await api.get("/api/stations/API-21")
+        assert detail["ocpp_version"] == "ocpp2.1" and detail["connection"]["subprotocol"] == "ocpp2.1"
+        [evse] = detail["evses"]
+        assert evse["ev_charging_needs"]["chargingNeeds"]["mobilityNeedsMode"] == "EVCC"
         status, commands = await api.get("/api/commands")
         assert "NotifyAllowedEnergyTransfer" in commands["generic_actions_by_version"]["ocpp2.1"]
         assert "NotifyAllowedEnergyTransfer" not in commands["generic_actions_by_version"]["ocpp2.0.1"]
