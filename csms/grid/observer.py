@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ from csms.grid.effects.setup import StationSetup
 from csms.grid.effects.verify import Verification
 from csms.grid.journal import Journal
 from csms.grid.model.sessions import Session, SessionBook
-from csms.interfaces import Bus, Clock, Spawner
+from csms.interfaces import Bus, Clock, Spawner, StationSession
 from csms.store.base import TransactionStore
 from profiles.units import VOLTAGE_V
 
@@ -69,11 +69,12 @@ class Observer:
             ChargingProfilesReported: self.setup.reported,
         }
 
-    def attach(self, bus: Bus, connected: Iterable[str]) -> None:
+    def attach(self, bus: Bus, connected: Mapping[str, StationSession]) -> None:
         """Listen to ``bus``; ``connected``: stations that connected before the grid started."""
         self._unsubscribe = bus.subscribe(self.on_event)
-        for station_id in list(connected):
-            self.book.station(station_id).connected = True
+        for station_id, link in list(connected.items()):
+            st = self.book.station(station_id)
+            st.connected, st.ocpp_version = True, link.version.subprotocol
             self.setup.ensure(station_id)
 
     def detach(self) -> None:
