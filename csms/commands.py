@@ -106,6 +106,12 @@ class Commands:
         return await self._send(station_id, self._command_set(station_id).get_composite_schedule(evse_id, duration_s,
                                                                                                   unit))
 
+    async def notify_allowed_energy_transfer(self, station_id: str, transaction_id: str,
+                                             allowed: list[str]) -> Payload:
+        """OCPP 2.1 (Q): the energy transfer modes a transaction may use (refused unsent for other versions)."""
+        return await self.call(station_id, "NotifyAllowedEnergyTransfer",
+                               {"transactionId": transaction_id, "allowedEnergyTransfer": list(allowed)})
+
     # Transactions -----------------------------------------------------------------------------
     async def request_start_transaction(self, station_id: str, remote_start_id: int, id_token: Payload,
                                         evse_id: int | None = None, charging_profile: Payload | None = None) -> Payload:

@@ -46,6 +46,7 @@ class Station21:
 
     station_id: str
     v2x: bool = False  # the station takes CentralSetpoint and AC_BPT
+    bpt_only: bool = False  # the station offers AC_BPT but no CentralSetpoint (discharge it controls itself)
     offered: list[str] = field(default_factory=lambda: list(OFFERED))
     car: Car = field(default_factory=Car)
     transaction_id: str | None = None
@@ -94,11 +95,15 @@ class Station21:
     async def authorize(self, token: str) -> Any:
         return await self.cp.call(call.Authorize(id_token={"id_token": token, "type": "ISO14443"}))
 
+    @property
+    def bidirectional(self) -> bool:
+        return self.v2x or self.bpt_only
+
     def charging_needs(self) -> dict[str, Any]:
         car, w_per_a = self.car, self.car.phases * VOLTAGE_V
         needs: dict[str, Any] = {
-            "requestedEnergyTransfer": "AC_BPT" if car.v2x and self.v2x else "AC_three_phase",
-            "availableEnergyTransfer": ["AC_three_phase"] + (["AC_BPT"] if car.v2x and self.v2x else []),
+            "requestedEnergyTransfer": "AC_BPT" if car.v2x and self.bidirectional else "AC_three_phase",
+            "availableEnergyTransfer": ["AC_three_phase"] + (["AC_BPT"] if car.v2x and self.bidirectional else []),
             "acChargingParameters": {"energyAmount": 20000, "evMinCurrent": 6, "evMaxCurrent": car.max_current_a,
                                      "evMaxVoltage": 400},
             "departureTime": iso(datetime.now(UTC) + timedelta(hours=8)),
@@ -223,7 +228,7 @@ class _Cp(ChargePoint):  # type: ignore[misc]
                  ("V2XChargingCtrlr", "SupportedOperationModes"):
                      "ChargingOnly,CentralSetpoint,Idle" if v2x else "ChargingOnly,Idle",
                  ("V2XChargingCtrlr", "SupportedEnergyTransferModes"):
-                     "AC_single_phase,AC_three_phase" + (",AC_BPT" if v2x else "")}
+                     "AC_single_phase,AC_three_phase" + (",AC_BPT" if self.station.bidirectional else "")}
         results = []
         for item in get_variable_data:
             key = (item["component"]["name"], item["variable"]["name"])

@@ -4,7 +4,9 @@ websocket to the real daemon.
 A limit below the non-EV load: the 2.1 car with V2X gets a TxProfile whose period in force is
 ``CentralSetpoint`` with a negative setpoint in W and a ``dischargeLimit``, discharges, and the
 verifier finds nothing wrong with it; the 2.1 car without V2X, on the very same kind of
-bidirectional station, only ever gets ``ChargingOnly`` periods (it is paused, never discharged).
+bidirectional station, only ever gets ``ChargingOnly`` periods (it is paused, never discharged); a
+V2X car on a station that offers AC_BPT but takes no CentralSetpoint is allowed to charge only
+(NotifyAllowedEnergyTransfer) and never gets a setpoint.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ async def test_limit_below_base_load_discharges_the_v2x_car_only(tmp_path: Path)
         assert grid is not None
         v2x = Station21("G21-V2X", v2x=True, car=Car(v2x=True, max_discharge_w=7000.0))
         plain = Station21("G21-PLAIN", v2x=True, car=Car(v2x=False))  # a bidirectional station, a car that is not
-        stations = [v2x, plain]
+        # AC_BPT but no CentralSetpoint: its discharge would be outside our control, so the car may charge only.
+        local = Station21("G21-LOCAL", bpt_only=True, car=Car(v2x=True))
+        stations = [v2x, plain, local]
         try:
             for st in stations:
                 await st.connect(d.ws_url)
@@ -57,9 +61,14 @@ async def test_limit_below_base_load_discharges_the_v2x_car_only(tmp_path: Path)
             assert caps.operation_modes and caps.v2g and caps.tx_unit == "W"
             for st in stations:
                 await st.start()
-            await until(lambda: len(book) == 2, 10, "both sessions known")
+            await until(lambda: len(book) == 3, 10, "every session known")
             assert book.sessions[("G21-V2X", 1)].need is not None and book.sessions[("G21-V2X", 1)].need.v2g
             assert book.sessions[("G21-PLAIN", 1)].need is not None and not book.sessions[("G21-PLAIN", 1)].need.v2g
+
+            assert not book.station("G21-LOCAL").caps.v2g
+            await until(lambda: local.allowed_transfers, 10, "the bidirectional request answered")
+            assert local.allowed_transfers == [["AC_three_phase"]] and not v2x.allowed_transfers
+            assert not plain.allowed_transfers
 
             await grid.limits.submit("T1", {"signal_id": "below-base", "limit_kw": 10.0, "source": "operator"})
 
@@ -90,6 +99,8 @@ async def test_limit_below_base_load_discharges_the_v2x_car_only(tmp_path: Path)
                 for p in profile["charging_schedule"][0]["charging_schedule_period"]:
                     assert p.get("operation_mode") == "ChargingOnly" and "setpoint" not in p and p["limit"] >= 0
             assert tx_pushes(plain) and plain.export_wh == 0.0
+            for profile in tx_pushes(local):
+                assert all("setpoint" not in p for p in profile["charging_schedule"][0]["charging_schedule_period"])
             # The V2X car's charging periods (if any) are ChargingOnly too: one convention per version.
             modes = {p.get("operation_mode") for profile in tx_pushes(v2x)
                      for p in profile["charging_schedule"][0]["charging_schedule_period"]}

@@ -143,6 +143,7 @@ class Observer:
             return
         if change == "new":
             self.setup.ensure(sid)
+            self.setup.check_transfer(sid, session.evse_id)
             self.controller.request("session started")
         elif change == "state":
             self.verification.report(self.verification.verifier.resume_check(session, now))
@@ -198,6 +199,7 @@ class Observer:
     def _ev_needs(self, ev: EvChargingNeeds) -> None:
         assert ev.station_id is not None
         self.book.ev_needs(ev.station_id, ev.evse_id, ev.needs, self.clock())
+        self.setup.ev_needs(ev.station_id, ev.evse_id, ev.needs)
         self.controller.request("EV needs")
 
 

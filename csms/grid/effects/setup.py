@@ -33,6 +33,8 @@ V2X_VARIABLES = ("SupportedOperationModes", "SupportedEnergyTransferModes")  # O
 #: Versions whose schedule periods carry an operationMode (V2X as CentralSetpoint, not a negative limit).
 OPERATION_MODE_VERSIONS = frozenset({"ocpp2.1"})
 BIDIRECTIONAL_TRANSFERS = frozenset({"AC_BPT", "AC_BPT_DER", "DC_BPT", "DC_ACDP_BPT"})
+#: The charge-only transfer of the same kind, for a car that offers no other.
+CHARGE_ONLY = {"AC_BPT": "AC_three_phase", "AC_BPT_DER": "AC_DER", "DC_BPT": "DC", "DC_ACDP_BPT": "DC_ACDP"}
 REPORT_WAIT_S = 5.0  # for the ReportChargingProfiles that follow an Accepted GetChargingProfiles
 
 
@@ -56,6 +58,7 @@ class StationSetup:
         self.clock = clock
         self._reports: dict[tuple[str, int], _Report] = {}
         self._request_ids = itertools.count(1)
+        self._charge_only: dict[tuple[str, int], list[str]] = {}  # bidirectional requests to answer
 
     def ensure(self, station_id: str, force: bool = False, reconcile: bool = False) -> None:
         """Set the station up in the background unless it is ready (or being set up); ``reconcile``:
@@ -66,6 +69,45 @@ class StationSetup:
         st.setup_running = True
         st.ready = False  # nothing goes out to it until it is set up (again)
         self.spawner.spawn(self._setup(station_id, reconcile), name=f"grid setup {station_id}")
+
+    def ev_needs(self, station_id: str, evse_id: int, needs: dict[str, Any]) -> None:
+        """OCPP 2.1: a car asking for a bidirectional transfer on a station whose discharge we do not
+        control (it takes no CentralSetpoint and no rule says ``v2g``) is allowed to charge only
+        (NotifyAllowedEnergyTransfer), so nothing discharges outside the plan. Sent once the station
+        is set up and the transaction known."""
+        key = (station_id, evse_id)
+        requested = needs.get("requestedEnergyTransfer")
+        if requested not in BIDIRECTIONAL_TRANSFERS:
+            self._charge_only.pop(key, None)
+            return
+        available = [m for m in needs.get("availableEnergyTransfer") or () if isinstance(m, str)]
+        self._charge_only[key] = ([m for m in available if m not in BIDIRECTIONAL_TRANSFERS]
+                                  or [CHARGE_ONLY[str(requested)]])
+        self.check_transfer(station_id, evse_id)
+
+    def check_transfer(self, station_id: str, evse_id: int) -> None:
+        """Tell the station what the car on ``evse_id`` may do, if that is pending and can be said now."""
+        key = (station_id, evse_id)
+        allowed, st, session = self._charge_only.get(key), self.book.station(station_id), self.book.sessions.get(key)
+        if allowed is None or session is None or not st.ready:
+            return
+        del self._charge_only[key]
+        if st.ocpp_version in OPERATION_MODE_VERSIONS and not st.caps.v2g:
+            self.spawner.spawn(self._allow(station_id, session.transaction_id, allowed),
+                               name=f"grid energy transfer {station_id}")
+
+    async def _allow(self, station_id: str, transaction_id: str, allowed: list[str]) -> None:
+        notify = getattr(self.commands, "notify_allowed_energy_transfer", None)
+        if notify is None:
+            return
+        try:
+            status = str((await notify(station_id, transaction_id, allowed)).get("status"))
+        except Exception as exc:  # noqa: BLE001 - refused, offline: the plan never discharges it anyway
+            status = type(exc).__name__
+        log.info("%s: transaction %s may use %s only (NotifyAllowedEnergyTransfer: %s)", station_id,
+                 transaction_id, ", ".join(allowed), status)
+        self.journal.record("energy_transfer", station_id=station_id, transaction_id=transaction_id,
+                            allowed=allowed, status=status)
 
     def reported(self, ev: ChargingProfilesReported) -> None:
         """A ReportChargingProfiles answering one of our GetChargingProfiles."""
@@ -168,6 +210,8 @@ class StationSetup:
                                 reconciled=None if not reconcile else ("unknown" if held is None else kept))
         finally:
             st.setup_running = False
+        for session in self.book.of_station(station_id):
+            self.check_transfer(station_id, session.evse_id)
         self.ready("station ready")
 
 
