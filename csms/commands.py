@@ -19,6 +19,8 @@ from csms.metrics import Metrics
 from csms.ocpp.package import CommandSet, Request, VersionPackage
 from csms.protocol.errors import StationOffline
 from csms.protocol.redaction import redact_payload
+from csms.protocol.schemas import known_actions
+from csms.protocol.version import ProtocolVersion
 from csms.store.base import CommandLog, DeviceModelStore
 
 Payload = dict[str, Any]
@@ -53,13 +55,21 @@ class Commands:
         if link is None:
             # Check the request all the same (a caller's bug should not hide behind an offline
             # station) and record the attempt, so the operator sees what could not be delivered.
-            check_request(self.default.version, action, payload)
+            check_request(self._offline_version(action), action, payload)
             at = datetime.now(timezone.utc)
             self.metrics.command(action, "offline", 0.0)
             await self.store.record_command(station_id, action, redact_payload(action, payload), "offline",
                                             None, at, at)
             raise StationOffline(station_id)
         return await link.call(action, payload, timeout)
+
+    def _offline_version(self, action: str) -> ProtocolVersion:
+        """What a request to an offline station is checked against: the default version, or the first
+        version that has the action (the API has already held it to the station's last version)."""
+        for package in (self.default, *self.versions.values()):
+            if action in known_actions(package.version.schema_dir):
+                return package.version
+        return self.default.version
 
     async def flush_records(self) -> None:
         """Return once every command and profile recorded so far is committed (write-behind stores)."""

@@ -13,7 +13,7 @@ import websockets
 from ocpp.v21 import call
 
 from csms.domain.registration import VERSION_KEY
-from csms.protocol.errors import InvalidRequest
+from csms.protocol.errors import InvalidRequest, StationOffline
 from tests.api_fixture import api_daemon
 from tests.daemon_fixture import running_daemon
 from tests.ocpp_station21 import Station21
@@ -157,3 +157,23 @@ async def test_api_generic_call_per_station_version(tmp_path: Path) -> None:
         assert "NotifyAllowedEnergyTransfer" in commands["generic_actions_by_version"]["ocpp2.1"]
         assert "NotifyAllowedEnergyTransfer" not in commands["generic_actions_by_version"]["ocpp2.0.1"]
         await st.close()
+
+
+async def test_api_generic_call_to_an_offline_21_station_is_409(tmp_path: Path) -> None:
+    async with api_daemon(tmp_path) as api:
+        st = Station21("OFF-21")
+        await st.connect(api.running.ws_url)
+        await st.boot()
+        await st.close()
+        for _ in range(200):
+            if "OFF-21" not in api.daemon.connections:
+                break
+            await asyncio.sleep(0.01)
+        body = {"transactionId": "t", "allowedEnergyTransfer": ["AC_three_phase"]}
+        status, out = await api.post("/api/stations/OFF-21/call/NotifyAllowedEnergyTransfer", body)
+        assert status == 409, out
+        # Inside the daemon the attempt is checked against the version that has the action, then refused offline.
+        with pytest.raises(StationOffline):
+            await api.daemon.commands.call("OFF-21", "NotifyAllowedEnergyTransfer", body)
+        with pytest.raises(InvalidRequest):
+            await api.daemon.commands.call("OFF-21", "NotifyAllowedEnergyTransfer", {"transactionId": "t"})
