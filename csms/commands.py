@@ -46,6 +46,14 @@ class Commands:
         package = self.default if link is None else self.versions[link.version.subprotocol]
         return package.commands
 
+    def _offline_version(self, action: str) -> ProtocolVersion:
+        """What a request to an offline station is checked against: the default version, or the first
+        version that has the action (the API has already held it to the station's last version)."""
+        for package in (self.default, *self.versions.values()):
+            if action in known_actions(package.version.schema_dir):
+                return package.version
+        return self.default.version
+
     async def _send(self, station_id: str, request: Request, timeout: float | None = None) -> Payload:
         return await self.call(station_id, request.action, request.payload, timeout)
 
@@ -62,14 +70,6 @@ class Commands:
                                             None, at, at)
             raise StationOffline(station_id)
         return await link.call(action, payload, timeout)
-
-    def _offline_version(self, action: str) -> ProtocolVersion:
-        """What a request to an offline station is checked against: the default version, or the first
-        version that has the action (the API has already held it to the station's last version)."""
-        for package in (self.default, *self.versions.values()):
-            if action in known_actions(package.version.schema_dir):
-                return package.version
-        return self.default.version
 
     async def flush_records(self) -> None:
         """Return once every command and profile recorded so far is committed (write-behind stores)."""

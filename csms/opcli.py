@@ -159,7 +159,7 @@ def cmd_stations(client: Client, args: argparse.Namespace) -> int:
         return EXIT_OK
     n = len(data['stations'])
     table = Table(title=f"{n} station{'s' * (n != 1)}")
-    for col in ("station", "connected", "ocpp", "registration", "vendor", "model", "firmware", "last seen"):
+    for col in ("station", "connected", "OCPP", "registration", "vendor", "model", "firmware", "last seen"):
         table.add_column(col)
     for s in data["stations"]:
         table.add_row(s["station_id"], "[green]yes[/]" if s["connected"] else "[red]no[/]",
@@ -177,7 +177,7 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
         return EXIT_OK
     out = _out()
     out.print(f"[bold]{s['station_id']}[/]  {'[green]connected[/]' if s['connected'] else '[red]offline[/]'}  "
-              f"{_fmt(s.get('ocpp_version'))}  registration {s['registration']}  "
+              f"OCPP {_fmt(s.get('ocpp_version'))}  registration {s['registration']}  "
               f"security profile {s['security_profile']}")
     out.print(f"{_fmt(s['vendor'])} {_fmt(s['model'])}, firmware {_fmt(s['firmware_version'])}, serial "
               f"{_fmt(s['serial_number'])}; last boot {_fmt(s['last_boot'])} ({_fmt(s['boot_reason'])}), "

@@ -25,13 +25,14 @@ log = logging.getLogger("csms.api")
 routes = Routes()
 
 
-def station_summary(rec: StationRecord, connected: bool) -> dict[str, Any]:
-    return {"station_id": rec.station_id, "registration": rec.registration, "registered": rec.registered,
+def station_summary(rec: StationRecord, connected: bool, version: str | None = None) -> dict[str, Any]:
+    """``version``: the subprotocol of the live connection (else the one the station last connected with)."""
+    return {"station_id": rec.station_id, "ocpp_version": version or rec.extra.get(VERSION_KEY),
+            "registration": rec.registration, "registered": rec.registered,
             "connected": connected, "vendor": rec.vendor, "model": rec.model,
             "serial_number": rec.serial_number, "firmware_version": rec.firmware_version,
             "boot_reason": rec.boot_reason, "last_boot": iso(rec.last_boot), "last_seen": iso(rec.last_seen),
-            "security_profile": rec.security_profile, "hold": rec.extra.get(HOLD_KEY) is not None,
-            "ocpp_version": rec.extra.get(VERSION_KEY)}
+            "security_profile": rec.security_profile, "hold": rec.extra.get(HOLD_KEY) is not None}
 
 
 def _evses(connectors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -65,12 +66,10 @@ async def list_stations(request: web.Request) -> web.Response:
     records = {r.station_id: r for r in await context.store.list_stations()}
     for sid in context.connections:  # connected but never booted: not in the store yet
         records.setdefault(sid, StationRecord(sid))
-    out = [station_summary(r, r.station_id in context.connections) for r in sorted(records.values(),
-                                                                                    key=lambda r: r.station_id)]
-    for summary in out:  # a connected station speaks what it negotiated, booted or not
-        link = context.connections.get(summary["station_id"])
-        if link is not None:
-            summary["ocpp_version"] = link.version.subprotocol
+    out = []
+    for r in sorted(records.values(), key=lambda r: r.station_id):
+        conn = context.connections.get(r.station_id)
+        out.append(station_summary(r, conn is not None, conn.version.subprotocol if conn is not None else None))
     return json_response({"stations": out})
 
 
@@ -80,9 +79,7 @@ async def station_detail(request: web.Request) -> web.Response:
     station_id = request.match_info["station_id"]
     rec = await known_station(request) or StationRecord(station_id)
     conn = context.connections.get(station_id)
-    out = station_summary(rec, conn is not None)
-    if conn is not None:
-        out["ocpp_version"] = conn.version.subprotocol
+    out = station_summary(rec, conn is not None, conn.version.subprotocol if conn is not None else None)
     out["connection"] = None if conn is None else {
         "remote": conn.remote, "subprotocol": conn.version.subprotocol, "connected_at": iso(conn.connected_at),
         "accepted": conn.accepted}

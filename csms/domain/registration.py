@@ -13,7 +13,7 @@ from typing import Literal
 
 from csms.configcheck import bounds
 from csms.domain.records import IdTokenRecord, StationRecord
-from csms.store.base import IdTokenStore, StationStore
+from csms.store.base import IdTokenStore
 
 
 @dataclass(frozen=True)
@@ -31,15 +31,7 @@ class RegistrationConfig:
 
 
 HOLD_KEY = "hold"  # StationRecord.extra: the operator keeps this station Pending (the value: why)
-VERSION_KEY = "ocpp_version"  # StationRecord.extra: the subprotocol of its latest connection (e.g. "ocpp2.1")
-
-
-async def remember_version(stations: StationStore, station_id: str, subprotocol: str) -> None:
-    """Keep the OCPP version a known station speaks now (written only when it changed)."""
-    record = await stations.get_station(station_id)
-    if record is not None and record.extra.get(VERSION_KEY) != subprotocol:
-        record.extra[VERSION_KEY] = subprotocol
-        await stations.put_station(record)
+VERSION_KEY = "ocpp_version"  # StationRecord.extra: the subprotocol of the station's latest connection
 
 
 @dataclass(frozen=True)
