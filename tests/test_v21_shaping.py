@@ -14,6 +14,7 @@ from csms.grid.effects.setup import can_discharge
 from csms.grid.model.sessions import StationCaps
 from csms.protocol import schemas
 from profiles.hysteresis import Setpoints
+from profiles.installed import setpoints_from_profile
 
 PLAN = Setpoints("CS", 1, "tx-1", datetime(2026, 1, 1, 17, tzinfo=UTC), 900.0, (16.0, -10.0, -10.0, 0.0, 8.0), 3)
 
@@ -72,3 +73,13 @@ def test_a_21_station_can_discharge_when_its_device_model_says_so() -> None:
     assert not can_discharge([_result("SupportedOperationModes", modes),
                               _result("SupportedEnergyTransferModes", "AC_three_phase")])
     assert not can_discharge([])  # says nothing: no discharge
+
+
+def test_an_installed_21_schedule_reads_back_by_its_setpoints() -> None:
+    """After a reconnect the station's own TxProfile (GetChargingProfiles) becomes what it has installed."""
+    caps = StationCaps(rate_units=("A", "W"), periods_per_schedule=24, v2g=True, operation_modes=True)
+    shaped = shape_tx_profile(PLAN, caps)
+    read = setpoints_from_profile(shaped.profile, station_id="CS", evse_id=1, slot_s=900.0, horizon_slots=5,
+                                  default_phases=3, now=PLAN.start)
+    assert read is not None
+    assert [round(a, 1) for a in read.current_a] == [16.0, -10.0, -10.0, 0.0, 8.0]
