@@ -105,5 +105,14 @@ async def test_limit_below_base_load_discharges_the_v2x_car_only(tmp_path: Path)
             modes = {p.get("operation_mode") for profile in tx_pushes(v2x)
                      for p in profile["charging_schedule"][0]["charging_schedule_period"]}
             assert modes <= {"ChargingOnly", "CentralSetpoint"} and None not in modes
+
+            # The limit back above the load: the V2X car charges again (ChargingOnly), no discharge left.
+            await grid.limits.submit("T1", {"signal_id": "room-again", "limit_kw": 100.0, "source": "operator"})
+
+            def charging_again() -> bool:
+                found = v2x.period_in_force()
+                return found is not None and found[0].get("operation_mode") == "ChargingOnly" and found[0]["limit"] > 0
+            await until(charging_again, 15, "the V2X car charging again")
+            assert v2x.power_w() > 0 and plain.power_w() > 0
         finally:
             await asyncio.gather(*(st.close() for st in stations))
