@@ -157,9 +157,10 @@ async def test_api_generic_call_per_station_version(tmp_path: Path) -> None:
         assert detail["ocpp_version"] == "ocpp2.1" and detail["connection"]["subprotocol"] == "ocpp2.1"
         [evse] = detail["evses"]
         assert evse["ev_charging_needs"]["chargingNeeds"]["mobilityNeedsMode"] == "EVCC"
-        status, commands = await api.get("/api/commands")
-        assert "NotifyAllowedEnergyTransfer" in commands["generic_actions_by_version"]["ocpp2.1"]
-        assert "NotifyAllowedEnergyTransfer" not in commands["generic_actions_by_version"]["ocpp2.0.1"]
+        status, commands = await api.get("/api/commands?station_id=API-21")
+        assert commands["version"] == "ocpp2.1" and "NotifyAllowedEnergyTransfer" in commands["generic_actions"]
+        status, commands = await api.get("/api/commands?station_id=API-201")
+        assert commands["version"] == "ocpp2.0.1" and "NotifyAllowedEnergyTransfer" not in commands["generic_actions"]
         await st.close()
 
 
