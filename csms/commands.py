@@ -19,6 +19,8 @@ from csms.metrics import Metrics
 from csms.ocpp.package import CommandSet, Request, VersionPackage
 from csms.protocol.errors import InvalidRequest, StationOffline
 from csms.protocol.redaction import redact_payload
+from csms.protocol.schemas import known_actions
+from csms.protocol.version import ProtocolVersion
 from csms.store.base import CommandLog, DeviceModelStore
 
 Payload = dict[str, Any]
@@ -44,6 +46,14 @@ class Commands:
         package = self.default if link is None else self.versions[link.version.subprotocol]
         return package.commands
 
+    def _offline_version(self, action: str) -> ProtocolVersion:
+        """What a request to an offline station is checked against: the default version, or the first
+        version that has the action (the API has already held it to the station's last version)."""
+        for package in (self.default, *self.versions.values()):
+            if action in known_actions(package.version.schema_dir):
+                return package.version
+        return self.default.version
+
     async def _send(self, station_id: str, request: Request, timeout: float | None = None) -> Payload:
         return await self.call(station_id, request.action, request.payload, timeout)
 
@@ -53,7 +63,7 @@ class Commands:
         if link is None:
             # Check the request all the same (a caller's bug should not hide behind an offline
             # station) and record the attempt, so the operator sees what could not be delivered.
-            check_request(self.default.version, action, payload)
+            check_request(self._offline_version(action), action, payload)
             at = datetime.now(timezone.utc)
             self.metrics.command(action, "offline", 0.0)
             await self.store.record_command(station_id, action, redact_payload(action, payload), "offline",
@@ -123,6 +133,12 @@ class Commands:
                                      unit: str | None = None) -> Payload:
         return await self._send(station_id, self._command_set(station_id).get_composite_schedule(evse_id, duration_s,
                                                                                                   unit))
+
+    async def notify_allowed_energy_transfer(self, station_id: str, transaction_id: str,
+                                             allowed: list[str]) -> Payload:
+        """OCPP 2.1 (Q): the energy transfer modes a transaction may use (refused unsent for other versions)."""
+        return await self.call(station_id, "NotifyAllowedEnergyTransfer",
+                               {"transactionId": transaction_id, "allowedEnergyTransfer": list(allowed)})
 
     # Transactions -----------------------------------------------------------------------------
     async def request_start_transaction(self, station_id: str, remote_start_id: int, id_token: Payload,

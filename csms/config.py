@@ -43,7 +43,8 @@ class WebsocketConfig:
     host: str = "127.0.0.1"
     port: int = field(default=9000, metadata=bounds(0, 65535))
     path_prefix: str = "/ocpp"
-    subprotocols: tuple[str, ...] = ("ocpp2.0.1", "ocpp1.6")  # in order of preference
+    # In order of preference: a station offering several gets the first of these it offers.
+    subprotocols: tuple[str, ...] = SUPPORTED_SUBPROTOCOLS
     ping_interval_s: float | None = 60.0
     ping_timeout_s: float | None = 30.0
     max_frame_bytes: int = field(default=65536, metadata=bounds(128, 64 * 1024 * 1024))

@@ -163,10 +163,10 @@ def cmd_stations(client: Client, args: argparse.Namespace) -> int:
     n = len(data['stations'])
     cols = (Col("station", whole=True), Col("connected"), Col("OCPP"), Col("registration"), Col("vendor"),
             Col("model"), Col("firmware"), Col("last seen"))
-    rows = [[s["station_id"], "yes" if s["connected"] else "no", _fmt((s.get("ocpp_version") or "").removeprefix("ocpp") or None),
-             str(s["registration"]),
-             _fmt(s["vendor"]),
-             _fmt(s["model"]), _fmt(s["firmware_version"]), when(s["last_seen"])] for s in data["stations"]]
+    rows = [[s["station_id"], "yes" if s["connected"] else "no", _fmt((s.get("ocpp_version") or "").removeprefix("ocpp")
+                                                                     or None),
+             str(s["registration"]), _fmt(s["vendor"]), _fmt(s["model"]), _fmt(s["firmware_version"]),
+             when(s["last_seen"])] for s in data["stations"]]
     print_table(_out(), f"{n} station{'s' * (n != 1)}", cols, rows)
     return EXIT_OK
 

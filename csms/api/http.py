@@ -7,7 +7,7 @@ Request bodies are validated against the same JSON schemas the OpenAPI document 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,8 @@ class ApiContext:
     billing: Billing | None = None  # tariffs and session costs
     listeners: Callable[[], list[dict[str, object]]] | None = None  # where stations connect (scheme, port)
     errors: ErrorLog = dataclasses.field(default_factory=ErrorLog)  # one traceback per incident and class, then counts
+    # Every version the daemon speaks, by subprotocol: the generic command path checks a station's own.
+    versions: Mapping[str, ProtocolVersion] = dataclasses.field(default_factory=dict)
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)

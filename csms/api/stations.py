@@ -84,6 +84,8 @@ async def station_detail(request: web.Request) -> web.Response:
         "remote": conn.remote, "subprotocol": conn.version.subprotocol, "connected_at": iso(conn.connected_at),
         "accepted": conn.accepted}
     out["evses"] = _evses(await context.store.list_connectors(station_id))
+    for evse in out["evses"]:  # what the car last said it needs (2.1: V2X parameters, controlMode ...)
+        evse["ev_charging_needs"] = await context.store.latest_ev_charging_needs(station_id, evse["evse_id"])
     out["variables"] = [_safe_variable(v) for v in await context.store.list_variables(station_id)]
     out["charging_profiles"] = await context.store.list_charging_profiles(station_id)
     out["has_password"] = rec.password_hash is not None

@@ -269,7 +269,8 @@ class Gateway:
                 await self.stations.set_connection_state(station_id, True, datetime.now(timezone.utc))
             log.info("%s connected from %s (%s, %s)", station_id, remote, ws.subprotocol,
                      "accepted" if conn.accepted else "must boot first")
-            edge.bus.publish(StationConnected(station_id=station_id, remote=remote, accepted=conn.accepted))
+            edge.bus.publish(StationConnected(station_id=station_id, remote=remote, accepted=conn.accepted,
+                                              subprotocol=str(ws.subprotocol)))
             await conn.serve()
         except ConnectionClosed:
             pass
