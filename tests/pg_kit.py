@@ -11,6 +11,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import psycopg
 import pytest
@@ -27,19 +28,30 @@ def _admin_dsn(dsn: str) -> str:
 
 async def ensure_database(dsn: str = PG_DSN) -> None:
     """Create the test database if it is missing; fail the test plainly if PostgreSQL is not there."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as first:
+        if "does not exist" not in str(first):
+            _unreachable(dsn, first)
+    else:
+        await conn.close()
+        return
     name = conninfo_to_dict(dsn).get("dbname")
     try:
         conn = await psycopg.AsyncConnection.connect(_admin_dsn(dsn), autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL is needed by the postgres store tests and cannot be reached at {dsn}: {exc}\n"
-                    "Start it (bash .ci/run does) or set NETBEWUST_TEST_PG_DSN.", pytrace=False)
+        _unreachable(dsn, exc)
     try:
-        exists = await (await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))).fetchone()
-        if exists is None:
-            with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
-                await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
+        with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
     finally:
         await conn.close()
+
+
+def _unreachable(dsn: str, exc: Exception) -> NoReturn:
+    pytest.fail(f"PostgreSQL is needed by the postgres store tests and cannot be reached at {dsn}: {exc}\n"
+                "Start it and create the database (bash .ci/run does both) or set NETBEWUST_TEST_PG_DSN.",
+                pytrace=False)
 
 
 async def drop_schema(schema: str, dsn: str = PG_DSN) -> None:
