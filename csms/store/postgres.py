@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -194,21 +194,19 @@ class PostgresStore(Store):
 
     @contextlib.asynccontextmanager
     async def _conn(self, write: bool = False) -> AsyncIterator[Conn]:
-        """A pooled connection; with ``write``, inside one transaction committed before this returns.
-
-        A value PostgreSQL cannot hold (text with a NUL character, an integer beyond its column)
-        is the caller's bad input: ValueError, and nothing of the write is stored."""
-        if self._pool is None:
-            raise RuntimeError("store is not open")
-        try:
-            async with self._pool.connection() as conn:
+        """A pooled connection; with ``write``, inside one transaction committed before this returns."""
+        with _bad_values_refused():
+            async with self._pooled() as conn:
                 if write:
                     async with conn.transaction():
                         yield conn
                 else:
                     yield conn
-        except psycopg.DataError as exc:
-            raise ValueError(f"cannot be stored in PostgreSQL: {exc}") from None
+
+    def _pooled(self) -> contextlib.AbstractAsyncContextManager[Conn]:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        return self._pool.connection()
 
     async def _rows(self, query: str, args: Sequence[Any] = ()) -> list[dict[str, Any]]:
         async with self._conn() as conn:
@@ -319,25 +317,38 @@ class PostgresStore(Store):
     async def record_transaction_event(self, station_id: str, event: TxEvent, received_at: datetime) -> bool:
         payload = _json(event.payload)  # refused (ValueError) before anything is written
         samples = _sample_rows(station_id, event.samples, received_at)
-        async with self._conn(write=True) as conn:
-            # Inserted first: a concurrent copy of this event waits here for this transaction, then stores nothing.
-            cur = await conn.execute(
-                "INSERT INTO transaction_events VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s)"
-                " ON CONFLICT DO NOTHING",
-                (station_id, event.transaction_id, event.seq_no, event.event_type, event.timestamp,
-                 _instant(event.timestamp), event.trigger_reason, event.charging_state, event.offline, payload,
-                 received_at))
-            if cur.rowcount == 0:
-                return False  # a retransmission of an event already stored
-            await _fold(conn, station_id, event)
-            if samples:
-                await _insert_samples(conn, samples)
-            return True
+        key = (station_id, event.transaction_id)
+        # Pipelined: BEGIN, the event's insert and the row lock go in one round trip, the merged
+        # record, the samples and COMMIT in another.
+        with _bad_values_refused():
+            async with self._pooled() as conn, conn.pipeline() as pipe, conn.transaction():
+                # Inserted first: a concurrent copy of this event waits here for this transaction, then stores nothing.
+                inserted = await conn.execute(
+                    "INSERT INTO transaction_events VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    (*key, event.seq_no, event.event_type, event.timestamp, _instant(event.timestamp),
+                     event.trigger_reason, event.charging_state, event.offline, payload, received_at))
+                locked = await conn.execute(_SELECT_TX_FOR_UPDATE, key)
+                await pipe.sync()
+                if inserted.rowcount == 0:
+                    return False  # a retransmission of an event already stored
+                row = await locked.fetchone()
+                if row is None:
+                    created = await conn.execute(_INSERT_TX, (*key, *_tx_values(merge(None, event))))
+                    await pipe.sync()
+                    if created.rowcount == 0:  # another event of it inserted the row meanwhile (we waited for it)
+                        row = await (await conn.execute(_SELECT_TX_FOR_UPDATE, key)).fetchone()
+                        assert row is not None
+                if row is not None:
+                    await conn.execute(_UPDATE_TX, (*_tx_values(merge(_state(row), event)), *key))
+                if samples:
+                    await _insert_samples(conn, samples)
+                return True
 
     async def record_meter_values(self, station_id: str, samples: Sequence[Sample], received_at: datetime) -> None:
         rows = _sample_rows(station_id, samples, received_at)
         if rows:
-            async with self._conn(write=True) as conn:
+            async with self._conn() as conn:  # one statement: atomic without a transaction around it
                 await _insert_samples(conn, rows)
 
     @staticmethod
@@ -524,31 +535,32 @@ class PostgresStore(Store):
 
 
 # The TransactionEvent's fold -------------------------------------------------------------------------
-async def _fold(conn: Conn, station_id: str, event: TxEvent) -> None:
-    """Merge ``event`` (just inserted) into its transaction's row, under that row's lock."""
-    key = (station_id, event.transaction_id)
-    select = ("SELECT " + ", ".join(_TX_COLUMNS) + " FROM transactions WHERE station_id = %s AND transaction_id = %s"
-              " FOR UPDATE")
-    row = await (await conn.execute(select, key)).fetchone()
-    if row is None:
-        values = _tx_values(merge(None, event))
-        cur = await conn.execute(("INSERT INTO transactions (station_id, transaction_id, " + ", ".join(_TX_COLUMNS) +
-                                  ") VALUES (" + ", ".join(["%s"] * (len(_TX_COLUMNS) + 2)) + ")"
-                                  " ON CONFLICT DO NOTHING"), (*key, *values))
-        if cur.rowcount == 1:
-            return
-        # Another event of this transaction inserted the row meanwhile (we waited for its commit).
-        row = await (await conn.execute(select, key)).fetchone()
-        assert row is not None
-    state = TxState(started_at=row["started_at"], started_epoch=row["started"].timestamp(),
-                    last_seq_no=row["last_seq_no"], active=row["active"], first_seen_as=row["first_seen_as"],
-                    evse_id=row["evse_id"], connector_id=row["connector_id"], id_token=row["id_token"],
-                    ended_at=row["ended_at"], charging_state=row["charging_state"],
-                    stopped_reason=row["stopped_reason"], energy_wh=row["energy_wh"],
-                    started_seq_no=row["started_seq_no"], started_by=row["started_by"])
-    await conn.execute(("UPDATE transactions SET " + ", ".join(f"{c} = %s" for c in _TX_COLUMNS) +
-                        " WHERE station_id = %s AND transaction_id = %s"),
-                       (*_tx_values(merge(state, event)), *key))
+_SELECT_TX_FOR_UPDATE = ("SELECT " + ", ".join(_TX_COLUMNS) + " FROM transactions"
+                         " WHERE station_id = %s AND transaction_id = %s FOR UPDATE")
+_INSERT_TX = ("INSERT INTO transactions (station_id, transaction_id, " + ", ".join(_TX_COLUMNS) + ") VALUES ("
+              + ", ".join(["%s"] * (len(_TX_COLUMNS) + 2)) + ") ON CONFLICT DO NOTHING")
+_UPDATE_TX = ("UPDATE transactions SET " + ", ".join(f"{c} = %s" for c in _TX_COLUMNS)
+              + " WHERE station_id = %s AND transaction_id = %s")
+
+
+@contextlib.contextmanager
+def _bad_values_refused() -> Iterator[None]:
+    """A value PostgreSQL cannot hold (text with a NUL character, an integer beyond its column) is the
+    caller's bad input: ValueError, and nothing of the write is stored (its transaction rolls back)."""
+    try:
+        yield
+    except psycopg.DataError as exc:
+        raise ValueError(f"cannot be stored in PostgreSQL: {exc}") from None
+
+
+def _state(row: dict[str, Any]) -> TxState:
+    """The stored record as the merge rule reads it."""
+    return TxState(started_at=row["started_at"], started_epoch=row["started"].timestamp(),
+                   last_seq_no=row["last_seq_no"], active=row["active"], first_seen_as=row["first_seen_as"],
+                   evse_id=row["evse_id"], connector_id=row["connector_id"], id_token=row["id_token"],
+                   ended_at=row["ended_at"], charging_state=row["charging_state"],
+                   stopped_reason=row["stopped_reason"], energy_wh=row["energy_wh"],
+                   started_seq_no=row["started_seq_no"], started_by=row["started_by"])
 
 
 def _tx_values(tx: TxState) -> tuple[Any, ...]:
