@@ -1,7 +1,7 @@
 """Test tools for the hardened edge (issue 16), driving the daemon from the outside.
 
 Everything here talks to a daemon over its sockets (websocket, HTTP, SSE) or watches its process,
-so the tests that use it do not depend on how the daemon is wired inside. The two store backends
+so the tests that use it do not depend on how the daemon is wired inside. The store backends
 are selected through the config alone (``backend_overrides``).
 """
 
@@ -30,9 +30,8 @@ from tests.pg_kit import PG_DSN, pg_schema
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 REPO = Path(__file__).resolve().parent.parent
-BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
-#: Every store backend: what the store's own contract suites run against.
-STORE_BACKENDS = [*BACKENDS, pytest.param("postgres", marks=pytest.mark.postgres)]
+#: Every store backend: the edge's tests and the store's input contract run against each.
+BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis), pytest.param("postgres", marks=pytest.mark.postgres)]
 ADMIN_TOKEN = "edge-kit-admin-token-0123456789abcdef"
 
 

@@ -26,7 +26,7 @@ import pytest
 
 from csms.domain.meter import flatten
 from csms.ocpp.v201.transactions import tx_event
-from tests.edge_kit import REDIS_URL, STORE_BACKENDS, backend_overrides
+from tests.edge_kit import BACKENDS, REDIS_URL, backend_overrides
 
 T0 = datetime(2024, 6, 1, 10, 0, tzinfo=timezone.utc)
 AT = datetime(2024, 6, 2, 8, 0, tzinfo=timezone.utc)  # when the daemon received something
@@ -44,7 +44,7 @@ def open_store(section: dict[str, Any]) -> Any:
     return SqliteStore(section["sqlite_path"])
 
 
-@pytest.fixture(params=STORE_BACKENDS)
+@pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     async with backend_overrides(request.param, tmp_path, REDIS_URL) as section:
         backend = open_store(section)

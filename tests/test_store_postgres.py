@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from csms.config import ConfigError, parse_config, store_location
-from csms.domain.records import IdTokenRecord, StationRecord
+from csms.domain.records import StationRecord
 from csms.store.postgres import PostgresStore
 from tests.pg_kit import PG_DSN, pg_schema, schema_exists
 from tests.test_store_contract import tx_event
@@ -70,27 +70,52 @@ async def test_counters_never_repeat_across_nodes(nodes: list[PostgresStore]) ->
 
 
 async def test_a_refused_write_fails_alone_and_the_others_are_committed(schema: str) -> None:
-    """Text PostgreSQL cannot hold (a NUL character) is bad input: ValueError, nothing of it stored;
-    the writes around it commit, and a fresh store (a restarted daemon) reads them."""
+    """A value PostgreSQL cannot hold (an integer beyond its column) is bad input: ValueError, nothing
+    of it stored; the writes around it commit, and a fresh store (a restarted daemon) reads them."""
     store = PostgresStore(PG_DSN, schema, pool_size=4)
     await store.open()
     try:
-        writes = [store.put_id_token(IdTokenRecord(f"TOK-{i}")) for i in range(8)]
-        writes.insert(3, store.put_id_token(IdTokenRecord("TOK-\x00")))
+        writes = [store.put_station(StationRecord(f"CS-{i}", security_profile=i)) for i in range(8)]
+        writes.insert(3, store.put_station(StationRecord("CS-huge", security_profile=2**70)))
         results = await asyncio.gather(*writes, return_exceptions=True)
-        assert [isinstance(r, ValueError) for r in results] == [False] * 3 + [True] + [False] * 5
-        assert "NUL" in str(results[3])
-        with pytest.raises(ValueError, match="NUL"):
-            await store.record_transaction_event("CS-1", tx_event("Started", 0, T0, tx_id="TX-\x00", energy_wh=1), T0)
-        assert await store.list_transactions() == [] and await store.meter_samples("CS-1") == []
+        assert [isinstance(r, ValueError) for r in results] == [False] * 3 + [True] + [False] * 5, results
+        assert "out of range" in str(results[3])
     finally:
         await store.close()
     again = PostgresStore(PG_DSN, schema)
     await again.open()  # the schema exists: opening again changes nothing
     try:
-        assert [t.id_token for t in await again.list_id_tokens()] == [f"TOK-{i}" for i in range(8)]
+        assert [(s.station_id, s.security_profile) for s in await again.list_stations()] == [
+            (f"CS-{i}", i) for i in range(8)]
     finally:
         await again.close()
+
+
+async def test_text_with_nul_characters_is_kept_as_sent(schema: str) -> None:
+    """PostgreSQL text cannot hold NUL; a station may send it in any free text (the edge lets control
+    characters through outside id tokens), and SQLite and Redis keep it: so does this store."""
+    odd = ["TX-\x00", "\x10", "a\x10\x00b\x10\x10", "\x100", "plain"]
+    store = PostgresStore(PG_DSN, schema)
+    await store.open()
+    try:
+        for i, text in enumerate(odd):
+            assert await store.record_transaction_event("CS-1", tx_event("Started", 0, T0, tx_id=text, energy_wh=i), T0)
+            assert not await store.record_transaction_event("CS-1", tx_event("Started", 0, T0, tx_id=text), T0)
+            tx = await store.get_transaction("CS-1", text)
+            assert tx is not None and tx.transaction_id == text and tx.energy_wh == i
+            assert [s["transaction_id"] for s in await store.meter_samples("CS-1", transaction_id=text)] == [text]
+            await store.record_security_event("CS-1", text, text, text, T0)
+            await store.record_variables("CS-1", [{"component": {"name": text}, "variable": {"name": text},
+                                                   "value": text}], T0)
+        assert {t.transaction_id for t in await store.list_transactions()} == set(odd)
+        assert [e["tech_info"] for e in await store.list_security_events("CS-1")] == odd[::-1]
+        assert sorted(v["value"] for v in await store.list_variables("CS-1")) == sorted(odd)
+    finally:
+        await store.close()
+    async with await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True) as conn:
+        plain = await (await conn.execute(
+            f"SELECT count(*) FROM {schema}.transactions WHERE transaction_id = 'plain'")).fetchone()
+        assert plain == (1,)  # real text is stored as it is
 
 
 async def test_closed_store_refuses_calls(schema: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -28,8 +29,10 @@ from typing import Any, cast
 import orjson
 import psycopg
 from psycopg import AsyncConnection, sql
+from psycopg.abc import Buffer
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_loads
+from psycopg.types.string import StrBinaryDumper, StrDumperUnknown, TextBinaryLoader, TextLoader
 from psycopg_pool import AsyncConnectionPool
 
 from csms.domain.datetimes import parse
@@ -171,6 +174,7 @@ class PostgresStore(Store):
 
         async def configure(c: Conn) -> None:
             set_json_loads(_loads, c)
+            _nul_safe_text(c)
 
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self.dsn, connection_class=AsyncConnection[DictRow], min_size=min(2, self.pool_size),
@@ -532,6 +536,55 @@ class PostgresStore(Store):
         rows = await self._rows("INSERT INTO counters VALUES (%s, 1) ON CONFLICT (name) DO UPDATE"
                                 " SET value = counters.value + 1 RETURNING value", (name,))
         return int(rows[0]["value"])
+
+
+# Text with NUL characters ------------------------------------------------------------------------------
+#: PostgreSQL text cannot hold NUL, which a station may send in any free-text field (SQLite and Redis
+#: keep it). Every text value goes through one reversible map: NUL becomes DLE "0" and DLE itself
+#: DLE DLE. Text without either character (all real text) is stored unchanged, an id looked up is
+#: mapped the same way, and every text read is mapped back.
+_DLE = "\x10"
+
+
+def _escape(text: str) -> str:
+    if "\x00" not in text and _DLE not in text:
+        return text
+    return text.replace(_DLE, _DLE + _DLE).replace("\x00", _DLE + "0")
+
+
+def _unescape(text: str) -> str:
+    if _DLE not in text:
+        return text
+    return re.sub(_DLE + "(.)", lambda m: "\x00" if m.group(1) == "0" else m.group(1), text, flags=re.DOTALL)
+
+
+class _TextDumper(StrDumperUnknown):
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(_escape(obj))
+
+
+class _TextBinaryDumper(StrBinaryDumper):
+    def dump(self, obj: str) -> Buffer | None:
+        return super().dump(_escape(obj))
+
+
+class _TextLoader(TextLoader):
+    def load(self, data: Buffer) -> bytes | str:
+        value = super().load(data)
+        return _unescape(value) if isinstance(value, str) else value
+
+
+class _TextBinaryLoader(TextBinaryLoader):
+    def load(self, data: Buffer) -> bytes | str:
+        value = super().load(data)
+        return _unescape(value) if isinstance(value, str) else value
+
+
+def _nul_safe_text(conn: Conn) -> None:
+    conn.adapters.register_dumper(str, _TextDumper)
+    conn.adapters.register_dumper(str, _TextBinaryDumper)
+    conn.adapters.register_loader("text", _TextLoader)
+    conn.adapters.register_loader("text", _TextBinaryLoader)
 
 
 # The TransactionEvent's fold -------------------------------------------------------------------------
