@@ -17,7 +17,7 @@ def dsn_problem(dsn: object) -> str | None:
     if not isinstance(dsn, str) or not dsn.strip():
         return f"must be a libpq connection string or postgresql:// URI, got {dsn!r}"
     if "://" in dsn and not dsn.startswith(("postgresql://", "postgres://")):
-        return f"a URI must start with postgresql:// or postgres://, got {redact(dsn)!r}"
+        return f"a URI must start with postgresql:// or postgres://, got {dsn.split('://', 1)[0]}://..."
     try:
         conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
