@@ -1,4 +1,4 @@
-"""The grid guarantee survives a restart of the daemon (SIGTERM and SIGKILL, SQLite and Redis).
+"""The grid guarantee survives a restart of the daemon (SIGTERM and SIGKILL, SQLite, Redis and PostgreSQL).
 
 Stations are built from the `ocpp` package (tests/ocpp_station.py), not from our simulator. A limit
 is posted through the operator API; the daemon is stopped or killed and started again on the same
@@ -93,10 +93,12 @@ async def _watch_power(rig: Rig, cap: list[float], seen: list[tuple[float, float
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis),
+                                     pytest.param("postgres", marks=pytest.mark.postgres)])
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 async def test_limit_and_sessions_survive_a_restart(tmp_path: Path, backend: str, how: int) -> None:
     site = Site(tmp_path, grid(), backend=backend)
+    await site.prepare()
     try:
         async with Api(site) as api:
             first = daemon(site)
