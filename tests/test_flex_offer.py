@@ -124,3 +124,24 @@ def test_config_errors_name_the_key() -> None:
         issues = Issues("c.yaml")
         uftp_section({**good, **change}, {"T1"}, issues)
         assert key in [i.key for i in issues.items], (change, [(i.key, i.message) for i in issues.items])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_offer_never_exceeds_what_the_planner_can_keep(seed: int) -> None:
+    """Cross-check with bench.study.flex.deliverable_flex, which bisects the planner itself: the
+    analytic floor must not promise more (beyond that bisection's 0.5 kW resolution)."""
+    import random
+
+    from bench.study.flex import deliverable_flex
+    from profiles.model import PlanInput
+
+    rnd = random.Random(seed)
+    needs = []
+    for i in range(rnd.randint(2, 8)):
+        energy = rnd.uniform(5, 40)
+        needs.append(SessionNeed(session_id=f"s{i}", max_current_a=16.0, energy_needed_kwh=energy,
+                                 guaranteed_kwh=min(energy, rnd.uniform(0, 30)), departure_s=rnd.uniform(1, 8) * HOUR))
+    window = (2, 4)
+    theirs = deliverable_flex(PlanInput(sessions=needs, limit_kw=[200.0] * 32, base_load_kw=[10.0] * 32), window)
+    flex = fleet_flexibility([DrawingSession(n, KW) for n in needs], isps(window[0] * 900.0, 2), [10.0, 10.0])
+    assert min(f.down_kw for f in flex) <= theirs.flex_kw + 0.5

@@ -24,7 +24,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
@@ -282,6 +282,9 @@ class Aggregator:
         isps = [Isp(r.number, (s - now).total_seconds(), (e - now).total_seconds()) for r, s, e in requested]
         base = [self.fleet.base_load_kw(tid, s + (e - s) / 2) for _, s, e in requested]
         flex = fleet_flexibility(self.fleet.drawing_sessions(tid, now), isps, base)
+        # What open offers and orders already promise in the same ISPs is not offered twice.
+        promised = self._promised_kw(tid, now)
+        flex = [replace(f, floor_kw=f.floor_kw + promised.get(_iso(s), 0.0)) for f, (_, s, _) in zip(flex, requested)]
         offered = offer_isps([r for r, _, _ in requested], flex, min_offer_w=self.cfg.min_offer_w)
         if not offered:
             log.info("uftp: no flexibility to offer for FlexRequest %s (%s, %d ISPs)", request.message_id,
@@ -315,6 +318,20 @@ class Aggregator:
         log.info("uftp: offering %s for FlexRequest %s: %s W at EUR %s", offer_id, request.message_id,
                  dict(sorted(offered.items())), price)
         return Outgoing(request.sender_domain or "", message, offer_expires, offer_id=offer_id)
+
+    def _promised_kw(self, tid: str, now: datetime) -> dict[str, float]:
+        """kW promised per ISP start (UTC, ISO) by open offers and orders of this group."""
+        out: dict[str, float] = {}
+        live = [o for o in self.offers.values() if o["status"] in ("sending", "sent", "accepted")
+                and datetime.fromisoformat(o["expires_at"]) > now]
+        for record in live + list(self.orders.values()):
+            if record["group"] != tid:
+                continue
+            for isp in record["isps"].values():
+                if datetime.fromisoformat(isp["end"]) > now:
+                    power = isp.get("ordered_w", isp.get("offered_w", 0))
+                    out[isp["start"]] = out.get(isp["start"], 0.0) + abs(power) / 1000.0
+        return out
 
     def _reply(self, domain: str, message: PayloadMessage) -> Outgoing:
         return Outgoing(domain, message, self.clock() + timedelta(seconds=max(60.0, 10 * self.cfg.retry_max_s)))

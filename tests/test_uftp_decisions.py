@@ -1,0 +1,149 @@
+"""The aggregator's decisions on UFTP messages, without the network (the end-to-end test with the
+library's DSO participant is tests/test_uftp_aggregator.py): offers never promise the same
+flexibility twice, orders must copy an offer, and a refused message leaves the limits alone."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from shapeshifter_uftp import (
+    AcceptedRejected,
+    FlexOffer,
+    FlexOrder,
+    FlexOrderISP,
+    FlexOrderResponse,
+    FlexRequest,
+    FlexRequestISP,
+    FlexRequestResponse,
+)
+from shapeshifter_uftp.uftp.enums import AvailableRequested
+from xsdata.models.datatype import XmlDate, XmlDuration
+
+from csms.grid.config import parse_grid
+from csms.grid.model.limits import LimitSignal, SignalError
+from csms.grid.sources.uftp.aggregator import Aggregator
+from profiles.flex_offer import DrawingSession
+from profiles.model import SessionNeed
+
+EAN = "ean.871234567890123456"
+DSO = "dso.example"
+KW = 16 * 3 * 230 / 1000.0
+NOW = datetime(2026, 1, 6, 15, 50, tzinfo=UTC)  # 16:50 in Amsterdam: ISP 69 (17:00) starts in 10 minutes
+PERIOD = date(2026, 1, 6)
+
+
+class Fleet:
+    def drawing_sessions(self, transformer_id: str, now: datetime) -> list[DrawingSession]:
+        return [DrawingSession(SessionNeed(session_id=f"s{i}", max_current_a=16.0, energy_needed_kwh=40.0,
+                                           departure_s=8 * 3600.0), KW) for i in range(3)]
+
+    def base_load_kw(self, transformer_id: str, at: datetime) -> float:
+        return 20.0
+
+    def is_under(self, station_id: str, evse_id: int, transformer_id: str) -> bool:
+        return True
+
+
+class Intake:
+    def __init__(self) -> None:
+        self.signals: list[LimitSignal] = []
+        self.refused: list[str] = []
+
+    async def put_signal(self, signal: LimitSignal, *, via: str) -> bool:
+        if signal.intervals[0][2] < 0:
+            raise SignalError("negative")
+        self.signals.append(signal)
+        return True
+
+    def refuse(self, tid: str, reason: str, signal_id: str | None, via: str) -> None:
+        self.refused.append(reason)
+
+
+def aggregator() -> tuple[Aggregator, Intake]:
+    grid = parse_grid({"transformers": {"T1": {"capacity_kw": 200, "members": ["S-*"]}},
+                       "uftp": {"domain": "agr.example", "signing_key": "A" * 86 + "==",
+                                "participants": [{"domain": DSO, "endpoint": "http://127.0.0.1:1/x",
+                                                  "public_key": "A" * 43 + "="}],
+                                "congestion_points": {EAN: "T1"}}})
+    assert grid.uftp is not None
+    intake = Intake()
+    return Aggregator(grid.uftp, grid, intake, Fleet(), None, None, CollectorRegistry(), lambda: NOW), intake
+
+
+def flex_fields() -> dict[str, Any]:
+    return {"isp_duration": XmlDuration("PT15M"), "time_zone": "Europe/Amsterdam", "period": XmlDate.from_date(PERIOD),
+            "congestion_point": EAN, "sender_domain": DSO, "time_stamp": NOW.isoformat(),
+            "message_id": str(uuid.uuid4()), "conversation_id": str(uuid.uuid4())}
+
+
+def request(isps: dict[int, tuple[int, int]], **changes: Any) -> FlexRequest:
+    return FlexRequest(**{**flex_fields(), **changes}, revision=1,
+                       expiration_date_time=(NOW + timedelta(hours=1)).isoformat(),
+                       isps=[FlexRequestISP(disposition=AvailableRequested.REQUESTED, min_power=lo, max_power=hi,
+                                            start=n) for n, (lo, hi) in isps.items()])
+
+
+def order_for(offer: FlexOffer, scale: float = 1.0, reference: str = "o-1") -> FlexOrder:
+    return FlexOrder(**flex_fields(), flex_offer_message_id=offer.message_id, price=Decimal(1), currency="EUR",
+                     order_reference=reference, isps=[FlexOrderISP(power=round(i.power * scale), start=i.start)
+                                                      for i in offer.offer_options[0].isps])
+
+
+async def test_offers_share_the_fleet_and_orders_become_limits() -> None:
+    agr, intake = aggregator()
+    out = await agr.on_flex_request(request({69: (-30_000, -25_000), 70: (-30_000, -25_000)}))
+    assert out[0].message.result == AcceptedRejected.ACCEPTED
+    first = out[1].message
+    assert isinstance(first, FlexOffer) and {i.start: i.power for i in first.offer_options[0].isps} == {
+        69: -25_000, 70: -25_000}
+    # A second request for the same ISPs: 33.12 kW of flexibility, 25 kW promised already.
+    second = (await agr.on_flex_request(request({69: (-30_000, -25_000)})))[1].message
+    [(start, power)] = [(i.start, i.power) for i in second.offer_options[0].isps]
+    assert start == 69 and -8120 <= power <= -8119  # rounded towards less
+
+    answer = (await agr.on_flex_order(order_for(first, 0.5)))[0].message
+    assert isinstance(answer, FlexOrderResponse) and answer.result == AcceptedRejected.ACCEPTED, answer.rejection_reason
+    signal = intake.signals[0]
+    assert signal.source == "uftp:o-1" and [kw for _, _, kw in signal.intervals] == [pytest.approx(20 + 3 * KW - 12.5)] * 2
+    assert signal.intervals[0][0] == datetime(2026, 1, 6, 16, 0, tzinfo=UTC)  # 17:00 local
+    again = (await agr.on_flex_order(order_for(first, 0.5)))[0].message  # another message, the same reference
+    assert again.result == AcceptedRejected.REJECTED and "already used" in again.rejection_reason
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"congestion_point": "ean.1"}, "unknown CongestionPoint"),
+    ({"time_stamp": (NOW - timedelta(hours=1)).isoformat()}, "stale"),
+    ({"isp_duration": XmlDuration("PT7M")}, "ISP-Duration"),
+    ({"time_zone": "Mars/Olympus"}, "unknown TimeZone"),
+    ({"expiration_date_time": (NOW - timedelta(seconds=1)).isoformat()}, "expired"),
+])
+async def test_bad_requests_are_refused_with_a_reason(change: dict[str, Any], reason: str) -> None:
+    agr, intake = aggregator()
+    message = request({69: (-30_000, -25_000)})
+    for key, value in change.items():
+        setattr(message, key, value)
+    out = await agr.on_flex_request(message)
+    assert len(out) == 1 and isinstance(out[0].message, FlexRequestResponse)
+    assert out[0].message.result == AcceptedRejected.REJECTED and reason in out[0].message.rejection_reason
+    assert agr.refusals[-1]["reason"] == out[0].message.rejection_reason
+
+
+async def test_past_isps_and_orders_that_differ_are_refused_and_nothing_changes() -> None:
+    agr, intake = aggregator()
+    out = await agr.on_flex_request(request({60: (-30_000, -25_000)}))  # 14:45 UTC: over
+    assert "no requested ISP lies in the future" in out[0].message.rejection_reason
+    offer = (await agr.on_flex_request(request({69: (-30_000, -25_000)})))[1].message
+    bigger = order_for(offer, 1.2, "o-2")
+    assert "only the offered power" in (await agr.on_flex_order(bigger))[0].message.rejection_reason
+    other = order_for(offer, 1.0, "o-3")
+    other.isps.append(FlexOrderISP(power=-1000, start=70))
+    assert "differ from the offered" in (await agr.on_flex_order(other))[0].message.rejection_reason
+    unknown = order_for(offer, 1.0, "o-4")
+    unknown.flex_offer_message_id = "nope"
+    assert "unknown FlexOfferMessageID" in (await agr.on_flex_order(unknown))[0].message.rejection_reason
+    assert intake.signals == [] and agr.orders == {} and len(intake.refused) == 4
