@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -38,8 +39,8 @@ from shapeshifter_uftp import (
 from shapeshifter_uftp.uftp.enums import AcceptedDisputed, AvailableRequested
 from xsdata.models.datatype import XmlDate, XmlDuration
 
-from simulators.uftp_dso import UftpDso, UftpDsoConfig, generate_keypair, isp_start
-from tests.grid_outside import Api, Site, daemon, free_port
+from simulators.uftp_dso import UftpDso, UftpDsoConfig, generate_keypair, isp_start, isps_in_day
+from tests.grid_outside import REPO, Api, Site, daemon, free_port
 from tests.ocpp_station import LibStation
 from tests.waiting import until
 
@@ -80,8 +81,8 @@ def next_isps(lead_s: float) -> tuple[Any, int]:
     day = local.date()
     minute = local.hour * 60 + local.minute + 1  # ISP numbers of one-minute ISPs: minute of the day + 1
     number = minute + 1
-    if isp_start(day, number, TZ, ISP_MIN) < now:  # pragma: no cover - rounding guard
-        number += 1
+    if number + 3 > isps_in_day(day, TZ, ISP_MIN):  # the test uses four ISPs: not across midnight
+        return day + timedelta(days=1), 1
     return day, number
 
 
@@ -311,3 +312,22 @@ async def _measured_order(api: Api, reference: str) -> dict[str, Any] | None:
 
 async def _sleep_until(at: datetime) -> None:
     await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()))
+
+
+@pytest.mark.timeout(120)
+async def test_a_graceful_stop_with_the_uftp_endpoint_and_a_config_error(tmp_path: Path) -> None:
+    dso_key, agr_key = generate_keypair(), generate_keypair()
+    agr_port = free_port()
+    site = Site(tmp_path, grid_config("http://127.0.0.1:9/x", dso_key[1], agr_key[0], agr_port))
+    async with daemon(site) as running, Api(site) as api:
+        status = await uftp_status(api)
+        assert status["endpoint"] == f"http://127.0.0.1:{agr_port}{PATH}" and status["orders"] == []
+        assert await running.stop(signal.SIGTERM) == 0
+    assert "uftp: aggregator agr.netbewust.test listening" in running.text()
+
+    site.grid["uftp"]["congestion_points"] = {EAN: "T9"}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "csms", "serve", "--config",
+                                                str(site.write_config()), stderr=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.DEVNULL, cwd=REPO)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode != 0 and "grid.uftp.congestion_points." + EAN in err.decode()

@@ -116,9 +116,12 @@ class Grid:
         """The UFTP aggregator role when ``grid.uftp`` is configured (the library is imported only then)."""
         if self.config.uftp is None:
             return None
-        from csms.grid.sources.uftp.aggregator import Aggregator
-        from csms.grid.sources.uftp.fleet import GridFleet
-        from csms.grid.sources.uftp.service import UftpSource
+        try:
+            from csms.grid.sources.uftp.aggregator import Aggregator
+            from csms.grid.sources.uftp.fleet import GridFleet
+            from csms.grid.sources.uftp.service import UftpSource
+        except ImportError as exc:
+            raise RuntimeError(f"grid.uftp needs the UFTP library: pip install '.[grid-interfaces]' ({exc})") from exc
         fleet = GridFleet(self.config, self.sessions, self.topology, self.limit_book)
         aggregator = Aggregator(self.config.uftp, self.config, self.signals.desk, fleet, self.memory, store,
                                 self.deps.metrics.registry, self.clock)
