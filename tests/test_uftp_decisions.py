@@ -96,11 +96,16 @@ def order_for(offer: FlexOffer, scale: float = 1.0, reference: str = "o-1") -> F
 
 async def test_offers_share_the_fleet_and_orders_become_limits() -> None:
     agr, intake = aggregator()
-    out = await agr.on_flex_request(request({69: (-30_000, -25_000), 70: (-30_000, -25_000)}))
+    first_request = request({69: (-30_000, -25_000), 70: (-30_000, -25_000)})
+    out = await agr.on_flex_request(first_request)
     assert out[0].message.result == AcceptedRejected.ACCEPTED
     first = out[1].message
     assert isinstance(first, FlexOffer) and {i.start: i.power for i in first.offer_options[0].isps} == {
         69: -25_000, 70: -25_000}
+    # The same request again (a DSO retrying): the same offer, not a second one.
+    same = await agr.on_flex_request(first_request)
+    assert [type(o.message).__name__ for o in same] == ["FlexRequestResponse", "FlexOffer"]
+    assert same[1].message.message_id == first.message_id and len(agr.offers) == 1
     # A second request for the same ISPs: 33.12 kW of flexibility, 25 kW promised already.
     second = (await agr.on_flex_request(request({69: (-30_000, -25_000)})))[1].message
     [(start, power)] = [(i.start, i.power) for i in second.offer_options[0].isps]

@@ -249,6 +249,16 @@ class Aggregator:
                 conversation_id=request.conversation_id, flex_request_message_id=request.message_id,
                 result=AcceptedRejected.REJECTED, rejection_reason=exc.reason[:255]))]
         self.metrics.messages.labels("FlexRequest", "accepted").inc()
+        answered = next((o for o in self.offers.values() if o["request_message_id"] == request.message_id
+                         and o["dso"] == request.sender_domain), None)
+        if answered is not None:  # a re-send: the same answer, and the same offer while it is open
+            again = [self._reply(domain, FlexRequestResponse(conversation_id=request.conversation_id,
+                                                             flex_request_message_id=request.message_id,
+                                                             result=AcceptedRejected.ACCEPTED))]
+            if datetime.fromisoformat(answered["expires_at"]) > now and answered["status"] in ("sending", "sent",
+                                                                                                 "undelivered"):
+                again.append(self._offer_out(answered, request))
+            return again
         out = [self._reply(domain, FlexRequestResponse(conversation_id=request.conversation_id,
                                                        flex_request_message_id=request.message_id,
                                                        result=AcceptedRejected.ACCEPTED))]
@@ -308,16 +318,23 @@ class Aggregator:
         }
         self.offers[offer_id] = record
         await self._saved(OFFER, offer_id, record)  # we must know what we offered when the order comes
-        message = FlexOffer(
-            message_id=offer_id, conversation_id=request.conversation_id, flex_request_message_id=request.message_id,
-            isp_duration=request.isp_duration, time_zone=request.time_zone, period=request.period,
-            congestion_point=request.congestion_point, expiration_date_time=_iso(offer_expires), currency="EUR",
-            contract_id=request.contract_id,
-            offer_options=[FlexOfferOption(option_reference="curtail", price=Decimal(str(price)), isps=[
-                FlexOfferOptionISP(power=w, start=n, duration=1) for n, w in sorted(offered.items())])])
         log.info("uftp: offering %s for FlexRequest %s: %s W at EUR %s", offer_id, request.message_id,
                  dict(sorted(offered.items())), price)
-        return Outgoing(request.sender_domain or "", message, offer_expires, offer_id=offer_id)
+        return self._offer_out(record, request)
+
+    def _offer_out(self, record: dict[str, Any], request: FlexRequest) -> Outgoing:
+        """The FlexOffer message of a stored offer (the same message id when it is sent again)."""
+        offered = {int(n): int(isp["offered_w"]) for n, isp in record["isps"].items()}
+        message = FlexOffer(
+            message_id=record["message_id"], conversation_id=request.conversation_id,
+            flex_request_message_id=request.message_id, isp_duration=request.isp_duration,
+            time_zone=request.time_zone, period=request.period, congestion_point=request.congestion_point,
+            expiration_date_time=record["expires_at"], currency=record["currency"], contract_id=request.contract_id,
+            offer_options=[FlexOfferOption(option_reference=record["option_reference"], price=Decimal(record["price"]),
+                                           isps=[FlexOfferOptionISP(power=w, start=n, duration=1)
+                                                 for n, w in sorted(offered.items())])])
+        return Outgoing(request.sender_domain or "", message, datetime.fromisoformat(record["expires_at"]),
+                        offer_id=record["message_id"])
 
     def _promised_kw(self, tid: str, now: datetime) -> dict[str, float]:
         """kW promised per ISP start (UTC, ISO) by open offers and orders of this group."""
@@ -570,7 +587,7 @@ class Aggregator:
             state["last_error"] = f"{kind}: {error}"
         self.metrics.sent.labels(kind, "sent" if error is None else "failed").inc()
         record = self.offers.get(item.offer_id or "")
-        if record is not None and record["status"] == "sending":
+        if record is not None and record["status"] in ("sending", "undelivered"):
             record["status"] = "sent" if error is None else "undelivered"
             if error is not None:
                 record["reason"] = error
