@@ -48,6 +48,9 @@ class Fleet:
     def is_under(self, station_id: str, evse_id: int, transformer_id: str) -> bool:
         return True
 
+    def clock_offset_s(self, station_id: str) -> float:
+        return 0.0
+
 
 class Intake:
     def __init__(self) -> None:
@@ -152,3 +155,49 @@ async def test_past_isps_and_orders_that_differ_are_refused_and_nothing_changes(
     unknown.flex_offer_message_id = "nope"
     assert "unknown FlexOfferMessageID" in (await agr.on_flex_order(unknown))[0].message.rejection_reason
     assert intake.signals == [] and agr.orders == {} and len(intake.refused) == 4
+
+
+class Transactions:
+    """A TransactionStore slice: one transaction drawing 12 kW on a station whose clock runs 2 minutes ahead."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start = start
+
+    async def list_transactions(self, **_: Any) -> list[Any]:
+        from csms.domain.records import TransactionRecord
+        return [TransactionRecord("S-1", "tx-1", 1, 1, None, self.start - timedelta(hours=1), None, True, "Charging",
+                                  None, 0, None, "Started")]
+
+    async def meter_samples(self, station_id: str, **_: Any) -> list[dict[str, Any]]:
+        ahead = timedelta(minutes=2)
+        out = []
+        kwh = 10.0
+        for k in range(0, 31):  # every minute (our clock): 22 kW until the ISP starts, then 12 kW; in kWh
+            at = self.start - timedelta(minutes=10) + timedelta(minutes=k) + ahead
+            out.append({"timestamp": at.isoformat(), "measurand": "Energy.Active.Import.Register", "phase": None,
+                        "value": round(kwh, 6), "unit": "kWh"})
+            kwh += (22.0 if k < 10 else 12.0) / 60.0
+        return out
+
+
+async def test_delivery_is_measured_from_the_meters_on_our_clock() -> None:
+    agr, intake = aggregator()
+    now = [NOW]
+    agr.clock = lambda: now[0]
+
+    class SkewedFleet(Fleet):
+        def clock_offset_s(self, station_id: str) -> float:
+            return 120.0
+
+    agr.fleet = SkewedFleet()
+    offer = (await agr.on_flex_request(request({69: (-30_000, -25_000)})))[1].message
+    assert (await agr.on_flex_order(order_for(offer)))[0].message.result == AcceptedRejected.ACCEPTED
+    isp_start = datetime(2026, 1, 6, 16, 0, tzinfo=UTC)
+    agr.transactions = Transactions(isp_start)  # type: ignore[assignment]
+    now[0] = isp_start + timedelta(minutes=15, seconds=5)
+    assert await agr.measure(settle_after_s=10) == 0  # too early: meter data may still come
+    now[0] += timedelta(seconds=10)
+    assert await agr.measure(settle_after_s=10) == 1
+    isp = agr.orders["o-1"]["isps"]["69"]
+    assert isp["measured_kw"] == pytest.approx(12.0)
+    assert isp["delivered_w"] == round((12.0 - 3 * KW) * 1000)  # baseline: three cars at 11.04 kW (no base load)

@@ -95,6 +95,10 @@ class Fleet(Protocol):
 
     def is_under(self, station_id: str, evse_id: int, transformer_id: str) -> bool: ...
 
+    def clock_offset_s(self, station_id: str) -> float:
+        """The station's clock minus ours (its meter timestamps are shifted back by this)."""
+        ...
+
 
 class SignalIntake(Protocol):
     async def put_signal(self, signal: LimitSignal, *, via: str) -> bool: ...
@@ -467,18 +471,21 @@ class Aggregator:
         self.metrics.active_orders.set(active)
 
     # Measuring what was delivered -------------------------------------------------------------------
-    async def measure(self, settle_after_s: float) -> int:
+    async def measure(self, settle_after_s: float, again: set[str] | None = None) -> int:
         """Fill in measured load and delivered flexibility for every ordered ISP that ended at least
-        ``settle_after_s`` ago (meter data arrives late); returns how many ISPs were measured."""
+        ``settle_after_s`` ago (meter data arrives late); the orders in ``again`` are measured anew
+        (a settlement: stations that were offline may have sent their readings since). Returns how
+        many ISPs were measured."""
         if self.transactions is None:
             return 0
         now = self.clock()
         done = 0
         for record in self.orders.values():
             changed = False
+            fresh = again is not None and record["order_reference"] in again
             for isp in record["isps"].values():
                 end = datetime.fromisoformat(isp["end"])
-                if isp["measured_kw"] is not None or (now - end).total_seconds() < settle_after_s:
+                if (isp["measured_kw"] is not None and not fresh) or (now - end).total_seconds() < settle_after_s:
                     continue
                 start = datetime.fromisoformat(isp["start"])
                 measured = await self.measured_ev_kw(record["group"], start, end)
@@ -506,9 +513,10 @@ class Aggregator:
             if (tx.started_at is not None and tx.started_at >= end) or (tx.ended_at is not None
                                                                          and tx.ended_at <= start):
                 continue
+            offset = self.fleet.clock_offset_s(tx.station_id)
             samples = await self.transactions.meter_samples(tx.station_id, transaction_id=tx.transaction_id,
-                                                            since=start - timedelta(minutes=30))
-            register = sorted(((datetime.fromisoformat(s["timestamp"]) - start).total_seconds(),
+                                                            since=start - timedelta(minutes=30, seconds=-offset))
+            register = sorted(((datetime.fromisoformat(s["timestamp"]) - start).total_seconds() - offset,
                                in_base_unit(float(s["value"]), s["unit"])) for s in samples
                               if s["measurand"] == ENERGY and not s["phase"])
             kw = average_kw(register, 0.0, (end - start).total_seconds())
@@ -518,7 +526,7 @@ class Aggregator:
     # FlexSettlement -> FlexSettlementResponse ------------------------------------------------------------
     async def on_flex_settlement(self, settlement: FlexSettlement, settle_after_s: float) -> list[Outgoing]:
         self._heard(settlement, "FlexSettlement")
-        await self.measure(settle_after_s)
+        await self.measure(settle_after_s, {item.order_reference for item in settlement.flex_order_settlements or []})
         statuses = []
         for item in settlement.flex_order_settlements or []:
             reason = self._dispute(item)

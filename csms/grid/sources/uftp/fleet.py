@@ -38,3 +38,7 @@ class GridFleet:
 
     def is_under(self, station_id: str, evse_id: int, transformer_id: str) -> bool:
         return self.topology.is_under(station_id, evse_id, transformer_id)
+
+    def clock_offset_s(self, station_id: str) -> float:
+        station = self.sessions.stations.get(station_id)  # never create one: it may be long gone
+        return (station.clock_offset_s or 0.0) if station is not None else 0.0
