@@ -4,6 +4,7 @@ flexibility twice, orders must copy an offer, and a refused message leaves the l
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -14,6 +15,8 @@ from prometheus_client import CollectorRegistry
 from shapeshifter_uftp import (
     AcceptedRejected,
     FlexOffer,
+    FlexOfferOption,
+    FlexOfferOptionISP,
     FlexOrder,
     FlexOrderISP,
     FlexOrderResponse,
@@ -201,3 +204,21 @@ async def test_delivery_is_measured_from_the_meters_on_our_clock() -> None:
     isp = agr.orders["o-1"]["isps"]["69"]
     assert isp["measured_kw"] == pytest.approx(12.0)
     assert isp["delivered_w"] == round((12.0 - 3 * KW) * 1000)  # baseline: three cars at 11.04 kW (no base load)
+
+
+def test_a_dataclass_of_the_same_name_does_not_hijack_the_library_parser() -> None:
+    """bench.study.flex has a dataclass named FlexOffer; xsdata would parse incoming FlexOffers into
+    it (the last imported class of that name) unless the library's parser is confined to its models."""
+    from nacl.bindings import crypto_sign_keypair
+    from shapeshifter_uftp import transport
+
+    import bench.study.flex  # noqa: F401 - imported for its FlexOffer dataclass
+    import csms.grid.sources.uftp.service  # noqa: F401 - confines the parser on import
+
+    public, private = crypto_sign_keypair()
+    offer = FlexOffer(**flex_fields(), expiration_date_time=NOW.isoformat(), currency="EUR", unsolicited=True,
+                      offer_options=[FlexOfferOption(option_reference="x", price=Decimal(1),
+                                                     isps=[FlexOfferOptionISP(power=-1, start=1)])])
+    offer.version = "3.1.0"
+    body = transport.seal_message(offer, base64.b64encode(private).decode())
+    assert type(transport.unseal_message(body, base64.b64encode(public).decode())) is FlexOffer

@@ -27,12 +27,27 @@ from typing import Any
 
 from fastapi.exceptions import HTTPException
 from shapeshifter_uftp import PayloadMessage, ShapeshifterAgrService
+from shapeshifter_uftp import transport as shapeshifter_transport
 
 from csms.grid.sources.uftp.aggregator import Aggregator, Outgoing
 from csms.grid.sources.uftp.config import UftpConfig
 from csms.tasks import cancel_and_wait
 
 log = logging.getLogger("csms.grid.uftp")
+
+
+def confine_library_parser() -> None:
+    """The library parses each message's XML by its root name among *every* dataclass imported in
+    the process (xsdata picks the last one named e.g. ``FlexOffer``); confine that search to the
+    library's own models, so no dataclass of ours or of a dependency can hijack it."""
+    context = shapeshifter_transport._context
+    if context.models_package != "shapeshifter_uftp":
+        context.models_package = "shapeshifter_uftp"
+        context.xsi_cache.clear()
+        context.sys_modules = 0
+
+
+confine_library_parser()
 
 DECISION_TIMEOUT_S = 30.0
 SETTLE_AFTER_FACTOR = 2.0  # meter data of an ISP is read this many measure intervals after it ended
