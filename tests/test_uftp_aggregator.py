@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -331,3 +332,18 @@ async def test_a_graceful_stop_with_the_uftp_endpoint_and_a_config_error(tmp_pat
                                                 stdout=asyncio.subprocess.DEVNULL, cwd=REPO)
     _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode != 0 and "grid.uftp.congestion_points." + EAN in err.decode()
+
+
+@pytest.mark.timeout(120)
+async def test_the_uftp_port_in_use_stops_the_start_with_a_reason(tmp_path: Path) -> None:
+    dso_key, agr_key = generate_keypair(), generate_keypair()
+    agr_port = free_port()
+    site = Site(tmp_path, grid_config("http://127.0.0.1:9/x", dso_key[1], agr_key[0], agr_port))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", agr_port))
+        taken.listen()
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "csms", "serve", "--config",
+                                                    str(site.write_config()), stderr=asyncio.subprocess.PIPE,
+                                                    stdout=asyncio.subprocess.DEVNULL, cwd=REPO)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode != 0 and f"grid.uftp: cannot listen on 127.0.0.1:{agr_port}" in err.decode()

@@ -21,6 +21,7 @@ import functools
 import logging
 import re
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,6 +51,7 @@ def confine_library_parser() -> None:
 confine_library_parser()
 
 DECISION_TIMEOUT_S = 30.0
+LISTEN_TIMEOUT_S = 15.0
 SETTLE_AFTER_FACTOR = 2.0  # meter data of an ISP is read this many measure intervals after it ended
 _SNAKE = re.compile(r"(.)([A-Z][a-z])")
 
@@ -125,11 +127,24 @@ class UftpSource:
         self._loop = asyncio.get_running_loop()
         self._stopping.clear()
         await self.aggregator.restore()
-        await asyncio.to_thread(self.service.run_in_thread)
+        await asyncio.to_thread(self._listen)
         self.port = self.service.server.servers[0].sockets[0].getsockname()[1]
         log.info("uftp: aggregator %s listening on http://%s:%d%s (Shapeshifter %s)", self.cfg.domain, self.cfg.host,
                  self.port, self.cfg.path, self.cfg.version)
         self._tasks.append(asyncio.create_task(self._measure_loop(), name="uftp measure"))
+
+    def _listen(self) -> None:
+        """The library's run_in_thread, but one that fails instead of waiting forever when uvicorn
+        cannot bind (it ends its thread on a port in use)."""
+        service = self.service
+        service.server_thread = threading.Thread(target=service.run, name="uftp endpoint", daemon=True)
+        service.server_thread.start()
+        deadline = time.monotonic() + LISTEN_TIMEOUT_S
+        while not service.server.started:
+            if not service.server_thread.is_alive() or time.monotonic() > deadline:
+                service.server.should_exit = True
+                raise OSError(f"grid.uftp: cannot listen on {self.cfg.host}:{self.cfg.port} (port in use?)")
+            time.sleep(0.05)
 
     async def stop(self) -> None:
         self._stopping.set()
