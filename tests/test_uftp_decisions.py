@@ -222,3 +222,48 @@ def test_a_dataclass_of_the_same_name_does_not_hijack_the_library_parser() -> No
     offer.version = "3.1.0"
     body = transport.seal_message(offer, base64.b64encode(private).decode())
     assert type(transport.unseal_message(body, base64.b64encode(public).decode())) is FlexOffer
+
+
+class Documents:
+    """A DocumentStore in memory (the real ones are contract-tested elsewhere)."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, dict[str, Any]]] = {}
+
+    async def put_document(self, scope: str, key: str, document: dict[str, Any]) -> None:
+        self.docs.setdefault(scope, {})[key] = document
+
+    async def delete_document(self, scope: str, key: str) -> bool:
+        return self.docs.get(scope, {}).pop(key, None) is not None
+
+    async def list_documents(self, scope: str, limit: int = 1000) -> list[tuple[str, dict[str, Any]]]:
+        return sorted(self.docs.get(scope, {}).items())[:limit]
+
+
+async def test_offers_and_orders_survive_a_restart_and_old_unordered_offers_go() -> None:
+    from csms.grid.effects.memory import GridMemory
+
+    store = Documents()
+    agr, intake = aggregator()
+    agr.memory = GridMemory(store)  # type: ignore[arg-type]
+    ordered = (await agr.on_flex_request(request({69: (-30_000, -25_000)})))[1].message
+    order = order_for(ordered)
+    await agr.on_flex_order(order)
+    assert len(await agr.on_flex_request(request({70: (-30_000, -25_000)}))) == 2  # an offer never ordered
+    await agr.memory.flush()
+    assert len(store.docs["grid:uftp_offer"]) == 2 and len(store.docs["grid:uftp_order"]) == 1
+
+    later, _ = aggregator()
+    later.memory = GridMemory(store)  # type: ignore[arg-type]
+    await later.restore()
+    assert set(later.offers) == set(agr.offers) and set(later.orders) == {"o-1"}
+    again = (await later.on_flex_order(order))[0].message  # the DSO re-sends the order: the same answer
+    assert again.result == AcceptedRejected.ACCEPTED
+
+    week = NOW + timedelta(days=8)
+    aged, _ = aggregator()
+    aged.clock = lambda: week
+    aged.memory = GridMemory(store)  # type: ignore[arg-type]
+    await aged.restore()
+    await aged.memory.flush()
+    assert set(aged.offers) == {ordered.message_id} and set(store.docs["grid:uftp_offer"]) == {ordered.message_id}

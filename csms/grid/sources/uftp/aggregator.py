@@ -75,6 +75,7 @@ log = logging.getLogger("csms.grid.uftp")
 OFFER = "uftp_offer"  # key: FlexOffer message id
 ORDER = "uftp_order"  # key: order reference
 RECENT = 50
+OFFER_KEPT = timedelta(days=7)  # offers that were not ordered are forgotten this long after expiry
 ENERGY = "Energy.Active.Import.Register"
 
 
@@ -178,7 +179,11 @@ class Aggregator:
     async def restore(self) -> None:
         if self.memory is None:
             return
+        now = self.clock()
         for key, record in (await self.memory.load(OFFER)).items():
+            if record.get("status") != "ordered" and now - datetime.fromisoformat(record["expires_at"]) > OFFER_KEPT:
+                self.memory.delete(OFFER, key)  # never ordered and long gone: nothing will refer to it
+                continue
             self.offers[key] = record
         for key, record in (await self.memory.load(ORDER)).items():
             self.orders[key] = record
