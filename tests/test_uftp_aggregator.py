@@ -18,6 +18,7 @@ import contextlib
 import signal
 import socket
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -147,6 +148,7 @@ async def test_request_offer_order_restart_settle_against_the_library_dso(tmp_pa
             offered = {i.start: i.power for i in offer.offer_options[0].isps}
             assert offered == {n: -20_000 for n in isps}  # what was needed at least, and no more
             assert offer.offer_options[0].price == Decimal("0.1333")  # 2 x 20 kW x 1 min at EUR 200/MWh
+            before_order = time.monotonic()
             order = await asyncio.to_thread(dso.send_flex_order, offer)
             verdict = await dso.expect(FlexOrderResponse, lambda m: m.flex_order_message_id == order.message_id)
             assert verdict.result == AcceptedRejected.ACCEPTED, verdict.rejection_reason
@@ -183,6 +185,9 @@ async def test_request_offer_order_restart_settle_against_the_library_dso(tmp_pa
             assert group["limit_source"] == source and abs(group["limit_kw"] - limits[first]) < 0.01, group
             await until(lambda: sum(st.power_kw() for st in stations) <= limits[first], 15,
                         "the stations under the ordered limit")
+            pushes = sum(len(st.tx_pushes(before_order)) for st in stations)
+            assert pushes >= 5, pushes  # a TxProfile for each of the five sessions at least
+            figures["tx_profiles_after_order"] = pushes
             await _sleep_until(start + timedelta(seconds=20))
             assert await running.stop(signal.SIGKILL) != 0
 
