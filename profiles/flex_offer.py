@@ -114,21 +114,62 @@ def _session_flex(s: DrawingSession, isps: Sequence[Isp]) -> list[tuple[float, f
     return out
 
 
-def fleet_flexibility(sessions: Sequence[DrawingSession], isps: Sequence[Isp],
-                      base_load_kw: Sequence[float]) -> list[IspFlex]:
-    """Baseline and floor of the group per ISP (``base_load_kw``: the non-EV load per ISP)."""
+def fleet_flexibility(sessions: Sequence[DrawingSession], isps: Sequence[Isp], base_load_kw: Sequence[float],
+                      headroom: Sequence[tuple[float, float, float]] | None = None) -> list[IspFlex]:
+    """Baseline and floor of the group per ISP (``base_load_kw``: the non-EV load per ISP).
+
+    ``headroom``: (start s, end s, kW) slots from now with what the group's limits leave for EV
+    charging (limit minus margin minus non-EV load). Outside the window the fleet cannot take more
+    than that, so the guarantees that then no longer fit outside must be served inside the window:
+    the floor rises (spread over the ISPs as the cars are present). Without it, outside the window
+    every car is assumed to charge at full power."""
     if len(base_load_kw) != len(isps):
         raise ValueError("one base load per ISP")
     if any(i.end_s <= i.start_s for i in isps):
         raise ValueError("every ISP must end after it starts")
     baseline = list(base_load_kw)
     floor = list(base_load_kw)
-    if isps:
-        for s in sessions:
-            for k, (b, f) in enumerate(_session_flex(s, isps)):
-                baseline[k] += b
-                floor[k] += f
+    if not isps:
+        return []
+    ceiling = [0.0] * len(isps)  # most the fleet can draw per ISP (full power while present)
+    for s in sessions:
+        for k, (b, f) in enumerate(_session_flex(s, isps)):
+            baseline[k] += b
+            floor[k] += f
+        for k, isp in enumerate(isps):
+            ceiling[k] += s.max_kw * _overlap_h(isp.start_s, isp.end_s, s.need.departure_s) / isp.hours
+    if headroom is not None:
+        _raise_for_headroom(sessions, isps, headroom, floor, ceiling, base_load_kw)
     return [IspFlex(i.number, round(b, 3), round(f, 3)) for i, b, f in zip(isps, baseline, floor)]
+
+
+def _raise_for_headroom(sessions: Sequence[DrawingSession], isps: Sequence[Isp],
+                        headroom: Sequence[tuple[float, float, float]], floor: list[float], ceiling: list[float],
+                        base_load_kw: Sequence[float]) -> None:
+    """Raise ``floor`` (in place) so the fleet's guarantees fit: what they need beyond what the
+    limits let in outside the window goes into the window, up to what the cars can draw there."""
+    window_start = min(i.start_s for i in isps)
+    window_end = max(i.end_s for i in isps)
+    guaranteed = sum(s.need.guaranteed_kwh for s in sessions if s.need.fixed_kw is None)
+    outside = 0.0
+    for start, end, kw in headroom:
+        for lo, hi in ((start, min(end, window_start)), (max(start, window_end), end)):
+            if hi <= lo:
+                continue
+            # What the cars present can take in [lo, hi), within the limits' room.
+            cars = sum(s.max_kw * _overlap_h(lo, hi, s.need.departure_s) for s in sessions if s.need.fixed_kw is None)
+            outside += min(max(0.0, kw) * (hi - lo) / 3600.0, cars)
+    inside_ev = sum((f - b) * i.hours for f, b, i in zip(floor, base_load_kw, isps))
+    missing = guaranteed - outside - max(0.0, inside_ev)
+    if missing <= 1e-9:
+        return
+    room = [(c - (f - b)) * i.hours for c, f, b, i in zip(ceiling, floor, base_load_kw, isps)]
+    total_room = sum(max(0.0, r) for r in room)
+    if total_room <= 0:
+        return
+    share = min(1.0, missing / total_room)
+    for k, isp in enumerate(isps):
+        floor[k] += max(0.0, room[k]) * share / isp.hours
 
 
 @dataclass(frozen=True)

@@ -145,3 +145,26 @@ def test_the_offer_never_exceeds_what_the_planner_can_keep(seed: int) -> None:
     theirs = deliverable_flex(PlanInput(sessions=needs, limit_kw=[200.0] * 32, base_load_kw=[10.0] * 32), window)
     flex = fleet_flexibility([DrawingSession(n, KW) for n in needs], isps(window[0] * 900.0, 2), [10.0, 10.0])
     assert min(f.down_kw for f in flex) <= theirs.flex_kw + 0.5
+
+
+def test_a_tight_limit_outside_the_window_keeps_the_guarantees_inside_it() -> None:
+    cars = [car(f"c{i}", guaranteed=10.0, departure_h=2.0) for i in range(4)]
+    window = isps(1800, 2)  # 00:30-01:00 of a two-hour stay
+    loose = fleet_flexibility(cars, window, [5.0, 5.0])
+    assert [f.floor_kw for f in loose] == [5.0, 5.0]  # 1.5 h at 11 kW outside: every guarantee fits there
+    # The limits leave the cars 10 kW outside the window: 15 kWh of the 40 guaranteed; the other
+    # 25 kWh would need 50 kW in the window, more than the 44.16 kW the cars can draw: no flexibility.
+    tight = fleet_flexibility(cars, window, [5.0, 5.0], headroom=[(0.0, 7200.0, 10.0)])
+    assert all(f.down_kw == pytest.approx(0.0, abs=1e-6) for f in tight)
+    # With 20 kW outside: 30 kWh fit there, 10 kWh must come in the window (20 kW on average).
+    some = fleet_flexibility(cars, window, [5.0, 5.0], headroom=[(0.0, 7200.0, 20.0)])
+    assert [f.floor_kw for f in some] == [pytest.approx(25.0, abs=1e-3)] * 2
+
+    from bench.study.flex import deliverable_flex
+    from profiles.model import PlanInput
+
+    needs = [c.need for c in cars]
+    limits = [5.0 + 20.0 * 1.04 + 0.5] * 8  # 20 kW of room after the planner's margin (3 % + 0.5 kW)
+    limits[2] = limits[3] = 200.0
+    theirs = deliverable_flex(PlanInput(sessions=needs, limit_kw=limits, base_load_kw=[5.0] * 8), (2, 4))
+    assert min(f.down_kw for f in some) <= theirs.flex_kw + 0.5

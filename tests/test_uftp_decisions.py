@@ -54,6 +54,9 @@ class Fleet:
     def clock_offset_s(self, station_id: str) -> float:
         return 0.0
 
+    def headroom(self, transformer_id: str, now: datetime, until_s: float) -> list[tuple[float, float, float]]:
+        return [(0.0, until_s, 180.0)]
+
 
 class Intake:
     def __init__(self) -> None:
@@ -267,3 +270,22 @@ async def test_offers_and_orders_survive_a_restart_and_old_unordered_offers_go()
     await aged.restore()
     await aged.memory.flush()
     assert set(aged.offers) == {ordered.message_id} and set(store.docs["grid:uftp_offer"]) == {ordered.message_id}
+
+
+async def test_no_offer_when_the_limits_outside_the_window_leave_no_room_for_the_guarantees() -> None:
+    agr, _ = aggregator()
+
+    class Congested(Fleet):
+        def drawing_sessions(self, transformer_id: str, now: datetime) -> list[DrawingSession]:
+            return [DrawingSession(SessionNeed(session_id=f"s{i}", max_current_a=16.0, energy_needed_kwh=40.0,
+                                               guaranteed_kwh=15.0, departure_s=2 * 3600.0), KW) for i in range(3)]
+
+        def headroom(self, transformer_id: str, now: datetime, until_s: float) -> list[tuple[float, float, float]]:
+            return [(0.0, until_s, 15.0)]  # 15 kW for three cars outside the window
+
+    agr.fleet = Congested()
+    out = await agr.on_flex_request(request({69: (-30_000, -25_000), 70: (-30_000, -25_000)}))
+    assert [type(o.message).__name__ for o in out] == ["FlexRequestResponse"]  # accepted, nothing to offer
+    agr.fleet = Fleet()  # the same cars without guarantees under a loose limit: an offer
+    out = await agr.on_flex_request(request({69: (-30_000, -25_000), 70: (-30_000, -25_000)}))
+    assert [type(o.message).__name__ for o in out] == ["FlexRequestResponse", "FlexOffer"]

@@ -100,6 +100,10 @@ class Fleet(Protocol):
         """The station's clock minus ours (its meter timestamps are shifted back by this)."""
         ...
 
+    def headroom(self, transformer_id: str, now: datetime, until_s: float) -> list[tuple[float, float, float]]:
+        """(start s, end s, kW) slots from now: what the limits leave for EV charging."""
+        ...
+
 
 class SignalIntake(Protocol):
     async def put_signal(self, signal: LimitSignal, *, via: str) -> bool: ...
@@ -300,7 +304,9 @@ class Aggregator:
                      now: datetime) -> Outgoing | None:
         isps = [Isp(r.number, (s - now).total_seconds(), (e - now).total_seconds()) for r, s, e in requested]
         base = [self.fleet.base_load_kw(tid, s + (e - s) / 2) for _, s, e in requested]
-        flex = fleet_flexibility(self.fleet.drawing_sessions(tid, now), isps, base)
+        sessions = self.fleet.drawing_sessions(tid, now)
+        until = max([s.need.departure_s for s in sessions] + [i.end_s for i in isps])
+        flex = fleet_flexibility(sessions, isps, base, self.fleet.headroom(tid, now, until))
         # What open offers and orders already promise in the same ISPs is not offered twice.
         promised = self._promised_kw(tid, now)
         flex = [replace(f, floor_kw=f.floor_kw + promised.get(_iso(s), 0.0)) for f, (_, s, _) in zip(flex, requested)]
