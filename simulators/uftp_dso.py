@@ -60,10 +60,25 @@ from shapeshifter_uftp import (
     ShapeshifterDsoAgrClient,
     ShapeshifterDsoService,
 )
+from shapeshifter_uftp import transport as shapeshifter_transport
 from shapeshifter_uftp.uftp.enums import AvailableRequested
 from xsdata.models.datatype import XmlDate, XmlDuration
 
 DEFAULT_PATH = "/shapeshifter/api/v3/message"
+
+
+def _confine_library_parser() -> None:
+    """The library finds the class of each incoming message by its root name among every dataclass
+    imported in the process (xsdata takes the last one named e.g. ``FlexOffer``, such as
+    bench.study.flex.FlexOffer); confine it to the library's own models."""
+    context = shapeshifter_transport._context
+    if context.models_package != "shapeshifter_uftp":
+        context.models_package = "shapeshifter_uftp"
+        context.xsi_cache.clear()
+        context.sys_modules = 0
+
+
+_confine_library_parser()
 M = TypeVar("M", bound=PayloadMessage)
 
 

@@ -195,6 +195,35 @@ class LimitDesk:
                      signal.source, via, "-" if current is None else f"{current:g}")
             self._refresh(tid, now, signal_id=signal.signal_id, force=True)
 
+    async def put_signal(self, signal: LimitSignal, *, via: str) -> bool:
+        """Apply a signal a source built and validated itself (a UFTP order: its source
+        ``uftp:<order>`` is outside what a JSON payload may name, so no MQTT or API sender can
+        touch it) and store it; returns once stored, False for an identical re-send. Not a sign of
+        life for silence (that is the live channels' business). Raises SignalError (reported)."""
+        now = self._now()
+        tid = signal.transformer_id
+        try:
+            if tid not in self.grid.transformers:
+                raise SignalError(f"unknown transformer {tid!r}", signal.signal_id)
+            applied = self.book.apply(signal)
+        except SignalError as exc:
+            self._reject(tid, exc.reason, exc.signal_id, via)
+            raise
+        outcome = "accepted" if applied else "duplicate"
+        self.metrics.signals.labels(tid, outcome).inc()
+        self._signal_status(tid, signal.signal_id, outcome, None, now)
+        if applied:
+            log.info("grid %s: %s signal %r from %s via %s", tid, outcome, signal.signal_id, signal.source, via)
+            write = self.memory.put(SIGNAL, signal_key(tid, signal.source), signal.to_record()) if self.memory else None
+            self._refresh(tid, now, signal_id=signal.signal_id, force=True)
+            if write is not None:
+                await write
+        return applied
+
+    def refuse(self, tid: str, reason: str, signal_id: str | None, via: str) -> None:
+        """Report a message a source refused before it became a signal (same log, metric, event)."""
+        self._reject(tid, reason, signal_id, via)
+
     def _reject(self, tid: str, reason: str, signal_id: str | None, via: str) -> None:
         now = self._now()
         known = tid in self.grid.transformers

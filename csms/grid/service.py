@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from csms.grid.config import GridConfig
 from csms.grid.control import GridController
@@ -36,6 +36,9 @@ from csms.interfaces import Bus, Clock, GridCommands, LimitIntake, Spawner, Stat
 from csms.metrics import Metrics
 from csms.store.base import DocumentStore, SmartChargingStore, TransactionStore
 from profiles.hysteresis import Hysteresis
+
+if TYPE_CHECKING:
+    from csms.grid.sources.uftp.service import UftpSource
 
 log = logging.getLogger("csms.grid")
 
@@ -107,6 +110,24 @@ class Grid:
         self.observer = Observer(config, self.sessions, self.setup, self.pusher, self.verification, self.controller,
                                  self.journal, clock, transactions=store, spawner=deps, memory=self.memory)
         self.clock = clock
+        self.uftp = self._uftp(store)
+
+    def _uftp(self, store: GridStore | None) -> UftpSource | None:
+        """The UFTP aggregator role when ``grid.uftp`` is configured (the library is imported only then)."""
+        if self.config.uftp is None:
+            return None
+        try:
+            from csms.grid.sources.uftp.aggregator import Aggregator
+            from csms.grid.sources.uftp.fleet import GridFleet
+            from csms.grid.sources.uftp.service import UftpSource
+        except ImportError as exc:
+            raise RuntimeError(f"grid.uftp needs the UFTP library: pip install '.[grid-interfaces]' ({exc})") from exc
+        fleet = GridFleet(self.config, self.sessions, self.topology, self.limit_book)
+        aggregator = Aggregator(self.config.uftp, self.config, self.signals.desk, fleet, self.memory, store,
+                                self.deps.metrics.registry, self.clock)
+        source = UftpSource(self.config.uftp, aggregator)
+        self.signals.add(source)
+        return source
 
     def _replan(self, reason: str) -> None:
         self.controller.request(reason)
@@ -137,9 +158,12 @@ class Grid:
 
     def snapshot(self) -> dict[str, Any]:
         last = self.controller.reaction_s
-        return self.views.snapshot(plans=self.controller.plans, pushes_sent=self.pusher.sent,
-                                   pushes_skipped=self.pusher.skipped, pushes_identical=self.pusher.identical,
-                                   last_reaction_s=last[-1] if last else None)
+        snapshot = self.views.snapshot(plans=self.controller.plans, pushes_sent=self.pusher.sent,
+                                       pushes_skipped=self.pusher.skipped, pushes_identical=self.pusher.identical,
+                                       last_reaction_s=last[-1] if last else None)
+        if self.uftp is not None:
+            snapshot["uftp"] = self.uftp.status()
+        return snapshot
 
     def recent_events(self, limit: int) -> list[dict[str, Any]]:
         return self.journal.recent(limit)

@@ -34,6 +34,11 @@ class Signals:
         self.sources: list[SignalSource] = [self.mqtt] if self.mqtt is not None else []
         self.desk.sources.extend(self.sources)
 
+    def add(self, source: SignalSource) -> None:
+        """A source built elsewhere (it needs more than the limit side, e.g. the fleet for UFTP)."""
+        self.sources.append(source)
+        self.desk.sources.append(source)
+
     async def start(self) -> None:
         await self.desk.restore()
         await self.desk.start()

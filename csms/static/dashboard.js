@@ -118,6 +118,7 @@
     ];
     $("summary").replaceChildren(...summary.map(([label, value]) =>
       el("div", { class: "card" }, el("b", {}, value), el("span", {}, label))));
+    renderUftp(snap.uftp);
     if (!groups.length) return renderNoGrid("no transformers configured");
     const now = Date.now();
     for (const g of groups) {
@@ -130,6 +131,29 @@
     for (const [tid, card] of state.cards) {
       if (!snap.transformers[tid]) { card.root.remove(); state.cards.delete(tid); }
     }
+  }
+
+  function renderUftp(u) {
+    $("uftp").hidden = !u;
+    if (!u) return;
+    const dsos = Object.entries(u.dso || {}).map(([domain, d]) =>
+      `${domain}: ${d.reachable === false ? "UNREACHABLE (" + (d.last_error || "?") + ")" : "reachable"}` +
+      `${d.last_heard ? ", last heard " + new Date(d.last_heard).toLocaleTimeString() : ""}`);
+    $("uftp-dso").textContent = `aggregator ${u.domain} at ${u.endpoint} · ${dsos.join(" · ") || "no DSO"}`;
+    const rows = [];
+    for (const o of (u.orders || []).slice(-10).reverse()) {
+      for (const [n, i] of Object.entries(o.isps || {})) {
+        rows.push(el("tr", {}, el("td", {}, o.order_reference), el("td", {}, o.group), el("td", {}, n),
+          el("td", {}, new Date(i.start).toLocaleTimeString()), el("td", { class: "num" }, kw(i.baseline_kw)),
+          el("td", { class: "num" }, kw(i.ordered_w / 1000)), el("td", { class: "num" }, kw(i.limit_kw)),
+          el("td", { class: "num" }, i.measured_kw == null ? "–" : kw(i.measured_kw)),
+          el("td", { class: "num" }, i.delivered_w == null ? "–" : kw(-i.delivered_w / 1000)),
+          el("td", {}, o.settlement ? (o.settlement.disputed ? "disputed" : "settled") : o.status)));
+      }
+    }
+    $("uftp-orders").replaceChildren(...rows);
+    const last = (u.refusals || []).slice(-3).map((r) => `${r.type}: ${r.reason}`);
+    $("uftp-refusals").textContent = last.length ? "refused: " + last.join(" · ") : "";
   }
 
   function cardFor(tid) {
