@@ -156,12 +156,28 @@ class LimitDesk:
     async def accept(self, tid: str, payload: bytes | str | dict[str, Any], *, live: bool, via: str) -> LimitSignal:
         """Validate, store, then apply one signal; ``live``: a live message (a sign of life of its
         source), not a retained one redelivered on (re)subscription. Raises SignalError (already
-        reported). A signal takes effect only once it is durable, so nothing the daemon acts on or
-        shows is forgotten by a crash (a few milliseconds, well inside the reaction window)."""
+        reported)."""
+        try:
+            signal = parse_signal(payload, tid, self._now(), grid=self.grid)
+        except SignalError as exc:
+            self._reject(tid, exc.reason, exc.signal_id, via)
+            raise
+        await self._admit(tid, signal, live=live, via=via)
+        return signal
+
+    async def put_signal(self, signal: LimitSignal, *, via: str) -> bool:
+        """Store, then apply a signal a source built and validated itself (a UFTP order: its source
+        ``uftp:<order>`` is outside what a JSON payload may name, so no MQTT or API sender can
+        touch it); False for an identical re-send. Not a sign of life for silence (that is the live
+        channels' business). Raises SignalError (reported)."""
+        return await self._admit(signal.transformer_id, signal, live=False, via=via)
+
+    async def _admit(self, tid: str, signal: LimitSignal, *, live: bool, via: str) -> bool:
+        """A signal takes effect only once it is durable, so nothing the daemon acts on or shows is
+        forgotten by a crash (a few milliseconds, well inside the reaction window)."""
         async with self._accepting:  # one at a time: what was checked is what gets stored and applied
             not_stored: Exception | None = None
             try:
-                signal = parse_signal(payload, tid, self._now(), grid=self.grid)
                 if self.book.is_new(signal) and self.memory is not None:
                     try:
                         await self.memory.put(SIGNAL, signal_key(tid, signal.source), signal.to_record())
@@ -176,7 +192,7 @@ class LimitDesk:
                 await self.memory.flush()  # the safe-mode change it caused is stored and switched too
             if not_stored is not None:
                 raise not_stored  # in force, but a restart would forget it: the caller must not acknowledge
-            return signal
+            return applied
 
     def _take_effect(self, tid: str, signal: LimitSignal, applied: bool, *, live: bool, via: str) -> None:
         now = self._now()
@@ -194,31 +210,6 @@ class LimitDesk:
             log.info("grid %s: %s signal %r from %s via %s (now %s kW)", tid, outcome, signal.signal_id,
                      signal.source, via, "-" if current is None else f"{current:g}")
             self._refresh(tid, now, signal_id=signal.signal_id, force=True)
-
-    async def put_signal(self, signal: LimitSignal, *, via: str) -> bool:
-        """Apply a signal a source built and validated itself (a UFTP order: its source
-        ``uftp:<order>`` is outside what a JSON payload may name, so no MQTT or API sender can
-        touch it) and store it; returns once stored, False for an identical re-send. Not a sign of
-        life for silence (that is the live channels' business). Raises SignalError (reported)."""
-        now = self._now()
-        tid = signal.transformer_id
-        try:
-            if tid not in self.grid.transformers:
-                raise SignalError(f"unknown transformer {tid!r}", signal.signal_id)
-            applied = self.book.apply(signal)
-        except SignalError as exc:
-            self._reject(tid, exc.reason, exc.signal_id, via)
-            raise
-        outcome = "accepted" if applied else "duplicate"
-        self.metrics.signals.labels(tid, outcome).inc()
-        self._signal_status(tid, signal.signal_id, outcome, None, now)
-        if applied:
-            log.info("grid %s: %s signal %r from %s via %s", tid, outcome, signal.signal_id, signal.source, via)
-            write = self.memory.put(SIGNAL, signal_key(tid, signal.source), signal.to_record()) if self.memory else None
-            self._refresh(tid, now, signal_id=signal.signal_id, force=True)
-            if write is not None:
-                await write
-        return applied
 
     def refuse(self, tid: str, reason: str, signal_id: str | None, via: str) -> None:
         """Report a message a source refused before it became a signal (same log, metric, event)."""
