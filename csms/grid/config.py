@@ -16,6 +16,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from csms.configcheck import ConfigError, ConfigIssue, Issues, bounds, build, is_number
+from csms.grid.sources.openadr.config import OpenAdrConfig, openadr_section
 from profiles.margin import DEFAULT_MARGIN_KW, DEFAULT_MARGIN_PERCENT
 
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -177,6 +178,7 @@ class GridConfig:
     station_models: tuple[StationModelRule, ...] = ()
     # A signal whose `timestamp` is older than this is stale and rejected.
     signal_max_age_s: float = 900.0
+    openadr: OpenAdrConfig | None = None  # the DSO's VTN (OpenADR 3 grid-aware charging)
 
     def station_model_for(self, station_id: str, vendor_model: str | None = None) -> StationModelRule:
         """The first matching rule in config order, or the conservative default (no V2G, 32 A, 3 phases)."""
@@ -443,7 +445,8 @@ def _check_tree(groups: dict[str, TransformerConfig], paths: dict[str, str], iss
             node = groups[node].parent
 
 
-_TOP_KEYS = ("transformers", "mqtt", "planning", "session_defaults", "station_models", "signal_max_age_s")
+_TOP_KEYS = ("transformers", "mqtt", "planning", "session_defaults", "station_models", "signal_max_age_s",
+             "openadr")
 
 
 def grid_section(section: Any, issues: Issues) -> GridConfig | None:
@@ -506,8 +509,9 @@ def grid_section(section: Any, issues: Issues) -> GridConfig | None:
     if not is_number(max_age) or max_age <= 0:
         issues.add("grid.signal_max_age_s", f"expected a number > 0 (seconds), got {max_age!r}")
         max_age = 900.0
+    openadr = openadr_section(section.get("openadr"), set(groups), issues)
     return GridConfig(transformers=groups, mqtt=mqtt, planning=planning, session_defaults=defaults,
-                      station_models=tuple(models), signal_max_age_s=float(max_age))
+                      station_models=tuple(models), signal_max_age_s=float(max_age), openadr=openadr)
 
 
 def check(section: Any, file: str) -> list[ConfigIssue]:

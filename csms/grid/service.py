@@ -137,9 +137,11 @@ class Grid:
 
     def snapshot(self) -> dict[str, Any]:
         last = self.controller.reaction_s
-        return self.views.snapshot(plans=self.controller.plans, pushes_sent=self.pusher.sent,
-                                   pushes_skipped=self.pusher.skipped, pushes_identical=self.pusher.identical,
-                                   last_reaction_s=last[-1] if last else None)
+        snapshot = self.views.snapshot(plans=self.controller.plans, pushes_sent=self.pusher.sent,
+                                       pushes_skipped=self.pusher.skipped, pushes_identical=self.pusher.identical,
+                                       last_reaction_s=last[-1] if last else None)
+        snapshot["sources"] = self.signals.source_status()
+        return snapshot
 
     def recent_events(self, limit: int) -> list[dict[str, Any]]:
         return self.journal.recent(limit)
