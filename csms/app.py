@@ -148,7 +148,8 @@ class Daemon:
             context = ApiContext(store=self.store, connections=self.connections, bus=self.bus, commands=self.commands,
                                  metrics=self.metrics, station_trace=self.station_trace, readiness=self.readiness,
                                  version=DEFAULT_VERSION.version, grid=self.grid, operations=self.operations,
-                                 billing=self.billing, listeners=self.gateway.listeners, errors=self.errors)
+                                 billing=self.billing, listeners=self.gateway.listeners, errors=self.errors,
+                                 openadr=self.grid.signals.openadr if self.grid is not None else None)
             self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config))
             self.components.append(self.api)
 

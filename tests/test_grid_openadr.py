@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from simulators.openadr import capacity_limit_event, make_ean18
@@ -231,3 +232,33 @@ async def _metrics(site: Site) -> str:
         status, body = await api.request("GET", "/metrics")
     assert status == 200, body
     return str(body)
+
+
+async def test_webhook_notification_applies_an_event_without_waiting_for_the_poll(tmp_path: Path) -> None:
+    async with vtn_running("3.1.0") as vtn:
+        program = seed(vtn)
+        site = Site(tmp_path, {})
+        site.grid = grid_config(vtn, poll_interval_s=60, webhook_url=f"{site.api_url}/openadr/notify")
+        async with Api(site) as api, daemon(site):
+            status = await until(lambda: _subscribed(api), 15, "subscribed to the program")
+            polls = status["polls"]
+            assert [s["clientName"] for s in vtn.store.objects["subscription"].values()] == [VEN_NAME]
+            event = vtn.create("event", limit_event(vtn, program["id"], [33]))
+            await until(lambda: openadr_limit(api, 33), 10, "the event applied on the notification")
+            status = await vtn_status(api)
+            assert status["notifications"] >= 1 and status["polls"] <= polls + 3, status  # not by the 60 s poll
+            assert all(d.status == 200 for d in vtn.deliveries), vtn.deliveries
+            vtn.delete("event", event["id"])
+            await until(lambda: _capacity_only(api), 10, "the deletion applied on the notification")
+            # A caller without the subscription's bearer token is refused and changes nothing.
+            forged = {"objectType": "EVENT", "operation": "CREATE", "object": {"id": "x"}}
+            async with aiohttp.ClientSession() as session:
+                for headers in ({}, {"Authorization": "Bearer guessed"}):
+                    async with session.post(f"{site.api_url}/openadr/notify", json=forged, headers=headers) as r:
+                        assert r.status == 401, await r.text()
+            assert (await vtn_status(api))["notifications"] == status["notifications"] + 1
+
+
+async def _subscribed(api: Api) -> dict[str, Any] | None:
+    status = await vtn_status(api)
+    return status if status["subscriptions"].get(PROGRAM) else None

@@ -19,7 +19,7 @@ from aiohttp import web
 from csms.api.auth import READ
 from csms.api.schemas import BODIES
 from csms.errorlog import ErrorLog
-from csms.interfaces import Bus, Commands, ConnectionRegistry, GridService
+from csms.interfaces import Bus, Commands, ConnectionRegistry, GridService, NotificationReceiver
 from csms.metrics import Metrics
 from csms.protocol.version import ProtocolVersion
 from csms.store.base import Store
@@ -46,6 +46,7 @@ class ApiContext:
     billing: Billing | None = None  # tariffs and session costs
     listeners: Callable[[], list[dict[str, object]]] | None = None  # where stations connect (scheme, port)
     errors: ErrorLog = dataclasses.field(default_factory=ErrorLog)  # one traceback per incident and class, then counts
+    openadr: NotificationReceiver | None = None  # the OpenADR VEN's webhook (grid.openadr.webhook_url)
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)

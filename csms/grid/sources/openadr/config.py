@@ -49,6 +49,8 @@ class OpenAdrConfig:
     fallback_limit_kw: float | None = field(default=None, metadata=bounds(0, 1e6))
     safe_mode_event_name: str = "SAFE_MODE"
     register_ven: bool = True
+    # Where the VTN calls back (our API port, path /openadr/notify, as the VTN reaches it); None: poll only.
+    webhook_url: str | None = None
     # group id -> EAN-18 codes of the grid connection(s) behind it (parsed by hand: a mapping)
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     secret: str = field(default="", repr=False)  # read from client_secret or client_secret_file
@@ -117,7 +119,7 @@ def openadr_section(raw: Any, group_ids: set[str], issues: Issues, path: str = "
     if "secret" in raw:
         issues.add(f"{path}.secret", "unknown key (use client_secret or client_secret_file)")
         ok = False
-    for key in ("vtn_url", "token_url"):
+    for key in ("vtn_url", "token_url", "webhook_url"):
         if kwargs.get(key) is not None and not _url(kwargs[key], f"{path}.{key}", issues):
             ok = False
     if "programs" in kwargs and not kwargs["programs"]:

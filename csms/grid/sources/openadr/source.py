@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 from collections import deque
 from datetime import datetime
 from typing import Any, Protocol
@@ -49,6 +50,8 @@ log = logging.getLogger("csms.grid.openadr")
 STATE = "openadr"  # document scope grid:openadr
 STATE_KEY = "state"
 RECENT_REFUSALS = 50
+NOTIFICATION_OBJECTS = ("PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE")
+NOTIFICATION_OPERATIONS = ("POST", "PUT", "DELETE", "CREATE", "UPDATE", "READ")  # 3.0.1 and 3.1.0 words
 MIN_RETRY_S = 0.1
 
 
@@ -72,6 +75,8 @@ class OpenAdrMetrics:
                              registry=registry)
         self.events = Counter("csms_grid_openadr_events_total", "OpenADR events by verdict", ["outcome"],
                               registry=registry)
+        self.notifications = Counter("csms_grid_openadr_notifications_total",
+                                     "Webhook calls from the VTN by verdict", ["outcome"], registry=registry)
         self.last_contact = Gauge("csms_grid_openadr_last_contact_timestamp_seconds",
                                   "When a poll of the VTN last succeeded (Unix time)", registry=registry)
 
@@ -110,6 +115,10 @@ class OpenAdrSource:
         self._missing_warned: set[str] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # The webhook: a fresh secret per start, given to the VTN in each subscription (it re-subscribes).
+        self.webhook_token = secrets.token_urlsafe(32)
+        self.subscriptions: dict[str, str | None] = {}  # program -> subscription id (None: refused)
+        self.notifications = 0
 
     # Component ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -131,6 +140,25 @@ class OpenAdrSource:
         return f"OpenADR VTN unreachable since {self.down_since.isoformat() if self.down_since else '?'} " \
                f"({self.last_error or 'no answer'})"
 
+    def notified(self, bearer: str | None, body: Any) -> tuple[int, str]:
+        """csms.interfaces.NotificationReceiver: a webhook call. Only a caller with our subscription's
+        bearer token counts, and only as a reason to poll now: the objects are read from the VTN."""
+        if self.config.webhook_url is None:
+            return 404, "this VEN has no webhook (grid.openadr.webhook_url)"
+        if bearer is None or not secrets.compare_digest(bearer, self.webhook_token):
+            self.metrics.notifications.labels("unauthorized").inc()
+            log.warning("grid openadr: webhook call without our subscription's bearer token refused")
+            return 401, "missing or wrong bearer token"
+        if (not isinstance(body, dict) or body.get("objectType") not in NOTIFICATION_OBJECTS
+                or body.get("operation") not in NOTIFICATION_OPERATIONS or not isinstance(body.get("object"), dict)):
+            self.metrics.notifications.labels("malformed").inc()
+            return 400, "not an OpenADR notification (objectType, operation, object)"
+        self.notifications += 1
+        self.metrics.notifications.labels("accepted").inc()
+        log.debug("grid openadr: notified of %s %s", body["operation"], body["objectType"])
+        self.poke()
+        return 200, "polling the VTN now"
+
     def poke(self) -> None:
         """Poll now (a notification said something changed)."""
         self._wake.set()
@@ -144,7 +172,8 @@ class OpenAdrSource:
             "down_since": _iso(self.down_since), "last_error": self.last_error,
             "fallback": self.fallback_since is not None, "fallback_since": _iso(self.fallback_since),
             "link_timeout_s": self.config.link_timeout_s, "polls": self.polls, "failures": self.failures,
-            "stored_at": _iso(self.stored_at),
+            "stored_at": _iso(self.stored_at), "webhook_url": self.config.webhook_url,
+            "subscriptions": dict(self.subscriptions), "notifications": self.notifications,
             "programs": {name: {"program_id": self.program_ids.get(name), "source": source_name(name),
                                 "events": sorted(self.good[name]), "safe_limits_kw": dict(self.safe[name])}
                          for name in self.config.programs},
@@ -234,6 +263,8 @@ class OpenAdrSource:
                 continue
             self._missing_warned.discard(name)
             self.program_ids[name] = program["id"]
+            if self.config.webhook_url is not None and name not in self.subscriptions:
+                await self._subscribe(name, program["id"], self.config.webhook_url)
             fetched[name] = await self.client.list("/events", self._event_query(program["id"]))
         now = self._now()  # everything read: only now does it count as contact
         changed = any(self._take(name, events, now) for name, events in fetched.items())
@@ -284,6 +315,28 @@ class OpenAdrSource:
         if isinstance(found, dict) and isinstance(found.get("id"), str):
             self.ven_id = found["id"]
             log.info("grid openadr: registered as VEN %r (id %s)", self.config.ven_name, self.ven_id)
+
+    async def _subscribe(self, program: str, program_id: str, url: str) -> None:
+        """Ask the VTN to call us on program and event changes (with this start's bearer token); an
+        earlier subscription of ours (before a restart) is replaced, as its token is gone."""
+        body = {"clientName": self.config.ven_name, "programID": program_id,
+                "objectOperations": [{"objects": ["PROGRAM", "EVENT"], "operations": ["CREATE", "UPDATE", "DELETE"],
+                                      "callbackUrl": url, "bearerToken": self.webhook_token}]}
+        try:
+            mine = await first(self.client, "/subscriptions", [("programID", program_id),
+                                                               ("clientName", self.config.ven_name)])
+            if mine is not None and isinstance(mine.get("id"), str):
+                stored = await self.client.request("PUT", f"/subscriptions/{mine['id']}", body=body)
+            else:
+                stored = await self.client.request("POST", "/subscriptions", body=body)
+        except VtnError as exc:
+            if exc.status is None or exc.status >= 500:
+                raise
+            log.warning("grid openadr: subscription to %s refused (%s); polling only", program, exc)
+            self.subscriptions[program] = None
+            return
+        self.subscriptions[program] = stored.get("id") if isinstance(stored, dict) else None
+        log.info("grid openadr: subscribed to %s (callback %s)", program, url)
 
     def _take(self, program: str, events: list[Any], now: datetime) -> bool:
         """Sort one program's events into good ones, refusals and its safe limits; whether anything changed."""
