@@ -262,3 +262,32 @@ async def test_webhook_notification_applies_an_event_without_waiting_for_the_pol
 async def _subscribed(api: Api) -> dict[str, Any] | None:
     status = await vtn_status(api)
     return status if status["subscriptions"].get(PROGRAM) else None
+
+
+@pytest.mark.parametrize("version", ["3.0.1", "3.1.0"])
+async def test_usage_reports_answer_the_events_report_descriptors(tmp_path: Path, version: str) -> None:
+    async with vtn_running(version) as vtn:
+        program = seed(vtn)
+        site = Site(tmp_path, grid_config(vtn))
+        async with Api(site) as api, daemon(site), charging(site) as stations:
+            await until(lambda: sum(st.power_kw() for st in stations) > 30, 15, "three cars charging")
+            await until(lambda: _group_load(api, 30), 10, "the group's load measured")
+            start = datetime.now(UTC).replace(microsecond=0)
+            body = capacity_limit_event(vtn.version, program["id"], limits_kw=[150, 150], start=start,
+                                        interval=timedelta(seconds=4), eans=[EAN], ven_name=VEN_NAME)
+            body["reportDescriptors"] = [{"payloadType": "DEMAND", "units": "KW"},
+                                         {"payloadType": "USAGE", "units": "KWH"}]
+            event = vtn.create("event", body)
+            reports = await until(lambda: len(vtn.reports()) >= 2 and vtn.reports(), 20, "a report per interval")
+            assert (await vtn_status(api))["reports_sent"] == 2
+            for report, interval_id in zip(sorted(reports, key=lambda r: r["reportName"]), (0, 1), strict=True):
+                assert report["eventID"] == event["id"] and report["clientName"] == VEN_NAME
+                resource = report["resources"][0]
+                assert resource["resourceName"] == EAN and resource["intervals"][0]["id"] == interval_id
+                values = {p["type"]: p["values"][0] for p in resource["intervals"][0]["payloads"]}
+                assert 25 <= values["DEMAND"] <= 40, values  # three cars at about 11 kW
+                assert values["USAGE"] == pytest.approx(values["DEMAND"] * 4 / 3600, abs=0.002), values
+
+
+async def _group_load(api: Api, kw: float) -> bool:
+    return bool((await api.group())["measured_kw"] >= kw)

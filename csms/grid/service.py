@@ -107,6 +107,11 @@ class Grid:
         self.observer = Observer(config, self.sessions, self.setup, self.pusher, self.verification, self.controller,
                                  self.journal, clock, transactions=store, spawner=deps, memory=self.memory)
         self.clock = clock
+        if self.signals.openadr is not None:  # usage reports the DSO asks for measure the group's load
+            self.signals.openadr.meter = self._group_load_kw
+
+    def _group_load_kw(self, tid: str) -> float:
+        return self.views.measured_kw(tid) + self.limit_book.base_load_kw(tid, self.clock())
 
     def _replan(self, reason: str) -> None:
         self.controller.request(reason)

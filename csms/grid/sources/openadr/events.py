@@ -46,20 +46,25 @@ class ParsedEvent:
     name: str | None
     eans: frozenset[str]
     intervals: tuple[Interval, ...]  # sorted, non-overlapping
+    interval_ids: tuple[int, ...] = ()  # the event's id of each interval (same order)
+    reports: tuple[tuple[str, str | None], ...] = ()  # (payloadType, units) the event asks to be reported
 
     def ended(self, now: datetime) -> bool:
         return all(end is not None and end <= now for _, end, _ in self.intervals)
 
     def to_record(self) -> dict[str, Any]:
         return {"id": self.event_id, "modified": self.modified, "name": self.name, "eans": sorted(self.eans),
-                "intervals": [[s.isoformat(), None if e is None else e.isoformat(), kw] for s, e, kw in self.intervals]}
+                "intervals": [[s.isoformat(), None if e is None else e.isoformat(), kw] for s, e, kw in self.intervals],
+                "interval_ids": list(self.interval_ids), "reports": [list(r) for r in self.reports]}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> ParsedEvent:
         intervals = tuple((datetime.fromisoformat(s), None if e is None else datetime.fromisoformat(e), float(kw))
                           for s, e, kw in record["intervals"])
         return cls(str(record["id"]), str(record["modified"]), record.get("name"),
-                   frozenset(str(e) for e in record["eans"]), intervals)
+                   frozenset(str(e) for e in record["eans"]), intervals,
+                   tuple(int(i) for i in record.get("interval_ids") or ()),
+                   tuple((str(t), None if u is None else str(u)) for t, u in record.get("reports") or ()))
 
 
 def parse_duration(text: Any, where: str) -> timedelta:
@@ -154,7 +159,7 @@ def _check_descriptors(event: dict[str, Any]) -> None:
                          f"{descriptor.get('payloadType')!r} in {descriptor.get('units')!r}"[:200])
 
 
-def _intervals(event: dict[str, Any]) -> list[Interval]:
+def _intervals(event: dict[str, Any]) -> list[tuple[Interval, int]]:
     raw = event.get("intervals")
     if not isinstance(raw, list) or not raw:
         raise EventError("at least one interval required")
@@ -169,7 +174,7 @@ def _intervals(event: dict[str, Any]) -> list[Interval]:
         raise EventError("interval ids must increase strictly")
     own = [i.get("intervalPeriod") is not None for i in raw]
     event_period = event.get("intervalPeriod")
-    out: list[Interval] = []
+    out: list[tuple[Interval, int]] = []
     if event_period is not None:
         if any(own):
             raise EventError("interval period on the event and on intervals (give one or the other)")
@@ -178,17 +183,17 @@ def _intervals(event: dict[str, Any]) -> list[Interval]:
             raise EventError("an open-ended interval period fits one interval only")
         for n, interval in enumerate(raw):
             begin = start + (span or timedelta(0)) * n
-            out.append((begin, None if span is None else begin + span,
-                        _value(interval, f"intervals[{n}] (id {interval['id']})")))
+            out.append(((begin, None if span is None else begin + span,
+                         _value(interval, f"intervals[{n}] (id {interval['id']})")), interval["id"]))
         return out
     if not all(own):
         raise EventError("interval period missing on the event and on some interval")
     for n, interval in enumerate(raw):
         where = f"intervals[{n}] (id {interval['id']})"
         begin, span = _period(interval["intervalPeriod"], f"{where}.intervalPeriod")
-        out.append((begin, None if span is None else begin + span, _value(interval, where)))
-    out.sort(key=lambda iv: iv[0])
-    for (s0, e0, _), (s1, _, _) in zip(out, out[1:], strict=False):
+        out.append(((begin, None if span is None else begin + span, _value(interval, where)), interval["id"]))
+    out.sort(key=lambda pair: pair[0][0])
+    for ((s0, e0, _), _), ((s1, _, _), _) in zip(out, out[1:], strict=False):
         if e0 is None or s1 < e0:
             raise EventError(f"intervals overlap (the one from {s0.isoformat()} runs past {s1.isoformat()})")
     return out
@@ -207,12 +212,23 @@ def parse_event(event: Any, ven_name: str) -> ParsedEvent | None:
     if vens is not None and ven_name not in vens:
         return None
     _check_descriptors(event)
-    intervals = _intervals(event)
+    pairs = _intervals(event)
     if not eans:
         raise EventError("no POWER_SERVICE_LOCATION (EAN-18) target: we cannot tell which connection it limits")
     name = event.get("eventName")
     return ParsedEvent(event_id, str(event.get("modificationDateTime") or ""), name if isinstance(name, str) else None,
-                       frozenset(eans), tuple(intervals))
+                       frozenset(eans), tuple(iv for iv, _ in pairs), tuple(i for _, i in pairs),
+                       _report_requests(event.get("reportDescriptors")))
+
+
+def _report_requests(raw: Any) -> tuple[tuple[str, str | None], ...]:
+    """(payloadType, units) of each report descriptor; a broken list refuses the event."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(d, dict) and isinstance(d.get("payloadType"), str)
+                                            for d in raw):
+        raise EventError("reportDescriptors: expected a list of objects with a payloadType")
+    return tuple((d["payloadType"], d["units"] if isinstance(d.get("units"), str) else None) for d in raw)
 
 
 def merge(intervals: list[Interval], cap_kw: float | None = None) -> list[Interval]:

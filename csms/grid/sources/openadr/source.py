@@ -42,6 +42,7 @@ from csms.grid.sources.openadr.events import (
     source_name,
     targets_of,
 )
+from csms.grid.sources.openadr.reports import Meter, UsageReporter
 from csms.interfaces import Bus, Clock
 from csms.tasks import cancel_and_wait
 
@@ -119,6 +120,9 @@ class OpenAdrSource:
         self.webhook_token = secrets.token_urlsafe(32)
         self.subscriptions: dict[str, str | None] = {}  # program -> subscription id (None: refused)
         self.notifications = 0
+        self.reporter = UsageReporter(config)
+        self.meter: Meter | None = None  # the group's measured load in kW (set by the grid assembly)
+        self.reports_sent = 0
 
     # Component ------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -174,6 +178,7 @@ class OpenAdrSource:
             "link_timeout_s": self.config.link_timeout_s, "polls": self.polls, "failures": self.failures,
             "stored_at": _iso(self.stored_at), "webhook_url": self.config.webhook_url,
             "subscriptions": dict(self.subscriptions), "notifications": self.notifications,
+            "reports_sent": self.reports_sent,
             "programs": {name: {"program_id": self.program_ids.get(name), "source": source_name(name),
                                 "events": sorted(self.good[name]), "safe_limits_kw": dict(self.safe[name])}
                          for name in self.config.programs},
@@ -209,6 +214,9 @@ class OpenAdrSource:
         tick = max(0.05, min(1.0, self.config.link_timeout_s / 4))
         while True:
             await self._check_link()
+            if self.meter is not None:
+                self.reporter.sample((ev for events in self.good.values() for ev in events.values()), self.meter,
+                                     self._now())
             left = deadline - loop.time()
             if left <= 0:
                 return
@@ -285,6 +293,7 @@ class OpenAdrSource:
         if changed:
             self._save()
         await self._stored(now)
+        await self._send_reports(now)
         if recovered:
             self.intake.recheck(self.name)
 
@@ -363,8 +372,8 @@ class OpenAdrSource:
                 for tid in tids:
                     self.safe[program][tid] = _safe_value(parsed.intervals, now)
                 continue
-            if parsed.ended(now):
-                continue
+            if parsed.ended(now) and not self.reporter.due(self.program_ids.get(program, ""), [parsed], now):
+                continue  # over (kept while a report of it is still due)
             keep.add(parsed.event_id)
             if before.get(parsed.event_id) != parsed.modified:
                 self.metrics.events.labels("accepted").inc()
@@ -373,6 +382,25 @@ class OpenAdrSource:
         for eid in set(good) - keep:
             del good[eid]  # deleted on the VTN, or over
         return ({eid: ev.modified for eid, ev in good.items()} != before) or self.safe[program] != safe_before
+
+    async def _send_reports(self, now: datetime) -> None:
+        """Post the reports that are due; a refused one (4xx) is dropped, a lost link keeps them for later."""
+        for program, events in self.good.items():
+            program_id = self.program_ids.get(program)
+            if program_id is None:
+                continue
+            for key, body in self.reporter.due(program_id, events.values(), now):
+                try:
+                    await self.client.request("POST", "/reports", body=body)
+                except VtnError as exc:
+                    if exc.status is None or exc.status >= 500:
+                        log.warning("grid openadr: report %s not sent yet (%s)", key, exc)
+                        return
+                    log.warning("grid openadr: report %s refused (%s); dropped", key, exc)
+                else:
+                    self.reports_sent += 1
+                    log.info("grid openadr: report %s sent", key)
+                self.reporter.mark_sent(key)
 
     def _refuse(self, program: str, raw: Any, reason: str) -> None:
         eid = str(raw.get("id")) if isinstance(raw, dict) else "?"
