@@ -145,7 +145,9 @@ async def test_event_limits_the_group_and_malformed_events_keep_the_last_good_li
             rejections = await api.events("signal_rejected")
             assert any(bad_gac in str(r) for r in rejections), rejections[-3:]
 
-            # 3. The DSO fixes the event at 15 kW: applied, obeyed.
+            # 3. The VTN rotates its keys (every token void), then the DSO fixes the event at 15 kW:
+            #    the VEN fetches a new token by itself; the fix is applied and obeyed.
+            vtn.revoke_tokens()
             vtn.update("event", event["id"], limit_event(vtn, program["id"], [15, 15]))
             await until(lambda: openadr_limit(api, 15), 10, "the corrected 15 kW in force")
             await until(lambda: obeyed(stations, 15), 15, "stations under 15 kW")

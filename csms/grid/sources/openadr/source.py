@@ -213,10 +213,13 @@ class OpenAdrSource:
         deadline = loop.time() + delay
         tick = max(0.05, min(1.0, self.config.link_timeout_s / 4))
         while True:
-            await self._check_link()
-            if self.meter is not None:
-                self.reporter.sample((ev for events in self.good.values() for ev in events.values()), self.meter,
-                                     self._now())
+            try:
+                await self._check_link()
+                if self.meter is not None:
+                    self.reporter.sample((ev for events in self.good.values() for ev in events.values()),
+                                         self.meter, self._now())
+            except Exception:  # noqa: BLE001 - a bug must not end the polling
+                log.exception("grid openadr: link check failed")
             left = deadline - loop.time()
             if left <= 0:
                 return
@@ -253,7 +256,7 @@ class OpenAdrSource:
         await self._apply(now, live=False)
         self._save()
         await self._stored(now)
-        self.intake.recheck()
+        self.intake.recheck(self.name)
 
     # One poll -------------------------------------------------------------------------------------
     async def _poll(self) -> None:
