@@ -13,6 +13,7 @@ from csms.grid.config import parse_grid
 from csms.grid.model.limits import parse_signal
 from csms.grid.sources.openadr.config import openadr_section
 from csms.grid.sources.openadr.events import EventError, merge, parse_event, signal_payload, source_name
+from csms.grid.sources.openadr.source import retry_delay
 from simulators.openadr import capacity_limit_event, make_ean18, safe_mode_event
 
 EAN = make_ean18("87123456789012345")
@@ -122,3 +123,11 @@ def test_config_names_every_bad_key(tmp_path: Path) -> None:
     assert problems == [] and config is not None and config.secret == "from-file"
     grid = parse_grid({"transformers": {"T1": {"capacity_kw": 100}}, "openadr": good})
     assert grid.openadr is not None and grid.openadr.programs == ("gac",)
+
+
+def test_retry_backs_off_exponentially_up_to_the_maximum() -> None:
+    assert retry_delay(0, 60, 300) == 60
+    assert [retry_delay(n, 60, 300) for n in range(1, 11)] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]
+    assert retry_delay(2, 0.3, 1) == 0.6 and retry_delay(5, 0.3, 1) == 1
+    assert retry_delay(10_000, 60, 300) == 300  # no overflow after a long outage
+    assert retry_delay(1, 60, 300, jitter=0.8) == 0.8

@@ -200,12 +200,8 @@ class OpenAdrSource:
                 self._failed(repr(exc))
             else:
                 failures = 0
-            if failures:
-                base = min(self.config.poll_interval_s, 1.0)
-                delay = min(self.config.backoff_max_s, base * 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
-            else:
-                delay = self.config.poll_interval_s
-            await self._wait(max(MIN_RETRY_S, delay))
+            await self._wait(retry_delay(failures, self.config.poll_interval_s, self.config.backoff_max_s,
+                                         random.uniform(0.8, 1.2)))
 
     async def _wait(self, delay: float) -> None:
         """Sleep until the next poll, checking the link as time passes; a poke cuts it short."""
@@ -512,6 +508,16 @@ class OpenAdrSource:
             return
         log.info("grid openadr: restored %d event(s)%s", sum(len(e) for e in self.good.values()),
                  " and the safe limit in force" if self.fallback_since else "")
+
+
+def retry_delay(failures: int, poll_interval_s: float, backoff_max_s: float, jitter: float = 1.0) -> float:
+    """Seconds to the next round: the poll interval after a success; after failures 1 s (or the poll
+    interval if shorter), doubling per failure up to ``backoff_max_s``, times ``jitter``."""
+    if not failures:
+        return poll_interval_s
+    base = min(poll_interval_s, 1.0)
+    delay: float = min(backoff_max_s, base * 2.0 ** min(failures - 1, 30)) * jitter
+    return max(MIN_RETRY_S, delay)
 
 
 def _safe_value(intervals: tuple[Interval, ...], now: datetime) -> float:
