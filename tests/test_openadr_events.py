@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from csms.configcheck import Issues
 from csms.grid.config import parse_grid
@@ -131,3 +133,31 @@ def test_retry_backs_off_exponentially_up_to_the_maximum() -> None:
     assert retry_delay(2, 0.3, 1) == 0.6 and retry_delay(5, 0.3, 1) == 1
     assert retry_delay(10_000, 60, 300) == 300  # no overflow after a long outage
     assert retry_delay(1, 60, 300, jitter=0.8) == 0.8
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                                  max_size=5), max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["intervals", "intervalPeriod", "targets", "payloadDescriptors", "priority", "id",
+                        "reportDescriptors"]), _json)
+def test_any_broken_field_is_refused_with_a_reason_never_a_crash(field: str, value: Any) -> None:
+    body = event()
+    body[field] = value
+    try:
+        parse_event(body, "NL-XYZ")
+    except EventError as exc:
+        assert exc.reason
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=1, max_value=10**12), st.integers(min_value=0, max_value=671))
+def test_huge_durations_are_refused_not_raised(seconds: int, count: int) -> None:
+    body = event(limits_kw=[1.0] * (count + 1))
+    body["intervalPeriod"]["duration"] = f"P{seconds}D"
+    try:
+        parse_event(body, "NL-XYZ")
+    except EventError as exc:
+        assert exc.reason

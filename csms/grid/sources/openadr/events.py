@@ -202,7 +202,17 @@ def _intervals(event: dict[str, Any]) -> list[tuple[Interval, int]]:
 def parse_event(event: Any, ven_name: str) -> ParsedEvent | None:
     """The event's limits, or None when it is not for us (another VEN named, no service location).
 
-    Raises EventError naming what breaks the OpenADR schema or the GAC profile."""
+    Raises EventError naming what breaks the OpenADR schema or the GAC profile (and nothing else,
+    whatever the input: one broken event must never fail a whole poll)."""
+    try:
+        return _parse_event(event, ven_name)
+    except EventError:
+        raise
+    except (ArithmeticError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise EventError(f"unusable event: {type(exc).__name__}: {exc}"[:200]) from None
+
+
+def _parse_event(event: Any, ven_name: str) -> ParsedEvent | None:
     if not isinstance(event, dict):
         raise EventError(f"expected an event object, got {type(event).__name__}")
     event_id = event.get("id")

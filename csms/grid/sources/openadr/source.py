@@ -51,6 +51,7 @@ log = logging.getLogger("csms.grid.openadr")
 STATE = "openadr"  # document scope grid:openadr
 STATE_KEY = "state"
 RECENT_REFUSALS = 50
+REMEMBER_REFUSED = 1000  # refused event versions not logged again
 NOTIFICATION_OBJECTS = ("PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE")
 NOTIFICATION_OPERATIONS = ("POST", "PUT", "DELETE", "CREATE", "UPDATE", "READ")  # 3.0.1 and 3.1.0 words
 MIN_RETRY_S = 0.1
@@ -407,6 +408,8 @@ class OpenAdrSource:
         if self._refused.get(eid) == modified:
             return  # said already; it is still the same broken event
         self._refused[eid] = modified
+        while len(self._refused) > REMEMBER_REFUSED:
+            del self._refused[next(iter(self._refused))]  # the oldest
         self.metrics.events.labels("refused").inc()
         kept = eid in self.good[program]
         log.warning("grid openadr: event %s of %s refused: %s%s", eid, program, reason,
