@@ -7,9 +7,11 @@ with the VTN's Problem detail, a body that is not JSON): the source counts them 
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
+from urllib.parse import quote_plus
 
 import aiohttp
 
@@ -36,6 +38,7 @@ class VtnClient:
         self.base = config.vtn_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._token: str | None = None
+        self._token_url: str | None = None
         self._token_until = 0.0
         self.tokens_fetched = 0
 
@@ -51,12 +54,29 @@ class VtnClient:
     def forget_token(self) -> None:
         self._token = None
 
+    async def token_url(self) -> str:
+        """Where tokens come from: configured, else (3.1.0) what ``GET auth/server`` names, else the
+        spec's default path. Asked once per start; a VTN that does not answer it gets the default."""
+        if self._token_url is None:
+            self._token_url = self.config.token_endpoint
+            if self.config.token_url is None and self.config.spec_version != "3.0.1":
+                status, body = await self._send("GET", f"{self.base}/auth/server")
+                found = body.get("tokenURL") if isinstance(body, dict) else None
+                if status == 200 and isinstance(found, str) and found.startswith(("http://", "https://")):
+                    self._token_url = found
+        return self._token_url
+
     async def _fetch_token(self) -> str:
-        form = {"grant_type": "client_credentials", "client_id": self.config.client_id,
-                "client_secret": self.config.secret}
+        form = {"grant_type": "client_credentials"}
+        headers = {}
+        if self.config.token_auth == "basic":  # RFC 6749 2.3.1: every server must support it; both parts
+            pair = f"{quote_plus(self.config.client_id)}:{quote_plus(self.config.secret)}"  # form-encoded first
+            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        else:
+            form |= {"client_id": self.config.client_id, "client_secret": self.config.secret}
         if self.config.scope:
             form["scope"] = self.config.scope
-        status, body = await self._send("POST", self.config.token_endpoint, data=form)
+        status, body = await self._send("POST", await self.token_url(), data=form, headers=headers)
         if status != 200 or not isinstance(body, dict):
             detail = body.get("error_description") or body.get("detail") or body.get("error") or body.get("title") \
                 if isinstance(body, dict) else body

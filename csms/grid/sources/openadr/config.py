@@ -38,7 +38,8 @@ class OpenAdrConfig:
     spec_version: Literal["3.0.1", "3.1.0"] = "3.0.1"
     client_secret: str | None = None
     client_secret_file: str | None = None
-    token_url: str | None = None  # default: <vtn_url>/auth/token
+    token_url: str | None = None  # default: 3.1.0 asks GET auth/server; else <vtn_url>/auth/token
+    token_auth: Literal["form", "basic"] = "form"  # client credentials in the form body or HTTP Basic
     scope: str | None = None  # OAuth2 scope to ask for (default: what the VTN grants the client)
     poll_interval_s: float = field(default=60.0, metadata=bounds(0.1, 3600))
     request_timeout_s: float = field(default=10.0, metadata=bounds(0.1, 300))
@@ -57,6 +58,7 @@ class OpenAdrConfig:
 
     @property
     def token_endpoint(self) -> str:
+        """The configured token URL, or the spec's default path (3.1.0 may tell another: auth/server)."""
         return self.token_url or f"{self.vtn_url.rstrip('/')}/auth/token"
 
     def groups_of(self, eans: set[str]) -> list[str]:
