@@ -293,3 +293,27 @@ async def test_usage_reports_answer_the_events_report_descriptors(tmp_path: Path
 
 async def _group_load(api: Api, kw: float) -> bool:
     return bool((await api.group())["measured_kw"] >= kw)
+
+
+async def test_a_restart_during_the_fallback_keeps_the_safe_limit_until_the_vtn_answers(tmp_path: Path) -> None:
+    async with vtn_running() as vtn:
+        program = seed(vtn)
+        vtn.create("event", limit_event(vtn, program["id"], [120]))
+        site = Site(tmp_path, grid_config(vtn, link_timeout_s=1.5))
+        async with Api(site) as api:
+            async with daemon(site) as first:
+                await until(lambda: openadr_limit(api, 120), 15, "the event's 120 kW in force")
+                await vtn.go_silent(15, "refuse")
+                await until(lambda: openadr_limit(api, 40), 10, "the DSO's safe limit of 40 kW")
+                await until(lambda: _stored_fallback(api), 5, "the fallback stored")
+                assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+            async with daemon(site):
+                assert await openadr_limit(api, 40) is not None, await api.group()
+                assert (await vtn_status(api))["fallback"]
+                await until(lambda: openadr_limit(api, 120), 30, "the event's limit once the VTN answers")
+                assert not (await vtn_status(api))["fallback"]
+
+
+async def _stored_fallback(api: Api) -> bool:
+    status = await vtn_status(api)
+    return bool(status["fallback"] and status["stored_at"] and status["stored_at"] >= status["fallback_since"])
