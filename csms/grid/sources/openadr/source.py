@@ -51,7 +51,9 @@ log = logging.getLogger("csms.grid.openadr")
 STATE = "openadr"  # document scope grid:openadr
 STATE_KEY = "state"
 RECENT_REFUSALS = 50
-REMEMBER_REFUSED = 1000  # refused event versions not logged again
+REMEMBER_REFUSED = 1000
+COALESCE_S = 0.1  # notifications this close together cause one poll
+UNAUTHORIZED_LOG_S = 60.0  # refused webhook calls: one warning per minute at most  # refused event versions not logged again
 NOTIFICATION_OBJECTS = ("PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE")
 NOTIFICATION_OPERATIONS = ("POST", "PUT", "DELETE", "CREATE", "UPDATE", "READ")  # 3.0.1 and 3.1.0 words
 MIN_RETRY_S = 0.1
@@ -121,6 +123,7 @@ class OpenAdrSource:
         self.webhook_token = secrets.token_urlsafe(32)
         self.subscriptions: dict[str, str | None] = {}  # program -> subscription id (None: refused)
         self.notifications = 0
+        self._unauthorized_logged = float("-inf")
         self.reporter = UsageReporter(config)
         self.meter: Meter | None = None  # the group's measured load in kW (set by the grid assembly)
         self.reports_sent = 0
@@ -152,7 +155,11 @@ class OpenAdrSource:
             return 404, "this VEN has no webhook (grid.openadr.webhook_url)"
         if bearer is None or not secrets.compare_digest(bearer, self.webhook_token):
             self.metrics.notifications.labels("unauthorized").inc()
-            log.warning("grid openadr: webhook call without our subscription's bearer token refused")
+            clock = asyncio.get_running_loop().time()
+            if clock - self._unauthorized_logged >= UNAUTHORIZED_LOG_S:
+                self._unauthorized_logged = clock
+                log.warning("grid openadr: webhook call without our subscription's bearer token refused "
+                            "(counted in csms_grid_openadr_notifications_total; said once a minute)")
             return 401, "missing or wrong bearer token"
         if (not isinstance(body, dict) or body.get("objectType") not in NOTIFICATION_OBJECTS
                 or body.get("operation") not in NOTIFICATION_OPERATIONS or not isinstance(body.get("object"), dict)):
@@ -224,6 +231,7 @@ class OpenAdrSource:
                 await asyncio.wait_for(self._wake.wait(), min(left, tick))
             except TimeoutError:
                 continue
+            await asyncio.sleep(COALESCE_S)  # one change often brings several notifications: one poll
             self._wake.clear()
             return
 
