@@ -161,3 +161,18 @@ def test_huge_durations_are_refused_not_raised(seconds: int, count: int) -> None
         parse_event(body, "NL-XYZ")
     except EventError as exc:
         assert exc.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 20), st.one_of(st.none(), st.integers(1, 10)),
+                          st.sampled_from([10.0, 20.0, 30.0, 250.0])), min_size=1, max_size=12))
+def test_merge_equals_the_strictest_value_at_every_moment(raw: list[tuple[int, int | None, float]]) -> None:
+    intervals = [(T0 + Q * s, None if d is None else T0 + Q * (s + d), kw) for s, d, kw in raw]
+    merged = merge(intervals, cap_kw=200)
+    for minute in range(0, 32 * 15, 5):
+        at = T0 + timedelta(minutes=minute)
+        covering = [kw for s, e, kw in intervals if s <= at and (e is None or at < e)]
+        expected = min([*covering, 200.0]) if covering else None
+        found = [kw for s, e, kw in merged if s <= at and (e is None or at < e)]
+        assert found == ([] if expected is None else [expected]), (at, intervals, merged)
+    assert all(e is not None for _, e, _ in merged[:-1])  # only the last piece may be open-ended

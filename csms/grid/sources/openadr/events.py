@@ -12,6 +12,7 @@ into the limit signal the intake validates like any other. Both 3.0.1 targets (v
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 import re
@@ -243,18 +244,26 @@ def _report_requests(raw: Any) -> tuple[tuple[str, str | None], ...]:
 
 def merge(intervals: list[Interval], cap_kw: float | None = None) -> list[Interval]:
     """One schedule from overlapping intervals: at each moment the strictest value (capped at
-    ``cap_kw``); gaps stay gaps, equal neighbours are joined. Only the last piece can be open-ended."""
+    ``cap_kw``); gaps stay gaps, equal neighbours are joined. Only the last piece can be open-ended.
+    A sweep over the edges with a heap of the intervals in force: n log n for a week of events."""
     if not intervals:
         return []
     edges = sorted({s for s, _, _ in intervals} | {e for _, e, _ in intervals if e is not None})
+    by_start = sorted(intervals, key=lambda iv: iv[0])
+    active: list[tuple[float, int, datetime | None]] = []  # (kW, tiebreak, end); ended ones dropped lazily
     out: list[Interval] = []
-    bounds: list[tuple[datetime, datetime | None]] = [(a, b) for a, b in zip(edges, edges[1:], strict=False)]
-    bounds.append((edges[-1], None))
-    for start, end in bounds:
-        covering = [kw for s, e, kw in intervals if s <= start and (e is None or (end is not None and e >= end))]
-        if not covering:
+    taken = 0
+    for n, start in enumerate(edges):
+        end = edges[n + 1] if n + 1 < len(edges) else None
+        while taken < len(by_start) and by_start[taken][0] <= start:
+            _, e, kw = by_start[taken]
+            heapq.heappush(active, (kw, taken, e))
+            taken += 1
+        while active and (ends := active[0][2]) is not None and ends <= start:
+            heapq.heappop(active)
+        if not active:
             continue
-        kw = min(covering) if cap_kw is None else min(min(covering), cap_kw)
+        kw = active[0][0] if cap_kw is None else min(active[0][0], cap_kw)
         if out and out[-1][1] == start and out[-1][2] == kw:
             out[-1] = (out[-1][0], end, kw)
         else:
