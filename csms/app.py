@@ -150,7 +150,8 @@ class Daemon:
                                  metrics=self.metrics, station_trace=self.station_trace, readiness=self.readiness,
                                  version=DEFAULT_VERSION.version, grid=self.grid, operations=self.operations,
                                  billing=self.billing, listeners=self.gateway.listeners, errors=self.errors,
-                                 versions={sp: package.version for sp, package in VERSIONS.items()})
+                                 versions={sp: package.version for sp, package in VERSIONS.items()},
+                                 openadr=self.grid.signals.openadr if self.grid is not None else None)
             self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config))
             self.components.append(self.api)
 

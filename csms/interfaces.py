@@ -207,6 +207,13 @@ class SignalSource(Component, Protocol):
         ...
 
 
+class NotificationReceiver(Protocol):
+    """An adapter that takes calls from a grid operator's server on the API port (the OpenADR VEN's
+    webhook): it verifies the caller itself and answers (HTTP status, detail)."""
+
+    def notified(self, bearer: str | None, body: Any) -> tuple[int, str]: ...
+
+
 class LimitIntake(Protocol):
     """The one door every limit signal goes through (signal sources and the operator API)."""
 

@@ -255,6 +255,14 @@ PATHS: dict[str, Any] = {
         tag="id-tokens", params=("id_token",))},
     "/api/grid": {"get": op("Transformers, limits in force, measured and planned load, sessions",
                             {**_ok("the grid controller's snapshot", {"type": "object"}), **_GRID_OFF}, tag="grid")},
+    "/openadr/notify": {"post": op(
+        "OpenADR 3 notification from the DSO's VTN (the VEN's webhook)",
+        {**_ok("taken: the VEN polls the VTN now", {"type": "object"}),
+         "400": _error("not an OpenADR notification"), "401": _error("missing or wrong subscription bearer token"),
+         "404": _error("no OpenADR VEN with a webhook is configured"), "413": _error("notification too large")},
+        tag="grid", public=True,
+        description="Authenticated by the bearer token the VEN gave the VTN in its subscription, not by an "
+                    "operator token. The body only wakes the VEN; it re-reads programs and events itself.")},
     "/api/grid/events": {"get": op(
         "Recent grid events (signals, pushes, rejections, safe mode)",
         {**_ok("oldest first", {"type": "object", "properties": {"events": {"type": "array"}}}), **_GRID_OFF,

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from csms.api import commands, events, grid, health, openapi, operations, stations, tokens, transactions
+from csms.api import commands, events, grid, health, openadr, openapi, operations, stations, tokens, transactions
 from csms.api.auth import ADMIN, READ, Principal, Tokens, bearer_token, ensure_token_file
 from csms.api.config import ApiConfig
 from csms.api.http import CONTEXT, PRINCIPAL, ApiContext, ApiError, Handler, Route, Routes, json_response
@@ -23,7 +23,7 @@ from csms.api.http import CONTEXT, PRINCIPAL, ApiContext, ApiError, Handler, Rou
 log = logging.getLogger("csms.api")
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "static")
-ROUTE_MODULES = (health, stations, transactions, commands, operations, tokens, grid, events)
+ROUTE_MODULES = (health, stations, transactions, commands, operations, tokens, grid, events, openadr)
 ROUTE: web.AppKey[dict[Any, Route]] = web.AppKey("routes")
 SHUTDOWN_TIMEOUT_S = 3.0
 MAX_BODY_BYTES = 1024 * 1024

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from csms.configcheck import ConfigError, ConfigIssue, Issues, bounds, build, is_number
+from csms.grid.sources.openadr.config import OpenAdrConfig, openadr_section
 from csms.grid.sources.uftp.config import UftpConfig, uftp_section
 from profiles.margin import DEFAULT_MARGIN_KW, DEFAULT_MARGIN_PERCENT
 
@@ -179,6 +180,7 @@ class GridConfig:
     # A signal whose `timestamp` is older than this is stale and rejected.
     signal_max_age_s: float = 900.0
     uftp: UftpConfig | None = None  # the UFTP aggregator role (csms/grid/sources/uftp)
+    openadr: OpenAdrConfig | None = None  # the DSO's VTN (OpenADR 3 grid-aware charging)
 
     def station_model_for(self, station_id: str, vendor_model: str | None = None) -> StationModelRule:
         """The first matching rule in config order, or the conservative default (no V2G, 32 A, 3 phases)."""
@@ -446,7 +448,7 @@ def _check_tree(groups: dict[str, TransformerConfig], paths: dict[str, str], iss
 
 
 _TOP_KEYS = ("transformers", "mqtt", "planning", "session_defaults", "station_models", "signal_max_age_s",
-             "uftp")
+             "uftp", "openadr")
 
 
 def grid_section(section: Any, issues: Issues) -> GridConfig | None:
@@ -510,8 +512,9 @@ def grid_section(section: Any, issues: Issues) -> GridConfig | None:
         issues.add("grid.signal_max_age_s", f"expected a number > 0 (seconds), got {max_age!r}")
         max_age = 900.0
     uftp = uftp_section(section["uftp"], set(groups), issues) if section.get("uftp") is not None else None
+    openadr = openadr_section(section.get("openadr"), set(groups), issues)
     return GridConfig(transformers=groups, mqtt=mqtt, planning=planning, session_defaults=defaults,
-                      station_models=tuple(models), signal_max_age_s=float(max_age), uftp=uftp)
+                      station_models=tuple(models), signal_max_age_s=float(max_age), uftp=uftp, openadr=openadr)
 
 
 def check(section: Any, file: str) -> list[ConfigIssue]:

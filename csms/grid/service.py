@@ -111,6 +111,8 @@ class Grid:
                                  self.journal, clock, transactions=store, spawner=deps, memory=self.memory)
         self.clock = clock
         self.uftp = self._uftp(store)
+        if self.signals.openadr is not None:  # usage reports the DSO asks for measure the group's load
+            self.signals.openadr.meter = self._group_load_kw
 
     def _uftp(self, store: GridStore | None) -> UftpSource | None:
         """The UFTP aggregator role when ``grid.uftp`` is configured (the library is imported only then)."""
@@ -128,6 +130,9 @@ class Grid:
         source = UftpSource(self.config.uftp, aggregator)
         self.signals.add(source)
         return source
+
+    def _group_load_kw(self, tid: str) -> float:
+        return self.views.measured_kw(tid) + self.limit_book.base_load_kw(tid, self.clock())
 
     def _replan(self, reason: str) -> None:
         self.controller.request(reason)
@@ -163,6 +168,7 @@ class Grid:
                                        last_reaction_s=last[-1] if last else None)
         if self.uftp is not None:
             snapshot["uftp"] = self.uftp.status()
+        snapshot["sources"] = self.signals.source_status()
         return snapshot
 
     def recent_events(self, limit: int) -> list[dict[str, Any]]:

@@ -3,6 +3,8 @@ publisher that reports each group's state (to MQTT when a broker is configured).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry
 
 from csms.grid.config import GridConfig
@@ -11,6 +13,7 @@ from csms.grid.intake import LimitDesk
 from csms.grid.metrics import SignalMetrics
 from csms.grid.model.limits import LimitBook
 from csms.grid.sources.mqtt import MqttSignalSource
+from csms.grid.sources.openadr.source import OpenAdrSource
 from csms.grid.sources.status import StatusPublisher, Topics
 from csms.interfaces import Bus, Clock, SignalSource
 
@@ -32,12 +35,20 @@ class Signals:
         self.mqtt = (MqttSignalSource(config.mqtt, self.desk, self.status, self.metrics, clock)
                      if config.mqtt is not None else None)
         self.sources: list[SignalSource] = [self.mqtt] if self.mqtt is not None else []
+        self.openadr = (OpenAdrSource(config.openadr, config, self.desk, bus, registry, clock, memory)
+                        if config.openadr is not None else None)
+        if self.openadr is not None:
+            self.sources.append(self.openadr)
         self.desk.sources.extend(self.sources)
 
     def add(self, source: SignalSource) -> None:
         """A source built elsewhere (it needs more than the limit side, e.g. the fleet for UFTP)."""
         self.sources.append(source)
         self.desk.sources.append(source)
+
+    def source_status(self) -> dict[str, Any]:
+        """Each source that reports its own state (the OpenADR VEN: VTN link, programs, refusals)."""
+        return {s.name: status() for s in self.sources if callable(status := getattr(s, "status", None))}
 
     async def start(self) -> None:
         await self.desk.restore()

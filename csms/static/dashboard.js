@@ -116,6 +116,9 @@
       ["plans", snap.plans ?? "–"],
       ["last reaction", snap.last_reaction_s == null ? "–" : `${(snap.last_reaction_s * 1000).toFixed(0)} ms`],
     ];
+    for (const [name, src] of Object.entries(snap.sources || {})) {  // e.g. the OpenADR VEN's link to the VTN
+      summary.push([`${name} link`, src.fallback ? "safe limit" : (src.reachable ? "up" : "down")]);
+    }
     $("summary").replaceChildren(...summary.map(([label, value]) =>
       el("div", { class: "card" }, el("b", {}, value), el("span", {}, label))));
     renderUftp(snap.uftp);

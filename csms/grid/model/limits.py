@@ -28,7 +28,7 @@ DEFAULT_SOURCE = "dso"
 PAYLOAD_KEYS = ("signal_id", "source", "transformer", "timestamp", "valid_from", "valid_until", "limit_kw",
                 "intervals")
 INTERVAL_KEYS = ("start", "end", "limit_kw")
-_SOURCE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SOURCE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # ":" for "openadr:<program>"
 _FAR_PAST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=timezone.utc)
 
@@ -230,7 +230,7 @@ def parse_signal(payload: bytes | str | dict[str, Any], transformer_id: str, now
         raise SignalError(f"signal_id must be a printable string of 1-128 characters, got {raw_id!r}"[:200], sid)
     source = data.get("source", DEFAULT_SOURCE)
     if not isinstance(source, str) or not _SOURCE_RE.match(source):
-        raise SignalError(f"source must be 1-64 characters out of A-Z a-z 0-9 _ . -, got {source!r}"[:200], sid)
+        raise SignalError(f"source must be 1-64 characters out of A-Z a-z 0-9 _ . : -, got {source!r}"[:200], sid)
     named = data.get("transformer")
     if named is not None and named != transformer_id:
         raise SignalError(f"payload names transformer {named!r} but arrived for {transformer_id!r}", sid)
