@@ -24,6 +24,7 @@ from csms.grid.effects.rebuild import rebuild_sessions
 from csms.grid.effects.setup import StationSetup
 from csms.grid.effects.verify import Verification, Verifier, VerifyConfig
 from csms.grid.effects.waves import WaveDispatcher
+from csms.grid.history import FIELDS, HistoryRecorder, LoadHistory
 from csms.grid.journal import Journal
 from csms.grid.metrics import ControlMetrics
 from csms.grid.model.sessions import Defaults, SessionBook, need_record
@@ -106,6 +107,8 @@ class Grid:
                                   self.pusher, clock)
         self.observer = Observer(config, self.sessions, self.setup, self.pusher, self.verification, self.controller,
                                  self.journal, clock, transactions=store, spawner=deps, memory=self.memory)
+        self.loads = LoadHistory(config.history, config.transformers, clock, store)
+        self.recorder = HistoryRecorder(self.loads, self.views.samples, clock)
         self.clock = clock
 
     def _replan(self, reason: str) -> None:
@@ -120,10 +123,12 @@ class Grid:
                 log.info("grid: %d running sessions rebuilt from the store", rebuilt)
         self.observer.attach(self.deps.bus, self.deps.connections)
         await self.controller.start()
+        await self.recorder.start()
 
     async def stop(self) -> None:
         try:
             self.observer.detach()
+            await self.recorder.stop()
             await self.controller.stop()
         finally:
             await self.signals.stop()
@@ -143,6 +148,15 @@ class Grid:
 
     def recent_events(self, limit: int) -> list[dict[str, Any]]:
         return self.journal.recent(limit)
+
+    def load_history(self, transformer_id: str, since: datetime | None = None) -> dict[str, Any]:
+        """The group's load history, one column per field (raises KeyError for an unknown group)."""
+        h = self.loads
+        if transformer_id not in h.rings:
+            raise KeyError(transformer_id)
+        points = h.points(transformer_id, since)
+        return {"transformer": transformer_id, "resolution_s": h.resolution_s, "span_s": h.capacity * h.resolution_s,
+                **{name: [p[name] for p in points] for name in ("t", *FIELDS)}}
 
     def set_session_need(self, station_id: str, evse_id: int, energy_kwh: float | None = None,
                          departure: datetime | None = None, guaranteed_kwh: float | None = None) -> dict[str, Any]:

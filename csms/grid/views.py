@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from csms.grid.config import GridConfig
+from csms.grid.history import Sample
 from csms.grid.metrics import ControlMetrics
 from csms.grid.model.limits import LimitBook
 from csms.grid.model.sessions import Session, SessionBook
@@ -62,6 +63,18 @@ class GroupViews:
 
     def measured_kw(self, tid: str) -> float:
         return sum(s.power_kw or 0.0 for s in self._sessions(tid))
+
+    def samples(self, now: datetime) -> dict[str, Sample]:
+        """Every group's load, limit and plan now, for the history (one pass over the sessions)."""
+        members = self.topology.group_members(self.book.sessions, self.grid.transformers)
+        out = {}
+        for tid in self.grid.transformers:
+            state = self.groups.get(tid, GroupState())
+            ev = sum(s.power_kw or 0.0 for s in members.get(tid, []))
+            limit, _ = self.limits.limit_at(tid, now)
+            out[tid] = Sample(load_kw=ev + state.base_load_kw, ev_kw=ev, non_ev_kw=state.base_load_kw,
+                              limit_kw=limit, planned_kw=state.planned_kw + state.base_load_kw)
+        return out
 
     def group_snapshot(self, tid: str) -> dict[str, Any]:
         state = self.groups.get(tid, GroupState())
