@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from csms.grid.config import HistoryConfig
+from csms.grid.records import prune
 from csms.interfaces import Clock
 from csms.store.base import DocumentStore
 
@@ -242,6 +243,10 @@ class LoadHistory:
             return
         self._hour = hour
         last = hour - round(self.config.keep_days * 24) - 1  # the last hour that ended keep_days ago
+        try:
+            await prune(self.store, datetime.fromtimestamp((last + 1) * CHUNK_S, UTC))
+        except Exception:  # noqa: BLE001
+            log.exception("old grid records not deleted")
         for chunk in range(last - 48, last + 1):
             for tid in self.rings:
                 try:

@@ -12,7 +12,7 @@ the operator API reads.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ from csms.grid.model.sessions import Defaults, SessionBook, need_record
 from csms.grid.model.topology import Topology
 from csms.grid.observer import Observer
 from csms.grid.planning import GroupPlanner
+from csms.grid.records import GridRecords
 from csms.grid.signals import Signals
 from csms.grid.views import GroupViews
 from csms.interfaces import Bus, Clock, GridCommands, LimitIntake, Spawner
@@ -105,8 +106,12 @@ class Grid:
                                          self.views, self.journal, self.metrics, clock)
         self.setup = StationSetup(config, self.sessions, deps.commands, deps, self.journal, self._replan,
                                   self.pusher, clock)
+        self.records = GridRecords(self.memory, self.topology, self.sessions.defaults, clock) \
+            if self.memory is not None else None
         self.observer = Observer(config, self.sessions, self.setup, self.pusher, self.verification, self.controller,
-                                 self.journal, clock, transactions=store, spawner=deps, memory=self.memory)
+                                 self.journal, clock, transactions=store, spawner=deps, memory=self.memory,
+                                 records=self.records)
+        self._unsubscribe_records: Callable[[], None] | None = None
         self.loads = LoadHistory(config.history, config.transformers, clock, store)
         self.recorder = HistoryRecorder(self.loads, self.views.samples, clock)
         self.clock = clock
@@ -122,12 +127,16 @@ class Grid:
             if rebuilt:
                 log.info("grid: %d running sessions rebuilt from the store", rebuilt)
         self.observer.attach(self.deps.bus, self.deps.connections)
+        if self.records is not None:
+            self._unsubscribe_records = self.deps.bus.subscribe(self.records.on_event, "grid.finding")
         await self.controller.start()
         await self.recorder.start()
 
     async def stop(self) -> None:
         try:
             self.observer.detach()
+            if self._unsubscribe_records is not None:
+                self._unsubscribe_records()
             await self.recorder.stop()
             await self.controller.stop()
         finally:
