@@ -72,14 +72,16 @@ def test_sessions_against_need_and_guarantee() -> None:
         return SessionOutcome("CS", 1, "tx", start, start + timedelta(hours=hours), start + timedelta(hours=8),
                               delivered, need, guaranteed, "api")
 
-    outcomes = [served(20, 20, 5, 9), served(6, 20, 5, 2), served(3, 20, 5, 9), served(4, None, None, 9)]
+    outcomes = [served(20, 20, 5, 9), served(6, 20, 5, 2), served(3, 20, 5, 9), served(4, None, None, 9),
+                served(1, 20, 5, 2)]
+    assert [o.guarantee_met for o in outcomes] == [True, True, False, None, None]  # the last left early, short
     s = summarize(outcomes)
-    assert (s.served, s.need_met, s.guarantee_met, s.left_early) == (4, 1, 2, 1)
-    assert s.guarantee_missed == [outcomes[2]] and s.delivered_kwh == 33
+    assert (s.served, s.need_met, s.guarantee_met, s.guarantee_judged, s.left_early) == (5, 1, 2, 3, 2)
+    assert s.guarantee_missed == [outcomes[2]] and s.delivered_kwh == 34
     doc = {"station_id": "CS-1", "evse_id": 1, "transaction_id": "t1", "started_at": start.isoformat(),
            "ended_at": (start + timedelta(hours=1)).isoformat(), "delivered_kwh": 4.5, "need_kwh": 20,
            "guaranteed_kwh": 5, "departure": None, "need_source": "default"}
     o = outcome_of(doc)
-    assert o is not None and o.guarantee_met is False and not o.left_early
+    assert o is not None and o.guarantee_met is False and not o.left_early  # no departure known: judged at the end
     assert outcome_of({**doc, "started_at": "yesterday"}) is None
     assert outcome_of({"station_id": "x"}) is None

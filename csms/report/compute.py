@@ -123,11 +123,13 @@ class SessionOutcome:
 
     @property
     def guarantee_met(self) -> bool | None:
-        """The guaranteed minimum is owed by the departure the driver gave: a car that left earlier
-        than it said is not counted as a miss unless it got less than it was owed for that time."""
+        """The guaranteed minimum is owed by the departure: a car that left before the departure it
+        was planned for, short of its guarantee, is not judged (None), and is counted as left early."""
         if self.guaranteed_kwh is None:
             return None
-        return self.delivered_kwh >= self.guaranteed_kwh - 0.01
+        if self.delivered_kwh >= self.guaranteed_kwh - 0.01:
+            return True
+        return None if self.left_early else False
 
     @property
     def left_early(self) -> bool:
@@ -155,6 +157,7 @@ class SessionSummary:
     served: int = 0
     need_met: int = 0
     guarantee_met: int = 0
+    guarantee_judged: int = 0  # sessions with a guarantee that stayed until their departure or got it
     guarantee_missed: list[SessionOutcome] = field(default_factory=list)
     left_early: int = 0
     delivered_kwh: float = 0.0
@@ -167,6 +170,8 @@ def summarize(outcomes: Iterable[SessionOutcome]) -> SessionSummary:
         out.delivered_kwh += o.delivered_kwh
         out.need_met += bool(o.need_met)
         out.left_early += o.left_early
+        if o.guarantee_met is not None:
+            out.guarantee_judged += 1
         if o.guarantee_met is False:
             out.guarantee_missed.append(o)
         elif o.guarantee_met:

@@ -45,7 +45,8 @@ def _section(report: Report, t: TransformerReport, out: Path) -> str:
             (f"{above_late:.2f} kWh", "above the limit after the reaction window", above_late > 0.005),
             (f"{above:.2f} kWh", "above the limit in all", False),
             (str(s.served), "sessions served", False),
-            (f"{s.guarantee_met}/{s.served}", "guaranteed minimum delivered", bool(s.guarantee_missed)),
+            (f"{s.guarantee_met}/{s.guarantee_judged}", "guaranteed minimum delivered", bool(s.guarantee_missed)),
+            (str(s.left_early), "left before their departure", False),
             (f"{s.need_met}/{s.served}", "full need delivered", False),
             (str(len(t.profiles)), "profiles sent", False),
             (str(len(t.findings)), "verification findings", bool(t.findings)),
@@ -105,7 +106,8 @@ def _session_table(t: TransformerReport) -> str:
                     f"<td>{_fmt(o.departure) if o.departure else '–'}{' (left early)' if o.left_early else ''}</td>"
                     f"<td class=num>{o.delivered_kwh:.2f}</td><td class=num>{_num(o.need_kwh)}</td>"
                     f"<td class=num>{_num(o.guaranteed_kwh)}</td><td>{_e(o.need_source)}</td>"
-                    f"<td>{_yes(o.guarantee_met)}</td><td>{_yes(o.need_met)}</td>"
+                    f"<td>{'left early' if o.guarantee_met is None and o.left_early else _yes(o.guarantee_met)}</td>"
+                    f"<td>{_yes(o.need_met)}</td>"
                     f"<td>{_e(o.fixed_reason or '')}</td></tr>")
     more = f"<p class='muted'>{len(t.sessions) - MAX_ROWS} more not listed.</p>" if len(t.sessions) > MAX_ROWS else ""
     return ("<h3>Sessions served</h3><table class='sessions'><thead><tr><th>station/EVSE</th><th>transaction</th>"
@@ -132,7 +134,7 @@ def _finding_table(t: TransformerReport) -> str:
     if not t.findings:
         return "<h3>Verification findings</h3><p class='muted'>None: every station did what it was told.</p>"
     tally = ", ".join(f"{_e(kind)}: {n}" for kind, n in t.finding_kinds)
-    rows = "".join(f"<tr><td>{_e(str(f.get('at', '')))}</td><td>{_e(str(f.get('station_id')))}/{f.get('evse_id')}</td>"
+    rows = "".join(f"<tr><td>{_e(_fmt_iso(f.get('at')))}</td><td>{_e(str(f.get('station_id')))}/{f.get('evse_id')}</td>"
                    f"<td>{_e(str(f.get('finding')))}</td><td>{_e(str(f.get('detail') or ''))}</td></tr>"
                    for f in t.findings[:MAX_ROWS])
     return (f"<h3>Verification findings</h3><p>{tally}</p><table class='findings'><thead><tr><th>at</th>"
@@ -168,7 +170,10 @@ def _load_plot(report: Report, t: TransformerReport, path: Path) -> None:
     bottom.set_ylabel("kWh above")
     bottom.grid(alpha=0.3)
     bottom.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9, frameon=False)
-    bottom.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d %H:%M", tz=UTC))  # type: ignore[no-untyped-call]
+    span = (report.until - report.since).total_seconds()
+    fmt = "%m-%d" if span > 3 * 86400 else "%m-%d %H:%M" if span > 6 * 3600 else "%H:%M" if span > 900 else "%H:%M:%S"
+    bottom.xaxis.set_major_formatter(mdates.DateFormatter(fmt, tz=UTC))  # type: ignore[no-untyped-call]
+    bottom.set_xlabel("UTC")
     bottom.set_xlim(report.since, report.until)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -206,6 +211,13 @@ def _slug(text: str) -> str:
 
 def _fmt(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _fmt_iso(value: object) -> str:
+    try:
+        return _fmt(datetime.fromisoformat(str(value)))
+    except ValueError:
+        return str(value)
 
 
 def _num(value: float | None) -> str:
