@@ -161,12 +161,15 @@ def _load_plot(report: Report, t: TransformerReport, path: Path) -> None:
     top.set_title(f"{t.tid}: load against the limit")
     top.grid(alpha=0.3)
     top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9, frameon=False)
-    width = 900 / 86400 * 0.9
     within = [i.above_kwh - i.above_after_reaction_kwh for i in t.intervals]
     late = [i.above_after_reaction_kwh for i in t.intervals]
-    centres = [(i.start + 450) / 86400 for i in t.intervals]  # matplotlib's dates: days since 1970
-    bottom.bar(centres, late, width=width, color=COLORS["over"], label="after the reaction window")
-    bottom.bar(centres, within, width=width, bottom=late, color=COLORS["late"], label="within the reaction window")
+    # Each interval's bar spans the part of it inside the report (a short report is part of one interval).
+    lo, hi = report.since.timestamp(), report.until.timestamp()
+    lefts = [max(i.start, lo) / 86400 for i in t.intervals]  # matplotlib's dates: days since 1970
+    widths = [0.96 * (min(i.start + 900, hi) - max(i.start, lo)) / 86400 for i in t.intervals]
+    bottom.bar(lefts, late, width=widths, align="edge", color=COLORS["over"], label="after the reaction window")
+    bottom.bar(lefts, within, width=widths, align="edge", bottom=late, color=COLORS["late"],
+               label="within the reaction window")
     bottom.set_ylabel("kWh above")
     bottom.grid(alpha=0.3)
     bottom.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9, frameon=False)
