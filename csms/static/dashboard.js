@@ -27,7 +27,7 @@
     streamAbort: null,
     streamRetryMs: 1000,
   };
-  window.netbewust = state;  // for debugging in the browser console
+  window.netbewust = state;  // for debugging in the browser console (and render() for tests at scale)
 
   const $ = (id) => document.getElementById(id);
 
@@ -185,6 +185,8 @@
     }
   }
 
+  state.render = (snap) => render(snap);
+
   function cardFor(tid) {
     let card = state.cards.get(tid);
     if (card) return card;
@@ -245,7 +247,7 @@
   }
 
   const SORTS = {
-    station: (s) => `${s.station_id}\u0000${String(s.evse_id).padStart(4, "0")}`,
+    station: null,  // byStation below
     evse: (s) => s.evse_id,
     state: (s) => s.state || "",
     setpoint: (s) => s.setpoint_kw ?? -Infinity,
@@ -254,6 +256,10 @@
     departure: (s) => (s.departure ? Date.parse(s.departure) : Infinity),
     problem: (s) => s.problems.filter(([level]) => level === "alarm").length * 10 + s.problems.length,
   };
+
+  // Station ids in natural order (CP-9 before CP-10), then the EVSE.
+  const byStation = (a, b) => a.station_id.localeCompare(b.station_id, undefined, { numeric: true }) ||
+    a.evse_id - b.evse_id;
 
   function visibleSessions(card, sessions) {
     const words = card.filter.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
@@ -266,11 +272,12 @@
                     ...s.problems.map(([, t]) => t)].join(" ").toLowerCase();
       return words.every((w) => text.includes(w));
     });
-    const key = SORTS[card.sortKey] || SORTS.station, dir = card.sortDir, byStation = SORTS.station;
+    const key = SORTS[card.sortKey], dir = card.sortDir;
     rows.sort((a, b) => {
+      if (!key) return byStation(a, b) * dir;
       const ka = key(a), kb = key(b);
       const c = typeof ka === "number" && typeof kb === "number" ? ka - kb : String(ka).localeCompare(String(kb));
-      return c * dir || byStation(a).localeCompare(byStation(b));
+      return c * dir || byStation(a, b);
     });
     return rows;
   }
