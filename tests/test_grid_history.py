@@ -133,3 +133,22 @@ async def test_the_history_route(tmp_path: Path) -> None:
         assert status == 404 and "unknown transformer 'T9'" in body["error"]
         status, body = await api.get("/api/grid/transformers/T1/history?since=yesterday")
         assert status == 400 and "since" in body["error"]
+
+
+async def test_a_restarted_daemon_serves_the_history_from_before(tmp_path: Path) -> None:
+    """The daemon process is stopped and started again on the same store: the page opened after the
+    restart still sees the load from before it."""
+    from tests.grid_outside import Api, Site, daemon
+
+    site = Site(tmp_path, {"transformers": {"T1": {"capacity_kw": 50, "base_load": 7}},
+                           "history": {"resolution_s": 0.5, "hours": 1, "save_interval_s": 1}})
+    async with daemon(site) as running, Api(site) as api:
+        await asyncio.sleep(3)
+        before = await api.get("/api/grid/transformers/T1/history")
+        assert len(before["t"]) >= 4 and set(before["non_ev_kw"]) == {7.0} and set(before["limit_kw"]) == {50.0}
+        assert await running.stop() == 0
+    restarted_at = datetime.now(UTC).timestamp()
+    async with daemon(site), Api(site) as api:
+        after = await api.get("/api/grid/transformers/T1/history")
+        kept = [t for t in after["t"] if t < restarted_at]
+        assert set(before["t"]) - {before["t"][-1]} <= set(kept), (before["t"], after["t"])  # all but the open slot

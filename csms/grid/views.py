@@ -70,6 +70,8 @@ class GroupViews:
         out = {}
         for tid in self.grid.transformers:
             state = self.groups.get(tid, GroupState())
+            if state.planned_at is None and self.grid.planning.enabled:
+                continue  # its base load and plan are not known before its first plan (a second after start)
             ev = sum(s.power_kw or 0.0 for s in members.get(tid, []))
             limit, _ = self.limits.limit_at(tid, now)
             out[tid] = Sample(load_kw=ev + state.base_load_kw, ev_kw=ev, non_ev_kw=state.base_load_kw,
