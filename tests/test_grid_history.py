@@ -152,3 +152,30 @@ async def test_a_restarted_daemon_serves_the_history_from_before(tmp_path: Path)
         after = await api.get("/api/grid/transformers/T1/history")
         kept = [t for t in after["t"] if t < restarted_at]
         assert set(before["t"]) - {before["t"][-1]} <= set(kept), (before["t"], after["t"])  # all but the open slot
+
+
+def test_a_parent_groups_history_covers_the_groups_below_it() -> None:
+    """T1's limit holds for SITE-A's load too, so T1's history adds it in (EV, base load and plan)."""
+    from prometheus_client import CollectorRegistry
+
+    from csms.grid.config import parse_grid
+    from csms.grid.metrics import ControlMetrics
+    from csms.grid.model.limits import LimitBook
+    from csms.grid.model.sessions import Session, SessionBook
+    from csms.grid.model.topology import Topology
+    from csms.grid.views import GroupViews
+
+    grid = parse_grid({"transformers": {
+        "T1": {"capacity_kw": 100, "base_load": 5, "members": ["CP-*"]},
+        "SITE-A": {"capacity_kw": 40, "parent": "T1", "base_load": 3, "members": ["CP-A*"]}}})
+    book = SessionBook()
+    for sid, kw in (("CP-1", 11.0), ("CP-A1", 7.0)):
+        book.sessions[(sid, 1)] = Session(sid, 1, f"{sid}-tx", T0, power_kw=kw)
+    views = GroupViews(grid, LimitBook(grid), book, Topology(grid), ControlMetrics(CollectorRegistry()), FakeClock(T0))
+    assert views.samples(T0) == {}  # nothing planned yet: base loads unknown
+    for tid, base, planned in (("T1", 5.0, 10.0), ("SITE-A", 3.0, 6.0)):
+        state = views.groups[tid]
+        state.base_load_kw, state.planned_kw, state.planned_at = base, planned, T0
+    samples = views.samples(T0)
+    assert samples["SITE-A"] == Sample(load_kw=10.0, ev_kw=7.0, non_ev_kw=3.0, limit_kw=40.0, planned_kw=9.0)
+    assert samples["T1"] == Sample(load_kw=26.0, ev_kw=18.0, non_ev_kw=8.0, limit_kw=100.0, planned_kw=24.0)

@@ -42,6 +42,7 @@ class GroupViews:
         self.metrics = metrics
         self.clock = clock
         self.groups: dict[str, GroupState] = {tid: GroupState() for tid in grid.transformers}
+        self.subtrees = {tid: [tid, *topology.descendants(tid)] for tid in grid.transformers}
 
     def remember(self, unit: GroupPlan, now: datetime) -> None:
         """Keep what ``unit`` planned for its group (and export it as metrics)."""
@@ -65,17 +66,21 @@ class GroupViews:
         return sum(s.power_kw or 0.0 for s in self._sessions(tid))
 
     def samples(self, now: datetime) -> dict[str, Sample]:
-        """Every group's load, limit and plan now, for the history (one pass over the sessions)."""
+        """Every group's load, limit and plan now, for the history (one pass over the sessions). A
+        group's figures cover the groups nested below it too: its limit holds for all of them."""
         members = self.topology.group_members(self.book.sessions, self.grid.transformers)
-        out = {}
+        own: dict[str, tuple[float, float, float]] = {}  # EV, base, planned EV of the group itself
         for tid in self.grid.transformers:
             state = self.groups.get(tid, GroupState())
             if state.planned_at is None and self.grid.planning.enabled:
                 continue  # its base load and plan are not known before its first plan (a second after start)
-            ev = sum(s.power_kw or 0.0 for s in members.get(tid, []))
+            own[tid] = (sum(s.power_kw or 0.0 for s in members.get(tid, [])), state.base_load_kw, state.planned_kw)
+        out = {}
+        for tid in own:
+            subtree = [t for t in self.subtrees[tid] if t in own]
+            ev, base, planned = (sum(own[t][i] for t in subtree) for i in range(3))
             limit, _ = self.limits.limit_at(tid, now)
-            out[tid] = Sample(load_kw=ev + state.base_load_kw, ev_kw=ev, non_ev_kw=state.base_load_kw,
-                              limit_kw=limit, planned_kw=state.planned_kw + state.base_load_kw)
+            out[tid] = Sample(load_kw=ev + base, ev_kw=ev, non_ev_kw=base, limit_kw=limit, planned_kw=planned + base)
         return out
 
     def group_snapshot(self, tid: str) -> dict[str, Any]:
