@@ -179,3 +179,7 @@ def test_a_parent_groups_history_covers_the_groups_below_it() -> None:
     samples = views.samples(T0)
     assert samples["SITE-A"] == Sample(load_kw=10.0, ev_kw=7.0, non_ev_kw=3.0, limit_kw=40.0, planned_kw=9.0)
     assert samples["T1"] == Sample(load_kw=26.0, ev_kw=18.0, non_ev_kw=8.0, limit_kw=100.0, planned_kw=24.0)
+    # The snapshot says the same (the dashboard's live points continue the history with it).
+    assert views.group_snapshot("T1")["with_nested"] == {"load_kw": 26.0, "ev_kw": 18.0, "non_ev_kw": 8.0,
+                                                         "planned_kw": 24.0}
+    assert views.group_snapshot("T1")["measured_kw"] == 16.0  # its own members only, as before

@@ -104,8 +104,21 @@ class GroupViews:
             "base_load_kw": state.base_load_kw,
             "planned_at": state.planned_at.isoformat() if state.planned_at else None,
             "infeasible": state.infeasible,
+            "with_nested": self._with_nested(tid, measured),
             "sessions": [self.session_view(s) for s in sessions],
         }
+
+    def _with_nested(self, tid: str, measured_ev: float) -> dict[str, float]:
+        """The group with the groups nested below it (what its limit holds for; the history's figures)."""
+        ev, base, planned = measured_ev, 0.0, 0.0
+        for t in self.subtrees.get(tid, [tid]):
+            state = self.groups.get(t, GroupState())
+            base += state.base_load_kw
+            planned += state.planned_kw
+            if t != tid:
+                ev += sum(s.power_kw or 0.0 for s in self._sessions(t))
+        return {"load_kw": round(ev + base, 3), "ev_kw": round(ev, 3), "non_ev_kw": round(base, 3),
+                "planned_kw": round(planned + base, 3)}
 
     def session_view(self, s: Session) -> dict[str, Any]:
         st = self.book.station(s.station_id)

@@ -135,8 +135,10 @@
     for (const g of groups) {
       const points = state.history.get(g.transformer) || [];
       if (!points.length || now > points[points.length - 1].t) {
-        points.push({ t: now, load: g.measured_kw, ev: g.measured_ev_kw, nonEv: g.base_load_kw, plan: g.planned_kw,
-                      limit: g.limit_kw, peak: g.measured_kw, live: true });
+        const all = g.with_nested || { load_kw: g.measured_kw, ev_kw: g.measured_ev_kw, non_ev_kw: g.base_load_kw,
+                                       planned_kw: g.planned_kw };  // with nested groups, as the history
+        points.push({ t: now, load: all.load_kw, ev: all.ev_kw, nonEv: all.non_ev_kw, plan: all.planned_kw,
+                      limit: g.limit_kw, peak: all.load_kw, live: true });
       }
       trim(points, now);
       state.history.set(g.transformer, points);
