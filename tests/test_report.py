@@ -75,6 +75,14 @@ async def test_report_of_a_short_evening(tmp_path: Path) -> None:
     assert code == 0, stderr
     assert f"report written: {out / 'index.html'}" in stdout
     assert (out / "T1-load.png").stat().st_size > 20_000 and (out / "T1-sessions.png").stat().st_size > 10_000
+    # A period with nothing in it says so (and draws nothing), it does not fail.
+    empty = tmp_path / "empty"
+    code, _, stderr = await csms("report", "--config", config, "--since", (since - timedelta(hours=3)).isoformat(),
+                                 "--until", (since - timedelta(hours=2)).isoformat(), "--out", str(empty))
+    assert code == 0, stderr
+    page = (empty / "index.html").read_text()
+    assert "No load history stored for this period" in page and "No session ended in this period" in page
+    assert not list(empty.glob("*.png"))
     # Bad input is a usage error naming the option, not a traceback.
     code, _, stderr = await csms("report", "--config", config, "--since", "yesterday")
     assert code == 2 and "--since/--until" in stderr
