@@ -1,5 +1,7 @@
 """`python -m bench all | scale | reaction | planning | hosting | study [--smoke] [--out DIR]`, and
 `python -m bench fuzz [--frames N] [--backend sqlite|redis]` (the edge fuzz run, bench/fuzz.py).
+`python -m bench storm` re-runs only the reconnect storm row of the scale part and replaces that
+table in RESULTS.md (the rest stays as the last full run wrote it).
 
 `reaction` also takes `--sizes 100,1000` and `--servers ours` to run only part of it. `study`
 (issue 19, about 30 minutes, not part of `all`) writes docs/study.md and replaces only its own
@@ -90,6 +92,28 @@ async def run_parts(parts: list[str], out_md: Path, fig_dir: Path, smoke: bool, 
     return sections
 
 
+def _storm_row(out: Path, smoke: bool, console: Console) -> int:
+    """Run the reconnect storm row alone and replace its table in RESULTS.md."""
+    from bench import scale
+    from bench.report import replace_table
+    from bench.servers import pin_loadgen
+
+    pinning = pin_loadgen()
+    started = time.monotonic()
+
+    def say(text: str) -> None:
+        console.print(f"[dim]{time.monotonic() - started:6.0f}s[/] [cyan]storm[/] {text}", highlight=False)
+
+    section = asyncio.run(scale.run_storm(scale.SMOKE if smoke else scale.FULL, out / "results", say))
+    results_md = out / "RESULTS.md"
+    note = (f"Row re-run alone by `python -m bench storm{' --smoke' if smoke else ''}` on "
+            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC ({_machine()}; {pinning}; {section.seconds:.0f} s); "
+            "the other tables are from the run named at the top.")
+    replace_table(results_md, section.tables[0], note)
+    console.print(f"replaced the reconnect storm table in {results_md}")
+    return 0
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -114,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench import fuzz
         return fuzz.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description="Netbewust benchmarks (issue 6)")
-    parser.add_argument("part", choices=("all", *PARTS, "study"))
+    parser.add_argument("part", choices=("all", *PARTS, "study", "storm"))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the machinery in well under a minute")
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for RESULTS.md and results/*.png (default: the bench package)")
@@ -134,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.part == "study":
         from bench.study.cli import run_study
         return run_study(out, smoke=args.smoke, jobs=args.jobs, console=console)
+    if args.part == "storm":
+        return _storm_row(out, args.smoke, console)
     parts = list(PARTS) if args.part == "all" else [args.part]
     results_md = out / "RESULTS.md"
     previous = results_md.read_text(encoding="utf-8") if results_md.exists() else ""

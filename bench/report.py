@@ -116,3 +116,20 @@ def write_results(sections: list[Section], path: Path, header: str) -> None:
     for s in sections:
         body += [s.markdown(path.parent), ""]
     path.write_text("\n".join(body), encoding="utf-8")
+
+
+def replace_table(path: Path, table: Table, note: str) -> None:
+    """Put ``table`` in place of the table in ``path`` whose title starts like it (up to its first
+    parenthesis), with ``note`` in italics below it; the rest of the file stays as it was."""
+    key = "**" + table.title.split(" (")[0]
+    lines = path.read_text(encoding="utf-8").split("\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith(key)), None)
+    if start is None:
+        raise KeyError(f"{path} has no table titled {key[2:]!r}")
+    end = start + 2  # title, blank line, then the table's rows up to the next blank line
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    if end + 1 < len(lines) and lines[end] == "" and lines[end + 1].startswith("_Row re-run"):
+        end += 2  # the note of an earlier re-run
+    lines[start:end] = [*table.markdown().split("\n"), "", f"_{note}_"]
+    path.write_text("\n".join(lines), encoding="utf-8")

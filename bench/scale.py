@@ -27,7 +27,7 @@ from bench.loadgen import Progress
 from bench.plots import figure, save
 from bench.report import Section, Table, percentile, ratio, verdict
 from bench.servers import raise_nofile, start
-from bench.wsclient import LeanStation, open_station
+from bench.wsclient import HandshakeError, LeanStation, open_station
 
 KINDS = ("ours", "baseline")
 FD_MARGIN = 300  # fds kept free in each process for the store, logs, the event loop
@@ -116,6 +116,30 @@ async def _idle(kind: str, s: ScaleSettings, work: Path, say: Progress) -> dict[
 
 
 # --------------------------------------------------------------------------------------- reconnect storm
+#: How a station comes back, the same for both servers: a connect + websocket handshake it gives up
+#: after STORM_HANDSHAKE_S, a call after STORM_CALL_S; then it drops the socket and tries again after
+#: a backoff that doubles from 1 s to 8 s, each wait drawn from 0.5x-1.5x of it. Every station keeps
+#: trying until the part's deadline, so a station is lost only when the server did not take it back.
+STORM_HANDSHAKE_S = 10.0
+STORM_CALL_S = 30.0
+STORM_BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
+
+
+def storm_backoff(attempt: int) -> float:
+    """The wait before attempt ``attempt + 1`` (``attempt`` >= 1 failed), with jitter."""
+    return STORM_BACKOFF_S[min(attempt, len(STORM_BACKOFF_S)) - 1] * random.uniform(0.5, 1.5)
+
+
+def _retry_reason(exc: BaseException, stage: str) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"{stage} timed out"
+    if isinstance(exc, HandshakeError):
+        return f"handshake refused ({str(exc).split(': ', 1)[-1]})"
+    if "connection lost during handshake" in str(exc):
+        return "connection closed during the handshake"
+    return f"{stage}: {type(exc).__name__}"
+
+
 async def _storm(kind: str, s: ScaleSettings, work: Path, say: Progress) -> dict[str, Any]:
     server = await start(kind, work / f"{kind}-storm")
     try:
@@ -130,38 +154,52 @@ async def _storm(kind: str, s: ScaleSettings, work: Path, say: Progress) -> dict
         deadline = time.monotonic() + s.storm_timeout_s
         done_at: list[float] = []
         lost: Counter[str] = Counter()
-        retries = 0
+        retried: Counter[str] = Counter()  # failed attempts, by reason
+        stations_retried = 0
         back: list[LeanStation] = []
 
+        def left(cap: float) -> float:
+            return max(0.1, min(cap, deadline - time.monotonic()))
+
         async def come_back(sid: str) -> None:
-            nonlocal retries
+            nonlocal stations_retried
+            attempt = 0
             while time.monotonic() < deadline:
+                attempt += 1
+                st: LeanStation | None = None
+                stage = "handshake"
                 try:
-                    st = await open_station(sid, "127.0.0.1", server.port, server.prefix,
-                                            timeout=max(0.1, deadline - time.monotonic()))
-                    back.append(st)
-                    boot = await st.request("BootNotification", msg.boot("Unknown"),
-                                            max(0.1, deadline - time.monotonic()))
+                    st = await open_station(sid, "127.0.0.1", server.port, server.prefix, timeout=left(STORM_HANDSHAKE_S))
+                    stage = "BootNotification"
+                    boot = await st.request("BootNotification", msg.boot("Unknown"), left(STORM_CALL_S))
                     if boot[0] != 3 or boot[2].get("status") != "Accepted":
-                        lost[f"boot {boot[2]}"] += 1
-                        return
+                        raise _NotAccepted(f"boot {boot[2]}")
+                    stage = "queued TransactionEvent"
                     queued = await st.request("TransactionEvent", msg.transaction_event(
                         "Updated", f"TX-{sid}", 1, "EVCommunicationLost", 1.0, 0.0, "SuspendedEV", offline=True),
-                        max(0.1, deadline - time.monotonic()))
+                        left(STORM_CALL_S))
                     if queued[0] != 3:
-                        lost[f"queued event: CALLERROR {queued[2]}"] += 1
+                        lost[f"queued event: CALLERROR {queued[2]}"] += 1  # refused, not delayed: a loss
+                        back.append(st)
                         return
                     done_at.append(time.perf_counter() - t0)
+                    back.append(st)
                     return
-                except (OSError, asyncio.TimeoutError):
-                    retries += 1
-                    await asyncio.sleep(random.uniform(0.5, 1.5))  # a station's reconnect backoff
+                except (OSError, asyncio.TimeoutError, _NotAccepted) as exc:
+                    retried[str(exc) if isinstance(exc, _NotAccepted) else _retry_reason(exc, stage)] += 1
+                    if st is not None:
+                        st.abort()
+                if attempt == 1:
+                    stations_retried += 1
+                await asyncio.sleep(min(storm_backoff(attempt), max(0.0, deadline - time.monotonic())))
             lost[f"not back in {s.storm_timeout_s:g} s"] += 1
 
         await asyncio.gather(*(come_back(st.station_id) for st in fleet.stations))
         all_back_s = max(done_at) if len(done_at) == n else float("nan")
+        retries = sum(retried.values())
         say(f"{kind}: {len(done_at):,}/{n:,} back and delivered their queued event"
-            + (f" in {all_back_s:.2f} s" if len(done_at) == n else "") + f", {retries} connect retries")
+            + (f" in {all_back_s:.2f} s" if len(done_at) == n else "")
+            + f"; {stations_retried} stations retried ({retries} failed attempts: {dict(retried)})")
         loadgen.close_all(back)
         await loadgen.wait_closed(back, 10)
     finally:
@@ -172,7 +210,46 @@ async def _storm(kind: str, s: ScaleSettings, work: Path, say: Progress) -> dict
             stored = db.execute("SELECT COUNT(*) FROM transaction_events WHERE offline = 1 AND station_id LIKE ?",
                                 (f"R{kind[0].upper()}-%",)).fetchone()[0]
     return {"stations": n, "back": len(done_at), "all_back_s": all_back_s, "p50_s": percentile(done_at, 50),
-            "lost": lost, "retries": retries, "stored_offline_events": stored}
+            "p99_s": percentile(done_at, 99), "lost": lost, "retries": retries, "retried": retried,
+            "stations_retried": stations_retried, "stored_offline_events": stored}
+
+
+class _NotAccepted(Exception):
+    """The server answered the boot with something other than Accepted: the station boots again later."""
+
+
+def storm_table(res: dict[str, dict[str, Any]]) -> Table:
+    """The reconnect storm row of both servers (``res[kind]["storm"]``)."""
+    rows = []
+    for k in KINDS:
+        st = res[k]["storm"]
+        reasons = "; ".join(f"{reason}: {count:,}" for reason, count in st["retried"].most_common()) or "none"
+        rows.append([k, st["stations"], st["back"], st["p50_s"], st["p99_s"], st["all_back_s"], st["stations_retried"],
+                     sum(st["lost"].values()),
+                     st["stored_offline_events"] if st["stored_offline_events"] is not None else "not persisted",
+                     reasons])
+    rows.append(["baseline / ours (time all back)", "", "", "", "", ratio(res["baseline"]["storm"]["all_back_s"],
+                                                                          res["ours"]["storm"]["all_back_s"]),
+                 "", "", "", ""])
+    return Table("Reconnect storm: every station drops at once, reconnects, boots, delivers one queued "
+                 "offline TransactionEvent (s since the reconnect started; a station gives up a handshake after "
+                 f"{STORM_HANDSHAKE_S:g} s and a call after {STORM_CALL_S:g} s, then retries with backoff "
+                 f"{STORM_BACKOFF_S[0]:g}-{STORM_BACKOFF_S[-1]:g} s and jitter, until the deadline)",
+                 ["server", "stations", "back", "p50 s", "p99 s", "all back s", "stations that retried", "lost",
+                  "queued events in the store", "failed attempts by reason"], rows)
+
+
+async def run_storm(settings: ScaleSettings, out_dir: Path, say: Progress) -> Section:
+    """Only the reconnect storm row (`python -m bench storm`), both servers, one after the other."""
+    started = time.monotonic()
+    raise_nofile()
+    work = Path(tempfile.mkdtemp(prefix="bench-storm-"))
+    res: dict[str, dict[str, Any]] = {k: {"storm": await _storm(k, settings, work, say)} for k in KINDS}
+    sec = Section("scale", "1. Protocol scale: our daemon vs the baseline")
+    sec.tables.append(storm_table(res))
+    sec.data = {"res": res}
+    sec.seconds = time.monotonic() - started
+    return sec
 
 
 # --------------------------------------------------------------------------------------- the part
@@ -237,18 +314,7 @@ def _section(s: ScaleSettings, res: dict[str, dict[str, Any]], out_dir: Path) ->
     sec.tables.append(Table("Idle booted connections held (most reached) and memory per connection",
                             ["server", "connections", "KiB per connection (RSS delta / n)", "RSS at start MiB",
                              "failures"], idle_rows))
-    storm_rows = []
-    for k in KINDS:
-        st = res[k]["storm"]
-        lost = sum(st["lost"].values())
-        storm_rows.append([k, st["stations"], st["back"], st["p50_s"], st["all_back_s"], st["retries"], lost,
-                           st["stored_offline_events"] if st["stored_offline_events"] is not None else "not persisted"])
-    storm_rows.append(["baseline / ours (time all back)", "", "", "", ratio(res["baseline"]["storm"]["all_back_s"],
-                                                                           res["ours"]["storm"]["all_back_s"]), "", "", ""])
-    sec.tables.append(Table("Reconnect storm: every station drops at once, reconnects, boots, delivers one queued "
-                            "offline TransactionEvent (s since the reconnect started)",
-                            ["server", "stations", "back", "p50 s", "all back s", "connect retries", "lost",
-                             "queued events in the store"], storm_rows))
+    sec.tables.append(storm_table(res))
     sec.figures += _plots(s, res, out_dir)
     # Verdicts against the issue's targets.
     o = tp["ours"]

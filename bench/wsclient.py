@@ -203,6 +203,7 @@ async def open_station(station_id: str, host: str, port: int, prefix: str,
     loop = asyncio.get_running_loop()
     path = f"{prefix.rstrip('/')}/{station_id}"
     proto = LeanStation(station_id, f"{host}:{port}", path, handlers)
+    proto.ready.add_done_callback(_retrieve)  # a handshake failing after we gave up is not an unhandled error
     await asyncio.wait_for(loop.create_connection(lambda: proto, host, port), timeout)
     try:
         await asyncio.wait_for(asyncio.shield(proto.ready), timeout)
@@ -210,3 +211,8 @@ async def open_station(station_id: str, host: str, port: int, prefix: str,
         proto.abort()
         raise
     return proto
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()

@@ -139,7 +139,8 @@ class Daemon:
         deps = HandlerDeps(stations=self.store, transactions=self.store, smart_charging=self.store,
                            device_model=self.store, messages=self.store, registration=config.registration,
                            authorizer=Authorizer(self.store, config.registration), signer=self.certificate_signer,
-                           reports=self.operations, iso15118=self._iso15118(), billing=self.billing)
+                           reports=self.operations, iso15118=self._iso15118(), billing=self.billing,
+                           documents=self.store)
         self.routers = {sp: package.build_router(deps) for sp, package in VERSIONS.items()}
         if config.grid is not None:  # limit signals and the grid controller
             self.grid = Grid(config.grid, self, self.clock, store=self.store)
@@ -148,7 +149,8 @@ class Daemon:
             context = ApiContext(store=self.store, connections=self.connections, bus=self.bus, commands=self.commands,
                                  metrics=self.metrics, station_trace=self.station_trace, readiness=self.readiness,
                                  version=DEFAULT_VERSION.version, grid=self.grid, operations=self.operations,
-                                 billing=self.billing, listeners=self.gateway.listeners, errors=self.errors)
+                                 billing=self.billing, listeners=self.gateway.listeners, errors=self.errors,
+                                 versions={sp: package.version for sp, package in VERSIONS.items()})
             self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config))
             self.components.append(self.api)
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from csms import opcli
+from csms.config import store_location
 from csms.console import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, load_config_or_report
 from csms.report import register as register_report
 from csms.security.cli import register_commands as register_security_commands
@@ -54,8 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(config.logging.level)
     from csms.app import Daemon  # the whole daemon: imported only to serve
 
-    logging.getLogger("csms").info("config %s; store %s", config.source,
-                                   config.store.sqlite_path if config.store.backend == "sqlite" else config.store.redis_url)
+    logging.getLogger("csms").info("config %s; store %s", config.source, store_location(config.store))
     try:
         run(Daemon(config).run_until_signalled())
     except OSError as exc:

@@ -17,8 +17,10 @@ from csms.edge.connection import check_request
 from csms.interfaces import ConnectionRegistry
 from csms.metrics import Metrics
 from csms.ocpp.package import CommandSet, Request, VersionPackage
-from csms.protocol.errors import StationOffline
+from csms.protocol.errors import InvalidRequest, StationOffline
 from csms.protocol.redaction import redact_payload
+from csms.protocol.schemas import known_actions
+from csms.protocol.version import ProtocolVersion
 from csms.store.base import CommandLog, DeviceModelStore
 
 Payload = dict[str, Any]
@@ -44,6 +46,14 @@ class Commands:
         package = self.default if link is None else self.versions[link.version.subprotocol]
         return package.commands
 
+    def _offline_version(self, action: str) -> ProtocolVersion:
+        """What a request to an offline station is checked against: the default version, or the first
+        version that has the action (the API has already held it to the station's last version)."""
+        for package in (self.default, *self.versions.values()):
+            if action in known_actions(package.version.schema_dir):
+                return package.version
+        return self.default.version
+
     async def _send(self, station_id: str, request: Request, timeout: float | None = None) -> Payload:
         return await self.call(station_id, request.action, request.payload, timeout)
 
@@ -53,13 +63,31 @@ class Commands:
         if link is None:
             # Check the request all the same (a caller's bug should not hide behind an offline
             # station) and record the attempt, so the operator sees what could not be delivered.
-            check_request(self.default.version, action, payload)
+            check_request(self._offline_version(action), action, payload)
             at = datetime.now(timezone.utc)
             self.metrics.command(action, "offline", 0.0)
             await self.store.record_command(station_id, action, redact_payload(action, payload), "offline",
                                             None, at, at)
             raise StationOffline(station_id)
         return await link.call(action, payload, timeout)
+
+    async def operation(self, station_id: str, action: str, payload: Payload, timeout: float | None = None) -> Payload:
+        """An operation built in the domain's (2.0.1) terms, sent as the station's version spells it (its
+        package's ``adapt``), the answer read back in the domain's terms. A request the version cannot
+        carry raises InvalidRequest naming ``action`` (never sent)."""
+        link = self.links.get(station_id)
+        package = self.default if link is None else self.versions[link.version.subprotocol]
+        if package.adapt is None:
+            return await self.call(station_id, action, payload, timeout)
+        sent_as, request, back = package.adapt(action, payload)
+        try:
+            return back(await self.call(station_id, sent_as, request, timeout))
+        except InvalidRequest as exc:
+            if sent_as == action or exc.description.startswith(f"{action}Request: "):
+                raise
+            rest = exc.description.split(": ", 1)[-1]
+            raise InvalidRequest(exc.code, f"{action}Request: as {sent_as} ({package.version.subprotocol}): {rest}",
+                                 exc.details) from None
 
     async def flush_records(self) -> None:
         """Return once every command and profile recorded so far is committed (write-behind stores)."""
@@ -106,6 +134,12 @@ class Commands:
         return await self._send(station_id, self._command_set(station_id).get_composite_schedule(evse_id, duration_s,
                                                                                                   unit))
 
+    async def notify_allowed_energy_transfer(self, station_id: str, transaction_id: str,
+                                             allowed: list[str]) -> Payload:
+        """OCPP 2.1 (Q): the energy transfer modes a transaction may use (refused unsent for other versions)."""
+        return await self.call(station_id, "NotifyAllowedEnergyTransfer",
+                               {"transactionId": transaction_id, "allowedEnergyTransfer": list(allowed)})
+
     # Transactions -----------------------------------------------------------------------------
     async def request_start_transaction(self, station_id: str, remote_start_id: int, id_token: Payload,
                                         evse_id: int | None = None, charging_profile: Payload | None = None) -> Payload:
@@ -142,7 +176,7 @@ class Commands:
         response: Payload = {"getVariableResult": []}
         for part in await self._parts(station_id, items, "GetVariables"):  # B06.FR.05
             answer = await self._send(station_id, commands.get_variables(part))
-            response["getVariableResult"].extend(answer["getVariableResult"])
+            response["getVariableResult"].extend(commands.variable_results(part, answer))
         found = commands.variables_read(response)
         if found:
             await self.store.record_variables(station_id, found, datetime.now(timezone.utc))
@@ -154,7 +188,7 @@ class Commands:
         response: Payload = {"setVariableResult": []}
         for part in await self._parts(station_id, items, "SetVariables"):
             answer = await self._send(station_id, commands.set_variables(part))
-            response["setVariableResult"].extend(answer["setVariableResult"])
+            response["setVariableResult"].extend(commands.variable_statuses(part, answer))
         changed = commands.variables_written(items, response)
         if changed:
             await self.store.record_variables(station_id, changed, datetime.now(timezone.utc))

@@ -33,8 +33,9 @@ from csms.operations_config import (
     tariffs_section,
 )
 from csms.security.config import SecurityConfig, security_section
+from csms.store.postgres_options import dsn_problem, redact, schema_problem
 
-__all__ = ["Config", "ConfigError", "ConfigIssue", "LoggingConfig", "RegistrationConfig", "StoreConfig",
+__all__ = ["Config", "ConfigError", "ConfigIssue", "LoggingConfig", "RegistrationConfig", "StoreConfig", "store_location",
            "WebsocketConfig", "api_port", "api_token_file", "load_config", "parse_config"]
 
 
@@ -43,7 +44,8 @@ class WebsocketConfig:
     host: str = "127.0.0.1"
     port: int = field(default=9000, metadata=bounds(0, 65535))
     path_prefix: str = "/ocpp"
-    subprotocols: tuple[str, ...] = ("ocpp2.0.1",)
+    # In order of preference: a station offering several gets the first of these it offers.
+    subprotocols: tuple[str, ...] = SUPPORTED_SUBPROTOCOLS
     ping_interval_s: float | None = 60.0
     ping_timeout_s: float | None = 30.0
     max_frame_bytes: int = field(default=65536, metadata=bounds(128, 64 * 1024 * 1024))
@@ -54,12 +56,16 @@ class WebsocketConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    backend: Literal["sqlite", "redis"] = "sqlite"
+    backend: Literal["sqlite", "redis", "postgres"] = "sqlite"
     sqlite_path: str = "var/netbewust.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "netbewust:"
     # Acknowledge only after this many replicas confirmed each write (WAIT).
     redis_wait_replicas: int = field(default=0, metadata=bounds(0, 1000))
+    # libpq connection string or postgresql:// URI; the tables live in their own schema.
+    postgres_dsn: str = "postgresql://127.0.0.1:5432/netbewust"
+    postgres_schema: str = "netbewust"
+    postgres_pool_size: int = field(default=16, metadata=bounds(1, 1000))
     # Last frames kept in memory per station for the operator's trace (0 = off).
     trace_frames: int = field(default=16, metadata=bounds(0, 100_000))
     # A departed station's trace is dropped this long after it disconnected (unless it came back).
@@ -126,8 +132,22 @@ def parse_config(data: Any, file: str = "<config>") -> Config:
         tariffs=tariffs_section(data.get("tariffs"), issues),
         source=file,
     )
+    if config.store.backend == "postgres":
+        for key, problem in (("postgres_dsn", dsn_problem(config.store.postgres_dsn)),
+                             ("postgres_schema", schema_problem(config.store.postgres_schema))):
+            if problem:
+                issues.add(f"store.{key}", problem)
     issues.raise_if_any()
     return config
+
+
+def store_location(store: StoreConfig) -> str:
+    """Where the store keeps its data, for the log (no password)."""
+    if store.backend == "redis":
+        return store.redis_url
+    if store.backend == "postgres":
+        return f"{redact(store.postgres_dsn)} schema {store.postgres_schema}"
+    return store.sqlite_path
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

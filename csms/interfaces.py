@@ -151,6 +151,10 @@ class Commands(GridCommands, Protocol):
 
     async def call(self, station_id: str, action: str, payload: Payload, timeout: float | None = None) -> Payload: ...
 
+    async def operation(self, station_id: str, action: str, payload: Payload, timeout: float | None = None) -> Payload:
+        """A request in the domain's (2.0.1) terms, sent as the station's OCPP version spells it."""
+        ...
+
     async def flush_records(self) -> None: ...
 
     async def clear_charging_profile(self, station_id: str, *, profile_id: int | None = None,

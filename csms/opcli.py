@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+
+from csms.clitables import Col, out_console, print_table
+from csms.opfields import call_payload, command_help, send_body
+from csms.opshow import TX_COLS, composite_text, render_station, transaction_rows, when
 
 EXIT_OK = 0
 EXIT_ERROR = 1  # anything unexpected
@@ -134,7 +137,7 @@ def client_from(args: argparse.Namespace) -> Client:
 
 # Output ----------------------------------------------------------------------------------------
 def _out() -> Console:
-    return Console(soft_wrap=True)
+    return out_console()
 
 
 def _print_json(data: Any) -> None:
@@ -158,42 +161,72 @@ def cmd_stations(client: Client, args: argparse.Namespace) -> int:
         _print_json(data)
         return EXIT_OK
     n = len(data['stations'])
-    table = Table(title=f"{n} station{'s' * (n != 1)}")
-    for col in ("station", "connected", "registration", "vendor", "model", "firmware", "last seen"):
-        table.add_column(col)
-    for s in data["stations"]:
-        table.add_row(s["station_id"], "[green]yes[/]" if s["connected"] else "[red]no[/]", s["registration"],
-                      _fmt(s["vendor"]), _fmt(s["model"]), _fmt(s["firmware_version"]),
-                      _fmt((s["last_seen"] or "")[:19] or None))
-    _out().print(table)
+    cols = (Col("station", whole=True), Col("connected"), Col("OCPP"), Col("registration"), Col("vendor"),
+            Col("model"), Col("firmware"), Col("last seen"))
+    rows = [[s["station_id"], "yes" if s["connected"] else "no", _fmt((s.get("ocpp_version") or "").removeprefix("ocpp")
+                                                                     or None),
+             str(s["registration"]), _fmt(s["vendor"]), _fmt(s["model"]), _fmt(s["firmware_version"]),
+             when(s["last_seen"])] for s in data["stations"]]
+    print_table(_out(), f"{n} station{'s' * (n != 1)}", cols, rows)
     return EXIT_OK
+
+
+def _composites(client: Client, s: dict[str, Any], active: list[dict[str, Any]]) -> dict[int, str]:
+    """The station's own composite schedule of each EVSE that has a transaction or a profile, asked
+    live (GetCompositeSchedule is read-only); 'unknown' with the reason when it cannot tell."""
+    evses = sorted({t["evse_id"] for t in active if t.get("evse_id")}
+                   | {p["evse_id"] for p in s.get("charging_profiles") or [] if p.get("evse_id")})
+    if not s["connected"]:
+        return {e: "unknown (station offline)" for e in evses}
+    quick = Client(client.url, client.token, min(client.timeout, 10.0))
+    out: dict[int, str] = {}
+    for evse_id in evses:
+        try:
+            answer = quick.request("POST", f"/api/stations/{_quote(s['station_id'])}/commands/get-composite-schedule",
+                                   {"evse_id": evse_id, "duration_s": 3600})
+            out[evse_id] = composite_text(answer["response"])
+        except CliError as exc:
+            out[evse_id] = f"unknown ({exc.message})"
+    return out
 
 
 def cmd_show(client: Client, args: argparse.Namespace) -> int:
     s = client.request("GET", f"/api/stations/{_quote(args.station)}")
+    active = client.request("GET", f"/api/transactions?station_id={_quote(args.station)}&active=true")["transactions"]
     if args.json:
-        _print_json(s)
+        _print_json({**s, "active_transactions": active})
         return EXIT_OK
-    out = _out()
-    out.print(f"[bold]{s['station_id']}[/]  {'[green]connected[/]' if s['connected'] else '[red]offline[/]'}  "
-              f"registration {s['registration']}  security profile {s['security_profile']}")
-    out.print(f"{_fmt(s['vendor'])} {_fmt(s['model'])}, firmware {_fmt(s['firmware_version'])}, serial "
-              f"{_fmt(s['serial_number'])}; last boot {_fmt(s['last_boot'])} ({_fmt(s['boot_reason'])}), "
-              f"last seen {_fmt(s['last_seen'])}", highlight=False)
-    table = Table(title="EVSEs and connectors")
-    for col in ("EVSE", "connector", "status", "since"):
-        table.add_column(col)
-    for e in s["evses"]:
-        for c in e["connectors"]:
-            table.add_row(str(e["evse_id"]), str(c["connector_id"]), _fmt(c["status"]), _fmt(c["updated_at"]))
-    out.print(table)
-    if s["variables"]:
-        table = Table(title="device model")
-        for col in ("component", "variable", "value"):
-            table.add_column(col)
-        for v in s["variables"]:
-            table.add_row(_fmt(v.get("component")), _fmt(v.get("variable")), _fmt(v.get("value")))
-        out.print(table)
+    composites = {} if args.no_composite else _composites(client, s, active)
+    render_station(_out(), s, active, composites)
+    return EXIT_OK
+
+
+def _since(text: str | None) -> str | None:
+    """ISO 8601 as given, or a span back from now: 30m, 2h, 1d."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if m:
+        span = timedelta(seconds=int(m[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]])
+        return (datetime.now(UTC) - span).isoformat()
+    return text
+
+
+def cmd_transactions(client: Client, args: argparse.Namespace) -> int:
+    from urllib.parse import urlencode
+
+    query = {k: v for k, v in (("station_id", args.station), ("active", "true" if args.active else None),
+                               ("since", _since(args.since)), ("until", _since(args.until)),
+                               ("limit", str(args.limit))) if v}
+    data = client.request("GET", "/api/transactions?" + urlencode(query))
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    txs = data["transactions"]
+    print_table(_out(), f"{len(txs)} transaction{'s' * (len(txs) != 1)}", TX_COLS, transaction_rows(txs))
     return EXIT_OK
 
 
@@ -230,14 +263,22 @@ def _print_answer(data: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def cmd_send(client: Client, args: argparse.Namespace) -> int:
-    body = _json_arg(args.body, "--body") if args.body is not None else _parse_pairs(args.fields)
-    data = client.request("POST", f"/api/stations/{_quote(args.station)}/commands/{_quote(args.command)}", body)
+    body = send_body(_json_arg(args.body, "--body") if args.body is not None else _parse_pairs(args.fields))
+    try:
+        data = client.request("POST", f"/api/stations/{_quote(args.station)}/commands/{_quote(args.command)}", body)
+    except CliError as exc:
+        if exc.code == EXIT_NOT_FOUND:
+            commands = client.request("GET", "/api/commands")
+            if args.command not in (commands.get("typed") or {}):
+                raise CliError(EXIT_USAGE, f"unknown command {args.command!r}\n"
+                                           + command_help(commands, args.command)) from None
+        raise
     _print_answer(data, args)
     return EXIT_OK
 
 
 def cmd_call(client: Client, args: argparse.Namespace) -> int:
-    payload = _json_arg(args.payload, "payload")
+    payload = call_payload(_json_arg(args.payload, "payload"))
     data = client.request("POST", f"/api/stations/{_quote(args.station)}/call/{_quote(args.action)}", payload)
     _print_answer(data, args)
     return EXIT_OK
@@ -281,18 +322,9 @@ def cmd_grid(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(data)
         return EXIT_OK
-    out = _out()
-    for g in data["transformers"].values():
-        flag = " [bold red]SAFE MODE[/]" if g["safe_mode"] else ""
-        out.print(f"[bold]{g['transformer']}[/]: limit {_fmt(g['limit_kw'])} kW ({g['limit_source']}){flag}, "
-                  f"measured {_fmt(g['measured_kw'])} kW, planned {_fmt(g['planned_kw'])} kW")
-        table = Table()
-        for col in ("station", "EVSE", "state", "setpoint kW", "actual kW", "delivered kWh", "need kWh"):
-            table.add_column(col)
-        for s in g["sessions"]:
-            table.add_row(s["station_id"], str(s["evse_id"]), s["state"], _fmt(s["setpoint_kw"]),
-                          _fmt(s["actual_kw"]), _fmt(s["delivered_kwh"]), _fmt(s["need_kwh"]))
-        out.print(table)
+    from csms.opgrid import render_grid
+
+    render_grid(_out(), data)
     return EXIT_OK
 
 
@@ -363,10 +395,8 @@ def cmd_local_list(client: Client, args: argparse.Namespace) -> int:
     out = _out()
     out.print(f"{args.station}: local list version {state['version']} (station reported "
               f"{_fmt(state['reported_version'])})")
-    table = Table("id token", "type", "status", "group")
-    for t in state["id_tokens"]:
-        table.add_row(t["id_token"], _fmt(t["type"]), _fmt(t["status"]), _fmt(t["group_id"]))
-    out.print(table)
+    print_table(out, None, (Col("id token", whole=True), Col("type"), Col("status"), Col("group")),
+                [[t["id_token"], _fmt(t["type"]), _fmt(t["status"]), _fmt(t["group_id"])] for t in state["id_tokens"]])
     return EXIT_OK
 
 
@@ -388,18 +418,31 @@ def register(sub: Any) -> None:
     _common(p)
     p.set_defaults(func=_run(cmd_stations))
 
-    p = sub.add_parser("show", help="show one station: boot info, connectors, device model", epilog=epilog,
-                       formatter_class=fmt)
+    p = sub.add_parser("show", help="show one station: boot info, connectors, active transaction, charging "
+                                    "profiles and composite schedule, device model", epilog=epilog, formatter_class=fmt)
     p.add_argument("station")
+    p.add_argument("--no-composite", action="store_true", help="do not ask the station for its composite schedule")
     _common(p)
     p.set_defaults(func=_run(cmd_show))
+
+    p = sub.add_parser("transactions", help="list transactions, newest first, with filters", epilog=epilog,
+                       formatter_class=fmt)
+    p.add_argument("--station", help="only this station's")
+    p.add_argument("--active", action="store_true", help="only running transactions")
+    p.add_argument("--since", help="still going at or after this time (running, or ended since): ISO 8601 with a "
+                                   "zone, or a span back from now (30m, 2h, 1d)")
+    p.add_argument("--until", help="started at or before this time (same forms as --since)")
+    p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    _common(p)
+    p.set_defaults(func=_run(cmd_transactions))
 
     p = sub.add_parser("send", help="send a typed command, e.g. 'send CS-1 reset type=Immediate'", epilog=epilog,
                        formatter_class=fmt)
     p.add_argument("station")
     p.add_argument("command", help="reset, change-availability, unlock-connector, trigger-message, "
                                    "request-start-transaction, ... (GET /api/commands lists them)")
-    p.add_argument("fields", nargs="*", help="key=value (values are JSON when they parse, else strings)")
+    p.add_argument("fields", nargs="*", help="key=value, keys in camelCase as in OCPP (evseId=1; snake_case "
+                                             "evse_id=1 also works); values are JSON when they parse, else strings")
     p.add_argument("--body", help="the whole body as JSON ('-' reads stdin) instead of key=value")
     _common(p)
     p.set_defaults(func=_run(cmd_send))
@@ -408,7 +451,8 @@ def register(sub: Any) -> None:
                        formatter_class=fmt)
     p.add_argument("station")
     p.add_argument("action", help="e.g. DataTransfer, GetLog, SetNetworkProfile")
-    p.add_argument("payload", nargs="?", default="{}", help="JSON payload ('-' reads stdin; default {})")
+    p.add_argument("payload", nargs="?", default="{}", help="JSON payload ('-' reads stdin; default {}); keys in "
+                                                            "camelCase, snake_case also accepted")
     _common(p)
     p.set_defaults(func=_run(cmd_call))
 

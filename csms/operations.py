@@ -95,15 +95,15 @@ class Operations:
     async def simple(self, station_id: str, name: str, body: Mapping[str, Any]) -> Payload:
         """get-report, set-network-profile, clear-cache, data-transfer: built and sent, nothing kept."""
         if name == "get-report":
-            return await self.commands.call(station_id, "GetReport",
+            return await self.commands.operation(station_id, "GetReport",
                                             v201.get_report(body, await self._number("request")))
         if name == "set-network-profile":
-            return await self.commands.call(station_id, "SetNetworkProfile", {
+            return await self.commands.operation(station_id, "SetNetworkProfile", {
                 "configurationSlot": body["configuration_slot"], "connectionData": dict(body["connection_data"])})
         if name == "clear-cache":
-            return await self.commands.call(station_id, "ClearCache", {})
+            return await self.commands.operation(station_id, "ClearCache", {})
         if name == "data-transfer":
-            return await self.commands.call(station_id, "DataTransfer", v201.data_transfer(body))
+            return await self.commands.operation(station_id, "DataTransfer", v201.data_transfer(body))
         raise KeyError(name)
 
     # Local authorisation list (D) ----------------------------------------------------------------
@@ -125,14 +125,14 @@ class Operations:
         payload: Payload = {"versionNumber": version, "updateType": update_type}
         if entries:
             payload["localAuthorizationList"] = entries
-        response = await self.commands.call(station_id, "SendLocalList", payload)
+        response = await self.commands.operation(station_id, "SendLocalList", payload)
         at = self.clock()
         await self._update(station_id, state.LOCAL_LIST, lambda d: state.local_list_sent(
             d, update_type, version, after, response["status"], at))
         return response
 
     async def get_local_list_version(self, station_id: str) -> Payload:
-        response = await self.commands.call(station_id, "GetLocalListVersion", {})
+        response = await self.commands.operation(station_id, "GetLocalListVersion", {})
         await self._update(station_id, state.LOCAL_LIST,
                            lambda d: state.local_list_reported(d, response["versionNumber"]))
         return response
@@ -155,7 +155,7 @@ class Operations:
         reservation_id = body.get("reservation_id") or await self._number("reservation")
         request = v201.reserve_now({**body, "reservation_id": reservation_id}, reservation_id, id_token,
                                    group_token, self.clock())
-        response = await self.commands.call(station_id, "ReserveNow", request)
+        response = await self.commands.operation(station_id, "ReserveNow", request)
         doc = state.reservation(request, station_id, response["status"], self.clock())
         await self.documents.put_document(RESERVATIONS, _reservation_key(reservation_id), doc)
         return response
@@ -165,7 +165,7 @@ class Operations:
         doc = await self.documents.get_document(RESERVATIONS, _reservation_key(reservation_id))
         if doc is None or doc["station_id"] != station_id:
             raise BodyError("reservation_id", f"station {station_id!r} has no reservation {reservation_id}")
-        response = await self.commands.call(station_id, "CancelReservation", {"reservationId": reservation_id})
+        response = await self.commands.operation(station_id, "CancelReservation", {"reservationId": reservation_id})
         if response["status"] == "Accepted":
             await self.reservation_changed(reservation_id, "Cancelled")
         return response
@@ -193,7 +193,7 @@ class Operations:
     # Firmware (L) ------------------------------------------------------------------------------
     async def update_firmware(self, station_id: str, body: Mapping[str, Any]) -> Payload:
         request = v201.update_firmware(body, await self._number("request"), self.firmware_certificate, self.clock())
-        response = await self.commands.call(station_id, "UpdateFirmware", request)
+        response = await self.commands.operation(station_id, "UpdateFirmware", request)
         at = self.clock()
         await self._update(station_id, state.FIRMWARE,
                            lambda d: state.firmware_requested(d, request, response["status"], at))
@@ -201,7 +201,7 @@ class Operations:
 
     async def publish_firmware(self, station_id: str, body: Mapping[str, Any]) -> Payload:
         request = v201.publish_firmware(body, await self._number("request"))
-        response = await self.commands.call(station_id, "PublishFirmware", request)
+        response = await self.commands.operation(station_id, "PublishFirmware", request)
         at = self.clock()
         await self._update(station_id, state.FIRMWARE,
                            lambda d: state.publish_requested(d, request, response["status"], at))
@@ -209,7 +209,7 @@ class Operations:
 
     async def unpublish_firmware(self, station_id: str, body: Mapping[str, Any]) -> Payload:
         request = v201.unpublish_firmware(body)
-        response = await self.commands.call(station_id, "UnpublishFirmware", request)
+        response = await self.commands.operation(station_id, "UnpublishFirmware", request)
         at = self.clock()
         await self._update(station_id, state.FIRMWARE,
                            lambda d: state.unpublished(d, request["checksum"], response["status"], at))
@@ -219,7 +219,7 @@ class Operations:
     async def install_certificate(self, station_id: str, body: Mapping[str, Any]) -> Payload:
         request = v201.install_certificate(body)
         cert = x509.load_pem_x509_certificate(request["certificate"].encode())
-        response = await self.commands.call(station_id, "InstallCertificate", request)
+        response = await self.commands.operation(station_id, "InstallCertificate", request)
         at = self.clock()
         await self._update(station_id, state.CERTIFICATES, lambda d: state.certificate_installed(
             d, request["certificateType"], format(cert.serial_number, "x"), cert.subject.rfc4514_string(),
@@ -228,7 +228,7 @@ class Operations:
 
     async def get_installed_certificate_ids(self, station_id: str, body: Mapping[str, Any]) -> Payload:
         types = list(body.get("certificate_types", []))
-        response = await self.commands.call(station_id, "GetInstalledCertificateIds",
+        response = await self.commands.operation(station_id, "GetInstalledCertificateIds",
                                             {"certificateType": types} if types else {})
         at = self.clock()
         await self._update(station_id, state.CERTIFICATES,
@@ -247,7 +247,7 @@ class Operations:
             hash_data = found
         else:
             raise BodyError("serial_number", "give serial_number or certificate_hash_data")
-        response = await self.commands.call(station_id, "DeleteCertificate", {"certificateHashData": hash_data})
+        response = await self.commands.operation(station_id, "DeleteCertificate", {"certificateHashData": hash_data})
         if response["status"] == "Accepted":
             await self._update(station_id, state.CERTIFICATES,
                                lambda d: state.certificate_deleted(d, hash_data["serialNumber"]))
@@ -266,7 +266,7 @@ class Operations:
     # Logs and monitoring (N) ---------------------------------------------------------------------
     async def get_log(self, station_id: str, body: Mapping[str, Any]) -> Payload:
         request = v201.get_log(body, await self._number("request"))
-        response = await self.commands.call(station_id, "GetLog", request)
+        response = await self.commands.operation(station_id, "GetLog", request)
         at = self.clock()
         await self._update(station_id, state.LOGS, lambda d: state.log_requested(d, request, response, at))
         return response
@@ -276,19 +276,20 @@ class Operations:
 
     async def set_variable_monitoring(self, station_id: str, body: Mapping[str, Any]) -> Payload:
         request = {"setMonitoringData": [dict(i) for i in body["items"]]}
-        response = await self.commands.call(station_id, "SetVariableMonitoring", request)
+        response = await self.commands.operation(station_id, "SetVariableMonitoring", request)
         await self._update(station_id, state.MONITORING, lambda d: state.monitors_set(d, request, response))
         return response
 
     async def set_monitoring_base(self, station_id: str, body: Mapping[str, Any]) -> Payload:
-        response = await self.commands.call(station_id, "SetMonitoringBase", {"monitoringBase": body["monitoring_base"]})
+        response = await self.commands.operation(station_id, "SetMonitoringBase",
+                                                 {"monitoringBase": body["monitoring_base"]})
         if response["status"] == "Accepted":
             await self._update(station_id, state.MONITORING,
                                lambda d: state.monitoring_setting(d, "base", body["monitoring_base"]))
         return response
 
     async def set_monitoring_level(self, station_id: str, body: Mapping[str, Any]) -> Payload:
-        response = await self.commands.call(station_id, "SetMonitoringLevel", {"severity": body["severity"]})
+        response = await self.commands.operation(station_id, "SetMonitoringLevel", {"severity": body["severity"]})
         if response["status"] == "Accepted":
             await self._update(station_id, state.MONITORING,
                                lambda d: state.monitoring_setting(d, "level", body["severity"]))
@@ -299,13 +300,13 @@ class Operations:
         results: list[Payload] = []
         size = await self._items_per_message(station_id, "ClearVariableMonitoring")
         for ids in v201.chunks(list(body["ids"]), size):
-            response = await self.commands.call(station_id, "ClearVariableMonitoring", {"id": ids})
+            response = await self.commands.operation(station_id, "ClearVariableMonitoring", {"id": ids})
             results.extend(response["clearMonitoringResult"])
             await self._update(station_id, state.MONITORING, functools.partial(_cleared, response=response))
         return {"clearMonitoringResult": results}
 
     async def get_monitoring_report(self, station_id: str, body: Mapping[str, Any]) -> Payload:
-        return await self.commands.call(station_id, "GetMonitoringReport",
+        return await self.commands.operation(station_id, "GetMonitoringReport",
                                         v201.get_monitoring_report(body, await self._number("request")))
 
     # Customer information (N09/N10) --------------------------------------------------------------
@@ -315,7 +316,7 @@ class Operations:
             record = await self.tokens.get_id_token(body["id_token"])
             id_token = {"idToken": body["id_token"], "type": record.type if record is not None else "ISO14443"}
         request = v201.customer_information(body, await self._number("request"), id_token)
-        response = await self.commands.call(station_id, "CustomerInformation", request)
+        response = await self.commands.operation(station_id, "CustomerInformation", request)
         at = self.clock()
         await self._update(station_id, state.CUSTOMER_INFORMATION,
                            lambda d: state.customer_requested(d, request, response["status"], at))
@@ -327,18 +328,18 @@ class Operations:
     async def set_display_message(self, station_id: str, body: Mapping[str, Any]) -> Payload:
         message_id = body.get("id") or await self._number("display-message")
         request = v201.set_display_message(body, message_id)
-        response = await self.commands.call(station_id, "SetDisplayMessage", request)
+        response = await self.commands.operation(station_id, "SetDisplayMessage", request)
         at = self.clock()
         await self._update(station_id, state.DISPLAY_MESSAGES,
                            lambda d: state.display_message_set(d, request, response["status"], at))
         return response
 
     async def get_display_messages(self, station_id: str, body: Mapping[str, Any]) -> Payload:
-        return await self.commands.call(station_id, "GetDisplayMessages",
+        return await self.commands.operation(station_id, "GetDisplayMessages",
                                         v201.get_display_messages(body, await self._number("request")))
 
     async def clear_display_message(self, station_id: str, body: Mapping[str, Any]) -> Payload:
-        response = await self.commands.call(station_id, "ClearDisplayMessage", {"id": body["id"]})
+        response = await self.commands.operation(station_id, "ClearDisplayMessage", {"id": body["id"]})
         await self._update(station_id, state.DISPLAY_MESSAGES,
                            lambda d: state.display_message_cleared(d, body["id"], response["status"]))
         return response
@@ -355,6 +356,16 @@ class Operations:
             if (record.get("action") == "RequestStartTransaction" and response.get("status") == "Accepted"
                     and request.get("remoteStartId") == remote_start_id
                     and (request.get("idToken") or {}).get("idToken") == id_token):
+                return True
+        return False
+
+    async def remote_start_tag_granted(self, station_id: str, id_tag: str, connector_id: int) -> bool:
+        """The 1.6 form: an Accepted RemoteStartTransaction for this id tag on this connector (or none
+        named), among the station's recent commands (1.6 has no remoteStartId to match)."""
+        for record in await self.command_log.list_commands(station_id, limit=200):
+            request, response = record.get("request") or {}, record.get("response") or {}
+            if (record.get("action") == "RemoteStartTransaction" and response.get("status") == "Accepted"
+                    and request.get("idTag") == id_tag and request.get("connectorId", connector_id) == connector_id):
                 return True
         return False
 

@@ -243,10 +243,13 @@ async def run_demo(console: Console, *, stations_n: int, seconds: float, out: Pa
             return _summary(console, outcome, grid, stations, out, start, specs)
 
 
-def _plot(outcome: Outcome, out: Path) -> None:
+def _figure(outcome: Outcome) -> Any:
+    """Load against the limit; the legend sits under the axes, where it covers none of the curves
+    (inside, it hid the 16:00-17:00 rise), and the time axis reads '30 Nov 16:00'."""
     import matplotlib  # heavy: only when the plot is drawn
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -254,17 +257,27 @@ def _plot(outcome: Outcome, out: Path) -> None:
     xs = np.array([s.at.astimezone(timezone.utc).replace(tzinfo=None) for s in outcome.samples], dtype="datetime64[ms]")
     base = [s.base_kw for s in outcome.samples]
     total = [s.base_kw + s.ev_kw for s in outcome.samples]
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = plt.subplots(figsize=(10, 5.6))
     ax.fill_between(xs, 0, base, step="post", color="#c8c8c8", label="non-EV load")
     ax.fill_between(xs, base, total, step="post", color="#4c9be8", alpha=0.8, label="EV charging (+) / V2G (-)")
     ax.plot(xs, total, color="#1f4e79", linewidth=1.2, label="transformer load")
     ax.step(xs, [s.limit_kw for s in outcome.samples], where="post", color="#d62728", linewidth=2, label="limit")
     ax.set_ylabel("kW")
+    ax.set_xlabel("simulated time (UTC)")
     ax.set_title("Netbewust demo: transformer load against the grid operator's limit")
-    ax.legend(loc="upper left")
+    ax.xaxis.set_major_locator(mdates.HourLocator(interval=2))  # type: ignore[no-untyped-call]
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%d %b %H:%M"))  # type: ignore[no-untyped-call]
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, frameon=False)
     ax.grid(alpha=0.3)
-    fig.autofmt_xdate()
+    fig.autofmt_xdate(rotation=30)
     fig.tight_layout()
+    return fig
+
+
+def _plot(outcome: Outcome, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = _figure(outcome)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -305,6 +318,11 @@ def _figures(outcome: Outcome, grid: Grid, stations: list[SimStation],
                          "per_session_hour": round(grid.pusher.sent / plugged_h, 3) if plugged_h else None}}
 
 
+def _test_cars(specs: list[tuple[str, StationModel, list[EVSession]]]) -> list[str]:
+    """The stations whose car deliberately never resumes after a pause (see _neighbourhood)."""
+    return [sid for sid, _, sessions in specs if any(not s.ev.resumes_after_pause for s in sessions)]
+
+
 def _summary(console: Console, outcome: Outcome, grid: Grid, stations: list[SimStation], out: Path,
              start: datetime, specs: list[tuple[str, StationModel, list[EVSession]]]) -> dict[str, Any]:
     delivered = sum(e.import_wh for st in stations for e in st.core.evses.values()) / 1000.0
@@ -315,7 +333,7 @@ def _summary(console: Console, outcome: Outcome, grid: Grid, stations: list[SimS
     findings = [e for e in grid.journal.events if e["kind"] == "finding" and e.get("finding") != "resumed"]
     figures = _figures(outcome, grid, stations, specs, start)
     g, d, p = figures["grid"], figures["drivers"], figures["profiles"]
-    table = Table(title="Summary", show_header=False)
+    table = Table(show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
     table.add_row("limit kept (settlement)",
@@ -338,7 +356,20 @@ def _summary(console: Console, outcome: Outcome, grid: Grid, stations: list[SimS
     table.add_row("profiles", f"{p['sent']} sent ({p['per_session_hour']} per session-hour), {p['skipped']} kept "
                               f"(hysteresis), {p['identical']} identical")
     table.add_row("detected", ", ".join(f"{f['station_id']}: {f['finding']}" for f in findings) or "nothing odd")
+    for sid in _test_cars(specs):
+        caught = any(f["station_id"] == sid and f["finding"] == "no_resume" for f in findings)
+        table.add_row("test car", f"{sid} is a deliberate test: its car does not resume charging after a pause, "
+                                  "as some real cars do not. " + (
+                                      "Detected (no_resume): the controller stopped pausing it and keeps it at its "
+                                      "minimum current while it still needs energy (unless the limit leaves no "
+                                      "room)." if caught else
+                                      "It was not paused with energy still to take in this run, so there was "
+                                      "nothing to detect."))
     table.add_row("plot", str(out))
+    # The live view above stays on screen (or in the pipe): a blank line and a rule keep them apart.
+    # Piped, rich leaves the last live frame without its line end.
+    console.print("" if console.is_terminal else "\n")
+    console.rule("Summary")
     console.print(table)
     return {"delivered_kwh": delivered, "requested_kwh": outcome.requested_kwh, "discharged_kwh": discharged,
             "paused_sessions": len(paused_sessions), "over_kwh": g["over_kwh"],

@@ -38,7 +38,9 @@ def setpoints_from_profile(profile: dict[str, Any], *, station_id: str, evse_id:
             return None
 
         def amps(period: dict[str, Any]) -> float:
-            limit = float(period["limit"])
+            # An OCPP 2.1 CentralSetpoint period does what its setpoint says (negative: discharge).
+            value = period["setpoint"] if period.get("operationMode") == "CentralSetpoint" else period["limit"]
+            limit = float(value)
             return limit if unit == "A" else limit / ((period.get("numberPhases") or phases) * VOLTAGE_V)
 
         if kind == "Relative":

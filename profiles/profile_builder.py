@@ -54,6 +54,26 @@ def _limit(amps: float, unit: Unit, phases: int, allow_negative: bool) -> float:
     return round_down_one_decimal(value)
 
 
+CHARGING_ONLY = "ChargingOnly"
+CENTRAL_SETPOINT = "CentralSetpoint"
+
+
+def schedule_period(start_period: int, value: float, phases: int, operation_modes: bool) -> dict[str, Any]:
+    """One ChargingSchedulePeriodType for a planned value (in the schedule's unit; negative = discharge).
+
+    2.0.1 (``operation_modes`` False): the value is the ``limit`` (negative only by our opt-in V2G
+    convention). OCPP 2.1: charging is ``ChargingOnly`` up to ``limit``; discharging is
+    ``CentralSetpoint`` with the negative ``setpoint``, a ``dischargeLimit`` at that same value (the
+    car may not give more than planned) and ``limit`` 0 (nor charge meanwhile).
+    """
+    if not operation_modes:
+        return {"startPeriod": start_period, "limit": value, "numberPhases": phases}
+    if value < 0:
+        return {"startPeriod": start_period, "limit": 0.0, "numberPhases": phases, "operationMode": CENTRAL_SETPOINT,
+                "setpoint": value, "dischargeLimit": value}
+    return {"startPeriod": start_period, "limit": value, "numberPhases": phases, "operationMode": CHARGING_ONLY}
+
+
 def tx_profile(
     plan: SessionPlan,
     *,
@@ -66,6 +86,7 @@ def tx_profile(
     phases: int,
     max_periods: int,
     allow_negative: bool,
+    operation_modes: bool = False,
 ) -> dict[str, Any]:
     """The session's plan as an Absolute TxProfile starting at `start`, one period per change.
 
@@ -73,6 +94,7 @@ def tx_profile(
     When the plan has more changes than `max_periods`, the schedule is truncated: the last
     period sent then holds until the next profile replaces it, so the caller must re-send
     before the truncated horizon ends (the planner re-plans far more often than that).
+    ``operation_modes``: OCPP 2.1 periods (see :func:`schedule_period`).
     """
     _check_int("profile_id", profile_id, 0)
     _check_int("stack_level", stack_level, 0)
@@ -87,15 +109,17 @@ def tx_profile(
     if not plan.current_a:
         raise ValueError(f"session {plan.session_id}: the plan has no slots")
     periods: list[dict[str, Any]] = []
+    last: float | None = None
     for slot, amps in enumerate(plan.current_a):
         if not math.isfinite(amps):
             raise ValueError(f"session {plan.session_id}: slot {slot} current is not finite: {amps!r}")
         limit = _limit(amps, unit, phases, allow_negative)
-        if periods and periods[-1]["limit"] == limit:
+        if periods and last == limit:
             continue
         if len(periods) == max_periods:
             break
-        periods.append({"startPeriod": int(math.floor(slot * slot_s)), "limit": limit, "numberPhases": phases})
+        periods.append(schedule_period(int(math.floor(slot * slot_s)), limit, phases, operation_modes))
+        last = limit
     return {
         "id": profile_id,
         "stackLevel": stack_level,

@@ -1,7 +1,7 @@
 """Test tools for the hardened edge (issue 16), driving the daemon from the outside.
 
 Everything here talks to a daemon over its sockets (websocket, HTTP, SSE) or watches its process,
-so the tests that use it do not depend on how the daemon is wired inside. The two store backends
+so the tests that use it do not depend on how the daemon is wired inside. The store backends
 are selected through the config alone (``backend_overrides``).
 """
 
@@ -26,10 +26,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from bench.fuzz import EventStream  # noqa: F401 - the live-stream reader, shared with the fuzz run
+from tests.pg_kit import PG_DSN, pg_schema
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 REPO = Path(__file__).resolve().parent.parent
-BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+#: Every store backend: the edge's tests and the store's input contract run against each.
+BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis), pytest.param("postgres", marks=pytest.mark.postgres)]
 ADMIN_TOKEN = "edge-kit-admin-token-0123456789abcdef"
 
 
@@ -46,9 +48,14 @@ async def delete_prefix(prefix: str) -> None:
 
 @contextlib.asynccontextmanager
 async def backend_overrides(backend: str, tmp_path: Path, redis_url: str = REDIS_URL) -> AsyncIterator[dict[str, Any]]:
-    """The ``store`` config section for ``backend``; Redis keys get their own prefix, deleted afterwards."""
+    """The ``store`` config section for ``backend``; Redis keys get their own prefix, PostgreSQL tables their own
+    schema, deleted afterwards."""
     if backend == "sqlite":
         yield {"backend": "sqlite", "sqlite_path": str(tmp_path / "edge.db")}
+        return
+    if backend == "postgres":
+        async with pg_schema() as schema:
+            yield {"backend": "postgres", "postgres_dsn": PG_DSN, "postgres_schema": schema}
         return
     prefix = f"nbedge:{uuid.uuid4().hex}:"
     try:

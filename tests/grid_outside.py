@@ -26,6 +26,8 @@ import aiohttp
 import redis.asyncio as aioredis
 import yaml
 
+from tests.pg_kit import PG_DSN, drop_schema, ensure_database
+
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "COLUMNS": "1000", "PYTHONUNBUFFERED": "1"}
 ADMIN_TOKEN = "grid-outside-admin-token-0123456789abcdef"
@@ -57,6 +59,7 @@ class Site:
     ws_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
     redis_prefix: str = field(default_factory=lambda: f"nbgrid:{uuid.uuid4().hex}:")
+    pg_schema: str = field(default_factory=lambda: f"nbgrid_{uuid.uuid4().hex}")
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -68,9 +71,11 @@ class Site:
         return f"http://127.0.0.1:{self.api_port}"
 
     def config(self) -> dict[str, Any]:
-        store: dict[str, Any] = ({"backend": "sqlite", "sqlite_path": str(self.tmp / "csms.db")}
-                                 if self.backend == "sqlite" else
-                                 {"backend": "redis", "redis_url": REDIS_URL, "redis_prefix": self.redis_prefix})
+        store: dict[str, Any] = {
+            "sqlite": {"backend": "sqlite", "sqlite_path": str(self.tmp / "csms.db")},
+            "redis": {"backend": "redis", "redis_url": REDIS_URL, "redis_prefix": self.redis_prefix},
+            "postgres": {"backend": "postgres", "postgres_dsn": PG_DSN, "postgres_schema": self.pg_schema},
+        }[self.backend]
         data: dict[str, Any] = {
             "websocket": {"host": "127.0.0.1", "port": self.ws_port, "path_prefix": "/ocpp", "call_timeout_s": 5},
             "registration": {"accept_unknown_id_tokens": True},
@@ -89,7 +94,14 @@ class Site:
         path.write_text(yaml.safe_dump(self.config(), sort_keys=False), encoding="utf-8")
         return path
 
+    async def prepare(self) -> None:
+        """What the store needs before the daemon starts (the test database, for PostgreSQL)."""
+        if self.backend == "postgres":
+            await ensure_database()
+
     async def cleanup(self) -> None:
+        if self.backend == "postgres":
+            await drop_schema(self.pg_schema)
         if self.backend == "redis":
             client = aioredis.from_url(REDIS_URL, decode_responses=True)
             try:

@@ -156,3 +156,13 @@ async def test_commands_need_the_admin_scope(tmp_path: Path, token: str | None) 
         status, _ = await api.post("/api/stations/CS-1/call/Reset", {"type": "OnIdle"}, token=token)
         assert status == (403 if token else 401)
         assert st.incoming_calls.empty()
+
+
+def test_integral_floats_become_ints_where_the_body_schema_says_integer() -> None:
+    """Schemathesis found a 500: reservation_id 1.0 passed the schema and broke ``:010d``."""
+    from csms.api.http import as_integers
+    schema = {"type": "object", "properties": {"reservation_id": {"type": "integer"}, "kw": {"type": "number"},
+                                               "ids": {"type": "array", "items": {"type": "integer"}}}}
+    body = as_integers(schema, {"reservation_id": 7.0, "kw": 3.0, "ids": [1.0, 2], "other": 1.0})
+    assert body == {"reservation_id": 7, "kw": 3.0, "ids": [1, 2], "other": 1.0}
+    assert type(body["reservation_id"]) is int and type(body["kw"]) is float and type(body["other"]) is float

@@ -1,6 +1,7 @@
 """The daemon as an operator runs it: `python -m csms serve` in its own process.
 
-Durability: whatever a station got a CALLRESULT for survives SIGKILL mid-traffic. Graceful stop:
+Durability: whatever a station got a CALLRESULT for survives SIGKILL mid-traffic (SQLite and
+PostgreSQL; the same for Redis in tests/test_grid_survives_restart.py). Graceful stop:
 SIGTERM closes every station socket with 1001 and exits 0. `check-config` reports every error.
 """
 
@@ -19,11 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from csms.store.base import Store
+from csms.store.postgres import PostgresStore
 from csms.store.sqlite import SqliteStore
 from tests.ocpp_client import now_iso
+from tests.pg_kit import PG_DSN, pg_schema
 from tests.test_daemon_kit import BOOT, meter_value, transaction_event, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,11 +44,23 @@ class DaemonProcess:
     _drain: asyncio.Task[None] | None = None
 
 
-def _write_config(tmp_path: Path, db: Path) -> Path:
+def _write_config(tmp_path: Path, db: Path, store: dict[str, str] | None = None) -> Path:
+    """The daemon's config; its store is the SQLite file ``db`` unless ``store`` gives the section."""
     cfg = tmp_path / "csms.yaml"
+    section = "".join(f"  {key}: {json.dumps(value)}\n" for key, value in (store or {"sqlite_path": str(db)}).items())
     cfg.write_text(f"websocket:\n  host: 127.0.0.1\n  port: 0\n  call_timeout_s: 5\n"
-                   f"store:\n  sqlite_path: {db}\nlogging:\n  level: INFO\n", encoding="utf-8")
+                   f"store:\n{section}logging:\n  level: INFO\n", encoding="utf-8")
     return cfg
+
+
+@contextlib.asynccontextmanager
+async def _store_section(backend: str, tmp_path: Path) -> AsyncIterator[tuple[dict[str, str] | None, Store]]:
+    """The config's store section for ``backend`` (None: the SQLite file) and a reader of the same data."""
+    if backend == "sqlite":
+        yield None, SqliteStore(str(tmp_path / "csms.db"))
+        return
+    async with pg_schema() as schema:
+        yield {"backend": "postgres", "postgres_dsn": PG_DSN, "postgres_schema": schema}, PostgresStore(PG_DSN, schema)
 
 
 @contextlib.asynccontextmanager
@@ -125,9 +142,14 @@ async def _at_least(acked: Acked, n: int) -> bool:
     return len(acked) >= n
 
 
-async def test_everything_acknowledged_survives_sigkill_mid_traffic(tmp_path: Path) -> None:
-    db = tmp_path / "csms.db"
-    config = _write_config(tmp_path, db)
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_everything_acknowledged_survives_sigkill_mid_traffic(tmp_path: Path, backend: str) -> None:
+    async with _store_section(backend, tmp_path) as (section, store):
+        await _acknowledged_survives_sigkill(tmp_path, section, store)
+
+
+async def _acknowledged_survives_sigkill(tmp_path: Path, section: dict[str, str] | None, store: Store) -> None:
+    config = _write_config(tmp_path, tmp_path / "csms.db", section)
     acked = Acked()
     async with daemon_process(config) as first:
         stations = [asyncio.create_task(_station_traffic(first.url, f"DUR-{i}", acked, 5000)) for i in range(6)]
@@ -147,7 +169,6 @@ async def test_everything_acknowledged_survives_sigkill_mid_traffic(tmp_path: Pa
         assert await asyncio.wait_for(second.proc.wait(), 15) == 0
 
     # ... and every acknowledged event and sample is in it.
-    store = SqliteStore(str(db))
     await store.open()
     try:
         missing_tx = []

@@ -52,7 +52,7 @@ async def test_endpoint_with_an_impossible_identity_is_refused_with_400_and_the_
     assert any("refused" in r.getMessage() and "station identity" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("offered", [(), ("ocpp1.6",), ("ocpp2.1", "ocpp1.6")])
+@pytest.mark.parametrize("offered", [(), ("ocpp1.5",), ("ocpp3.0", "ocpp1.2")])
 async def test_station_offering_no_supported_subprotocol_is_refused_at_the_handshake(
         csms: RunningDaemon, caplog: pytest.LogCaptureFixture, offered: tuple[str, ...]) -> None:
     with caplog.at_level(logging.WARNING, logger="csms.gateway"):

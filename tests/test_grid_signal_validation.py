@@ -82,13 +82,24 @@ class _Message:
     topic: _Topic
     payload: bytes
     retain: bool = False
+    qos: int = 1
+    mid: int = 0
+
+
+class _Paho:
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.acked.append(mid)
 
 
 class _Client:
-    """The one attribute ``_consume`` reads: a finite stream of messages."""
+    """What ``_consume`` reads: a finite stream of messages, and paho's manual ack."""
 
     def __init__(self, messages: list[_Message]) -> None:
         self._messages = messages
+        self._client = _Paho()
 
     @property
     async def messages(self) -> AsyncIterator[_Message]:  # type: ignore[override]
@@ -100,20 +111,23 @@ async def test_poison_messages_are_dropped_and_the_session_goes_on(monkeypatch: 
     listener = Signals(_grid("p"), LocalBus(), CollectorRegistry(), utc_now)
     original = listener.desk.accept
 
-    def buggy(tid: str, payload: Any, *, live: bool, via: str) -> Any:
+    async def buggy(tid: str, payload: Any, *, live: bool, via: str) -> Any:
         if b"bug" in payload:
             raise RuntimeError("a bug in handling")
-        return original(tid, payload, live=live, via=via)
+        return await original(tid, payload, live=live, via=via)
 
     monkeypatch.setattr(listener.desk, "accept", buggy)
     good = json.dumps({"signal_id": "later", "limit_kw": 60}).encode()
     stream = [
-        _Message(_Topic("p/grid/T1/base-load"), f'{{"kw": {HUGE}}}'.encode(), retain=True),
-        _Message(_Topic("p/grid/T1/limit"), json.dumps({"signal_id": "x", "limit_kw": HUGE}).encode(), retain=True),
-        _Message(_Topic("p/grid/T1/limit"), b'{"signal_id": "bug", "limit_kw": 1}'),
-        _Message(_Topic("p/grid/T1/limit"), good),
+        _Message(_Topic("p/grid/T1/base-load"), f'{{"kw": {HUGE}}}'.encode(), retain=True, mid=1),
+        _Message(_Topic("p/grid/T1/limit"), json.dumps({"signal_id": "x", "limit_kw": HUGE}).encode(), retain=True,
+                 mid=2),
+        _Message(_Topic("p/grid/T1/limit"), b'{"signal_id": "bug", "limit_kw": 1}', mid=3),
+        _Message(_Topic("p/grid/T1/limit"), good, mid=4),
     ]
-    await asyncio.wait_for(listener.mqtt._consume(_Client(stream)), 5)  # type: ignore[arg-type]
+    client = _Client(stream)
+    await asyncio.wait_for(listener.mqtt._consume(client), 5)  # type: ignore[arg-type]
+    assert client._client.acked == [1, 2, 4]  # refused ones too (answered); the one that hit a bug is left to redeliver
     assert listener.book.limit_at("T1", datetime.now(timezone.utc)) == (60.0, "signal:dso:later")
     assert listener.book.measured_base_load("T1") is None
     errors = {s.labels["kind"]: s.value for m in listener.metrics.message_errors.collect() for s in m.samples

@@ -1,4 +1,4 @@
-"""The grid guarantee survives a restart of the daemon (SIGTERM and SIGKILL, SQLite and Redis).
+"""The grid guarantee survives a restart of the daemon (SIGTERM and SIGKILL, SQLite, Redis and PostgreSQL).
 
 Stations are built from the `ocpp` package (tests/ocpp_station.py), not from our simulator. A limit
 is posted through the operator API; the daemon is stopped or killed and started again on the same
@@ -93,10 +93,12 @@ async def _watch_power(rig: Rig, cap: list[float], seen: list[tuple[float, float
         await asyncio.sleep(0.05)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis),
+                                     pytest.param("postgres", marks=pytest.mark.postgres)])
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 async def test_limit_and_sessions_survive_a_restart(tmp_path: Path, backend: str, how: int) -> None:
     site = Site(tmp_path, grid(), backend=backend)
+    await site.prepare()
     try:
         async with Api(site) as api:
             first = daemon(site)
@@ -332,3 +334,26 @@ async def test_a_reconnecting_station_is_asked_what_it_holds_and_sent_only_what_
 
 async def _plans_since(api: Api, before: int, more: int) -> bool:
     return (await api.get("/api/grid"))["plans"] >= before + more
+
+
+@pytest.mark.mqtt
+async def test_a_signal_sent_while_the_daemon_is_down_arrives_after_its_restart(tmp_path: Path) -> None:
+    """With a configured client id the daemon keeps a persistent MQTT session: the broker holds a
+    QoS 1 signal published during a crash and delivers it when the daemon is back."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    client_id = f"csms-{uuid.uuid4().hex[:10]}"
+    site = Site(tmp_path, {**grid(), "mqtt": {"topic_prefix": prefix, "broker_grace_s": 3600,
+                                              "client_id": client_id}})
+    async with Api(site) as api:
+        async with daemon(site) as running:
+            await until(lambda: _mqtt_up(api), 10, "daemon subscribed")
+            await running.stop(signal.SIGKILL)
+        async with aiomqtt.Client("127.0.0.1", 1883, identifier=f"dso-{uuid.uuid4().hex[:8]}") as dso:
+            payload = {"signal_id": "while-down", "source": "dso", "limit_kw": 37,
+                       "timestamp": datetime.now(UTC).isoformat()}
+            await dso.publish(f"{prefix}/grid/T1/limit", json.dumps(payload), qos=1, retain=False)
+        async with daemon(site):
+            await until(lambda: _limit(api, 37.0), 10, "the signal sent while down applied")
+            assert (await api.group())["limit_source"] == "signal:dso:while-down"
+    async with aiomqtt.Client("127.0.0.1", 1883, identifier=client_id, clean_session=True):
+        pass  # leave no persistent session behind on the broker

@@ -76,3 +76,15 @@ def test_overdraw_is_judged_on_the_register_when_power_says_little() -> None:
     found = [_read(v, s, book, t, 1000 + 11.04 * t / 3.6, 3000.0) for t in range(0, 20, 2)]
     assert any(f is not None and f.kind == "overdraw" for f in found), found
     assert s.fixed_kw is not None and abs(s.fixed_kw - 11.04) < 0.1
+
+
+def test_a_car_whose_station_refused_the_profile_is_budgeted_at_what_it_draws_now() -> None:
+    """Found at the start (0 kW) it must not stay budgeted at 0 kW once it charges at 11 kW."""
+    v = Verifier(VerifyConfig(apply_grace_s=10.0))
+    s = Session("CS", 1, "TX", T0)
+    s.power_kw, s.power_at = 0.0, T0
+    finding = v.pushed(s, PushResult("CS", 1, "TX", "Rejected", 6.0, 6.0, "A", T0), 4.14, 11.0)
+    assert finding is not None and finding.kind == "rejected" and s.fixed_kw == 0.0
+    s.power_kw, s.power_at = 11.04, T0 + timedelta(seconds=5)
+    v.reading(s, T0 + timedelta(seconds=5))
+    assert s.fixed_kw == 11.04 and (s.fixed_reason or "").startswith("profile")

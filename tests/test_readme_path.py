@@ -2,6 +2,10 @@
 fleet with `csms-sim fleet --scenario residential_evening`, then `csms limit T1 40`. The EV load the
 daemon measures must go under the limit and stay there while more cars arrive.
 
+40 kW is stricter than the README's example (180 kW, feasible above the non-EV load of
+config.yaml): a limit this small can fail with a few cars, at the 6 A fail-safe current alone. The
+README's commands themselves run verbatim in tests/test_readme_commands.py.
+
 Everything runs as subprocesses through the commands the README shows; only the ports, the store path
 and the fleet's size and speed differ (the README's fleet is bigger and slower). The simulated
 stations' clocks run at the fleet's speed (240x), so they drift hours away from ours within a minute:

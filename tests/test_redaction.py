@@ -56,3 +56,18 @@ async def test_network_profile_and_password_never_recorded_in_clear(csms):
     assert network["request"]["connectionData"]["apn"]["apnPassword"] == "***"
     assert network["request"]["connectionData"]["apn"]["simPin"] == "***"
     await st.close()
+
+
+def test_16_authorization_key_is_redacted_and_other_keys_stay() -> None:
+    from csms.protocol.redaction import redact_frame, redact_payload
+
+    change = {"key": "AuthorizationKey", "value": "a-secret-password-1234"}
+    assert redact_payload("ChangeConfiguration", change) == {"key": "AuthorizationKey", "value": "***"}
+    other = {"key": "HeartbeatInterval", "value": "300"}
+    assert redact_payload("ChangeConfiguration", other) == other
+    report = {"configurationKey": [{"key": "AuthorizationKey", "readonly": False, "value": "a-secret-password-1234"},
+                                   {"key": "HeartbeatInterval", "readonly": False, "value": "300"}]}
+    assert "a-secret" not in str(redact_payload("GetConfiguration", report))
+    assert "300" in str(redact_payload("GetConfiguration", report))
+    frame = '[2,"1","ChangeConfiguration",{"key":"AuthorizationKey","value":"a-secret-password-1234"}]'
+    assert "a-secret" not in redact_frame(frame) and "AuthorizationKey" in redact_frame(frame)

@@ -1,7 +1,8 @@
-"""The Store contract: every backend (SQLite, Redis) must behave the same, value for value.
+"""The Store contract: every backend (SQLite, Redis, PostgreSQL) must behave the same, value for value.
 
-Each Redis test writes under its own key prefix and deletes those keys afterwards, so tests can run
-against a shared Redis on 127.0.0.1:6379 without seeing each other.
+Each Redis test writes under its own key prefix and deletes those keys afterwards, and each
+PostgreSQL test in its own schema, dropped afterwards (tests/pg_kit.py), so tests can run against
+the shared servers on 127.0.0.1 without seeing each other.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from csms.domain.transactions import TxEvent
 from csms.ocpp.v201.provisioning import boot_info
 from csms.ocpp.v201.transactions import tx_event as v201_tx_event
 from csms.store.base import Store
+from csms.store.postgres import PostgresStore
 from csms.store.redis_store import RedisStore, ReplicationError
 from csms.store.sqlite import SqliteStore
 from tests.daemon_fixture import running_daemon
 from tests.ocpp_client import RawStation
+from tests.pg_kit import PG_DSN, pg_schema
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=timezone.utc)
@@ -53,10 +56,20 @@ def redis_prefix() -> str:
     return f"nbtest:{uuid.uuid4().hex}:"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path, redis_prefix: str) -> AsyncIterator[Store]:
-    backend: Store = (SqliteStore(str(tmp_path / "contract.db")) if request.param == "sqlite"
-                      else RedisStore(REDIS_URL, redis_prefix))
+    if request.param == "postgres":
+        async with pg_schema() as schema:
+            backend: Store = PostgresStore(PG_DSN, schema)
+            await backend.open()
+            try:
+                yield backend
+            finally:
+                await backend.close()
+        return
+    backend = (SqliteStore(str(tmp_path / "contract.db")) if request.param == "sqlite"
+               else RedisStore(REDIS_URL, redis_prefix))
     await backend.open()
     try:
         yield backend

@@ -1,6 +1,6 @@
-"""Store contract, input side (issue 16): what a writer accepts, every reader can read, on both backends.
+"""Store contract, input side (issue 16): what a writer accepts, every reader can read, on every backend.
 
-Both backends apply one policy to odd input (docs/storage.md, "Odd input"). Events and samples
+Every backend applies one policy to odd input (docs/storage.md, "Odd input"). Events and samples
 reach a store in the domain's terms (``TxEvent``, ``Sample``), checked once for every backend
 when they are made from a payload; the tests go the same way (the 2.0.1 mapping, then the store).
 
@@ -37,6 +37,9 @@ def open_store(section: dict[str, Any]) -> Any:
     if section["backend"] == "redis":
         from csms.store.redis_store import RedisStore
         return RedisStore(section["redis_url"], section["redis_prefix"])
+    if section["backend"] == "postgres":
+        from csms.store.postgres import PostgresStore
+        return PostgresStore(section["postgres_dsn"], section["postgres_schema"])
     from csms.store.sqlite import SqliteStore
     return SqliteStore(section["sqlite_path"])
 

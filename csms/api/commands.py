@@ -16,9 +16,11 @@ from typing import Any
 from aiohttp import web
 
 from csms.api.auth import ADMIN
-from csms.api.http import ApiError, Routes, context_of, json_response, principal_of, read_body
+from csms.api.http import ApiContext, ApiError, Routes, context_of, json_response, principal_of, read_body
 from csms.api.schemas import COMMAND_BODIES
 from csms.api.stations import known_station
+from csms.domain.records import StationRecord
+from csms.domain.registration import VERSION_KEY
 from csms.interfaces import Commands
 from csms.protocol import schemas
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
@@ -68,6 +70,15 @@ def csms_actions(version: ProtocolVersion) -> list[str]:
     """Actions the central system may send: those with a schema that only stations do not send."""
     return sorted(a for a in schemas.known_actions(version.schema_dir)
                   if a in version.both_ways or a not in version.station_only)
+
+
+def station_version(context: ApiContext, station_id: str, record: StationRecord | None) -> ProtocolVersion:
+    """The version a station speaks: its connection's, else the one it last connected with, else the default."""
+    conn = context.connections.get(station_id)
+    if conn is not None:
+        return conn.version
+    stored = record.extra.get(VERSION_KEY) if record is not None else None
+    return context.versions.get(stored, context.version) if isinstance(stored, str) else context.version
 
 
 def _is_local_validation(exc: OcppError, action: str) -> bool:
@@ -166,15 +177,20 @@ for _name in TYPED:  # one route per typed command, so each has its own document
 
 @routes.post("/api/stations/{station_id}/call/{action}", ADMIN, body="ocpp_payload")
 async def generic_call(request: web.Request) -> web.Response:
-    """Any CSMS-initiated OCPP 2.0.1 action with its JSON payload, validated before it is sent."""
+    """Any CSMS-initiated OCPP action of the station's version with its JSON payload, validated against
+    that version's schema before it is sent."""
     context = context_of(request)
     action = request.match_info["action"]
-    allowed = csms_actions(context.version)
-    if action not in allowed:
-        raise ApiError(404, f"{action!r} is not an OCPP 2.0.1 action the central system can send")
-    await known_station(request)
-    payload = await read_body(request, "ocpp_payload")
     station_id = request.match_info["station_id"]
+    record = await known_station(request)
+    version = station_version(context, station_id, record)
+    if action not in csms_actions(version):
+        elsewhere = sorted(v.subprotocol for v in context.versions.values() if action in csms_actions(v))
+        if elsewhere:
+            raise ApiError(422, f"{action!r} does not exist in {version.subprotocol}, the version station "
+                                f"{station_id!r} speaks (it is an action of {', '.join(elsewhere)})", field="action")
+        raise ApiError(404, f"{action!r} is not an OCPP action the central system can send")
+    payload = await read_body(request, "ocpp_payload")
     conn = context.connections.get(station_id)
     if conn is not None:
         try:

@@ -7,7 +7,7 @@ Request bodies are validated against the same JSON schemas the OpenAPI document 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,8 @@ class ApiContext:
     billing: Billing | None = None  # tariffs and session costs
     listeners: Callable[[], list[dict[str, object]]] | None = None  # where stations connect (scheme, port)
     errors: ErrorLog = dataclasses.field(default_factory=ErrorLog)  # one traceback per incident and class, then counts
+    # Every version the daemon speaks, by subprotocol: the generic command path checks a station's own.
+    versions: Mapping[str, ProtocolVersion] = dataclasses.field(default_factory=dict)
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)
@@ -149,8 +151,23 @@ async def read_body(request: web.Request, schema: str) -> dict[str, Any]:
         field = field or "<body>"
         message = (exc.message or "invalid").replace("data.", "", 1).replace("data ", "body ", 1)
         raise ApiError(422, f"invalid request body: {message}", field=field) from None
-    body: dict[str, Any] = data  # every body schema is an object
+    body: dict[str, Any] = as_integers(BODIES[schema], data)  # every body schema is an object
     return body
+
+
+def as_integers(schema: Any, data: Any) -> Any:
+    """JSON Schema counts 1.0 as an integer; the code behind it wants an int (an id formatted
+    with ``:d``, a count), so integral floats where the schema says integer become ints."""
+    if not isinstance(schema, dict):
+        return data
+    if isinstance(data, float) and schema.get("type") == "integer":
+        return int(data)
+    if isinstance(data, dict):
+        props = schema.get("properties") or {}
+        return {k: as_integers(props.get(k), v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [as_integers(schema.get("items"), v) for v in data]
+    return data
 
 
 def query_int(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:

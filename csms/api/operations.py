@@ -68,10 +68,13 @@ OPERATIONS: dict[str, tuple[str, Run]] = {
 @routes.get("/api/commands")
 async def list_commands(request: web.Request) -> web.Response:
     """What can be sent: every typed command (the classic ones and the operations) with its body
-    schema, and the generic actions."""
+    schema, and the generic actions (of the version of ``?station_id=``'s connection, else 2.0.1)."""
     typed = {name: {"action": action, "body": COMMAND_BODIES[name]} for name, (action, _) in TYPED.items()}
     typed.update({name: {"action": action, "body": OPERATION_BODIES[name]} for name, (action, _) in OPERATIONS.items()})
-    return json_response({"typed": typed, "generic_actions": csms_actions(context_of(request).version)})
+    context = context_of(request)
+    link = context.connections.get(request.query.get("station_id", ""))
+    version = link.version if link is not None else context.version
+    return json_response({"typed": typed, "version": version.subprotocol, "generic_actions": csms_actions(version)})
 
 
 def operations_of(request: web.Request) -> Operations:

@@ -29,6 +29,8 @@ ID_TOKEN_STATUSES = ["Accepted", "Blocked", "ConcurrentTx", "Expired", "Invalid"
 TRIGGERS = ["BootNotification", "LogStatusNotification", "FirmwareStatusNotification", "Heartbeat", "MeterValues",
             "SignChargingStationCertificate", "SignV2GCertificate", "StatusNotification", "TransactionEvent",
             "SignCombinedCertificate", "PublishFirmwareStatusNotification"]
+TRIGGERS += ["DiagnosticsStatusNotification", "SignChargePointCertificate",  # OCPP 1.6 (and its security
+             "SignedFirmwareStatusNotification"]  # extensions); a version without the message gets 422
 PURPOSES = ["ChargingStationExternalConstraints", "ChargingStationMaxProfile", "TxDefaultProfile", "TxProfile"]
 
 _COMPONENT = {"type": "object", "required": ["name"], "properties": {
@@ -130,7 +132,8 @@ STATION_SUMMARY = {"type": "object", "required": ["station_id", "registration", 
     "station_id": _STR, "registration": _STR, "registered": {"type": "boolean"}, "connected": {"type": "boolean"},
     "vendor": _NULLABLE_STR, "model": _NULLABLE_STR, "serial_number": _NULLABLE_STR,
     "firmware_version": _NULLABLE_STR, "boot_reason": _NULLABLE_STR, "last_boot": _NULLABLE_TIME,
-    "last_seen": _NULLABLE_TIME, "security_profile": _INT, "hold": {"type": "boolean"}}}
+    "last_seen": _NULLABLE_TIME, "security_profile": _INT, "hold": {"type": "boolean"},
+    "ocpp_version": _NULLABLE_STR}}
 STATION_DETAIL = {"allOf": [STATION_SUMMARY, {"type": "object", "properties": {
     "connection": {"type": ["object", "null"]}, "evses": {"type": "array", "items": _OBJ},
     "variables": {"type": "array", "items": _OBJ}, "charging_profiles": {"type": "array", "items": _OBJ},

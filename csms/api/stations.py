@@ -16,7 +16,7 @@ from csms.api.auth import ADMIN
 from csms.api.http import ApiContext, ApiError, Routes, context_of, iso, json_response, principal_of, read_body
 from csms.domain.events import OperatorAction
 from csms.domain.records import StationRecord
-from csms.domain.registration import HOLD_KEY
+from csms.domain.registration import HOLD_KEY, VERSION_KEY
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
 from csms.protocol.redaction import REDACTED, SECRET_VARIABLES
 from csms.security.credentials import register_station as register_credentials
@@ -25,8 +25,10 @@ log = logging.getLogger("csms.api")
 routes = Routes()
 
 
-def station_summary(rec: StationRecord, connected: bool) -> dict[str, Any]:
-    return {"station_id": rec.station_id, "registration": rec.registration, "registered": rec.registered,
+def station_summary(rec: StationRecord, connected: bool, version: str | None = None) -> dict[str, Any]:
+    """``version``: the subprotocol of the live connection (else the one the station last connected with)."""
+    return {"station_id": rec.station_id, "ocpp_version": version or rec.extra.get(VERSION_KEY),
+            "registration": rec.registration, "registered": rec.registered,
             "connected": connected, "vendor": rec.vendor, "model": rec.model,
             "serial_number": rec.serial_number, "firmware_version": rec.firmware_version,
             "boot_reason": rec.boot_reason, "last_boot": iso(rec.last_boot), "last_seen": iso(rec.last_seen),
@@ -64,8 +66,10 @@ async def list_stations(request: web.Request) -> web.Response:
     records = {r.station_id: r for r in await context.store.list_stations()}
     for sid in context.connections:  # connected but never booted: not in the store yet
         records.setdefault(sid, StationRecord(sid))
-    out = [station_summary(r, r.station_id in context.connections) for r in sorted(records.values(),
-                                                                                    key=lambda r: r.station_id)]
+    out = []
+    for r in sorted(records.values(), key=lambda r: r.station_id):
+        conn = context.connections.get(r.station_id)
+        out.append(station_summary(r, conn is not None, conn.version.subprotocol if conn is not None else None))
     return json_response({"stations": out})
 
 
@@ -75,11 +79,13 @@ async def station_detail(request: web.Request) -> web.Response:
     station_id = request.match_info["station_id"]
     rec = await known_station(request) or StationRecord(station_id)
     conn = context.connections.get(station_id)
-    out = station_summary(rec, conn is not None)
+    out = station_summary(rec, conn is not None, conn.version.subprotocol if conn is not None else None)
     out["connection"] = None if conn is None else {
         "remote": conn.remote, "subprotocol": conn.version.subprotocol, "connected_at": iso(conn.connected_at),
         "accepted": conn.accepted}
     out["evses"] = _evses(await context.store.list_connectors(station_id))
+    for evse in out["evses"]:  # what the car last said it needs (2.1: V2X parameters, controlMode ...)
+        evse["ev_charging_needs"] = await context.store.latest_ev_charging_needs(station_id, evse["evse_id"])
     out["variables"] = [_safe_variable(v) for v in await context.store.list_variables(station_id)]
     out["charging_profiles"] = await context.store.list_charging_profiles(station_id)
     out["has_password"] = rec.password_hash is not None

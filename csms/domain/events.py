@@ -45,6 +45,7 @@ class StationConnected(Event):
     KIND: ClassVar[str] = "station.connected"
     remote: str = ""
     accepted: bool = False
+    subprotocol: str = ""  # the OCPP version negotiated, e.g. "ocpp2.1"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

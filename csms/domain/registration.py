@@ -31,6 +31,7 @@ class RegistrationConfig:
 
 
 HOLD_KEY = "hold"  # StationRecord.extra: the operator keeps this station Pending (the value: why)
+VERSION_KEY = "ocpp_version"  # StationRecord.extra: the subprotocol of the station's latest connection
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,7 @@ class StationConnection:
                 self._resolve(frames.CallError(exc.unique_id, exc.code, f"station sent a malformed response: "
                                                f"{exc.description}", {}))
             else:
-                await self._send(frames.error_frame(exc.unique_id, exc.code, exc.description))
+                await self._send(frames.error_frame(exc.unique_id, self.version.error_code(exc.code), exc.description))
             return
         if isinstance(frame, frames.Call):
             gate = edge.gate
@@ -121,7 +121,7 @@ class StationConnection:
             out = frames.result_frame(call.unique_id, response)
         except OcppError as exc:
             code = exc.code
-            out = frames.error_frame(call.unique_id, exc.code, exc.description, exc.details)
+            out = frames.error_frame(call.unique_id, self.version.error_code(exc.code), exc.description, exc.details)
             log.info("%s %s -> CALLERROR %s: %s", self.station_id, call.action, exc.code, exc.description)
         except Exception as exc:  # noqa: BLE001 - a handler bug must not close the station's connection
             code = "InternalError"

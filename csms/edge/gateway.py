@@ -30,7 +30,8 @@ from websockets.typing import Subprotocol
 from csms.config import WebsocketConfig
 from csms.domain.events import StationConnected, StationDisconnected
 from csms.domain.identity import MAX_IDENTITY_LENGTH, identity_problem
-from csms.domain.registration import accepted_at_connect
+from csms.domain.records import StationRecord
+from csms.domain.registration import VERSION_KEY, accepted_at_connect
 from csms.edge.connection import EdgeContext, StationConnection
 from csms.interfaces import HandshakeCheck
 from csms.ocpp.package import Router
@@ -256,16 +257,20 @@ class Gateway:
         edge.metrics.connected.set(len(connections))
         _forget_handshake_headers(ws)
         edge.trace.arrived(station_id)
+        known = False
         try:
             record = await self.stations.get_station(station_id)
             known = record is not None
             conn.accepted = accepted_at_connect(record)
+            if record is not None:
+                await self._remember_version(record, conn)
             del record  # held for the connection's lifetime otherwise
             if known:
                 await self.stations.set_connection_state(station_id, True, datetime.now(timezone.utc))
             log.info("%s connected from %s (%s, %s)", station_id, remote, ws.subprotocol,
                      "accepted" if conn.accepted else "must boot first")
-            edge.bus.publish(StationConnected(station_id=station_id, remote=remote, accepted=conn.accepted))
+            edge.bus.publish(StationConnected(station_id=station_id, remote=remote, accepted=conn.accepted,
+                                              subprotocol=str(ws.subprotocol)))
             await conn.serve()
         except ConnectionClosed:
             pass
@@ -282,10 +287,18 @@ class Gateway:
                     # Always: a station first seen in this connection got its record at boot (even when
                     # Pending or Rejected), and the update is a no-op when there is no record.
                     await self.stations.set_connection_state(station_id, False, datetime.now(timezone.utc))
+                    if not known and (record := await self.stations.get_station(station_id)) is not None:
+                        await self._remember_version(record, conn)
                 except Exception as exc:  # noqa: BLE001 - the store is down: the start-up check corrects it
                     edge.errors.failed(log, "station disconnection", exc, f"{station_id} not marked disconnected")
                 edge.bus.publish(StationDisconnected(station_id=station_id))
             log.log(self._disconnect_level, "%s disconnected (%s)", station_id, close_description(ws))
+
+    async def _remember_version(self, record: StationRecord, conn: StationConnection) -> None:
+        """Keep the OCPP version the station connected with in its record (shown while it is away)."""
+        if record.extra.get(VERSION_KEY) != conn.version.subprotocol:
+            record.extra[VERSION_KEY] = conn.version.subprotocol
+            await self.stations.put_station(record)
 
 
 def close_description(ws: ServerConnection) -> str:

@@ -65,6 +65,7 @@ class LimitDesk:
         self._tasks: list[asyncio.Task[None]] = []
         self._restored_silence: set[str] = set()  # in safe mode for silence before the restart
         self._unconfirmed: dict[str, set[str]] = {}  # restored source causes, held until the source is back
+        self._accepting = asyncio.Lock()
 
     async def restore(self) -> None:
         """Before :meth:`start`: put back the signals in force and the safe-mode state stored before
@@ -133,12 +134,8 @@ class LimitDesk:
         return list(self.grid.transformers)
 
     async def submit(self, transformer_id: str, payload: bytes | str | dict[str, Any]) -> LimitSignal:
-        """Validate and apply a signal exactly as if it arrived live from a source; returns once it
-        is stored (persist before acknowledge)."""
-        signal = self.accept(transformer_id, payload, live=True, via="api")
-        if self.memory is not None:
-            await self.memory.put(SIGNAL, signal_key(transformer_id, signal.source), signal.to_record())
-        return signal
+        """Validate, store and apply a signal exactly as if it arrived live from a source."""
+        return await self.accept(transformer_id, payload, live=True, via="api")
 
     async def clear(self, transformer_id: str, source: str) -> LimitSignal | None:
         """Take the signal of ``source`` out of force for good (stored); None when there was none.
@@ -156,19 +153,33 @@ class LimitDesk:
         return removed
 
     # Signals ------------------------------------------------------------------------------------
-    def accept(self, tid: str, payload: bytes | str | dict[str, Any], *, live: bool, via: str) -> LimitSignal:
-        """Validate and apply one signal; ``live``: a live message (a sign of life of its source),
-        not a retained one redelivered on (re)subscription. Raises SignalError (already reported).
-        The signal is stored in order with everything else (``submit`` waits for it)."""
+    async def accept(self, tid: str, payload: bytes | str | dict[str, Any], *, live: bool, via: str) -> LimitSignal:
+        """Validate, store, then apply one signal; ``live``: a live message (a sign of life of its
+        source), not a retained one redelivered on (re)subscription. Raises SignalError (already
+        reported). A signal takes effect only once it is durable, so nothing the daemon acts on or
+        shows is forgotten by a crash (a few milliseconds, well inside the reaction window)."""
+        async with self._accepting:  # one at a time: what was checked is what gets stored and applied
+            not_stored: Exception | None = None
+            try:
+                signal = parse_signal(payload, tid, self._now(), grid=self.grid)
+                if self.book.is_new(signal) and self.memory is not None:
+                    try:
+                        await self.memory.put(SIGNAL, signal_key(tid, signal.source), signal.to_record())
+                    except Exception as exc:  # noqa: BLE001 - the grid comes first: obey, then report
+                        not_stored = exc
+                applied = self.book.apply(signal)
+            except SignalError as exc:
+                self._reject(tid, exc.reason, exc.signal_id, via)
+                raise
+            self._take_effect(tid, signal, applied, live=live, via=via)
+            if self.memory is not None:
+                await self.memory.flush()  # the safe-mode change it caused is stored and switched too
+            if not_stored is not None:
+                raise not_stored  # in force, but a restart would forget it: the caller must not acknowledge
+            return signal
+
+    def _take_effect(self, tid: str, signal: LimitSignal, applied: bool, *, live: bool, via: str) -> None:
         now = self._now()
-        try:
-            signal = parse_signal(payload, tid, now, grid=self.grid)
-            applied = self.book.apply(signal)
-        except SignalError as exc:
-            self._reject(tid, exc.reason, exc.signal_id, via)
-            raise
-        if applied and self.memory is not None and via != "api":  # submit() stores and waits itself
-            self.memory.put(SIGNAL, signal_key(tid, signal.source), signal.to_record())
         if live:
             self.book.mark_heard(tid, now)
             self._restored_silence.discard(tid)
@@ -183,7 +194,6 @@ class LimitDesk:
             log.info("grid %s: %s signal %r from %s via %s (now %s kW)", tid, outcome, signal.signal_id,
                      signal.source, via, "-" if current is None else f"{current:g}")
             self._refresh(tid, now, signal_id=signal.signal_id, force=True)
-        return signal
 
     def _reject(self, tid: str, reason: str, signal_id: str | None, via: str) -> None:
         now = self._now()
@@ -223,7 +233,6 @@ class LimitDesk:
         self.book.set_measured_base_load(tid, kw, at)
         self.status.publish(tid, {"base_load_kw": kw, "base_load_at": at})
 
-    # Safe mode ----------------------------------------------------------------------------------
     # Safe mode ----------------------------------------------------------------------------------
     def _set_cause(self, tid: str, cause: str, reason: str | None, now: datetime) -> None:
         """Add or clear one cause of safe mode; the switch itself follows once the new causes are

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -35,7 +35,7 @@ from csms.grid.effects.verify import Verification
 from csms.grid.journal import Journal
 from csms.grid.model.sessions import Session, SessionBook
 from csms.grid.records import GridRecords
-from csms.interfaces import Bus, Clock, Spawner
+from csms.interfaces import Bus, Clock, Spawner, StationSession
 from csms.store.base import TransactionStore
 from profiles.units import VOLTAGE_V
 
@@ -71,11 +71,12 @@ class Observer:
             ChargingProfilesReported: self.setup.reported,
         }
 
-    def attach(self, bus: Bus, connected: Iterable[str]) -> None:
+    def attach(self, bus: Bus, connected: Mapping[str, StationSession]) -> None:
         """Listen to ``bus``; ``connected``: stations that connected before the grid started."""
         self._unsubscribe = bus.subscribe(self.on_event)
-        for station_id in list(connected):
-            self.book.station(station_id).connected = True
+        for station_id, link in list(connected.items()):
+            st = self.book.station(station_id)
+            st.connected, st.ocpp_version = True, link.version.subprotocol
             self.setup.ensure(station_id)
 
     def detach(self) -> None:
@@ -100,7 +101,9 @@ class Observer:
     # Stations ----------------------------------------------------------------------------------
     def _connected(self, ev: StationConnected) -> None:
         assert ev.station_id is not None
-        self.book.station(ev.station_id).connected = True
+        st = self.book.station(ev.station_id)
+        st.connected = True
+        st.ocpp_version = ev.subprotocol or st.ocpp_version
         if ev.accepted:
             # Back without booting (a lost link, or our restart): its profiles are still there; ask.
             self.setup.ensure(ev.station_id, force=True, reconcile=True)
@@ -146,6 +149,7 @@ class Observer:
             return
         if change == "new":
             self.setup.ensure(sid)
+            self.setup.check_transfer(sid, session.evse_id)
             self.controller.request("session started")
         elif change == "state":
             self.verification.report(self.verification.verifier.resume_check(session, now))
@@ -201,6 +205,7 @@ class Observer:
     def _ev_needs(self, ev: EvChargingNeeds) -> None:
         assert ev.station_id is not None
         self.book.ev_needs(ev.station_id, ev.evse_id, ev.needs, self.clock())
+        self.setup.ev_needs(ev.station_id, ev.evse_id, ev.needs)
         self.controller.request("EV needs")
 
 

@@ -34,7 +34,7 @@ from csms.grid.planning import GroupPlanner
 from csms.grid.records import GridRecords
 from csms.grid.signals import Signals
 from csms.grid.views import GroupViews
-from csms.interfaces import Bus, Clock, GridCommands, LimitIntake, Spawner
+from csms.interfaces import Bus, Clock, GridCommands, LimitIntake, Spawner, StationSession
 from csms.metrics import Metrics
 from csms.store.base import DocumentStore, SmartChargingStore, TransactionStore
 from profiles.hysteresis import Hysteresis
@@ -55,7 +55,7 @@ class GridDeps(Spawner, Protocol):
     def commands(self) -> GridCommands: ...
 
     @property
-    def connections(self) -> Mapping[str, object]: ...
+    def connections(self) -> Mapping[str, StationSession]: ...
 
 
 class GridStore(DocumentStore, TransactionStore, SmartChargingStore, Protocol):

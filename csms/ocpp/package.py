@@ -11,7 +11,14 @@ from typing import Any, Protocol
 from csms.domain.registration import Authorizer, RegistrationConfig
 from csms.interfaces import CertificateSigner, StationSession
 from csms.protocol.version import ProtocolVersion
-from csms.store.base import DeviceModelStore, MessageLog, SmartChargingStore, StationStore, TransactionStore
+from csms.store.base import (
+    DeviceModelStore,
+    DocumentStore,
+    MessageLog,
+    SmartChargingStore,
+    StationStore,
+    TransactionStore,
+)
 
 Payload = dict[str, Any]
 #: A station-initiated CALL: the validated request (camelCase, exactly as on the wire) in, the
@@ -35,6 +42,7 @@ class HandlerDeps:
     reports: StationReports | None = None  # where reports and status notifications of operations go
     iso15118: Iso15118Checks | None = None  # None: no contract-certificate checks, OCSP or provider
     billing: Billing | None = None  # None: no tariffs, no cost
+    documents: DocumentStore | None = None  # durable counters (OCPP 1.6 transaction ids)
 
 
 class StationReports(Protocol):
@@ -47,6 +55,11 @@ class StationReports(Protocol):
 
     async def remote_start_granted(self, station_id: str, remote_start_id: int, id_token: str) -> bool:
         """Whether we asked this station to start ``remote_start_id`` for this token (F01/F02)."""
+        ...
+
+    async def remote_start_tag_granted(self, station_id: str, id_tag: str, connector_id: int) -> bool:
+        """Whether we asked this station to start a transaction for ``id_tag`` on this connector
+        (or on any) and it accepted (OCPP 1.6 RemoteStartTransaction, which has no id to match)."""
         ...
 
     async def certificate_issued(self, station_id: str, certificate_type: str, serial_number: str,
@@ -148,17 +161,30 @@ class CommandSet(Protocol):
 
     def get_variables(self, items: list[Payload]) -> Request: ...
 
+    def variable_results(self, items: list[Payload], response: Payload) -> list[Payload]:
+        """The answer to one get_variables request as GetVariableResultType items (2.0.1 form)."""
+        ...
+
     def variables_read(self, response: Payload) -> list[Payload]:
         """The variables a GetVariables answer reported, as device-model records."""
         ...
 
     def set_variables(self, items: list[Payload]) -> Request: ...
 
+    def variable_statuses(self, items: list[Payload], response: Payload) -> list[Payload]:
+        """The answer to one set_variables request as SetVariableResultType items (2.0.1 form)."""
+        ...
+
     def variables_written(self, items: list[Payload], response: Payload) -> list[Payload]:
         """The variables a SetVariables answer accepted, as device-model records."""
         ...
 
     def get_base_report(self, request_id: int, report_base: str) -> Request: ...
+
+
+#: How a version sends an operation built in the domain's (2.0.1) terms: (action, payload) in,
+#: (its action, its payload, how to read its answer in the domain's terms) out.
+Adapter = Callable[[str, Payload], tuple[str, Payload, Callable[[Payload], Payload]]]
 
 
 @dataclass(frozen=True)
@@ -168,3 +194,4 @@ class VersionPackage:
     version: ProtocolVersion
     build_router: Callable[[HandlerDeps], Router]
     commands: CommandSet
+    adapt: Adapter | None = None  # None: the operations' requests are this version's as they are

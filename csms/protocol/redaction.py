@@ -3,7 +3,9 @@
 Secrets OCPP 2.0.1 can carry: the station's ``SecurityCtrlr.BasicAuthPassword`` (set with
 SetVariables when a password is rotated; a lax station may even report it in GetVariables or
 NotifyReport) and the network credentials of SetNetworkProfile (APN password, SIM PIN, VPN
-password and key). Redaction works on the structure, so it covers both directions of any action.
+password and key). OCPP 1.6 carries the station's password as the configuration key
+``AuthorizationKey`` (ChangeConfiguration, GetConfiguration). Redaction works on the structure, so it
+covers both directions of any action.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from typing import Any
 
 import orjson
 
-SECRET_VARIABLES = frozenset({"BasicAuthPassword"})
+SECRET_VARIABLES = frozenset({"BasicAuthPassword", "AuthorizationKey"})  # 2.0.1 variable, 1.6 configuration key
 SECRET_KEYS = frozenset({"apnPassword", "simPin", "password", "key"})  # SetNetworkProfile APN / VPN
 REDACTED = "***"
 # Actions whose payloads (request or response) can hold a secret; others are recorded as they are.
-SENSITIVE_ACTIONS = frozenset({"SetVariables", "GetVariables", "SetNetworkProfile", "NotifyReport"})
+SENSITIVE_ACTIONS = frozenset({"SetVariables", "GetVariables", "SetNetworkProfile", "NotifyReport",
+                               "ChangeConfiguration", "GetConfiguration"})
+_CONFIGURATION_PAIR = frozenset({"key", "value", "readonly"})  # 1.6 KeyValue / ChangeConfiguration.req
 _MARKERS = ("assword", "simPin", '"key"')
 _JSON_VALUE = r'("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?)'
 _SECRET_KEY_VALUE = re.compile(r'("(?:' + "|".join(sorted(SECRET_KEYS)) + r')"\s*:\s*)' + _JSON_VALUE)
@@ -41,6 +45,9 @@ def redact(value: Any) -> Any:
         return [redact(v) for v in value]
     if not isinstance(value, dict):
         return value
+    if isinstance(value.get("key"), str) and "value" in value and set(value) <= _CONFIGURATION_PAIR:
+        # A 1.6 configuration key and its value: the key's name is no secret, the password's value is.
+        return {**value, "value": REDACTED} if value["key"] in SECRET_VARIABLES else dict(value)
     out = {k: (REDACTED if k in SECRET_KEYS and not isinstance(v, (dict, list)) else redact(v))
            for k, v in value.items()}
     variable = value.get("variable")

@@ -53,14 +53,22 @@ _RULE_TO_CODE: dict[str, str] = {
 
 
 def schema_path(schema_dir: str, action: str, direction: Direction) -> str:
-    return os.path.join(_OCPP_DIR, schema_dir, "schemas", f"{action}{direction}.json")
+    path = os.path.join(_OCPP_DIR, schema_dir, "schemas", f"{action}{direction}.json")
+    if direction == "Request" and not os.path.exists(path):  # OCPP 1.6 names a request's schema <Action>.json
+        return os.path.join(_OCPP_DIR, schema_dir, "schemas", f"{action}.json")
+    return path
 
 
 @lru_cache(maxsize=None)
 def known_actions(schema_dir: str) -> frozenset[str]:
-    """Every action that has a request schema in this OCPP version."""
+    """Every action that has a request schema in this OCPP version (``<Action>Request.json``, or
+    ``<Action>.json`` beside an ``<Action>Response.json`` as OCPP 1.6 names them)."""
     folder = os.path.join(_OCPP_DIR, schema_dir, "schemas")
-    return frozenset(n[: -len("Request.json")] for n in os.listdir(folder) if n.endswith("Request.json"))
+    names = set(os.listdir(folder))
+    return frozenset({n[: -len("Request.json")] for n in names if n.endswith("Request.json")}
+                     | {n[: -len(".json")] for n in names
+                        if not n.endswith(("Request.json", "Response.json")) and n.endswith(".json")
+                        and n[: -len(".json")] + "Response.json" in names})
 
 
 @lru_cache(maxsize=None)
@@ -115,7 +123,8 @@ def validate(schema_dir: str, action: str, direction: Direction, payload: Any) -
 # Date-times and id tokens ---------------------------------------------------------------------
 Path = tuple[str, ...]  # property names, "*" for every item of an array
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-ID_TOKEN_FIELDS = frozenset({"idToken", "additionalIdToken"})  # IdTokenType.idToken, AdditionalInfoType
+ID_TOKEN_FIELDS = frozenset({"idToken", "additionalIdToken",  # IdTokenType.idToken, AdditionalInfoType
+                             "idTag", "parentIdTag"})  # OCPP 1.6
 
 
 @dataclass(frozen=True)

@@ -18,3 +18,13 @@ class ProtocolVersion:
     station_only: frozenset[str] = frozenset()
     # Actions either side may initiate (DataTransfer).
     both_ways: frozenset[str] = frozenset()
+    # CALLERROR codes this version spells differently from OCPP-J 2.0.1 (the daemon's own words), as
+    # (2.0.1 code, this version's) pairs: a tuple keeps the descriptor hashable.
+    error_codes: tuple[tuple[str, str], ...] = ()
+
+    def error_code(self, code: str) -> str:
+        """``code`` (an OCPP-J 2.0.1 error code) as this version's CALLERROR says it."""
+        for ours, theirs in self.error_codes:
+            if ours == code:
+                return theirs
+        return code

@@ -63,6 +63,11 @@ def cmd_station_register(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     out = Console(soft_wrap=True, highlight=False)
     out.print(f"registered {args.station_id} at security profile {args.profile}")
+    if config.security is None:
+        err.print(f"[bold yellow]warning:[/] {args.config} has no 'security' section (lab mode): the daemon lets "
+                  f"every station in over plain ws:// without authentication, so security profile {args.profile} "
+                  "is stored but not enforced until a 'security' section is added (see docs/security.md)",
+                  highlight=False)
     if generated is not None:
         out.print("password (shown only now; set it as SecurityCtrlr.BasicAuthPassword on the station):")
         print(generated)

@@ -490,6 +490,7 @@
         (d.trigger ? ` (${d.trigger})` : "");
       case "grid.plan": return Object.entries(d).filter(([, v]) => typeof v !== "object").slice(0, 5)
         .map(([k, v]) => `${k}=${typeof v === "number" ? +v.toFixed(3) : v}`).join(" ");
+      case "station.connected": return `${where} connected${d.subprotocol ? " (" + d.subprotocol + ")" : ""}`;
       case "transaction.started": case "transaction.ended":
         return `${where} ${d.transaction_id || ""}${d.stopped_reason ? " (" + d.stopped_reason + ")" : ""}`;
       default:

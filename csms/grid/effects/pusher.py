@@ -5,8 +5,9 @@ link drops. The schedule is anchored on the station's own clock (its offset from
 from its messages, profiles/station_clock.py) with its first period reaching a minute back, so a
 station whose clock is off still runs the plan, not its fail-safe; the immediate cut goes out as a
 Relative profile of one period, which holds whatever the station's clock says. Each profile is
-shaped for its station: its rate unit, stack level and period count, negative limits only where
-the station model supports V2G. Pushes that would not change anything
+shaped for its station: its rate unit, stack level and period count; discharge only where the
+station supports V2G: as OCPP 2.1 ``CentralSetpoint`` periods with a negative setpoint in W on a 2.1
+station, as a negative limit on a 2.0.1 model flagged ``v2g`` (our opt-in convention). Pushes that would not change anything
 meaningful are skipped (hysteresis, decided in profiles/hysteresis.py), so a busy grid does not
 flood chargers with SetChargingProfile. All stations are called concurrently, one call per station
 at a time (the daemon queues per station anyway).
@@ -109,13 +110,13 @@ class _Shape:
     """What every session with the same setpoints and station shape gets (shared, never mutated)."""
 
     values: tuple[float, ...]  # the setpoints carried after clamping and truncation
-    periods: tuple[tuple[int, float], ...]  # (startPeriod, limit) on the wire
+    periods: tuple[tuple[tuple[str, Any], ...], ...]  # each period's fields on the wire
     duration: int
 
 
 @functools.lru_cache(maxsize=4096)
 def _shape(current_a: tuple[float, ...], unit: Unit, phases: int, max_periods: int, v2g: bool,
-           max_current_a: float, slot_s: float) -> _Shape:
+           max_current_a: float, slot_s: float, operation_modes: bool = False) -> _Shape:
     """Clamp, snap and truncate one schedule; built once per distinct schedule (at 10,000
     sessions most share a handful of schedules), by ``profiles.profile_builder.tx_profile``."""
     values = []
@@ -138,8 +139,8 @@ def _shape(current_a: tuple[float, ...], unit: Unit, phases: int, max_periods: i
                        guarantee_unmet_kwh=0.0, reason=None)
     built = tx_profile(plan, profile_id=TX_PROFILE_ID_BASE, stack_level=0, transaction_id="shape",
                        start=_EPOCH, slot_s=slot_s, unit=unit,
-                       phases=phases, max_periods=max_periods, allow_negative=v2g)
-    periods = tuple((p["startPeriod"], p["limit"]) for p in built["chargingSchedule"][0]["chargingSchedulePeriod"])
+                       phases=phases, max_periods=max_periods, allow_negative=v2g, operation_modes=operation_modes)
+    periods = tuple(tuple(p.items()) for p in built["chargingSchedule"][0]["chargingSchedulePeriod"])
     return _Shape(carried, periods, max(1, int(slot_s * end_slot)))
 
 
@@ -166,9 +167,9 @@ def shape_tx_profile(sp: Setpoints, caps: StationCaps, stack_level: int = TX_STA
     """
     if not isinstance(sp.transaction_id, str) or not 0 < len(sp.transaction_id) <= MAX_TRANSACTION_ID:
         raise ValueError(f"transaction_id must be a string of 1..{MAX_TRANSACTION_ID} characters")
-    unit = caps.unit
+    unit = caps.tx_unit
     shape = _shape(tuple(sp.current_a), unit, sp.phases, max(1, caps.periods_per_schedule), caps.v2g,
-                   caps.max_current_a, sp.slot_s)
+                   caps.max_current_a, sp.slot_s, caps.operation_modes)
     profile_id = TX_PROFILE_ID_BASE + sp.evse_id
     profile = {
         "id": profile_id,
@@ -180,8 +181,7 @@ def shape_tx_profile(sp: Setpoints, caps: StationCaps, stack_level: int = TX_STA
             "id": profile_id,
             "startSchedule": _start_text(sp.start),
             "chargingRateUnit": unit,
-            "chargingSchedulePeriod": [{"startPeriod": start, "limit": limit, "numberPhases": sp.phases}
-                                       for start, limit in shape.periods],
+            "chargingSchedulePeriod": [dict(fields) for fields in shape.periods],
             "duration": shape.duration,
         }],
     }
@@ -344,7 +344,8 @@ class Pusher:
         while items:
             shaped = items.pop(0)
             sp = shaped.carried
-            first = shaped.profile["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"]
+            period = shaped.profile["chargingSchedule"][0]["chargingSchedulePeriod"][0]
+            first = period.get("setpoint", period["limit"])  # a 2.1 discharge period's value is its setpoint
             if wave.superseded:
                 self._landed((sp.station_id, sp.evse_id))
                 results.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "superseded",

@@ -29,6 +29,12 @@ from profiles.installed import setpoints_from_profile
 log = logging.getLogger("csms.grid")
 
 SMART_CHARGING_VARIABLES = ("RateUnit", "ProfileStackLevel", "PeriodsPerSchedule")
+V2X_VARIABLES = ("SupportedOperationModes", "SupportedEnergyTransferModes")  # OCPP 2.1 V2XChargingCtrlr
+#: Versions whose schedule periods carry an operationMode (V2X as CentralSetpoint, not a negative limit).
+OPERATION_MODE_VERSIONS = frozenset({"ocpp2.1"})
+BIDIRECTIONAL_TRANSFERS = frozenset({"AC_BPT", "AC_BPT_DER", "DC_BPT", "DC_ACDP_BPT"})
+#: The charge-only transfer of the same kind, for a car that offers no other.
+CHARGE_ONLY = {"AC_BPT": "AC_three_phase", "AC_BPT_DER": "AC_DER", "DC_BPT": "DC", "DC_ACDP_BPT": "DC_ACDP"}
 REPORT_WAIT_S = 5.0  # for the ReportChargingProfiles that follow an Accepted GetChargingProfiles
 
 
@@ -52,6 +58,7 @@ class StationSetup:
         self.clock = clock
         self._reports: dict[tuple[str, int], _Report] = {}
         self._request_ids = itertools.count(1)
+        self._charge_only: dict[tuple[str, int], list[str]] = {}  # bidirectional requests to answer
 
     def ensure(self, station_id: str, force: bool = False, reconcile: bool = False) -> None:
         """Set the station up in the background unless it is ready (or being set up); ``reconcile``:
@@ -62,6 +69,45 @@ class StationSetup:
         st.setup_running = True
         st.ready = False  # nothing goes out to it until it is set up (again)
         self.spawner.spawn(self._setup(station_id, reconcile), name=f"grid setup {station_id}")
+
+    def ev_needs(self, station_id: str, evse_id: int, needs: dict[str, Any]) -> None:
+        """OCPP 2.1: a car asking for a bidirectional transfer on a station whose discharge we do not
+        control (it takes no CentralSetpoint and no rule says ``v2g``) is allowed to charge only
+        (NotifyAllowedEnergyTransfer), so nothing discharges outside the plan. Sent once the station
+        is set up and the transaction known."""
+        key = (station_id, evse_id)
+        requested = needs.get("requestedEnergyTransfer")
+        if requested not in BIDIRECTIONAL_TRANSFERS:
+            self._charge_only.pop(key, None)
+            return
+        available = [m for m in needs.get("availableEnergyTransfer") or () if isinstance(m, str)]
+        self._charge_only[key] = ([m for m in available if m not in BIDIRECTIONAL_TRANSFERS]
+                                  or [CHARGE_ONLY[str(requested)]])
+        self.check_transfer(station_id, evse_id)
+
+    def check_transfer(self, station_id: str, evse_id: int) -> None:
+        """Tell the station what the car on ``evse_id`` may do, if that is pending and can be said now."""
+        key = (station_id, evse_id)
+        allowed, st, session = self._charge_only.get(key), self.book.station(station_id), self.book.sessions.get(key)
+        if allowed is None or session is None or not st.ready:
+            return
+        del self._charge_only[key]
+        if st.ocpp_version in OPERATION_MODE_VERSIONS and not st.caps.v2g:
+            self.spawner.spawn(self._allow(station_id, session.transaction_id, allowed),
+                               name=f"grid energy transfer {station_id}")
+
+    async def _allow(self, station_id: str, transaction_id: str, allowed: list[str]) -> None:
+        notify = getattr(self.commands, "notify_allowed_energy_transfer", None)
+        if notify is None:
+            return
+        try:
+            status = str((await notify(station_id, transaction_id, allowed)).get("status"))
+        except Exception as exc:  # noqa: BLE001 - refused, offline: the plan never discharges it anyway
+            status = type(exc).__name__
+        log.info("%s: transaction %s may use %s only (NotifyAllowedEnergyTransfer: %s)", station_id,
+                 transaction_id, ", ".join(allowed), status)
+        self.journal.record("energy_transfer", station_id=station_id, transaction_id=transaction_id,
+                            allowed=allowed, status=status)
 
     def reported(self, ev: ChargingProfilesReported) -> None:
         """A ReportChargingProfiles answering one of our GetChargingProfiles."""
@@ -126,14 +172,20 @@ class StationSetup:
         try:
             vendor_model = f"{st.vendor}/{st.model}" if st.vendor or st.model else None
             rule = self.grid.station_model_for(station_id, vendor_model)
+            modes = st.ocpp_version in OPERATION_MODE_VERSIONS
             caps = StationCaps(rate_units=("A",), max_stack_level=0, periods_per_schedule=1, v2g=rule.v2g,
                                phases=rule.phases, max_current_a=rule.max_current_a,
-                               min_current_a=rule.min_current_a, source="rule")
+                               min_current_a=rule.min_current_a, source="rule", operation_modes=modes)
             try:
-                response = await self.commands.get_variables(station_id, [
-                    {"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": name}}
-                    for name in SMART_CHARGING_VARIABLES])
+                items = [{"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": name}}
+                         for name in SMART_CHARGING_VARIABLES]
+                if modes:
+                    items += [{"component": {"name": "V2XChargingCtrlr"}, "variable": {"name": name}}
+                              for name in V2X_VARIABLES]
+                response = await self.commands.get_variables(station_id, items)
                 apply_variables(caps, response.get("getVariableResult", []))
+                if modes:
+                    caps.v2g = rule.v2g or can_discharge(response.get("getVariableResult", []))
             except Exception as exc:  # noqa: BLE001 - a station without a device model gets the safest shape
                 log.info("%s: GetVariables failed (%s); assuming amps, stack level 0, one period", station_id, exc)
             if rule.rate_unit is not None:
@@ -153,11 +205,23 @@ class StationSetup:
             st.ready = True
             self.journal.record("station_setup", station_id=station_id, rate_units=list(caps.rate_units),
                                 stack_level=caps.max_stack_level, periods=caps.periods_per_schedule, v2g=caps.v2g,
+                                operation_modes=caps.operation_modes,
                                 caps_source=caps.source, failsafe=st.failsafe_status,
                                 reconciled=None if not reconcile else ("unknown" if held is None else kept))
         finally:
             st.setup_running = False
+        for session in self.book.of_station(station_id):
+            self.check_transfer(station_id, session.evse_id)
         self.ready("station ready")
+
+
+def can_discharge(results: list[dict[str, Any]]) -> bool:
+    """An OCPP 2.1 station's V2XChargingCtrlr says it takes CentralSetpoint and a bidirectional transfer."""
+    values = {r["variable"]["name"]: {v.strip() for v in r["attributeValue"].split(",")} for r in results
+              if r.get("attributeStatus") == "Accepted" and isinstance(r.get("attributeValue"), str)
+              and (r.get("component") or {}).get("name") == "V2XChargingCtrlr"}
+    return ("CentralSetpoint" in values.get("SupportedOperationModes", set())
+            and bool(values.get("SupportedEnergyTransferModes", set()) & BIDIRECTIONAL_TRANSFERS))
 
 
 def apply_variables(caps: StationCaps, results: list[dict[str, Any]]) -> None:

@@ -89,7 +89,8 @@ class Verifier:
             drawn = session.power_kw if session.power_kw is not None else assumed_kw
             session.push_status = result.status
             if session.fixed_kw is None:
-                session.fixed_kw, session.fixed_reason = max(0.0, drawn), f"profile {result.status}"
+                session.fixed_kw = max(0.0, drawn)
+                session.fixed_reason = f"profile {result.status}" + (f" ({result.reason})" if result.reason else "")
                 return self._finding(session, "rejected", f"SetChargingProfile {result.status}"
                                      f"{': ' + result.reason if result.reason else ''}", session.fixed_kw)
             return None
@@ -117,8 +118,9 @@ class Verifier:
         if power is None:
             return None
         if session.fixed_kw is not None:
-            if session.fixed_reason and session.fixed_reason.startswith("draws"):
-                session.fixed_kw = max(0.0, power)  # an uncontrollable car is budgeted at what it draws
+            # An uncontrollable car (it over-draws, or its station refused the profile) is budgeted
+            # at what it draws now, not at what it drew when that was found (often 0 at the start).
+            session.fixed_kw = max(0.0, power)
             return self.resume_check(session, now)
         sp = session.setpoint_kw
         if (sp is not None and session.pushed_at is not None

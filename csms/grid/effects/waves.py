@@ -75,8 +75,10 @@ class WaveDispatcher:
                 if need.fixed_kw is not None or not st.connected or not st.ready:
                     continue  # uncontrollable, unreachable, or still being set up: budgeted, not pushed
                 sp = unit.plan.sessions[need.session_id]
+                # Discharge only for a session planned as V2G (station and car both can): never by accident.
+                current_a = sp.current_a if need.v2g else tuple(max(0.0, a) for a in sp.current_a)
                 todo.append((Setpoints(session.station_id, session.evse_id, session.transaction_id, start,
-                                       float(p.slot_s), sp.current_a, need.phases), st.caps, unit.tid))
+                                       float(p.slot_s), current_a, need.phases), st.caps, unit.tid))
                 sessions[session.key] = session
                 offsets[session.station_id] = st.clock_offset_s or 0.0
         headroom = {u.tid: tuple(max(0.0, kw) for kw in u.plan.headroom_kw) for u in units}  # per slot from start

@@ -335,6 +335,19 @@ class LimitBook:
         SignalError when the id was used before with other content, or when the signal is older
         (by `timestamp`) than the one of the same source already in force.
         """
+        if not self.is_new(signal):
+            return False
+        tid = signal.transformer_id
+        self._signals[tid][signal.source] = signal
+        seen = self._seen[tid]
+        seen[signal.signal_id] = signal.digest
+        while len(seen) > self._remember:
+            seen.popitem(last=False)
+        return True
+
+    def is_new(self, signal: LimitSignal) -> bool:
+        """What :meth:`apply` would answer, without applying: False for a re-send, SignalError for
+        a conflict (so the caller can store a signal before it takes effect)."""
         tid = signal.transformer_id
         if tid not in self._signals:
             raise SignalError(f"unknown transformer {tid!r}", signal.signal_id)
@@ -349,10 +362,6 @@ class LimitBook:
                 and signal.issued_at < current.issued_at):
             raise SignalError(f"superseded: timestamp {signal.issued_at.isoformat()} is older than signal "
                               f"{current.signal_id!r} of source {signal.source!r} already in force", signal.signal_id)
-        self._signals[tid][signal.source] = signal
-        seen[signal.signal_id] = signal.digest
-        while len(seen) > self._remember:
-            seen.popitem(last=False)
         return True
 
     def restore(self, signal: LimitSignal) -> None:

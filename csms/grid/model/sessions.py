@@ -52,11 +52,19 @@ class StationCaps:
     min_current_a: float = 6.0
     source: str = "assumed"  # assumed | device-model | rule
     relative_tx: bool = True  # takes a Relative TxProfile (the immediate cut); False once it refused one
+    # OCPP 2.1: schedule periods carry an operationMode (ChargingOnly; CentralSetpoint with a negative
+    # setpoint to discharge) instead of the 2.0.1 convention of a negative limit.
+    operation_modes: bool = False
 
     @property
     def unit(self) -> Unit:
         """The unit we push in: amps when the station takes them (the planner thinks in amps)."""
         return "W" if "A" not in self.rate_units and self.rate_units[:1] == ("W",) else "A"
+
+    @property
+    def tx_unit(self) -> Unit:
+        """The unit of TxProfiles: a 2.1 V2X station gets watts when it takes them (setpoints in W)."""
+        return "W" if self.operation_modes and self.v2g and "W" in self.rate_units else self.unit
 
 
 @dataclass
@@ -71,6 +79,7 @@ class Station:
     setup_running: bool = False
     clock_offset_s: float | None = None  # its clock minus ours, from its messages' timestamps
     clock_readings: list[float] = field(default_factory=list)  # timestamp minus receipt of recent messages
+    ocpp_version: str | None = None  # the subprotocol of its connection, e.g. "ocpp2.1"
 
 
 @dataclass
@@ -384,8 +393,12 @@ def need_from_ev(needs: dict[str, Any], now: datetime, defaults: Defaults) -> Ne
         except ValueError:
             pass
     energy_wh = _number(ac.get("energyAmount")) or _number(dc.get("energyAmount"))
-    max_v2x = _number(v2x.get("evMaxEnergyRequest")) or _number(custom.get("evMaxV2XEnergyRequest"))
-    min_v2x = _number(v2x.get("evMinEnergyRequest"))
+    # 2.1: the energy to the car's target first, else up to full (0 is a value: the target is reached).
+    max_v2x = next((v for v in (_number(v2x.get("evTargetEnergyRequest")), _number(v2x.get("evMaxEnergyRequest")),
+                                _number(custom.get("evMaxV2XEnergyRequest"))) if v is not None), None)
+    min_v2x = _number(v2x.get("evMinV2XEnergyRequest"))  # 2.1: to the lower edge of the V2X window
+    if min_v2x is None:
+        min_v2x = _number(v2x.get("evMinEnergyRequest"))
     if min_v2x is None:
         min_v2x = _number(needs.get("evMinV2XEnergyRequest"))
     if min_v2x is None:

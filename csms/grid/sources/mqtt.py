@@ -31,7 +31,7 @@ log = logging.getLogger("csms.grid.signals")
 class SourceIntake(Protocol):
     """What a signal source hands its messages to (csms.grid.intake.LimitDesk)."""
 
-    def accept(self, tid: str, payload: bytes | str | dict[str, Any], *, live: bool, via: str) -> LimitSignal: ...
+    async def accept(self, tid: str, payload: bytes | str | dict[str, Any], *, live: bool, via: str) -> LimitSignal: ...
 
     def base_load(self, tid: str, payload: bytes | str) -> None: ...
 
@@ -107,7 +107,9 @@ class MqttSignalSource:
             try:
                 client = aiomqtt.Client(mqtt.host, mqtt.port, identifier=identifier, username=mqtt.username,
                                         password=mqtt.password, keepalive=mqtt.keepalive_s, timeout=10,
-                                        will=aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True))
+                                        will=aiomqtt.Will(self.topics.availability, b"offline", qos=1, retain=True),
+                                        clean_session=None if mqtt.client_id is None else False)
+                _acknowledge_when_handled(client)
                 async with client:
                     await client.publish(self.topics.availability, b"online", qos=1, retain=True)
                     for topic_filter in self.topics.inbound_filters:
@@ -149,13 +151,17 @@ class MqttSignalSource:
     async def _consume(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             try:
-                self._handle(message)
+                await self._handle(message)
             except Exception:  # noqa: BLE001 - one bad (possibly retained) message must not end the session
+                # Not acknowledged: a persistent session gets it again after the next reconnect.
                 log.exception("grid: handling an MQTT message on %s failed; message dropped", message.topic.value)
                 where = self.topics.parse_inbound(message.topic.value)
                 self.metrics.message_errors.labels(where[1] if where else "unknown").inc()
+                continue
+            if message.qos > 0:
+                client._client.ack(message.mid, message.qos)  # stored and in force: now the broker may forget it
 
-    def _handle(self, message: aiomqtt.Message) -> None:
+    async def _handle(self, message: aiomqtt.Message) -> None:
         where = self.topics.parse_inbound(message.topic.value)
         if where is None:
             return
@@ -168,9 +174,16 @@ class MqttSignalSource:
         if not payload:
             return  # an empty retained message is how a publisher clears its retained signal
         try:
-            self.intake.accept(tid, payload, live=not message.retain, via="mqtt")
+            await self.intake.accept(tid, payload, live=not message.retain, via="mqtt")
         except SignalError:
             pass  # already logged, counted and answered on signal-status
+
+
+def _acknowledge_when_handled(client: aiomqtt.Client) -> None:
+    """Persist before acknowledge: a QoS 1 signal is acknowledged only once it is stored and in
+    force, so a crash in between leaves it with the broker, which delivers it again to a persistent
+    session (a configured ``client_id``). aiomqtt has no switch for this; its paho client has."""
+    client._client.manual_ack_set(True)
 
 
 async def _quietly(coro: Any, timeout: float = 1.0) -> None:

@@ -99,6 +99,9 @@ class V201Commands:
         """items: [{"component": {"name": ...}, "variable": {"name": ...}, "attributeType"?: ...}]"""
         return Request("GetVariables", {"getVariableData": items})
 
+    def variable_results(self, items: list[Payload], response: Payload) -> list[Payload]:
+        return list(response["getVariableResult"])
+
     def variables_read(self, response: Payload) -> list[Payload]:
         return [{"component": r["component"], "variable": r["variable"],
                  "attributeType": r.get("attributeType", "Actual"),
@@ -108,6 +111,9 @@ class V201Commands:
     def set_variables(self, items: list[Payload]) -> Request:
         """items: [{"component": {...}, "variable": {...}, "attributeValue": "...", "attributeType"?: ...}]"""
         return Request("SetVariables", {"setVariableData": items})
+
+    def variable_statuses(self, items: list[Payload], response: Payload) -> list[Payload]:
+        return list(response["setVariableResult"])
 
     def variables_written(self, items: list[Payload], response: Payload) -> list[Payload]:
         accepted = {(r["component"]["name"], r["variable"]["name"]) for r in response["setVariableResult"]
