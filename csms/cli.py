@@ -17,6 +17,7 @@ from rich.logging import RichHandler
 from csms import opcli
 from csms.config import store_location
 from csms.console import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, load_config_or_report
+from csms.report import register as register_report
 from csms.security.cli import register_commands as register_security_commands
 
 DEFAULT_CONFIG = "config.yaml"
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo, demo_args=[])
     register_security_commands(sub)
     opcli.register(sub)
+    register_report(sub)
     return parser
 
 

@@ -243,6 +243,10 @@ class GridService(Protocol):
 
     def recent_events(self, limit: int) -> list[Payload]: ...
 
+    def load_history(self, transformer_id: str, since: datetime | None = None) -> Payload:
+        """Per point: time, total, EV and non-EV load, limit, planned, peak (KeyError: no such group)."""
+        ...
+
     def set_session_need(self, station_id: str, evse_id: int, energy_kwh: float | None = None,
                          departure: datetime | None = None, guaranteed_kwh: float | None = None) -> Payload: ...
 

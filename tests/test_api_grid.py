@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from simulators.clock import Clock
 from simulators.ev import EV
@@ -22,8 +23,9 @@ GRID = {
 
 
 @contextlib.asynccontextmanager
-async def charging_site(tmp_path: Path, n: int = 2) -> AsyncIterator[tuple[Api, list[SimStation]]]:
-    async with api_daemon(tmp_path, grid=GRID) as api:
+async def charging_site(tmp_path: Path, n: int = 2,
+                        grid: dict[str, Any] | None = None) -> AsyncIterator[tuple[Api, list[SimStation]]]:
+    async with api_daemon(tmp_path, grid=grid or GRID) as api:
         model = StationModel(name="sim-ac22", meter_interval_s=0.3, tick_s=0.1, message_attempt_interval_s=0.2)
         stations = [SimStation(f"G-{i}", api.running.ws_url, model, clock=Clock(), call_timeout_s=5)
                     for i in range(1, n + 1)]

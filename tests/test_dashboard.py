@@ -194,3 +194,136 @@ async def test_dashboard_asks_for_a_token_and_refuses_a_wrong_one(tmp_path: Path
         await page.wait_for("!document.getElementById('main').hidden", 10, "dashboard shown")
         await page.wait_for("document.querySelector('.no-grid')?.textContent === 'grid control is not configured'",
                             10, "no-grid notice")
+
+
+# History, problems, filter and sort --------------------------------------------------------------
+HISTORY_GRID: dict[str, Any] = {
+    "transformers": {"T1": {"capacity_kw": 100, "base_load": 6, "members": [{"station": "DB-*"}]}},
+    "planning": {"replan_interval_s": 1, "min_push_interval_s": 0, "verify_after_s": 2},
+    "history": {"resolution_s": 0.5, "hours": 1, "save_interval_s": 2},
+}
+ROWS = f"[...{CARD}.querySelectorAll('tbody tr[data-session]')]"
+
+
+async def test_dashboard_draws_history_on_load_and_flags_problems(tmp_path: Path) -> None:
+    """The daemon has been running under a limit a car ignores and a station refuses: the page shows
+    that past at once (EV and non-EV load, red where the load was over the limit), flags the two
+    sessions, and its table filters and sorts."""
+    from tests.grid_outside import ADMIN_TOKEN, Api, Site, daemon
+    from tests.ocpp_station import LibStation
+
+    class Refusing(LibStation):
+        """Answers every TxProfile with Rejected (as stations do whose firmware dislikes it)."""
+
+        def install(self, evse_id: int, profile: dict[str, Any]) -> str:
+            status = super().install(evse_id, profile)
+            return "Rejected" if profile["charging_profile_purpose"] == "TxProfile" else status
+
+    site = Site(tmp_path, HISTORY_GRID)
+    stations = [LibStation("DB-OVER", obey=False), Refusing("DB-REJ"),
+                *(LibStation(f"DB-{i:02d}") for i in range(8))]
+    async with daemon(site), Api(site) as api:
+        try:
+            for st in stations:
+                await st.connect(site.ws_url)
+                await st.start_transaction(1)
+            for sid in ("DB-00", "DB-01"):
+                status, _ = await api.post(f"/api/grid/sessions/{sid}/1/need",
+                                           {"energy_kwh": 12, "departure": "2099-01-02T07:30:00Z"})
+                assert status == 200
+            status, _ = await api.post("/api/grid/transformers/T1/limit",
+                                       {"signal_id": "hist-1", "limit_kw": 20, "source": "operator"})
+            assert status == 202
+            deadline = time.monotonic() + 30
+            while True:  # the daemon's own history: enough of it, with the load over the limit in it
+                history = await api.get("/api/grid/transformers/T1/history")
+                over = [load for load, limit in zip(history["load_kw"], history["limit_kw"], strict=True)
+                        if load is not None and limit is not None and load > limit]
+                if len(history["t"]) >= 16 and len(over) >= 3:
+                    break
+                assert time.monotonic() < deadline, history
+                await asyncio.sleep(0.5)
+            async with chromium() as page:
+                opened = time.time()
+                await page.send("Page.navigate", {"url": f"{site.api_url}/?token={ADMIN_TOKEN}"})
+                canvas = f"{CARD}.querySelector('canvas')"
+                await page.wait_for(f"Number({canvas}.dataset.historyPoints) >= 16", 10, "history drawn")
+                first_t = float(await page.eval(f"{canvas}.dataset.firstT"))
+                assert first_t <= (opened - 4) * 1000, "the chart starts before the page was opened"
+                assert time.time() - opened < 8, "history shown right after load, not accumulated live"
+                assert int(await page.eval(f"{canvas}.dataset.overPoints")) >= 1
+                assert await page.eval(f"{canvas}.dataset.lastNonEv") == "6"
+                note = await page.eval(f"{CARD}.querySelector('.history-note').textContent")
+                assert re.match(r"history since \d{4}-\d{2}-\d{2} \d{2}:\d{2} \(0\.5 s steps\)", note), note
+                legend = await page.eval(f"{CARD}.querySelector('.legend').textContent")
+                assert "EV load" in legend and "non-EV load" in legend and "over the limit" in legend
+
+                row = f"{CARD}.querySelector('tr[data-session=\"DB-%s/1\"]')"
+                await page.wait_for(f"{ROWS}.length === 10", 10, "all sessions")
+                await page.wait_for(f"{row % 'REJ'}.classList.contains('problem') && [...{row % 'REJ'}"
+                                    ".querySelectorAll('.badge-alarm')].some(b => b.textContent === 'push Rejected')",
+                                    10, "the refused push flagged")
+                await page.wait_for(f"{row % 'OVER'}.classList.contains('problem') && "
+                                    f"{row % 'OVER'}.querySelector('td.actual').classList.contains('over') && "
+                                    f"{row % 'OVER'}.querySelector('.badge-alarm').textContent.startsWith('over setpoint')",
+                                    15, "actual over the setpoint flagged")
+                assert float(await page.eval(f"parseFloat({row % 'OVER'}.querySelector('td.actual').textContent)")) > \
+                    float(await page.eval(f"parseFloat({row % 'OVER'}.querySelector('td.setpoint').textContent)")) + 0.5
+                # The bar shows it too (red, full: the actual is the larger of the two).
+                assert await page.eval(f"{row % 'OVER'}.querySelector('.fill.over').getBoundingClientRect().width "
+                                       f"> 0.9 * {row % 'OVER'}.querySelector('.bar').getBoundingClientRect().width")
+                departures = await page.eval(f"Object.fromEntries({ROWS}.map(r => "
+                                             "[r.dataset.session, r.querySelector('td.departure').textContent]))")
+                assert all(re.fullmatch(r"2099-01-0[12]\d{2}:\d{2}", departures[f"DB-0{i}/1"]) for i in (0, 1)), \
+                    departures  # a date with the time (local: the day may differ from UTC's)
+                assert departures["DB-02/1"] == "–"  # no need known: no departure either
+
+                # Problems first by default; then filter, the problem view, and sorting by actual power.
+                first_two = await page.eval(f"{ROWS}.slice(0, 2).map(r => r.dataset.session).sort().join()")
+                assert first_two == "DB-OVER/1,DB-REJ/1"
+                await page.eval(f"{CARD}.querySelector('.filter').value = 'db-0'; "
+                                f"{CARD}.querySelector('.filter').dispatchEvent(new Event('input')); true")
+                assert await page.eval(f"{ROWS}.length") == 8
+                assert "8 of 10 sessions" in await page.eval(f"{CARD}.querySelector('.count').textContent")
+                await page.eval(f"{CARD}.querySelector('.filter').value = ''; "
+                                f"{CARD}.querySelector('.filter').dispatchEvent(new Event('input')); "
+                                f"{CARD}.querySelector('.only').value = 'problems'; "
+                                f"{CARD}.querySelector('.only').dispatchEvent(new Event('change')); true")
+                await page.wait_for(f"{ROWS}.map(r => r.dataset.session).sort().join() === 'DB-OVER/1,DB-REJ/1'",
+                                    10, "problems only")
+                await page.eval(f"{CARD}.querySelector('.only').value = 'all'; "
+                                f"{CARD}.querySelector('.only').dispatchEvent(new Event('change')); "
+                                f"{CARD}.querySelector('th[data-sort=actual]').click(); true")
+                actual = await page.eval(f"{ROWS}.map(r => parseFloat(r.querySelector('td.actual').textContent) || 0)")
+                assert actual == sorted(actual, reverse=True) and len(actual) == 10, actual
+                assert "sorted-desc" in await page.eval(f"{CARD}.querySelector('th[data-sort=actual]').className")
+                await page.eval(f"{CARD}.querySelector('th[data-sort=problem]').click(); true")  # problems first again
+                await page.screenshot(ARTIFACTS / "dashboard-history.png")
+                assert (ARTIFACTS / "dashboard-history.png").stat().st_size > 20_000
+
+                # Hundreds of sessions: the page's own render() given a snapshot of 600 (the live one comes
+                # back with the next refresh): capped rows, the count, filter and sort still answer at once.
+                big = await page.eval(f"""(() => {{
+                    const snap = structuredClone(window.netbewust.lastSnapshot);
+                    const t1 = snap.transformers.T1, model = t1.sessions[0];
+                    t1.sessions = Array.from({{length: 600}}, (_, i) => ({{...model, station_id: `BIG-${{i}}`,
+                        actual_kw: i % 97 === 0 ? 9 : 3, setpoint_kw: 3, push_status: 'Accepted',
+                        fixed_reason: null, departure: '2099-01-01T06:00:00Z'}}));
+                    const started = performance.now();
+                    window.netbewust.render(snap);
+                    const ms = performance.now() - started;
+                    const filter = {CARD}.querySelector('.filter');
+                    filter.value = 'BIG-42'; filter.dispatchEvent(new Event('input'));
+                    const filtered = {ROWS}.map(r => r.dataset.session);
+                    filter.value = ''; filter.dispatchEvent(new Event('input'));
+                    return {{ms, rows: {ROWS}.length, count: {CARD}.querySelector('.count').textContent,
+                             first: {ROWS}[0].dataset.session, filtered}};
+                }})()""")
+                assert big["rows"] == 300 and big["count"].startswith("600 of 600 sessions (first 300 shown"), big
+                assert "7 with problems" in big["count"] and big["first"] == "BIG-0/1", big  # 0, 97, ... 582
+                assert big["filtered"] == ["BIG-42/1", *(f"BIG-{i}/1" for i in range(420, 430))], big
+                assert big["ms"] < 2000, big
+                assert not [c for c in page.console if c.startswith("exception")], page.console
+        finally:
+            for st in stations:
+                await st.stop()

@@ -7,12 +7,13 @@ routes answer 503 so an operator sees at once that grid control is not configure
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from aiohttp import web
 
 from csms.api.auth import ADMIN
 from csms.api.http import ApiError, Routes, context_of, json_response, query_int, read_body
+from csms.grid.history import since_from
 from csms.grid.model.limits import SignalError
 from csms.interfaces import GridService
 
@@ -39,6 +40,24 @@ async def grid_events(request: web.Request) -> web.Response:
     """The controller's recent events: signals, pushes, rejections, safe mode (oldest first)."""
     limit = query_int(request, "limit", 200, 1, 10000) or 200
     return json_response({"events": grid_of(request).recent_events(limit)})
+
+
+@routes.get("/api/grid/transformers/{transformer_id}/history")
+async def load_history(request: web.Request) -> web.Response:
+    """The group's load history (total, EV, non-EV, limit, planned) at the history's resolution, from
+    ``since`` (ISO time, or seconds back from now) or the whole kept span."""
+    grid = grid_of(request)
+    transformer_id = request.match_info["transformer_id"]
+    try:
+        since = since_from(request.query.get("since"), datetime.now(UTC), 366 * 86400.0)
+    except ValueError as exc:
+        raise ApiError(400, f"since must be an ISO 8601 time or seconds back from now: {exc}",
+                       field="since") from None
+    try:
+        return json_response(grid.load_history(transformer_id, since))
+    except KeyError:
+        raise ApiError(404, f"unknown transformer {transformer_id!r} (known: "
+                            f"{', '.join(sorted(grid.limits.transformer_ids))})") from None
 
 
 @routes.post("/api/grid/transformers/{transformer_id}/limit", ADMIN, body="grid_limit")

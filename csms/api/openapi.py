@@ -269,6 +269,18 @@ PATHS: dict[str, Any] = {
          "400": _error("a query parameter is invalid")},
         tag="grid", query=[_q("limit", "at most this many (default 200)",
                               {"type": "integer", "minimum": 1, "maximum": 10000})])},
+    "/api/grid/transformers/{transformer_id}/history": {"get": op(
+        "A group's load history: total, EV and non-EV load, limit, planned and peak per slot",
+        {**_ok("one column per field; t: each slot's start (Unix seconds); null: not known then",
+               {"type": "object", "properties": {
+                   "transformer": {"type": "string"}, "resolution_s": {"type": "number"},
+                   "span_s": {"type": "number"},
+                   **{name: {"type": "array", "items": {"type": ["number", "null"]}}
+                      for name in ("t", "load_kw", "ev_kw", "non_ev_kw", "limit_kw", "planned_kw", "peak_kw")}}}),
+         **_GRID_OFF, "404": _error("unknown transformer"), "400": _error("since is not a time or a duration")},
+        tag="grid", params=("transformer_id",),
+        query=[_q("since", "ISO 8601 time (with zone) or seconds back from now; default: the whole kept span "
+                           "(grid.history.hours)", {"type": "string"})])},
     "/api/grid/transformers/{transformer_id}/limit": {
         "post": op("Post a limit (same format as the MQTT signal); answered once it is stored",
                    {**_ok("accepted", {"type": "object"}, "202"), **_GRID_OFF, "404": _error("unknown transformer")},

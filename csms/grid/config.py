@@ -76,6 +76,18 @@ class PlanningConfig:
 
 
 @dataclass(frozen=True)
+class HistoryConfig:
+    """The per-group load history the dashboard draws on load and ``csms report`` reads back
+    (csms/grid/history.py): kept in memory for ``hours`` at ``resolution_s``, saved to the store
+    every ``save_interval_s`` in hourly documents that are kept ``keep_days``."""
+
+    resolution_s: float = field(default=10.0, metadata=bounds(0.1, 3600))
+    hours: float = field(default=24.0, metadata=bounds(1, 168))
+    save_interval_s: float = field(default=60.0, metadata=bounds(1, 600))
+    keep_days: float = field(default=31.0, metadata=bounds(1, 3660))
+
+
+@dataclass(frozen=True)
 class SessionDefaults:
     """Needs assumed for plain AC sessions that say nothing over OCPP."""
 
@@ -181,6 +193,7 @@ class GridConfig:
     signal_max_age_s: float = 900.0
     uftp: UftpConfig | None = None  # the UFTP aggregator role (csms/grid/sources/uftp)
     openadr: OpenAdrConfig | None = None  # the DSO's VTN (OpenADR 3 grid-aware charging)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
 
     def station_model_for(self, station_id: str, vendor_model: str | None = None) -> StationModelRule:
         """The first matching rule in config order, or the conservative default (no V2G, 32 A, 3 phases)."""
@@ -448,7 +461,7 @@ def _check_tree(groups: dict[str, TransformerConfig], paths: dict[str, str], iss
 
 
 _TOP_KEYS = ("transformers", "mqtt", "planning", "session_defaults", "station_models", "signal_max_age_s",
-             "uftp", "openadr")
+             "uftp", "openadr", "history")
 
 
 def grid_section(section: Any, issues: Issues) -> GridConfig | None:
@@ -491,6 +504,9 @@ def grid_section(section: Any, issues: Issues) -> GridConfig | None:
         issues.add("grid.planning.fail_safe_limit_a",
                    f"{planning.fail_safe_limit_a:g} A cannot be signalled to a car (IEC 61851: 0 or at least "
                    f"{MIN_CHARGING_CURRENT_A:g} A); use 0 to stop charging or >= {MIN_CHARGING_CURRENT_A:g} A")
+    history = HistoryConfig(**(build(HistoryConfig, section.get("history") or {}, "grid.history", issues) or {}))
+    if history.resolution_s > history.hours * 3600 / 10:
+        issues.add("grid.history.resolution_s", "must leave at least 10 points in grid.history.hours")
     defaults_kwargs = build(SessionDefaults, section.get("session_defaults") or {}, "grid.session_defaults", issues)
     defaults = SessionDefaults(**(defaults_kwargs or {}))
     if defaults.guaranteed_kwh > defaults.energy_kwh:
@@ -514,7 +530,8 @@ def grid_section(section: Any, issues: Issues) -> GridConfig | None:
     uftp = uftp_section(section["uftp"], set(groups), issues) if section.get("uftp") is not None else None
     openadr = openadr_section(section.get("openadr"), set(groups), issues)
     return GridConfig(transformers=groups, mqtt=mqtt, planning=planning, session_defaults=defaults,
-                      station_models=tuple(models), signal_max_age_s=float(max_age), uftp=uftp, openadr=openadr)
+                      station_models=tuple(models), signal_max_age_s=float(max_age), uftp=uftp, openadr=openadr,
+                      history=history)
 
 
 def check(section: Any, file: str) -> list[ConfigIssue]:

@@ -34,6 +34,7 @@ from csms.grid.effects.setup import StationSetup
 from csms.grid.effects.verify import Verification
 from csms.grid.journal import Journal
 from csms.grid.model.sessions import Session, SessionBook
+from csms.grid.records import GridRecords
 from csms.interfaces import Bus, Clock, Spawner, StationSession
 from csms.store.base import TransactionStore
 from profiles.units import VOLTAGE_V
@@ -47,8 +48,9 @@ class Observer:
     def __init__(self, grid: GridConfig, book: SessionBook, setup: StationSetup, pusher: Pusher,
                  verification: Verification, controller: GridController, journal: Journal, clock: Clock,
                  transactions: TransactionStore | None = None, spawner: Spawner | None = None,
-                 memory: GridMemory | None = None) -> None:
+                 memory: GridMemory | None = None, records: GridRecords | None = None) -> None:
         self.grid = grid
+        self.records = records  # ended sessions kept for the report
         self.transactions = transactions  # to place an Updated without evse the store knows about
         self.spawner = spawner
         self.memory = memory
@@ -129,6 +131,10 @@ class Observer:
             ended = self.book.ended(sid, ev.transaction_id)
             if ended is not None:
                 self.pusher.forget(sid, ended.evse_id)
+                if self.records is not None:
+                    if ev.reading is not None and ev.reading.energy_wh is not None and ended.energy_wh is not None:
+                        ended.energy_wh = max(ended.energy_wh, ev.reading.energy_wh)  # the final register
+                    self.records.ended(ended)
                 if self.memory is not None and ended.need is not None and ended.need.source == "api":
                     self.memory.delete(NEED, need_key(sid, ended.transaction_id))
                 self.controller.request("session ended")

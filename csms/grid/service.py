@@ -12,7 +12,7 @@ the operator API reads.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,12 +24,14 @@ from csms.grid.effects.rebuild import rebuild_sessions
 from csms.grid.effects.setup import StationSetup
 from csms.grid.effects.verify import Verification, Verifier, VerifyConfig
 from csms.grid.effects.waves import WaveDispatcher
+from csms.grid.history import FIELDS, HistoryRecorder, LoadHistory
 from csms.grid.journal import Journal
 from csms.grid.metrics import ControlMetrics
 from csms.grid.model.sessions import Defaults, SessionBook, need_record
 from csms.grid.model.topology import Topology
 from csms.grid.observer import Observer
 from csms.grid.planning import GroupPlanner
+from csms.grid.records import GridRecords
 from csms.grid.signals import Signals
 from csms.grid.views import GroupViews
 from csms.interfaces import Bus, Clock, GridCommands, LimitIntake, Spawner, StationSession
@@ -107,8 +109,14 @@ class Grid:
                                          self.views, self.journal, self.metrics, clock)
         self.setup = StationSetup(config, self.sessions, deps.commands, deps, self.journal, self._replan,
                                   self.pusher, clock)
+        self.records = GridRecords(self.memory, self.topology, self.sessions.defaults, clock) \
+            if self.memory is not None else None
         self.observer = Observer(config, self.sessions, self.setup, self.pusher, self.verification, self.controller,
-                                 self.journal, clock, transactions=store, spawner=deps, memory=self.memory)
+                                 self.journal, clock, transactions=store, spawner=deps, memory=self.memory,
+                                 records=self.records)
+        self._unsubscribe_records: Callable[[], None] | None = None
+        self.loads = LoadHistory(config.history, config.transformers, clock, store)
+        self.recorder = HistoryRecorder(self.loads, self.views.samples, clock)
         self.clock = clock
         self.uftp = self._uftp(store)
         if self.signals.openadr is not None:  # usage reports the DSO asks for measure the group's load
@@ -145,11 +153,17 @@ class Grid:
             if rebuilt:
                 log.info("grid: %d running sessions rebuilt from the store", rebuilt)
         self.observer.attach(self.deps.bus, self.deps.connections)
+        if self.records is not None:
+            self._unsubscribe_records = self.deps.bus.subscribe(self.records.on_event, "grid.finding")
         await self.controller.start()
+        await self.recorder.start()
 
     async def stop(self) -> None:
         try:
             self.observer.detach()
+            if self._unsubscribe_records is not None:
+                self._unsubscribe_records()
+            await self.recorder.stop()
             await self.controller.stop()
         finally:
             await self.signals.stop()
@@ -173,6 +187,15 @@ class Grid:
 
     def recent_events(self, limit: int) -> list[dict[str, Any]]:
         return self.journal.recent(limit)
+
+    def load_history(self, transformer_id: str, since: datetime | None = None) -> dict[str, Any]:
+        """The group's load history, one column per field (raises KeyError for an unknown group)."""
+        h = self.loads
+        if transformer_id not in h.rings:
+            raise KeyError(transformer_id)
+        points = h.points(transformer_id, since)
+        return {"transformer": transformer_id, "resolution_s": h.resolution_s, "span_s": h.capacity * h.resolution_s,
+                **{name: [p[name] for p in points] for name in ("t", *FIELDS)}}
 
     def set_session_need(self, station_id: str, evse_id: int, energy_kwh: float | None = None,
                          departure: datetime | None = None, guaranteed_kwh: float | None = None) -> dict[str, Any]:

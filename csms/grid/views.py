@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from csms.grid.config import GridConfig
+from csms.grid.history import Sample
 from csms.grid.metrics import ControlMetrics
 from csms.grid.model.limits import LimitBook
 from csms.grid.model.sessions import Session, SessionBook
@@ -41,6 +42,7 @@ class GroupViews:
         self.metrics = metrics
         self.clock = clock
         self.groups: dict[str, GroupState] = {tid: GroupState() for tid in grid.transformers}
+        self.subtrees = {tid: [tid, *topology.descendants(tid)] for tid in grid.transformers}
 
     def remember(self, unit: GroupPlan, now: datetime) -> None:
         """Keep what ``unit`` planned for its group (and export it as metrics)."""
@@ -63,6 +65,24 @@ class GroupViews:
     def measured_kw(self, tid: str) -> float:
         return sum(s.power_kw or 0.0 for s in self._sessions(tid))
 
+    def samples(self, now: datetime) -> dict[str, Sample]:
+        """Every group's load, limit and plan now, for the history (one pass over the sessions). A
+        group's figures cover the groups nested below it too: its limit holds for all of them."""
+        members = self.topology.group_members(self.book.sessions, self.grid.transformers)
+        own: dict[str, tuple[float, float, float]] = {}  # EV, base, planned EV of the group itself
+        for tid in self.grid.transformers:
+            state = self.groups.get(tid, GroupState())
+            if state.planned_at is None and self.grid.planning.enabled:
+                continue  # its base load and plan are not known before its first plan (a second after start)
+            own[tid] = (sum(s.power_kw or 0.0 for s in members.get(tid, [])), state.base_load_kw, state.planned_kw)
+        out = {}
+        for tid in own:
+            subtree = [t for t in self.subtrees[tid] if t in own]
+            ev, base, planned = (sum(own[t][i] for t in subtree) for i in range(3))
+            limit, _ = self.limits.limit_at(tid, now)
+            out[tid] = Sample(load_kw=ev + base, ev_kw=ev, non_ev_kw=base, limit_kw=limit, planned_kw=planned + base)
+        return out
+
     def group_snapshot(self, tid: str) -> dict[str, Any]:
         state = self.groups.get(tid, GroupState())
         now = self.clock()
@@ -84,8 +104,21 @@ class GroupViews:
             "base_load_kw": state.base_load_kw,
             "planned_at": state.planned_at.isoformat() if state.planned_at else None,
             "infeasible": state.infeasible,
+            "with_nested": self._with_nested(tid, measured),
             "sessions": [self.session_view(s) for s in sessions],
         }
+
+    def _with_nested(self, tid: str, measured_ev: float) -> dict[str, float]:
+        """The group with the groups nested below it (what its limit holds for; the history's figures)."""
+        ev, base, planned = measured_ev, 0.0, 0.0
+        for t in self.subtrees.get(tid, [tid]):
+            state = self.groups.get(t, GroupState())
+            base += state.base_load_kw
+            planned += state.planned_kw
+            if t != tid:
+                ev += sum(s.power_kw or 0.0 for s in self._sessions(t))
+        return {"load_kw": round(ev + base, 3), "ev_kw": round(ev, 3), "non_ev_kw": round(base, 3),
+                "planned_kw": round(planned + base, 3)}
 
     def session_view(self, s: Session) -> dict[str, Any]:
         st = self.book.station(s.station_id)

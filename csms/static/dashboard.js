@@ -4,8 +4,9 @@
 
 (() => {
   const TOKEN_KEY = "netbewust.apiToken";
-  const WINDOW_S = 10 * 60;          // chart time window
-  const MAX_POINTS = 3000;           // per transformer
+  const DAY_MS = 24 * 3600 * 1000;
+  const MAX_POINTS = 20000;          // per transformer (the daemon's history plus live samples)
+  const MAX_ROWS = 300;              // session rows drawn per transformer (filter to see others)
   const MAX_LOG = 200;               // event log lines
   const REFRESH_MIN_MS = 250;        // coalesce bursts of events into one snapshot fetch
   const REFRESH_IDLE_MS = 5000;      // keep the time axis moving when nothing happens
@@ -15,7 +16,10 @@
 
   const state = {
     token: null,
-    history: new Map(),  // transformer id -> [{t, load, plan, limit}]
+    history: new Map(),  // transformer id -> [{t, load, ev, nonEv, plan, limit, peak}] (t: ms, the daemon's clock)
+    historyAsked: new Set(),
+    rangeS: 3600,        // chart window
+    clockOffsetMs: 0,    // the daemon's clock minus this browser's
     cards: new Map(),    // transformer id -> card elements
     lastSnapshot: null,
     refreshTimer: null,
@@ -23,7 +27,7 @@
     streamAbort: null,
     streamRetryMs: 1000,
   };
-  window.netbewust = state;  // for debugging in the browser console
+  window.netbewust = state;  // for debugging in the browser console (and render() for tests at scale)
 
   const $ = (id) => document.getElementById(id);
 
@@ -68,10 +72,16 @@
   // Formatting ----------------------------------------------------------------------------------
   const kw = (v) => (v === null || v === undefined ? "–" : `${Number(v).toFixed(1)} kW`);
   const hhmmss = (t) => new Date(t).toLocaleTimeString([], { hour12: false });
+  const pad = (n) => String(n).padStart(2, "0");
+  const hhmm = (t) => { const d = new Date(t); return `${pad(d.getHours())}:${pad(d.getMinutes())}`; };
+  const ymd = (t) => { const d = new Date(t); return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`; };
+  const daemonNow = () => Date.now() + state.clockOffsetMs;
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs)) {
-      if (k === "class") node.className = v; else node.setAttribute(k, v);
+      if (k === "class") node.className = v;
+      else if (k === "style") Object.assign(node.style, v);  // CSSOM: the CSP refuses style attributes
+      else node.setAttribute(k, v);
     }
     for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
     return node;
@@ -113,6 +123,7 @@
       ["sessions", sessions.length],
       ["charging", sessions.filter((s) => s.state === "charging").length],
       ["paused", sessions.filter((s) => s.state === "paused").length],
+      ["with problems", sessions.filter((s) => problemsOf(s).some(([level]) => level === "alarm")).length],
       ["plans", snap.plans ?? "–"],
       ["last reaction", snap.last_reaction_s == null ? "–" : `${(snap.last_reaction_s * 1000).toFixed(0)} ms`],
     ];
@@ -123,13 +134,20 @@
       el("div", { class: "card" }, el("b", {}, value), el("span", {}, label))));
     renderUftp(snap.uftp);
     if (!groups.length) return renderNoGrid("no transformers configured");
-    const now = Date.now();
+    const now = snap.at ? Date.parse(snap.at) : Date.now();
+    state.clockOffsetMs = now - Date.now();
     for (const g of groups) {
       const points = state.history.get(g.transformer) || [];
-      points.push({ t: now, load: g.measured_kw, plan: g.planned_kw, limit: g.limit_kw });
-      while (points.length > MAX_POINTS || (points.length && points[0].t < now - WINDOW_S * 1000 * 2)) points.shift();
+      if (!points.length || now > points[points.length - 1].t) {
+        const all = g.with_nested || { load_kw: g.measured_kw, ev_kw: g.measured_ev_kw, non_ev_kw: g.base_load_kw,
+                                       planned_kw: g.planned_kw };  // with nested groups, as the history
+        points.push({ t: now, load: all.load_kw, ev: all.ev_kw, nonEv: all.non_ev_kw, plan: all.planned_kw,
+                      limit: g.limit_kw, peak: all.load_kw, live: true });
+      }
+      trim(points, now);
       state.history.set(g.transformer, points);
       renderCard(g, points);
+      if (!state.historyAsked.has(g.transformer)) fetchHistory(g.transformer);
     }
     for (const [tid, card] of state.cards) {
       if (!snap.transformers[tid]) { card.root.remove(); state.cards.delete(tid); }
@@ -159,6 +177,45 @@
     $("uftp-refusals").textContent = last.length ? "refused: " + last.join(" · ") : "";
   }
 
+  function trim(points, now) {
+    let drop = 0;
+    while (drop < points.length && (points.length - drop > MAX_POINTS || points[drop].t < now - DAY_MS)) drop++;
+    if (drop) points.splice(0, drop);
+  }
+
+  // The daemon's history (GET /api/grid/transformers/{id}/history): what happened before this page opened.
+  async function fetchHistory(tid) {
+    state.historyAsked.add(tid);
+    let body;
+    try {
+      body = await api(`/api/grid/transformers/${encodeURIComponent(tid)}/history`);
+    } catch (e) {
+      if (e instanceof AuthError) return showLogin(e.message);
+      state.historyAsked.delete(tid);  // try again with the next snapshot
+      return;
+    }
+    const old = [];
+    for (let i = 0; i < body.t.length; i++) {
+      old.push({ t: body.t[i] * 1000, load: body.load_kw[i], ev: body.ev_kw[i], nonEv: body.non_ev_kw[i],
+                 plan: body.planned_kw[i], limit: body.limit_kw[i], peak: body.peak_kw[i] });
+    }
+    const live = state.history.get(tid) || [];
+    const after = old.length ? old[old.length - 1].t + body.resolution_s * 1000 : -Infinity;
+    const points = old.concat(live.filter((p) => p.t >= after));
+    trim(points, daemonNow());
+    state.history.set(tid, points);
+    const card = state.cards.get(tid);
+    if (card) {
+      card.canvas.dataset.historyPoints = String(old.length);
+      card.canvas.dataset.historyFrom = old.length ? String(old[0].t) : "";
+      card.historyNote.textContent = old.length
+        ? `history since ${ymd(old[0].t)} ${hhmm(old[0].t)} (${body.resolution_s} s steps)` : "no history yet";
+      drawChart(card.canvas, points);
+    }
+  }
+
+  state.render = (snap) => render(snap);
+
   function cardFor(tid) {
     let card = state.cards.get(tid);
     if (card) return card;
@@ -170,7 +227,19 @@
     card = { root, tid: q(".tid"), limit: q(".limit"), source: q(".source"), margin: q(".margin"),
              measured: q(".measured"),
              planned: q(".planned"), safe: q(".safe-mode"), infeasible: q(".infeasible"), canvas: q(".chart"),
-             tbody: q("tbody") };
+             tbody: q("tbody"), filter: q(".filter"), only: q(".only"), count: q(".count"),
+             historyNote: q(".history-note"), sortKey: "problem", sortDir: -1, sessions: [] };
+    const again = () => renderSessions(card, card.sessions);
+    card.filter.addEventListener("input", again);
+    card.only.addEventListener("change", again);
+    for (const th of root.querySelectorAll("th[data-sort]")) {
+      th.addEventListener("click", () => {
+        const key = th.dataset.sort;
+        card.sortDir = card.sortKey === key ? -card.sortDir : (key === "station" || key === "evse" ? 1 : -1);
+        card.sortKey = key;
+        again();
+      });
+    }
     state.cards.set(tid, card);
     return card;
   }
@@ -188,36 +257,114 @@
     card.safe.hidden = !g.safe_mode;
     card.infeasible.hidden = !g.infeasible;
     drawChart(card.canvas, points);
-    renderSessions(card.tbody, g.sessions || []);
+    card.sessions = g.sessions || [];
+    renderSessions(card, card.sessions);
   }
 
-  function renderSessions(tbody, sessions) {
+  // What is wrong with a session, worst first: [level, text] (level "alarm" or "warn").
+  function problemsOf(s) {
+    const out = [];
+    const setpoint = s.setpoint_kw, actual = s.actual_kw;
+    if (setpoint != null && actual != null && actual > setpoint + Math.max(0.5, 0.1 * Math.abs(setpoint))) {
+      out.push(["alarm", `over setpoint +${(actual - setpoint).toFixed(1)} kW`]);
+    }
+    if (s.push_status && s.push_status !== "Accepted") out.push(["alarm", `push ${s.push_status}`]);
+    if (s.fixed_reason) out.push(["alarm", `uncontrollable: ${s.fixed_reason}`]);
+    if (s.no_pause_reason) out.push(["warn", `no pause: ${s.no_pause_reason}`]);
+    if (s.connected === false) out.push(["warn", "station offline"]);
+    return out;
+  }
+
+  const SORTS = {
+    station: null,  // byStation below
+    evse: (s) => s.evse_id,
+    state: (s) => s.state || "",
+    setpoint: (s) => s.setpoint_kw ?? -Infinity,
+    actual: (s) => s.actual_kw ?? -Infinity,
+    delivered: (s) => s.delivered_kwh ?? 0,
+    departure: (s) => (s.departure ? Date.parse(s.departure) : Infinity),
+    problem: (s) => s.problems.filter(([level]) => level === "alarm").length * 10 + s.problems.length,
+  };
+
+  // Station ids in natural order (CP-9 before CP-10), then the EVSE.
+  const byStation = (a, b) => a.station_id.localeCompare(b.station_id, undefined, { numeric: true }) ||
+    a.evse_id - b.evse_id;
+
+  function visibleSessions(card, sessions) {
+    const words = card.filter.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+    const only = card.only.value;
+    const rows = sessions.map((s) => ({ ...s, problems: problemsOf(s) })).filter((s) => {
+      if (only === "problems" && !s.problems.length) return false;
+      if (only !== "all" && only !== "problems" && s.state !== only) return false;
+      if (!words.length) return true;
+      const text = [s.station_id, s.evse_id, s.state, s.push_status, s.transaction_id,
+                    ...s.problems.map(([, t]) => t)].join(" ").toLowerCase();
+      return words.every((w) => text.includes(w));
+    });
+    const key = SORTS[card.sortKey], dir = card.sortDir;
+    rows.sort((a, b) => {
+      if (!key) return byStation(a, b) * dir;
+      const ka = key(a), kb = key(b);
+      const c = typeof ka === "number" && typeof kb === "number" ? ka - kb : String(ka).localeCompare(String(kb));
+      return c * dir || byStation(a, b);
+    });
+    return rows;
+  }
+
+  function departureCell(iso) {
+    if (!iso) return el("td", { class: "departure" }, "–");
+    const t = Date.parse(iso);
+    return el("td", { class: "departure", title: iso }, el("span", { class: "day" }, ymd(t)), hhmm(t));
+  }
+
+  function renderSessions(card, sessions) {
+    const tbody = card.tbody;
+    for (const th of card.root.querySelectorAll("th[data-sort]")) {
+      th.classList.toggle("sorted-asc", th.dataset.sort === card.sortKey && card.sortDir > 0);
+      th.classList.toggle("sorted-desc", th.dataset.sort === card.sortKey && card.sortDir < 0);
+    }
     if (!sessions.length) {
+      card.count.textContent = "";
       tbody.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "9" }, "no charging sessions")));
       return;
     }
-    const rows = [...sessions].sort((a, b) => (a.station_id + a.evse_id).localeCompare(b.station_id + b.evse_id))
-      .map((s) => {
-        const setpoint = s.setpoint_kw, actual = s.actual_kw;
-        const scale = Math.max(Math.abs(setpoint || 0), Math.abs(actual || 0), 0.1);
-        const bar = el("div", { class: "bar" },
-          el("div", { class: "fill", style: `width:${Math.min(100, Math.abs(actual || 0) / scale * 100)}%` }));
-        if (setpoint !== null && setpoint !== undefined) {
-          bar.append(el("div", { class: "mark", style: `left:calc(${Math.min(100, Math.abs(setpoint) / scale * 100)}% - 1px)` }));
-        }
-        const need = s.need_kwh == null ? "–" : `${Number(s.need_kwh).toFixed(1)}`;
-        const tr = el("tr", { "data-session": `${s.station_id}/${s.evse_id}`, "data-state": s.state },
-          el("td", {}, s.station_id + (s.connected === false ? " (offline)" : "")),
-          el("td", {}, s.evse_id),
-          el("td", {}, el("span", { class: `state state-${s.state}` }, s.state)),
-          el("td", { class: "num setpoint" }, kw(setpoint)),
-          el("td", { class: "num actual" }, kw(actual)),
-          el("td", {}, bar),
-          el("td", { class: "num" }, `${Number(s.delivered_kwh || 0).toFixed(1)} / ${need} kWh`),
-          el("td", {}, s.departure ? hhmmss(s.departure) : "–"),
-          el("td", {}, s.push_status || "–"));
-        return tr;
-      });
+    const all = visibleSessions(card, sessions);
+    const problems = sessions.filter((s) => problemsOf(s).some(([level]) => level === "alarm")).length;
+    card.count.textContent = `${all.length} of ${sessions.length} sessions` +
+      (all.length > MAX_ROWS ? ` (first ${MAX_ROWS} shown: filter to see the others)` : "") +
+      (problems ? ` · ${problems} with problems` : "");
+    card.root.dataset.problems = String(problems);
+    if (!all.length) {
+      tbody.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "9" }, "no session matches the filter")));
+      return;
+    }
+    const rows = all.slice(0, MAX_ROWS).map((s) => {
+      const setpoint = s.setpoint_kw, actual = s.actual_kw;
+      const over = s.problems.some(([, t]) => t.startsWith("over setpoint"));
+      const scale = Math.max(Math.abs(setpoint || 0), Math.abs(actual || 0), 0.1);
+      const bar = el("div", { class: "bar" },
+        el("div", { class: over ? "fill over" : "fill",
+                    style: { width: `${Math.min(100, Math.abs(actual || 0) / scale * 100)}%` } }));
+      if (setpoint !== null && setpoint !== undefined) {
+        bar.append(el("div", { class: "mark",
+                               style: { left: `calc(${Math.min(100, Math.abs(setpoint) / scale * 100)}% - 1px)` } }));
+      }
+      const need = s.need_kwh == null ? "–" : `${Number(s.need_kwh).toFixed(1)}`;
+      const badges = s.problems.map(([level, text]) => el("span", { class: `badge badge-${level}` }, text));
+      if (!badges.length) badges.push(el("span", { class: "badge badge-ok" }, s.push_status || "–"));
+      const alarm = s.problems.some(([level]) => level === "alarm");
+      return el("tr", { "data-session": `${s.station_id}/${s.evse_id}`, "data-state": s.state,
+                        class: alarm ? "problem" : "" },
+        el("td", {}, s.station_id + (s.connected === false ? " (offline)" : "")),
+        el("td", {}, s.evse_id),
+        el("td", {}, el("span", { class: `state state-${s.state}` }, s.state)),
+        el("td", { class: "num setpoint" }, kw(setpoint)),
+        el("td", { class: over ? "num actual over" : "num actual" }, kw(actual)),
+        el("td", {}, bar),
+        el("td", { class: "num" }, `${Number(s.delivered_kwh || 0).toFixed(1)} / ${need} kWh`),
+        departureCell(s.departure),
+        el("td", { class: "push" }, ...badges));
+    });
     tbody.replaceChildren(...rows);
   }
 
@@ -227,6 +374,24 @@
     const p = Math.pow(10, Math.floor(Math.log10(raw)));
     for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= raw) return m * p;
     return 10 * p;
+  }
+
+  // Many points for few pixels: per pixel column the highest load (an over-draw is never averaged away).
+  function decimate(points, x, width) {
+    if (points.length <= width * 2) return points;
+    const out = [];
+    let col = null, best = null;
+    for (const p of points) {
+      const c = Math.round(x(p.t));
+      if (c !== col) { if (best) out.push(best); col = c; best = p; continue; }
+      if ((p.peak ?? p.load ?? -Infinity) > (best.peak ?? best.load ?? -Infinity) ||
+          (typeof p.limit === "number" && (typeof best.limit !== "number" || p.limit < best.limit))) {
+        best = { ...p, limit: typeof best.limit === "number" && typeof p.limit === "number"
+          ? Math.min(best.limit, p.limit) : p.limit };
+      }
+    }
+    if (best) out.push(best);
+    return out;
   }
 
   function drawChart(canvas, points) {
@@ -242,16 +407,18 @@
     const color = (name) => css.getPropertyValue(name).trim();
     const m = { l: 62, r: 14, t: 12, b: 24 };
     const pw = w - m.l - m.r, ph = h - m.t - m.b;
-    const now = Date.now();
+    const now = daemonNow();
     const t1 = Math.max(now, points.length ? points[points.length - 1].t : now);
-    const t0 = Math.min(t1 - 30 * 1000, Math.max(t1 - WINDOW_S * 1000, points.length ? points[0].t : t1));
-    const values = points.filter((p) => p.t >= t0).flatMap((p) => [p.load, p.plan, p.limit])
-      .filter((v) => typeof v === "number");
+    const t0 = Math.min(t1 - 30 * 1000, Math.max(t1 - state.rangeS * 1000, points.length ? points[0].t : t1));
+    const x = (t) => m.l + (t - t0) / (t1 - t0) * pw;
+    const visible = decimate(points.filter((p) => p.t >= t0 - 1), x, pw);
+    canvas.dataset.visiblePoints = String(visible.length);
+    canvas.dataset.firstT = visible.length ? String(visible[0].t) : "";
+    const values = visible.flatMap((p) => [p.peak ?? p.load, p.plan, p.limit]).filter((v) => typeof v === "number");
     const hi = Math.max(1, ...values) * 1.08, lo = Math.min(0, ...values) * 1.08;
     const step = niceStep(hi - lo, 4);
     const yMax = Math.ceil(hi / step) * step;
     const yMin = Math.floor(lo / step) * step;
-    const x = (t) => m.l + (t - t0) / (t1 - t0) * pw;
     const y = (v) => m.t + (yMax - v) / (yMax - yMin) * ph;
 
     // Axes and grid
@@ -268,27 +435,46 @@
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
     const span = t1 - t0;
-    const tick = [10e3, 30e3, 60e3, 120e3, 300e3, 600e3].find((s) => span / s <= 6) || 600e3;
-    for (let t = Math.ceil(t0 / tick) * tick; t <= t1; t += tick) {
-      ctx.fillText(hhmmss(t), x(t), h - m.b + 6);
+    const tick = [10e3, 30e3, 60e3, 120e3, 300e3, 600e3, 900e3, 1800e3, 3600e3, 7200e3, 10800e3]
+      .find((s) => span / s <= 7) || 21600e3;
+    const offset = new Date(t0).getTimezoneOffset() * 60e3;  // ticks on the local clock's round times
+    for (let t = Math.ceil((t0 - offset) / tick) * tick + offset; t <= t1; t += tick) {
+      const d = new Date(t);
+      const label = tick < 60e3 ? hhmmss(t) : (d.getHours() === 0 && d.getMinutes() === 0 ? ymd(t) : hhmm(t));
+      ctx.fillText(label, x(t), h - m.b + 6);
     }
-    if (!points.length) return;
-    const visible = points.filter((p) => p.t >= t0 - 1);
-
-    // Measured load: filled area
+    if (!visible.length) return;
+    const path = (pts, top, bottom) => {  // a filled band between two series
+      ctx.beginPath();
+      pts.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(top(p))) : ctx.moveTo(x(p.t), y(top(p)))));
+      for (let i = pts.length - 1; i >= 0; i--) ctx.lineTo(x(pts[i].t), y(bottom(pts[i])));
+      ctx.closePath();
+    };
+    // Non-EV load at the bottom, EV load stacked on it: together the measured total.
     const loadPts = visible.filter((p) => typeof p.load === "number");
     if (loadPts.length) {
-      ctx.beginPath();
-      ctx.moveTo(x(loadPts[0].t), y(0));
-      for (const p of loadPts) ctx.lineTo(x(p.t), y(p.load));
-      ctx.lineTo(x(loadPts[loadPts.length - 1].t), y(0));
-      ctx.closePath();
-      ctx.fillStyle = "rgba(31,119,208,0.15)";
-      ctx.fill();
+      const base = (p) => (typeof p.nonEv === "number" ? p.nonEv : 0);
+      path(loadPts, base, () => 0);
+      ctx.fillStyle = "rgba(154,167,180,0.55)"; ctx.fill();
+      path(loadPts, (p) => p.load, base);
+      ctx.fillStyle = "rgba(31,119,208,0.22)"; ctx.fill();
       ctx.beginPath();
       loadPts.forEach((p, i) => (i ? ctx.lineTo(x(p.t), y(p.load)) : ctx.moveTo(x(p.t), y(p.load))));
       ctx.strokeStyle = color("--load"); ctx.lineWidth = 2; ctx.stroke();
     }
+    // Over the limit: red from the limit up to the load, and a red strip on the time axis.
+    let over = 0;
+    ctx.fillStyle = color("--over");
+    for (let i = 0; i < visible.length; i++) {
+      const p = visible[i], top = p.peak ?? p.load;
+      if (typeof top !== "number" || typeof p.limit !== "number" || top <= p.limit + 1e-6) continue;
+      over++;
+      const xa = x(p.t), xb = i + 1 < visible.length ? x(visible[i + 1].t) : x(t1);
+      const wdt = Math.max(2, xb - xa);
+      ctx.globalAlpha = 0.55; ctx.fillRect(xa, y(top), wdt, y(p.limit) - y(top));
+      ctx.globalAlpha = 1; ctx.fillRect(xa, h - m.b - 4, wdt, 4);
+    }
+    canvas.dataset.overPoints = String(over);
     // Planned load: dashed
     const planPts = visible.filter((p) => typeof p.plan === "number");
     if (planPts.length) {
@@ -310,6 +496,8 @@
     ctx.stroke();
     const last = visible[visible.length - 1];
     canvas.dataset.lastLimit = last && typeof last.limit === "number" ? String(last.limit) : "";
+    canvas.dataset.lastNonEv = last && typeof last.nonEv === "number" ? String(last.nonEv) : "";
+    canvas.dataset.lastEv = last && typeof last.ev === "number" ? String(last.ev) : "";
     if (last && typeof last.limit === "number") {
       ctx.fillStyle = color("--limit");
       ctx.textAlign = "right"; ctx.textBaseline = "bottom";
@@ -449,6 +637,13 @@
     state.token = null;
     showLogin("");
   });
+  for (const button of document.querySelectorAll("#range button")) {
+    button.addEventListener("click", () => {
+      state.rangeS = Number(button.dataset.range);
+      for (const b of document.querySelectorAll("#range button")) b.classList.toggle("on", b === button);
+      for (const [tid, card] of state.cards) drawChart(card.canvas, state.history.get(tid) || []);
+    });
+  }
   setInterval(() => { $("clock").textContent = new Date().toLocaleTimeString([], { hour12: false }); }, 1000);
 
   takeTokenFromUrl();
