@@ -124,10 +124,11 @@ def _run_mixed(out: Path, smoke: bool, console: Console) -> int:
 
     pin_loadgen()
     section = asyncio.run(mixed.run(mixed.SMOKE if smoke else mixed.FULL, out / "results", say))
-    header = (f"_Written by `python -m bench mixed{' --smoke' if smoke else ''}` on "
-              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {_machine()}; the daemon on core 0, "
-              "the simulated stations in the bench process._")
-    mixed.replace_section(out / "RESULTS.md", section.markdown(out).replace("\n\n", f"\n\n{header}\n\n", 1))
+    section.intro = (f"_Written by `python -m bench mixed{' --smoke' if smoke else ''}` on "
+                     f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {_machine()}; the daemon on core 0, the "
+                     f"simulated stations in the bench process._\n\n{section.intro}")
+    from bench.study.writeup import splice_section
+    splice_section(out / "RESULTS.md", section)  # its own section only; the other parts' stay
     console.print(f"wrote {out / 'RESULTS.md'}")
     return 0
 

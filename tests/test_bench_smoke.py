@@ -149,6 +149,7 @@ def test_cli_writes_results_markdown(tmp_path: Path) -> None:
 async def test_mixed_fleet_smoke(tmp_path: Path) -> None:
     """Issue 13: a fleet mixing OCPP 1.6J, 2.0.1 and 2.1 on the real daemon under one limit."""
     from bench import mixed
+    from bench.study import writeup
 
     sec = await mixed.run(mixed.SMOKE, tmp_path, _say)
     f = sec.data
@@ -166,6 +167,9 @@ async def test_mixed_fleet_smoke(tmp_path: Path) -> None:
     md = tmp_path / "RESULTS.md"
     md.write_text("# Benchmark results\n\n## 1. Other part\n\nkept\n", encoding="utf-8")
     for _ in range(2):  # replaced in place, never duplicated, the other parts kept
-        mixed.replace_section(md, sec.markdown(tmp_path))
+        writeup.splice_section(md, sec)
     text = md.read_text(encoding="utf-8")
     assert text.count(f"## {mixed.SECTION_TITLE}") == 1 and "## 1. Other part\n\nkept" in text
+    md.write_text("# Benchmark results\n\n## 3. Planning\n\nthree\n", encoding="utf-8")  # `all` rewrote it
+    writeup.keep_section(text, md, mixed.SECTION_TITLE)
+    assert f"## {mixed.SECTION_TITLE}" in md.read_text(encoding="utf-8")
