@@ -3,6 +3,10 @@
 `python -m bench storm` re-runs only the reconnect storm row of the scale part and replaces that
 table in RESULTS.md (the rest stays as the last full run wrote it).
 
+`python -m bench mixed [--smoke] [--out DIR]` (issue 13, under 3 minutes, not part of `all`): a fleet
+mixing OCPP 1.6J, 2.0.1 and 2.1 under one transformer limit; replaces only its own section of
+RESULTS.md, and the other parts keep it.
+
 `reaction` also takes `--sizes 100,1000` and `--servers ours` to run only part of it. `study`
 (issue 19, about 30 minutes, not part of `all`) writes docs/study.md and replaces only its own
 section of RESULTS.md; `--jobs N` sets its worker processes.
@@ -132,13 +136,34 @@ def _name_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def _run_mixed(out: Path, smoke: bool, console: Console) -> int:
+    from bench import mixed
+
+    started = time.monotonic()
+
+    def say(text: str) -> None:
+        console.print(f"[dim]{time.monotonic() - started:6.0f}s[/] [cyan]mixed[/] {text}", highlight=False)
+
+    from bench.servers import pin_loadgen
+
+    pin_loadgen()
+    section = asyncio.run(mixed.run(mixed.SMOKE if smoke else mixed.FULL, out / "results", say))
+    section.intro = (f"_Written by `python -m bench mixed{' --smoke' if smoke else ''}` on "
+                     f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {_machine()}; the daemon on core 0, the "
+                     f"simulated stations in the bench process._\n\n{section.intro}")
+    from bench.study.writeup import splice_section
+    splice_section(out / "RESULTS.md", section)  # its own section only; the other parts' stay
+    console.print(f"wrote {out / 'RESULTS.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["fuzz"]:  # its own results (bench/results/fuzz.md), not a RESULTS.md section
         from bench import fuzz
         return fuzz.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description="Netbewust benchmarks (issue 6)")
-    parser.add_argument("part", choices=("all", *PARTS, "study", "storm"))
+    parser.add_argument("part", choices=("all", *PARTS, "study", "storm", "mixed"))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the machinery in well under a minute")
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for RESULTS.md and results/*.png (default: the bench package)")
@@ -160,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_study(out, smoke=args.smoke, jobs=args.jobs, console=console)
     if args.part == "storm":
         return _storm_row(out, args.smoke, console)
+    if args.part == "mixed":
+        return _run_mixed(out, args.smoke, console)
     parts = list(PARTS) if args.part == "all" else [args.part]
     results_md = out / "RESULTS.md"
     previous = results_md.read_text(encoding="utf-8") if results_md.exists() else ""
@@ -167,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                                      args.sizes, args.servers))
     from bench.study.writeup import keep_section
     keep_section(previous, results_md)  # the study's section is written by `study` alone
+    from bench.mixed import SECTION_TITLE as MIXED
+    keep_section(previous, results_md, MIXED)  # and the mixed fleet's by `mixed` alone
     return 1 if any("error" in s.data for s in sections) else 0
 
 

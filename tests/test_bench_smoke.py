@@ -143,3 +143,34 @@ def test_cli_writes_results_markdown(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "bench", "nonsense"], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parent.parent)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+@pytest.mark.mqtt
+@pytest.mark.timeout(120)
+async def test_mixed_fleet_smoke(tmp_path: Path) -> None:
+    """Issue 13: a fleet mixing OCPP 1.6J, 2.0.1 and 2.1 on the real daemon under one limit."""
+    from bench import mixed
+    from bench.study import writeup
+
+    sec = await mixed.run(mixed.SMOKE, tmp_path, _say)
+    f = sec.data
+    per = f["per_version"]
+    assert set(per) == {"1.6", "2.0.1", "2.1"} and all(p["stations"] == 3 for p in per.values())
+    assert per["2.1"]["v2x"] >= 1
+    assert 0 < f["limit_kw"] < f["uncontrolled_kw"] and f["baseline_kwh_over"] > 0
+    for p in per.values():  # every version came under the limit's control, not just some
+        assert p["cut"] >= 1 and p["after_kw"] < p["before_kw"], p
+        assert 0 <= p["obey_max_s"] <= mixed.SMOKE.window_s
+    assert 0 <= f["max_over_after_kw"] and 0 <= f["under_for_good_s"] <= mixed.SMOKE.window_s
+    assert len(sec.verdicts) == 2 and all(("**met**" in v) != ("**missed**" in v) for v in sec.verdicts)
+    assert sec.tables[1].column("version") == ["1.6", "2.0.1", "2.1"]
+    _figures_ok(sec)
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Benchmark results\n\n## 1. Other part\n\nkept\n", encoding="utf-8")
+    for _ in range(2):  # replaced in place, never duplicated, the other parts kept
+        writeup.splice_section(md, sec)
+    text = md.read_text(encoding="utf-8")
+    assert text.count(f"## {mixed.SECTION_TITLE}") == 1 and "## 1. Other part\n\nkept" in text
+    md.write_text("# Benchmark results\n\n## 3. Planning\n\nthree\n", encoding="utf-8")  # `all` rewrote it
+    writeup.keep_section(text, md, mixed.SECTION_TITLE)
+    assert f"## {mixed.SECTION_TITLE}" in md.read_text(encoding="utf-8")

@@ -586,9 +586,9 @@ def splice_section(results_md: Path, sec: Section) -> None:
     results_md.write_text(text, encoding="utf-8")
 
 
-def keep_section(previous: str, results_md: Path) -> None:
-    """After other parts rewrote RESULTS.md, put back the study section they do not produce."""
-    head = f"## {SECTION_TITLE}"
+def keep_section(previous: str, results_md: Path, title: str = SECTION_TITLE) -> None:
+    """After other parts rewrote RESULTS.md, put back a section they do not produce (the study's)."""
+    head = f"## {title}"
     start = previous.find(head)
     if start < 0 or not results_md.exists():
         return

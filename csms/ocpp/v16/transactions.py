@@ -10,17 +10,22 @@ with ``unitOfMeasure``) plus the message as it arrived under ``ocpp16``, so ever
 transactions (API, billing, the grid's rebuild) reads one shape. 1.6 has no ``seqNo``: the
 sequence number is derived from the message's own timestamp (milliseconds since 2020, then 9 bits
 of a checksum of the message, then the kind: meter values 0, charging state 1, end 3; the start is
-0; :func:`seq_for`), so events order as the station meant them, a retransmitted message is stored once and two
-different messages with one timestamp (measurands split over messages) are both kept. A
-retransmitted StartTransaction (same connector, id tag and timestamp as a running transaction)
-gets the id it was given the first time.
+0; :func:`seq_for`), so events order as the station meant them. The number alone cannot tell a
+retransmission from another message: two different messages of one transaction with one timestamp
+share a checksum once in 512. So when the number is taken, the stored event's message is compared
+(:func:`place`): the same message is a retransmission and stored once; a different one takes the
+next free number of its kind (``+4``, :func:`seq_candidates`), so nothing is dropped. A
+retransmission walks the same numbers and meets its first copy before any free one (events are
+never deleted). A retransmitted StartTransaction (same connector, id tag and timestamp as a
+running transaction) gets the id it was given the first time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -42,7 +47,12 @@ TRANSACTION_COUNTER = "ocpp1.6-transaction"
 MAX_TRANSACTION_ID = 2**31 - 1
 
 _KIND = {"meter": 0, "state": 1, "end": 3}
+_KIND_STEP = 4  # the kind is the low 2 bits: +4 is the next number of the same kind
 _EPOCH_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
+#: Every number stays below 2^53: exact where a store keeps it as a double (Redis scores).
+SEQ_LIMIT = 1 << 53
+#: Re-reads of the stored events when another writer took the number first (another node).
+_PLACE_ATTEMPTS = 8
 
 
 def seq_for(timestamp: str, kind: str, message: dict[str, Any]) -> int:
@@ -54,6 +64,36 @@ def seq_for(timestamp: str, kind: str, message: dict[str, Any]) -> int:
     ms = min(max(ms, 0), (1 << 42) - 1)
     digest = zlib.crc32(orjson.dumps(message, option=orjson.OPT_SORT_KEYS)) & 0x1FF
     return max(1, (ms << 11) | (digest << 2) | _KIND[kind])
+
+
+def seq_candidates(first: int) -> Iterator[int]:
+    """The numbers a message whose own number is ``first`` may take, in order: ``first``, then
+    upward in steps of 4 (the same kind, the same or next millisecond), and only where that would
+    reach 2^53 (the year 2159) downward; all distinct, all in ``1 .. 2^53 - 1``."""
+    n = first
+    while n < SEQ_LIMIT:
+        yield n
+        n += _KIND_STEP
+    n = first - _KIND_STEP
+    while n > 0:
+        yield n
+        n -= _KIND_STEP
+
+
+_FREE = object()
+
+
+def place(first: int, message: object, stored: Mapping[int, object]) -> int | None:
+    """The number a message takes given the messages stored by number, or None if it is stored
+    already (a retransmission). ``first`` is its own number (:func:`seq_for`); the first of
+    :func:`seq_candidates` that is free or holds this very message decides."""
+    for n in seq_candidates(first):
+        held = stored.get(n, _FREE)
+        if held is _FREE:
+            return n
+        if held == message:
+            return None
+    raise ValueError(f"no free sequence number for a message numbered {first}")
 
 
 def meter_values_201(meter_values: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -133,6 +173,29 @@ def _changed(session: StationSession, event: TxEvent) -> TransactionChanged:
         timestamp=event.timestamp, reading=latest_reading(event.samples), id_token=event.id_token)
 
 
+def _content(event: TxEvent) -> object:
+    """What tells two 1.6 messages apart: the action and the message as it arrived."""
+    return event.payload.get("ocpp16")
+
+
+async def _store_event(store: TransactionStore, session: StationSession, event: TxEvent) -> bool:
+    """Store a 1.6 event under its own number or, if another message holds that, the next free one
+    (:func:`place`); False if this very message is stored already. Published when stored."""
+    first = event.seq_no
+    for _ in range(_PLACE_ATTEMPTS):
+        if await store.record_transaction_event(session.station_id, event, now()):
+            session.publish(_changed(session, event))
+            return True
+        events = await store.transaction_events(session.station_id, event.transaction_id)
+        held: dict[int, object] = {e["seqNo"]: e.get("ocpp16") for e in events if isinstance(e.get("seqNo"), int)}
+        n = place(first, _content(event), held)
+        if n is None:
+            return False
+        event = dataclasses.replace(event, seq_no=n, payload={**event.payload, "seqNo": n})
+    raise OcppError("InternalError", f"transaction {event.transaction_id}: other writers kept taking the sequence"
+                                     f" number of this message ({_PLACE_ATTEMPTS} attempts); send it again")
+
+
 async def charging_state_changed(store: TransactionStore, session: StationSession, evse_id: int, state: str,
                                  timestamp: str | None) -> None:
     """A StatusNotification's charging state for the transaction running on ``evse_id``, if any."""
@@ -149,8 +212,7 @@ async def charging_state_changed(store: TransactionStore, session: StationSessio
                        trigger="ChargingStateChanged", evse_id=evse_id, meter_value=[], charging_state=state)
     except ValueError:
         return  # the status itself is stored; a timestamp no store keeps only loses the state
-    if await store.record_transaction_event(session.station_id, event, now()):
-        session.publish(_changed(session, event))
+    await _store_event(store, session, event)
 
 
 def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
@@ -203,8 +265,7 @@ def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
                            stopped_reason=payload.get("reason", "Local"))
         except ValueError as exc:
             raise _refused(exc) from None
-        if await store.record_transaction_event(session.station_id, event, now()):
-            session.publish(_changed(session, event))
+        await _store_event(store, session, event)
         if "idTag" in payload:
             return {"idTagInfo": await id_tag_info(authorizer, payload["idTag"])}
         return {}
@@ -226,8 +287,7 @@ def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
                                trigger="MeterValuePeriodic", evse_id=evse_id, meter_value=meter)
             except ValueError as exc:
                 raise _refused(exc) from None
-            if await store.record_transaction_event(session.station_id, event, now()):
-                session.publish(_changed(session, event))
+            await _store_event(store, session, event)
             return {}
         try:
             samples: list[Sample] = flatten(meter, evse_id, None)
