@@ -34,7 +34,7 @@ from csms.operations_config import (
 )
 from csms.security.config import SecurityConfig, security_section
 
-__all__ = ["Config", "ConfigError", "ConfigIssue", "LoggingConfig", "RegistrationConfig", "StoreConfig",
+__all__ = ["ClusterConfig", "Config", "ConfigError", "ConfigIssue", "LoggingConfig", "RegistrationConfig", "StoreConfig",
            "WebsocketConfig", "api_port", "api_token_file", "load_config", "parse_config"]
 
 
@@ -70,6 +70,18 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several nodes on one Redis (docs/scale-out.md); needs ``store.backend: redis``."""
+
+    node_id: str | None = None  # None: <hostname>-<pid>; unique among the nodes sharing the prefix
+    # A node's stations are released this long after its last heartbeat (it renews 3 times per lease).
+    lease_s: float = field(default=5.0, metadata=bounds(0.5, 300))
+    # How long a node waits for the node holding a station to answer a forwarded command
+    # (None: the websocket call timeout plus 5 s).
+    forward_timeout_s: float | None = field(default=None, metadata=bounds(0.01, 3600))
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -86,11 +98,12 @@ class Config:
     iso15118: Iso15118Config | None = None  # None: no contract-certificate checks beyond the token
     firmware: FirmwareConfig | None = None
     tariffs: Tariffs | None = None  # None: no cost
+    cluster: ClusterConfig | None = None  # None: one node (the default)
     source: str = "<defaults>"
 
 
 _SECTIONS = ("websocket", "registration", "store", "logging", "grid", "api", "security", "iso15118", "firmware",
-             "tariffs")
+             "tariffs", "cluster")
 
 
 def parse_config(data: Any, file: str = "<config>") -> Config:
@@ -125,8 +138,13 @@ def parse_config(data: Any, file: str = "<config>") -> Config:
         iso15118=iso15118_section(data.get("iso15118"), issues),
         firmware=firmware_section(data.get("firmware"), issues),
         tariffs=tariffs_section(data.get("tariffs"), issues),
+        cluster=section(ClusterConfig, data["cluster"], "cluster", issues) if data.get("cluster") is not None else None,
         source=file,
     )
+    if config.cluster is not None and config.store.backend != "redis":
+        issues.add("cluster", "needs store.backend: redis (the nodes share their records, directory and leases there)")
+    if config.cluster is not None and config.cluster.node_id is not None and not config.cluster.node_id.strip():
+        issues.add("cluster.node_id", "must not be empty (leave it out for <hostname>-<pid>)")
     issues.raise_if_any()
     return config
 

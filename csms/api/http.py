@@ -19,7 +19,7 @@ from aiohttp import web
 from csms.api.auth import READ
 from csms.api.schemas import BODIES
 from csms.errorlog import ErrorLog
-from csms.interfaces import Bus, Commands, ConnectionRegistry, GridService
+from csms.interfaces import Bus, Commands, ConnectionRegistry, GridService, StationDirectory
 from csms.metrics import Metrics
 from csms.protocol.version import ProtocolVersion
 from csms.store.base import Store
@@ -48,6 +48,7 @@ class ApiContext:
     errors: ErrorLog = dataclasses.field(default_factory=ErrorLog)  # one traceback per incident and class, then counts
     # Every version the daemon speaks, by subprotocol: the generic command path checks a station's own.
     versions: Mapping[str, ProtocolVersion] = dataclasses.field(default_factory=dict)
+    cluster: StationDirectory | None = None  # several nodes: stations held by the others, commands forwarded
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)

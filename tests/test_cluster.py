@@ -1,0 +1,120 @@
+"""Two daemon nodes on one Redis prefix, as an operator runs them (`python -m csms serve`, one process
+each): the station -> node directory with leases, commands forwarded to the node holding the station,
+connection state shown on every node, and a SIGKILLed node's stations released and taken over."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from csms.config import ConfigError, parse_config
+from tests.grid_outside import Api, Site, daemon
+from tests.ocpp_station import LibStation
+
+LEASE_S = 2.0
+PROFILE: dict[str, Any] = {
+    "id": 7, "stackLevel": 1, "chargingProfilePurpose": "ChargingStationMaxProfile", "chargingProfileKind": "Absolute",
+    "chargingSchedule": [{"id": 1, "chargingRateUnit": "A", "startSchedule": "2026-01-01T00:00:00Z",
+                          "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10.0}]}]}
+
+
+def node(tmp: Path, prefix: str, node_id: str) -> Site:
+    (tmp / node_id).mkdir(exist_ok=True)
+    return Site(tmp / node_id, grid=None, backend="redis", redis_prefix=prefix,  # type: ignore[arg-type]
+                extra={"cluster": {"node_id": node_id, "lease_s": LEASE_S, "forward_timeout_s": 2.0}})
+
+
+async def connected(api: Api, station_id: str) -> bool | None:
+    for s in (await api.get("/api/stations"))["stations"]:
+        if s["station_id"] == station_id:
+            return bool(s["connected"])
+    return None
+
+
+async def until(api: Api, station_id: str, want: bool, timeout: float) -> float:
+    """Seconds until the node's API shows the station's connection state as ``want``."""
+    started = time.monotonic()
+    async with asyncio.timeout(timeout):
+        while await connected(api, station_id) is not want:
+            await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+async def profile_through(api: Api, station: LibStation, profile_id: int) -> None:
+    body = {"evse_id": 0, "profile": {**PROFILE, "id": profile_id}}
+    status, answer = await api.post(f"/api/stations/{station.station_id}/commands/set-charging-profile", body)
+    assert status == 200, answer
+    assert answer["response"]["status"] == "Accepted"
+    assert profile_id in station.profiles
+
+
+async def generic_through(api: Api, station: LibStation) -> None:
+    before = station.calls["GetCompositeSchedule"]
+    status, answer = await api.post(f"/api/stations/{station.station_id}/call/GetCompositeSchedule",
+                                    {"duration": 60, "evseId": 1})
+    assert status == 200, answer
+    assert answer["response"]["status"] == "Accepted"
+    assert station.calls["GetCompositeSchedule"] == before + 1
+
+
+async def test_two_nodes_route_commands_and_take_over_after_sigkill(tmp_path: Path) -> None:
+    prefix = f"nbcluster:{uuid.uuid4().hex}:"
+    site_a, site_b = node(tmp_path, prefix, "node-a"), node(tmp_path, prefix, "node-b")
+    station = LibStation("CL-1")
+    try:
+        async with asyncio.timeout(120), daemon(site_a) as proc_a, daemon(site_b), Api(site_b) as api_b:
+            await station.connect(site_a.ws_url)
+            # B lists A's station as connected (the record is shared, the state comes from the directory).
+            await until(api_b, "CL-1", True, 5)
+            await profile_through(api_b, station, 11)  # typed command through B, run by A on its socket
+            await generic_through(api_b, station)      # generic call through B
+            # A CALLERROR-free refusal and a validation error come back as on a single node.
+            status, answer = await api_b.post("/api/stations/CL-1/call/GetCompositeSchedule", {"duration": "x"})
+            assert status == 422, answer
+            # A known station no live node holds: 409.
+            status, _ = await api_b.post("/api/stations", {"station_id": "CL-NONE"})
+            assert status in (200, 201)
+            status, answer = await api_b.post("/api/stations/CL-NONE/commands/reset", {})
+            assert status == 409, answer
+
+            await proc_a.stop(signal.SIGKILL, timeout=10)
+            killed = time.monotonic()
+            # A's lease still runs: B forwards and gets no answer -> 504 (not a false "not connected").
+            status, answer = await api_b.post("/api/stations/CL-1/commands/reset", {})
+            assert status == 504, answer
+            await until(api_b, "CL-1", False, LEASE_S + 4)
+            gone_s = time.monotonic() - killed
+            assert gone_s < LEASE_S + 3
+            status, answer = await api_b.post("/api/stations/CL-1/commands/reset", {})
+            assert status == 409, answer
+
+            await station.wait_gone(10)
+            await station.connect(site_b.ws_url)
+            await until(api_b, "CL-1", True, 5)
+            await profile_through(api_b, station, 12)
+            async with daemon(site_a), Api(site_a) as api_a2:  # A back under the same node id
+                await until(api_a2, "CL-1", True, 5)           # its restart did not release B's station
+                await profile_through(api_a2, station, 13)      # forwarded from A to B now
+                await generic_through(api_a2, station)
+                await generic_through(api_b, station)
+        print(f"CL-1 shown disconnected {gone_s:.2f} s after SIGKILL of its node (lease {LEASE_S} s)")
+    finally:
+        await station.stop()
+        await site_a.cleanup()
+
+
+def test_cluster_needs_redis_and_is_off_without_a_section() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"cluster": {"node_id": "a"}}, "<t>")
+    assert "cluster: needs store.backend: redis" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse_config({"store": {"backend": "redis"}, "cluster": {"node_id": " ", "lease_s": 0}}, "<t>")
+    assert "cluster.node_id" in str(err.value) and "cluster.lease_s" in str(err.value)
+    assert parse_config({"store": {"backend": "redis"}}, "<t>").cluster is None
+    assert parse_config({"store": {"backend": "redis"}, "cluster": {}}, "<t>").cluster is not None
