@@ -143,6 +143,11 @@ def parse_config(data: Any, file: str = "<config>") -> Config:
     )
     if config.cluster is not None and config.store.backend != "redis":
         issues.add("cluster", "needs store.backend: redis (the nodes share their records, directory and leases there)")
+    if config.cluster is not None and config.grid is not None:
+        # Each node would plan only the stations it holds against the whole capacity: together they could
+        # draw several times the limit. Refused until one controller per group runs (docs/scale-out.md).
+        issues.add("cluster", "grid control across several nodes is not implemented yet: leave out the grid "
+                              "section with cluster (docs/scale-out.md)")
     if config.cluster is not None and config.cluster.node_id is not None and not config.cluster.node_id.strip():
         issues.add("cluster.node_id", "must not be empty (leave it out for <hostname>-<pid>)")
     issues.raise_if_any()
