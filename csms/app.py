@@ -19,8 +19,8 @@ from collections.abc import Coroutine
 from datetime import datetime, timezone
 from typing import Any
 
-from csms.api.commands import execute_forwarded
 from csms.api.http import ApiContext
+from csms.api.operations import execute_forwarded
 from csms.api.server import ApiServer
 from csms.billing import Billing
 from csms.bus import LocalBus
@@ -168,7 +168,7 @@ class Daemon:
                        forward_timeout_s=cluster.forward_timeout_s or self.config.websocket.call_timeout_s + 5.0,
                        spawner=self, errors=self.errors, mark=self.store.set_connection_state)
         node.local = lambda: list(self.connections)
-        node.executor = lambda request: execute_forwarded(self.commands, request)
+        node.executor = lambda request: execute_forwarded(self.commands, self.operations, request)
         return node
 
     def _iso15118(self) -> Iso15118:

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 
 from csms.errorlog import ErrorLog
 from csms.interfaces import Spawner
+from csms.ocpp.v201.operations import BodyError
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
 
 log = logging.getLogger("csms.cluster")
@@ -80,6 +81,8 @@ def wrap_outcome(response: Payload | None, exc: BaseException | None) -> Payload
         return {"error": "offline"}
     if isinstance(exc, CallTimeout):
         return {"error": "timeout", "message": str(exc)}
+    if isinstance(exc, BodyError):
+        return {"error": "body", "field": exc.field, "message": exc.message}
     if isinstance(exc, OcppError):
         return {"error": "ocpp", "code": exc.code, "description": exc.description, "details": exc.details}
     return {"error": "failed", "message": f"{type(exc).__name__}: {exc}"[:500]}
@@ -99,6 +102,8 @@ def unwrap_outcome(station_id: str, outcome: Any) -> Payload:
         raise StationOffline(station_id)
     if error == "timeout":
         raise CallTimeout(str(outcome.get("message", "")))
+    if error == "body":
+        raise BodyError(str(outcome.get("field", "")), str(outcome.get("message", "")))
     if error == "ocpp":
         details = outcome.get("details")
         raise OcppError(str(outcome.get("code", "GenericError")), str(outcome.get("description", "")),

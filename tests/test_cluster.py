@@ -75,6 +75,11 @@ async def test_two_nodes_route_commands_and_take_over_after_sigkill(tmp_path: Pa
             await until(api_b, "CL-1", True, 5)
             await profile_through(api_b, station, 11)  # typed command through B, run by A on its socket
             await generic_through(api_b, station)      # generic call through B
+            # A 2.0.1 operation through B answers as through A (this station refuses ClearCache: CALLERROR).
+            async with Api(site_a) as api_a:
+                local = await api_a.post("/api/stations/CL-1/commands/clear-cache", {})
+            status, answer = await api_b.post("/api/stations/CL-1/commands/clear-cache", {})
+            assert status == local[0] == 502 and answer["code"] == local[1]["code"], (status, answer, local)
             # A CALLERROR-free refusal and a validation error come back as on a single node.
             status, answer = await api_b.post("/api/stations/CL-1/call/GetCompositeSchedule", {"duration": "x"})
             assert status == 422, answer

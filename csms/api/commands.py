@@ -23,6 +23,7 @@ from csms.cluster import ForwardFailed
 from csms.domain.records import StationRecord
 from csms.domain.registration import VERSION_KEY
 from csms.interfaces import Commands
+from csms.ocpp.v201.operations import BodyError
 from csms.protocol import schemas
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
 from csms.protocol.version import ProtocolVersion
@@ -87,14 +88,6 @@ def _is_local_validation(exc: OcppError, action: str) -> bool:
     return exc.description.startswith(f"{action}Request: ") and set(exc.details) == {"field", "rule"}
 
 
-async def execute_forwarded(commands: Commands, request: dict[str, Any]) -> dict[str, Any]:
-    """Run a command another node forwarded (its API validated it; the station's socket is here)."""
-    station_id = request["station_id"]
-    if request["kind"] == "typed":
-        return await TYPED[request["name"]][1](commands, station_id, request["body"])
-    return await commands.call(station_id, request["action"], request["payload"])
-
-
 async def run_command(request: web.Request, action: str, send: Callable[[], Awaitable[dict[str, Any]]],
                       forward: dict[str, Any] | None = None) -> web.Response:
     """Send one command for an API request and map every outcome to its HTTP status. ``forward``: the
@@ -117,6 +110,8 @@ async def run_command(request: web.Request, action: str, send: Callable[[], Awai
         response = await send()
     except ForwardFailed as exc:
         raise ApiError(502, f"the node holding station {station_id!r} failed to run {action}: {exc}") from None
+    except BodyError as exc:  # an operation's body, checked where it ran (another node)
+        raise ApiError(422, f"invalid {action} request: {exc.message}", field=exc.field) from None
     except StationOffline:
         raise ApiError(409, f"station {station_id!r} disconnected before it answered {action}") from None
     except CallTimeout as exc:
