@@ -168,6 +168,7 @@ class Daemon:
                        forward_timeout_s=cluster.forward_timeout_s or self.config.websocket.call_timeout_s + 5.0,
                        spawner=self, errors=self.errors, mark=self.store.set_connection_state)
         node.local = lambda: list(self.connections)
+        node.attach_bus(self.bus)
         node.executor = lambda request: execute_forwarded(self.commands, self.operations, request)
         return node
 

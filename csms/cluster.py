@@ -6,27 +6,32 @@ node holds each station's websocket; an entry counts only while its node's lease
 node's stations are released when its lease expires, without anyone cleaning up (a sweep then
 deletes such entries and marks the stations disconnected in the store). A node's inbox (list
 ``<prefix>cluster:inbox:<node>``) carries commands forwarded to it and the replies to the commands
-it forwarded; one reader per node takes both. See docs/scale-out.md.
+it forwarded; one reader per node takes both. Every node's bus events also go to one bounded
+stream (``<prefix>cluster:events``), and each node republishes the others' on its own bus as
+:class:`RemoteEvent`, so any node's live event stream shows every node's events. See docs/scale-out.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import redis.asyncio as aioredis
 
+from csms.domain.events import Event
 from csms.errorlog import ErrorLog
-from csms.interfaces import Spawner
+from csms.interfaces import Bus, Spawner
 from csms.ocpp.v201.operations import BodyError
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
 
@@ -40,6 +45,51 @@ MarkDisconnected = Callable[[str, bool, datetime], Awaitable[None]]
 
 #: An inbox nobody reads (its node died) disappears this long after its last message.
 INBOX_TTL_MS = 60_000
+#: The shared event stream keeps about this many events (XADD MAXLEN ~).
+EVENTS_MAXLEN = 10_000
+#: Events waiting to go to the stream; beyond this the oldest are dropped (Redis slower than the bus).
+EVENTS_QUEUE = 10_000
+EVENTS_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteEvent(Event):
+    """An event another node published, as its live stream showed it (kind, station, time, data).
+    Only subscribers by kind prefix see it as that kind; none that picks events by type acts on it."""
+
+    KIND: ClassVar[str] = "remote"
+    remote_kind: str
+    node: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.remote_kind
+
+    def data(self) -> dict[str, Any]:
+        return dict(self.payload)
+
+
+def _default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def event_fields(node: str, ev: Event) -> dict[str, str | bytes]:
+    return {"node": node, "kind": ev.kind, "station_id": ev.station_id or "", "at": ev.at.isoformat(),
+            "data": orjson.dumps(ev.data(), default=_default, option=orjson.OPT_NON_STR_KEYS)}
+
+
+def remote_event(fields: dict[str, str]) -> RemoteEvent:
+    """The event of a stream entry (ValueError/KeyError/TypeError if it is malformed)."""
+    payload = orjson.loads(fields["data"])
+    if not isinstance(payload, dict):
+        raise TypeError("data is not an object")
+    return RemoteEvent(remote_kind=fields["kind"], node=fields["node"], payload=payload,
+                       station_id=fields.get("station_id") or None, at=datetime.fromisoformat(fields["at"]))
 
 # Delete a directory entry only if it still names the given node (a newer connection elsewhere wins).
 _RELEASE = """
@@ -131,6 +181,10 @@ class Cluster:
         self._reclaim = self._redis.register_script(_RECLAIM)
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self._events = f"{self._prefix}events"
+        self._bus: Bus | None = None
+        self._outbox: asyncio.Queue[Event] = asyncio.Queue(EVENTS_QUEUE)
+        self.events_dropped = 0
         self.executor: Executor | None = None
         self.local: Callable[[], Iterable[str]] = lambda: ()  # the stations connected to this process
 
@@ -149,9 +203,17 @@ class Cluster:
         log.info("cluster node %s: lease %.1f s on %s", self.node_id, self.lease_s, self._prefix)
         return released
 
+    def attach_bus(self, bus: Bus) -> None:
+        """Share this node's bus events with the others and theirs with this node's subscribers."""
+        self._bus = bus
+        bus.subscribe(self._outgoing)
+
     def start(self) -> None:
         self._tasks = [self._spawner.spawn(self._heartbeat_forever(), "cluster heartbeat"),
                        self._spawner.spawn(self._read_inbox_forever(), "cluster inbox")]
+        if self._bus is not None:
+            self._tasks += [self._spawner.spawn(self._write_events_forever(), "cluster events out"),
+                            self._spawner.spawn(self._read_events_forever(), "cluster events in")]
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -316,3 +378,58 @@ class Cluster:
         except Exception as exc:  # noqa: BLE001 - every outcome goes back to the sender
             error = exc
         await self._post(reply_to, {"type": "reply", "id": message["id"], "outcome": wrap_outcome(response, error)})
+
+    # Shared events ------------------------------------------------------------------------------
+    def _outgoing(self, ev: Event) -> None:
+        if isinstance(ev, RemoteEvent):
+            return
+        if self._outbox.full():
+            self._outbox.get_nowait()
+            self.events_dropped += 1
+        self._outbox.put_nowait(ev)
+
+    async def _write_events_forever(self) -> None:
+        """Our events to the shared stream in batches (one pipeline each); an outage loses them for the
+        other nodes' live streams (logged), never anything stored."""
+        while True:
+            batch = [await self._outbox.get()]
+            while not self._outbox.empty() and len(batch) < EVENTS_BATCH:
+                batch.append(self._outbox.get_nowait())
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for ev in batch:
+                        pipe.xadd(self._events, event_fields(self.node_id, ev),  # type: ignore[arg-type]
+                                  maxlen=EVENTS_MAXLEN, approximate=True)
+                    await pipe.execute()
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a Redis outage
+                self.events_dropped += len(batch)
+                self._errors.failed(log, "cluster events out", exc, f"{len(batch)} event(s) not shared")
+
+    async def _read_events_forever(self) -> None:
+        """The other nodes' events onto our bus, from the newest entry at start on (plain XREAD: every
+        node reads every event, which a consumer group would share out instead)."""
+        last: str | None = None
+        while True:
+            try:
+                if last is None:
+                    newest = await self._reader.xrevrange(self._events, count=1)
+                    last = str(newest[0][0]) if newest else "0-0"
+                answer: Any = await self._reader.xread({self._events: last}, count=EVENTS_BATCH, block=1000)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a Redis outage
+                self._errors.failed(log, "cluster events in", exc, "other nodes' events not shown")
+                await asyncio.sleep(1.0)
+                continue
+            for _stream, entries in answer or []:
+                for entry_id, fields in entries:
+                    last = str(entry_id)
+                    if fields.get("node") != self.node_id:
+                        self._republish(fields)
+
+    def _republish(self, fields: dict[str, str]) -> None:
+        assert self._bus is not None
+        try:
+            ev = remote_event(fields)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("cluster events: dropped a malformed entry (%s): %.200s", exc, fields)
+            return
+        self._bus.publish(ev)

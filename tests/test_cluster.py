@@ -11,11 +11,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
 from csms.config import ConfigError, parse_config
-from tests.grid_outside import REDIS_URL, Api, Site, daemon
+from tests.grid_outside import ADMIN_TOKEN, REDIS_URL, Api, Site, daemon
 from tests.ocpp_station import LibStation
 
 LEASE_S = 2.0
@@ -47,6 +49,17 @@ async def until(api: Api, station_id: str, want: bool, timeout: float) -> float:
     return time.monotonic() - started
 
 
+async def stream_events(site: Site, kinds: str, into: list[dict[str, Any]]) -> None:
+    """The node's live event stream (SSE) into ``into`` until cancelled."""
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as session, \
+            session.get(f"{site.api_url}/api/events?kinds={kinds}") as response:
+        assert response.status == 200
+        async for raw in response.content:
+            line = raw.decode().strip()
+            if line.startswith("data: "):
+                into.append(orjson.loads(line[6:]))
+
+
 async def profile_through(api: Api, station: LibStation, profile_id: int) -> None:
     body = {"evse_id": 0, "profile": {**PROFILE, "id": profile_id}}
     status, answer = await api.post(f"/api/stations/{station.station_id}/commands/set-charging-profile", body)
@@ -70,9 +83,18 @@ async def test_two_nodes_route_commands_and_take_over_after_sigkill(tmp_path: Pa
     station = LibStation("CL-1")
     try:
         async with asyncio.timeout(120), daemon(site_a) as proc_a, daemon(site_b), Api(site_b) as api_b:
+            seen_on_b: list[dict[str, Any]] = []
+            stream = asyncio.create_task(stream_events(site_b, "station.", seen_on_b))
+            await asyncio.sleep(0.5)  # the stream is open
             await station.connect(site_a.ws_url)
             # B lists A's station as connected (the record is shared, the state comes from the directory).
             await until(api_b, "CL-1", True, 5)
+            # B's live stream shows A's events (through the shared event stream).
+            async with asyncio.timeout(5):
+                while not {"station.connected", "station.booted"} <= {e["kind"] for e in seen_on_b
+                                                                      if e["station_id"] == "CL-1"}:
+                    await asyncio.sleep(0.1)
+            stream.cancel()
             await profile_through(api_b, station, 11)  # typed command through B, run by A on its socket
             await generic_through(api_b, station)      # generic call through B
             # A 2.0.1 operation through B answers as through A (this station refuses ClearCache: CALLERROR).
