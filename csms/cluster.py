@@ -119,6 +119,11 @@ def default_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+class NodeIdInUse(OSError):
+    """Another live node renews the lease of this node id (an OSError: ``csms serve`` reports it as
+    "cannot start")."""
+
+
 class ForwardFailed(Exception):
     """The node holding the station failed to run a forwarded command (not the station's answer)."""
 
@@ -198,10 +203,26 @@ class Cluster:
     async def open(self) -> list[str]:
         """Take the lease and release what this node id held before (a restart) and what dead nodes
         hold; returns the stations released (the caller marks them disconnected)."""
-        await self._redis.set(self._lease(self.node_id), str(time.time()), px=int(self.lease_s * 1000))
+        await self._take_lease()
         released = await self.sweep(also=self.node_id)
         log.info("cluster node %s: lease %.1f s on %s", self.node_id, self.lease_s, self._prefix)
         return released
+
+    async def _take_lease(self) -> None:
+        """Our lease, once nobody holds it: after a crash the old one lapses within a lease; one that
+        is still renewed after that belongs to another live node with the same id (refused)."""
+        lease, ms = self._lease(self.node_id), int(self.lease_s * 1000)
+        deadline = time.monotonic() + self.lease_s + 1.0
+        waited = False
+        while not await self._redis.set(lease, str(time.time()), px=ms, nx=True):
+            if time.monotonic() > deadline:
+                raise NodeIdInUse(f"cluster node id {self.node_id!r} is in use by a live node (its lease is "
+                                  f"still renewed); give each node its own cluster.node_id")
+            if not waited:
+                log.info("cluster node %s: waiting up to %.1f s for the previous lease of this id to lapse",
+                         self.node_id, self.lease_s)
+                waited = True
+            await asyncio.sleep(self.lease_s / 6)
 
     def attach_bus(self, bus: Bus) -> None:
         """Share this node's bus events with the others and theirs with this node's subscribers."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from csms.config import ConfigError, parse_config
-from tests.grid_outside import ADMIN_TOKEN, REDIS_URL, Api, Site, daemon
+from tests.grid_outside import ADMIN_TOKEN, ENV, REDIS_URL, REPO, Api, Site, daemon
 from tests.ocpp_station import LibStation
 
 LEASE_S = 2.0
@@ -28,7 +29,7 @@ PROFILE: dict[str, Any] = {
 
 
 def node(tmp: Path, prefix: str, node_id: str) -> Site:
-    (tmp / node_id).mkdir(exist_ok=True)
+    (tmp / node_id).mkdir(parents=True, exist_ok=True)
     return Site(tmp / node_id, grid=None, backend="redis", redis_prefix=prefix,  # type: ignore[arg-type]
                 extra={"cluster": {"node_id": node_id, "lease_s": LEASE_S, "forward_timeout_s": 2.0}})
 
@@ -177,3 +178,19 @@ async def test_frozen_node_loses_its_stations_and_claims_them_back_when_resumed(
         await client.aclose()
         await station.stop()
         await site_a.cleanup()
+
+
+async def test_a_second_node_with_a_live_node_id_is_refused(tmp_path: Path) -> None:
+    prefix = f"nbcluster:{uuid.uuid4().hex}:"
+    site, twin = node(tmp_path, prefix, "node-a"), node(tmp_path / "twin", prefix, "node-a")
+    try:
+        async with asyncio.timeout(60), daemon(site):
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "csms", "serve", "--config",
+                                                        str(twin.write_config()), cwd=REPO, env=ENV,
+                                                        stdout=asyncio.subprocess.DEVNULL,
+                                                        stderr=asyncio.subprocess.PIPE)
+            _, err = await proc.communicate()
+            assert proc.returncode != 0
+            assert "cluster node id 'node-a' is in use by a live node" in err.decode(), err.decode()[-2000:]
+    finally:
+        await site.cleanup()
