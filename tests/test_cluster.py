@@ -18,6 +18,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from csms.config import ConfigError, parse_config
+from csms.store.redis_store import RedisStore
+from tests.daemon_fixture import running_daemon
 from tests.grid_outside import ADMIN_TOKEN, ENV, REDIS_URL, REPO, Api, Site, daemon
 from tests.ocpp_station import LibStation
 
@@ -194,3 +196,36 @@ async def test_a_second_node_with_a_live_node_id_is_refused(tmp_path: Path) -> N
             assert "cluster node id 'node-a' is in use by a live node" in err.decode(), err.decode()[-2000:]
     finally:
         await site.cleanup()
+
+
+async def test_graceful_stop_releases_the_lease_and_the_stations(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                                 ) -> None:
+    """SIGTERM path, in process: the stations leave the directory and the lease goes at once (the others
+    need not wait for it to lapse); nothing fails on the way."""
+    prefix = f"nbcluster:{uuid.uuid4().hex}:"
+    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    station = LibStation("CL-3")
+    try:
+        async with asyncio.timeout(30):
+            async with running_daemon(tmp_path, store={"backend": "redis", "redis_url": REDIS_URL,
+                                                       "redis_prefix": prefix},
+                                      cluster={"node_id": "solo", "lease_s": LEASE_S}) as running:
+                await station.connect(running.ws_url)
+                assert await client.hgetall(f"{prefix}cluster:owners") == {"CL-3": "solo"}
+                assert await client.exists(f"{prefix}cluster:lease:solo")
+            assert await client.hgetall(f"{prefix}cluster:owners") == {}
+            assert not await client.exists(f"{prefix}cluster:lease:solo")
+            store = RedisStore(REDIS_URL, prefix=prefix)
+            await store.open()
+            try:
+                record = await store.get_station("CL-3")
+            finally:
+                await store.close()
+            assert record is not None and record.connected is False, record
+        assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text[-3000:]
+    finally:
+        await station.stop()
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
