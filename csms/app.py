@@ -123,7 +123,10 @@ class Daemon:
 
     def readiness(self) -> dict[str, bool]:
         server = self.gateway.server
-        return {"daemon_started": self._started, "station_endpoint": server is not None and server.is_serving()}
+        checks = {"daemon_started": self._started, "station_endpoint": server is not None and server.is_serving()}
+        if self.cluster is not None:  # a node whose lease lapsed is not in the directory's eyes
+            checks["cluster_lease"] = self.cluster.lease_held
+        return checks
 
     # Building ---------------------------------------------------------------------------------
     def _build(self) -> None:

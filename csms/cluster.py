@@ -186,6 +186,7 @@ class Cluster:
         self._reclaim = self._redis.register_script(_RECLAIM)
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self._lease_until = 0.0  # monotonic time until which our last lease write holds
         self._events = f"{self._prefix}events"
         self._bus: Bus | None = None
         self._outbox: asyncio.Queue[Event] = asyncio.Queue(EVENTS_QUEUE)
@@ -208,13 +209,26 @@ class Cluster:
         log.info("cluster node %s: lease %.1f s on %s", self.node_id, self.lease_s, self._prefix)
         return released
 
+    @property
+    def lease_held(self) -> bool:
+        """Whether our lease surely still lives (readiness: a node without it must not take stations)."""
+        return time.monotonic() < self._lease_until
+
+    async def _set_lease(self, *, nx: bool = False, get: bool = False) -> Any:
+        """Write our lease; returns what SET returns (with ``get``: the previous value)."""
+        sent = time.monotonic()
+        answer = await self._redis.set(self._lease(self.node_id), str(time.time()), px=int(self.lease_s * 1000),
+                                       nx=nx, get=get)
+        if answer is not None or get:
+            self._lease_until = sent + self.lease_s
+        return answer
+
     async def _take_lease(self) -> None:
         """Our lease, once nobody holds it: after a crash the old one lapses within a lease; one that
         is still renewed after that belongs to another live node with the same id (refused)."""
-        lease, ms = self._lease(self.node_id), int(self.lease_s * 1000)
         deadline = time.monotonic() + self.lease_s + 1.0
         waited = False
-        while not await self._redis.set(lease, str(time.time()), px=ms, nx=True):
+        while not await self._set_lease(nx=True):
             if time.monotonic() > deadline:
                 raise NodeIdInUse(f"cluster node id {self.node_id!r} is in use by a live node (its lease is "
                                   f"still renewed); give each node its own cluster.node_id")
@@ -244,6 +258,7 @@ class Cluster:
             if not fut.done():
                 fut.cancel()
         with contextlib.suppress(Exception):  # graceful: the others need not wait for the lease to lapse
+            self._lease_until = 0.0
             await self._redis.delete(self._lease(self.node_id))
         await self._reader.aclose()
         await self._redis.aclose()
@@ -307,8 +322,7 @@ class Cluster:
         while True:
             await asyncio.sleep(interval)
             try:
-                previous = await self._redis.set(self._lease(self.node_id), str(time.time()),
-                                                 px=int(self.lease_s * 1000), get=True)
+                previous = await self._set_lease(get=True)
                 if previous is None:
                     stations = list(self.local())
                     log.warning("cluster node %s: lease had lapsed; claiming its %d station(s) again",

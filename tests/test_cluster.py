@@ -176,6 +176,8 @@ async def test_frozen_node_loses_its_stations_and_claims_them_back_when_resumed(
             await until(api_b, "CL-2", True, LEASE_S + 4)
             await profile_through(api_b, station, 21)
             assert "lease had lapsed" in proc_a.text()
+            async with Api(site_a) as api_a:
+                assert (await api_a.get("/health/ready"))["checks"]["cluster_lease"] is True
     finally:
         await client.aclose()
         await station.stop()
@@ -213,6 +215,7 @@ async def test_graceful_stop_releases_the_lease_and_the_stations(tmp_path: Path,
                 await station.connect(running.ws_url)
                 assert await client.hgetall(f"{prefix}cluster:owners") == {"CL-3": "solo"}
                 assert await client.exists(f"{prefix}cluster:lease:solo")
+                assert running.daemon.readiness()["cluster_lease"] is True
             assert await client.hgetall(f"{prefix}cluster:owners") == {}
             assert not await client.exists(f"{prefix}cluster:lease:solo")
             store = RedisStore(REDIS_URL, prefix=prefix)
