@@ -20,9 +20,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from csms.api.http import ApiContext
+from csms.api.operations import execute_forwarded
 from csms.api.server import ApiServer
 from csms.billing import Billing
 from csms.bus import LocalBus
+from csms.cluster import Cluster, default_node_id
 from csms.commands import Commands
 from csms.config import Config, api_port, api_token_file
 from csms.domain.registration import Authorizer
@@ -68,7 +70,8 @@ class Daemon:
                                 trace=self._trace, last_seen=self.last_seen,
                                 call_timeout_s=config.websocket.call_timeout_s, errors=self.errors)
         self.commands = Commands(self.connections, self.store, self.metrics, VERSIONS, DEFAULT_VERSION)
-        self.gateway = Gateway(config.websocket, self.edge, self.store, self.connections)
+        self.cluster = self._cluster()
+        self.gateway = Gateway(config.websocket, self.edge, self.store, self.connections, self.cluster)
         # The optional parts, built at start() from the config (None when not configured).
         self.security: Security | None = None
         self.grid: Grid | None = None
@@ -120,7 +123,10 @@ class Daemon:
 
     def readiness(self) -> dict[str, bool]:
         server = self.gateway.server
-        return {"daemon_started": self._started, "station_endpoint": server is not None and server.is_serving()}
+        checks = {"daemon_started": self._started, "station_endpoint": server is not None and server.is_serving()}
+        if self.cluster is not None:  # a node whose lease lapsed is not in the directory's eyes
+            checks["cluster_lease"] = self.cluster.lease_held
+        return checks
 
     # Building ---------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -151,9 +157,24 @@ class Daemon:
                                  version=DEFAULT_VERSION.version, grid=self.grid, operations=self.operations,
                                  billing=self.billing, listeners=self.gateway.listeners, errors=self.errors,
                                  versions={sp: package.version for sp, package in VERSIONS.items()},
-                                 openadr=self.grid.signals.openadr if self.grid is not None else None)
+                                 openadr=self.grid.signals.openadr if self.grid is not None else None,
+                                 cluster=self.cluster)
             self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config))
             self.components.append(self.api)
+
+    def _cluster(self) -> Cluster | None:
+        """This node's membership of several nodes on one Redis (None: one node, the default)."""
+        cluster, store = self.config.cluster, self.config.store
+        if cluster is None:
+            return None
+        node = Cluster(store.redis_url, store.redis_prefix, cluster.node_id or default_node_id(),
+                       lease_s=cluster.lease_s,
+                       forward_timeout_s=cluster.forward_timeout_s or self.config.websocket.call_timeout_s + 5.0,
+                       spawner=self, errors=self.errors, mark=self.store.set_connection_state)
+        node.local = lambda: list(self.connections)
+        node.attach_bus(self.bus)
+        node.executor = lambda request: execute_forwarded(self.commands, self.operations, request)
+        return node
 
     def _iso15118(self) -> Iso15118:
         iso = self.config.iso15118
@@ -166,11 +187,15 @@ class Daemon:
     # Lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.store.open()
-        # After a crash the records may still say "connected": nobody is, until they reconnect.
-        for station in await self.store.list_stations():
-            if station.connected:
-                station.connected = False
-                await self.store.put_station(station)
+        if self.cluster is not None:
+            # Several nodes: only the stations this node held before (and those of dead nodes) are gone.
+            await self.cluster.open()
+        else:
+            # After a crash the records may still say "connected": nobody is, until they reconnect.
+            for station in await self.store.list_stations():
+                if station.connected:
+                    station.connected = False
+                    await self.store.put_station(station)
         self._build()
         tls = self.config.security.tls if self.config.security is not None else None
         await self.gateway.start(self.routers, self.ssl_context, self.handshake_checks,
@@ -178,6 +203,8 @@ class Daemon:
         for component in self.components:
             await component.start()
         self.spawn(self._flush_last_seen_forever(), "flush last-seen")
+        if self.cluster is not None:
+            self.cluster.start()
         self._started = True
         gc.collect()
         gc.freeze()  # modules, config, schemas: never garbage; keep them out of every full collection
@@ -188,6 +215,8 @@ class Daemon:
             return
         self._started = False
         await self.gateway.stop()
+        if self.cluster is not None:
+            await self.cluster.close()
         for component in reversed(self.components):
             try:
                 await component.stop()

@@ -35,7 +35,8 @@ from csms.operations_config import (
 from csms.security.config import SecurityConfig, security_section
 from csms.store.postgres_options import dsn_problem, redact, schema_problem
 
-__all__ = ["Config", "ConfigError", "ConfigIssue", "LoggingConfig", "RegistrationConfig", "StoreConfig", "store_location",
+__all__ = ["ClusterConfig", "Config", "ConfigError", "ConfigIssue", "LoggingConfig", "RegistrationConfig",
+           "StoreConfig", "store_location",
            "WebsocketConfig", "api_port", "api_token_file", "load_config", "parse_config"]
 
 
@@ -75,6 +76,18 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several nodes on one Redis (docs/scale-out.md); needs ``store.backend: redis``."""
+
+    node_id: str | None = None  # None: <hostname>-<pid>; unique among the nodes sharing the prefix
+    # A node's stations are released this long after its last heartbeat (it renews 3 times per lease).
+    lease_s: float = field(default=5.0, metadata=bounds(0.5, 300))
+    # How long a node waits for the node holding a station to answer a forwarded command
+    # (None: the websocket call timeout plus 5 s).
+    forward_timeout_s: float | None = field(default=None, metadata=bounds(0.01, 3600))
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -91,11 +104,12 @@ class Config:
     iso15118: Iso15118Config | None = None  # None: no contract-certificate checks beyond the token
     firmware: FirmwareConfig | None = None
     tariffs: Tariffs | None = None  # None: no cost
+    cluster: ClusterConfig | None = None  # None: one node (the default)
     source: str = "<defaults>"
 
 
 _SECTIONS = ("websocket", "registration", "store", "logging", "grid", "api", "security", "iso15118", "firmware",
-             "tariffs")
+             "tariffs", "cluster")
 
 
 def parse_config(data: Any, file: str = "<config>") -> Config:
@@ -130,6 +144,7 @@ def parse_config(data: Any, file: str = "<config>") -> Config:
         iso15118=iso15118_section(data.get("iso15118"), issues),
         firmware=firmware_section(data.get("firmware"), issues),
         tariffs=tariffs_section(data.get("tariffs"), issues),
+        cluster=section(ClusterConfig, data["cluster"], "cluster", issues) if data.get("cluster") is not None else None,
         source=file,
     )
     if config.store.backend == "postgres":
@@ -137,6 +152,15 @@ def parse_config(data: Any, file: str = "<config>") -> Config:
                              ("postgres_schema", schema_problem(config.store.postgres_schema))):
             if problem:
                 issues.add(f"store.{key}", problem)
+    if config.cluster is not None and config.store.backend != "redis":
+        issues.add("cluster", "needs store.backend: redis (the nodes share their records, directory and leases there)")
+    if config.cluster is not None and config.grid is not None:
+        # Each node would plan only the stations it holds against the whole capacity: together they could
+        # draw several times the limit. Refused until one controller per group runs (docs/scale-out.md).
+        issues.add("cluster", "grid control across several nodes is not implemented yet: leave out the grid "
+                              "section with cluster (docs/scale-out.md)")
+    if config.cluster is not None and config.cluster.node_id is not None and not config.cluster.node_id.strip():
+        issues.add("cluster.node_id", "must not be empty (leave it out for <hostname>-<pid>)")
     issues.raise_if_any()
     return config
 

@@ -100,6 +100,33 @@ class StationLink(StationSession, Protocol):
 #: knows which node holds which socket.
 ConnectionRegistry = Mapping[str, StationLink]
 
+class Presence(Protocol):
+    """Told when a station's websocket opens and closes here (several nodes: the station -> node directory)."""
+
+    async def arrived(self, station_id: str) -> None: ...
+
+    async def departed(self, station_id: str) -> None: ...
+
+
+class StationDirectory(Protocol):
+    """Which node holds which station (several nodes on one Redis), and running commands there."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    async def owner(self, station_id: str) -> str | None:
+        """The node holding the station's socket (only nodes with a live lease count)."""
+        ...
+
+    async def live_owners(self) -> dict[str, str]:
+        """station -> node, for every station held by a node with a live lease."""
+        ...
+
+    async def forward(self, node: str, request: Payload) -> Payload:
+        """Run a command on ``node``; its answer, or what it raised there (CallTimeout if none in time)."""
+        ...
+
+
 #: A check run during the websocket handshake (e.g. authentication): a Response refuses, None admits.
 HandshakeCheck = Callable[["ServerConnection", "Request", str], Awaitable["Response | None"]]
 

@@ -19,9 +19,11 @@ from csms.api.auth import ADMIN
 from csms.api.http import ApiContext, ApiError, Routes, context_of, json_response, principal_of, read_body
 from csms.api.schemas import COMMAND_BODIES
 from csms.api.stations import known_station
+from csms.cluster import ForwardFailed
 from csms.domain.records import StationRecord
 from csms.domain.registration import VERSION_KEY
 from csms.interfaces import Commands
+from csms.ocpp.v201.operations import BodyError
 from csms.protocol import schemas
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
 from csms.protocol.version import ProtocolVersion
@@ -86,16 +88,30 @@ def _is_local_validation(exc: OcppError, action: str) -> bool:
     return exc.description.startswith(f"{action}Request: ") and set(exc.details) == {"field", "rule"}
 
 
-async def run_command(request: web.Request, action: str,
-                      send: Callable[[], Awaitable[dict[str, Any]]]) -> web.Response:
-    """Send one command for an API request and map every outcome to its HTTP status."""
+async def run_command(request: web.Request, action: str, send: Callable[[], Awaitable[dict[str, Any]]],
+                      forward: dict[str, Any] | None = None) -> web.Response:
+    """Send one command for an API request and map every outcome to its HTTP status. ``forward``: the
+    command as another node runs it (``kind`` typed with ``name`` and ``body``, or call with ``action``
+    and ``payload``), when the station's socket is on another node of the cluster."""
     context = context_of(request)
     station_id = request.match_info["station_id"]
     if station_id not in context.connections:
-        raise ApiError(409, f"station {station_id!r} is not connected")
+        cluster = context.cluster
+        node = await cluster.owner(station_id) if cluster is not None and forward is not None else None
+        if cluster is None or forward is None or node is None or node == cluster.node_id:
+            raise ApiError(409, f"station {station_id!r} is not connected")
+        message = {"station_id": station_id, **forward}
+
+        async def send() -> dict[str, Any]:
+            assert cluster is not None
+            return await cluster.forward(node, message)
     started = time.perf_counter()
     try:
         response = await send()
+    except ForwardFailed as exc:
+        raise ApiError(502, f"the node holding station {station_id!r} failed to run {action}: {exc}") from None
+    except BodyError as exc:  # an operation's body, checked where it ran (another node)
+        raise ApiError(422, f"invalid {action} request: {exc.message}", field=exc.field) from None
     except StationOffline:
         raise ApiError(409, f"station {station_id!r} disconnected before it answered {action}") from None
     except CallTimeout as exc:
@@ -164,7 +180,8 @@ def _typed_handler(name: str) -> Callable[[web.Request], Awaitable[web.Response]
         body = await read_body(request, f"command:{name}")
         check_typed(name, body)
         commands = context_of(request).commands
-        return await run_command(request, action, lambda: fn(commands, request.match_info["station_id"], body))
+        return await run_command(request, action, lambda: fn(commands, request.match_info["station_id"], body),
+                                 {"kind": "typed", "name": name, "body": body})
     handler.__name__ = handler.__qualname__ = f"command_{name.replace('-', '_')}"
     handler.__doc__ = f"Send {action} (typed: snake_case body, the payload is built by the daemon)."
     return handler
@@ -198,4 +215,5 @@ async def generic_call(request: web.Request) -> web.Response:
         except OcppError as exc:
             raise ApiError(422, f"invalid {action} request: {exc.description.split(': ', 1)[-1]}",
                            field=exc.details.get("field", "<payload>"), code=exc.code) from None
-    return await run_command(request, action, lambda: context.commands.call(station_id, action, payload))
+    return await run_command(request, action, lambda: context.commands.call(station_id, action, payload),
+                             {"kind": "call", "action": action, "payload": payload})

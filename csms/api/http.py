@@ -19,7 +19,7 @@ from aiohttp import web
 from csms.api.auth import READ
 from csms.api.schemas import BODIES
 from csms.errorlog import ErrorLog
-from csms.interfaces import Bus, Commands, ConnectionRegistry, GridService, NotificationReceiver
+from csms.interfaces import Bus, Commands, ConnectionRegistry, GridService, NotificationReceiver, StationDirectory
 from csms.metrics import Metrics
 from csms.protocol.version import ProtocolVersion
 from csms.store.base import Store
@@ -49,6 +49,7 @@ class ApiContext:
     # Every version the daemon speaks, by subprotocol: the generic command path checks a station's own.
     versions: Mapping[str, ProtocolVersion] = dataclasses.field(default_factory=dict)
     openadr: NotificationReceiver | None = None  # the OpenADR VEN's webhook (grid.openadr.webhook_url)
+    cluster: StationDirectory | None = None  # several nodes: stations held by the others, commands forwarded
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)

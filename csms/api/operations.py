@@ -23,6 +23,7 @@ from csms.api.stations import known_station
 from csms.billing import Billing
 from csms.domain import operations as state
 from csms.domain.tariffs import TariffError
+from csms.interfaces import Commands
 from csms.ocpp.v201.operations import BODIES as OPERATION_BODIES
 from csms.ocpp.v201.operations import BodyError
 from csms.operations import Operations
@@ -98,10 +99,23 @@ def _operation_handler(name: str) -> Callable[[web.Request], Awaitable[web.Respo
                 return await run(operations, station_id, body)
             except BodyError as exc:
                 raise ApiError(422, f"invalid {name} request: {exc.message}", field=exc.field) from None
-        return await run_command(request, action, send)
+        return await run_command(request, action, send, {"kind": "operation", "name": name, "body": body})
     handler.__name__ = handler.__qualname__ = f"command_{name.replace('-', '_')}"
     handler.__doc__ = f"Send {action} (typed: snake_case body; what it changes is kept)."
     return handler
+
+
+async def execute_forwarded(commands: Commands, operations: Operations | None, request: Payload) -> Payload:
+    """Run a command another node's API forwarded (it validated the body; the station's socket is here):
+    ``kind`` typed (a classic typed command), operation (a 2.0.1 operation) or call (the generic path)."""
+    station_id, kind = request["station_id"], request["kind"]
+    if kind == "typed":
+        return await TYPED[request["name"]][1](commands, station_id, request["body"])
+    if kind == "operation":
+        if operations is None:
+            raise RuntimeError("the 2.0.1 operations are not configured on this node")
+        return await OPERATIONS[request["name"]][1](operations, station_id, request["body"])
+    return await commands.call(station_id, request["action"], request["payload"])
 
 
 for _name in OPERATIONS:

@@ -66,10 +66,12 @@ async def list_stations(request: web.Request) -> web.Response:
     records = {r.station_id: r for r in await context.store.list_stations()}
     for sid in context.connections:  # connected but never booted: not in the store yet
         records.setdefault(sid, StationRecord(sid))
+    elsewhere = await context.cluster.live_owners() if context.cluster is not None else {}
     out = []
     for r in sorted(records.values(), key=lambda r: r.station_id):
         conn = context.connections.get(r.station_id)
-        out.append(station_summary(r, conn is not None, conn.version.subprotocol if conn is not None else None))
+        out.append(station_summary(r, conn is not None or r.station_id in elsewhere,
+                                   conn.version.subprotocol if conn is not None else None))
     return json_response({"stations": out})
 
 
@@ -79,7 +81,8 @@ async def station_detail(request: web.Request) -> web.Response:
     station_id = request.match_info["station_id"]
     rec = await known_station(request) or StationRecord(station_id)
     conn = context.connections.get(station_id)
-    out = station_summary(rec, conn is not None, conn.version.subprotocol if conn is not None else None)
+    elsewhere = conn is None and context.cluster is not None and await context.cluster.owner(station_id) is not None
+    out = station_summary(rec, conn is not None or elsewhere, conn.version.subprotocol if conn is not None else None)
     out["connection"] = None if conn is None else {
         "remote": conn.remote, "subprotocol": conn.version.subprotocol, "connected_at": iso(conn.connected_at),
         "accepted": conn.accepted}

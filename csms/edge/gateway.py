@@ -33,7 +33,7 @@ from csms.domain.identity import MAX_IDENTITY_LENGTH, identity_problem
 from csms.domain.records import StationRecord
 from csms.domain.registration import VERSION_KEY, accepted_at_connect
 from csms.edge.connection import EdgeContext, StationConnection
-from csms.interfaces import HandshakeCheck
+from csms.interfaces import HandshakeCheck, Presence
 from csms.ocpp.package import Router
 from csms.store.base import StationStore
 
@@ -122,8 +122,9 @@ class Gateway:
     """Accepts station websockets and keeps the registry of their connections."""
 
     def __init__(self, config: WebsocketConfig, edge: EdgeContext, stations: StationStore,
-                 connections: dict[str, StationConnection]) -> None:
+                 connections: dict[str, StationConnection], presence: Presence | None = None) -> None:
         self.config = config
+        self.presence = presence
         self.edge = edge
         self.stations = stations
         self.connections = connections
@@ -265,6 +266,8 @@ class Gateway:
             if record is not None:
                 await self._remember_version(record, conn)
             del record  # held for the connection's lifetime otherwise
+            if self.presence is not None:  # before the record says connected: readers trust the directory
+                await self.presence.arrived(station_id)
             if known:
                 await self.stations.set_connection_state(station_id, True, datetime.now(timezone.utc))
             log.info("%s connected from %s (%s, %s)", station_id, remote, ws.subprotocol,
@@ -286,6 +289,8 @@ class Gateway:
                 try:
                     # Always: a station first seen in this connection got its record at boot (even when
                     # Pending or Rejected), and the update is a no-op when there is no record.
+                    if self.presence is not None:
+                        await self.presence.departed(station_id)
                     await self.stations.set_connection_state(station_id, False, datetime.now(timezone.utc))
                     if not known and (record := await self.stations.get_station(station_id)) is not None:
                         await self._remember_version(record, conn)

@@ -1,0 +1,470 @@
+"""Several daemon nodes on one Redis: node leases, the station -> node directory, command forwarding.
+
+Every node holds a lease key (``<prefix>cluster:lease:<node>``, a few seconds' TTL, renewed three
+times per lease). The directory (hash ``<prefix>cluster:owners``: station -> node) records which
+node holds each station's websocket; an entry counts only while its node's lease lives, so a dead
+node's stations are released when its lease expires, without anyone cleaning up (a sweep then
+deletes such entries and marks the stations disconnected in the store). A node's inbox (list
+``<prefix>cluster:inbox:<node>``) carries commands forwarded to it and the replies to the commands
+it forwarded; one reader per node takes both. Every node's bus events also go to one bounded
+stream (``<prefix>cluster:events``), and each node republishes the others' on its own bus as
+:class:`RemoteEvent`, so any node's live event stream shows every node's events. See docs/scale-out.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+import orjson
+import redis.asyncio as aioredis
+
+from csms.domain.events import Event
+from csms.errorlog import ErrorLog
+from csms.interfaces import Bus, Spawner
+from csms.ocpp.v201.operations import BodyError
+from csms.protocol.errors import CallTimeout, OcppError, StationOffline
+
+log = logging.getLogger("csms.cluster")
+
+Payload = dict[str, Any]
+#: Runs one forwarded command on this node (the API's typed or generic command path).
+Executor = Callable[[Payload], Awaitable[Payload]]
+#: Marks stations disconnected in the store (those released by a dead node, or ours before a restart).
+MarkDisconnected = Callable[[str, bool, datetime], Awaitable[None]]
+
+#: An inbox nobody reads (its node died) disappears this long after its last message.
+INBOX_TTL_MS = 60_000
+#: The shared event stream keeps about this many events (XADD MAXLEN ~).
+EVENTS_MAXLEN = 10_000
+#: Events waiting to go to the stream; beyond this the oldest are dropped (Redis slower than the bus).
+EVENTS_QUEUE = 10_000
+EVENTS_BATCH = 500
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteEvent(Event):
+    """An event another node published, as its live stream showed it (kind, station, time, data).
+    Only subscribers by kind prefix see it as that kind; none that picks events by type acts on it."""
+
+    KIND: ClassVar[str] = "remote"
+    remote_kind: str
+    node: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.remote_kind
+
+    def data(self) -> dict[str, Any]:
+        return dict(self.payload)
+
+
+def _default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def event_fields(node: str, ev: Event) -> dict[str, str | bytes]:
+    return {"node": node, "kind": ev.kind, "station_id": ev.station_id or "", "at": ev.at.isoformat(),
+            "data": orjson.dumps(ev.data(), default=_default, option=orjson.OPT_NON_STR_KEYS)}
+
+
+def remote_event(fields: dict[str, str]) -> RemoteEvent:
+    """The event of a stream entry (ValueError/KeyError/TypeError if it is malformed)."""
+    payload = orjson.loads(fields["data"])
+    if not isinstance(payload, dict):
+        raise TypeError("data is not an object")
+    return RemoteEvent(remote_kind=fields["kind"], node=fields["node"], payload=payload,
+                       station_id=fields.get("station_id") or None, at=datetime.fromisoformat(fields["at"]))
+
+# Delete a directory entry only if it still names the given node (a newer connection elsewhere wins).
+_RELEASE = """
+local removed = {}
+for i = 2, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    removed[#removed + 1] = ARGV[i]
+  end
+end
+return removed
+"""
+
+# Claim stations again after our lease lapsed, unless a node with a live lease took them meanwhile.
+_RECLAIM = """
+for i = 3, #ARGV do
+  local owner = redis.call('HGET', KEYS[1], ARGV[i])
+  if not owner or owner == ARGV[1] or redis.call('EXISTS', ARGV[2] .. owner) == 0 then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+  end
+end
+return 0
+"""
+
+
+def default_node_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class NodeIdInUse(OSError):
+    """Another live node renews the lease of this node id (an OSError: ``csms serve`` reports it as
+    "cannot start")."""
+
+
+class ForwardFailed(Exception):
+    """The node holding the station failed to run a forwarded command (not the station's answer)."""
+
+
+def wrap_outcome(response: Payload | None, exc: BaseException | None) -> Payload:
+    """A command's outcome as sent back to the forwarding node (the exceptions the API maps to statuses)."""
+    if exc is None:
+        return {"ok": response}
+    if isinstance(exc, StationOffline):
+        return {"error": "offline"}
+    if isinstance(exc, CallTimeout):
+        return {"error": "timeout", "message": str(exc)}
+    if isinstance(exc, BodyError):
+        return {"error": "body", "field": exc.field, "message": exc.message}
+    if isinstance(exc, OcppError):
+        return {"error": "ocpp", "code": exc.code, "description": exc.description, "details": exc.details}
+    return {"error": "failed", "message": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+def unwrap_outcome(station_id: str, outcome: Any) -> Payload:
+    """The forwarded command's response, or the exception the holding node raised."""
+    if not isinstance(outcome, dict):
+        raise ForwardFailed(f"malformed reply {outcome!r:.200}")
+    error = outcome.get("error")
+    if error is None:
+        response = outcome.get("ok")
+        if not isinstance(response, dict):
+            raise ForwardFailed(f"malformed reply {outcome!r:.200}")
+        return response
+    if error == "offline":
+        raise StationOffline(station_id)
+    if error == "timeout":
+        raise CallTimeout(str(outcome.get("message", "")))
+    if error == "body":
+        raise BodyError(str(outcome.get("field", "")), str(outcome.get("message", "")))
+    if error == "ocpp":
+        details = outcome.get("details")
+        raise OcppError(str(outcome.get("code", "GenericError")), str(outcome.get("description", "")),
+                        details if isinstance(details, dict) else None)
+    raise ForwardFailed(str(outcome.get("message", error)))
+
+
+class Cluster:
+    """This node's membership: its lease, its stations in the directory, its inbox."""
+
+    def __init__(self, redis_url: str, prefix: str, node_id: str, *, lease_s: float, forward_timeout_s: float,
+                 spawner: Spawner, errors: ErrorLog, mark: MarkDisconnected) -> None:
+        self.node_id = node_id
+        self.lease_s = lease_s
+        self.forward_timeout_s = forward_timeout_s
+        self._prefix = f"{prefix}cluster:"
+        self._owners = f"{self._prefix}owners"
+        self._redis: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
+        # BLPOP holds its connection for up to a second: its own client, so it never starves the rest.
+        self._reader: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
+        self._spawner = spawner
+        self._errors = errors
+        self._mark = mark
+        self._release = self._redis.register_script(_RELEASE)
+        self._reclaim = self._redis.register_script(_RECLAIM)
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._lease_until = 0.0  # monotonic time until which our last lease write holds
+        self._events = f"{self._prefix}events"
+        self._bus: Bus | None = None
+        self._outbox: asyncio.Queue[Event] = asyncio.Queue(EVENTS_QUEUE)
+        self.events_dropped = 0
+        self.executor: Executor | None = None
+        self.local: Callable[[], Iterable[str]] = lambda: ()  # the stations connected to this process
+
+    def _lease(self, node: str) -> str:
+        return f"{self._prefix}lease:{node}"
+
+    def _inbox(self, node: str) -> str:
+        return f"{self._prefix}inbox:{node}"
+
+    # Lifecycle ------------------------------------------------------------------------------------
+    async def open(self) -> list[str]:
+        """Take the lease and release what this node id held before (a restart) and what dead nodes
+        hold; returns the stations released (the caller marks them disconnected)."""
+        await self._take_lease()
+        released = await self.sweep(also=self.node_id)
+        log.info("cluster node %s: lease %.1f s on %s", self.node_id, self.lease_s, self._prefix)
+        return released
+
+    @property
+    def lease_held(self) -> bool:
+        """Whether our lease surely still lives (readiness: a node without it must not take stations)."""
+        return time.monotonic() < self._lease_until
+
+    async def _set_lease(self, *, nx: bool = False, get: bool = False) -> Any:
+        """Write our lease; returns what SET returns (with ``get``: the previous value)."""
+        sent = time.monotonic()
+        answer = await self._redis.set(self._lease(self.node_id), str(time.time()), px=int(self.lease_s * 1000),
+                                       nx=nx, get=get)
+        if answer is not None or get:
+            self._lease_until = sent + self.lease_s
+        return answer
+
+    async def _take_lease(self) -> None:
+        """Our lease, once nobody holds it: after a crash the old one lapses within a lease; one that
+        is still renewed after that belongs to another live node with the same id (refused)."""
+        deadline = time.monotonic() + self.lease_s + 1.0
+        waited = False
+        while not await self._set_lease(nx=True):
+            if time.monotonic() > deadline:
+                raise NodeIdInUse(f"cluster node id {self.node_id!r} is in use by a live node (its lease is "
+                                  f"still renewed); give each node its own cluster.node_id")
+            if not waited:
+                log.info("cluster node %s: waiting up to %.1f s for the previous lease of this id to lapse",
+                         self.node_id, self.lease_s)
+                waited = True
+            await asyncio.sleep(self.lease_s / 6)
+
+    def attach_bus(self, bus: Bus) -> None:
+        """Share this node's bus events with the others and theirs with this node's subscribers."""
+        self._bus = bus
+        bus.subscribe(self._outgoing)
+
+    def start(self) -> None:
+        self._tasks = [self._spawner.spawn(self._heartbeat_forever(), "cluster heartbeat"),
+                       self._spawner.spawn(self._read_inbox_forever(), "cluster inbox")]
+        if self._bus is not None:
+            self._tasks += [self._spawner.spawn(self._write_events_forever(), "cluster events out"),
+                            self._spawner.spawn(self._read_events_forever(), "cluster events in")]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.cancel()
+        with contextlib.suppress(Exception):  # graceful: the others need not wait for the lease to lapse
+            self._lease_until = 0.0
+            await self._redis.delete(self._lease(self.node_id))
+        await self._reader.aclose()
+        await self._redis.aclose()
+
+    # Directory ------------------------------------------------------------------------------------
+    async def arrived(self, station_id: str) -> None:
+        """A station connected here: it is ours (its latest connection wins over any older one)."""
+        await self._redis.hset(self._owners, station_id, self.node_id)
+
+    async def departed(self, station_id: str) -> None:
+        """A station's connection here ended: release it unless another node holds it by now."""
+        await self._release(keys=[self._owners], args=[self.node_id, station_id])
+
+    async def _live(self, nodes: Iterable[str]) -> set[str]:
+        nodes = sorted(set(nodes))
+        if not nodes:
+            return set()
+        values = await self._redis.mget([self._lease(n) for n in nodes])
+        return {n for n, v in zip(nodes, values, strict=True) if v is not None}
+
+    async def _all_owners(self) -> dict[str, str]:
+        return {str(s): str(n) for s, n in (await self._redis.hgetall(self._owners)).items()}
+
+    async def owner(self, station_id: str) -> str | None:
+        """The node holding the station's websocket, if that node's lease lives."""
+        node = await self._redis.hget(self._owners, station_id)
+        if node is None or not await self._redis.exists(self._lease(str(node))):
+            return None
+        return str(node)
+
+    async def live_owners(self) -> dict[str, str]:
+        """Every station held by a node with a live lease: station -> node."""
+        owners = await self._all_owners()
+        live = await self._live(owners.values())
+        return {s: n for s, n in owners.items() if n in live}
+
+    async def sweep(self, also: str | None = None) -> list[str]:
+        """Release the stations of nodes without a live lease (and of node ``also``); mark them disconnected."""
+        owners = await self._all_owners()
+        live = await self._live(owners.values()) - {also}
+        by_node: dict[str, list[str]] = {}
+        for station_id, node in owners.items():
+            if node not in live:
+                by_node.setdefault(node, []).append(station_id)
+        released: list[str] = []
+        for node, stations in by_node.items():
+            released += await self._release(keys=[self._owners], args=[node, *stations])
+        now = datetime.now(timezone.utc)
+        for station_id in released:
+            await self._mark(station_id, False, now)
+        if released:
+            log.info("cluster: released %d station(s) of %s (no live lease)", len(released),
+                     ", ".join(sorted(by_node)))
+        return released
+
+    async def _heartbeat_forever(self) -> None:
+        """Renew the lease; if it lapsed (Redis unreachable, process frozen) claim our stations again,
+        except those another live node took meanwhile. Each lease period, sweep dead nodes' stations."""
+        interval = self.lease_s / 3
+        last_sweep = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                previous = await self._set_lease(get=True)
+                if previous is None:
+                    stations = list(self.local())
+                    log.warning("cluster node %s: lease had lapsed; claiming its %d station(s) again",
+                                self.node_id, len(stations))
+                    if stations:
+                        await self._reclaim(keys=[self._owners], args=[self.node_id, self._lease(""), *stations])
+                if time.monotonic() - last_sweep >= self.lease_s:
+                    last_sweep = time.monotonic()
+                    await self.sweep()
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a Redis outage
+                self._errors.failed(log, "cluster heartbeat", exc, "lease not renewed")
+            else:
+                if self._errors.active:
+                    self._errors.succeeded(log, "cluster heartbeat")
+
+    # Forwarding -----------------------------------------------------------------------------------
+    async def _post(self, node: str, message: Payload) -> None:
+        key = self._inbox(node)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, orjson.dumps(message))
+            pipe.pexpire(key, INBOX_TTL_MS)
+            await pipe.execute()
+
+    async def forward(self, node: str, request: Payload) -> Payload:
+        """Run ``request`` (``station_id`` plus the command) on ``node`` and return the station's answer,
+        raising what the command raised there; CallTimeout when no answer comes in time."""
+        request_id = uuid.uuid4().hex
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        try:
+            await self._post(node, {"type": "request", "id": request_id, "reply_to": self.node_id,
+                                    "deadline": time.time() + self.forward_timeout_s, "request": request})
+            try:
+                async with asyncio.timeout(self.forward_timeout_s):
+                    outcome = await future
+            except TimeoutError:
+                raise CallTimeout(f"node {node!r}, which holds station {request.get('station_id')!r}, did not "
+                                  f"answer within {self.forward_timeout_s:g} s") from None
+        finally:
+            self._pending.pop(request_id, None)
+        return unwrap_outcome(str(request.get("station_id")), outcome)
+
+    async def _read_inbox_forever(self) -> None:
+        inbox = self._inbox(self.node_id)
+        while True:
+            try:
+                item = await self._reader.blpop([inbox], timeout=1)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a Redis outage
+                self._errors.failed(log, "cluster inbox", exc, "forwarded commands wait")
+                await asyncio.sleep(1.0)
+                continue
+            if item is not None:
+                self._take(str(item[1]))
+
+    def _take(self, raw: str) -> None:
+        try:
+            message = orjson.loads(raw)
+            kind, request_id = message["type"], str(message["id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            log.warning("cluster inbox of %s: dropped a malformed message (%s): %.200s", self.node_id, exc, raw)
+            return
+        if kind == "reply":
+            future = self._pending.get(request_id)
+            if future is not None and not future.done():
+                future.set_result(message.get("outcome"))
+        elif kind == "request":
+            self._spawner.spawn(self._run(message), f"forwarded-command {request_id}")
+        else:
+            log.warning("cluster inbox of %s: dropped a message of unknown type %r", self.node_id, kind)
+
+    async def _run(self, message: Payload) -> None:
+        """Run a command forwarded to us and post the outcome back (unless its sender gave up already)."""
+        request, reply_to = message.get("request"), message.get("reply_to")
+        deadline = message.get("deadline")
+        if not isinstance(request, dict) or not isinstance(reply_to, str):
+            log.warning("cluster: dropped a malformed forwarded command %r", message.get("id"))
+            return
+        if isinstance(deadline, (int, float)) and time.time() > deadline:
+            log.warning("cluster: dropped forwarded command %s for %s: its sender stopped waiting",
+                        message["id"], request.get("station_id"))
+            return
+        response: Payload | None = None
+        error: BaseException | None = None
+        try:
+            if self.executor is None:
+                raise ForwardFailed(f"node {self.node_id} runs no command executor")
+            response = await self.executor(request)
+        except Exception as exc:  # noqa: BLE001 - every outcome goes back to the sender
+            error = exc
+        await self._post(reply_to, {"type": "reply", "id": message["id"], "outcome": wrap_outcome(response, error)})
+
+    # Shared events ------------------------------------------------------------------------------
+    def _outgoing(self, ev: Event) -> None:
+        if isinstance(ev, RemoteEvent):
+            return
+        if self._outbox.full():
+            self._outbox.get_nowait()
+            self.events_dropped += 1
+        self._outbox.put_nowait(ev)
+
+    async def _write_events_forever(self) -> None:
+        """Our events to the shared stream in batches (one pipeline each); an outage loses them for the
+        other nodes' live streams (logged), never anything stored."""
+        while True:
+            batch = [await self._outbox.get()]
+            while not self._outbox.empty() and len(batch) < EVENTS_BATCH:
+                batch.append(self._outbox.get_nowait())
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for ev in batch:
+                        pipe.xadd(self._events, event_fields(self.node_id, ev),  # type: ignore[arg-type]
+                                  maxlen=EVENTS_MAXLEN, approximate=True)
+                    await pipe.execute()
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a Redis outage
+                self.events_dropped += len(batch)
+                self._errors.failed(log, "cluster events out", exc, f"{len(batch)} event(s) not shared")
+
+    async def _read_events_forever(self) -> None:
+        """The other nodes' events onto our bus, from the newest entry at start on (plain XREAD: every
+        node reads every event, which a consumer group would share out instead)."""
+        last: str | None = None
+        while True:
+            try:
+                if last is None:
+                    newest = await self._reader.xrevrange(self._events, count=1)
+                    last = str(newest[0][0]) if newest else "0-0"
+                answer: Any = await self._reader.xread({self._events: last}, count=EVENTS_BATCH, block=1000)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a Redis outage
+                self._errors.failed(log, "cluster events in", exc, "other nodes' events not shown")
+                await asyncio.sleep(1.0)
+                continue
+            for _stream, entries in answer or []:
+                for entry_id, fields in entries:
+                    last = str(entry_id)
+                    if fields.get("node") != self.node_id:
+                        self._republish(fields)
+
+    def _republish(self, fields: dict[str, str]) -> None:
+        assert self._bus is not None
+        try:
+            ev = remote_event(fields)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("cluster events: dropped a malformed entry (%s): %.200s", exc, fields)
+            return
+        self._bus.publish(ev)
