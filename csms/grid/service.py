@@ -75,7 +75,7 @@ class Grid:
         d = config.session_defaults
         # Domain
         self.sessions = SessionBook(Defaults(energy_kwh=d.energy_kwh, dwell_s=d.dwell_h * 3600.0,
-                                             guaranteed_kwh=d.guaranteed_kwh))
+                                             guaranteed_kwh=d.guaranteed_kwh, v2g_guaranteed_kwh=d.v2g_guaranteed_kwh))
         self.topology = Topology(config)
         self.journal = Journal(clock)
         # Limits in (the intake and its sources), each group's state out (the status publisher)

@@ -10,7 +10,7 @@ from typing import Any
 from csms.grid.config import GridConfig
 from csms.grid.metrics import ControlMetrics
 from csms.grid.model.limits import LimitBook
-from csms.grid.model.sessions import Session, SessionBook
+from csms.grid.model.sessions import Session, SessionBook, remaining_kwh
 from csms.grid.model.topology import Topology
 from csms.grid.planning import GroupPlan
 from csms.interfaces import Clock
@@ -95,8 +95,11 @@ class GroupViews:
             "state": s.state(), "charging_state": s.charging_state, "connected": st.connected,
             "setpoint_a": s.setpoint_a, "setpoint_kw": None if s.setpoint_kw is None else round(s.setpoint_kw, 3),
             "actual_kw": None if s.power_kw is None else round(s.power_kw, 3),
-            "delivered_kwh": round(s.delivered_kwh, 3),
+            "delivered_kwh": round(s.delivered_kwh, 3),  # net: import minus export
+            "imported_kwh": round(s.imported_kwh, 3), "exported_kwh": round(s.exported_kwh, 3),
+            "remaining_kwh": round(remaining_kwh(s, need), 3) if need is not None else None,
             "need_kwh": None if need is None else need.energy_kwh,
+            "guaranteed_kwh": None if need is None else need.guaranteed_kwh,
             "need_source": "default" if need is None else need.source,
             "departure": None if need is None else need.departure.isoformat(),
             "fixed_kw": s.fixed_kw, "fixed_reason": s.fixed_reason,

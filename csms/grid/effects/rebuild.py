@@ -12,7 +12,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from csms.domain.meter import DEFAULT_MEASURAND, Sample, latest_reading
+from csms.domain.meter import DEFAULT_MEASURAND, EXPORT_REGISTER, Sample, in_base_unit, latest_reading
+from csms.domain.transactions import epoch
 from csms.grid.config import GridConfig
 from csms.grid.effects.memory import NEED, GridMemory, need_key
 from csms.grid.effects.pusher import TX_PROFILE_ID_BASE, Pusher
@@ -81,19 +82,23 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
 
 
 def _readings(session: Session, rows: list[dict[str, Any]], now: datetime) -> None:
-    """Energy at the start and now, and the last measured power, from the transaction's samples."""
+    """Both registers at the start and now, and the last measured power, from the transaction's samples."""
     samples = [Sample(r["timestamp"], r.get("evse_id"), r.get("transaction_id"), r["measurand"], r.get("phase"),
                       float(r["value"]), r.get("unit"), r.get("context"), None) for r in rows]
-    energy = [s for s in samples if s.measurand == DEFAULT_MEASURAND and s.phase is None]
-    if energy:
-        first = latest_reading([min(energy, key=lambda s: s.timestamp)])
-        session.start_energy_wh = first.energy_wh if first is not None else None
+    session.start_energy_wh, session.energy_wh = _register(samples, DEFAULT_MEASURAND)
+    session.start_export_wh, session.export_wh = _register(samples, EXPORT_REGISTER)
     reading = latest_reading(samples)
     if reading is None:
         return
-    session.energy_wh = reading.energy_wh
     if reading.power_w is not None:
         session.power_kw, session.power_at = reading.power_w / 1000.0, now
+
+
+def _register(samples: list[Sample], measurand: str) -> tuple[float | None, float | None]:
+    """A register's first and last value (Wh) among the samples, by instant."""
+    register = sorted((epoch(s.timestamp, "sample"), in_base_unit(s.value, s.unit)) for s in samples
+                      if s.measurand == measurand and s.phase is None)
+    return (register[0][1], register[-1][1]) if register else (None, None)
 
 
 def _last_profile(session: Session, rows: list[dict[str, Any]], pusher: Pusher, grid: GridConfig,

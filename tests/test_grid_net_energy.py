@@ -1,0 +1,90 @@
+"""The grid counts net energy: a V2G car's remaining need and guarantee grow by what it exported,
+its dischargeable energy shrinks by it, and a V2G car without a stated minimum gets the
+configured one. Driven through the bus like the daemon does (tests/test_grid_controller.py's rig).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from csms.domain.meter import Reading
+from csms.grid.model.sessions import session_need
+from tests.test_grid_controller import T0, V2G_NEEDS, Rig
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    r = Rig()
+    await r.ctl.start()
+    try:
+        yield r
+    finally:
+        await r.ctl.stop()
+
+
+def _planner_view(rig: Rig, station_id: str):  # type: ignore[no-untyped-def]
+    book = rig.ctl.sessions
+    session = book.sessions[(station_id, 1)]
+    return session_need(session, book.station(station_id).caps, rig.clock(), book.defaults)
+
+
+def _view(rig: Rig, station_id: str) -> dict:  # type: ignore[type-arg]
+    return next(s for s in rig.ctl.snapshot()["transformers"]["T1"]["sessions"] if s["station_id"] == station_id)
+
+
+async def test_a_v2g_sessions_remaining_need_grows_by_what_it_exported(rig: Rig) -> None:
+    tx = await rig.station("CS-V2G-1", needs=V2G_NEEDS)  # wants 20 kWh, may give 15 kWh, no minimum stated
+    rig.transaction("CS-V2G-1", "Updated", tx, charging_state="Charging",
+                    reading=Reading(power_w=0.0, energy_wh=1000.0, export_wh=500.0))
+    before = _planner_view(rig, "CS-V2G-1")
+    assert before.v2g and before.energy_needed_kwh == pytest.approx(20.0)
+    assert before.guaranteed_kwh == pytest.approx(5.0)  # session_defaults.v2g_guaranteed_kwh (default)
+    assert before.dischargeable_kwh == pytest.approx(15.0) and before.discharged_kwh == 0.0
+
+    # The limit drops below the base load: the car discharges 3 kWh, then imports 1 kWh.
+    rig.limit(12.0, "below-base")
+    await rig.settle()
+    assert rig.commands.last_limit("CS-V2G-1") < 0
+    rig.clock.advance(900)
+    rig.transaction("CS-V2G-1", "Updated", tx, charging_state="Charging",
+                    reading=Reading(power_w=-11000.0, energy_wh=1000.0, export_wh=3500.0))
+    after = _planner_view(rig, "CS-V2G-1")
+    assert after.energy_needed_kwh == pytest.approx(23.0)  # 20 wanted + 3 given back
+    assert after.guaranteed_kwh == pytest.approx(8.0)  # the guarantee is net of discharge too
+    assert after.discharged_kwh == pytest.approx(3.0)  # the planner may take out 15 - 3 more
+    rig.clock.advance(900)
+    rig.transaction("CS-V2G-1", "Updated", tx, charging_state="Charging",
+                    reading=Reading(power_w=4000.0, energy_wh=2000.0, export_wh=3500.0))
+    view = _view(rig, "CS-V2G-1")
+    assert view["imported_kwh"] == pytest.approx(1.0) and view["exported_kwh"] == pytest.approx(3.0)
+    assert view["delivered_kwh"] == pytest.approx(-2.0) and view["remaining_kwh"] == pytest.approx(22.0)
+    assert _planner_view(rig, "CS-V2G-1").energy_needed_kwh == pytest.approx(22.0)
+
+    # An operator's new need keeps what the car already discharged off its budget.
+    rig.ctl.set_session_need("CS-V2G-1", 1, energy_kwh=10.0, departure=T0 + timedelta(hours=6))
+    need = _planner_view(rig, "CS-V2G-1")
+    assert need.energy_needed_kwh == pytest.approx(10.0) and need.discharged_kwh == 0.0
+    assert need.dischargeable_kwh == pytest.approx(12.0)
+    rig.transaction("CS-V2G-1", "Updated", tx, charging_state="Charging",
+                    reading=Reading(power_w=-5000.0, energy_wh=2000.0, export_wh=5500.0))
+    need = _planner_view(rig, "CS-V2G-1")
+    assert need.energy_needed_kwh == pytest.approx(12.0) and need.discharged_kwh == pytest.approx(2.0)
+
+
+async def test_a_stated_v2g_minimum_wins_over_the_default(rig: Rig) -> None:
+    needs = {**V2G_NEEDS, "customData": {**V2G_NEEDS["customData"], "evMinV2XEnergyRequest": 7000}}
+    await rig.station("CS-V2G-1", needs=needs)
+    view = _planner_view(rig, "CS-V2G-1")
+    assert view.guaranteed_kwh == pytest.approx(7.0) and view.dischargeable_kwh == 0.0
+
+
+async def test_a_plain_car_without_an_export_register_counts_import_only(rig: Rig) -> None:
+    tx = await rig.station("CS-1")
+    rig.transaction("CS-1", "Updated", tx, charging_state="Charging", reading=Reading(power_w=11000.0,
+                                                                                       energy_wh=4000.0))
+    view = _view(rig, "CS-1")
+    assert view["exported_kwh"] == 0.0 and view["delivered_kwh"] == pytest.approx(3.0)
+    assert _planner_view(rig, "CS-1").energy_needed_kwh == pytest.approx(27.0)
