@@ -12,6 +12,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from csms.domain import vehicles
 from csms.domain.meter import DEFAULT_MEASURAND, EXPORT_REGISTER, Sample, in_base_unit, latest_reading
 from csms.domain.transactions import epoch
 from csms.grid.config import GridConfig
@@ -39,10 +40,13 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
     count = 0
 
     async def one(station_id: str, transaction_id: str, evse_id: int, started: datetime,
-                  charging_state: str | None) -> None:
+                  charging_state: str | None, id_token: str | None) -> None:
         nonlocal count
         session = book.adopt(station_id, evse_id, transaction_id, started)
         session.charging_state = charging_state
+        token = vehicles.token_key(id_token)
+        if token is not None:  # the car is judged on what earlier sessions taught about it
+            session.add_vehicle_ids((token,))
         count += 1
         async with reads:
             samples = await store.meter_samples(station_id, transaction_id=transaction_id)
@@ -73,7 +77,7 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
             continue
         started = record.started_at.astimezone(UTC) if record.started_at is not None else now
         jobs.append(one(record.station_id, record.transaction_id, record.evse_id, min(started, now),
-                        record.charging_state))
+                        record.charging_state, record.id_token))
     await asyncio.gather(*jobs)
     if memory is not None:
         for key in set(needs) - used:

@@ -31,6 +31,7 @@ CHARGING_STATES_DRAWING = frozenset({"Charging"})
 SUSPENDED_STATES = frozenset({"SuspendedEV", "SuspendedEVSE"})
 IN_STEP_S = 2.0  # a station clock this close to ours counts as in step (network delay, rounding)
 ENERGY_WINDOW_S = 1.0  # shortest span (station time) over which the register's rate is taken
+MAX_VEHICLE_IDS = 8  # keys kept per session (a station cannot grow a session without bound)
 
 
 @dataclass
@@ -128,6 +129,11 @@ class Session:
     vehicle_ids: tuple[str, ...] = ()
     no_resume: str = RESUMES
     no_resume_reason: str | None = None
+    # What the last plan says of it, for the operator: why it falls short, and from when it is
+    # planned off until departure (a car that does not resume, when the limit leaves no other way).
+    plan_reason: str | None = None
+    planned_off_from: datetime | None = None
+    plan_guarantee_short_kwh: float = 0.0
     resumed_at: datetime | None = None  # a 0 -> >0 setpoint was accepted at this time
     paused_while_drawing: bool = False
     overdraw_count: int = 0
@@ -159,6 +165,12 @@ class Session:
     def delivered_kwh(self) -> float:
         """Net energy of the session so far: import minus export (negative: it gave more than it took)."""
         return self.imported_kwh - self.exported_kwh
+
+    def add_vehicle_ids(self, keys: tuple[str, ...]) -> None:
+        """Keys the car is known by, in the order first heard (a few at most)."""
+        new = [k for k in keys if k not in self.vehicle_ids]
+        if new:
+            self.vehicle_ids = (*self.vehicle_ids, *new)[:MAX_VEHICLE_IDS]
 
     def state(self) -> str:
         """charging / discharging / paused / idle, from the latest reading and setpoint."""
@@ -233,6 +245,7 @@ class SessionBook:
                 return None, "none"  # an Updated without evse for a transaction we never saw
             session = self.adopt(station_id, evse_id, tx_id, now)
             change = "new"
+        session.add_vehicle_ids(event.vehicle_ids)
         state = event.charging_state
         if state and state != session.charging_state:
             session.charging_state = state
