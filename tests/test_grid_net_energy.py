@@ -11,8 +11,10 @@ from datetime import timedelta
 import pytest
 
 from csms.domain.meter import Reading
+from csms.grid.config import parse_grid
 from csms.grid.model.sessions import session_need
-from tests.test_grid_controller import T0, V2G_NEEDS, Rig
+from csms.grid.service import Grid
+from tests.test_grid_controller import T0, V2G_NEEDS, FakeDaemon, Rig, grid_section
 
 
 @pytest.fixture
@@ -88,3 +90,26 @@ async def test_a_plain_car_without_an_export_register_counts_import_only(rig: Ri
     view = _view(rig, "CS-1")
     assert view["exported_kwh"] == 0.0 and view["delivered_kwh"] == pytest.approx(3.0)
     assert _planner_view(rig, "CS-1").energy_needed_kwh == pytest.approx(27.0)
+
+
+async def test_discharge_is_sized_by_the_phase_limit() -> None:
+    """Only the per-phase limit is broken (by the base load: 20 kW is 29 A per phase over 25 A): the
+    V2G car discharges, by no more than the phase limit asks for (above the 6 A floor), and the plain
+    car pauses; the central system passes the group's phase limit and each EVSE's wiring."""
+    r = Rig()
+    section = grid_section()
+    section["transformers"]["T1"]["phase_limit_a"] = 25.0
+    r.grid, r.daemon = parse_grid(section), FakeDaemon()  # a fresh metrics registry for the new grid
+    r.ctl = Grid(r.grid, r.daemon, r.clock)
+    r.book = r.ctl.limit_book
+    await r.ctl.start()
+    try:
+        await r.station("CS-V2G-1", needs=V2G_NEEDS)
+        await r.station("CS-2")
+        r.ctl.controller.request("phase limit")
+        await r.settle()
+        v2g = r.commands.last_limit("CS-V2G-1")
+        assert v2g == -6.0, v2g  # 29 A of base load per phase, 25 A allowed: the 6 A floor
+        assert r.commands.last_limit("CS-2") == 0
+    finally:
+        await r.ctl.stop()
