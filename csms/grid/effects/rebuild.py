@@ -60,8 +60,9 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
                     log.warning("grid: stored need of %s is unreadable (%s)", key, exc)
             if session.need is None:
                 ev = await profiles.latest_ev_charging_needs(station_id, evse_id)
-                if ev is not None:
-                    need = need_from_ev(ev, now, book.defaults)
+                charging = ev.get("chargingNeeds") if ev is not None else None  # stored: the whole request
+                if isinstance(charging, dict):
+                    need = need_from_ev(charging, now, book.defaults)
                     if need.departure > session.started_at:  # not the car of an earlier session
                         need.baseline_wh = session.start_energy_wh
                         session.need = need
