@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from csms.domain.meter import Reading
 from csms.grid.config import parse_grid
-from csms.grid.model.sessions import session_need
+from csms.grid.model.sessions import Defaults, SessionBook, StationCaps, session_need
 from csms.grid.service import Grid
 from tests.test_grid_controller import T0, V2G_NEEDS, FakeDaemon, Rig, grid_section
 
@@ -113,3 +116,45 @@ async def test_discharge_is_sized_by_the_phase_limit() -> None:
         assert r.commands.last_limit("CS-2") == 0
     finally:
         await r.ctl.stop()
+
+
+@st.composite
+def _live_readings(draw: st.DrawFn) -> list[Reading]:
+    """A meter importing and exporting in random steps, read each minute (some readings carry only
+    one register); the first reading (the transaction's start) carries both."""
+    imp, exp = float(draw(st.integers(0, 10**6))), float(draw(st.integers(0, 10**5)))
+    out = []
+    for k in range(draw(st.integers(1, 15))):
+        if k:
+            step = float(draw(st.integers(0, 3000)))
+            if draw(st.booleans()):
+                imp += step
+            else:
+                exp += step
+        carry = "both" if k == 0 else draw(st.sampled_from(["both", "import", "export"]))
+        stamp = (T0 + timedelta(minutes=k)).isoformat().replace("+00:00", "Z")
+        out.append(Reading(power_w=None, energy_wh=imp if carry != "export" else None,
+                           export_wh=exp if carry != "import" else None, timestamp=stamp))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(_live_readings(), st.randoms(use_true_random=False))
+def test_remaining_need_is_net_of_the_registers_whatever_the_arrival_order(readings: list[Reading],
+                                                                           rnd: Any) -> None:
+    """After the start, readings arrive reordered and some twice (offline queues, retransmissions):
+    a late reading never rolls a register back, so the remaining need is the stated need minus the
+    import and plus the export between the first and the newest reading."""
+    book = SessionBook(Defaults(energy_kwh=50.0, guaranteed_kwh=10.0))
+    session = book.adopt("CS", 1, "TX", T0)
+    later = readings[1:] + [r for r in readings[1:] if rnd.random() < 0.3]
+    rnd.shuffle(later)
+    for r in [readings[0], *later]:
+        book.reading(session, r, T0)
+    imp = [r.energy_wh for r in readings if r.energy_wh is not None]
+    exp = [r.export_wh for r in readings if r.export_wh is not None]
+    net_kwh = ((imp[-1] - imp[0]) - (exp[-1] - exp[0])) / 1000.0
+    need = session_need(session, StationCaps(), T0, book.defaults)
+    assert need.energy_needed_kwh == pytest.approx(max(0.0, 50.0 - net_kwh), abs=1e-9)
+    assert need.guaranteed_kwh == pytest.approx(min(max(0.0, 10.0 - net_kwh), need.energy_needed_kwh), abs=1e-9)
+    assert session.delivered_kwh == pytest.approx(net_kwh, abs=1e-9)

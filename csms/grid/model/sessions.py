@@ -112,6 +112,8 @@ class Session:
     start_energy_wh: float | None = None
     export_wh: float | None = None  # export register, last reading (None: the station sends none)
     start_export_wh: float | None = None
+    energy_at: datetime | None = None  # station time of the register readings taken (a late one is not)
+    export_at: datetime | None = None
     soc: float | None = None
     need: Need | None = None
     # Control state (set by the pusher and the verifier).
@@ -281,15 +283,16 @@ class SessionBook:
         a new rate of the energy register)."""
         fresh_energy = False
         reported = None if reading.power_w is None else reading.power_w / 1000.0
-        if reading.energy_wh is not None:
+        at = _instant(reading.timestamp)
+        if reading.energy_wh is not None and not _stale(at, session.energy_at, reading.energy_wh, session.energy_wh):
             fresh_energy = self._energy(session, reading.energy_wh, reading.timestamp, now, reported)
-            session.energy_wh = reading.energy_wh
+            session.energy_wh, session.energy_at = reading.energy_wh, at
             if session.start_energy_wh is None:
                 session.start_energy_wh = reading.energy_wh
             if session.need is not None and session.need.baseline_wh is None:
                 session.need.baseline_wh = reading.energy_wh
-        if reading.export_wh is not None:
-            session.export_wh = reading.export_wh
+        if reading.export_wh is not None and not _stale(at, session.export_at, reading.export_wh, session.export_wh):
+            session.export_wh, session.export_at = reading.export_wh, at
             if session.start_export_wh is None:
                 session.start_export_wh = reading.export_wh
         if reading.soc is not None:
@@ -465,6 +468,22 @@ def defaults_departure(now: datetime, defaults: Defaults) -> datetime:
 def default_need(session: Session, now: datetime, defaults: Defaults) -> Need:
     return Need(energy_kwh=defaults.energy_kwh, departure=session.started_at + timedelta(seconds=defaults.dwell_s),
                 guaranteed_kwh=defaults.guaranteed_kwh, source="default", baseline_wh=session.start_energy_wh)
+
+
+def _instant(timestamp: str | None) -> datetime | None:
+    if not timestamp:
+        return None
+    try:
+        return parse_datetime(timestamp)
+    except ValueError:
+        return None
+
+
+def _stale(at: datetime | None, last_at: datetime | None, wh: float, last_wh: float | None) -> bool:
+    """A register reading older than the one taken and not above it: a late (offline-queued or
+    reordered) message, which must not roll the register back. A reading stamped earlier but
+    higher is taken (the station's clock was set back), as is one stamped later but lower (a reset)."""
+    return at is not None and last_at is not None and last_wh is not None and at < last_at and wh <= last_wh
 
 
 def _since(now_wh: float | None, then_wh: float | None) -> float:
