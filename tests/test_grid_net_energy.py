@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from csms.domain.events import EvChargingNeeds
 from csms.domain.meter import Reading
 from csms.grid.config import parse_grid
 from csms.grid.model.sessions import Defaults, SessionBook, StationCaps, session_need
@@ -158,3 +159,17 @@ def test_remaining_need_is_net_of_the_registers_whatever_the_arrival_order(readi
     assert need.energy_needed_kwh == pytest.approx(max(0.0, 50.0 - net_kwh), abs=1e-9)
     assert need.guaranteed_kwh == pytest.approx(min(max(0.0, 10.0 - net_kwh), need.energy_needed_kwh), abs=1e-9)
     assert session.delivered_kwh == pytest.approx(net_kwh, abs=1e-9)
+
+
+async def test_a_car_restating_its_budget_under_an_operators_need_is_taken_at_its_word(rig: Rig) -> None:
+    tx = await rig.station("CS-V2G-1", needs=V2G_NEEDS)
+    rig.transaction("CS-V2G-1", "Updated", tx, reading=Reading(energy_wh=1000.0, export_wh=0.0))
+    rig.ctl.set_session_need("CS-V2G-1", 1, energy_kwh=10.0)
+    rig.transaction("CS-V2G-1", "Updated", tx, reading=Reading(energy_wh=1000.0, export_wh=4000.0))
+    assert _planner_view(rig, "CS-V2G-1").dischargeable_kwh - _planner_view(rig, "CS-V2G-1").discharged_kwh \
+        == pytest.approx(11.0)
+    restated = {**V2G_NEEDS, "customData": {**V2G_NEEDS["customData"], "evMinV2XEnergyRequest": -6000}}
+    rig.publish(EvChargingNeeds(station_id="CS-V2G-1", evse_id=1, needs=restated))
+    view = _planner_view(rig, "CS-V2G-1")
+    assert view.dischargeable_kwh - view.discharged_kwh == pytest.approx(6.0)  # the car's word, nothing counted twice
+    assert view.energy_needed_kwh == pytest.approx(14.0)  # still the operator's 10 kWh, net of the 4 given

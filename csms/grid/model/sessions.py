@@ -344,7 +344,10 @@ class SessionBook:
             # The operator's word wins over the car's, but keep what only the car knows.
             session.need.min_current_a, session.need.max_current_a = need.min_current_a, need.max_current_a
             session.need.phases, session.need.v2g = need.phases, need.v2g
-            session.need.max_discharge_kw, session.need.dischargeable_kwh = need.max_discharge_kw, need.dischargeable_kwh
+            # The car states what it may give from now on; the operator's need counts export since its own
+            # statement, so what was exported since then is added back (the budget left is the car's word).
+            session.need.max_discharge_kw = need.max_discharge_kw
+            session.need.dischargeable_kwh = need.dischargeable_kwh + exported_kwh(session, session.need)
             return session
         need.baseline_wh, need.baseline_export_wh = session.energy_wh, session.export_wh
         session.need = need
