@@ -35,6 +35,8 @@ from csms.grid.service import Grid
 from csms.store.base import Store
 from csms.store.redis_store import RedisStore
 from csms.store.sqlite import SqliteStore
+from profiles.model import Plan, PlanInput, SessionNeed, SessionPlan
+from profiles.pauses import keep_pauses
 from tests.test_grid_controller import T0, FakeClock, FakeDaemon, grid_section
 from tests.test_net_energy import REDIS_URL, _delete_prefix
 
@@ -258,3 +260,22 @@ async def test_a_vehicle_id_from_notify_event_joins_the_session(tmp_path: Path) 
             await rig.ctl.stop()
     finally:
         await store.close()
+
+
+def test_sticky_pauses_never_hand_a_car_that_does_not_resume_a_pause_to_resume_later() -> None:
+    """profiles/pauses.py: a charging car planned to pause now and charge later, and an
+    interchangeable paused car planned to charge now: swapping back would give the paused car
+    "0 now, 16 A later". For a car learnt not to resume that is a pause it never wakes from."""
+    def row(sid: str, amps: tuple[float, ...]) -> SessionPlan:
+        return SessionPlan(sid, amps, tuple(a * 3 * 0.23 for a in amps), 0.0, 0.0, 0.0, None)
+
+    for doubt, swapped in (("no", True), ("suspected", False), ("known", False)):
+        charging = SessionNeed("CS-1#1", energy_needed_kwh=20.0, departure_s=10 * 3600.0)
+        asleep = SessionNeed("CS-2#1", energy_needed_kwh=20.0, departure_s=10 * 3600.0, no_resume=doubt)
+        rows = {"CS-1#1": row("CS-1#1", (0.0, 16.0)), "CS-2#1": row("CS-2#1", (16.0, 0.0))}
+        inp = PlanInput(sessions=[charging, asleep], limit_kw=[100.0, 100.0], base_load_kw=[0.0, 0.0])
+        plan = Plan(rows, (0.0, 0.0), (0.0, 0.0), ())
+        result, kept = keep_pauses(inp, plan, {"CS-1#1": 16.0, "CS-2#1": 0.0})
+        assert bool(kept) is swapped, doubt
+        if not swapped:
+            assert result.sessions["CS-2#1"].current_a == (16.0, 0.0)
