@@ -67,6 +67,7 @@ async def test_a_v2g_sessions_remaining_need_grows_by_what_it_exported(rig: Rig)
     view = _view(rig, "CS-V2G-1")
     assert view["imported_kwh"] == pytest.approx(1.0) and view["exported_kwh"] == pytest.approx(3.0)
     assert view["delivered_kwh"] == pytest.approx(-2.0) and view["remaining_kwh"] == pytest.approx(22.0)
+    assert view["discharge_left_kwh"] == pytest.approx(12.0)
     assert _planner_view(rig, "CS-V2G-1").energy_needed_kwh == pytest.approx(22.0)
 
     # An operator's new need keeps what the car already discharged off its budget.

@@ -10,7 +10,7 @@ from typing import Any
 from csms.grid.config import GridConfig
 from csms.grid.metrics import ControlMetrics
 from csms.grid.model.limits import LimitBook
-from csms.grid.model.sessions import Session, SessionBook, remaining_kwh
+from csms.grid.model.sessions import Session, SessionBook, exported_kwh, remaining_kwh
 from csms.grid.model.topology import Topology
 from csms.grid.planning import GroupPlan
 from csms.interfaces import Clock
@@ -108,6 +108,8 @@ class GroupViews:
             "remaining_kwh": round(remaining_kwh(s, need), 3) if need is not None else None,
             "need_kwh": None if need is None else need.energy_kwh,
             "guaranteed_kwh": None if need is None else need.guaranteed_kwh,
+            "discharge_left_kwh": round(max(0.0, need.dischargeable_kwh - exported_kwh(s, need)), 3)
+            if need is not None and need.v2g else None,
             "need_source": "default" if need is None else need.source,
             "departure": None if need is None else need.departure.isoformat(),
             "fixed_kw": s.fixed_kw, "fixed_reason": s.fixed_reason,
