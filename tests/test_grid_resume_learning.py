@@ -279,3 +279,42 @@ def test_sticky_pauses_never_hand_a_car_that_does_not_resume_a_pause_to_resume_l
         assert bool(kept) is swapped, doubt
         if not swapped:
             assert result.sessions["CS-2#1"].current_a == (16.0, 0.0)
+
+
+async def test_a_token_two_running_sessions_share_names_no_car(tmp_path: Path) -> None:
+    """A fleet card (or a station's free-vend token, or a simulator's default one) on two cars at
+    once: a failure of one of them teaches nothing about the token, and that is kept."""
+    clock = FakeClock()
+    store = SqliteStore(str(tmp_path / "g.db"))
+    await store.open()
+    try:
+        rig = StoredRig(store, clock)
+        await rig.ctl.start()
+        try:
+            await rig.car("CS-0", "FLEET")
+            await rig.car("CS-1", "FLEET")
+            await rig.car("CS-2", "CAR-2")
+            rig.limit(21.0, "pause-all")
+            await rig.settle()
+            for i in range(3):
+                rig.meter(f"CS-{i}", 0.0, "SuspendedEVSE")
+            rig.clock.advance(60)
+            rig.limit(400.0, "recover")
+            await rig.settle()
+            rig.meter("CS-1", 11.0, "Charging")
+            rig.meter("CS-0", 0.0, "SuspendedEV")  # a fleet car stays asleep
+            rig.meter("CS-2", 0.0, "SuspendedEV")  # and so does CAR-2
+            rig.clock.advance(130)
+            rig.ctl.controller.request("tick")
+            await rig.settle()
+            knowledge = rig.ctl.learning.knowledge
+            assert knowledge.vehicles["token:FLEET"].shared and knowledge.vehicles["token:FLEET"].no_resume == 0
+            assert knowledge.vehicles["token:CAR-2"].last == NO_RESUME
+            fleet_car = rig.sessions()[("CS-1", 1)]  # doubted for its station model (2 of 3 failed), not the token
+            assert fleet_car.no_resume == "suspected" and "station model" in (fleet_car.no_resume_reason or "")
+        finally:
+            await rig.ctl.stop()
+        stored = dict(await store.list_documents(f"grid:{RESUME_VEHICLE}"))
+        assert stored["token:FLEET"]["shared"] is True
+    finally:
+        await store.close()

@@ -50,9 +50,9 @@ class GroupPlan:
 class GroupPlanner:
     def __init__(self, grid: GridConfig, limits: LimitBook, book: SessionBook, topology: Topology,
                  installed: Mapping[tuple[str, int], Setpoints], journal: Journal,
-                 judge: Callable[[Session], None] | None = None) -> None:
+                 judge: Callable[[list[Session]], None] | None = None) -> None:
         self.grid = grid
-        self.judge = judge  # sets each session's doubt about resuming after a pause (csms/grid/effects/learning.py)
+        self.judge = judge  # sets every session's doubt about resuming after a pause (csms/grid/effects/learning.py)
         self.limits = limits
         self.book = book
         self.topology = topology
@@ -73,8 +73,6 @@ class GroupPlanner:
             st = self.book.station(s.station_id)
             if not p.allow_pause:
                 s.can_pause = False
-            if self.judge is not None:
-                self.judge(s)
             needs.append(session_need(s, st.caps, start, self.book.defaults,
                                       self.topology.wiring(s.station_id, s.evse_id), connected=st.connected))
         group = self.grid.transformers[tid]
@@ -96,6 +94,8 @@ class GroupPlanner:
 
     def _inputs(self, now: datetime, tids: list[str]) -> list[Inputs]:
         start = now.replace(microsecond=0)
+        if self.judge is not None:
+            self.judge(list(self.book.sessions.values()))
         by_group = self.topology.group_members(self.book.sessions, self.grid.transformers, ordered=True)
         out = []
         for tid in self._wanted(tids):

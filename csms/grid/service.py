@@ -95,7 +95,7 @@ class Grid:
                              clock=clock, stack_level=p.stack_level)
         self.learning = ResumeLearning(self.sessions, self.memory, self.journal)
         self.planner = GroupPlanner(config, self.limit_book, self.sessions, self.topology, self.pusher.installed,
-                                    self.journal, judge=self.learning.judge)
+                                    self.journal, judge=self.learning.judge_all)
         self.verification = Verification(Verifier(VerifyConfig(apply_grace_s=p.verify_after_s,
                                                                overdraw_fraction=p.verify_tolerance,
                                                                resume_grace_s=p.resume_timeout_s)),

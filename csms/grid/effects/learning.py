@@ -9,6 +9,8 @@ look-ups), so what one session teaches reaches every other session of that car o
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 
 from csms.grid.effects.memory import GridMemory
@@ -52,6 +54,7 @@ class ResumeLearning:
         """Count a ``no_resume`` or ``resumed`` finding of ``session`` and store it."""
         if kind not in (NO_RESUME, RESUMED):
             return
+        self.judge_all(self.book)  # a key this car shares with another running session is not learnt on
         model = self.model_of(session)
         where = f"{session.station_id}|{session.transaction_id}"
         changed = self.knowledge.learn(kind, session.vehicle_ids, model, now.isoformat(), where)
@@ -61,6 +64,20 @@ class ResumeLearning:
         if changed:
             self.journal.record("learnt", station_id=session.station_id, evse_id=session.evse_id, finding=kind,
                                 vehicles=len(session.vehicle_ids), model=model)
+
+    def judge_all(self, sessions: Iterable[Session]) -> None:
+        """Judge every session (before a plan); a car key two of them share is marked shared first."""
+        sessions = list(sessions)
+        in_use = Counter(k for s in sessions for k in s.vehicle_ids)
+        for key, count in in_use.items():
+            if count > 1:
+                news = self.knowledge.shared(key)
+                if news is not None:
+                    self.journal.record("shared_vehicle_key", kind=key.split(":", 1)[0], sessions=count)
+                    if self.memory is not None:
+                        self.memory.put(RESUME_VEHICLE, key, news.record())
+        for session in sessions:
+            self.judge(session)
 
     def judge(self, session: Session) -> None:
         """Set the session's ``no_resume`` doubt from this session and from what earlier ones taught."""

@@ -11,6 +11,10 @@ store so it survives a restart. A later session is judged on it before it is pla
   resume at least ``MODEL_MIN_FAILURES`` times and in at least ``MODEL_MIN_SHARE`` of its pauses;
 - ``no``: nothing against it.
 
+A car key seen on two running sessions at once names no single car (a fleet card, a station's
+free-vend token, a simulator's default token): it is marked shared, for good, and neither
+counted nor judged on.
+
 The planner (profiles/) never plans a pause for a known or suspected car unless the limit leaves
 no room for its minimum current; then it plans it off until departure and says so.
 """
@@ -38,10 +42,11 @@ class Outcomes:
     last: str = RESUMED
     at: str | None = None  # ISO time of the last finding
     where: str | None = None  # "<station>|<transaction>" of the last finding
+    shared: bool = False  # a car key seen on two running sessions at once: names no single car
 
     def record(self) -> dict[str, Any]:
         return {"no_resume": self.no_resume, "resumed": self.resumed, "last": self.last, "at": self.at,
-                "where": self.where}
+                "where": self.where, "shared": self.shared}
 
     @classmethod
     def from_record(cls, record: Any) -> Outcomes:
@@ -56,7 +61,7 @@ class Outcomes:
             raise ValueError(f"last must be {NO_RESUME!r} or {RESUMED!r}, got {last!r}")
         at, where = record.get("at"), record.get("where")
         return cls(counts[0], counts[1], last, at if isinstance(at, str) else None,
-                   where if isinstance(where, str) else None)
+                   where if isinstance(where, str) else None, record.get("shared") is True)
 
     def add(self, kind: str, at: str, where: str) -> None:
         if kind == NO_RESUME:
@@ -91,6 +96,8 @@ class ResumeBook:
             return []
         changed: list[tuple[str, str, Outcomes]] = []
         for k in vehicle_keys[:MAX_KEYS_PER_CAR]:
+            if k in self.vehicles and self.vehicles[k].shared:
+                continue
             outcomes = self.vehicles.setdefault(k, Outcomes())
             outcomes.add(kind, at, where)
             changed.append(("vehicle", k, outcomes))
@@ -100,10 +107,19 @@ class ResumeBook:
             changed.append(("model", model, outcomes))
         return changed
 
+    def shared(self, key: str) -> Outcomes | None:
+        """Mark ``key`` as naming no single car (seen on two running sessions at once, e.g. a fleet card
+        or a station's free-vend token); returns the record when that is news."""
+        outcomes = self.vehicles.setdefault(key, Outcomes())
+        if outcomes.shared:
+            return None
+        outcomes.shared = True
+        return outcomes
+
     def judge(self, vehicle_keys: tuple[str, ...], model: str | None) -> Judgement:
         """How much doubt earlier sessions cast on this car resuming after a pause."""
         failed = [(k, self.vehicles[k]) for k in vehicle_keys if k in self.vehicles
-                  and self.vehicles[k].no_resume > 0]
+                  and self.vehicles[k].no_resume > 0 and not self.vehicles[k].shared]
         for k, outcomes in failed:
             if outcomes.last == NO_RESUME:
                 return Judgement(KNOWN, f"{k} did not resume after a pause ({outcomes.where}, {outcomes.at})")
