@@ -5,7 +5,8 @@ pause a charging car only to resume an equivalent paused one, every re-plan, sen
 messages each time and wearing the cars' contactors. When two cars are interchangeable (same
 phases, wiring and efficiency, and each schedule fits the other car's current range) their
 schedules are swapped back: the load on every phase is the same, so the limit holds, and
-neither station gets a message. A paused car that is urgent (profiles/urgency.py) is resumed.
+neither station gets a message. A paused car that is urgent (profiles/urgency.py) is resumed; a
+car that does not resume after a pause (known or suspected) never trades places.
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ def keep_pauses(inp: PlanInput, plan: Plan, in_force_a: Mapping[str, float | Non
         if was is None:
             continue
         planned = row.current_a[0]
-        if was > 0 and planned == 0 and need.can_pause and need.energy_needed_kwh > WANTS_ENERGY_KWH:
+        # Only cars that resume take part: a swap could hand a car that does not resume (known or
+        # suspected) a schedule that pauses it now and resumes it later.
+        if was > 0 and planned == 0 and need.pausable and need.energy_needed_kwh > WANTS_ENERGY_KWH:
             pausing.append(need)
-        elif was == 0 and planned > 0 and need.can_pause and not urgent(need, slot_h):
+        elif was == 0 and planned > 0 and need.pausable and not urgent(need, slot_h):
             resuming.append(need)
     swapped = dict(rows)
     kept: list[tuple[str, str]] = []

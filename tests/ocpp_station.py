@@ -12,8 +12,10 @@ unless ``forget_profiles_on_reconnect``.
 It behaves like stations in the field: ``evse`` only on the first TransactionEvent of a transaction,
 meter values in whatever unit it is told (``energy_unit``: ``Wh``, ``kWh`` or ``Wh*10^3``), power
 reported or not (``report_power=False``: 0 W while the register climbs), profiles obeyed or not
-(``obey=False``). It records every SetChargingProfile, and counts a TxProfile as *identical* when the
-limit it prescribes over the next eight hours (on the station's clock) equals what the station already had.
+(``obey=False``), cars that wake up after a pause or not (``start_transaction(resumes=False)``: paused
+while drawing, the car stays SuspendedEV). It records every SetChargingProfile, and counts a TxProfile
+as *identical* when the limit it prescribes over the next eight hours (on the station's clock) equals
+what the station already had.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class Evse:
     energy_wh: float = 0.0
     power_w: float = 0.0
     car_max_a: float | None = None  # None: the station's max_current_a
+    resumes: bool = True  # False: once paused while drawing, the car stays asleep (SuspendedEV) for good
+    asleep: bool = False
 
 
 @dataclass
@@ -189,10 +193,12 @@ class LibStation:
 
     # Transactions -----------------------------------------------------------------------------------
     async def start_transaction(self, evse_id: int, transaction_id: str | None = None,
-                                car_max_a: float | None = None) -> str:
+                                car_max_a: float | None = None, *, id_token: str | None = None,
+                                resumes: bool = True) -> str:
         evse = self.evses[evse_id]
         evse.transaction_id = transaction_id or f"{self.station_id}-{evse_id}-{next(self._ids)}"
         evse.started_at, evse.seq_no, evse.car_max_a = self.now(), 0, car_max_a
+        evse.resumes, evse.asleep = resumes, False
         evse.power_w = self._power_w(evse)
         await self._call(call.StatusNotification(timestamp=iso(self.now()), connector_status="Occupied",
                                                  evse_id=evse_id, connector_id=1))
@@ -200,7 +206,7 @@ class LibStation:
             event_type="Started", timestamp=iso(evse.started_at), trigger_reason="CablePluggedIn",
             seq_no=self._seq(evse), transaction_info={"transaction_id": evse.transaction_id,
                                                       "charging_state": "Charging"},
-            evse={"id": evse_id, "connector_id": 1}, id_token={"id_token": f"TOKEN-{self.station_id}",
+            evse={"id": evse_id, "connector_id": 1}, id_token={"id_token": id_token or f"TOKEN-{self.station_id}",
                                                                "type": "ISO14443"},
             meter_value=[self._meter_value(evse, "Transaction.Begin")]))
         return evse.transaction_id
@@ -233,7 +239,8 @@ class LibStation:
         await self._call(call.TransactionEvent(
             event_type="Updated", timestamp=iso(self.now()), trigger_reason=trigger, seq_no=self._seq(evse),
             transaction_info={"transaction_id": evse.transaction_id,
-                              "charging_state": "Charging" if evse.power_w > 0 else "SuspendedEVSE"},
+                              "charging_state": "SuspendedEV" if evse.asleep else
+                              "Charging" if evse.power_w > 0 else "SuspendedEVSE"},
             meter_value=[self._meter_value(evse, "Sample.Periodic")]))
 
     def _meter_value(self, evse: Evse, context: str) -> dict[str, Any]:
@@ -265,7 +272,10 @@ class LibStation:
         for evse in self.evses.values():
             if evse.transaction_id is not None:
                 evse.energy_wh += evse.power_w * hours
+                drawing = evse.power_w > 0
                 evse.power_w = self._power_w(evse)
+                if drawing and evse.power_w == 0 and not evse.resumes:
+                    evse.asleep = True  # a car that does not wake up again after a pause
 
     # Power -----------------------------------------------------------------------------------------
     def power_kw(self) -> float:
@@ -273,6 +283,8 @@ class LibStation:
         return sum(self._power_w(e) for e in self.evses.values() if e.transaction_id is not None) / 1000.0
 
     def _power_w(self, evse: Evse) -> float:
+        if evse.asleep:
+            return 0.0
         car = evse.car_max_a if evse.car_max_a is not None else self.max_current_a
         amps = car if not self.obey else min(car, self.limit_a(evse.evse_id))
         if amps < MIN_CURRENT_A:

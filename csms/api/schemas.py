@@ -142,7 +142,8 @@ TRANSACTION = {"type": "object", "required": ["station_id", "transaction_id", "a
     "station_id": _STR, "transaction_id": _STR, "evse_id": {"type": ["integer", "null"]},
     "connector_id": {"type": ["integer", "null"]}, "id_token": _NULLABLE_STR, "started_at": _NULLABLE_TIME,
     "ended_at": _NULLABLE_TIME, "active": {"type": "boolean"}, "charging_state": _NULLABLE_STR,
-    "stopped_reason": _NULLABLE_STR, "energy_wh": {"type": ["number", "null"]}}}
+    "stopped_reason": _NULLABLE_STR, "energy_wh": {"type": ["number", "null"]},
+    "export_wh": {"type": "number"}, "net_energy_wh": {"type": ["number", "null"]}}}
 TRANSACTION_DETAIL = {"allOf": [TRANSACTION, {"type": "object", "properties": {
     "events": {"type": "array", "items": _OBJ},
     "energy_series": {"type": "array", "items": {"type": "object", "properties": {

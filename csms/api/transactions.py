@@ -19,7 +19,8 @@ def transaction_summary(t: TransactionRecord) -> dict[str, Any]:
     return {"station_id": t.station_id, "transaction_id": t.transaction_id, "evse_id": t.evse_id,
             "connector_id": t.connector_id, "id_token": t.id_token, "started_at": iso(t.started_at),
             "ended_at": iso(t.ended_at), "active": t.active, "charging_state": t.charging_state,
-            "stopped_reason": t.stopped_reason, "energy_wh": t.energy_wh}
+            "stopped_reason": t.stopped_reason, "energy_wh": t.energy_wh, "export_wh": t.export_wh,
+            "net_energy_wh": t.net_energy_wh}
 
 
 def series(samples: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -150,6 +150,7 @@ class TransactionChanged(Event):
     timestamp: str = ""
     reading: Reading | None = None
     id_token: str | None = None
+    vehicle_ids: tuple[str, ...] = ()  # keys the car is known by (csms/domain/vehicles.py)
 
     @property
     def kind(self) -> str:
@@ -159,7 +160,7 @@ class TransactionChanged(Event):
         return {"transaction_id": self.transaction_id, "evse_id": self.evse_id, "seq_no": self.seq_no,
                 "trigger_reason": self.trigger_reason, "charging_state": self.charging_state,
                 "stopped_reason": self.stopped_reason, "offline": self.offline, "timestamp": self.timestamp,
-                "reading": self.reading, "id_token": self.id_token}
+                "reading": self.reading, "id_token": self.id_token, "vehicle_ids": list(self.vehicle_ids)}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,6 +15,7 @@ from csms.domain.datetimes import BadDateTime, normalise
 from csms.domain.values import optional_int64
 
 DEFAULT_MEASURAND = "Energy.Active.Import.Register"  # OCPP: measurand absent means this one
+EXPORT_REGISTER = "Energy.Active.Export.Register"  # what a V2G car gave back to the grid
 
 # OCPP unitOfMeasure multiplier is a power of ten; we store values in the unit without multiplier.
 MAX_MULTIPLIER = 9  # the schema sets no bound; beyond 10^9 a meter value is nonsense (and 10^400 overflows)
@@ -78,11 +79,12 @@ class Reading:
     """The latest electrical state of one EVSE, as the grid controller needs it."""
 
     power_w: float | None = None  # net active power: import minus export (negative = discharging)
-    energy_wh: float | None = None
+    energy_wh: float | None = None  # import register
     soc: float | None = None
     current_a: dict[str, float] | None = None  # per phase (L1/L2/L3) or {"": total}
     offered_a: float | None = None
     timestamp: str | None = None
+    export_wh: float | None = None  # export register (None: the station sends none)
 
 
 def latest_reading(samples: Sequence[Sample]) -> Reading | None:
@@ -94,7 +96,7 @@ def latest_reading(samples: Sequence[Sample]) -> Reading | None:
     imp = exp = None
     phase_imp: dict[str, float] = {}
     phase_exp: dict[str, float] = {}
-    energy = soc = offered = None
+    energy = export = soc = offered = None
     currents: dict[str, float] = {}
     for s in recent:
         m = s.measurand
@@ -111,6 +113,8 @@ def latest_reading(samples: Sequence[Sample]) -> Reading | None:
                 phase_exp[s.phase] = w
         elif m == "Energy.Active.Import.Register" and s.phase is None:
             energy = in_base_unit(s.value, s.unit)
+        elif m == EXPORT_REGISTER and s.phase is None:
+            export = in_base_unit(s.value, s.unit)
         elif m == "SoC":
             soc = s.value
         elif m == "Current.Import":
@@ -122,4 +126,4 @@ def latest_reading(samples: Sequence[Sample]) -> Reading | None:
     if exp is None and phase_exp:
         exp = sum(phase_exp.values())
     power = None if imp is None and exp is None else (imp or 0.0) - (exp or 0.0)
-    return Reading(power, energy, soc, currents or None, offered, last_ts)
+    return Reading(power, energy, soc, currents or None, offered, last_ts, export)

@@ -49,6 +49,8 @@ class TransactionRecord:
     last_seq_no: int
     energy_wh: float | None  # last Energy.Active.Import.Register seen
     first_seen_as: str  # Started | Updated | Ended (Updated: we missed its start, e.g. after a reconnect)
+    export_wh: float = 0.0  # last Energy.Active.Export.Register seen (0: none, or a record from before)
+    net_energy_wh: float | None = None  # import minus export over the transaction (None: no import reading)
 
 
 @dataclass(frozen=True)

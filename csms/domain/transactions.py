@@ -8,6 +8,11 @@ from whichever timestamp looks earliest: an offline event may carry a clock's gl
 charging state and energy reading by sequence number, keeps the first ``Ended`` for good (a second
 one, with another seqNo, changes nothing of it), and never forgets a value once known. Energy is in
 Wh whatever unit the meter value was in; instants are compared as instants.
+
+Both energy registers are kept (:class:`Registers`): import and export, each at the lowest and
+the highest seqNo that carried it, so the transaction's net energy (import minus export, what a
+V2G car really took) is the same whatever order its events arrived in. A record stored before
+the export register was kept reads as "no export" (0 Wh exported).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from csms.domain.datetimes import BadDateTime, normalise, parse
-from csms.domain.meter import DEFAULT_MEASURAND, Sample, in_base_unit
+from csms.domain.meter import DEFAULT_MEASURAND, EXPORT_REGISTER, Sample, in_base_unit
 from csms.domain.values import int64, optional_int64
 
 EVENT_TYPES = ("Started", "Updated", "Ended")
@@ -83,11 +88,92 @@ class TxEvent:
     @property
     def energy_wh(self) -> float | None:
         """The last Energy.Active.Import.Register (no phase) the event carries, in Wh."""
-        energy = [s for s in self.samples if s.measurand == DEFAULT_MEASURAND and s.phase is None]
+        return self.register_wh(DEFAULT_MEASURAND)
+
+    @property
+    def export_wh(self) -> float | None:
+        """The last Energy.Active.Export.Register (no phase) the event carries, in Wh."""
+        return self.register_wh(EXPORT_REGISTER)
+
+    def register_wh(self, measurand: str) -> float | None:
+        energy = [s for s in self.samples if s.measurand == measurand and s.phase is None]
         if not energy:
             return None
         last = max(energy, key=lambda s: epoch(s.timestamp, "meter value timestamp"))
         return in_base_unit(last.value, last.unit)
+
+
+Mark = tuple[int, float]  # (seqNo, Wh): a register's value and the event it came in
+
+
+def _earlier(mark: Mark | None, seq: int, wh: float | None) -> Mark | None:
+    return mark if wh is None or (mark is not None and mark[0] <= seq) else (seq, wh)
+
+
+def _later(mark: Mark | None, seq: int, wh: float | None) -> Mark | None:
+    return mark if wh is None or (mark is not None and mark[0] >= seq) else (seq, wh)
+
+
+def _mark(value: Any) -> Mark | None:
+    """A stored mark, or None when absent or damaged (a reader never breaks on a stored record)."""
+    if (isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[0], int)
+            and isinstance(value[1], (int, float)) and not isinstance(value[1], bool)):
+        return int(value[0]), float(value[1])
+    return None
+
+
+@dataclass(frozen=True)
+class Registers:
+    """Both energy registers of a transaction, each at the first and the last seqNo that carried it.
+
+    Order-free: folding the same events in any order gives the same marks, so the net energy is
+    what the meter says whatever order the events arrived in (duplicates are refused by the store).
+    """
+
+    import_first: Mark | None = None
+    import_last: Mark | None = None
+    export_first: Mark | None = None
+    export_last: Mark | None = None
+
+    def fold(self, seq: int, import_wh: float | None, export_wh: float | None) -> Registers:
+        return Registers(_earlier(self.import_first, seq, import_wh), _later(self.import_last, seq, import_wh),
+                         _earlier(self.export_first, seq, export_wh), _later(self.export_last, seq, export_wh))
+
+    @property
+    def imported_wh(self) -> float:
+        """Import counted over the transaction (from its first reading to its last)."""
+        return 0.0 if self.import_first is None or self.import_last is None else \
+            self.import_last[1] - self.import_first[1]
+
+    @property
+    def exported_wh(self) -> float:
+        """Export counted over the transaction; 0 when the station never sent the export register."""
+        return 0.0 if self.export_first is None or self.export_last is None else \
+            self.export_last[1] - self.export_first[1]
+
+    @property
+    def export_register_wh(self) -> float:
+        """The last export register seen; 0 when none was (a charge-only car, a record from before)."""
+        return 0.0 if self.export_last is None else self.export_last[1]
+
+    @property
+    def net_wh(self) -> float | None:
+        """Import minus export over the transaction; None before any import reading."""
+        return None if self.import_last is None else self.imported_wh - self.exported_wh
+
+    def record(self) -> dict[str, Any]:
+        return {name: list(mark) for name, mark in (("import_first", self.import_first),
+                                                     ("import_last", self.import_last),
+                                                     ("export_first", self.export_first),
+                                                     ("export_last", self.export_last)) if mark is not None}
+
+    @classmethod
+    def from_record(cls, record: Any) -> Registers:
+        """What :meth:`record` wrote; anything else (absent: a record from before) reads as none."""
+        if not isinstance(record, dict):
+            return cls()
+        return cls(*(_mark(record.get(name)) for name in ("import_first", "import_last", "export_first",
+                                                            "export_last")))
 
 
 @dataclass(frozen=True)
@@ -108,6 +194,12 @@ class TxState:
     energy_wh: float | None = None
     started_seq_no: int | None = None  # the seqNo of the event started_at came from (None: unknown, old record)
     started_by: str | None = None  # its eventType
+    registers: Registers = Registers()  # both energy registers, first and last (empty: an old record)
+
+    @property
+    def export_wh(self) -> float:
+        """The last export register seen (Wh); 0 when none was (a charge-only car, an old record)."""
+        return self.registers.export_register_wh
 
 
 def _better_start(state: TxState, event: TxEvent) -> bool:
@@ -128,7 +220,7 @@ def merge(state: TxState | None, event: TxEvent) -> TxState:
                        connector_id=event.connector_id, id_token=event.id_token,
                        ended_at=event.timestamp if event.ended else None, charging_state=event.charging_state,
                        stopped_reason=event.stopped_reason, energy_wh=energy, started_seq_no=event.seq_no,
-                       started_by=event.event_type)
+                       started_by=event.event_type, registers=Registers().fold(event.seq_no, energy, event.export_wh))
     newer = event.seq_no >= state.last_seq_no  # a late (offline-queued) event must not overwrite fresher values
     start = _better_start(state, event)
     repeat_end = event.ended and state.ended_at is not None  # a second Ended: the first one stands
@@ -148,4 +240,5 @@ def merge(state: TxState | None, event: TxEvent) -> TxState:
         energy_wh=energy if fresh and energy is not None else state.energy_wh,
         started_seq_no=event.seq_no if start else state.started_seq_no,
         started_by=event.event_type if start else state.started_by,
+        registers=state.registers if repeat_end else state.registers.fold(event.seq_no, energy, event.export_wh),
     )

@@ -94,6 +94,8 @@ class SessionDefaults:
     energy_kwh: float = field(default=20.0, metadata=bounds(0, 1000))
     dwell_h: float = field(default=10.0, metadata=bounds(0.01, 168))
     guaranteed_kwh: float = field(default=5.0, metadata=bounds(0, 1000))
+    # A V2G car whose needs state no guaranteed minimum (evMinV2XEnergyRequest <= 0) gets this one.
+    v2g_guaranteed_kwh: float = field(default=5.0, metadata=bounds(0, 1000))
 
 
 @dataclass(frozen=True)

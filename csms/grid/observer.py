@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from csms.domain import vehicles
 from csms.domain.events import (
     ChargingProfilesReported,
     EvChargingNeeds,
@@ -24,6 +25,7 @@ from csms.domain.events import (
     StationBooted,
     StationConnected,
     StationDisconnected,
+    StationMonitoringEvent,
     TransactionChanged,
 )
 from csms.grid.config import GridConfig
@@ -68,7 +70,7 @@ class Observer:
             StationConnected: self._connected, StationDisconnected: self._disconnected,
             StationBooted: self._booted, TransactionChanged: self._transaction,
             MeterValuesReceived: self._meter_values, EvChargingNeeds: self._ev_needs,
-            ChargingProfilesReported: self.setup.reported,
+            ChargingProfilesReported: self.setup.reported, StationMonitoringEvent: self._device_events,
         }
 
     def attach(self, bus: Bus, connected: Mapping[str, StationSession]) -> None:
@@ -201,6 +203,18 @@ class Observer:
             return
         session.setpoint_a, session.setpoint_since = value, now
         session.setpoint_kw = value * installed.phases * VOLTAGE_V / 1000.0
+
+    def _device_events(self, ev: StationMonitoringEvent) -> None:
+        """NotifyEvent: a vehicle id the station reports for the car on an EVSE (ConnectedEV.VehicleId)."""
+        assert ev.station_id is not None
+        for item in ev.events if isinstance(ev.events, list) else ():
+            found = vehicles.from_notify_event(item) if isinstance(item, dict) else None
+            if found is None:
+                continue
+            session = self.book.sessions.get((ev.station_id, found[0]))
+            if session is not None and found[1] not in session.vehicle_ids:
+                session.add_vehicle_ids((found[1],))
+                self.controller.request("vehicle identified")
 
     def _ev_needs(self, ev: EvChargingNeeds) -> None:
         assert ev.station_id is not None

@@ -49,8 +49,10 @@ class GroupPlan:
 
 class GroupPlanner:
     def __init__(self, grid: GridConfig, limits: LimitBook, book: SessionBook, topology: Topology,
-                 installed: Mapping[tuple[str, int], Setpoints], journal: Journal) -> None:
+                 installed: Mapping[tuple[str, int], Setpoints], journal: Journal,
+                 judge: Callable[[list[Session]], None] | None = None) -> None:
         self.grid = grid
+        self.judge = judge  # sets every session's doubt about resuming after a pause (csms/grid/effects/learning.py)
         self.limits = limits
         self.book = book
         self.topology = topology
@@ -92,6 +94,8 @@ class GroupPlanner:
 
     def _inputs(self, now: datetime, tids: list[str]) -> list[Inputs]:
         start = now.replace(microsecond=0)
+        if self.judge is not None:
+            self.judge(list(self.book.sessions.values()))
         by_group = self.topology.group_members(self.book.sessions, self.grid.transformers, ordered=True)
         out = []
         for tid in self._wanted(tids):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from csms.grid.config import GridConfig
 from csms.grid.control import GridController
+from csms.grid.effects.learning import ResumeLearning
 from csms.grid.effects.memory import NEED, GridMemory, need_key
 from csms.grid.effects.pusher import Pusher
 from csms.grid.effects.rebuild import rebuild_sessions
@@ -36,7 +37,7 @@ from csms.grid.signals import Signals
 from csms.grid.views import GroupViews
 from csms.interfaces import Bus, Clock, GridCommands, LimitIntake, Spawner, StationSession
 from csms.metrics import Metrics
-from csms.store.base import DocumentStore, SmartChargingStore, TransactionStore
+from csms.store.base import DocumentStore, SmartChargingStore, StationStore, TransactionStore
 from profiles.hysteresis import Hysteresis
 
 if TYPE_CHECKING:
@@ -61,9 +62,10 @@ class GridDeps(Spawner, Protocol):
     def connections(self) -> Mapping[str, StationSession]: ...
 
 
-class GridStore(DocumentStore, TransactionStore, SmartChargingStore, Protocol):
+class GridStore(DocumentStore, TransactionStore, SmartChargingStore, StationStore, Protocol):
     """What the grid keeps and reads back across a restart: its own state (limits, safe mode,
-    operators' needs) and the running transactions, their readings, needs and pushed profiles."""
+    operators' needs, which cars do not resume) and the running transactions, their readings, needs
+    and pushed profiles, and the models of their stations."""
 
 
 class Grid:
@@ -80,7 +82,7 @@ class Grid:
         d = config.session_defaults
         # Domain
         self.sessions = SessionBook(Defaults(energy_kwh=d.energy_kwh, dwell_s=d.dwell_h * 3600.0,
-                                             guaranteed_kwh=d.guaranteed_kwh))
+                                             guaranteed_kwh=d.guaranteed_kwh, v2g_guaranteed_kwh=d.v2g_guaranteed_kwh))
         self.topology = Topology(config)
         self.journal = Journal(clock)
         # Limits in (the intake and its sources), each group's state out (the status publisher)
@@ -96,13 +98,14 @@ class Grid:
                                         min_interval_s=p.min_push_interval_s,
                                         near_s=max(60.0, 2 * p.replan_interval_s)),
                              clock=clock, stack_level=p.stack_level)
+        self.learning = ResumeLearning(self.sessions, self.memory, self.journal)
         self.planner = GroupPlanner(config, self.limit_book, self.sessions, self.topology, self.pusher.installed,
-                                    self.journal)
+                                    self.journal, judge=self.learning.judge_all)
         self.verification = Verification(Verifier(VerifyConfig(apply_grace_s=p.verify_after_s,
                                                                overdraw_fraction=p.verify_tolerance,
                                                                resume_grace_s=p.resume_timeout_s)),
                                          self.sessions, self.journal, deps.bus, self.metrics,
-                                         self._replan, clock)
+                                         self._replan, clock, self.learning)
         self.dispatcher = WaveDispatcher(config, self.sessions, self.pusher, self.verification, self.views,
                                          self.journal, deps.bus, self.metrics, self.status)
         self.controller = GridController(config, self.limit_book, self.planner, self.dispatcher, self.verification,
@@ -147,16 +150,31 @@ class Grid:
 
     async def start(self) -> None:
         await self.signals.start()  # limits and safe mode as they were before a restart
+        learnt = await self.learning.load()  # which cars and station models do not resume after a pause
+        if learnt:
+            log.info("grid: %d resume records of cars and station models read back", learnt)
         if self.store is not None:
             rebuilt = await rebuild_sessions(self.store, self.store, self.sessions, self.pusher, self.memory,
                                              self.config, self.clock())
             if rebuilt:
                 log.info("grid: %d running sessions rebuilt from the store", rebuilt)
+            await self._station_models()
         self.observer.attach(self.deps.bus, self.deps.connections)
         if self.records is not None:
             self._unsubscribe_records = self.deps.bus.subscribe(self.records.on_event, "grid.finding")
         await self.controller.start()
         await self.recorder.start()
+
+    async def _station_models(self) -> None:
+        """Vendor and model of the stations of rebuilt sessions, until they boot again (what the
+        resume knowledge of their model is judged on)."""
+        assert self.store is not None
+        for station_id in {s.station_id for s in self.sessions}:
+            st = self.sessions.station(station_id)
+            if st.vendor is None and st.model is None:
+                record = await self.store.get_station(station_id)
+                if record is not None:
+                    st.vendor, st.model = record.vendor, record.model
 
     async def stop(self) -> None:
         try:

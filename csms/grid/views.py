@@ -4,14 +4,14 @@ load and every session with its setpoint (``/api/grid``, the dashboard, the MQTT
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from csms.grid.config import GridConfig
 from csms.grid.history import Sample
 from csms.grid.metrics import ControlMetrics
 from csms.grid.model.limits import LimitBook
-from csms.grid.model.sessions import Session, SessionBook
+from csms.grid.model.sessions import Session, SessionBook, exported_kwh, remaining_kwh
 from csms.grid.model.topology import Topology
 from csms.grid.planning import GroupPlan
 from csms.interfaces import Clock
@@ -55,6 +55,14 @@ class GroupViews:
         state.planned_at = now
         state.infeasible = 0 in unit.plan.infeasible_slots
         state.sessions = [s.session_id for s in unit.inp.sessions]
+        for session in unit.sessions:
+            sp = unit.plan.sessions.get(f"{session.station_id}#{session.evse_id}")
+            if sp is None:
+                continue
+            session.plan_reason = sp.reason
+            session.plan_guarantee_short_kwh = sp.guarantee_unmet_kwh
+            session.planned_off_from = None if sp.off_from_slot is None else \
+                now + timedelta(seconds=sp.off_from_slot * unit.inp.slot_s)
         self.metrics.limit.labels(unit.tid).set(state.limit_kw)
         self.metrics.planned.labels(unit.tid).set(state.planned_kw + state.base_load_kw)
         self.metrics.load.labels(unit.tid).set(self.measured_kw(unit.tid) + state.base_load_kw)
@@ -128,12 +136,24 @@ class GroupViews:
             "state": s.state(), "charging_state": s.charging_state, "connected": st.connected,
             "setpoint_a": s.setpoint_a, "setpoint_kw": None if s.setpoint_kw is None else round(s.setpoint_kw, 3),
             "actual_kw": None if s.power_kw is None else round(s.power_kw, 3),
-            "delivered_kwh": round(s.delivered_kwh, 3),
+            "delivered_kwh": round(s.delivered_kwh, 3),  # net: import minus export
+            "imported_kwh": round(s.imported_kwh, 3), "exported_kwh": round(s.exported_kwh, 3),
+            "remaining_kwh": round(remaining_kwh(s, need), 3) if need is not None else None,
             "need_kwh": None if need is None else need.energy_kwh,
+            "guaranteed_kwh": None if need is None else need.guaranteed_kwh,
+            "discharge_left_kwh": round(max(0.0, need.dischargeable_kwh - exported_kwh(s, need)), 3)
+            if need is not None and need.v2g else None,
             "need_source": "default" if need is None else need.source,
             "departure": None if need is None else need.departure.isoformat(),
             "fixed_kw": s.fixed_kw, "fixed_reason": s.fixed_reason,
             "can_pause": s.can_pause, "no_pause_reason": s.no_pause_reason,
+            # Does the car resume after a pause? "no", "suspected" or "known" (this session or earlier
+            # ones of the car or its station model), and what the plan made of it.
+            "no_resume": s.no_resume, "no_resume_reason": s.no_resume_reason,
+            "identified_by": sorted({k.split(":", 1)[0] for k in s.vehicle_ids}),  # kinds only: this goes to MQTT
+            "planned_off_from": None if s.planned_off_from is None else s.planned_off_from.isoformat(),
+            "plan_reason": s.plan_reason,
+            "guarantee_short_kwh": round(s.plan_guarantee_short_kwh, 3),
             "push_status": s.push_status,
             "clock_offset_s": st.clock_offset_s,
         }

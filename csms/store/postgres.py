@@ -31,14 +31,14 @@ import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg.abc import Buffer
 from psycopg.rows import DictRow, dict_row
-from psycopg.types.json import set_json_loads
+from psycopg.types.json import Json, set_json_loads
 from psycopg.types.string import StrBinaryDumper, StrDumperUnknown, TextBinaryLoader, TextLoader
 from psycopg_pool import AsyncConnectionPool
 
 from csms.domain.datetimes import parse
 from csms.domain.meter import Sample
 from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
-from csms.domain.transactions import TxEvent, TxState, merge
+from csms.domain.transactions import Registers, TxEvent, TxState, merge
 from csms.store.base import CommandOutcome, Store, check_limit
 from csms.store.encoding import connector_ids
 from csms.store.encoding import from_iso as _dt
@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS transactions (
     started_at TEXT NOT NULL, started TIMESTAMPTZ NOT NULL, ended_at TEXT, ended TIMESTAMPTZ,
     active BOOLEAN NOT NULL, charging_state TEXT, stopped_reason TEXT, last_seq_no BIGINT NOT NULL,
     energy_wh DOUBLE PRECISION, first_seen_as TEXT NOT NULL, started_seq_no BIGINT, started_by TEXT,
-    PRIMARY KEY (station_id, transaction_id));
+    registers JSON, PRIMARY KEY (station_id, transaction_id));
+ALTER TABLE transactions ADD COLUMN IF NOT EXISTS registers JSON;
 CREATE INDEX IF NOT EXISTS transactions_by_start ON transactions (started DESC);
 CREATE INDEX IF NOT EXISTS transactions_by_station ON transactions (station_id, started DESC);
 CREATE INDEX IF NOT EXISTS transactions_active ON transactions (started DESC) WHERE active;
@@ -120,7 +121,7 @@ _SCHEMA_LOCK = 0x6E6276_7067  # "nbv" "pg"
 
 _TX_COLUMNS = ("evse_id", "connector_id", "id_token", "started_at", "started", "ended_at", "ended", "active",
                "charging_state", "stopped_reason", "last_seq_no", "energy_wh", "first_seen_as", "started_seq_no",
-               "started_by")
+               "started_by", "registers")
 
 
 def _instant(stamp: str | None) -> datetime | None:
@@ -357,12 +358,13 @@ class PostgresStore(Store):
 
     @staticmethod
     def _tx(r: dict[str, Any]) -> TransactionRecord:
+        registers = Registers.from_record(r.get("registers"))  # absent in a record from before: none
         return TransactionRecord(
             station_id=r["station_id"], transaction_id=r["transaction_id"], evse_id=r["evse_id"],
             connector_id=r["connector_id"], id_token=r["id_token"], started_at=_dt(r["started_at"]),
             ended_at=_dt(r["ended_at"]), active=r["active"], charging_state=r["charging_state"],
             stopped_reason=r["stopped_reason"], last_seq_no=r["last_seq_no"], energy_wh=r["energy_wh"],
-            first_seen_as=r["first_seen_as"])
+            first_seen_as=r["first_seen_as"], export_wh=registers.export_register_wh, net_energy_wh=registers.net_wh)
 
     async def get_transaction(self, station_id: str, transaction_id: str) -> TransactionRecord | None:
         rows = await self._rows("SELECT * FROM transactions WHERE station_id = %s AND transaction_id = %s",
@@ -613,7 +615,8 @@ def _state(row: dict[str, Any]) -> TxState:
                    evse_id=row["evse_id"], connector_id=row["connector_id"], id_token=row["id_token"],
                    ended_at=row["ended_at"], charging_state=row["charging_state"],
                    stopped_reason=row["stopped_reason"], energy_wh=row["energy_wh"],
-                   started_seq_no=row["started_seq_no"], started_by=row["started_by"])
+                   started_seq_no=row["started_seq_no"], started_by=row["started_by"],
+                   registers=Registers.from_record(row.get("registers")))
 
 
 def _tx_values(tx: TxState) -> tuple[Any, ...]:
@@ -621,7 +624,7 @@ def _tx_values(tx: TxState) -> tuple[Any, ...]:
     return (tx.evse_id, tx.connector_id, tx.id_token, tx.started_at, parse(tx.started_at), tx.ended_at,
             _instant(tx.ended_at),
             tx.active, tx.charging_state, tx.stopped_reason, tx.last_seq_no, tx.energy_wh, tx.first_seen_as,
-            tx.started_seq_no, tx.started_by)
+            tx.started_seq_no, tx.started_by, Json(tx.registers.record()))
 
 
 # Meter samples ----------------------------------------------------------------------------------------

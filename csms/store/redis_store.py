@@ -32,7 +32,7 @@ from redis.typing import EncodableT
 
 from csms.domain.meter import Sample
 from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
-from csms.domain.transactions import TxEvent, TxState, epoch, merge
+from csms.domain.transactions import Registers, TxEvent, TxState, epoch, merge
 from csms.store.base import CommandOutcome, Store, check_limit
 from csms.store.encoding import connector_ids
 from csms.store.encoding import from_iso as _dt
@@ -448,14 +448,16 @@ class RedisStore(Store):
             active=bool(h.get("active")), first_seen_as=h["first_seen_as"], evse_id=h.get("evse_id"),
             connector_id=h.get("connector_id"), id_token=h.get("id_token"), ended_at=h.get("ended_at"),
             charging_state=h.get("charging_state"), stopped_reason=h.get("stopped_reason"),
-            energy_wh=h.get("energy_wh"), started_seq_no=h.get("started_seq_no"), started_by=h.get("started_by"))
+            energy_wh=h.get("energy_wh"), started_seq_no=h.get("started_seq_no"), started_by=h.get("started_by"),
+            registers=Registers.from_record(h.get("registers")))
         tx = merge(state, ev)
         fields = {"station_id": station_id, "transaction_id": ev.transaction_id, "started_at": tx.started_at,
                   "started_score": tx.started_epoch, "last_seq_no": tx.last_seq_no, "first_seen_as": tx.first_seen_as,
                   "active": tx.active, "evse_id": tx.evse_id, "connector_id": tx.connector_id,
                   "id_token": tx.id_token, "ended_at": tx.ended_at, "charging_state": tx.charging_state,
                   "stopped_reason": tx.stopped_reason, "energy_wh": tx.energy_wh,
-                  "started_seq_no": tx.started_seq_no, "started_by": tx.started_by}
+                  "started_seq_no": tx.started_seq_no, "started_by": tx.started_by,
+                  "registers": tx.registers.record() or None}
         present = [(name, _json(value)) for name, value in fields.items() if value is not None]
         received = _iso(received_at)
         keys = [k.tx(station_id, ev.transaction_id, "events"), k.tx(station_id, ev.transaction_id), k.txs,
@@ -475,12 +477,13 @@ class RedisStore(Store):
 
     @staticmethod
     def _tx(h: dict[str, Any]) -> TransactionRecord:
+        registers = Registers.from_record(h.get("registers"))  # absent in a record from before: none
         return TransactionRecord(
             station_id=h["station_id"], transaction_id=h["transaction_id"], evse_id=h.get("evse_id"),
             connector_id=h.get("connector_id"), id_token=h.get("id_token"), started_at=_dt(h.get("started_at")),
             ended_at=_dt(h.get("ended_at")), active=bool(h.get("active")), charging_state=h.get("charging_state"),
             stopped_reason=h.get("stopped_reason"), last_seq_no=h["last_seq_no"], energy_wh=h.get("energy_wh"),
-            first_seen_as=h["first_seen_as"])
+            first_seen_as=h["first_seen_as"], export_wh=registers.export_register_wh, net_energy_wh=registers.net_wh)
 
     async def get_transaction(self, station_id: str, transaction_id: str) -> TransactionRecord | None:
         h = (await self._hashes([self.keys.tx(station_id, transaction_id)]))[0]

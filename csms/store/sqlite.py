@@ -24,7 +24,7 @@ import orjson
 
 from csms.domain.meter import Sample
 from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
-from csms.domain.transactions import TxEvent, TxState, epoch, merge
+from csms.domain.transactions import Registers, TxEvent, TxState, epoch, merge
 from csms.store.base import CommandOutcome, Store, check_limit
 from csms.store.encoding import connector_ids
 from csms.store.encoding import from_iso as _dt
@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS transactions (
     station_id TEXT, transaction_id TEXT, evse_id INTEGER, connector_id INTEGER, id_token TEXT,
     started_at TEXT, ended_at TEXT, active INTEGER, charging_state TEXT, stopped_reason TEXT,
     last_seq_no INTEGER, energy_wh REAL, first_seen_as TEXT, started_seq_no INTEGER, started_by TEXT,
-    PRIMARY KEY (station_id, transaction_id));
+    registers TEXT, PRIMARY KEY (station_id, transaction_id));
 CREATE INDEX IF NOT EXISTS transactions_active ON transactions(active, station_id);
 CREATE TABLE IF NOT EXISTS transaction_events (
     station_id TEXT, transaction_id TEXT, seq_no INTEGER, event_type TEXT, timestamp TEXT,
@@ -304,12 +304,14 @@ class SqliteStore(Store):
 
     @staticmethod
     def _tx(r: dict[str, Any]) -> TransactionRecord:
+        registers = _registers(r.get("registers"))
         return TransactionRecord(
             station_id=r["station_id"], transaction_id=r["transaction_id"], evse_id=r["evse_id"],
             connector_id=r["connector_id"], id_token=r["id_token"], started_at=_dt(r["started_at"]),
             ended_at=_dt(r["ended_at"]), active=bool(r["active"]), charging_state=r["charging_state"],
             stopped_reason=r["stopped_reason"], last_seq_no=r["last_seq_no"], energy_wh=r["energy_wh"],
-            first_seen_as=r["first_seen_as"])
+            first_seen_as=r["first_seen_as"], export_wh=registers.export_register_wh,
+            net_energy_wh=registers.net_wh)
 
     async def get_transaction(self, station_id: str, transaction_id: str) -> TransactionRecord | None:
         rows = await self._rows("SELECT * FROM transactions WHERE station_id=? AND transaction_id=?",
@@ -571,9 +573,20 @@ def _settle(outcomes: list[Outcome]) -> None:
 
 
 _TX_COLUMNS = ("evse_id", "connector_id", "id_token", "started_at", "ended_at", "active", "charging_state",
-               "stopped_reason", "last_seq_no", "energy_wh", "first_seen_as", "started_seq_no", "started_by")
+               "stopped_reason", "last_seq_no", "energy_wh", "first_seen_as", "started_seq_no", "started_by",
+               "registers")
 #: Columns added after a table was first released: a store file from before gets them at open.
-_ADDED_COLUMNS = {"transactions": (("started_seq_no", "INTEGER"), ("started_by", "TEXT"))}
+_ADDED_COLUMNS = {"transactions": (("started_seq_no", "INTEGER"), ("started_by", "TEXT"), ("registers", "TEXT"))}
+
+
+def _registers(text: str | None) -> Registers:
+    """The stored registers; absent (a record from before) or unreadable reads as none."""
+    if not text:
+        return Registers()
+    try:
+        return Registers.from_record(orjson.loads(text))
+    except ValueError:
+        return Registers()
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
@@ -597,18 +610,20 @@ def _record_tx_event(c: sqlite3.Connection, station_id: str, ev: TxEvent, receiv
     previous = None
     if row is not None:
         evse_id, connector_id, id_token, started_at, ended_at, active, charging_state, stopped_reason, last_seq, \
-            energy_wh, first_seen_as, started_seq_no, started_by = row
+            energy_wh, first_seen_as, started_seq_no, started_by, registers = row
         previous = TxState(started_at=started_at, started_epoch=epoch(started_at, "stored started_at"),
                            last_seq_no=last_seq, active=bool(active), first_seen_as=first_seen_as, evse_id=evse_id,
                            connector_id=connector_id, id_token=id_token, ended_at=ended_at,
                            charging_state=charging_state, stopped_reason=stopped_reason, energy_wh=energy_wh,
-                           started_seq_no=started_seq_no, started_by=started_by)
+                           started_seq_no=started_seq_no, started_by=started_by,
+                           registers=_registers(registers))
     tx = merge(previous, ev)
     values = (tx.evse_id, tx.connector_id, tx.id_token, tx.started_at, tx.ended_at, int(tx.active), tx.charging_state,
-              tx.stopped_reason, tx.last_seq_no, tx.energy_wh, tx.first_seen_as, tx.started_seq_no, tx.started_by)
+              tx.stopped_reason, tx.last_seq_no, tx.energy_wh, tx.first_seen_as, tx.started_seq_no, tx.started_by,
+              _json(tx.registers.record()))
     if row is None:
         c.execute("INSERT INTO transactions (station_id, transaction_id, " + ", ".join(_TX_COLUMNS) + ")"
-                  " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (station_id, ev.transaction_id, *values))
+                  " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (station_id, ev.transaction_id, *values))
     else:
         c.execute("UPDATE transactions SET " + ", ".join(f"{col}=?" for col in _TX_COLUMNS) +
                   " WHERE station_id=? AND transaction_id=?", (*values, station_id, ev.transaction_id))

@@ -12,7 +12,9 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from csms.domain.meter import DEFAULT_MEASURAND, Sample, latest_reading
+from csms.domain import vehicles
+from csms.domain.meter import DEFAULT_MEASURAND, EXPORT_REGISTER, Sample, in_base_unit, latest_reading
+from csms.domain.transactions import epoch
 from csms.grid.config import GridConfig
 from csms.grid.effects.memory import NEED, GridMemory, need_key
 from csms.grid.effects.pusher import TX_PROFILE_ID_BASE, Pusher
@@ -38,10 +40,13 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
     count = 0
 
     async def one(station_id: str, transaction_id: str, evse_id: int, started: datetime,
-                  charging_state: str | None) -> None:
+                  charging_state: str | None, id_token: str | None) -> None:
         nonlocal count
         session = book.adopt(station_id, evse_id, transaction_id, started)
         session.charging_state = charging_state
+        token = vehicles.token_key(id_token)
+        if token is not None:  # the car is judged on what earlier sessions taught about it
+            session.add_vehicle_ids((token,))
         count += 1
         async with reads:
             samples = await store.meter_samples(station_id, transaction_id=transaction_id)
@@ -55,8 +60,9 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
                     log.warning("grid: stored need of %s is unreadable (%s)", key, exc)
             if session.need is None:
                 ev = await profiles.latest_ev_charging_needs(station_id, evse_id)
-                if ev is not None:
-                    need = need_from_ev(ev, now, book.defaults)
+                charging = ev.get("chargingNeeds") if ev is not None else None  # stored: the whole request
+                if isinstance(charging, dict):
+                    need = need_from_ev(charging, now, book.defaults)
                     if need.departure > session.started_at:  # not the car of an earlier session
                         need.baseline_wh = session.start_energy_wh
                         session.need = need
@@ -72,7 +78,7 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
             continue
         started = record.started_at.astimezone(UTC) if record.started_at is not None else now
         jobs.append(one(record.station_id, record.transaction_id, record.evse_id, min(started, now),
-                        record.charging_state))
+                        record.charging_state, record.id_token))
     await asyncio.gather(*jobs)
     if memory is not None:
         for key in set(needs) - used:
@@ -81,19 +87,23 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
 
 
 def _readings(session: Session, rows: list[dict[str, Any]], now: datetime) -> None:
-    """Energy at the start and now, and the last measured power, from the transaction's samples."""
+    """Both registers at the start and now, and the last measured power, from the transaction's samples."""
     samples = [Sample(r["timestamp"], r.get("evse_id"), r.get("transaction_id"), r["measurand"], r.get("phase"),
                       float(r["value"]), r.get("unit"), r.get("context"), None) for r in rows]
-    energy = [s for s in samples if s.measurand == DEFAULT_MEASURAND and s.phase is None]
-    if energy:
-        first = latest_reading([min(energy, key=lambda s: s.timestamp)])
-        session.start_energy_wh = first.energy_wh if first is not None else None
+    session.start_energy_wh, session.energy_wh = _register(samples, DEFAULT_MEASURAND)
+    session.start_export_wh, session.export_wh = _register(samples, EXPORT_REGISTER)
     reading = latest_reading(samples)
     if reading is None:
         return
-    session.energy_wh = reading.energy_wh
     if reading.power_w is not None:
         session.power_kw, session.power_at = reading.power_w / 1000.0, now
+
+
+def _register(samples: list[Sample], measurand: str) -> tuple[float | None, float | None]:
+    """A register's first and last value (Wh) among the samples, by instant."""
+    register = sorted((epoch(s.timestamp, "sample"), in_base_unit(s.value, s.unit)) for s in samples
+                      if s.measurand == measurand and s.phase is None)
+    return (register[0][1], register[-1][1]) if register else (None, None)
 
 
 def _last_profile(session: Session, rows: list[dict[str, Any]], pusher: Pusher, grid: GridConfig,

@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from csms.domain.events import VerificationFinding
+from csms.grid.effects.learning import ResumeLearning
 from csms.grid.effects.pusher import PushResult
 from csms.grid.journal import Journal
 from csms.grid.metrics import ControlMetrics
@@ -198,8 +199,9 @@ class Verification:
     line, and (unless a car merely resumed) a re-plan, so the other sessions absorb the difference."""
 
     def __init__(self, verifier: Verifier, book: SessionBook, journal: Journal, bus: Bus, metrics: ControlMetrics,
-                 replan: Callable[[str], None], clock: Clock) -> None:
+                 replan: Callable[[str], None], clock: Clock, learning: ResumeLearning | None = None) -> None:
         self.verifier = verifier
+        self.learning = learning  # counts resume findings per car and station model, across sessions
         self.book = book
         self.journal = journal
         self.bus = bus
@@ -212,6 +214,10 @@ class Verification:
             return
         self.metrics.findings.labels(finding.kind).inc()
         self.journal.record("finding", **finding.as_dict())
+        if self.learning is not None:
+            session = self.book.find(finding.station_id, finding.transaction_id, finding.evse_id)
+            if session is not None:
+                self.learning.finding(session, finding.kind, self.clock())
         self.bus.publish(VerificationFinding(station_id=finding.station_id, finding=finding.kind,
                                              evse_id=finding.evse_id, transaction_id=finding.transaction_id,
                                              detail=finding.detail, fixed_kw=finding.fixed_kw))

@@ -4,6 +4,10 @@ Everything here is plain state updated synchronously from the bus (cheap enough 
 per-message path); planning and I/O happen elsewhere. A session is one transaction on one EVSE.
 Its energy need comes, in order of precedence, from the operator API, from the car
 (NotifyEVChargingNeeds, ISO 15118) or from the site's defaults.
+
+Energy is net: a need counts import minus export since it was stated (both meter registers), so
+what a V2G car gave back is charged again, and its dischargeable energy shrinks by what it
+already discharged (profiles/netenergy.py says what the planner's fields mean).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from typing import Any
 from csms.domain.events import TransactionChanged
 from csms.domain.meter import Reading
 from profiles.composite import parse_datetime
+from profiles.model import NO_RESUME_VALUES, RESUMES
+from profiles.netenergy import StatedNeed, session_need_energy
 from profiles.planner import PHASE_NAMES, SessionNeed
 from profiles.profile_builder import Unit
 from profiles.station_clock import OFFSET_WINDOW, clock_offset_s
@@ -25,6 +31,7 @@ CHARGING_STATES_DRAWING = frozenset({"Charging"})
 SUSPENDED_STATES = frozenset({"SuspendedEV", "SuspendedEVSE"})
 IN_STEP_S = 2.0  # a station clock this close to ours counts as in step (network delay, rounding)
 ENERGY_WINDOW_S = 1.0  # shortest span (station time) over which the register's rate is taken
+MAX_VEHICLE_IDS = 8  # keys kept per session (a station cannot grow a session without bound)
 
 
 @dataclass
@@ -34,6 +41,7 @@ class Defaults:
     energy_kwh: float = 20.0
     dwell_s: float = 8 * 3600.0
     guaranteed_kwh: float = 0.0
+    v2g_guaranteed_kwh: float = 0.0  # a V2G car's guaranteed minimum when its needs state none
     min_current_a: float = 6.0
     max_current_a: float = 32.0
     phases: int = 3
@@ -96,7 +104,8 @@ class Need:
     v2g: bool = False
     max_discharge_kw: float = 0.0
     dischargeable_kwh: float = 0.0
-    baseline_wh: float | None = None  # meter register when the need was set
+    baseline_wh: float | None = None  # import register when the need was set
+    baseline_export_wh: float | None = None  # export register then (None: the session's first export reading)
 
 
 @dataclass
@@ -110,6 +119,10 @@ class Session:
     power_at: datetime | None = None
     energy_wh: float | None = None  # import register, last reading
     start_energy_wh: float | None = None
+    export_wh: float | None = None  # export register, last reading (None: the station sends none)
+    start_export_wh: float | None = None
+    energy_at: datetime | None = None  # station time of the register readings taken (a late one is not)
+    export_at: datetime | None = None
     soc: float | None = None
     need: Need | None = None
     # Control state (set by the pusher and the verifier).
@@ -122,6 +135,16 @@ class Session:
     fixed_reason: str | None = None
     can_pause: bool = True
     no_pause_reason: str | None = None
+    # Who the car is (idToken, EVCCID, vehicle id: "token:..", "evccid:..", "vehicle:.."), and what
+    # earlier sessions taught about it or its station model resuming after a pause (csms/grid/model/resume.py).
+    vehicle_ids: tuple[str, ...] = ()
+    no_resume: str = RESUMES
+    no_resume_reason: str | None = None
+    # What the last plan says of it, for the operator: why it falls short, and from when it is
+    # planned off until departure (a car that does not resume, when the limit leaves no other way).
+    plan_reason: str | None = None
+    planned_off_from: datetime | None = None
+    plan_guarantee_short_kwh: float = 0.0
     resumed_at: datetime | None = None  # a 0 -> >0 setpoint was accepted at this time
     paused_while_drawing: bool = False
     overdraw_count: int = 0
@@ -142,10 +165,23 @@ class Session:
         return self.station_id, self.evse_id
 
     @property
+    def imported_kwh(self) -> float:
+        return _since(self.energy_wh, self.start_energy_wh)
+
+    @property
+    def exported_kwh(self) -> float:
+        return _since(self.export_wh, self.start_export_wh)
+
+    @property
     def delivered_kwh(self) -> float:
-        if self.energy_wh is None or self.start_energy_wh is None:
-            return 0.0
-        return max(0.0, (self.energy_wh - self.start_energy_wh) / 1000.0)
+        """Net energy of the session so far: import minus export (negative: it gave more than it took)."""
+        return self.imported_kwh - self.exported_kwh
+
+    def add_vehicle_ids(self, keys: tuple[str, ...]) -> None:
+        """Keys the car is known by, in the order first heard (a few at most)."""
+        new = [k for k in keys if k not in self.vehicle_ids]
+        if new:
+            self.vehicle_ids = (*self.vehicle_ids, *new)[:MAX_VEHICLE_IDS]
 
     def state(self) -> str:
         """charging / discharging / paused / idle, from the latest reading and setpoint."""
@@ -220,6 +256,7 @@ class SessionBook:
                 return None, "none"  # an Updated without evse for a transaction we never saw
             session = self.adopt(station_id, evse_id, tx_id, now)
             change = "new"
+        session.add_vehicle_ids(event.vehicle_ids)
         state = event.charging_state
         if state and state != session.charging_state:
             session.charging_state = state
@@ -255,13 +292,18 @@ class SessionBook:
         a new rate of the energy register)."""
         fresh_energy = False
         reported = None if reading.power_w is None else reading.power_w / 1000.0
-        if reading.energy_wh is not None:
+        at = _instant(reading.timestamp)
+        if reading.energy_wh is not None and not _stale(at, session.energy_at, reading.energy_wh, session.energy_wh):
             fresh_energy = self._energy(session, reading.energy_wh, reading.timestamp, now, reported)
-            session.energy_wh = reading.energy_wh
+            session.energy_wh, session.energy_at = reading.energy_wh, at
             if session.start_energy_wh is None:
                 session.start_energy_wh = reading.energy_wh
             if session.need is not None and session.need.baseline_wh is None:
                 session.need.baseline_wh = reading.energy_wh
+        if reading.export_wh is not None and not _stale(at, session.export_at, reading.export_wh, session.export_wh):
+            session.export_wh, session.export_at = reading.export_wh, at
+            if session.start_export_wh is None:
+                session.start_export_wh = reading.export_wh
         if reading.soc is not None:
             session.soc = reading.soc
         if reported is not None:
@@ -311,9 +353,12 @@ class SessionBook:
             # The operator's word wins over the car's, but keep what only the car knows.
             session.need.min_current_a, session.need.max_current_a = need.min_current_a, need.max_current_a
             session.need.phases, session.need.v2g = need.phases, need.v2g
-            session.need.max_discharge_kw, session.need.dischargeable_kwh = need.max_discharge_kw, need.dischargeable_kwh
+            # The car states what it may give from now on; the operator's need counts export since its own
+            # statement, so what was exported since then is added back (the budget left is the car's word).
+            session.need.max_discharge_kw = need.max_discharge_kw
+            session.need.dischargeable_kwh = need.dischargeable_kwh + exported_kwh(session, session.need)
             return session
-        need.baseline_wh = session.energy_wh
+        need.baseline_wh, need.baseline_export_wh = session.energy_wh, session.export_wh
         session.need = need
         return session
 
@@ -333,13 +378,15 @@ class SessionBook:
         old = session.need
         base = old if old is not None else default_need(session, now, self.defaults)
         remaining_before = remaining_kwh(session, base)
+        # The car's dischargeable energy was stated once: what it discharged since still counts.
+        dischargeable = max(0.0, base.dischargeable_kwh - exported_kwh(session, base))
         need = Need(
             energy_kwh=float(energy_kwh) if energy_kwh is not None else remaining_before,
             departure=departure if departure is not None else base.departure,
             guaranteed_kwh=float(guaranteed_kwh) if guaranteed_kwh is not None else base.guaranteed_kwh,
             source="api", min_current_a=base.min_current_a, max_current_a=base.max_current_a, phases=base.phases,
-            v2g=base.v2g, max_discharge_kw=base.max_discharge_kw, dischargeable_kwh=base.dischargeable_kwh,
-            baseline_wh=session.energy_wh,
+            v2g=base.v2g, max_discharge_kw=base.max_discharge_kw, dischargeable_kwh=dischargeable,
+            baseline_wh=session.energy_wh, baseline_export_wh=session.export_wh,
         )
         session.need = need
         return session
@@ -356,7 +403,7 @@ def need_record(need: Need) -> dict[str, Any]:
             "guaranteed_kwh": need.guaranteed_kwh, "source": need.source, "min_current_a": need.min_current_a,
             "max_current_a": need.max_current_a, "phases": need.phases, "v2g": need.v2g,
             "max_discharge_kw": need.max_discharge_kw, "dischargeable_kwh": need.dischargeable_kwh,
-            "baseline_wh": need.baseline_wh}
+            "baseline_wh": need.baseline_wh, "baseline_export_wh": need.baseline_export_wh}
 
 
 def need_from_record(record: dict[str, Any]) -> Need:
@@ -371,7 +418,8 @@ def need_from_record(record: dict[str, Any]) -> Need:
                 phases=int(phases) if isinstance(phases, int) else None, v2g=bool(record.get("v2g")),
                 max_discharge_kw=float(record.get("max_discharge_kw") or 0.0),
                 dischargeable_kwh=float(record.get("dischargeable_kwh") or 0.0),
-                baseline_wh=_number(record.get("baseline_wh")))
+                baseline_wh=_number(record.get("baseline_wh")),
+                baseline_export_wh=_number(record.get("baseline_export_wh")))
 
 
 def _number(value: Any) -> float | None:
@@ -409,16 +457,21 @@ def need_from_ev(needs: dict[str, Any], now: datetime, defaults: Defaults) -> Ne
     phases = 1 if needs.get("requestedEnergyTransfer") in ("AC_single_phase", "AC_BPT_single_phase") else None
     if needs.get("requestedEnergyTransfer") in ("AC_three_phase", "AC_BPT"):
         phases = 3
+    v2g = discharge_w > 0 and min_v2x is not None
+    # evMinV2XEnergyRequest > 0: the user's guaranteed minimum; <= 0: none stated (what may be taken
+    # out), so a V2G car gets the configured minimum like every other car.
+    guaranteed = (min_v2x or 0.0) / 1000.0
+    if guaranteed <= 0 and v2g:
+        guaranteed = defaults.v2g_guaranteed_kwh
     return Need(
         energy_kwh=max(0.0, energy_kwh),
         departure=departure,
-        # evMinV2XEnergyRequest > 0: the user's guaranteed minimum; < 0: what may be taken out.
-        guaranteed_kwh=max(0.0, (min_v2x or 0.0) / 1000.0),
+        guaranteed_kwh=max(0.0, guaranteed),
         source="ev",
         min_current_a=_number(ac.get("evMinCurrent")),
         max_current_a=_number(ac.get("evMaxCurrent")),
         phases=phases,
-        v2g=discharge_w > 0 and min_v2x is not None,
+        v2g=v2g,
         max_discharge_kw=abs(discharge_w) / 1000.0,
         dischargeable_kwh=max(0.0, -(min_v2x or 0.0) / 1000.0),
     )
@@ -433,11 +486,43 @@ def default_need(session: Session, now: datetime, defaults: Defaults) -> Need:
                 guaranteed_kwh=defaults.guaranteed_kwh, source="default", baseline_wh=session.start_energy_wh)
 
 
+def _instant(timestamp: str | None) -> datetime | None:
+    if not timestamp:
+        return None
+    try:
+        return parse_datetime(timestamp)
+    except ValueError:
+        return None
+
+
+def _stale(at: datetime | None, last_at: datetime | None, wh: float, last_wh: float | None) -> bool:
+    """A register reading older than the one taken and not above it: a late (offline-queued or
+    reordered) message, which must not roll the register back. A reading stamped earlier but
+    higher is taken (the station's clock was set back), as is one stamped later but lower (a reset)."""
+    return at is not None and last_at is not None and last_wh is not None and at < last_at and wh <= last_wh
+
+
+def _since(now_wh: float | None, then_wh: float | None) -> float:
+    """kWh a register counted from ``then_wh`` to ``now_wh`` (0 unknown, or after a meter reset)."""
+    if now_wh is None or then_wh is None:
+        return 0.0
+    return max(0.0, (now_wh - then_wh) / 1000.0)
+
+
+def imported_kwh(session: Session, need: Need) -> float:
+    """Import since the need was stated."""
+    return _since(session.energy_wh, need.baseline_wh)
+
+
+def exported_kwh(session: Session, need: Need) -> float:
+    """Export since the need was stated (from the session's first export reading when the need came first)."""
+    base = need.baseline_export_wh if need.baseline_export_wh is not None else session.start_export_wh
+    return _since(session.export_wh, base)
+
+
 def remaining_kwh(session: Session, need: Need) -> float:
-    """Energy still wanted: the wish minus what the meter counted since the wish was made."""
-    if session.energy_wh is None or need.baseline_wh is None:
-        return need.energy_kwh
-    return max(0.0, need.energy_kwh - (session.energy_wh - need.baseline_wh) / 1000.0)
+    """Energy still wanted: the wish minus the net energy (import minus export) since it was made."""
+    return max(0.0, need.energy_kwh - (imported_kwh(session, need) - exported_kwh(session, need)))
 
 
 def session_need(session: Session, caps: StationCaps, now: datetime, defaults: Defaults,
@@ -456,9 +541,10 @@ def session_need(session: Session, caps: StationCaps, now: datetime, defaults: D
     if max_a <= 0:
         max_a = caps.max_current_a
     min_a = min(min_a, max_a)
-    remaining = remaining_kwh(session, need)
-    delivered_since = need.energy_kwh - remaining
-    guaranteed = max(0.0, need.guaranteed_kwh - delivered_since)
+    energy = session_need_energy(
+        StatedNeed(need.energy_kwh, need.guaranteed_kwh, need.dischargeable_kwh),
+        imported_kwh(session, need), exported_kwh(session, need), default_guaranteed_kwh=defaults.guaranteed_kwh)
+    remaining, guaranteed = energy.energy_needed_kwh, energy.guaranteed_kwh
     departure_s = max(0.0, (need.departure - now).total_seconds())
     fixed = session.fixed_kw
     if not connected:
@@ -467,6 +553,7 @@ def session_need(session: Session, caps: StationCaps, now: datetime, defaults: D
     if len(wiring) < phases:
         wiring = PHASE_NAMES
     v2g = bool(caps.v2g and need.v2g and need.max_discharge_kw > 0)
+    no_resume = session.no_resume if session.no_resume in NO_RESUME_VALUES else RESUMES
     fields = {
         "session_id": f"{session.station_id}#{session.evse_id}",
         "phases": phases, "phase_wiring": tuple(wiring), "min_current_a": float(min_a), "max_current_a": float(max_a),
@@ -475,15 +562,17 @@ def session_need(session: Session, caps: StationCaps, now: datetime, defaults: D
         "departure_s": float(departure_s if departure_s > 0 else 1.0),
         "can_pause": bool(session.can_pause), "v2g": v2g,
         "max_discharge_kw": float(need.max_discharge_kw) if v2g else 0.0,
-        "dischargeable_kwh": float(need.dischargeable_kwh) if v2g else 0.0,
+        "dischargeable_kwh": float(energy.dischargeable_kwh) if v2g else 0.0,
         "fixed_kw": None if fixed is None else float(fixed),
         "efficiency": 1.0,
+        "no_resume": no_resume,
+        "discharged_kwh": float(energy.discharged_kwh) if v2g else 0.0,
     }
     return _checked_need(fields)
 
 
 _NEED_NUMBERS = ("min_current_a", "max_current_a", "energy_needed_kwh", "guaranteed_kwh", "departure_s",
-                 "max_discharge_kw", "dischargeable_kwh")
+                 "max_discharge_kw", "dischargeable_kwh", "discharged_kwh")
 
 
 def _checked_need(fields: dict[str, Any]) -> SessionNeed:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from csms.domain import vehicles
 from csms.domain.events import MeterValuesReceived, TransactionChanged
 from csms.domain.meter import BadSample, flatten, latest_reading
 from csms.domain.transactions import TxEvent
@@ -70,7 +71,8 @@ def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
                 station_id=session.station_id, event_type=event.event_type, transaction_id=event.transaction_id,
                 evse_id=event.evse_id, seq_no=event.seq_no, trigger_reason=event.trigger_reason,
                 charging_state=event.charging_state, stopped_reason=event.stopped_reason, offline=event.offline,
-                timestamp=event.timestamp, reading=latest_reading(event.samples), id_token=event.id_token))
+                timestamp=event.timestamp, reading=latest_reading(event.samples), id_token=event.id_token,
+                vehicle_ids=vehicles.from_transaction_event(payload)))
         return response
 
     async def meter_values(session: StationSession, payload: dict[str, Any]) -> dict[str, Any]:
