@@ -28,6 +28,7 @@ from profiles.engine import GUIDE_NOISE_A, SlotState, SlotView, build_plan, walk
 from profiles.heuristic import alap_reference, reference_allocator
 from profiles.lp import Bounds, LPSolution, discharge_top, solve
 from profiles.model import ENERGY_EPS_KWH, Plan
+from profiles.repair import repair_guarantees
 
 PREFER: str | None = None  # no ordering of equal charging: fastest, and as good as "late" or "early"
 
@@ -103,5 +104,7 @@ def lp_plans(prep: Prepared, *, time_limit_s: float | None = None) -> Refined:
     for name, reference in references:
         current, state = walk(prep, reference_allocator(*reference(prep, sol)), use_v2g=True,
                               discharge_guide=guide, keep_first=alive)
+        if sol.guaranteed.sum() > 0:
+            current, state = repair_guarantees(prep, current, state)
         plans.append(build_plan(prep, current, state, method=name, note=note))
     return Refined(plans, sol)
