@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from profiles.arrays import Prepared, ceil_tenth, floor_tenth
-from profiles.engine import SlotState
+from profiles.engine import SlotState, violations
 from profiles.model import ENERGY_EPS_KWH, VIOLATION_EPS
 
 #: A car counts as short (and a donor keeps this much above its guarantee), kWh.
@@ -76,6 +76,49 @@ def _donate(prep: Prepared, current: np.ndarray, t: int, i: int, lack: np.ndarra
     return cuts if not np.any(lack > VIOLATION_EPS) else {}
 
 
+def _swap_discharge(prep: Prepared, current: np.ndarray, state: SlotState, i: int, t: int,
+                    net: np.ndarray, left: np.ndarray) -> bool:
+    """Let other V2G cars with energy beyond their guarantee (and budget left) take over car
+    i's discharge in slot t, so i keeps that energy. In place; False when they cannot."""
+    give = float(-current[i, t])
+    need = prep.credit[i] * give
+    kpa, eff, h = prep.kw_per_a, prep.eff, prep.hours[:, t]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        top = floor_tenth(np.where(prep.v2g, np.minimum(prep.imax, prep.dis_kw / np.maximum(kpa, _TINY)), 0.0))
+    cur = current[:, t]
+    out_per_a = kpa * h / eff
+    surplus = net - prep.guar
+    cand = np.flatnonzero(prep.v2g & (h > 0) & (cur <= 0) & (top > -cur) & (surplus > SHORT_EPS_KWH)
+                          & (left > ENERGY_EPS_KWH) & np.any(prep.credit > _TINY, axis=1))
+    cand = cand[cand != i]
+    adds: dict[int, float] = {}
+    lack = need.copy()
+    for k in cand[np.argsort(-surplus[cand], kind="stable")].tolist():
+        on = (lack > VIOLATION_EPS) & (prep.credit[k] > _TINY)
+        if not on.any():
+            if not np.any(lack > VIOLATION_EPS):
+                break
+            continue
+        by_energy = float(floor_tenth(np.array(min(surplus[k] - SHORT_EPS_KWH, left[k]) / max(out_per_a[k], _TINY))))
+        now = float(-cur[k])
+        d = float(ceil_tenth(np.array(np.max(lack[on] / prep.credit[k, on]))))
+        new = min(max(now + d, float(prep.imin[k])), float(top[k]), now + by_energy)
+        if new < prep.imin[k] - 1e-9 or new <= now + 1e-9:
+            continue
+        adds[k] = new - now
+        lack -= prep.credit[k] * (new - now)
+    if np.any(lack > VIOLATION_EPS):
+        return False
+    for k, d in adds.items():
+        current[k, t] = round(float(current[k, t]) - d, 1)
+        net[k] -= d * out_per_a[k]
+        left[k] -= d * out_per_a[k]
+    current[i, t] = 0.0
+    net[i] += give * out_per_a[i]
+    left[i] += give * out_per_a[i]
+    return True
+
+
 def repair_guarantees(prep: Prepared, current: np.ndarray, state: SlotState,
                       max_moves: int = 2000) -> tuple[np.ndarray, SlotState]:
     """Raise cars short of their guarantee (see the module doc), latest slots first (after a
@@ -84,12 +127,18 @@ def repair_guarantees(prep: Prepared, current: np.ndarray, state: SlotState,
     rows = np.flatnonzero(short > SHORT_EPS_KWH)
     if rows.size == 0:
         return current, state
-    current = current.copy()
+    original, current = current, current.copy()
     net = state.net.copy()
     room = prep.cap - prep.usage.T @ np.maximum(current, 0.0)
     quiet = ~np.any(current < 0, axis=0)  # slots without discharge
+    left = state.dischargeable.copy()
     moves = 0
     for i in rows[np.argsort(-short[rows], kind="stable")].tolist():
+        if prep.pausable[i]:  # a car that does not resume keeps its discharge (it keeps it going)
+            for t in np.flatnonzero(current[i] < 0)[::-1].tolist():
+                if prep.guar[i] - net[i] <= SHORT_EPS_KWH or moves >= max_moves:
+                    break
+                moves += _swap_discharge(prep, current, state, i, t, net, left)
         for t in range(prep.n_slots - 1, -1, -1):
             gap = prep.guar[i] - net[i]
             if gap <= SHORT_EPS_KWH or moves >= max_moves:
@@ -119,6 +168,8 @@ def repair_guarantees(prep: Prepared, current: np.ndarray, state: SlotState,
             room[:, t] -= prep.usage[i] * delta
             net[i] += delta * epa
     fixed = replay(prep, current, state)
+    if np.any(violations(prep, current) & ~violations(prep, original)):
+        return original, state
     if fixed.guar_remaining.sum() >= state.guar_remaining.sum() - ENERGY_EPS_KWH:
-        return current, state  # nothing won (e.g. energy capped by a need): keep the walk's own
+        return original, state  # nothing won (e.g. energy capped by a need): keep the walk's own
     return current, fixed
