@@ -11,7 +11,8 @@ through the engine (the 0-6 A gap, 0.1 A steps, limits and phase limits, the res
    discharge) the per-car totals placed as late as possible and fairly
    (`heuristic.alap_reference`), which keeps guarantees better around discharge. Each drives the
    engine's reference allocator (dues first, the rest shared fairly), with the LP's discharge
-   as the discharge guide.
+   as the discharge guide; each rounding then gets the guarantee repair (`profiles.repair`),
+   which moves charging (and discharge) to cars the rounding left short of their guarantee.
 3. The caller keeps the best of these and the pure heuristic: fewest guaranteed kWh missed,
    then most energy, ties to the fairer (heuristic first).
 """
