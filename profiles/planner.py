@@ -105,18 +105,22 @@ def _nothing_to_gain(prep: Prepared, p: Plan) -> bool:
     return bool(np.all(got >= np.minimum(prep.need, at_full) - 1e-3))
 
 
-def lp_plan(inp: PlanInput, *, time_limit_s: float | None = None, heuristic: Plan | None = None) -> Plan:
+def lp_plan(inp: PlanInput, *, time_limit_s: float | None = None, heuristic: Plan | None = None,
+            heuristic_s: float | None = None) -> Plan:
     """The LP-guided plan, or the heuristic's when that is at least as good (see `better`);
     the LP is skipped when the heuristic already gives every car all it could take. With a
-    time limit, HiGHS gets what is left of it after keeping time to round its answer."""
+    time limit, HiGHS gets what is left of it after keeping time to round its answer (a
+    multiple of the heuristic's time: `heuristic_s` when the heuristic was computed by the
+    caller)."""
     started = time.perf_counter()
     prep = prepare(inp)
     if heuristic is None:
         heuristic = heuristic_plan(inp)
     spent = time.perf_counter() - started
+    walk_s = spent if heuristic_s is None else max(heuristic_s, spent)
     if _nothing_to_gain(prep, heuristic):
         return replace(heuristic, note="heuristic: every car gets all it can take, nothing for the LP to gain")
-    left = None if time_limit_s is None else time_limit_s - spent - ROUNDING_RESERVE * spent
+    left = None if time_limit_s is None else time_limit_s - spent - ROUNDING_RESERVE * walk_s
     refined = lp_plans(prep, time_limit_s=left)
     best = _best([heuristic, *refined.plans])
     if best is heuristic:
@@ -136,11 +140,13 @@ def plan(inp: PlanInput, *, method: str = "auto", budget_s: float = REFINE_BUDGE
         raise ValueError(f"method must be 'auto', 'lp' or 'heuristic', got {method!r}")
     started = time.perf_counter()
     heuristic = heuristic_plan(inp)
+    heuristic_s = time.perf_counter() - started
     cells = sum(1 for s in inp.sessions if s.fixed_kw is None) * len(inp.limit_kw)
     if cells > MAX_LP_CELLS:
         return replace(heuristic, note=f"{cells:,} session-slots exceed the LP limit of {MAX_LP_CELLS:,}")
     try:
-        return lp_plan(inp, time_limit_s=budget_s - (time.perf_counter() - started), heuristic=heuristic)
+        return lp_plan(inp, time_limit_s=budget_s - (time.perf_counter() - started), heuristic=heuristic,
+                       heuristic_s=heuristic_s)
     except (LPError, ValueError, ArithmeticError) as exc:  # the heuristic's plan is always safe to send
         spent = time.perf_counter() - started
         return replace(heuristic, note=f"LP not used ({type(exc).__name__}: {exc}; {spent:.2f} s)")

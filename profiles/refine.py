@@ -11,7 +11,8 @@ through the engine (the 0-6 A gap, 0.1 A steps, limits and phase limits, the res
    discharge) the per-car totals placed as late as possible and fairly
    (`heuristic.alap_reference`), which keeps guarantees better around discharge. Each drives the
    engine's reference allocator (dues first, the rest shared fairly), with the LP's discharge
-   as the discharge guide.
+   as the discharge guide; each rounding then gets the guarantee repair (`profiles.repair`),
+   which moves charging (and discharge) to cars the rounding left short of their guarantee.
 3. The caller keeps the best of these and the pure heuristic: fewest guaranteed kWh missed,
    then most energy, ties to the fairer (heuristic first).
 """
@@ -19,6 +20,7 @@ through the engine (the 0-6 A gap, 0.1 A steps, limits and phase limits, the res
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +30,7 @@ from profiles.engine import GUIDE_NOISE_A, SlotState, SlotView, build_plan, walk
 from profiles.heuristic import alap_reference, reference_allocator
 from profiles.lp import Bounds, LPSolution, discharge_top, solve
 from profiles.model import ENERGY_EPS_KWH, Plan
+from profiles.repair import repair_guarantees
 
 PREFER: str | None = None  # no ordering of equal charging: fastest, and as good as "late" or "early"
 
@@ -91,7 +94,10 @@ class Refined:
 
 def lp_plans(prep: Prepared, *, time_limit_s: float | None = None) -> Refined:
     """Plans rounded from the realisable LP (raises `profiles.lp.LPError` when HiGHS fails)."""
+    started = time.perf_counter()
     bounds = realisable_bounds(prep)
+    if time_limit_s is not None:  # the walk behind the bounds comes out of the same budget
+        time_limit_s -= time.perf_counter() - started
     sol = solve(prep, bounds, prefer=PREFER, time_limit_s=time_limit_s)
     note = f"LP {prep.ctrl.size} sessions x {prep.n_slots} slots in {sol.seconds:.3f} s"
     guide = sol.discharge
@@ -103,5 +109,7 @@ def lp_plans(prep: Prepared, *, time_limit_s: float | None = None) -> Refined:
     for name, reference in references:
         current, state = walk(prep, reference_allocator(*reference(prep, sol)), use_v2g=True,
                               discharge_guide=guide, keep_first=alive)
+        if sol.guaranteed.sum() > 0:
+            current, state = repair_guarantees(prep, current, state)
         plans.append(build_plan(prep, current, state, method=name, note=note))
     return Refined(plans, sol)
