@@ -192,11 +192,28 @@ def main(argv: list[str] | None = None) -> int:
     previous = results_md.read_text(encoding="utf-8") if results_md.exists() else ""
     sections = asyncio.run(run_parts(parts, results_md, out / "results", args.smoke, console,
                                      args.sizes, args.servers))
+    if args.part != "all" and previous:  # one part re-run: only its section changes
+        results_md.write_text(replace_sections(previous, results_md.read_text(encoding="utf-8")), encoding="utf-8")
     from bench.study.writeup import keep_section
     keep_section(previous, results_md)  # the study's section is written by `study` alone
     from bench.mixed import SECTION_TITLE as MIXED
     keep_section(previous, results_md, MIXED)  # and the mixed fleet's by `mixed` alone
     return 1 if any("error" in s.data for s in sections) else 0
+
+
+def replace_sections(previous: str, fresh: str) -> str:
+    """``previous`` with each ``## `` section of ``fresh`` put in place of the one of the same
+    title (or added at the end); the rest of ``previous``, its heading included, stays."""
+    def split(text: str) -> tuple[str, list[str]]:
+        head, *parts = text.split("\n## ")
+        return head, ["## " + part.rstrip("\n") for part in parts]
+
+    head, old = split(previous)
+    _, new = split(fresh)
+    title = lambda section: section.split("\n", 1)[0]  # noqa: E731
+    by_title = {title(section): section for section in new}
+    merged = [by_title.pop(title(section), section) for section in old] + list(by_title.values())
+    return "\n\n".join([head.rstrip("\n"), *merged]) + "\n"
 
 
 if __name__ == "__main__":

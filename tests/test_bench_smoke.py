@@ -174,3 +174,12 @@ async def test_mixed_fleet_smoke(tmp_path: Path) -> None:
     md.write_text("# Benchmark results\n\n## 3. Planning\n\nthree\n", encoding="utf-8")  # `all` rewrote it
     writeup.keep_section(text, md, mixed.SECTION_TITLE)
     assert f"## {mixed.SECTION_TITLE}" in md.read_text(encoding="utf-8")
+
+
+def test_a_single_part_rerun_replaces_only_its_own_section() -> None:
+    from bench.__main__ import replace_sections
+    previous = "# Results\nrun A\n\n## 1. One\nold one\n\n## 2. Two\nold two\n\n## 3. Three\nold three\n"
+    fresh = "# Results\nrun B\n\n## 2. Two\nnew two\n"
+    merged = replace_sections(previous, fresh)
+    assert merged == "# Results\nrun A\n\n## 1. One\nold one\n\n## 2. Two\nnew two\n\n## 3. Three\nold three\n"
+    assert replace_sections(previous, "# R\n\n## 4. Four\nfour\n").endswith("## 4. Four\nfour\n")
