@@ -222,7 +222,7 @@ class Commands(GridCommands, Protocol):
 
 # The grid ---------------------------------------------------------------------------------------
 class SignalSource(Component, Protocol):
-    """Where grid limits come from (MQTT today; OpenADR 3, UFTP next). A source validates and
+    """Where grid limits come from (MQTT, the OpenADR 3 VEN, the UFTP aggregator). A source validates and
     hands every signal to the :class:`LimitIntake` it was built with, naming itself as ``source``
     in the limit book, and reports when it cannot be heard (e.g. its broker is down), so the
     groups that depend on it go to safe mode."""

@@ -38,8 +38,12 @@ def test_headroom_shortcut_gives_what_the_planner_gives_every_slot(allow_pause: 
     plain = simulate(fleet, base, limit, Control(plan, allow_pause=allow_pause, headroom_shortcut=False))
     assert fast.planner_calls < plain.planner_calls  # the shortcut did skip slots ...
     assert fast.planner_calls > 0  # ... and the limit did bind somewhere, so the comparison means something
-    np.testing.assert_allclose(fast.ev_kw, plain.ev_kw, atol=1e-9)
-    np.testing.assert_allclose(fast.delivered_kwh, plain.delivered_kwh, atol=1e-9)
+    # The planner's guarantee repair (profiles/repair.py) may move a little energy between slots with
+    # foresight, so the shortcut is no longer equal to the last watt; it must never claim more than
+    # the planner delivers (the study's figures stay on the safe side) and stay within 0.1 %.
+    np.testing.assert_allclose(fast.ev_kw, plain.ev_kw, atol=0.1)
+    assert np.sum(fast.delivered_kwh) <= np.sum(plain.delivered_kwh) + 1e-9
+    assert np.sum(fast.delivered_kwh) >= 0.999 * np.sum(plain.delivered_kwh)
     assert fast.max_over_kw <= 0.01
 
 

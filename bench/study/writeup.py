@@ -528,9 +528,12 @@ def study_markdown(r: Results, sec: Section, doc_path: Path, header: str) -> str
         ("The flexibility computation is a separate, pure function, `bench.study.flex.deliverable_flex` (a "
         "PlanInput of the connected fleet with its base load and limit, and a window of ISPs, in; the largest "
         "reduction held in every ISP with every guarantee kept, out). It asks the planner itself, so an offer it "
-        "returns is one the controller can keep. The UFTP aggregator (FlexRequest -> FlexOffer) that is being "
-        "built will call it or be checked against it. **The UFTP end-to-end path is not yet used in this "
-        "study**: no UFTP message is exchanged; the bid is applied as a limit, as a FlexOrder would be."), "",
+        "returns is one the controller can keep. The UFTP aggregator (FlexRequest -> FlexOffer, "
+        "`csms/grid/sources/uftp/`) computes its offers analytically (`profiles/flex_offer.py`, no planner calls "
+        "on the message path) and is checked against it: it never offers more than this function finds "
+        "deliverable, beyond its 0.5 kW resolution (`tests/test_flex_offer.py`). **The UFTP end-to-end path is "
+        "not yet used in this study**: no UFTP message is exchanged; the bid is applied as a limit, as a "
+        "FlexOrder would be."), "",
         redispatch_table(r).markdown(), "", firm_flex_table(r).markdown(), "",
         ("The firm flexibility counts only the cars connected at 17:00 with what they still need: over the whole "
          "window it is bounded by its last ISP, when most of those cars are full; for the first ISP alone it is "

@@ -1,6 +1,6 @@
 """The limit intake: the one door every limit signal goes through, and the safe-mode watchdog.
 
-Signal sources (MQTT today; OpenADR 3 and UFTP next) and the operator API hand signals to
+Signal sources (MQTT, the OpenADR 3 VEN, the UFTP aggregator) and the operator API hand signals to
 :meth:`LimitDesk.accept` / :meth:`LimitDesk.submit`; each is validated with the same rules
 (csms.grid.model.limits.parse_signal), applied to the limit book under its ``source`` name, and
 answered on the status channel. A watchdog puts a group into safe mode when it expects signals
