@@ -13,7 +13,7 @@ from typing import Literal
 
 from csms.configcheck import bounds
 from csms.domain.records import IdTokenRecord, StationRecord
-from csms.store.base import IdTokenStore
+from csms.store.base import IdTokenStore, StationStore
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,16 @@ class RegistrationConfig:
 
 HOLD_KEY = "hold"  # StationRecord.extra: the operator keeps this station Pending (the value: why)
 VERSION_KEY = "ocpp_version"  # StationRecord.extra: the subprotocol of the station's latest connection
+
+
+async def remember_version(stations: StationStore, station_id: str, subprotocol: str) -> None:
+    """Keep the OCPP version a station connected with in its record (shown while it is away).
+    Called at connect for a known station and right after the boot of a new one, never at
+    departure: a whole-record write then could undo an operator's change (a block) made meanwhile."""
+    record = await stations.get_station(station_id)
+    if record is not None and record.extra.get(VERSION_KEY) != subprotocol:
+        record.extra[VERSION_KEY] = subprotocol
+        await stations.put_station(record)
 
 
 @dataclass(frozen=True)

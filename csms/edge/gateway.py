@@ -30,8 +30,7 @@ from websockets.typing import Subprotocol
 from csms.config import WebsocketConfig
 from csms.domain.events import StationConnected, StationDisconnected
 from csms.domain.identity import MAX_IDENTITY_LENGTH, identity_problem
-from csms.domain.records import StationRecord
-from csms.domain.registration import VERSION_KEY, accepted_at_connect
+from csms.domain.registration import VERSION_KEY, accepted_at_connect, remember_version
 from csms.edge.connection import EdgeContext, StationConnection
 from csms.interfaces import HandshakeCheck, Presence
 from csms.ocpp.package import Router
@@ -263,8 +262,8 @@ class Gateway:
             record = await self.stations.get_station(station_id)
             known = record is not None
             conn.accepted = accepted_at_connect(record)
-            if record is not None:
-                await self._remember_version(record, conn)
+            if record is not None and record.extra.get(VERSION_KEY) != conn.version.subprotocol:
+                await remember_version(self.stations, station_id, conn.version.subprotocol)
             del record  # held for the connection's lifetime otherwise
             if self.presence is not None:  # before the record says connected: readers trust the directory
                 await self.presence.arrived(station_id)
@@ -292,18 +291,10 @@ class Gateway:
                     if self.presence is not None:
                         await self.presence.departed(station_id)
                     await self.stations.set_connection_state(station_id, False, datetime.now(timezone.utc))
-                    if not known and (record := await self.stations.get_station(station_id)) is not None:
-                        await self._remember_version(record, conn)
                 except Exception as exc:  # noqa: BLE001 - the store is down: the start-up check corrects it
                     edge.errors.failed(log, "station disconnection", exc, f"{station_id} not marked disconnected")
                 edge.bus.publish(StationDisconnected(station_id=station_id))
             log.log(self._disconnect_level, "%s disconnected (%s)", station_id, close_description(ws))
-
-    async def _remember_version(self, record: StationRecord, conn: StationConnection) -> None:
-        """Keep the OCPP version the station connected with in its record (shown while it is away)."""
-        if record.extra.get(VERSION_KEY) != conn.version.subprotocol:
-            record.extra[VERSION_KEY] = conn.version.subprotocol
-            await self.stations.put_station(record)
 
 
 def close_description(ws: ServerConnection) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from csms.domain.events import ConnectorStatusChanged, StationBooted
 from csms.domain.records import BootInfo
-from csms.domain.registration import decide_boot
+from csms.domain.registration import decide_boot, remember_version
 from csms.interfaces import StationSession
 from csms.ocpp.common import now, ocpp_time
 from csms.ocpp.package import Handler, HandlerDeps
@@ -51,6 +51,7 @@ def routes(deps: HandlerDeps) -> Mapping[str, Handler]:
         decision = decide_boot(await stations.get_station(session.station_id), config)
         boot = boot_info(payload)
         await stations.record_boot(session.station_id, boot, decision.stored, now())
+        await remember_version(stations, session.station_id, session.version.subprotocol)
         session.accepted = decision.status == "Accepted"
         (log.info if session.accepted else log.warning)(
             "%s boot %s (OCPP 1.6, %s %s): %s", session.station_id, decision.status, boot.vendor, boot.model,
