@@ -34,7 +34,7 @@ from csms.domain.meter import Sample
 from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
 from csms.domain.transactions import Registers, TxEvent, TxState, epoch, merge
 from csms.store.base import CommandOutcome, Store, check_limit
-from csms.store.encoding import connector_ids
+from csms.store.encoding import connector_ids, transaction_record
 from csms.store.encoding import from_iso as _dt
 from csms.store.encoding import iso as _iso
 from csms.store.encoding import to_json as _json
@@ -477,13 +477,7 @@ class RedisStore(Store):
 
     @staticmethod
     def _tx(h: dict[str, Any]) -> TransactionRecord:
-        registers = Registers.from_record(h.get("registers"))  # absent in a record from before: none
-        return TransactionRecord(
-            station_id=h["station_id"], transaction_id=h["transaction_id"], evse_id=h.get("evse_id"),
-            connector_id=h.get("connector_id"), id_token=h.get("id_token"), started_at=_dt(h.get("started_at")),
-            ended_at=_dt(h.get("ended_at")), active=bool(h.get("active")), charging_state=h.get("charging_state"),
-            stopped_reason=h.get("stopped_reason"), last_seq_no=h["last_seq_no"], energy_wh=h.get("energy_wh"),
-            first_seen_as=h["first_seen_as"], export_wh=registers.export_register_wh, net_energy_wh=registers.net_wh)
+        return transaction_record(h, Registers.from_record(h.get("registers")))  # absent in an old record: none
 
     async def get_transaction(self, station_id: str, transaction_id: str) -> TransactionRecord | None:
         h = (await self._hashes([self.keys.tx(station_id, transaction_id)]))[0]

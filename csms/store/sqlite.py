@@ -26,7 +26,7 @@ from csms.domain.meter import Sample
 from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
 from csms.domain.transactions import Registers, TxEvent, TxState, epoch, merge
 from csms.store.base import CommandOutcome, Store, check_limit
-from csms.store.encoding import connector_ids
+from csms.store.encoding import connector_ids, transaction_record
 from csms.store.encoding import from_iso as _dt
 from csms.store.encoding import iso as _iso
 from csms.store.encoding import to_json as _json
@@ -304,14 +304,7 @@ class SqliteStore(Store):
 
     @staticmethod
     def _tx(r: dict[str, Any]) -> TransactionRecord:
-        registers = _registers(r.get("registers"))
-        return TransactionRecord(
-            station_id=r["station_id"], transaction_id=r["transaction_id"], evse_id=r["evse_id"],
-            connector_id=r["connector_id"], id_token=r["id_token"], started_at=_dt(r["started_at"]),
-            ended_at=_dt(r["ended_at"]), active=bool(r["active"]), charging_state=r["charging_state"],
-            stopped_reason=r["stopped_reason"], last_seq_no=r["last_seq_no"], energy_wh=r["energy_wh"],
-            first_seen_as=r["first_seen_as"], export_wh=registers.export_register_wh,
-            net_energy_wh=registers.net_wh)
+        return transaction_record(r, _registers(r.get("registers")))  # absent in an old record: none
 
     async def get_transaction(self, station_id: str, transaction_id: str) -> TransactionRecord | None:
         rows = await self._rows("SELECT * FROM transactions WHERE station_id=? AND transaction_id=?",
