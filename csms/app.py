@@ -15,9 +15,11 @@ import gc
 import logging
 import signal
 import ssl
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from datetime import datetime, timezone
 from typing import Any
+
+from prometheus_client import CollectorRegistry
 
 from csms.api.http import ApiContext
 from csms.api.operations import execute_forwarded
@@ -25,14 +27,24 @@ from csms.api.server import ApiServer
 from csms.billing import Billing
 from csms.bus import LocalBus
 from csms.cluster import Cluster, default_node_id
+from csms.cluster_grid import (
+    GridFeed,
+    GridLeadership,
+    LeadingGrid,
+    NotLeading,
+    RemoteLink,
+    RoutedGridCommands,
+    execute_grid_forwarded,
+)
 from csms.commands import Commands
 from csms.config import Config, api_port, api_token_file
-from csms.domain.registration import Authorizer
+from csms.domain.events import StationConnected, StationDisconnected
+from csms.domain.registration import VERSION_KEY, Authorizer
 from csms.edge.connection import EdgeContext, StationConnection, Trace
 from csms.edge.gateway import Gateway
 from csms.errorlog import ErrorLog
 from csms.grid.service import Grid
-from csms.interfaces import CertificateSigner, Clock, Component, HandshakeCheck, MessageGate
+from csms.interfaces import CertificateSigner, Clock, Component, GridService, HandshakeCheck, MessageGate, Spawner
 from csms.metrics import Metrics
 from csms.ocpp.package import HandlerDeps, Router
 from csms.ocpp.versions import DEFAULT_VERSION, VERSIONS
@@ -50,6 +62,28 @@ LAST_SEEN_FLUSH_S = 5.0
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class TermMetrics:
+    """The grid's metrics of one leadership term (their own registry: a later term registers anew)."""
+
+    registry: CollectorRegistry
+
+
+@dataclasses.dataclass(frozen=True)
+class TermDeps:
+    """What the leader's grid part uses: the merged event feed, routed and fenced commands, every
+    node's stations."""
+
+    bus: GridFeed
+    metrics: TermMetrics
+    commands: RoutedGridCommands
+    connections: Mapping[str, Any]
+    spawner: Spawner
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
+        return self.spawner.spawn(coro, name)
 
 
 class Daemon:
@@ -74,12 +108,14 @@ class Daemon:
         self.gateway = Gateway(config.websocket, self.edge, self.store, self.connections, self.cluster)
         # The optional parts, built at start() from the config (None when not configured).
         self.security: Security | None = None
-        self.grid: Grid | None = None
+        self.grid: Grid | None = None  # with several nodes: only while this node leads the grid
+        self.leadership: GridLeadership | None = None
         self.api: ApiServer | None = None
         self.operations: Operations | None = None
         self.billing: Billing | None = None
         self.routers: dict[str, Router] = {}
         self.components: list[Component] = []
+        self._term_grid: Grid | None = None  # the grid part of this node's current leadership term
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
 
@@ -148,19 +184,24 @@ class Daemon:
                            reports=self.operations, iso15118=self._iso15118(), billing=self.billing,
                            documents=self.store)
         self.routers = {sp: package.build_router(deps) for sp, package in VERSIONS.items()}
-        if config.grid is not None:  # limit signals and the grid controller
+        if config.grid is not None and self.cluster is None:  # limit signals and the grid controller
             self.grid = Grid(config.grid, self, self.clock, store=self.store)
             self.components.append(self.grid)
         if config.api.enabled:  # operator API and dashboard
             context = ApiContext(store=self.store, connections=self.connections, bus=self.bus, commands=self.commands,
                                  metrics=self.metrics, station_trace=self.station_trace, readiness=self.readiness,
-                                 version=DEFAULT_VERSION.version, grid=self.grid, operations=self.operations,
+                                 version=DEFAULT_VERSION.version, operations=self.operations,
+                                 grid=self._grid_service(),
                                  billing=self.billing, listeners=self.gateway.listeners, errors=self.errors,
                                  versions={sp: package.version for sp, package in VERSIONS.items()},
                                  openadr=self.grid.signals.openadr if self.grid is not None else None,
-                                 cluster=self.cluster)
+                                 cluster=self.cluster,
+                                 grid_leader=self._grid_leader_url if self.leadership_wanted else None)
             self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config))
             self.components.append(self.api)
+        if self.leadership_wanted:  # after the API: the leader key carries its address
+            self.leadership = self._grid_leadership()
+            self.components.append(self.leadership)
 
     def _cluster(self) -> Cluster | None:
         """This node's membership of several nodes on one Redis (None: one node, the default)."""
@@ -173,8 +214,113 @@ class Daemon:
                        spawner=self, errors=self.errors, mark=self.store.set_connection_state)
         node.local = lambda: list(self.connections)
         node.attach_bus(self.bus)
-        node.executor = lambda request: execute_forwarded(self.commands, self.operations, request)
+        node.executor = self._execute_forwarded
+        node.on_release = self._released
+        node.on_reclaim = self._reclaimed
         return node
+
+    def _released(self, stations: list[str]) -> None:
+        """Stations of a dead node, released here: gone, for every node's grid and live stream."""
+        for station_id in stations:
+            if station_id not in self.connections:
+                self.bus.publish(StationDisconnected(station_id=station_id))
+
+    def _reclaimed(self, stations: list[str]) -> None:
+        """Our stations, claimed back after our lease had lapsed: to the others they are back now."""
+        for station_id in stations:
+            link = self.connections.get(station_id)
+            if link is not None:
+                self.bus.publish(StationConnected(station_id=station_id, accepted=link.accepted,
+                                                  subprotocol=link.version.subprotocol))
+
+    async def _execute_forwarded(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A command another node sent here: the leader's grid commands (fenced) or an API command."""
+        if request.get("kind") == "grid":
+            if self.leadership is None:
+                raise RuntimeError("this node takes no part in grid control")
+            return await execute_grid_forwarded(self.commands, self.leadership.fence, request)
+        return await execute_forwarded(self.commands, self.operations, request)
+
+    # Grid control with several nodes ----------------------------------------------------------
+    def _grid_service(self) -> GridService | None:
+        """What the API sees of the grid: with several nodes, whichever term this node leads."""
+        return LeadingGrid(lambda: self.grid, self._controller) if self.leadership_wanted else self.grid
+
+    @property
+    def leadership_wanted(self) -> bool:
+        return self.cluster is not None and self.config.grid is not None
+
+    def _grid_leadership(self) -> GridLeadership:
+        assert self.cluster is not None
+        store, cluster = self.config.store, self.cluster
+        return GridLeadership(store.redis_url, store.redis_prefix, cluster.node_id, lease_s=cluster.lease_s,
+                              api_url=self._api_url, lead=self._lead_grid, resign=self._resign_grid,
+                              node_lease=lambda: cluster.lease_held, spawner=self, errors=self.errors)
+
+    @property
+    def node_id(self) -> str:
+        return self.cluster.node_id if self.cluster is not None else ""
+
+    def _controller(self) -> dict[str, Any]:
+        token = self.leadership.token if self.leadership is not None else None
+        return {"node": self.node_id, "epoch": token}
+
+    def _api_url(self) -> str:
+        advertised = self.config.cluster.api_url if self.config.cluster is not None else None
+        if advertised:
+            return advertised.rstrip("/")
+        return self.api.url if self.api is not None else ""
+
+    async def _grid_leader_url(self) -> str | None:
+        """Where the grid's API answers: None here (this node runs the grid part), else the leading
+        node's API address; NotLeading while no node runs it."""
+        if self.grid is not None:
+            return None
+        leader = await self.leadership.leader() if self.leadership is not None else None
+        if leader is None or leader.node == self.node_id or not leader.api_url:
+            raise NotLeading("no node runs the grid controller at this moment")
+        return leader.api_url
+
+    async def _lead_grid(self, epoch: int) -> None:
+        """This node won the election: build the grid part on the shared state and start it."""
+        assert self.cluster is not None and self.leadership is not None and self.config.grid is not None
+        feed = GridFeed(self.bus)
+        self.cluster.grid_feed = feed  # the others' station events are held from now on
+        registry = CollectorRegistry()
+        self.metrics.extra = [registry]
+        deps = TermDeps(bus=feed, metrics=TermMetrics(registry), spawner=self,
+                        commands=RoutedGridCommands(self.commands, self.connections, self.cluster, self.leadership),
+                        connections={**await self._remote_links(), **self.connections})
+        grid = Grid(self.config.grid, deps, self.clock, store=self.store)
+        self._term_grid = grid
+        await grid.start()
+        feed.release()
+        self.grid = grid
+        log.info("grid: controller running on node %s (epoch %d)", self.leadership.node_id, epoch)
+
+    async def _remote_links(self) -> dict[str, RemoteLink]:
+        """The stations other live nodes hold, with the OCPP version each last connected with."""
+        assert self.cluster is not None
+        links: dict[str, RemoteLink] = {}
+        for station_id, node in (await self.cluster.live_owners()).items():
+            if node == self.cluster.node_id:
+                continue
+            record = await self.store.get_station(station_id)
+            package = VERSIONS.get(str(record.extra.get(VERSION_KEY))) if record is not None else None
+            links[station_id] = RemoteLink(station_id, (package or DEFAULT_VERSION).version)
+        return links
+
+    async def _resign_grid(self) -> None:
+        """This node no longer leads: stop its grid part (the next leader reads the store again)."""
+        grid, self._term_grid, self.grid = self._term_grid, None, None
+        if self.cluster is not None:
+            self.cluster.grid_feed = None
+        self.metrics.extra = []
+        if grid is not None:
+            try:
+                await grid.stop()
+            except Exception:  # noqa: BLE001 - the node keeps serving its stations
+                log.exception("grid: stopping the controller after losing the lead failed")
 
     def _iso15118(self) -> Iso15118:
         iso = self.config.iso15118

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import orjson
 import redis.asyncio as aioredis
 
+from csms.cluster_grid import GRID_EVENTS, GridFeed, decode_event, encode_event
 from csms.domain.events import Event
 from csms.errorlog import ErrorLog
 from csms.interfaces import Bus, Spawner
@@ -79,8 +80,12 @@ def _default(obj: Any) -> Any:
 
 
 def event_fields(node: str, ev: Event) -> dict[str, str | bytes]:
-    return {"node": node, "kind": ev.kind, "station_id": ev.station_id or "", "at": ev.at.isoformat(),
-            "data": orjson.dumps(ev.data(), default=_default, option=orjson.OPT_NON_STR_KEYS)}
+    fields: dict[str, str | bytes] = {
+        "node": node, "kind": ev.kind, "station_id": ev.station_id or "", "at": ev.at.isoformat(),
+        "data": orjson.dumps(ev.data(), default=_default, option=orjson.OPT_NON_STR_KEYS)}
+    if isinstance(ev, GRID_EVENTS):  # the grid leader learns the other nodes' sessions from these
+        fields["grid"] = encode_event(ev)
+    return fields
 
 
 def remote_event(fields: dict[str, str]) -> RemoteEvent:
@@ -193,6 +198,11 @@ class Cluster:
         self.events_dropped = 0
         self.executor: Executor | None = None
         self.local: Callable[[], Iterable[str]] = lambda: ()  # the stations connected to this process
+        self.grid_feed: GridFeed | None = None  # while this node leads the grid: the others' station events
+        # Told which stations this node released (their node died) or claimed back after its lease had
+        # lapsed: for the others (the grid leader) they left or came back then.
+        self.on_release: Callable[[list[str]], None] = lambda stations: None
+        self.on_reclaim: Callable[[list[str]], None] = lambda stations: None
 
     def _lease(self, node: str) -> str:
         return f"{self._prefix}lease:{node}"
@@ -310,6 +320,8 @@ class Cluster:
         for station_id in released:
             await self._mark(station_id, False, now)
         if released:
+            self.on_release(released)
+        if released:
             log.info("cluster: released %d station(s) of %s (no live lease)", len(released),
                      ", ".join(sorted(by_node)))
         return released
@@ -329,6 +341,7 @@ class Cluster:
                                 self.node_id, len(stations))
                     if stations:
                         await self._reclaim(keys=[self._owners], args=[self.node_id, self._lease(""), *stations])
+                        self.on_reclaim(stations)
                 if time.monotonic() - last_sweep >= self.lease_s:
                     last_sweep = time.monotonic()
                     await self.sweep()
@@ -468,3 +481,9 @@ class Cluster:
             log.warning("cluster events: dropped a malformed entry (%s): %.200s", exc, fields)
             return
         self._bus.publish(ev)
+        feed, typed = self.grid_feed, fields.get("grid")
+        if feed is not None and typed:
+            try:
+                feed.remote(decode_event(typed))
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("cluster events: dropped a malformed grid event (%s): %.200s", exc, typed)

@@ -85,6 +85,9 @@ class ClusterConfig:
     # How long a node waits for the node holding a station to answer a forwarded command
     # (None: the websocket call timeout plus 5 s).
     forward_timeout_s: float | None = field(default=None, metadata=bounds(0.01, 3600))
+    # Where the other nodes reach this node's operator API when it leads the grid (they forward the
+    # grid's API requests there). None: the address it listens on (right when all nodes share a host).
+    api_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -154,11 +157,9 @@ def parse_config(data: Any, file: str = "<config>") -> Config:
                 issues.add(f"store.{key}", problem)
     if config.cluster is not None and config.store.backend != "redis":
         issues.add("cluster", "needs store.backend: redis (the nodes share their records, directory and leases there)")
-    if config.cluster is not None and config.grid is not None:
-        # Each node would plan only the stations it holds against the whole capacity: together they could
-        # draw several times the limit. Refused until one controller per group runs (docs/scale-out.md).
-        issues.add("cluster", "grid control across several nodes is not implemented yet: leave out the grid "
-                              "section with cluster (docs/scale-out.md)")
+    if config.cluster is not None and config.cluster.api_url is not None \
+            and not config.cluster.api_url.startswith(("http://", "https://")):
+        issues.add("cluster.api_url", "must be an http:// or https:// URL of this node's operator API")
     if config.cluster is not None and config.cluster.node_id is not None and not config.cluster.node_id.strip():
         issues.add("cluster.node_id", "must not be empty (leave it out for <hostname>-<pid>)")
     issues.raise_if_any()

@@ -22,6 +22,8 @@ class Metrics:
         self.refused = Counter("csms_connections_refused_total", "Websocket handshakes refused", ["reason"],
                                registry=r)
         self._msg_children: dict[str, Counter] = {}
+        # Registries exposed beside this one (the grid's metrics while this node leads it, several nodes).
+        self.extra: list[CollectorRegistry] = []
 
     def handled(self, action: str, error_code: str | None, seconds: float) -> None:
         child = self._msg_children.get(action)
@@ -40,4 +42,4 @@ class Metrics:
         self.command_seconds.labels(action).observe(seconds)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.registry) + b"".join(generate_latest(r) for r in self.extra)

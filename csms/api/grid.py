@@ -2,17 +2,21 @@
 their setpoints; post a limit (same format as the MQTT signal) and set a session's energy need.
 
 Everything delegates to the grid part (a :class:`csms.interfaces.GridService`); without it these
-routes answer 503 so an operator sees at once that grid control is not configured.
+routes answer 503 so an operator sees at once that grid control is not configured. With several
+nodes only the elected leader runs the grid part: the others forward these requests to its API.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
+import aiohttp
 from aiohttp import web
 
 from csms.api.auth import ADMIN
-from csms.api.http import ApiError, Routes, context_of, json_response, query_int, read_body
+from csms.api.http import ApiError, Handler, Routes, context_of, json_response, query_int, read_body
+from csms.cluster_grid import NotLeading
 from csms.grid.history import since_from
 from csms.grid.model.limits import SignalError
 from csms.interfaces import GridService
@@ -20,6 +24,49 @@ from csms.interfaces import GridService
 routes = Routes()
 
 NOT_CONFIGURED = "grid control is not configured"
+
+
+#: Marks a request one node forwarded to the grid's leader (a leader never forwards it again).
+FORWARDED = "X-Netbewust-Grid-Forwarded"
+FORWARD_TIMEOUT_S = 15.0
+NO_LEADER = ("no node runs the grid controller at this moment (a new leader is elected within a lease): "
+             "try again shortly")
+
+
+def at_the_leader(handler: Handler) -> Handler:
+    """Run the route here if this node runs the grid part, else at the node that leads the grid."""
+    @functools.wraps(handler)
+    async def run(request: web.Request) -> web.StreamResponse:
+        context = context_of(request)
+        if context.grid_leader is not None:
+            try:
+                leader_url = await context.grid_leader()
+            except NotLeading:
+                leader_url = ""
+            if leader_url is not None:
+                return await _forward_to_leader(request, leader_url)
+        try:
+            return await handler(request)
+        except NotLeading:  # the term ended while the request ran
+            raise ApiError(503, NO_LEADER) from None
+    return run
+
+
+async def _forward_to_leader(request: web.Request, leader_url: str | None) -> web.Response:
+    if not leader_url or request.headers.get(FORWARDED):
+        raise ApiError(503, NO_LEADER)
+    headers = {name: value for name in ("Authorization", "Content-Type") if (value := request.headers.get(name))}
+    headers[FORWARDED] = "1"
+    body = await request.read()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S)) as session, \
+                session.request(request.method, leader_url + request.path_qs, data=body or None,
+                                headers=headers) as answer:
+            payload = await answer.read()
+            return web.Response(status=answer.status, body=payload, content_type=answer.content_type)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ApiError(503, f"the node leading the grid controller ({leader_url}) did not answer: "
+                            f"{type(exc).__name__}: try again shortly") from None
 
 
 def grid_of(request: web.Request) -> GridService:
@@ -30,12 +77,14 @@ def grid_of(request: web.Request) -> GridService:
 
 
 @routes.get("/api/grid")
+@at_the_leader
 async def grid_snapshot(request: web.Request) -> web.Response:
     """Transformers (limit in force and its source, measured and planned load) and sessions."""
     return json_response(grid_of(request).snapshot())
 
 
 @routes.get("/api/grid/events")
+@at_the_leader
 async def grid_events(request: web.Request) -> web.Response:
     """The controller's recent events: signals, pushes, rejections, safe mode (oldest first)."""
     limit = query_int(request, "limit", 200, 1, 10000) or 200
@@ -43,6 +92,7 @@ async def grid_events(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/grid/transformers/{transformer_id}/history")
+@at_the_leader
 async def load_history(request: web.Request) -> web.Response:
     """The group's load history (total, EV, non-EV, limit, planned) at the history's resolution, from
     ``since`` (ISO time, or seconds back from now) or the whole kept span."""
@@ -61,6 +111,7 @@ async def load_history(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/grid/transformers/{transformer_id}/limit", ADMIN, body="grid_limit")
+@at_the_leader
 async def post_limit(request: web.Request) -> web.Response:
     """Submit a limit signal for one transformer, exactly as if it came in over MQTT."""
     intake = grid_of(request).limits
@@ -80,6 +131,7 @@ async def post_limit(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/grid/transformers/{transformer_id}/limit", ADMIN)
+@at_the_leader
 async def clear_limit(request: web.Request) -> web.Response:
     """Remove the limit one source set for a transformer (default source: ``operator``, as ``csms limit``
     posts it), for good: it does not come back after a restart."""
@@ -96,6 +148,7 @@ async def clear_limit(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/grid/sessions/{station_id}/{evse_id}/need", ADMIN, body="session_need")
+@at_the_leader
 async def set_need(request: web.Request) -> web.Response:
     """The session's energy need and departure, as told by the driver or an app."""
     grid = grid_of(request)

@@ -50,6 +50,9 @@ class ApiContext:
     versions: Mapping[str, ProtocolVersion] = dataclasses.field(default_factory=dict)
     openadr: NotificationReceiver | None = None  # the OpenADR VEN's webhook (grid.openadr.webhook_url)
     cluster: StationDirectory | None = None  # several nodes: stations held by the others, commands forwarded
+    # Several nodes with grid control: None while this node runs the grid part, else the leading node's
+    # API address (the grid's routes forward there); csms.cluster_grid.NotLeading while no node runs it.
+    grid_leader: Callable[[], Awaitable[str | None]] | None = None
 
 
 CONTEXT: web.AppKey[ApiContext] = web.AppKey("context", ApiContext)

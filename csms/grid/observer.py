@@ -11,7 +11,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from csms.domain import vehicles
 from csms.domain.events import (
@@ -37,13 +37,21 @@ from csms.grid.effects.verify import Verification
 from csms.grid.journal import Journal
 from csms.grid.model.sessions import Session, SessionBook
 from csms.grid.records import GridRecords
-from csms.interfaces import Bus, Clock, Spawner, StationSession
+from csms.interfaces import Bus, Clock, Spawner
+from csms.protocol.version import ProtocolVersion
 from csms.store.base import TransactionStore
 from profiles.units import VOLTAGE_V
 
 log = logging.getLogger("csms.grid")
 SCALARS = (int, float, str, bool, type(None))
 GRID_WIDE = (LimitChanged, SafeModeChanged, SignalRejected)  # events without a station
+
+
+class Versioned(Protocol):
+    """A connected station as the grid needs it when it starts: the OCPP version it speaks."""
+
+    @property
+    def version(self) -> ProtocolVersion: ...
 
 
 class Observer:
@@ -73,7 +81,7 @@ class Observer:
             ChargingProfilesReported: self.setup.reported, StationMonitoringEvent: self._device_events,
         }
 
-    def attach(self, bus: Bus, connected: Mapping[str, StationSession]) -> None:
+    def attach(self, bus: Bus, connected: Mapping[str, Versioned]) -> None:
         """Listen to ``bus``; ``connected``: stations that connected before the grid started."""
         self._unsubscribe = bus.subscribe(self.on_event)
         for station_id, link in list(connected.items()):

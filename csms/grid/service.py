@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from prometheus_client import CollectorRegistry
+
 from csms.grid.config import GridConfig
 from csms.grid.control import GridController
 from csms.grid.effects.learning import ResumeLearning
@@ -30,13 +32,12 @@ from csms.grid.journal import Journal
 from csms.grid.metrics import ControlMetrics
 from csms.grid.model.sessions import Defaults, SessionBook, need_record
 from csms.grid.model.topology import Topology
-from csms.grid.observer import Observer
+from csms.grid.observer import Observer, Versioned
 from csms.grid.planning import GroupPlanner
 from csms.grid.records import GridRecords
 from csms.grid.signals import Signals
 from csms.grid.views import GroupViews
-from csms.interfaces import Bus, Clock, GridCommands, LimitIntake, Spawner, StationSession
-from csms.metrics import Metrics
+from csms.interfaces import Bus, Clock, GridCommands, LimitIntake, Spawner
 from csms.store.base import DocumentStore, SmartChargingStore, StationStore, TransactionStore
 from profiles.hysteresis import Hysteresis
 
@@ -46,6 +47,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("csms.grid")
 
 
+class Registered(Protocol):
+    """Where the grid's metrics go (the daemon's, or with several nodes one registry per leadership term)."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+
 class GridDeps(Spawner, Protocol):
     """What the grid uses of the daemon around it (the daemon has all of it)."""
 
@@ -53,13 +61,15 @@ class GridDeps(Spawner, Protocol):
     def bus(self) -> Bus: ...
 
     @property
-    def metrics(self) -> Metrics: ...
+    def metrics(self) -> Registered: ...
 
     @property
     def commands(self) -> GridCommands: ...
 
     @property
-    def connections(self) -> Mapping[str, StationSession]: ...
+    def connections(self) -> Mapping[str, Versioned]:
+        """The stations connected when the grid starts (with several nodes: on any node)."""
+        ...
 
 
 class GridStore(DocumentStore, TransactionStore, SmartChargingStore, StationStore, Protocol):

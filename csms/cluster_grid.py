@@ -1,0 +1,424 @@
+"""Grid control with several nodes: one elected controller, fenced pushes routed to the stations' nodes.
+
+One node at a time leads the grid (every capacity group of the installation). It wins a leader key
+(``<prefix>cluster:grid:leader``, a lease like a node's) and with it a fencing token: the value of
+``<prefix>cluster:grid:epoch``, incremented at every election. The leader builds the grid part as a
+single node would (limits, sessions and pushed profiles read back from the shared store), hears the
+other nodes' station events through the shared event stream (:class:`GridFeed`), and sends its
+commands through :class:`RoutedGridCommands`: to a station on its own node directly, to one on
+another node through that node's inbox. Whichever node holds the station checks the token against
+the current epoch before it sends (:class:`Fence`), so a leader that was paused or cut off past its
+lease, and lost the election meanwhile, can never push again. A node that loses the lease stops its
+grid part at once; the next leader rebuilds from the store. See docs/scale-out.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+import typing
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from csms.domain.events import (
+    ChargingProfilesReported,
+    EvChargingNeeds,
+    Event,
+    MeterValuesReceived,
+    StationBooted,
+    StationConnected,
+    StationDisconnected,
+    StationMonitoringEvent,
+    TransactionChanged,
+)
+from csms.domain.meter import Reading
+from csms.errorlog import ErrorLog
+from csms.interfaces import Bus, GridCommands, GridService, LimitIntake, Listener, Spawner
+from csms.protocol.errors import StationOffline
+from csms.protocol.version import ProtocolVersion
+
+log = logging.getLogger("csms.cluster.grid")
+
+Payload = dict[str, Any]
+
+#: The station events the grid controller learns sessions from; the nodes share them typed.
+GRID_EVENTS: tuple[type[Event], ...] = (StationConnected, StationDisconnected, StationBooted, TransactionChanged,
+                                        MeterValuesReceived, EvChargingNeeds, ChargingProfilesReported,
+                                        StationMonitoringEvent)
+_BY_NAME = {cls.__name__: cls for cls in GRID_EVENTS}
+#: Events from other nodes held while a new leader reads its state back (beyond this, the oldest go).
+HELD_MAX = 100_000
+#: The grid commands a node runs for the leader (nothing else is reachable this way).
+GRID_METHODS = frozenset({"set_charging_profile", "get_variables", "get_charging_profiles"})
+
+
+class StaleLeader(Exception):
+    """A grid command from a leader that is no longer the elected one (its token is older)."""
+
+
+# Typed events across nodes ---------------------------------------------------------------------
+def encode_event(ev: Event) -> bytes:
+    """A grid event, every field, as JSON (datetimes ISO, the reading as an object)."""
+    fields = {f.name: getattr(ev, f.name) for f in dataclasses.fields(ev)}
+    return orjson.dumps({"type": type(ev).__name__, "fields": fields}, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _field_value(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    args = typing.get_args(hint)
+    if hint is datetime or datetime in args:
+        return datetime.fromisoformat(value)
+    if hint is Reading or Reading in args:
+        return Reading(**value)
+    if typing.get_origin(hint) is tuple:
+        return tuple(value)
+    return value
+
+
+def decode_event(raw: str | bytes) -> Event:
+    """The event :func:`encode_event` wrote (ValueError/TypeError/KeyError when it is malformed or unknown)."""
+    message = orjson.loads(raw)
+    cls = _BY_NAME[message["type"]]
+    hints = typing.get_type_hints(cls)
+    fields = message["fields"]
+    if not isinstance(fields, dict):
+        raise TypeError("fields is not an object")
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{name: _field_value(hints[name], value) for name, value in fields.items() if name in known})
+
+
+class GridFeed:
+    """The bus as the leader's grid part sees it: its own node's events as they happen, and the other
+    nodes' station events (typed, from the shared stream). Publishing goes to the node's bus only.
+    Until :meth:`release`, the others' events are held, so none is lost while the state is read back."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._listeners: list[tuple[str | None, Listener]] = []
+        self._held: list[Event] | None = []
+
+    def publish(self, event: Event) -> None:
+        self._bus.publish(event)
+
+    def subscribe(self, listener: Listener, prefix: str | None = None) -> Callable[[], None]:
+        local = self._bus.subscribe(listener, prefix)
+        entry = (prefix, listener)
+        self._listeners.append(entry)
+
+        def unsubscribe() -> None:
+            local()
+            if entry in self._listeners:
+                self._listeners.remove(entry)
+        return unsubscribe
+
+    def queue(self, prefix: str | None = None, maxsize: int = 10000) -> tuple[asyncio.Queue[Event], Callable[[], None]]:
+        return self._bus.queue(prefix, maxsize)
+
+    def remote(self, event: Event) -> None:
+        """Another node's station event."""
+        if self._held is not None:
+            if len(self._held) >= HELD_MAX:
+                del self._held[0]
+            self._held.append(event)
+            return
+        kind = event.kind
+        for prefix, listener in list(self._listeners):
+            if prefix is None or kind.startswith(prefix):
+                try:
+                    listener(event)
+                except Exception:  # noqa: BLE001 - a broken subscriber must not stop the feed
+                    log.exception("grid listener failed for a remote %s", kind)
+
+    def release(self) -> None:
+        """The grid part listens now: deliver what was held, then pass events on as they come."""
+        held, self._held = self._held or [], None
+        for event in held:
+            self.remote(event)
+
+
+# Election and fencing -------------------------------------------------------------------------------
+# Take the leader key if nobody holds it; the new epoch is the fencing token.
+_ACQUIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. epoch .. '|' .. ARGV[2], 'PX', ARGV[3])
+return epoch
+"""
+# Renew only if the key still holds exactly our value (node, epoch, API address).
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+_RESIGN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Leader:
+    """Who leads the grid now, as the leader key says."""
+
+    node: str
+    epoch: int
+    api_url: str
+
+
+def parse_leader(value: str | None) -> Leader | None:
+    if not value:
+        return None
+    node, _, rest = value.partition("|")
+    epoch, _, api_url = rest.partition("|")
+    try:
+        return Leader(node, int(epoch), api_url)
+    except ValueError:
+        return None
+
+
+class Fence:
+    """The check a node makes before it sends a grid command: the token must be the current epoch."""
+
+    def __init__(self, redis: aioredis.Redis, epoch_key: str) -> None:
+        self._redis = redis
+        self._key = epoch_key
+
+    async def current(self) -> int:
+        value = await self._redis.get(self._key)
+        return int(value) if value is not None else 0
+
+    async def admit(self, token: int) -> None:
+        current = await self.current()
+        if token != current:
+            raise StaleLeader(f"grid command with fencing token {token} refused: the current epoch is {current}")
+
+
+Term = Callable[[int], Coroutine[Any, Any, None]]
+
+
+class GridLeadership:
+    """This node's part in electing the grid controller: it campaigns while its node lease lives,
+    starts the grid part (``lead``) when it wins and stops it (``resign``) the moment it can no
+    longer be sure it leads (its key not renewed within a lease, or someone else's)."""
+
+    def __init__(self, redis_url: str, prefix: str, node_id: str, *, lease_s: float, api_url: Callable[[], str],
+                 lead: Term, resign: Callable[[], Awaitable[None]], node_lease: Callable[[], bool],
+                 spawner: Spawner, errors: ErrorLog) -> None:
+        self.node_id = node_id
+        self.lease_s = lease_s
+        self._redis: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
+        self._key = f"{prefix}cluster:grid:leader"
+        self.fence = Fence(self._redis, f"{prefix}cluster:grid:epoch")
+        self._epoch_key = f"{prefix}cluster:grid:epoch"
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._renew = self._redis.register_script(_RENEW)
+        self._resign_script = self._redis.register_script(_RESIGN)
+        self._api_url = api_url
+        self._lead = lead
+        self._resign = resign
+        self._node_lease = node_lease
+        self._spawner = spawner
+        self._errors = errors
+        self.token: int | None = None
+        self._value = ""
+        self._until = 0.0  # monotonic time until which our last renewal holds
+        self._term: asyncio.Task[Any] | None = None
+        self._loop: asyncio.Task[Any] | None = None
+        self.terms = 0  # how often this node has led (tests, logs)
+
+    @property
+    def leading(self) -> bool:
+        """Whether this node surely still leads (its last renewal is younger than a lease)."""
+        return self.token is not None and time.monotonic() < self._until
+
+    def token_now(self) -> int:
+        """Our fencing token, if we surely still lead (StaleLeader otherwise: nothing may go out)."""
+        if self.token is None or not self.leading:
+            raise StaleLeader(f"node {self.node_id} does not lead the grid (any more)")
+        return self.token
+
+    async def leader(self) -> Leader | None:
+        value = await self._redis.get(self._key)
+        return parse_leader(str(value) if value is not None else None)
+
+    async def start(self) -> None:
+        self._loop = self._spawner.spawn(self._campaign_forever(), "grid leadership")
+
+    async def stop(self) -> None:
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        if self.token is not None:
+            await self._step_down("the node stops")
+            with contextlib.suppress(Exception):  # graceful: the next leader need not wait for the lease
+                await self._resign_script(keys=[self._key], args=[self._value])
+        await self._redis.aclose()
+
+    async def _campaign_forever(self) -> None:
+        interval = self.lease_s / 3
+        while True:
+            try:
+                await self._round()
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a Redis outage
+                self._errors.failed(log, "grid leadership", exc, "leadership not renewed")
+            else:
+                if self._errors.active:
+                    self._errors.succeeded(log, "grid leadership")
+            if self.token is not None and not self.leading:
+                await self._step_down("its leader key was not renewed within a lease")
+            await asyncio.sleep(interval)
+
+    async def _round(self) -> None:
+        sent = time.monotonic()
+        px = int(self.lease_s * 1000)
+        if self.token is not None:
+            if await self._renew(keys=[self._key], args=[self._value, px]):
+                self._until = sent + self.lease_s
+            else:
+                await self._step_down("another node holds the leader key")
+            return
+        if not self._node_lease():
+            return
+        api = self._api_url()
+        epoch = int(await self._acquire(keys=[self._key, self._epoch_key], args=[self.node_id, api, px]))
+        if epoch:
+            self.token, self._value, self._until = epoch, f"{self.node_id}|{epoch}|{api}", sent + self.lease_s
+            self.terms += 1
+            log.info("grid: node %s leads the grid controller (epoch %d)", self.node_id, epoch)
+            self._term = self._spawner.spawn(self._lead(epoch), "grid leader term")
+
+    async def _step_down(self, why: str) -> None:
+        log.warning("grid: node %s stops leading the grid controller (epoch %s): %s", self.node_id, self.token, why)
+        self.token = None
+        term, self._term = self._term, None
+        if term is not None and not term.done():
+            term.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await term
+        await self._resign()
+
+
+# Commands to the stations, wherever they are ------------------------------------------------------
+class Directory(typing.Protocol):
+    """Where stations are and how to reach another node (csms.cluster.Cluster)."""
+
+    async def owner(self, station_id: str) -> str | None: ...
+
+    async def forward(self, node: str, request: Payload) -> Payload: ...
+
+
+class RoutedGridCommands:
+    """The leader's grid commands: each carries its fencing token; one for a station on this node is
+    checked here and sent, one for a station on another node goes to that node, which checks it."""
+
+    def __init__(self, local: GridCommands, here: Mapping[str, object], directory: Directory,
+                 leadership: GridLeadership) -> None:
+        self._local = local
+        self._here = here
+        self._directory = directory
+        self._leadership = leadership
+
+    async def set_charging_profile(self, station_id: str, evse_id: int, profile: Payload,
+                                   timeout: float | None = None) -> Payload:
+        return await self._run(station_id, "set_charging_profile", {"evse_id": evse_id, "profile": profile})
+
+    async def get_variables(self, station_id: str, items: list[Payload]) -> Payload:
+        return await self._run(station_id, "get_variables", {"items": items})
+
+    async def get_charging_profiles(self, station_id: str, request_id: int, *, evse_id: int | None = None,
+                                    purpose: str | None = None) -> Payload:
+        return await self._run(station_id, "get_charging_profiles",
+                               {"request_id": request_id, "evse_id": evse_id, "purpose": purpose})
+
+    async def _run(self, station_id: str, method: str, args: Payload) -> Payload:
+        token = self._leadership.token_now()
+        if station_id in self._here:
+            return await run_grid_command(self._local, self._leadership.fence, station_id, method, args, token)
+        node = await self._directory.owner(station_id)
+        if node is None:
+            raise StationOffline(station_id)
+        return await self._directory.forward(node, {"kind": "grid", "station_id": station_id, "method": method,
+                                                    "args": args, "token": token})
+
+
+async def run_grid_command(commands: GridCommands, fence: Fence, station_id: str, method: str, args: Payload,
+                           token: int) -> Payload:
+    """Send one grid command to a station on this node, if ``token`` is the current epoch."""
+    if method not in GRID_METHODS:
+        raise ValueError(f"unknown grid command {method!r}")
+    await fence.admit(token)
+    if method == "set_charging_profile":
+        return await commands.set_charging_profile(station_id, int(args["evse_id"]), args["profile"])
+    if method == "get_variables":
+        return await commands.get_variables(station_id, list(args["items"]))
+    return await commands.get_charging_profiles(station_id, int(args["request_id"]), evse_id=args.get("evse_id"),
+                                                purpose=args.get("purpose"))
+
+
+async def execute_grid_forwarded(commands: GridCommands, fence: Fence, request: Payload) -> Payload:
+    """A grid command the leader forwarded to this node (its inbox)."""
+    args = request.get("args")
+    if not isinstance(args, dict):
+        raise ValueError("grid command without args")
+    return await run_grid_command(commands, fence, str(request["station_id"]), str(request.get("method")), args,
+                                  int(request["token"]))
+
+
+@dataclass(frozen=True)
+class RemoteLink:
+    """A station connected to another node, as the grid part needs to know it at the start of a term."""
+
+    station_id: str
+    version: ProtocolVersion
+
+
+class NotLeading(RuntimeError):
+    """This node runs no grid part at this moment (another node leads, or nobody yet)."""
+
+
+class LeadingGrid:
+    """The grid part as the API of a node sees it across leadership terms: this node's current
+    term's grid, or :class:`NotLeading` between terms (the API forwards to the leader then)."""
+
+    def __init__(self, current: Callable[[], GridService | None], about: Callable[[], Payload]) -> None:
+        self._current = current
+        self._about = about
+
+    def _grid(self) -> GridService:
+        grid = self._current()
+        if grid is None:
+            raise NotLeading("this node does not run the grid controller now")
+        return grid
+
+    @property
+    def limits(self) -> LimitIntake:
+        return self._grid().limits
+
+    def snapshot(self) -> Payload:
+        """The grid's state, with which node runs its controller (and its fencing token)."""
+        return {**self._grid().snapshot(), "controller": self._about()}
+
+    def recent_events(self, limit: int) -> list[Payload]:
+        return self._grid().recent_events(limit)
+
+    def load_history(self, transformer_id: str, since: datetime | None = None) -> Payload:
+        return self._grid().load_history(transformer_id, since)
+
+    def set_session_need(self, station_id: str, evse_id: int, energy_kwh: float | None = None,
+                         departure: datetime | None = None, guaranteed_kwh: float | None = None) -> Payload:
+        return self._grid().set_session_need(station_id, evse_id, energy_kwh, departure, guaranteed_kwh)
+
+    async def stored(self) -> None:
+        await self._grid().stored()
