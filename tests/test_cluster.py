@@ -147,10 +147,12 @@ def test_cluster_needs_redis_and_is_off_without_a_section() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config({"store": {"backend": "redis"}, "cluster": {"node_id": " ", "lease_s": 0}}, "<t>")
     assert "cluster.node_id" in str(err.value) and "cluster.lease_s" in str(err.value)
-    with pytest.raises(ConfigError) as err:  # each node would plan its stations against the whole capacity
-        parse_config({"store": {"backend": "redis"}, "cluster": {},
-                      "grid": {"transformers": {"T1": {"capacity_kw": 100}}}}, "<t>")
-    assert "cluster: grid control across several nodes is not implemented yet" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        parse_config({"store": {"backend": "redis"}, "cluster": {"api_url": "node-a:8080"}}, "<t>")
+    assert "cluster.api_url" in str(err.value)
+    with_grid = parse_config({"store": {"backend": "redis"}, "cluster": {"api_url": "http://node-a:8080"},
+                              "grid": {"transformers": {"T1": {"capacity_kw": 100}}}}, "<t>")
+    assert with_grid.cluster is not None and with_grid.grid is not None  # one elected controller
     assert parse_config({"store": {"backend": "redis"}}, "<t>").cluster is None
     assert parse_config({"store": {"backend": "redis"}, "cluster": {}}, "<t>").cluster is not None
 
