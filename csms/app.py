@@ -217,6 +217,7 @@ class Daemon:
         node.executor = self._execute_forwarded
         node.on_release = self._released
         node.on_reclaim = self._reclaimed
+        node.on_lost = self._lost
         return node
 
     def _released(self, stations: list[str]) -> None:
@@ -224,6 +225,14 @@ class Daemon:
         for station_id in stations:
             if station_id not in self.connections:
                 self.bus.publish(StationDisconnected(station_id=station_id))
+
+    def _lost(self, stations: list[str]) -> None:
+        """Stations that reconnected to another node while our lease had lapsed: our sockets are stale."""
+        for station_id in stations:
+            link = self.connections.get(station_id)
+            if link is not None:
+                self.spawn(link.close(1001, "this station is connected to another node now"),
+                           f"close-stale {station_id}")
 
     def _reclaimed(self, stations: list[str]) -> None:
         """Our stations, claimed back after our lease had lapsed: to the others they are back now."""

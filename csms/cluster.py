@@ -51,6 +51,8 @@ EVENTS_MAXLEN = 10_000
 #: Events waiting to go to the stream; beyond this the oldest are dropped (Redis slower than the bus).
 EVENTS_QUEUE = 10_000
 EVENTS_BATCH = 500
+#: Inbox messages taken at once after the first of a burst.
+INBOX_BATCH = 500
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,15 +110,19 @@ end
 return removed
 """
 
-# Claim stations again after our lease lapsed, unless a node with a live lease took them meanwhile.
+# Claim stations again after our lease lapsed, unless a node with a live lease took them meanwhile
+# (returned: those are no longer ours).
 _RECLAIM = """
+local lost = {}
 for i = 3, #ARGV do
   local owner = redis.call('HGET', KEYS[1], ARGV[i])
   if not owner or owner == ARGV[1] or redis.call('EXISTS', ARGV[2] .. owner) == 0 then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+  else
+    lost[#lost + 1] = ARGV[i]
   end
 end
-return 0
+return lost
 """
 
 
@@ -203,6 +209,8 @@ class Cluster:
         # lapsed: for the others (the grid leader) they left or came back then.
         self.on_release: Callable[[list[str]], None] = lambda stations: None
         self.on_reclaim: Callable[[list[str]], None] = lambda stations: None
+        # Told which of our stations another node took while our lease had lapsed (close those sockets).
+        self.on_lost: Callable[[list[str]], None] = lambda stations: None
 
     def _lease(self, node: str) -> str:
         return f"{self._prefix}lease:{node}"
@@ -278,9 +286,9 @@ class Cluster:
         """A station connected here: it is ours (its latest connection wins over any older one)."""
         await self._redis.hset(self._owners, station_id, self.node_id)
 
-    async def departed(self, station_id: str) -> None:
-        """A station's connection here ended: release it unless another node holds it by now."""
-        await self._release(keys=[self._owners], args=[self.node_id, station_id])
+    async def departed(self, station_id: str) -> bool:
+        """A station's connection here ended: release it unless another node holds it by now (False)."""
+        return bool(await self._release(keys=[self._owners], args=[self.node_id, station_id]))
 
     async def _live(self, nodes: Iterable[str]) -> set[str]:
         nodes = sorted(set(nodes))
@@ -340,8 +348,13 @@ class Cluster:
                     log.warning("cluster node %s: lease had lapsed; claiming its %d station(s) again",
                                 self.node_id, len(stations))
                     if stations:
-                        await self._reclaim(keys=[self._owners], args=[self.node_id, self._lease(""), *stations])
-                        self.on_reclaim(stations)
+                        lost = [str(s) for s in await self._reclaim(keys=[self._owners],
+                                                                    args=[self.node_id, self._lease(""), *stations])]
+                        if lost:
+                            log.warning("cluster node %s: %d station(s) reconnected elsewhere meanwhile; closing "
+                                        "their old sockets here", self.node_id, len(lost))
+                            self.on_lost(lost)
+                        self.on_reclaim([s for s in stations if s not in set(lost)])
                 if time.monotonic() - last_sweep >= self.lease_s:
                     last_sweep = time.monotonic()
                     await self.sweep()
@@ -383,12 +396,16 @@ class Cluster:
         while True:
             try:
                 item = await self._reader.blpop([inbox], timeout=1)
+                # A burst (a grid leader's wave of pushes) is taken in one more round trip, not one each.
+                more = await self._reader.lpop(inbox, INBOX_BATCH) if item is not None else None
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a Redis outage
                 self._errors.failed(log, "cluster inbox", exc, "forwarded commands wait")
                 await asyncio.sleep(1.0)
                 continue
             if item is not None:
                 self._take(str(item[1]))
+            for raw in more or ():
+                self._take(str(raw))
 
     def _take(self, raw: str) -> None:
         try:

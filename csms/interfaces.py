@@ -105,7 +105,9 @@ class Presence(Protocol):
 
     async def arrived(self, station_id: str) -> None: ...
 
-    async def departed(self, station_id: str) -> None: ...
+    async def departed(self, station_id: str) -> bool:
+        """Release the station unless another node holds it by now; False: it is connected elsewhere."""
+        ...
 
 
 class StationDirectory(Protocol):

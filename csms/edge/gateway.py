@@ -285,15 +285,18 @@ class Gateway:
                 del connections[station_id]
                 edge.trace.departed(station_id)
                 edge.metrics.connected.set(len(connections))
+                gone = True  # False: it is connected to another node by now (several nodes)
                 try:
                     # Always: a station first seen in this connection got its record at boot (even when
                     # Pending or Rejected), and the update is a no-op when there is no record.
                     if self.presence is not None:
-                        await self.presence.departed(station_id)
-                    await self.stations.set_connection_state(station_id, False, datetime.now(timezone.utc))
+                        gone = await self.presence.departed(station_id)
+                    if gone:
+                        await self.stations.set_connection_state(station_id, False, datetime.now(timezone.utc))
                 except Exception as exc:  # noqa: BLE001 - the store is down: the start-up check corrects it
                     edge.errors.failed(log, "station disconnection", exc, f"{station_id} not marked disconnected")
-                edge.bus.publish(StationDisconnected(station_id=station_id))
+                if gone:
+                    edge.bus.publish(StationDisconnected(station_id=station_id))
             log.log(self._disconnect_level, "%s disconnected (%s)", station_id, close_description(ws))
 
 
