@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from csms.bus import LocalBus
 from csms.domain.events import (
     ChargingProfilesReported,
     EvChargingNeeds,
@@ -103,21 +104,18 @@ class GridFeed:
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
-        self._listeners: list[tuple[str | None, Listener]] = []
+        self._others = LocalBus()  # the other nodes' events, to the same listeners
         self._held: list[Event] | None = []
 
     def publish(self, event: Event) -> None:
         self._bus.publish(event)
 
     def subscribe(self, listener: Listener, prefix: str | None = None) -> Callable[[], None]:
-        local = self._bus.subscribe(listener, prefix)
-        entry = (prefix, listener)
-        self._listeners.append(entry)
+        local, others = self._bus.subscribe(listener, prefix), self._others.subscribe(listener, prefix)
 
         def unsubscribe() -> None:
             local()
-            if entry in self._listeners:
-                self._listeners.remove(entry)
+            others()
         return unsubscribe
 
     def queue(self, prefix: str | None = None, maxsize: int = 10000) -> tuple[asyncio.Queue[Event], Callable[[], None]]:
@@ -129,14 +127,8 @@ class GridFeed:
             if len(self._held) >= HELD_MAX:
                 del self._held[0]
             self._held.append(event)
-            return
-        kind = event.kind
-        for prefix, listener in list(self._listeners):
-            if prefix is None or kind.startswith(prefix):
-                try:
-                    listener(event)
-                except Exception:  # noqa: BLE001 - a broken subscriber must not stop the feed
-                    log.exception("grid listener failed for a remote %s", kind)
+        else:
+            self._others.publish(event)
 
     def release(self) -> None:
         """The grid part listens now: deliver what was held, then pass events on as they come."""
