@@ -111,7 +111,7 @@ class Registers:
 
 
 async def uftp_status(api: Api) -> dict[str, Any]:
-    status: dict[str, Any] = (await api.get("/api/grid"))["uftp"]
+    status: dict[str, Any] = (await api.get("/api/grid"))["sources"]["uftp"]
     return status
 
 

@@ -208,8 +208,6 @@ class Grid:
         snapshot = self.views.snapshot(plans=self.controller.plans, pushes_sent=self.pusher.sent,
                                        pushes_skipped=self.pusher.skipped, pushes_identical=self.pusher.identical,
                                        last_reaction_s=last[-1] if last else None)
-        if self.uftp is not None:
-            snapshot["uftp"] = self.uftp.status()
         snapshot["sources"] = self.signals.source_status()
         return snapshot
 
