@@ -132,7 +132,7 @@
     }
     $("summary").replaceChildren(...summary.map(([label, value]) =>
       el("div", { class: "card" }, el("b", {}, value), el("span", {}, label))));
-    renderUftp(snap.uftp);
+    renderUftp((snap.sources || {}).uftp);
     if (!groups.length) return renderNoGrid("no transformers configured");
     const now = snap.at ? Date.parse(snap.at) : Date.now();
     state.clockOffsetMs = now - Date.now();
