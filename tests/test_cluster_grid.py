@@ -112,8 +112,8 @@ async def test_one_controller_for_two_nodes_and_failover_after_sigkill(tmp_path:
                 # A limit posted on the node that does not lead holds on the stations of both nodes.
                 follower_api = api_b if leader == "node-a" else api_a
                 await post_limit(follower_api, "cg-22", 22)
+                await until(lambda: all(st.tx_pushes() for st in everyone), 10, "a TxProfile on every station")
                 await until(lambda: _under(everyone, 22), 10, "stations of both nodes under 22 kW")
-                assert all(st.tx_pushes() for st in everyone), "every station got a TxProfile"
                 await hold_under(everyone, 22, 1.0)
 
                 # Kill the leader: its stations reconnect to the other node, which takes over.
