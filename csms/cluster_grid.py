@@ -138,9 +138,11 @@ class GridFeed:
 
 
 # Election and fencing -------------------------------------------------------------------------------
-# Take the leader key if nobody holds it; the new epoch is the fencing token.
+# Take the leader key if nobody holds it; the new epoch is the fencing token. A counter that is gone
+# (Redis lost its data) starts again from the wall clock in ms, above every token handed out before.
 _ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], ARGV[4]) end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. epoch .. '|' .. ARGV[2], 'PX', ARGV[3])
 return epoch
@@ -284,7 +286,8 @@ class GridLeadership:
         if not self._node_lease():
             return
         api = self._api_url()
-        epoch = int(await self._acquire(keys=[self._key, self._epoch_key], args=[self.node_id, api, px]))
+        epoch = int(await self._acquire(keys=[self._key, self._epoch_key],
+                                        args=[self.node_id, api, px, int(time.time() * 1000)]))
         if epoch:
             self.token, self._value, self._until = epoch, f"{self.node_id}|{epoch}|{api}", sent + self.lease_s
             self.terms += 1
