@@ -35,6 +35,7 @@ from csms.cluster_grid import (
     RemoteLink,
     RoutedGridCommands,
     execute_grid_forwarded,
+    reconcile_forever,
 )
 from csms.commands import Commands
 from csms.config import Config, api_port, api_token_file
@@ -116,6 +117,7 @@ class Daemon:
         self.routers: dict[str, Router] = {}
         self.components: list[Component] = []
         self._term_grid: Grid | None = None  # the grid part of this node's current leadership term
+        self._reconciler: asyncio.Task[Any] | None = None  # its drift repair against the store
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
 
@@ -305,6 +307,8 @@ class Daemon:
         await grid.start()
         feed.release()
         self.grid = grid
+        self._reconciler = self.spawn(reconcile_forever(self.store, grid.sessions, feed, self.errors),
+                                      "grid session reconcile")
         log.info("grid: controller running on node %s (epoch %d)", self.leadership.node_id, epoch)
 
     async def _remote_links(self) -> dict[str, RemoteLink]:
@@ -322,6 +326,9 @@ class Daemon:
     async def _resign_grid(self) -> None:
         """This node no longer leads: stop its grid part (the next leader reads the store again)."""
         grid, self._term_grid, self.grid = self._term_grid, None, None
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            self._reconciler = None
         if self.cluster is not None:
             self.cluster.grid_feed = None
         self.metrics.extra = []

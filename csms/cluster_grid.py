@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import time
 import typing
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,10 +41,12 @@ from csms.domain.events import (
     TransactionChanged,
 )
 from csms.domain.meter import Reading
+from csms.domain.records import TransactionRecord
 from csms.errorlog import ErrorLog
 from csms.interfaces import Bus, GridCommands, GridService, LimitIntake, Listener, Spawner
 from csms.protocol.errors import StationOffline
 from csms.protocol.version import ProtocolVersion
+from csms.store.base import TransactionStore
 
 log = logging.getLogger("csms.cluster.grid")
 
@@ -369,6 +371,71 @@ async def execute_grid_forwarded(commands: GridCommands, fence: Fence, request: 
         raise ValueError("grid command without args")
     return await run_grid_command(commands, fence, str(request["station_id"]), str(request.get("method")), args,
                                   int(request["token"]))
+
+
+# Drift repair ------------------------------------------------------------------------------------
+#: How often the leader compares its sessions with the running transactions in the store.
+RECONCILE_S = 30.0
+RECONCILE_MAX = 100_000
+
+
+class Running(typing.Protocol):
+    """A session as the leader holds it (csms.grid.model.sessions.Session)."""
+
+    @property
+    def station_id(self) -> str: ...
+
+    @property
+    def transaction_id(self) -> str: ...
+
+    @property
+    def evse_id(self) -> int: ...
+
+
+async def reconcile_sessions(transactions: TransactionStore, sessions: Iterable[Running], feed: GridFeed) -> int:
+    """Events the leader missed (the shared stream is bounded and best effort), told again from the
+    store: a session whose transaction the store has ended ends; a running transaction without a
+    session starts one, unless its EVSE has a session (a newer transaction whose predecessor the
+    store never saw end). Returns how many were told."""
+    records = await transactions.list_transactions(active=True, limit=RECONCILE_MAX)
+    running = {(r.station_id, r.transaction_id): r for r in records}
+    now = list(sessions)
+    held = {(s.station_id, s.transaction_id) for s in now}
+    occupied = {(s.station_id, s.evse_id) for s in now}
+    told = 0
+    for station_id, transaction_id in held - running.keys():
+        record = await transactions.get_transaction(station_id, transaction_id)
+        if record is not None and not record.active:  # ended in the store: the Ended event was lost
+            feed.remote(TransactionChanged(station_id=station_id, event_type="Ended", transaction_id=transaction_id,
+                                           evse_id=record.evse_id))
+            told += 1
+    missed = sorted((running[key] for key in running.keys() - held), key=_started, reverse=True)
+    for record in missed:  # the newest first: on one EVSE, the newest running transaction is the car there
+        if record.evse_id is not None and record.evse_id > 0 and (record.station_id, record.evse_id) not in occupied:
+            occupied.add((record.station_id, record.evse_id))
+            feed.remote(TransactionChanged(station_id=record.station_id, event_type="Updated",
+                                           transaction_id=record.transaction_id, evse_id=record.evse_id))
+            told += 1
+    return told
+
+
+def _started(record: TransactionRecord) -> float:
+    return record.started_at.timestamp() if record.started_at is not None else 0.0
+
+
+async def reconcile_forever(transactions: TransactionStore, sessions: Iterable[Running], feed: GridFeed,
+                            errors: ErrorLog, every_s: float = RECONCILE_S) -> None:
+    """The leader's drift repair, once per ``every_s`` for as long as its term lasts."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            told = await reconcile_sessions(transactions, sessions, feed)
+        except Exception as exc:  # noqa: BLE001 - the loop must outlive a store outage
+            errors.failed(log, "grid session reconcile", exc, "sessions not compared with the store")
+            continue
+        if told:
+            log.warning("grid: %d session change(s) the shared event stream had not brought, taken from the store",
+                        told)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,9 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -239,3 +241,41 @@ async def _under(stations: list[LibStation], limit_kw: float) -> bool:
 
 async def _pushed_below(station: LibStation, kw: float) -> bool:
     return power_kw([station]) <= kw
+
+
+async def test_the_leader_repairs_sessions_the_stream_lost(tmp_path: Path) -> None:
+    """Events the shared stream did not bring are told again from the store: an Ended the leader
+    missed ends its session, a transaction it never heard of becomes one; nothing else is told."""
+    from csms.bus import LocalBus
+    from csms.cluster_grid import GridFeed, reconcile_sessions
+    from csms.domain.events import Event
+    from csms.store.sqlite import SqliteStore
+    from tests.test_store_contract import tx_event
+
+    store = SqliteStore(str(tmp_path / "csms.db"))
+    await store.open()
+    try:
+        t0 = datetime.now(UTC)
+        for evse_id, tx in enumerate(("TX-ENDED", "TX-KNOWN", "TX-MISSED", "TX-STALE"), start=1):
+            await store.record_transaction_event("CS-1", tx_event("Started", 0, t0, tx_id=tx,
+                                                                  evse={"id": min(evse_id, 3), "connectorId": 1}),
+                                                 t0)
+        await store.record_transaction_event("CS-1", tx_event("Ended", 1, t0, tx_id="TX-ENDED",
+                                                              stopped_reason="EVDisconnected"), t0)
+        # TX-STALE never ended in the store, but EVSE 3 has a session (TX-MISSED, once told): left alone.
+        held = [SimpleNamespace(station_id="CS-1", transaction_id=tx, evse_id=evse_id)
+                for evse_id, tx in ((1, "TX-ENDED"), (2, "TX-KNOWN"))]
+        feed = GridFeed(LocalBus())
+        told: list[Event] = []
+        feed.subscribe(told.append)
+        feed.release()
+        assert await reconcile_sessions(store, held, feed) == 2
+        said = {(ev.transaction_id, ev.event_type, ev.evse_id) for ev in told if isinstance(ev, TransactionChanged)}
+        assert len(said) == 2 and ("TX-ENDED", "Ended", 1) in said
+        ((missed, _, _),) = said - {("TX-ENDED", "Ended", 1)}  # one of the two running on EVSE 3
+        held.append(SimpleNamespace(station_id="CS-1", transaction_id=missed, evse_id=3))
+        held.pop(0)
+        told.clear()
+        assert await reconcile_sessions(store, held, feed) == 0 and told == []
+    finally:
+        await store.close()
