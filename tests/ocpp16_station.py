@@ -22,6 +22,8 @@ import websockets
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 
+from tests.station_schedule import schedule_limit_a
+
 VOLTAGE_V = 230.0
 MIN_CURRENT_A = 6.0
 
@@ -238,27 +240,9 @@ def _highest(candidates: list[Held], at: datetime, tx_start: datetime | None, ph
 
 
 def _evaluate(held: Held, at: datetime, tx_start: datetime | None, phases: int) -> float | None:
-    profile = held.profile
-    schedule = profile["charging_schedule"]
-    if profile["charging_profile_kind"] == "Relative":
-        anchor = tx_start or held.received_at
-    else:
-        anchor = datetime.fromisoformat(schedule.get("start_schedule") or iso(held.received_at))
-    offset = (at - anchor).total_seconds()
-    if profile["charging_profile_kind"] == "Recurring":
-        offset %= 86400 if profile.get("recurrency_kind", "Daily") == "Daily" else 7 * 86400
-    if offset < 0 or (schedule.get("duration") is not None and offset >= schedule["duration"]):
-        return None
-    chosen = None
-    for period in schedule["charging_schedule_period"]:
-        if period["start_period"] <= offset:
-            chosen = period
-    if chosen is None:
-        return None
-    limit = float(chosen["limit"])
-    if schedule["charging_rate_unit"] == "W":
-        limit /= min(phases, chosen.get("number_phases") or 3) * VOLTAGE_V
-    return max(0.0, limit)
+    schedule = held.profile["charging_schedule"]
+    start = datetime.fromisoformat(schedule.get("start_schedule") or iso(held.received_at))
+    return schedule_limit_a(held.profile, schedule, start, at, tx_start, held.received_at, phases)
 
 
 class _Cp(ChargePoint):

@@ -33,6 +33,8 @@ import websockets
 from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 
+from tests.station_schedule import schedule_limit_a
+
 VOLTAGE_V = 230.0
 MIN_CURRENT_A = 6.0
 IDENTICAL_WINDOW_S = 8 * 3600
@@ -401,27 +403,8 @@ def _evaluate(inst: Installed, at: datetime, tx_start: datetime | None, phases: 
     if profile.get("valid_to") and at >= parse(profile["valid_to"]):
         return None
     schedule = profile["charging_schedule"][0]
-    kind = profile["charging_profile_kind"]
-    if kind == "Relative":
-        anchor = tx_start or inst.received_at
-    else:
-        anchor = parse(schedule["start_schedule"])
-    offset = (at - anchor).total_seconds()
-    if kind == "Recurring":
-        period = 86400 if profile.get("recurrency_kind", "Daily") == "Daily" else 7 * 86400
-        offset %= period
-    if offset < 0 or (schedule.get("duration") is not None and offset >= schedule["duration"]):
-        return None
-    chosen = None
-    for period in schedule["charging_schedule_period"]:
-        if period["start_period"] <= offset:
-            chosen = period
-    if chosen is None:
-        return None
-    limit = float(chosen["limit"])
-    if schedule["charging_rate_unit"] == "W":
-        limit /= min(phases, chosen.get("number_phases") or 3) * VOLTAGE_V
-    return max(0.0, limit)
+    start = parse(schedule["start_schedule"]) if profile["charging_profile_kind"] != "Relative" else inst.received_at
+    return schedule_limit_a(profile, schedule, start, at, tx_start, inst.received_at, phases)
 
 
 class _Cp(ChargePoint):
