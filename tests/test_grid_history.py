@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from csms.grid.config import HistoryConfig
 from csms.grid.history import CHUNK_S, SCOPE, LoadHistory, Sample, chunk_key, since_from
 from csms.store.sqlite import SqliteStore
+from tests.waiting import until
 
 T0 = datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
 
@@ -143,8 +145,7 @@ async def test_a_restarted_daemon_serves_the_history_from_before(tmp_path: Path)
     site = Site(tmp_path, {"transformers": {"T1": {"capacity_kw": 50, "base_load": 7}},
                            "history": {"resolution_s": 0.5, "hours": 1, "save_interval_s": 1}})
     async with daemon(site) as running, Api(site) as api:
-        await asyncio.sleep(3)
-        before = await api.get("/api/grid/transformers/T1/history")
+        before = await until(lambda: _points(api, 4), 15, "four history points")
         assert len(before["t"]) >= 4 and set(before["non_ev_kw"]) == {7.0} and set(before["limit_kw"]) == {50.0}
         assert await running.stop() == 0
     restarted_at = datetime.now(UTC).timestamp()
@@ -183,3 +184,9 @@ def test_a_parent_groups_history_covers_the_groups_below_it() -> None:
     assert views.group_snapshot("T1")["with_nested"] == {"load_kw": 26.0, "ev_kw": 18.0, "non_ev_kw": 8.0,
                                                          "planned_kw": 24.0}
     assert views.group_snapshot("T1")["measured_kw"] == 16.0  # its own members only, as before
+
+
+async def _points(api: Any, n: int) -> dict[str, Any] | None:
+    """The history once it has ``n`` points and one stored save behind it (saves every second)."""
+    history: dict[str, Any] = await api.get("/api/grid/transformers/T1/history")
+    return history if len(history["t"]) >= n + 2 else None

@@ -10,6 +10,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -48,7 +49,8 @@ async def test_boot_authorize_transaction_and_meter_values(tmp_path: Path) -> No
             stored = await store.get_transaction("CP16-A", str(tx))
             assert stored is not None and stored.active and stored.evse_id == 1 and stored.id_token == "TAG-16"
             assert stored.charging_state == "Charging"  # from the 1.6 StatusNotification
-            await asyncio.sleep(1.0)  # meter values every 0.2 s while charging at 16 A x 3
+            # Meter values every 0.2 s while charging at 16 A x 3: wait until both measurands are stored.
+            await until(lambda: _measured(store, "CP16-A", str(tx)), 10, "power and energy metered")
             stop = await st.stop_transaction(1)
             assert stop.id_tag_info["status"] == "Accepted"
             done = await store.get_transaction("CP16-A", str(tx))
@@ -198,3 +200,8 @@ async def test_meter_values_split_over_messages_are_all_kept_and_retransmissions
                 await client.delete(*keys)
         finally:
             await client.aclose()
+
+
+async def _measured(store: Any, station_id: str, transaction_id: str) -> bool:
+    samples = await store.meter_samples(station_id, transaction_id=transaction_id)
+    return {"Energy.Active.Import.Register", "Power.Active.Import"} <= {s["measurand"] for s in samples}
