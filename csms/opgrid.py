@@ -128,6 +128,9 @@ def render_group(out: Console, g: dict[str, Any]) -> None:
 
 
 def render_grid(out: Console, data: dict[str, Any]) -> None:
+    controller = data.get("controller")
+    if isinstance(controller, dict):  # several nodes: who runs the grid controller now
+        out.print(f"controller: node {escape(str(controller.get('node')))} (fencing epoch {controller.get('epoch')})")
     groups = list(data["transformers"].values())
     for i, g in enumerate(groups):
         if i:

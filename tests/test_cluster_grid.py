@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from csms.cluster_grid import Fence, StaleLeader, decode_event, encode_event, execute_grid_forwarded
 from csms.domain.events import MeterValuesReceived, StationBooted, TransactionChanged
 from csms.domain.meter import Reading
-from tests.grid_outside import REDIS_URL, Api, Site, daemon
+from tests.grid_outside import REDIS_URL, Api, Site, cli, daemon
 from tests.ocpp_station import LibStation
 from tests.waiting import until
 
@@ -108,6 +108,8 @@ async def test_one_controller_for_two_nodes_and_failover_after_sigkill(tmp_path:
                 await until(lambda: _same_leader(api_a, api_b), 15, "one grid controller, named by both nodes")
                 leader = await leader_of(api_a)
                 assert leader in {"node-a", "node-b"}
+                code, out, _ = await cli(site_b, "grid")
+                assert code == 0 and f"controller: node {leader}" in out, out
                 await until(lambda: sessions_known(api_a, transactions), 15, "every session known (through A)")
                 await until(lambda: sessions_known(api_b, transactions), 5, "every session known (through B)")
 
