@@ -99,7 +99,7 @@ def _nothing_to_gain(prep: Prepared, p: Plan) -> bool:
     horizon's end brings), with no limit broken? Then no plan delivers more."""
     if p.infeasible_slots:
         return False
-    at_full = prep.imax * prep.kw_per_a * prep.eff * prep.hours.sum(axis=1)
+    at_full = prep.imax * prep.kw_per_a * prep.eff * prep.hours.sum(axis=1) * ~prep.off
     ids = [prep.inp.sessions[i].session_id for i in prep.ctrl]
     got = np.array([p.sessions[sid].delivered_kwh for sid in ids])
     return bool(np.all(got >= np.minimum(prep.need, at_full) - 1e-3))
