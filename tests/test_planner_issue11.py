@@ -644,3 +644,19 @@ def test_no_car_that_does_not_resume_is_paused_then_resumed_across_replans(inp: 
                         and max(s.energy_needed_kwh, s.guaranteed_kwh) > 1e-6:
                     paused.add(s.session_id)
             cur = _carry(cur, p)
+
+
+def _plan_of(unmet: list[float], energy: float) -> Plan:
+    from profiles.model import SessionPlan
+    rows = {f"s{k}": SessionPlan(f"s{k}", (0.0,), (0.0,), energy / len(unmet), u, u, None)
+            for k, u in enumerate(unmet)}
+    return Plan(sessions=rows, total_kw=(0.0,), headroom_kw=(0.0,), infeasible_slots=())
+
+
+def test_rounding_noise_in_guarantees_does_not_outweigh_energy() -> None:
+    """Forty cars 2 Wh short of their guarantee (0.1 A rounding) is no real miss: the plan with
+    200 kWh more wins; a real miss (one car 0.2 kWh short) still comes first."""
+    noisy, exact = _plan_of([0.002] * 40, 1200.0), _plan_of([0.0] * 40, 1000.0)
+    assert planner_mod.better(noisy, exact) and not planner_mod.better(exact, noisy)
+    short = _plan_of([0.2] + [0.0] * 39, 1200.0)
+    assert planner_mod.better(exact, short) and not planner_mod.better(short, exact)
