@@ -14,6 +14,7 @@ from bench.planning_bound import energy_bound
 from profiles.model import KNOWN
 from profiles.optimum import optimum
 from profiles.planner import PlanInput, SessionNeed, plan
+from profiles.units import VOLTAGE_V
 
 
 def test_bound_below_the_relaxed_lp_where_only_pausing_and_resuming_helps() -> None:
@@ -45,7 +46,7 @@ def test_no_plan_of_ours_beats_the_bound(family: str) -> None:
 def test_day_bound_counts_the_resume_rule_the_optimum_relaxes() -> None:
     """Two cars that do not resume, a limit with room for one minimum in slots 2-3: the whole-day
     optimum pauses one and resumes it; no plan keeping the rule gets more than the bound."""
-    kw = 6.0 * dm.VOLTAGE_V / 1000.0
+    kw = 6.0 * VOLTAGE_V / 1000.0
     cars = [dm.Sess(f"c{k}", arrival=0, departure=6, need_kwh=100.0, guaranteed_kwh=0.0, phases=1, max_a=6.0,
                     can_pause=False) for k in range(2)]
     day = dm.make_day(cars, 0.0, 0.0)
