@@ -347,3 +347,81 @@ def make_day(sessions: Sequence[Sess], capacity_kw: float, base_peak_kw: float, 
     for lo, hi, kw in windows:
         limit[(hours >= lo) & (hours < hi)] = kw
     return Day(list(sessions), limit, base_load(base_peak_kw, n, start_hour), start_hour)
+
+
+def resume_rule_bound_day(day: Day, *, time_limit_s: float = 60.0) -> tuple[float, float, bool]:
+    """The most energy any plan with perfect knowledge can deliver over the day when a car that
+    does not resume stays off once given 0 A while it still wants energy (the rule the online
+    run applies, which `optimum_day` relaxes): (proven upper bound kWh, best plan found kWh,
+    proven optimal). A mixed-integer programme (HiGHS): per such car a binary "still going"
+    per slot of its stay, not increasing; while going it draws at least its minimum. Energy only
+    (guarantees may be given up), no 0-6 A gap for the others, no 0.1 A steps: an upper bound
+    for every realisable online or offline policy."""
+    from scipy.optimize import Bounds as SciBounds
+    from scipy.optimize import LinearConstraint, milp
+
+    ss = day.sessions
+    n_s, n_t = len(ss), day.n_slots
+    cells = [(i, t) for i, s in enumerate(ss) for t in range(s.arrival, min(s.departure, n_t))]
+    p_i = np.asarray([c[0] for c in cells], dtype=int)
+    p_t = np.asarray([c[1] for c in cells], dtype=int)
+    n_p = p_i.size
+    stiff = np.asarray([not s.can_pause for s in ss])
+    z_cells = np.flatnonzero(stiff[p_i])  # one binary per cell of a car that does not resume
+    n_z = z_cells.size
+    off_e, off_z = n_p, n_p + n_s
+    n_var = off_z + n_z
+    pmax = np.array([s.max_kw for s in ss])
+    pmin = np.array([s.min_a * s.kw_per_a for s in ss])
+    need = np.array([s.need_kwh for s in ss])
+    lb, ub = np.zeros(n_var), np.zeros(n_var)
+    ub[:n_p] = pmax[p_i]
+    ub[off_e:off_z] = need
+    ub[off_z:] = 1.0
+    rows, cols, vals = [], [], []
+    lo, hi = [], []
+    r = 0
+    # capacity per slot
+    rows += list(p_t)
+    cols += list(range(n_p))
+    vals += [1.0] * n_p
+    lo += [-np.inf] * n_t
+    hi += list(day.limit_kw - day.base_kw)
+    r += n_t
+    # E_i <= sum_t p h
+    rows += list(r + p_i) + list(r + np.arange(n_s))
+    cols += list(range(n_p)) + list(off_e + np.arange(n_s))
+    vals += [-SLOT_H] * n_p + [1.0] * n_s
+    lo += [-np.inf] * n_s
+    hi += [0.0] * n_s
+    r += n_s
+    # stiff cells: pmin z <= p <= pmax z; z[t+1] <= z[t]
+    for k, c in enumerate(z_cells.tolist()):
+        i = int(p_i[c])
+        rows += [r, r, r + 1, r + 1]
+        cols += [c, off_z + k, c, off_z + k]
+        vals += [1.0, -float(pmax[i]), 1.0, -float(pmin[i])]
+        lo += [-np.inf, 0.0]
+        hi += [0.0, np.inf]
+        r += 2
+        if k + 1 < n_z and int(p_i[z_cells[k + 1]]) == i:
+            rows += [r, r]
+            cols += [off_z + k + 1, off_z + k]
+            vals += [1.0, -1.0]
+            lo.append(-np.inf)
+            hi.append(0.0)
+            r += 1
+    a = coo_matrix((vals, (rows, cols)), shape=(r, n_var)).tocsr()
+    cost = np.zeros(n_var)
+    cost[off_e:off_z] = -1.0
+    integrality = np.zeros(n_var)
+    integrality[off_z:] = 1
+    res = milp(cost, constraints=LinearConstraint(a, np.asarray(lo), np.asarray(hi)), bounds=SciBounds(lb, ub),
+               integrality=integrality, options={"time_limit": time_limit_s, "mip_rel_gap": 1e-4})
+    best = -float(res.fun) if res.x is not None and res.fun is not None else 0.0
+    dual = getattr(res, "mip_dual_bound", None)
+    if dual is None or not np.isfinite(dual):
+        if res.status != 0:
+            raise RuntimeError(f"HiGHS gave no bound: {res.message}")
+        return best, best, True
+    return max(best, -float(dual)), best, res.status == 0

@@ -49,6 +49,7 @@ class Prepared:
     hours_left: np.ndarray  # (n, T) hours present from the start of slot t to departure
     pausable: np.ndarray  # False: a car that (probably) does not resume after a pause
     doubt: np.ndarray  # 0 resumes, 1 suspected not to, 2 known not to
+    off: np.ndarray  # a car that does not resume and is paused now: no current until departure
     v2g: np.ndarray
     dis_kw: np.ndarray
     dis_kwh: np.ndarray  # battery-side budget left above the minimum state of charge
@@ -139,6 +140,7 @@ def prepare(inp: PlanInput) -> Prepared:
         eff=eff, departure_s=departure_s, hours=hours, hours_left=hours_left,
         pausable=np.array([s.pausable for s in cs], dtype=bool),
         doubt=np.array([_doubt(s) for s in cs], dtype=int),
+        off=np.array([s.off_until_departure for s in cs], dtype=bool),
         v2g=v2g,
         dis_kw=col([s.max_discharge_kw if s.v2g else 0.0 for s in cs]),
         dis_kwh=budget,

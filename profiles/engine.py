@@ -7,7 +7,8 @@ Per slot, in this order:
    minimum current while the limit has room for it, counting what V2G cars could discharge.
    When it has not, the cars that would lose least are stopped (least remaining guaranteed
    energy, then least remaining energy) and stay off until departure: a stopped car is never
-   planned to charge again, since it would not.
+   planned to charge again, since it would not. A car already off when the plan starts
+   (``SessionNeed.off_until_departure``) is stopped from slot 0.
 2. V2G cars discharge when the limit (or a phase limit) is below the base load, or to keep the
    minimum of cars that do not resume: just enough, following a guide when there is one (e.g.
    the LP's discharge), else spread over as many cars as the 6 A floor allows, cars whose
@@ -42,6 +43,7 @@ _TINY = 1e-12
 #: Discharge below this in a guide (an LP solution) is solver noise, not a plan to discharge.
 GUIDE_NOISE_A = 0.1
 OFF_REASON = "off until departure: no room for its minimum current under the limit, and the car {} not resume"
+OFF_ALREADY_REASON = "off until departure: paused earlier, and the car {} not resume"
 
 
 @dataclass
@@ -67,8 +69,10 @@ class SlotState:
     @classmethod
     def start(cls, prep: Prepared) -> SlotState:
         n = prep.ctrl.size
+        # A car that is off until departure already (`SessionNeed.off_until_departure`) starts
+        # stopped: no current, no discharge, no room kept for its minimum.
         return cls(need=prep.need, guar=prep.guar, net=np.zeros(n), dischargeable=prep.dis_kwh.copy(),
-                   discharged=np.zeros(n), stopped=np.zeros(n, dtype=bool), off_from=np.full(n, -1))
+                   discharged=np.zeros(n), stopped=prep.off.copy(), off_from=np.where(prep.off, 0, -1))
 
 
 @dataclass
@@ -341,7 +345,8 @@ def _reasons(prep: Prepared, state: SlotState, unmet: np.ndarray) -> list[str | 
         if unmet[row] <= 1e-3:
             out.append(None)
         elif state.off_from[row] >= 0:
-            out.append(OFF_REASON.format("does" if prep.doubt[row] >= 2 else "may"))
+            text = OFF_ALREADY_REASON if prep.off[row] else OFF_REASON
+            out.append(text.format("does" if prep.doubt[row] >= 2 else "may"))
         elif beyond[row]:
             out.append("plan horizon (departs after the last slot)")
         elif too_soon[row]:

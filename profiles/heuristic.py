@@ -34,7 +34,7 @@ def _floor_schedule(prep: Prepared, cap: np.ndarray, used_a: np.ndarray) -> np.n
     from the start until their need is met (the engine serves these floors first). Reserves
     their capacity in `cap` and `used_a` in place."""
     energy = np.zeros((prep.ctrl.size, prep.n_slots))
-    rows = np.flatnonzero(~prep.pausable & (prep.need > ENERGY_EPS_KWH))
+    rows = np.flatnonzero(~prep.pausable & ~prep.off & (prep.need > ENERGY_EPS_KWH))
     if rows.size == 0:
         return energy
     per_slot = prep.imin[rows, None] * prep.kw_per_a[rows, None] * prep.eff[rows, None] * prep.hours[rows]
@@ -64,8 +64,9 @@ def alap_reference(prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
     floor_energy = _floor_schedule(prep, cap, used_a)
     to_guar = np.minimum(floor_energy, np.maximum(prep.guar[:, None] - np.cumsum(floor_energy, axis=1)
                                                   + floor_energy, 0.0))
+    live = ~prep.off  # a car off until departure gets nothing, so nothing is placed for it
     out = []
-    for needs, pre in ((prep.guar, to_guar), (prep.need - prep.guar, floor_energy - to_guar)):
+    for needs, pre in ((prep.guar * live, to_guar), ((prep.need - prep.guar) * live, floor_energy - to_guar)):
         placed = pre.copy()
         remaining = np.maximum(needs - pre.sum(axis=1), 0.0)
         # Sweep 2 only needs the departure slots: in every other slot sweep 1 already gave each

@@ -47,6 +47,11 @@ class SessionNeed:
       means the same as "known" (kept for callers that only know "never pause this one").
       Either way the planner never plans a pause for the car unless the limit leaves no room
       for its minimum current; then it plans it off until departure and says so.
+    - ``off_until_departure``: a car that does not resume and is paused now (an earlier plan
+      took it off until departure, or it stayed suspended when offered current again): it will
+      take no current before it leaves, so the planner gives it 0 A (and discharges nothing
+      from it) and keeps no room for its minimum; it is reported as off from slot 0. Only for
+      a car that does not resume (a car that resumes is simply planned again).
     - ``dischargeable_kwh``: energy above the car's minimum state of charge when it was stated
       (battery side); ``discharged_kwh``: what the car has exported since then (at the meter).
       The plan discharges at most ``dischargeable_kwh - discharged_kwh / efficiency``.
@@ -68,6 +73,7 @@ class SessionNeed:
     efficiency: float = 1.0
     no_resume: str = RESUMES
     discharged_kwh: float = 0.0
+    off_until_departure: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.session_id, str) or not self.session_id:
@@ -98,11 +104,14 @@ class SessionNeed:
         eff = _finite(f"session {sid}: efficiency", self.efficiency)
         if not 0.0 < eff <= 1.0:
             raise ValueError(f"session {sid}: efficiency must be in (0, 1], got {eff}")
-        for name in ("can_pause", "v2g"):
+        for name in ("can_pause", "v2g", "off_until_departure"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"session {sid}: {name} must be a bool, got {getattr(self, name)!r}")  # noqa: TRY004
         if self.no_resume not in NO_RESUME_VALUES:
             raise ValueError(f"session {sid}: no_resume must be one of {NO_RESUME_VALUES}, got {self.no_resume!r}")
+        if self.off_until_departure and self.pausable:
+            raise ValueError(f"session {sid}: off_until_departure is only for a car that does not resume "
+                             "(can_pause=False or no_resume 'known' / 'suspected')")
 
     @property
     def pausable(self) -> bool:

@@ -56,8 +56,8 @@ from profiles.refine import lp_plans
 __all__ = [
     "ENERGY_EPS_KWH", "KNOWN", "MAX_LP_CELLS", "PHASE_NAMES", "REFINE_BUDGET_S", "RESUMES", "SUSPECTED",
     "VIOLATION_EPS", "Allocator", "Plan", "PlanInput", "Prepared", "SessionNeed", "SessionPlan", "SlotState",
-    "SlotView", "alap_reference", "better", "ceil_tenth", "floor_tenth", "heuristic_plan", "immediate_cut",
-    "laxity_hours", "lp_plan", "plan", "prepare", "priority_fill", "run_slots", "snap_gap", "water_fill",
+    "SlotView", "alap_reference", "better", "ceil_tenth", "floor_tenth", "guarantee_missed_kwh", "heuristic_plan",
+    "immediate_cut", "laxity_hours", "lp_plan", "plan", "prepare", "priority_fill", "run_slots", "snap_gap", "water_fill",
 ]
 
 #: Largest problem (controllable sessions x slots) given to the LP: ~1,500 sessions x 32 slots.
@@ -73,16 +73,27 @@ TIE_KWH = 0.01
 #: Guaranteed kWh within this count as equal (the 0.05 kWh a session counts as served by).
 TIE_GUARANTEE_KWH = 0.05
 TIE_SHARE = 1e-5
+#: Per session, guaranteed kWh missed by less than this is rounding noise when plans are compared
+#: (the guarantee repair's own threshold, `profiles.repair.SHORT_EPS_KWH`).
+GUARANTEE_NOISE_KWH = 0.01
+
+
+def guarantee_missed_kwh(p: Plan) -> float:
+    """Guaranteed kWh the plan misses, beyond `GUARANTEE_NOISE_KWH` per session: rounding to
+    0.1 A steps leaves a few Wh here and there, which summed over hundreds of cars must not
+    outweigh real energy (a plan 0.08 kWh "short" in forty 2 Wh pieces against 200 kWh more)."""
+    return float(sum(max(0.0, sp.guarantee_unmet_kwh - GUARANTEE_NOISE_KWH) for sp in p.sessions.values()))
 
 
 def better(a: Plan, b: Plan) -> bool:
-    """Is `a` better than `b`: fewer limit violations, then fewer guaranteed kWh missed, then
-    more net energy (beyond the tie tolerance)?"""
+    """Is `a` better than `b`: fewer limit violations, then fewer guaranteed kWh missed (see
+    `guarantee_missed_kwh`), then more net energy (beyond the tie tolerance)?"""
     if len(a.infeasible_slots) != len(b.infeasible_slots):
         return len(a.infeasible_slots) < len(b.infeasible_slots)
     tol = TIE_KWH + TIE_SHARE * max(abs(a.delivered_kwh), abs(b.delivered_kwh))
-    if abs(a.guarantee_unmet_kwh - b.guarantee_unmet_kwh) > TIE_GUARANTEE_KWH:
-        return a.guarantee_unmet_kwh < b.guarantee_unmet_kwh
+    missed_a, missed_b = guarantee_missed_kwh(a), guarantee_missed_kwh(b)
+    if abs(missed_a - missed_b) > TIE_GUARANTEE_KWH:
+        return missed_a < missed_b
     return a.delivered_kwh > b.delivered_kwh + tol
 
 
@@ -99,7 +110,7 @@ def _nothing_to_gain(prep: Prepared, p: Plan) -> bool:
     horizon's end brings), with no limit broken? Then no plan delivers more."""
     if p.infeasible_slots:
         return False
-    at_full = prep.imax * prep.kw_per_a * prep.eff * prep.hours.sum(axis=1)
+    at_full = prep.imax * prep.kw_per_a * prep.eff * prep.hours.sum(axis=1) * ~prep.off
     ids = [prep.inp.sessions[i].session_id for i in prep.ctrl]
     got = np.array([p.sessions[sid].delivered_kwh for sid in ids])
     return bool(np.all(got >= np.minimum(prep.need, at_full) - 1e-3))

@@ -88,7 +88,8 @@ def _swap_discharge(prep: Prepared, current: np.ndarray, state: SlotState, i: in
     cur = current[:, t]
     out_per_a = kpa * h / eff
     surplus = net - prep.guar
-    cand = np.flatnonzero(prep.v2g & (h > 0) & (cur <= 0) & (top > -cur) & (surplus > SHORT_EPS_KWH)
+    going = (state.off_from < 0) | (t < state.off_from)  # a car off from t on takes no discharge either
+    cand = np.flatnonzero(prep.v2g & going & (h > 0) & (cur <= 0) & (top > -cur) & (surplus > SHORT_EPS_KWH)
                           & (left > ENERGY_EPS_KWH) & np.any(prep.credit > _TINY, axis=1))
     cand = cand[cand != i]
     adds: dict[int, float] = {}

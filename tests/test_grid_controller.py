@@ -269,11 +269,14 @@ async def test_car_that_does_not_resume_is_marked_never_pause(rig: Rig) -> None:
     assert sessions[("CS-0", 1)].can_pause is False and sessions[("CS-1", 1)].can_pause is True
     assert [e for e in rig.ctl.journal.events if e["kind"] == "finding" and e.get("station_id") == "CS-0"][-1][
         "finding"] == "no_resume"
-    # Next squeeze: the never-pause car keeps its minimum, the others pause.
-    rig.limit(26.0, "squeeze")  # room for one car at 6 A: the one that must not pause
+    # It stays suspended and draws nothing: it will not take current again, so it is planned off
+    # until departure and no room is kept for its minimum; the next squeeze gives that room to
+    # a car that does charge.
+    rig.limit(26.0, "squeeze")  # room for one car at 6 A
     await rig.settle()
-    assert rig.commands.last_limit("CS-0") >= 6
-    assert all(rig.commands.last_limit(f"CS-{i}") == 0 for i in range(1, 4))
+    assert rig.commands.last_limit("CS-0") == 0
+    assert sorted(rig.commands.last_limit(f"CS-{i}") >= 6 for i in range(1, 4)) == [False, False, True]
+    assert sessions[("CS-0", 1)].planned_off_from is not None
 
 
 V2G_NEEDS = {"requestedEnergyTransfer": "AC_three_phase",

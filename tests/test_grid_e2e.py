@@ -136,12 +136,14 @@ async def test_limit_drop_v2g_and_recovery(tmp_path: Path) -> None:
         assert all(ctl.sessions.sessions[(sid, 1)].can_pause for sid in resumed)
         kinds = [(e["kind"], e.get("finding")) for e in ctl.journal.events]
         assert ("finding", "no_resume") in kinds and ("cut", None) in kinds
-        # A squeeze now keeps the never-pause car at its minimum instead of pausing it.
+        # It stays suspended and draws nothing: a squeeze plans it off until departure and keeps
+        # no room for its minimum (it would not take current), the others share the limit.
         await dso.send_limit("T1", 30.0)
         await until(lambda: ctl.views.groups["T1"].limit_kw == 30.0, 15, "squeeze planned")
         await until(lambda: sim_power_kw(stations) <= 30.0 - BASE_KW + 0.5, 15, "under the squeeze")
-        held = ctl.sessions.sessions[(NO_RESUME_ID, 1)]
-        assert held.setpoint_a is not None and held.setpoint_a >= 6 and held.state() != "paused"
+        off = ctl.sessions.sessions[(NO_RESUME_ID, 1)]
+        await until(lambda: off.setpoint_a == 0, 15, "the car that does not resume planned off")
+        assert off.planned_off_from is not None and off.plan_reason and "until departure" in off.plan_reason
         metrics = d.daemon.metrics.exposition().decode()
         assert "csms_grid_reaction_seconds_count" in metrics and 'csms_transformer_limit_kw{transformer="T1"} 30.0' \
             in metrics

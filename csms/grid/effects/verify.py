@@ -12,8 +12,9 @@ difference:
   as a real third-party simulator does): its power figures are no longer trusted, the register's
   rate is what it draws (``power_mismatch``);
 * a car that does not resume after a pause (it stays suspended without power once we offer
-  current again): it must never be paused again (``can_pause=False``) and is held at its
-  minimum instead.
+  current again): it must never be paused again (``can_pause=False``); while it stays
+  suspended it is planned off until departure (no room kept for it), and once it draws again
+  it is held at its minimum instead.
 
 Pure state transitions on :class:`Session`; the caller supplies the clock.
 """
@@ -31,7 +32,7 @@ from csms.grid.effects.learning import ResumeLearning
 from csms.grid.effects.pusher import PushResult
 from csms.grid.journal import Journal
 from csms.grid.metrics import ControlMetrics
-from csms.grid.model.sessions import SUSPENDED_STATES, Session, SessionBook
+from csms.grid.model.sessions import DID_NOT_RESUME, SUSPENDED_STATES, Session, SessionBook
 from csms.interfaces import Bus, Clock
 from profiles.units import VOLTAGE_V
 
@@ -188,7 +189,7 @@ class Verifier:
         session.resumed_at, session.paused_while_drawing = None, False
         if session.can_pause:
             session.can_pause = False
-            session.no_pause_reason = "did not resume after a pause"
+            session.no_pause_reason = DID_NOT_RESUME
             return self._finding(session, "no_resume",
                                  f"still {session.charging_state or 'idle'} {cfg.resume_grace_s:g} s after resume")
         return None

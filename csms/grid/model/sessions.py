@@ -525,6 +525,26 @@ def remaining_kwh(session: Session, need: Need) -> float:
     return max(0.0, need.energy_kwh - (imported_kwh(session, need) - exported_kwh(session, need)))
 
 
+#: Why a session may no longer be paused once its car stayed suspended when offered current again.
+DID_NOT_RESUME = "did not resume after a pause"
+#: Below this a car counts as not drawing (as the verifier judges it).
+NOT_DRAWING_KW = 0.2
+
+
+def is_off_until_departure(session: Session, now: datetime) -> bool:
+    """Is this car, one that does not resume, paused for good (``SessionNeed.off_until_departure``)?
+
+    Yes when it stayed suspended after a resume and does not draw, or when the last plan took it
+    off from a time that has come and the station runs 0 A: planning its minimum again would keep
+    room for a car that will not take it (and would plan it paused, then resumed)."""
+    if session.can_pause and session.no_resume == RESUMES:
+        return False
+    if session.no_pause_reason == DID_NOT_RESUME:
+        return (session.power_kw or 0.0) <= NOT_DRAWING_KW
+    off = session.planned_off_from
+    return off is not None and off <= now and not (session.setpoint_a or 0.0) > 0
+
+
 def session_need(session: Session, caps: StationCaps, now: datetime, defaults: Defaults,
                  wiring: tuple[str, ...] | None = None, connected: bool = True) -> SessionNeed:
     """The planner's view of one session.
@@ -567,6 +587,7 @@ def session_need(session: Session, caps: StationCaps, now: datetime, defaults: D
         "efficiency": 1.0,
         "no_resume": no_resume,
         "discharged_kwh": float(energy.discharged_kwh) if v2g else 0.0,
+        "off_until_departure": is_off_until_departure(session, now),
     }
     return _checked_need(fields)
 
