@@ -125,6 +125,10 @@ async def test_limit_drop_v2g_and_recovery(tmp_path: Path) -> None:
 
         await until(lambda: all(st == ("discharging" if sid in V2G_IDS else "paused")
                                 for sid, st in snapshot_states().items()), 15, "snapshot: discharging / paused")
+        # The pause as the meter values show it (a reading from before the pause arriving after the
+        # resume would count as the car resuming).
+        stuck = ctl.sessions.sessions[(NO_RESUME_ID, 1)]
+        await until(lambda: stuck.power_kw == 0.0 and stuck.charging_state != "Charging", 15, "the pause metered")
 
         # 3. The limit is raised: charging resumes, except the car that never wakes up again,
         #    which the controller detects and marks never-pause.

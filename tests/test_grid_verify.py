@@ -88,3 +88,32 @@ def test_a_car_whose_station_refused_the_profile_is_budgeted_at_what_it_draws_no
     s.power_kw, s.power_at = 11.04, T0 + timedelta(seconds=5)
     v.reading(s, T0 + timedelta(seconds=5))
     assert s.fixed_kw == 11.04 and (s.fixed_reason or "").startswith("profile")
+
+
+def test_a_pause_and_the_failed_resume_are_seen_when_a_reading_moved_the_setpoint_first() -> None:
+    """The station installs the pause before we see its answer, and a meter value in between moves
+    the setpoint in force to 0 already (the observer follows the installed schedule): the push's
+    answer must still count as the pause, and the later resume as a resume."""
+    v = Verifier(VerifyConfig(apply_grace_s=2.0, resume_grace_s=5.0))
+    s = Session("CS", 1, "TX", T0)
+    v.pushed(s, accepted(16.0, T0), 11.04, 11.0)
+    s.power_kw, s.power_at, s.charging_state = 11.04, T0 + timedelta(seconds=5), "Charging"
+    s.setpoint_a = 0.0  # what a reading after the station installed the pause does
+    v.pushed(s, accepted(0.0, T0 + timedelta(seconds=6)), 0.0, 11.0, power_before_kw=11.04)
+    assert s.paused_while_drawing
+    s.power_kw, s.power_at, s.charging_state = 0.0, T0 + timedelta(seconds=8), "SuspendedEVSE"
+    s.setpoint_a = 16.0  # and the same for the resume
+    v.pushed(s, accepted(16.0, T0 + timedelta(seconds=20)), 11.04, 11.0, power_before_kw=0.0)
+    assert s.resumed_at is not None
+    s.charging_state = "SuspendedEV"
+    finding = v.resume_check(s, T0 + timedelta(seconds=30))
+    assert finding is not None and finding.kind == "no_resume" and not s.can_pause
+
+
+def test_a_car_paused_before_its_first_reading_counts_as_drawing_if_its_station_says_it_charges() -> None:
+    v = Verifier(VerifyConfig())
+    s = Session("CS", 1, "TX", T0)
+    s.charging_state = "Charging"
+    v.pushed(s, accepted(16.0, T0), 11.04, 11.0)
+    v.pushed(s, accepted(0.0, T0 + timedelta(seconds=1)), 0.0, 11.0)
+    assert s.paused_while_drawing

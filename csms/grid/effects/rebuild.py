@@ -125,6 +125,6 @@ def _last_profile(session: Session, rows: list[dict[str, Any]], pusher: Pusher, 
         pusher.adopt(session.key, sp, 0.0)  # on the station's clock, as it was sent
         value = sp.value_at(now)
         if value is not None:
-            session.setpoint_a = value
+            session.setpoint_a = session.pushed_a = value
             session.setpoint_kw = value * sp.phases * PHASE_KW
         return

@@ -96,7 +96,10 @@ class Verifier:
                 return self._finding(session, "rejected", f"SetChargingProfile {result.status}"
                                      f"{': ' + result.reason if result.reason else ''}", session.fixed_kw)
             return None
-        previous = session.setpoint_a
+        # The last push's value, not the setpoint in force: a reading may have moved that to the new
+        # schedule already (the station installs a profile before we see the answer), hiding the step.
+        previous = session.pushed_a
+        session.pushed_a = result.limit_a
         session.push_status = "Accepted"
         if session.pushed_at is None or result.limit_a != previous:
             # A new setpoint: the station gets its grace again and readings start counting anew.
@@ -105,7 +108,9 @@ class Verifier:
         session.setpoint_a, session.setpoint_kw = result.limit_a, setpoint_kw
         before = power_before_kw if power_before_kw is not None else session.power_kw
         if result.limit_a == 0 and previous != 0:
-            session.paused_while_drawing = (before or 0.0) > self.config.drawing_kw
+            # Drawing: measured so, or (paused before its first reading came) the station says it charges.
+            session.paused_while_drawing = (before or 0.0) > self.config.drawing_kw or \
+                (before is None and session.charging_state == "Charging")
         elif previous == 0 and (result.limit_a or 0) > 0 and session.paused_while_drawing:
             session.resumed_at = result.sent_at or now
         return None

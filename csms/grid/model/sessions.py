@@ -127,6 +127,7 @@ class Session:
     need: Need | None = None
     # Control state (set by the pusher and the verifier).
     setpoint_a: float | None = None  # what is in force now according to the last accepted push
+    pushed_a: float | None = None  # the first value of the last accepted push (pause/resume steps are judged on it)
     setpoint_kw: float | None = None
     setpoint_since: datetime | None = None  # when the setpoint in force last changed (a push or a step of its schedule)
     pushed_at: datetime | None = None
