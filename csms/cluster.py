@@ -50,6 +50,8 @@ EVENTS_MAXLEN = 10_000
 #: Events waiting to go to the stream; beyond this the oldest are dropped (Redis slower than the bus).
 EVENTS_QUEUE = 10_000
 EVENTS_BATCH = 500
+#: Connections of a node's directory/forwarding client (the inbox reader has its own).
+REDIS_CONNECTIONS = 32
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,7 +178,10 @@ class Cluster:
         self.forward_timeout_s = forward_timeout_s
         self._prefix = f"{prefix}cluster:"
         self._owners = f"{self._prefix}owners"
-        self._redis: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
+        # A blocking pool: in a reconnect storm every arriving station writes the directory at once;
+        # beyond the pool's size they queue for a connection instead of failing ("Too many connections").
+        self._redis: aioredis.Redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=REDIS_CONNECTIONS, timeout=30, decode_responses=True))
         # BLPOP holds its connection for up to a second: its own client, so it never starves the rest.
         self._reader: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
         self._spawner = spawner
