@@ -105,6 +105,12 @@ end
 return removed
 """
 
+# The sweep's release: as _RELEASE, but only while the node's lease (KEYS[2]) is still gone. The sweep
+# read the leases a moment before; a node that renewed and claimed its stations again since keeps them.
+_RELEASE_DEAD = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
+""" + _RELEASE
+
 # Claim stations again after our lease lapsed, unless a node with a live lease took them meanwhile.
 _RECLAIM = """
 for i = 3, #ARGV do
@@ -188,6 +194,7 @@ class Cluster:
         self._errors = errors
         self._mark = mark
         self._release = self._redis.register_script(_RELEASE)
+        self._release_dead = self._redis.register_script(_RELEASE_DEAD)
         self._reclaim = self._redis.register_script(_RECLAIM)
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -310,7 +317,10 @@ class Cluster:
                 by_node.setdefault(node, []).append(station_id)
         released: list[str] = []
         for node, stations in by_node.items():
-            released += await self._release(keys=[self._owners], args=[node, *stations])
+            if node == also:
+                released += await self._release(keys=[self._owners], args=[node, *stations])
+            else:
+                released += await self._release_dead(keys=[self._owners, self._lease(node)], args=[node, *stations])
         now = datetime.now(timezone.utc)
         for station_id in released:
             await self._mark(station_id, False, now)
