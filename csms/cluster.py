@@ -190,6 +190,8 @@ class Cluster:
             redis_url, max_connections=REDIS_CONNECTIONS, timeout=30, decode_responses=True))
         # BLPOP holds its connection for up to a second: its own client, so it never starves the rest.
         self._reader: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
+        # The lease's own connection: its renewal must never queue behind a storm's directory writes.
+        self._beat: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
         self._spawner = spawner
         self._errors = errors
         self._mark = mark
@@ -229,8 +231,8 @@ class Cluster:
     async def _set_lease(self, *, nx: bool = False, get: bool = False) -> Any:
         """Write our lease; returns what SET returns (with ``get``: the previous value)."""
         sent = time.monotonic()
-        answer = await self._redis.set(self._lease(self.node_id), str(time.time()), px=int(self.lease_s * 1000),
-                                       nx=nx, get=get)
+        answer = await self._beat.set(self._lease(self.node_id), str(time.time()), px=int(self.lease_s * 1000),
+                                      nx=nx, get=get)
         if answer is not None or get:
             self._lease_until = sent + self.lease_s
         return answer
@@ -273,6 +275,7 @@ class Cluster:
             self._lease_until = 0.0
             await self._redis.delete(self._lease(self.node_id))
         await self._reader.aclose()
+        await self._beat.aclose()
         await self._redis.aclose()
 
     # Directory ------------------------------------------------------------------------------------
