@@ -200,6 +200,7 @@ class Cluster:
         self._reclaim = self._redis.register_script(_RECLAIM)
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self._sweeping: asyncio.Task[Any] | None = None  # the sweep in progress, run beside the heartbeat
         self._lease_until = 0.0  # monotonic time until which our last lease write holds
         self._events = f"{self._prefix}events"
         self._bus: Bus | None = None
@@ -265,9 +266,10 @@ class Cluster:
                             self._spawner.spawn(self._read_events_forever(), "cluster events in")]
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = self._tasks + ([self._sweeping] if self._sweeping is not None else [])
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for fut in self._pending.values():
             if not fut.done():
                 fut.cancel()
@@ -332,6 +334,12 @@ class Cluster:
                      ", ".join(sorted(by_node)))
         return released
 
+    async def _sweep_logged(self) -> None:
+        try:
+            await self.sweep()
+        except Exception as exc:  # noqa: BLE001 - tried again next lease period
+            self._errors.failed(log, "cluster sweep", exc, "dead nodes' stations not released")
+
     async def _heartbeat_forever(self) -> None:
         """Renew the lease; if it lapsed (Redis unreachable, process frozen) claim our stations again,
         except those another live node took meanwhile. Each lease period, sweep dead nodes' stations."""
@@ -347,9 +355,11 @@ class Cluster:
                                 self.node_id, len(stations))
                     if stations:
                         await self._reclaim(keys=[self._owners], args=[self.node_id, self._lease(""), *stations])
-                if time.monotonic() - last_sweep >= self.lease_s:
+                if time.monotonic() - last_sweep >= self.lease_s and (self._sweeping is None or self._sweeping.done()):
                     last_sweep = time.monotonic()
-                    await self.sweep()
+                    # Not awaited: releasing a dead node's thousands of stations takes seconds, and our
+                    # lease must not lapse meanwhile (the others would release ours in turn).
+                    self._sweeping = self._spawner.spawn(self._sweep_logged(), "cluster-sweep")
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a Redis outage
                 self._errors.failed(log, "cluster heartbeat", exc, "lease not renewed")
             else:

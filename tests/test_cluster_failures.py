@@ -9,7 +9,8 @@
   transactions and stores their end.
 - A reconnect storm: every station of a killed node reconnects to the two remaining nodes at once, and
   both serve them all (directory, messages, commands forwarded between them).
-- The sweep of dead nodes' stations, in process: a node renewing its lease at the same moment keeps its own.
+- The sweep of dead nodes' stations, in process: a node renewing its lease at the same moment keeps its own,
+  and a sweep of 10,000 stations does not hold up the sweeping node's lease.
 
 A node frozen past its lease (SIGSTOP, SIGCONT) is tested in tests/test_cluster.py.
 Each test is bounded in time and in the number of stations and messages.
@@ -27,6 +28,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from bench import messages as msg
 from bench.wsclient import CallHandler, LeanStation, open_station
 from csms.cluster import Cluster
 from csms.errorlog import ErrorLog
+from csms.store.redis_store import RedisStore
 from tests.grid_outside import REDIS_URL, Api, Daemon, Site, daemon, free_port
 
 LEASE_S = 2.0
@@ -570,6 +573,49 @@ async def test_a_sweep_keeps_the_stations_of_a_node_that_renewed_its_lease_meanw
         assert marked == ["S-DEAD"]
     finally:
         await b.close()
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(90)
+async def test_the_lease_is_renewed_while_a_sweep_releases_thousands_of_stations() -> None:
+    """A dead node held 10,000 stations: the sweep that releases them marks each one disconnected in the
+    store, which takes seconds, longer than the lease here. The sweeping node's own lease must be
+    renewed meanwhile, or the other nodes would release its stations in turn."""
+    prefix = f"nbfail:{uuid.uuid4().hex}:"
+    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    store = RedisStore(REDIS_URL, prefix=prefix)
+    await store.open()
+    marked = 0
+
+    async def mark(station_id: str, connected: bool, at: datetime) -> None:
+        nonlocal marked
+        await store.set_connection_state(station_id, connected, at)
+        marked += 1
+
+    b = Cluster(REDIS_URL, prefix, "node-b", lease_s=LEASE_S, forward_timeout_s=2.0, spawner=_Tasks(),
+                errors=ErrorLog(), mark=mark)
+    try:
+        await b.open()
+        await client.hset(f"{prefix}cluster:owners", mapping={f"D-{i:05d}": "node-dead" for i in range(10_000)})
+        b.start()
+        looks = lapsed = 0
+        started = time.monotonic()
+        async with asyncio.timeout(60):
+            while marked < 10_000:
+                looks += 1
+                lapsed += not await client.exists(f"{prefix}cluster:lease:node-b")
+                await asyncio.sleep(0.05)
+        assert lapsed == 0, f"node-b's lease was gone at {lapsed} of {looks} looks during its sweep"
+        assert await client.hlen(f"{prefix}cluster:owners") == 0
+        print(f"10,000 stations of a dead node released and marked within {time.monotonic() - started:.1f} s "
+              f"(lease {LEASE_S:g} s): the lease was there at all {looks} looks")
+    finally:
+        await b.close()
+        await store.close()
         keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
         if keys:
             await client.delete(*keys)
