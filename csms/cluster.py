@@ -201,6 +201,7 @@ class Cluster:
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._sweeping: asyncio.Task[Any] | None = None  # the sweep in progress, run beside the heartbeat
+        self._claim_due = False  # our lease had lapsed and our stations are not claimed again yet
         self._lease_until = 0.0  # monotonic time until which our last lease write holds
         self._events = f"{self._prefix}events"
         self._bus: Bus | None = None
@@ -350,11 +351,14 @@ class Cluster:
             try:
                 previous = await self._set_lease(get=True)
                 if previous is None:
-                    stations = list(self.local())
                     log.warning("cluster node %s: lease had lapsed; claiming its %d station(s) again",
-                                self.node_id, len(stations))
+                                self.node_id, len(list(self.local())))
+                    self._claim_due = True
+                if self._claim_due:  # until it succeeded: a claim that failed is tried at the next renewal
+                    stations = list(self.local())
                     if stations:
                         await self._reclaim(keys=[self._owners], args=[self.node_id, self._lease(""), *stations])
+                    self._claim_due = False
                 if time.monotonic() - last_sweep >= self.lease_s and (self._sweeping is None or self._sweeping.done()):
                     last_sweep = time.monotonic()
                     # Not awaited: releasing a dead node's thousands of stations takes seconds, and our

@@ -10,7 +10,8 @@
 - A reconnect storm: every station of a killed node reconnects to the two remaining nodes at once, and
   both serve them all (directory, messages, commands forwarded between them).
 - The sweep of dead nodes' stations, in process: a node renewing its lease at the same moment keeps its own,
-  and a sweep of 10,000 stations does not hold up the sweeping node's lease.
+  and a sweep of 10,000 stations does not hold up the sweeping node's lease; a node whose claim after a
+  lapsed lease failed claims its stations at the next renewal.
 
 A node frozen past its lease (SIGSTOP, SIGCONT) is tested in tests/test_cluster.py.
 Each test is bounded in time and in the number of stations and messages.
@@ -616,6 +617,46 @@ async def test_the_lease_is_renewed_while_a_sweep_releases_thousands_of_stations
     finally:
         await b.close()
         await store.close()
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(60)
+async def test_a_claim_that_failed_after_a_lapse_is_tried_again() -> None:
+    """A node finds its lease lapsed (renewed now) and claims its stations back; if that claim fails
+    (Redis went away again between the two), the next renewal finds the lease alive, and the stations
+    must still be claimed: the claim is due until it succeeded."""
+    prefix = f"nbfail:{uuid.uuid4().hex}:"
+    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+
+    async def mark(station_id: str, connected: bool, at: datetime) -> None:
+        pass
+
+    a = Cluster(REDIS_URL, prefix, "node-a", lease_s=1.0, forward_timeout_s=2.0, spawner=_Tasks(),
+                errors=ErrorLog(), mark=mark)
+    a.local = lambda: ["S-1", "S-2"]
+    claim = a._reclaim
+    failures = 0
+
+    async def fails_once(**kwargs: Any) -> Any:
+        nonlocal failures
+        if not failures:
+            failures += 1
+            raise aioredis.ConnectionError("Redis went away again")
+        return await claim(**kwargs)
+
+    a._reclaim = fails_once  # type: ignore[assignment]
+    try:
+        a.start()  # no lease taken: the first renewal finds it lapsed
+        async with asyncio.timeout(10):
+            while await client.hgetall(f"{prefix}cluster:owners") != {"S-1": "node-a", "S-2": "node-a"}:
+                await asyncio.sleep(0.05)
+        assert failures == 1
+    finally:
+        await a.close()
         keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
         if keys:
             await client.delete(*keys)
