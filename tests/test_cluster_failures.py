@@ -333,7 +333,14 @@ async def test_redis_restart_loses_nothing_acknowledged_and_the_nodes_recover(tm
 
                 await server.kill(signal.SIGKILL)
                 down_at = time.monotonic()
-                await asyncio.sleep(LEASE_S + 2.0)  # past the leases: the nodes must claim their stations again
+                # Commands meanwhile (what they answer is shown, not asserted): run locally, forwarded.
+                assert on_a[0].ws is not None
+                resets_before = on_a[0].ws.calls_in
+                commands = {via: (await asyncio.wait_for(api.post(f"/api/stations/{on_a[0].station_id}/commands/reset",
+                                                                  {}), 10))[0]
+                            for via, api in (("local", api_a), ("forwarded", api_b))}
+                commands["reached the station"] = on_a[0].ws.calls_in - resets_before
+                await asyncio.sleep(max(0.0, down_at + LEASE_S + 2.0 - time.monotonic()))  # past the leases
                 up_at = time.monotonic()
                 await server.start()
                 # The stations' messages are acknowledged again, each station's within a bound.
@@ -376,8 +383,9 @@ async def test_redis_restart_loses_nothing_acknowledged_and_the_nodes_recover(tm
                 acked = sum(len(c.acked()[0]) + len(c.acked()[1]) for c in on_a + on_b)
                 print(f"Redis down {up_at - down_at:.1f} s: {acked} messages acknowledged and all stored; in flight "
                       f"at the kill: {dict(at_kill)}; sent while down: {dict(outcomes)} (each answered within "
-                      f"{refused_within:.2f} s); every station acknowledged again within {acked_again_s:.1f} s "
-                      f"of the restart; all shown connected on A after {shown_a:.1f} s, on B after {shown_b:.1f} s")
+                      f"{refused_within:.2f} s); commands meanwhile: {commands}; every station acknowledged again "
+                      f"within {acked_again_s:.1f} s of the restart; all shown connected on A after {shown_a:.1f} s, "
+                      f"on B after {shown_b:.1f} s")
         finally:
             stop.set()
             for task in loops:
