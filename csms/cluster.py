@@ -53,6 +53,8 @@ EVENTS_QUEUE = 10_000
 EVENTS_BATCH = 500
 #: Inbox messages taken at once after the first of a burst.
 INBOX_BATCH = 500
+#: Connections of a node's directory/forwarding client (the inbox reader has its own).
+REDIS_CONNECTIONS = 32
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -109,6 +111,12 @@ for i = 2, #ARGV do
 end
 return removed
 """
+
+# The sweep's release: as _RELEASE, but only while the node's lease (KEYS[2]) is still gone. The sweep
+# read the leases a moment before; a node that renewed and claimed its stations again since keeps them.
+_RELEASE_DEAD = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
+""" + _RELEASE
 
 # Claim stations again after our lease lapsed, unless a node with a live lease took them meanwhile
 # (returned: those are no longer ours).
@@ -187,16 +195,24 @@ class Cluster:
         self.forward_timeout_s = forward_timeout_s
         self._prefix = f"{prefix}cluster:"
         self._owners = f"{self._prefix}owners"
-        self._redis: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
+        # A blocking pool: in a reconnect storm every arriving station writes the directory at once;
+        # beyond the pool's size they queue for a connection instead of failing ("Too many connections").
+        self._redis: aioredis.Redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=REDIS_CONNECTIONS, timeout=30, decode_responses=True))
         # BLPOP holds its connection for up to a second: its own client, so it never starves the rest.
         self._reader: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
+        # The lease's own connection: its renewal must never queue behind a storm's directory writes.
+        self._beat: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
         self._spawner = spawner
         self._errors = errors
         self._mark = mark
         self._release = self._redis.register_script(_RELEASE)
+        self._release_dead = self._redis.register_script(_RELEASE_DEAD)
         self._reclaim = self._redis.register_script(_RECLAIM)
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self._sweeping: asyncio.Task[Any] | None = None  # the sweep in progress, run beside the heartbeat
+        self._claim_due = False  # our lease had lapsed and our stations are not claimed again yet
         self._lease_until = 0.0  # monotonic time until which our last lease write holds
         self._events = f"{self._prefix}events"
         self._bus: Bus | None = None
@@ -235,8 +251,8 @@ class Cluster:
     async def _set_lease(self, *, nx: bool = False, get: bool = False) -> Any:
         """Write our lease; returns what SET returns (with ``get``: the previous value)."""
         sent = time.monotonic()
-        answer = await self._redis.set(self._lease(self.node_id), str(time.time()), px=int(self.lease_s * 1000),
-                                       nx=nx, get=get)
+        answer = await self._beat.set(self._lease(self.node_id), str(time.time()), px=int(self.lease_s * 1000),
+                                      nx=nx, get=get)
         if answer is not None or get:
             self._lease_until = sent + self.lease_s
         return answer
@@ -269,9 +285,10 @@ class Cluster:
                             self._spawner.spawn(self._read_events_forever(), "cluster events in")]
 
     async def close(self) -> None:
-        for task in self._tasks:
+        tasks = self._tasks + ([self._sweeping] if self._sweeping is not None else [])
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for fut in self._pending.values():
             if not fut.done():
                 fut.cancel()
@@ -279,6 +296,7 @@ class Cluster:
             self._lease_until = 0.0
             await self._redis.delete(self._lease(self.node_id))
         await self._reader.aclose()
+        await self._beat.aclose()
         await self._redis.aclose()
 
     # Directory ------------------------------------------------------------------------------------
@@ -323,16 +341,24 @@ class Cluster:
                 by_node.setdefault(node, []).append(station_id)
         released: list[str] = []
         for node, stations in by_node.items():
-            released += await self._release(keys=[self._owners], args=[node, *stations])
+            if node == also:
+                released += await self._release(keys=[self._owners], args=[node, *stations])
+            else:
+                released += await self._release_dead(keys=[self._owners, self._lease(node)], args=[node, *stations])
         now = datetime.now(timezone.utc)
         for station_id in released:
             await self._mark(station_id, False, now)
         if released:
             self.on_release(released)
-        if released:
             log.info("cluster: released %d station(s) of %s (no live lease)", len(released),
                      ", ".join(sorted(by_node)))
         return released
+
+    async def _sweep_logged(self) -> None:
+        try:
+            await self.sweep()
+        except Exception as exc:  # noqa: BLE001 - tried again next lease period
+            self._errors.failed(log, "cluster sweep", exc, "dead nodes' stations not released")
 
     async def _heartbeat_forever(self) -> None:
         """Renew the lease; if it lapsed (Redis unreachable, process frozen) claim our stations again,
@@ -344,9 +370,11 @@ class Cluster:
             try:
                 previous = await self._set_lease(get=True)
                 if previous is None:
-                    stations = list(self.local())
                     log.warning("cluster node %s: lease had lapsed; claiming its %d station(s) again",
-                                self.node_id, len(stations))
+                                self.node_id, len(list(self.local())))
+                    self._claim_due = True
+                if self._claim_due:  # until it succeeded: a claim that failed is tried at the next renewal
+                    stations = list(self.local())
                     if stations:
                         lost = [str(s) for s in await self._reclaim(keys=[self._owners],
                                                                     args=[self.node_id, self._lease(""), *stations])]
@@ -355,9 +383,12 @@ class Cluster:
                                         "their old sockets here", self.node_id, len(lost))
                             self.on_lost(lost)
                         self.on_reclaim([s for s in stations if s not in set(lost)])
-                if time.monotonic() - last_sweep >= self.lease_s:
+                    self._claim_due = False
+                if time.monotonic() - last_sweep >= self.lease_s and (self._sweeping is None or self._sweeping.done()):
                     last_sweep = time.monotonic()
-                    await self.sweep()
+                    # Not awaited: releasing a dead node's thousands of stations takes seconds, and our
+                    # lease must not lapse meanwhile (the others would release ours in turn).
+                    self._sweeping = self._spawner.spawn(self._sweep_logged(), "cluster-sweep")
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a Redis outage
                 self._errors.failed(log, "cluster heartbeat", exc, "lease not renewed")
             else:
