@@ -126,6 +126,22 @@ return lost
 """
 
 
+async def _cancel_all(tasks: list[asyncio.Task[Any]], tries: int = 20) -> None:
+    """Cancel the tasks and wait for them; cancel again those still running (a cancellation that arrives
+    inside a redis-py command can be turned into an error the loops catch and outlive; seen as a worker
+    that never stopped). Bounded: gives up after ``tries`` half-second rounds."""
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(tries):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    if pending:
+        log.warning("cluster: %d task(s) did not stop: %s", len(pending), ", ".join(t.get_name() for t in pending))
+    await asyncio.gather(*(task for task in tasks if task.done()), return_exceptions=True)
+
+
 def default_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -269,9 +285,7 @@ class Cluster:
                             self._spawner.spawn(self._read_events_forever(), "cluster events in")]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _cancel_all(self._tasks)
         for fut in self._pending.values():
             if not fut.done():
                 fut.cancel()
