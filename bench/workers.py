@@ -42,7 +42,7 @@ class WorkerSettings:
     stations: int = 500  # the closed loop's fleet, as part 1's throughput row
     warmup_s: float = 2.0
     measure_s: float = 12.0
-    repeats: int = 2
+    repeats: int = 3
     idle_workers: int = 3
     idle_steps: tuple[int, ...] = (5000, 10000, 15000)  # the load generator's own fd limit is 20,000
     idle_budget_s: float = 150.0

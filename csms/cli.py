@@ -26,8 +26,9 @@ DEFAULT_CONFIG = "config.yaml"
 GC_GEN0_THRESHOLD = 50_000  # default 700: a young collection every 700 allocations
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(name)s: %(message)s", datefmt="[%X]",
+def _setup_logging(level: str, prefix: str = "") -> None:
+    """``prefix``: a worker's ``w<i> ``, so the supervisor's output tells the workers apart."""
+    logging.basicConfig(level=level, format=f"{prefix}%(name)s: %(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)])
     logging.getLogger("websockets").setLevel(logging.WARNING)
 
@@ -59,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         report_config_error(exc, err)
         return EXIT_CONFIG
-    _setup_logging(config.logging.level)
+    _setup_logging(config.logging.level, f"w{args.worker} " if args.worker is not None else "")
     if args.workers > 1:
         try:
             return supervise(args.config, config, args.workers)
