@@ -191,6 +191,7 @@ class Run:
     throughput: Throughput
     redis_cpu_s: float | None
     spread: dict[str, int]
+    connect_failures: int = 0
 
 
 async def _throughput(label: str, s: WorkerSettings, work: Path, say: Progress) -> Run:
@@ -209,7 +210,9 @@ async def _throughput(label: str, s: WorkerSettings, work: Path, say: Progress) 
             f"{'n/a' if redis_cpu is None else f'{redis_cpu / tp.seconds:.0%}'}); stations per worker {spread}")
         loadgen.close_all(fleet.stations)
         await loadgen.wait_closed(fleet.stations, 10)
-        return Run(label, tp, redis_cpu, spread)
+        if fleet.failures:
+            say(f"{label}: connect failures {dict(fleet.failures)}")
+        return Run(label, tp, redis_cpu, spread, sum(fleet.failures.values()))
     finally:
         await server.stop()
         await _drop_prefix(server.prefix)
@@ -287,16 +290,17 @@ def _section(s: WorkerSettings, runs: dict[str, list[Run]], idle: dict[str, Any]
             rows.append([f"{label}, run {i + 1}", round(t.per_s), round(t.per_server_cpu_s),
                          f"{t.server_cpu_s / t.seconds:.0%}", f"{t.loadgen_cpu_s / t.seconds:.0%}",
                          "n/a" if r.redis_cpu_s is None else f"{r.redis_cpu_s / t.seconds:.0%}",
-                         ", ".join(f"{v}" for _, v in sorted(r.spread.items())), sum(t.errors.values())])
+                         ", ".join(f"{v}" for _, v in sorted(r.spread.items())), r.connect_failures,
+                         sum(t.errors.values())])
     one, node, two = (_median_run(runs[label]).throughput for label in CONFIGS)
     gain = ratio(two.per_s, one.per_s)
-    rows.append(["2 / 1 (medians)", gain, ratio(two.per_server_cpu_s, one.per_server_cpu_s), "", "", "", "", ""])
+    rows.append(["2 / 1 (medians)", gain, ratio(two.per_server_cpu_s, one.per_server_cpu_s), "", "", "", "", "", ""])
     rows.append(["2 / (1 + cluster) (medians)", ratio(two.per_s, node.per_s),
-                 ratio(two.per_server_cpu_s, node.per_server_cpu_s), "", "", "", "", ""])
+                 ratio(two.per_server_cpu_s, node.per_server_cpu_s), "", "", "", "", "", ""])
     sec.tables.append(Table(
         f"Sustained messages/s, closed loop, {s.stations} stations, part 1's mix, 1 worker vs 2 workers",
         ["workers", "msgs/s", "msgs per server CPU-s", "servers' CPU (all processes)", "load generator CPU",
-         "redis-server CPU", "stations per worker", "errors"], rows))
+         "redis-server CPU", "stations per worker", "connect failures", "errors"], rows))
     sec.verdicts.append(verdict("2 workers >= 1.7x the messages/s of 1 on this machine", gain >= 1.7,
                                 f"measured {gain:.2f}x ({two.per_s:,.0f} vs {one.per_s:,.0f} msgs/s)"))
     points = idle["points"]
