@@ -51,6 +51,8 @@ EVENTS_MAXLEN = 10_000
 #: Events waiting to go to the stream; beyond this the oldest are dropped (Redis slower than the bus).
 EVENTS_QUEUE = 10_000
 EVENTS_BATCH = 500
+#: Connections of the node's main Redis client (directory, leases, inboxes, event stream writes).
+REDIS_CONNECTIONS = 64
 #: Inbox messages taken at once after the first of a burst.
 INBOX_BATCH = 500
 
@@ -203,7 +205,10 @@ class Cluster:
         self.forward_timeout_s = forward_timeout_s
         self._prefix = f"{prefix}cluster:"
         self._owners = f"{self._prefix}owners"
-        self._redis: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
+        # A blocking pool, as the store's: a burst of arrivals (a reconnect storm) queues for a connection
+        # instead of failing with MaxConnectionsError (the default pool refuses the 101st at once).
+        self._redis: aioredis.Redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+            redis_url, max_connections=REDIS_CONNECTIONS, timeout=30, decode_responses=True))
         # BLPOP holds its connection for up to a second: its own client, so it never starves the rest.
         self._reader: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
         self._spawner = spawner
