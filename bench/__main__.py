@@ -168,9 +168,10 @@ def _run_workers(out: Path, smoke: bool, console: Console) -> int:
     def say(text: str) -> None:
         console.print(f"[dim]{time.monotonic() - started:6.0f}s[/] [cyan]workers[/] {text}", highlight=False)
 
+    machine = _machine()  # the load average before the run
     section = asyncio.run(workers.run(workers.SMOKE if smoke else workers.FULL, out / "results", say))
     section.intro = (f"_Written by `python -m bench workers{' --smoke' if smoke else ''}` on "
-                     f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {_machine()}._\n\n{section.intro}")
+                     f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {machine}._\n\n{section.intro}")
     from bench.study.writeup import splice_section
     splice_section(out / "RESULTS.md", section)  # its own section only; the other parts' stay
     console.print(f"wrote {out / 'RESULTS.md'}")
