@@ -3,6 +3,9 @@
 `python -m bench storm` re-runs only the reconnect storm row of the scale part and replaces that
 table in RESULTS.md (the rest stays as the last full run wrote it).
 
+`python -m bench workers [--smoke] [--out DIR]` (issue 15, a few minutes, not part of `all`): `csms serve
+--workers 2` against 1 (messages/s) and idle stations over three workers; replaces only its own section.
+
 `python -m bench mixed [--smoke] [--out DIR]` (issue 13, under 3 minutes, not part of `all`): a fleet
 mixing OCPP 1.6J, 2.0.1 and 2.1 under one transformer limit; replaces only its own section of
 RESULTS.md, and the other parts keep it.
@@ -157,13 +160,31 @@ def _run_mixed(out: Path, smoke: bool, console: Console) -> int:
     return 0
 
 
+def _run_workers(out: Path, smoke: bool, console: Console) -> int:
+    from bench import workers
+
+    started = time.monotonic()
+
+    def say(text: str) -> None:
+        console.print(f"[dim]{time.monotonic() - started:6.0f}s[/] [cyan]workers[/] {text}", highlight=False)
+
+    machine = _machine()  # the load average before the run
+    section = asyncio.run(workers.run(workers.SMOKE if smoke else workers.FULL, out / "results", say))
+    section.intro = (f"_Written by `python -m bench workers{' --smoke' if smoke else ''}` on "
+                     f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {machine}._\n\n{section.intro}")
+    from bench.study.writeup import splice_section
+    splice_section(out / "RESULTS.md", section)  # its own section only; the other parts' stay
+    console.print(f"wrote {out / 'RESULTS.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["fuzz"]:  # its own results (bench/results/fuzz.md), not a RESULTS.md section
         from bench import fuzz
         return fuzz.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description="Netbewust benchmarks (issue 6)")
-    parser.add_argument("part", choices=("all", *PARTS, "study", "storm", "mixed"))
+    parser.add_argument("part", choices=("all", *PARTS, "study", "storm", "mixed", "workers"))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the machinery in well under a minute")
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for RESULTS.md and results/*.png (default: the bench package)")
@@ -187,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         return _storm_row(out, args.smoke, console)
     if args.part == "mixed":
         return _run_mixed(out, args.smoke, console)
+    if args.part == "workers":
+        return _run_workers(out, args.smoke, console)
     parts = list(PARTS) if args.part == "all" else [args.part]
     results_md = out / "RESULTS.md"
     previous = results_md.read_text(encoding="utf-8") if results_md.exists() else ""
@@ -198,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     keep_section(previous, results_md)  # the study's section is written by `study` alone
     from bench.mixed import SECTION_TITLE as MIXED
     keep_section(previous, results_md, MIXED)  # and the mixed fleet's by `mixed` alone
+    from bench.workers import SECTION_TITLE as WORKERS
+    keep_section(previous, results_md, WORKERS)  # and the workers' by `workers` alone
     return 1 if any("error" in s.data for s in sections) else 0
 
 

@@ -15,7 +15,7 @@ import gc
 import logging
 import signal
 import ssl
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -91,8 +91,10 @@ class Daemon:
     """One central system process. ``clock`` is the grid's (simulated time in the demo and tests);
     the protocol edge always timestamps with the wall clock."""
 
-    def __init__(self, config: Config, store: Store | None = None, *, clock: Clock = utc_now) -> None:
+    def __init__(self, config: Config, store: Store | None = None, *, clock: Clock = utc_now,
+                 reuse_port: bool = False) -> None:
         self.config = config
+        self.reuse_port = reuse_port  # one of several workers on the same ports (csms/workers.py)
         self.clock = clock
         self.store: Store = store if store is not None else open_store(config.store)
         self.bus = LocalBus()
@@ -106,7 +108,8 @@ class Daemon:
                                 call_timeout_s=config.websocket.call_timeout_s, errors=self.errors)
         self.commands = Commands(self.connections, self.store, self.metrics, VERSIONS, DEFAULT_VERSION)
         self.cluster = self._cluster()
-        self.gateway = Gateway(config.websocket, self.edge, self.store, self.connections, self.cluster)
+        self.gateway = Gateway(config.websocket, self.edge, self.store, self.connections, self.cluster,
+                               reuse_port=reuse_port)
         # The optional parts, built at start() from the config (None when not configured).
         self.security: Security | None = None
         self.grid: Grid | None = None  # with several nodes: only while this node leads the grid
@@ -199,7 +202,8 @@ class Daemon:
                                  openadr=self.grid.signals.openadr if self.grid is not None else None,
                                  cluster=self.cluster,
                                  grid_leader=self._grid_leader_url if self.leadership_wanted else None)
-            self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config))
+            self.api = ApiServer(config.api, context, token_file=api_token_file(config), port=api_port(config),
+                                 reuse_port=self.reuse_port)
             self.components.append(self.api)
         if self.leadership_wanted:  # after the API: the leader key carries its address
             self.leadership = self._grid_leadership()
@@ -416,13 +420,16 @@ class Daemon:
                 if self.errors.active:
                     self.errors.succeeded(log, "last-seen flush")
 
-    async def run_until_signalled(self) -> None:
-        """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    async def run_until_signalled(self, started: Callable[[], None] | None = None) -> None:
+        """Serve until SIGTERM or SIGINT, then shut down gracefully; ``started`` is called once
+        everything listens (a worker tells its supervisor)."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        if started is not None:
+            started()
         try:
             await stop.wait()
             log.info("signal received: shutting down")

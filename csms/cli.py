@@ -8,24 +8,27 @@ import gc
 import logging
 import subprocess
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
 
 from csms import opcli
-from csms.config import store_location
-from csms.console import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, load_config_or_report
+from csms.config import ConfigError, store_location
+from csms.console import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, load_config_or_report, report_config_error
 from csms.report import register as register_report
 from csms.security.cli import register_commands as register_security_commands
+from csms.workers import Ports, supervise, tell_ready, worker_config, workers_config
 
 DEFAULT_CONFIG = "config.yaml"
 GC_GEN0_THRESHOLD = 50_000  # default 700: a young collection every 700 allocations
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(name)s: %(message)s", datefmt="[%X]",
+def _setup_logging(level: str, prefix: str = "") -> None:
+    """``prefix``: a worker's ``w<i> ``, so the supervisor's output tells the workers apart."""
+    logging.basicConfig(level=level, format=f"{prefix}%(name)s: %(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=Console(stderr=True), show_path=False, rich_tracebacks=False)])
     logging.getLogger("websockets").setLevel(logging.WARNING)
 
@@ -52,16 +55,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load_config_or_report(args.config, err)
     if config is None:
         return EXIT_CONFIG
-    _setup_logging(config.logging.level)
+    try:
+        config = workers_config(config, max(args.workers, 2 if args.worker is not None else 1))
+    except ConfigError as exc:
+        report_config_error(exc, err)
+        return EXIT_CONFIG
+    _setup_logging(config.logging.level, f"w{args.worker} " if args.worker is not None else "")
+    if args.workers > 1:
+        try:
+            return supervise(args.config, config, args.workers)
+        except OSError as exc:
+            err.print(f"[bold red]cannot start:[/] {exc}")
+            return EXIT_ERROR
     from csms.app import Daemon  # the whole daemon: imported only to serve
 
-    logging.getLogger("csms").info("config %s; store %s", config.source, store_location(config.store))
+    started: Callable[[], None] | None = None
+    if args.worker is not None:  # one of the supervisor's workers (csms/workers.py)
+        config = worker_config(config, args.worker, Ports.parse(args.ports))
+        started = partial(tell_ready, args.ready_fd) if args.ready_fd is not None else None
+    else:
+        logging.getLogger("csms").info("config %s; store %s", config.source, store_location(config.store))
     try:
-        run(Daemon(config).run_until_signalled())
+        run(Daemon(config, reuse_port=args.worker is not None).run_until_signalled(started))
     except OSError as exc:
         err.print(f"[bold red]cannot start:[/] {exc}")
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return count
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -86,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run the central system daemon")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file (default: %(default)s)")
+    p.add_argument("--workers", type=_workers, default=1,
+                   help="worker processes sharing the ports (SO_REUSEPORT); more than 1 needs store.backend: "
+                        "redis (default: %(default)s)")
+    # Set by the supervisor for each worker it starts (csms/workers.py), not by operators.
+    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--ports", default="", help=argparse.SUPPRESS)
+    p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("check-config", help="validate a config file and list every problem")
     p.add_argument("path", nargs="?", default=DEFAULT_CONFIG)

@@ -53,8 +53,9 @@ EVENTS_QUEUE = 10_000
 EVENTS_BATCH = 500
 #: Inbox messages taken at once after the first of a burst.
 INBOX_BATCH = 500
-#: Connections of a node's directory/forwarding client (the inbox reader has its own).
-REDIS_CONNECTIONS = 32
+#: Connections of the node's main Redis client (directory, inboxes, event stream writes; the inbox
+#: reader and the lease have their own).
+REDIS_CONNECTIONS = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,6 +133,22 @@ for i = 3, #ARGV do
 end
 return lost
 """
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]], tries: int = 20) -> None:
+    """Cancel the tasks and wait for them; cancel again those still running (a cancellation that arrives
+    inside a redis-py command can be turned into an error the loops catch and outlive; seen as a worker
+    that never stopped). Bounded: gives up after ``tries`` half-second rounds."""
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(tries):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    if pending:
+        log.warning("cluster: %d task(s) did not stop: %s", len(pending), ", ".join(t.get_name() for t in pending))
+    await asyncio.gather(*(task for task in tasks if task.done()), return_exceptions=True)
 
 
 def default_node_id() -> str:
@@ -285,10 +302,7 @@ class Cluster:
                             self._spawner.spawn(self._read_events_forever(), "cluster events in")]
 
     async def close(self) -> None:
-        tasks = self._tasks + ([self._sweeping] if self._sweeping is not None else [])
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel_all(self._tasks + ([self._sweeping] if self._sweeping is not None else []))
         for fut in self._pending.values():
             if not fut.done():
                 fut.cancel()

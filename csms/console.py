@@ -15,7 +15,12 @@ def load_config_or_report(path: str, err: Console) -> Config | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        err.print(f"[bold red]invalid configuration[/] ({len(exc.issues)} problem{'s' * (len(exc.issues) != 1)}):")
-        for issue in exc.issues:
-            err.print(f"  {issue.file}: [bold]{issue.key or '<root>'}[/]: {issue.message}", highlight=False)
+        report_config_error(exc, err)
         return None
+
+
+def report_config_error(exc: ConfigError, err: Console) -> None:
+    """Each problem on its own line: file, key path, message."""
+    err.print(f"[bold red]invalid configuration[/] ({len(exc.issues)} problem{'s' * (len(exc.issues) != 1)}):")
+    for issue in exc.issues:
+        err.print(f"  {issue.file}: [bold]{issue.key or '<root>'}[/]: {issue.message}", highlight=False)

@@ -176,6 +176,24 @@ async def test_mixed_fleet_smoke(tmp_path: Path) -> None:
     assert f"## {mixed.SECTION_TITLE}" in md.read_text(encoding="utf-8")
 
 
+@pytest.mark.timeout(150)
+async def test_workers_smoke(tmp_path: Path) -> None:
+    """Issue 15: `csms serve --workers 2` against 1 on the same load; idle stations spread over workers."""
+    from bench import workers
+
+    sec = await workers.run(workers.SMOKE, tmp_path, _say)
+    table = sec.tables[0]
+    rows = {str(row[0]): row for row in table.rows}
+    assert {"1, run 1", "1 + cluster, run 1", "2, run 1", "2 / 1 (medians)"} <= set(rows), list(rows)
+    assert all(v > 0 for v in sec.data["runs"]["2"]) and all(v > 0 for v in sec.data["runs"]["1"])
+    assert all(row[-1] == 0 for name, row in rows.items() if "run" in name), table.rows  # no CALLERRORs
+    assert len(rows["2, run 1"][6].split(", ")) == 2  # stations landed on both workers
+    assert math.isclose(sec.data["gain"], sec.data["runs"]["2"][0] / sec.data["runs"]["1"][0])
+    (n, per, spread), = sec.data["idle"]
+    assert n == workers.SMOKE.idle_steps[0] and len(spread) == workers.SMOKE.idle_workers and per > 0
+    assert len(sec.verdicts) == 3 and all(("**met**" in v) != ("**missed**" in v) for v in sec.verdicts)
+
+
 def test_a_single_part_rerun_replaces_only_its_own_section() -> None:
     from bench.__main__ import replace_sections
     previous = "# Results\nrun A\n\n## 1. One\nold one\n\n## 2. Two\nold two\n\n## 3. Three\nold three\n"

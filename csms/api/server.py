@@ -67,8 +67,10 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 class ApiServer:
     """The HTTP component: JSON API, SSE stream, OpenAPI document and the dashboard."""
 
-    def __init__(self, cfg: ApiConfig, context: ApiContext, *, token_file: str, port: int) -> None:
+    def __init__(self, cfg: ApiConfig, context: ApiContext, *, token_file: str, port: int,
+                 reuse_port: bool = False) -> None:
         self.context = context
+        self.reuse_port = reuse_port  # several worker processes listen on the same port (SO_REUSEPORT)
         self.cfg = cfg
         self.token_file = token_file
         self.listen_port = port
@@ -183,7 +185,7 @@ class ApiServer:
                         "every request that needs one is refused", self.token_file)
         self.runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await self.runner.setup()
-        self.site = web.TCPSite(self.runner, self.cfg.host, self.listen_port)
+        self.site = web.TCPSite(self.runner, self.cfg.host, self.listen_port, reuse_port=self.reuse_port or None)
         await self.site.start()
         log.info("operator API%s on %s/ (admin token file: %s)", " and dashboard" if self.cfg.dashboard else "",
                  self.url, self.token_file if self.file_token else "none")

@@ -72,6 +72,8 @@ async def list_stations(request: web.Request) -> web.Response:
         conn = context.connections.get(r.station_id)
         out.append(station_summary(r, conn is not None or r.station_id in elsewhere,
                                    conn.version.subprotocol if conn is not None else None))
+        if context.cluster is not None:  # which node (worker) holds its socket; None: no live node
+            out[-1]["node"] = context.cluster.node_id if conn is not None else elsewhere.get(r.station_id)
     return json_response({"stations": out})
 
 

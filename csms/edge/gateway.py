@@ -121,8 +121,10 @@ class Gateway:
     """Accepts station websockets and keeps the registry of their connections."""
 
     def __init__(self, config: WebsocketConfig, edge: EdgeContext, stations: StationStore,
-                 connections: dict[str, StationConnection], presence: Presence | None = None) -> None:
+                 connections: dict[str, StationConnection], presence: Presence | None = None, *,
+                 reuse_port: bool = False) -> None:
         self.config = config
+        self.reuse_port = reuse_port  # several worker processes listen on the same port (SO_REUSEPORT)
         self.presence = presence
         self.edge = edge
         self.stations = stations
@@ -177,6 +179,7 @@ class Gateway:
             create_connection=cast(type[ServerConnection], partial(StationSocket, on_malformed=self._malformed)),
             ssl=ssl_context,
             server_header="Netbewust",
+            reuse_port=self.reuse_port or None,
             # security: TLS handshakes get the websocket handshake's deadline too (asyncio's default is 60 s).
             ssl_handshake_timeout=cfg.handshake_timeout_s if ssl_context is not None else None,
         )

@@ -1,0 +1,329 @@
+"""Issue 15's worker rows: `csms serve --workers 2` against `--workers 1` on this machine's cores, and
+many idle stations spread over three workers with their memory per connection.
+
+`python -m bench workers [--smoke]` (a few minutes, not part of `all`) replaces only its own section of
+RESULTS.md. Neither the servers nor the load generator are pinned: two workers need both cores, and the
+load generator (the same closed loop as part 1's throughput row, bench/loadgen.py) and Redis share them.
+Both sides use the Redis store (the workers must); each configuration runs ``repeats`` times,
+alternating, and the median counts. CPU time and RSS are read from /proc for the supervisor and every
+worker (and for redis-server when readable), so they are the servers' own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+import yaml
+
+from bench import loadgen
+from bench.loadgen import Progress, Throughput
+from bench.report import Section, Table, ratio, verdict
+from bench.servers import REPO, free_port, raise_nofile
+from bench.wsclient import LeanStation
+
+SECTION_TITLE = "7. Worker processes: `csms serve --workers N` on one machine"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+FD_MARGIN = 300
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    stations: int = 500  # the closed loop's fleet, as part 1's throughput row
+    warmup_s: float = 2.0
+    measure_s: float = 12.0
+    repeats: int = 3
+    idle_workers: int = 3
+    idle_steps: tuple[int, ...] = (5000, 10000, 15000)  # the load generator's own fd limit is 20,000
+    idle_budget_s: float = 150.0
+
+
+FULL = WorkerSettings()
+SMOKE = WorkerSettings(stations=20, warmup_s=0.3, measure_s=1.0, repeats=1, idle_workers=2, idle_steps=(40,),
+                       idle_budget_s=20.0)
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = _stat(pid)
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime + stime
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def redis_pid() -> int | None:
+    """redis-server's pid when it runs on this machine and its /proc is readable."""
+    try:
+        out = subprocess.run(["pgrep", "-x", "redis-server"], capture_output=True, text=True, check=False).stdout
+        pid = int(out.split()[0])
+        cpu_seconds(pid)
+    except (IndexError, ValueError, OSError):
+        return None
+    return pid
+
+
+@dataclass
+class Workers:
+    """`csms serve --workers N` (N = 1: the single daemon process, as before) on its own Redis prefix."""
+
+    count: int
+    port: int
+    prefix: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    pids: list[int] = field(default_factory=list)  # the supervisor (N > 1) and its workers
+
+    def children(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids if Path(f"/proc/{pid}").exists())
+
+    def worker_rss_kib(self) -> int:
+        return sum(rss_kib(pid) for pid in self.pids[1:] or self.pids)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    async def stop(self, timeout: float = 40.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            deadline = time.monotonic() + timeout
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+async def _leases(prefix: str) -> int:
+    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        return len([k async for k in client.scan_iter(match=f"{prefix}cluster:lease:*", count=1000)])
+    finally:
+        await client.aclose()
+
+
+async def _spread(prefix: str) -> dict[str, int]:
+    """Stations per worker, from the cluster directory."""
+    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        return dict(Counter((await client.hgetall(f"{prefix}cluster:owners")).values()))
+    finally:
+        await client.aclose()
+
+
+async def _drop_prefix(prefix: str) -> None:
+    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=5000)]
+        for i in range(0, len(keys), 5000):
+            await client.delete(*keys[i:i + 5000])
+    finally:
+        await client.aclose()
+
+
+async def start_workers(workdir: Path, count: int, timeout: float = 60.0, *, cluster: bool = False) -> Workers:
+    """Start and wait until it listens (N > 1: until every worker holds its cluster lease); ``cluster``: one
+    process that is a cluster node nonetheless (what a worker costs beyond the process split)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, prefix = free_port(), f"nbbench-workers:{uuid.uuid4().hex}:"
+    cfg: dict[str, Any] = {
+        "websocket": {"host": "127.0.0.1", "port": port, "path_prefix": "/ocpp", "call_timeout_s": 30},
+        "registration": {"policy": "allow_unknown", "accept_unknown_id_tokens": True},
+        "store": {"backend": "redis", "redis_url": REDIS_URL, "redis_prefix": prefix},
+        "logging": {"level": os.environ.get("BENCH_LOG", "WARNING")},
+        "api": {"enabled": False},
+    }
+    if cluster:
+        cfg["cluster"] = {}
+    cfg_path, log_path = workdir / "config.yaml", workdir / "csms.log"
+    cfg_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "csms", "serve", "--config", str(cfg_path),
+                                 "--workers", str(count)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=raise_nofile, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    server = Workers(count, port, prefix, proc, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"--workers {count} exited with {proc.returncode}:\n{server.log_tail()}")
+        if count == 1 or await _leases(prefix) == count:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                server.pids = [proc.pid, *server.children()]
+                return server
+            except OSError:
+                pass
+        await asyncio.sleep(0.1)
+    await server.stop()
+    raise TimeoutError(f"--workers {count} not ready within {timeout} s:\n{server.log_tail()}")
+
+
+#: The configurations compared: label -> (workers, a cluster section with one process).
+CONFIGS = {"1": (1, False), "1 + cluster": (1, True), "2": (2, False)}
+
+
+@dataclass
+class Run:
+    label: str
+    throughput: Throughput
+    redis_cpu_s: float | None
+    spread: dict[str, int]
+    connect_failures: int = 0
+
+
+async def _throughput(label: str, s: WorkerSettings, work: Path, say: Progress) -> Run:
+    count, cluster = CONFIGS[label]
+    server = await start_workers(work / f"tp-{count}-{uuid.uuid4().hex[:6]}", count, cluster=cluster)
+    rpid = redis_pid()
+    try:
+        fleet = await loadgen.connect_many(loadgen.ids(f"W{count}", s.stations), server.port, "/ocpp")
+        await loadgen.start_transactions(fleet.stations)
+        spread = await _spread(server.prefix) if count > 1 else {"single": len(fleet.stations)}
+        r0 = cpu_seconds(rpid) if rpid else 0.0
+        tp = await loadgen.closed_loop(fleet.stations, s.warmup_s, s.measure_s, server.cpu_seconds)
+        redis_cpu = (cpu_seconds(rpid) - r0) if rpid else None
+        say(f"{label}: {tp.per_s:,.0f} msgs/s (servers' CPU {tp.server_cpu_s / tp.seconds:.0%}, load "
+            f"generator {tp.loadgen_cpu_s / tp.seconds:.0%}, redis "
+            f"{'n/a' if redis_cpu is None else f'{redis_cpu / tp.seconds:.0%}'}); stations per worker {spread}")
+        loadgen.close_all(fleet.stations)
+        await loadgen.wait_closed(fleet.stations, 10)
+        if fleet.failures:
+            say(f"{label}: connect failures {dict(fleet.failures)}")
+        return Run(label, tp, redis_cpu, spread, sum(fleet.failures.values()))
+    finally:
+        await server.stop()
+        await _drop_prefix(server.prefix)
+
+
+async def _idle(s: WorkerSettings, work: Path, say: Progress) -> dict[str, Any]:
+    """Idle booted stations onto ``idle_workers`` workers, in steps; the workers' RSS growth per connection."""
+    server = await start_workers(work / "idle", s.idle_workers)
+    limit = raise_nofile() - FD_MARGIN
+    steps = sorted({min(n, limit) for n in s.idle_steps})
+    held: list[LeanStation] = []
+    points: list[tuple[int, float, dict[str, int]]] = []
+    failures: Counter[str] = Counter()
+    deadline = time.monotonic() + s.idle_budget_s
+    try:
+        await asyncio.sleep(1.0)
+        rss0, supervisor_kib = server.worker_rss_kib(), rss_kib(server.proc.pid)
+        for target in steps:
+            if time.monotonic() > deadline:
+                say(f"idle: stopped at {len(held):,} connections (time budget)")
+                break
+            ids = [f"WI-{i:06d}" for i in range(len(held), target)]
+            fleet = await loadgen.connect_many(ids, server.port, "/ocpp", concurrency=300, deadline=deadline)
+            held += fleet.stations
+            failures += fleet.failures
+            await asyncio.sleep(2.0)  # the boots' writes
+            alive = sum(st.is_open for st in held)
+            per = (server.worker_rss_kib() - rss0) / max(alive, 1)
+            spread = await _spread(server.prefix)
+            points.append((alive, per, spread))
+            say(f"idle: {alive:,} stations on {s.idle_workers} workers {spread}, {per:.1f} KiB per connection")
+            if fleet.failures:
+                say(f"idle: connect failures {dict(fleet.failures)}")
+                break
+        return {"points": points, "failures": failures, "rss0_mib": rss0 / 1024,
+                "supervisor_mib": supervisor_kib / 1024, "fd_limit": limit}
+    finally:
+        loadgen.close_all(held, abort=True)
+        await server.stop()
+        await _drop_prefix(server.prefix)
+
+
+async def run(s: WorkerSettings, out_dir: Path, say: Progress) -> Section:
+    started = time.monotonic()
+    work = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-workers-{uuid.uuid4().hex[:8]}"
+    runs: dict[str, list[Run]] = {label: [] for label in CONFIGS}
+    for _ in range(s.repeats):
+        for label in CONFIGS:
+            runs[label].append(await _throughput(label, s, work, say))
+    idle = await _idle(s, work, say)
+    sec = _section(s, runs, idle)
+    sec.seconds = time.monotonic() - started
+    return sec
+
+
+def _median_run(runs: list[Run]) -> Run:
+    return sorted(runs, key=lambda r: r.throughput.per_s)[(len(runs) - 1) // 2]
+
+
+def _section(s: WorkerSettings, runs: dict[str, list[Run]], idle: dict[str, Any]) -> Section:
+    sec = Section("workers", SECTION_TITLE)
+    load = os.getloadavg()
+    sec.intro = (f"{os.cpu_count()} cores, nothing pinned (load average {load[0]:.1f} at the end; other programs may "
+                 "share the machine). Both sides: `python -m csms serve --workers N`, Redis store (every message "
+                 "stored before its answer), logging at WARNING, operator API off; 1 is the single daemon process "
+                 "as before, 2 a supervisor with two workers that are cluster nodes (lease, directory, shared event "
+                 "stream: costs the single process does not have; `1 + cluster` is one process with a `cluster` "
+                 "section, to tell those costs from the process split). Load: part 1's closed loop "
+                 f"(`bench/loadgen.py`, one process) over {s.stations} stations, {s.measure_s:g} s per run, "
+                 f"{s.repeats} run(s) each, alternating; the median run counts.")
+    rows: list[list[Any]] = []
+    for label in CONFIGS:
+        for i, r in enumerate(runs[label]):
+            t = r.throughput
+            rows.append([f"{label}, run {i + 1}", round(t.per_s), round(t.per_server_cpu_s),
+                         f"{t.server_cpu_s / t.seconds:.0%}", f"{t.loadgen_cpu_s / t.seconds:.0%}",
+                         "n/a" if r.redis_cpu_s is None else f"{r.redis_cpu_s / t.seconds:.0%}",
+                         ", ".join(f"{v}" for _, v in sorted(r.spread.items())), r.connect_failures,
+                         sum(t.errors.values())])
+    one, node, two = (_median_run(runs[label]).throughput for label in CONFIGS)
+    gain = ratio(two.per_s, one.per_s)
+    rows.append(["2 / 1 (medians)", gain, ratio(two.per_server_cpu_s, one.per_server_cpu_s), "", "", "", "", "", ""])
+    rows.append(["2 / (1 + cluster) (medians)", ratio(two.per_s, node.per_s),
+                 ratio(two.per_server_cpu_s, node.per_server_cpu_s), "", "", "", "", "", ""])
+    sec.tables.append(Table(
+        f"Sustained messages/s, closed loop, {s.stations} stations, part 1's mix, 1 worker vs 2 workers",
+        ["workers", "msgs/s", "msgs per server CPU-s", "servers' CPU (all processes)", "load generator CPU",
+         "redis-server CPU", "stations per worker", "connect failures", "errors"], rows))
+    sec.verdicts.append(verdict("2 workers >= 1.7x the messages/s of 1 on this machine", gain >= 1.7,
+                                f"measured {gain:.2f}x ({two.per_s:,.0f} vs {one.per_s:,.0f} msgs/s)"))
+    points = idle["points"]
+    n, per, spread = points[-1] if points else (0, float("nan"), {})
+    sec.tables.append(Table(
+        f"Idle booted connections on {s.idle_workers} workers (scaled down: issue 15 asks for 50,000)",
+        ["connections", "stations per worker", "KiB per connection (workers' RSS delta / n)",
+         "workers' RSS at start MiB", "supervisor RSS MiB", "failures"],
+        [[p[0], ", ".join(str(v) for _, v in sorted(p[2].items())), p[1], idle["rss0_mib"], idle["supervisor_mib"],
+          dict(idle["failures"]) or "none"] for p in points]))
+    sec.verdicts.append(verdict(f"<= 16 KiB per idle connection across {s.idle_workers} workers", per <= 16,
+                                f"{per:.1f} KiB at {n:,} connections"))
+    sec.verdicts.append(verdict(f"50,000 idle stations across {s.idle_workers} or more workers", n >= 50_000,
+                                f"scaled down: {n:,} held; the load generator is one process with the machine's hard "
+                                f"file limit ({idle['fd_limit'] + FD_MARGIN:,}), so it cannot open 50,000 sockets"))
+    sec.notes.append("The issue's 1.7x assumes the workers get both cores; here the load generator and Redis run "
+                     "on the same two cores, so their CPU (columns above) is not available to the workers, and other "
+                     "programs on a shared machine take their share too: a servers' CPU column well under 100% per "
+                     "worker means the run was not CPU-bound by the servers, and the msgs/s ratio says little.")
+    efficiency = ratio(two.per_server_cpu_s, one.per_server_cpu_s)
+    sec.notes.append(f"Per server CPU-second, 2 workers do {efficiency:.2f} of the work of 1 (the cluster's shared "
+                     f"event stream, leases and directory, and two processes' fixed costs). With two free cores for "
+                     f"the workers alone, that would be about {2 * efficiency:.2f}x: an estimate from CPU time, not "
+                     "a measurement, and not what the verdict above uses.")
+    sec.data = {"gain": gain, "runs": {k: [r.throughput.per_s for r in v] for k, v in runs.items()}, "idle": points}
+    return sec
