@@ -18,6 +18,7 @@ import ssl
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 
@@ -281,10 +282,16 @@ class Daemon:
         return {"node": self.node_id, "epoch": token}
 
     def _api_url(self) -> str:
+        """Where the other nodes reach this node's API (the grid leader's): ``cluster.api_url``, else
+        where it listens. A worker (one port shared by several) gives its own second port instead."""
         advertised = self.config.cluster.api_url if self.config.cluster is not None else None
-        if advertised:
-            return advertised.rstrip("/")
-        return self.api.url if self.api is not None else ""
+        if self.api is None:
+            return (advertised or "").rstrip("/")
+        if not self.reuse_port:
+            return advertised.rstrip("/") if advertised else self.api.url
+        base = urlsplit(advertised or self.api.url)
+        host = base.hostname or "127.0.0.1"
+        return f"{base.scheme}://{f'[{host}]' if ':' in host else host}:{self.api.own_port}"
 
     async def _grid_leader_url(self) -> str | None:
         """Where the grid's API answers: None here (this node runs the grid part), else the leading

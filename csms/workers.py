@@ -70,11 +70,6 @@ def workers_config(config: Config, count: int) -> Config:
         issues.append(ConfigIssue(config.source, "store.backend",
                                   f"--workers {count} needs store.backend: redis (the workers share records, "
                                   f"the station directory and leases there), got {config.store.backend!r}"))
-    if config.grid is not None:  # the nodes reach the grid leader at its API address, which workers share
-        issues.append(ConfigIssue(config.source, "grid",
-                                  f"--workers {count}: grid control across several workers is not implemented "
-                                  "yet (they share one API port, through which the grid leader is reached): "
-                                  "leave out the grid section or run one worker (docs/scale-out.md)"))
     if issues:
         raise ConfigError(issues)
     return config if config.cluster is not None else dataclasses.replace(config, cluster=ClusterConfig())

@@ -188,7 +188,7 @@ async def test_a_worker_that_keeps_dying_at_start_stops_the_supervisor(tmp_path:
     assert time.monotonic() - started < 80
 
 
-def test_workers_config_implies_a_cluster_and_keeps_the_grid_refusal() -> None:
+def test_workers_config_implies_a_cluster() -> None:
     redis = {"store": {"backend": "redis"}, "websocket": {"port": 0}}
     config = workers_config(parse_config(redis, "<t>"), 3)
     assert config.cluster is not None and config.cluster.node_id is None
@@ -201,7 +201,61 @@ def test_workers_config_implies_a_cluster_and_keeps_the_grid_refusal() -> None:
     with pytest.raises(ConfigError) as err:
         workers_config(parse_config({"store": {"backend": "postgres"}}, "<t>"), 2)
     assert [i.key for i in err.value.issues] == ["store.backend"]
-    with pytest.raises(ConfigError) as err:
-        workers_config(parse_config({**redis, "grid": {"transformers": {"T1": {"capacity_kw": 100}}}}, "<t>"), 2)
-    assert [i.key for i in err.value.issues] == ["grid"]
+    with_grid = workers_config(parse_config({**redis, "grid": {"transformers": {"T1": {"capacity_kw": 100}}}},
+                                            "<t>"), 2)
+    assert with_grid.grid is not None and with_grid.cluster is not None  # one elected controller
     assert Ports.parse(Ports(1, None, 3).text()) == Ports(1, None, 3)
+
+
+async def test_two_workers_run_one_grid_controller(tmp_path: Path) -> None:
+    """Grid control with workers: one worker leads; a limit posted on the shared API port (whichever
+    worker answers, the others forward to the leader's own port) holds on the stations of both."""
+    from tests.test_cluster_grid import grid_config, power_kw
+
+    s = site(tmp_path)
+    s.grid = {**grid_config(), "transformers": {"T1": {"capacity_kw": 200, "members": [{"station": "WK-*"}]}}}
+    stations: list[LibStation] = []
+    try:
+        async with asyncio.timeout(120), supervisor(s) as sup, Api(s) as api:
+            held: dict[str, str | None] = {}
+            while len(set(held.values())) < 2 and len(stations) < MAX_STATIONS:
+                station = LibStation(f"WK-{len(stations):02d}", meter_interval_s=0.3)
+                await station.connect(s.ws_url)
+                stations.append(station)
+                held = await until_held(api, stations, 10)
+            assert set(held.values()) == {"wk-w0", "wk-w1"}, held
+            for station in stations:
+                await station.start_transaction(1)
+            limit_kw = 4.0 * len(stations)  # under what the cars would draw (11 kW each)
+            answered = set()
+            for attempt in range(20):  # a new connection each: the shared port hands them to either worker
+                status, forwarded = await post_fresh(s, {"signal_id": f"wk-{attempt}", "limit_kw": limit_kw,
+                                                         "source": "operator"})
+                assert status == 202
+                answered.add(forwarded)
+                if len(answered) == 2:
+                    break
+            assert None in answered and len(answered) == 2, answered  # answered by the leader, and forwarded
+            controller = (await api.get("/api/grid"))["controller"]["node"]
+            assert controller in {"wk-w0", "wk-w1"}
+            async with asyncio.timeout(20):
+                while not (all(st.tx_pushes() for st in stations) and power_kw(stations) <= limit_kw + 0.05):
+                    await asyncio.sleep(0.1)
+            assert await sup.stop(signal.SIGTERM, timeout=40) == 0, sup.text()[-3000:]
+    finally:
+        for station in stations:
+            await station.stop()
+        await s.cleanup()
+
+
+async def post_fresh(s: Site, body: dict[str, Any]) -> tuple[int, str | None]:
+    """POST a limit on a connection of its own; the status and, if another worker forwarded it to the
+    leader, the leader's own address."""
+    import aiohttp
+
+    from tests.grid_outside import ADMIN_TOKEN
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as session, \
+            session.post(f"{s.api_url}/api/grid/transformers/T1/limit", json=body) as answer:
+        return answer.status, answer.headers.get("X-Netbewust-Grid-Answered-By")

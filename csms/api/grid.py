@@ -29,6 +29,8 @@ NOT_CONFIGURED = "grid control is not configured"
 #: Marks a request one node forwarded to the grid's leader (a leader never forwards it again).
 FORWARDED = "X-Netbewust-Grid-Forwarded"
 FORWARD_TIMEOUT_S = 15.0
+#: On an answer the leader gave through another node: the leader's API address.
+ANSWERED_BY = "X-Netbewust-Grid-Answered-By"
 NO_LEADER = ("no node runs the grid controller at this moment (a new leader is elected within a lease): "
              "try again shortly")
 
@@ -63,7 +65,8 @@ async def _forward_to_leader(request: web.Request, leader_url: str | None) -> we
                 session.request(request.method, leader_url + request.path_qs, data=body or None,
                                 headers=headers) as answer:
             payload = await answer.read()
-            return web.Response(status=answer.status, body=payload, content_type=answer.content_type)
+            return web.Response(status=answer.status, body=payload, content_type=answer.content_type,
+                                headers={ANSWERED_BY: leader_url})
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise ApiError(503, f"the node leading the grid controller ({leader_url}) did not answer: "
                             f"{type(exc).__name__}: try again shortly") from None

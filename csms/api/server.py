@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from typing import Any
 
@@ -71,6 +72,7 @@ class ApiServer:
                  reuse_port: bool = False) -> None:
         self.context = context
         self.reuse_port = reuse_port  # several worker processes listen on the same port (SO_REUSEPORT)
+        self.own_socket: socket.socket | None = None  # with reuse_port: a port of this worker's own
         self.cfg = cfg
         self.token_file = token_file
         self.listen_port = port
@@ -107,6 +109,11 @@ class ApiServer:
     def port(self) -> int:
         assert self.runner is not None and self.runner.addresses, "the API is not started"
         return int(self.runner.addresses[0][1])
+
+    @property
+    def own_port(self) -> int:
+        """A port that reaches this process alone (with a shared port: its own second one)."""
+        return int(self.own_socket.getsockname()[1]) if self.own_socket is not None else self.port
 
     @property
     def url(self) -> str:
@@ -187,6 +194,9 @@ class ApiServer:
         await self.runner.setup()
         self.site = web.TCPSite(self.runner, self.cfg.host, self.listen_port, reuse_port=self.reuse_port or None)
         await self.site.start()
+        if self.reuse_port:  # the shared port reaches any worker: one more that reaches this one
+            self.own_socket = socket.create_server((self.cfg.host, 0))
+            await web.SockSite(self.runner, self.own_socket).start()
         log.info("operator API%s on %s/ (admin token file: %s)", " and dashboard" if self.cfg.dashboard else "",
                  self.url, self.token_file if self.file_token else "none")
 
