@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import socket
@@ -29,7 +30,7 @@ from typing import Any, ClassVar
 import orjson
 import redis.asyncio as aioredis
 
-from csms.cluster_grid import GRID_EVENTS, GridFeed, decode_event, encode_event
+from csms.cluster_grid import GRID_EVENTS, Batched, GridFeed, decode_event, encode_event, shared_client
 from csms.domain.events import Event
 from csms.errorlog import ErrorLog
 from csms.interfaces import Bus, Spawner
@@ -187,7 +188,7 @@ class Cluster:
         self.forward_timeout_s = forward_timeout_s
         self._prefix = f"{prefix}cluster:"
         self._owners = f"{self._prefix}owners"
-        self._redis: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
+        self._redis: aioredis.Redis = shared_client(redis_url, lease_s)
         # BLPOP holds its connection for up to a second: its own client, so it never starves the rest.
         self._reader: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
         self._spawner = spawner
@@ -196,6 +197,10 @@ class Cluster:
         self._release = self._redis.register_script(_RELEASE)
         self._reclaim = self._redis.register_script(_RECLAIM)
         self._pending: dict[str, asyncio.Future[Any]] = {}
+        # A grid leader's wave (thousands of pushes at once) looks up and posts in a few round trips.
+        self._owners_of: Batched[str, str | None] = Batched(self._fetch_owners)
+        self._posts: Batched[tuple[str, int, bytes], None] = Batched(self._push_posts)
+        self._post_seq = itertools.count()
         self._tasks: list[asyncio.Task[Any]] = []
         self._lease_until = 0.0  # monotonic time until which our last lease write holds
         self._events = f"{self._prefix}events"
@@ -302,10 +307,12 @@ class Cluster:
 
     async def owner(self, station_id: str) -> str | None:
         """The node holding the station's websocket, if that node's lease lives."""
-        node = await self._redis.hget(self._owners, station_id)
-        if node is None or not await self._redis.exists(self._lease(str(node))):
-            return None
-        return str(node)
+        return await self._owners_of.get(station_id)
+
+    async def _fetch_owners(self, stations: list[str]) -> dict[str, str | None]:
+        nodes = [None if n is None else str(n) for n in await self._redis.hmget(self._owners, stations)]
+        live = await self._live(n for n in nodes if n is not None)
+        return {s: n if n in live else None for s, n in zip(stations, nodes, strict=True)}
 
     async def live_owners(self) -> dict[str, str]:
         """Every station held by a node with a live lease: station -> node."""
@@ -366,11 +373,19 @@ class Cluster:
 
     # Forwarding -----------------------------------------------------------------------------------
     async def _post(self, node: str, message: Payload) -> None:
-        key = self._inbox(node)
+        await self._posts.get((node, next(self._post_seq), orjson.dumps(message)))
+
+    async def _push_posts(self, posts: list[tuple[str, int, bytes]]) -> dict[tuple[str, int, bytes], None]:
+        """The messages posted meanwhile, in order, each inbox's in one RPUSH (one transaction)."""
+        by_node: dict[str, list[bytes]] = {}
+        for node, _, raw in posts:
+            by_node.setdefault(node, []).append(raw)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, orjson.dumps(message))
-            pipe.pexpire(key, INBOX_TTL_MS)
+            for node, raws in by_node.items():
+                pipe.rpush(self._inbox(node), *raws)
+                pipe.pexpire(self._inbox(node), INBOX_TTL_MS)
             await pipe.execute()
+        return dict.fromkeys(posts)
 
     async def forward(self, node: str, request: Payload) -> Payload:
         """Run ``request`` (``station_id`` plus the command) on ``node`` and return the station's answer,
