@@ -111,19 +111,36 @@ end
 return removed
 """
 
-# Claim stations again after our lease lapsed, unless a node with a live lease took them meanwhile
-# (returned: those are no longer ours).
+# The sweep's release: delete a dead node's entries only if they still name it AND its lease is
+# still absent (checked here, atomically: a node renewing its lease meanwhile keeps its stations).
+_RELEASE_DEAD = """
+if redis.call('EXISTS', ARGV[2]) == 1 then return {} end
+local removed = {}
+for i = 3, #ARGV do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    removed[#removed + 1] = ARGV[i]
+  end
+end
+return removed
+"""
+
+# Claim stations again after our lease lapsed, unless a node with a live lease took them meanwhile.
+# Returned: {lost, back}: those no longer ours, and those the directory had released meanwhile (a
+# sweep announced them as disconnected; the others still listed as ours were never released).
 _RECLAIM = """
-local lost = {}
+local lost, back = {}, {}
 for i = 3, #ARGV do
   local owner = redis.call('HGET', KEYS[1], ARGV[i])
-  if not owner or owner == ARGV[1] or redis.call('EXISTS', ARGV[2] .. owner) == 0 then
+  if owner == ARGV[1] then
+  elseif not owner or redis.call('EXISTS', ARGV[2] .. owner) == 0 then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+    back[#back + 1] = ARGV[i]
   else
     lost[#lost + 1] = ARGV[i]
   end
 end
-return lost
+return {lost, back}
 """
 
 
@@ -195,6 +212,9 @@ class Cluster:
         self._errors = errors
         self._mark = mark
         self._release = self._redis.register_script(_RELEASE)
+        self._release_dead = self._redis.register_script(_RELEASE_DEAD)
+        # The lease is renewed on a connection of its own: never queued behind a burst of others.
+        self._beat: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
         self._reclaim = self._redis.register_script(_RECLAIM)
         self._pending: dict[str, asyncio.Future[Any]] = {}
         # A grid leader's wave (thousands of pushes at once) looks up and posts in a few round trips.
@@ -240,8 +260,8 @@ class Cluster:
     async def _set_lease(self, *, nx: bool = False, get: bool = False) -> Any:
         """Write our lease; returns what SET returns (with ``get``: the previous value)."""
         sent = time.monotonic()
-        answer = await self._redis.set(self._lease(self.node_id), str(time.time()), px=int(self.lease_s * 1000),
-                                       nx=nx, get=get)
+        answer = await self._beat.set(self._lease(self.node_id), str(time.time()), px=int(self.lease_s * 1000),
+                                      nx=nx, get=get)
         if answer is not None or get:
             self._lease_until = sent + self.lease_s
         return answer
@@ -284,6 +304,7 @@ class Cluster:
             self._lease_until = 0.0
             await self._redis.delete(self._lease(self.node_id))
         await self._reader.aclose()
+        await self._beat.aclose()
         await self._redis.aclose()
 
     # Directory ------------------------------------------------------------------------------------
@@ -330,7 +351,8 @@ class Cluster:
                 by_node.setdefault(node, []).append(station_id)
         released: list[str] = []
         for node, stations in by_node.items():
-            released += await self._release(keys=[self._owners], args=[node, *stations])
+            released += await self._release_dead(keys=[self._owners],
+                                                 args=[node, "" if node == also else self._lease(node), *stations])
         now = datetime.now(timezone.utc)
         for station_id in released:
             await self._mark(station_id, False, now)
@@ -342,26 +364,13 @@ class Cluster:
         return released
 
     async def _heartbeat_forever(self) -> None:
-        """Renew the lease; if it lapsed (Redis unreachable, process frozen) claim our stations again,
-        except those another live node took meanwhile. Each lease period, sweep dead nodes' stations."""
+        """Renew the lease three times per lease; each lease period, sweep dead nodes' stations."""
         interval = self.lease_s / 3
         last_sweep = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             try:
-                previous = await self._set_lease(get=True)
-                if previous is None:
-                    stations = list(self.local())
-                    log.warning("cluster node %s: lease had lapsed; claiming its %d station(s) again",
-                                self.node_id, len(stations))
-                    if stations:
-                        lost = [str(s) for s in await self._reclaim(keys=[self._owners],
-                                                                    args=[self.node_id, self._lease(""), *stations])]
-                        if lost:
-                            log.warning("cluster node %s: %d station(s) reconnected elsewhere meanwhile; closing "
-                                        "their old sockets here", self.node_id, len(lost))
-                            self.on_lost(lost)
-                        self.on_reclaim([s for s in stations if s not in set(lost)])
+                await self.renew()
                 if time.monotonic() - last_sweep >= self.lease_s:
                     last_sweep = time.monotonic()
                     await self.sweep()
@@ -370,6 +379,27 @@ class Cluster:
             else:
                 if self._errors.active:
                     self._errors.succeeded(log, "cluster heartbeat")
+
+    async def renew(self) -> None:
+        """Renew the lease; if it had lapsed (Redis unreachable, process frozen), claim our stations
+        again, except those another live node took meanwhile (their sockets here are stale), and
+        announce as back only those a sweep released meanwhile: for the others nobody announced a
+        departure, and announcing them would make the grid leader set every one up again."""
+        if await self._set_lease(get=True) is not None:
+            return
+        stations = list(self.local())
+        log.warning("cluster node %s: lease had lapsed; claiming its %d station(s) again", self.node_id, len(stations))
+        if not stations:
+            return
+        lost, back = await self._reclaim(keys=[self._owners], args=[self.node_id, self._lease(""), *stations])
+        if lost:
+            log.warning("cluster node %s: %d station(s) reconnected elsewhere meanwhile; closing their old sockets "
+                        "here", self.node_id, len(lost))
+            self.on_lost([str(s) for s in lost])
+        if back:
+            log.warning("cluster node %s: %d station(s) had been released meanwhile; announced as back",
+                        self.node_id, len(back))
+            self.on_reclaim([str(s) for s in back])
 
     # Forwarding -----------------------------------------------------------------------------------
     async def _post(self, node: str, message: Payload) -> None:
