@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -66,6 +67,8 @@ API_TOKEN = "bench-cluster-admin-token-0123456789abcdef"
 GOAL_P99_S = 1.5
 GOAL_FAILOVER_S = 30.0
 FAILOVER_FRACTION = 0.35  # of the uncontrolled load: the limit published right after the kill
+SETUP_PASSES = 3
+UNDER_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,9 @@ async def _repeats(fleet: Fleet, client: aiomqtt.Client, run: Run, s: ClusterSet
         end = time.monotonic() + s.signal_timeout_s
         while time.monotonic() < end and len(fleet.acks) < n:
             await asyncio.sleep(0.01)
+        end = min(end, time.monotonic() + UNDER_WAIT_S)  # the meter values answering the profiles
+        while time.monotonic() < end and fleet.under_at is None:
+            await asyncio.sleep(0.01)
         fleet.armed = False
         stats = {**_ack_stats(fleet.acks, n), "limit_kw": low,
                  "under_s": fleet.under_at if fleet.under_at is not None else float("nan")}
@@ -205,23 +211,27 @@ async def _charging(fleet: Fleet, nodes: list[Node], n: int, s: ClusterSettings,
     deadline = time.monotonic() + s.setup_timeout_s
     ids = [f"G{tag}-{i:05d}" for i in range(n)]
     per_node = [ids[k::len(nodes)] for k in range(len(nodes))]
-    conns = await asyncio.gather(*(
-        loadgen.connect_many(chunk, node.server.port, node.server.prefix, handlers=fleet.handlers(),
-                             concurrency=max(50, 300 // len(nodes)), deadline=deadline)
-        for node, chunk in zip(nodes, per_node, strict=True)))
     where: dict[str, str] = {}
-    for node, conn in zip(nodes, conns, strict=True):
-        fleet.stations += conn.stations
-        where.update((st.station_id, node.label) for st in conn.stations)
+    failures: dict[str, int] = {}
+    for attempt in range(SETUP_PASSES):  # a handshake the loaded server timed out is tried again
+        conns = await asyncio.gather(*(
+            loadgen.connect_many(chunk, node.server.port, node.server.prefix, handlers=fleet.handlers(),
+                                 concurrency=max(50, 300 // len(nodes)), deadline=deadline)
+            for node, chunk in zip(nodes, per_node, strict=True)))
+        for node, conn in zip(nodes, conns, strict=True):
+            fleet.stations += conn.stations
+            where.update((st.station_id, node.label) for st in conn.stations)
+            for why, count in conn.failures.items():
+                key = f"pass {attempt + 1}: {re.sub(r'G[SC]-[0-9]+: ', '', why)}"
+                failures[key] = failures.get(key, 0) + count
+        per_node = [[sid for sid in chunk if sid not in where] for chunk in per_node]
+        if not any(per_node) or time.monotonic() > deadline:
+            break
     for st in fleet.stations:
         st.state["w"] = CAR_A * PHASES * 230.0
         fleet.reported_kw[st.station_id] = st.state["w"] / 1000.0
     started = await loadgen.start_transactions(fleet.stations, power_w=CAR_A * PHASES * 230.0, timeout=120)
     await _quiet(fleet, max(s.quiet_s, 1.0), 120)
-    failures: dict[str, int] = {}
-    for conn in conns:
-        for why, count in conn.failures.items():
-            failures[why] = failures.get(why, 0) + count
     setup_s = time.perf_counter() - t0
     say(f"{kind}: {len(fleet.stations):,}/{n:,} stations charging ({started:,} transactions) after {setup_s:.1f} s; "
         f"{fleet.profiles:,} profiles so far" + (f"; failures {failures}" if failures else ""))
