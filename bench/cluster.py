@@ -441,11 +441,13 @@ def _section(s: ClusterSettings, baseline: dict[str, Any], cluster: dict[str, An
         sec.tables.append(Table(
             "Failover: the grid leader's node SIGKILLed (seconds after the kill)",
             ["killed", "its stations", "new leader", "leader elected s", "reconnected", "reconnected p50 s",
-             "all reconnected s", "controlled again", "controlled p50 s", "all controlled s",
-             f"all {fo['stations']:,} acknowledged s", "reconnect retries"],
+             "last reconnected s", "controlled again", "controlled p50 s", "last controlled s",
+             "every station: acknowledged the new limit", "reconnect retries"],
             [[fo["victim"], fo["moved"], fo["new_leader"] or "none", fo["leader_s"], fo["reconnected"],
               fo["reconnected_p50_s"], fo["reconnected_max_s"], fo["controlled"], fo["controlled_p50_s"],
-              fo["controlled_max_s"], fo["all_acked_max_s"], fo["retries"]]]))
+              fo["controlled_max_s"], f"{fo['all_acked']:,}/{fo['stations']:,}", fo["retries"]]]))
+        sec.notes.append(f"Failover measured for {s.failover_timeout_s:g} s after the kill; \"last\" is the last "
+                         "of those that made it within that time.")
         if s.stations < 10_000:
             sec.notes.append(f"The issue's failover row names a node with 10,000 stations; here the killed node "
                              f"held {fo['moved']:,} ({s.stations:,} / {s.nodes}).")
