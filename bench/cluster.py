@@ -171,9 +171,17 @@ def _ack_stats(acks: dict[str, float], n: int) -> dict[str, Any]:
             "max_s": values[-1] if values else float("nan"), "latencies": values}
 
 
+async def _who_leads(redis: aioredis.Redis | None, run: Run) -> str:
+    if redis is None:
+        return "-"
+    now = await leader(redis, run)
+    return f"{now.node} (epoch {now.epoch})" if now is not None else "none"
+
+
 async def _repeats(fleet: Fleet, client: aiomqtt.Client, run: Run, s: ClusterSettings, say: Progress,
-                   deadline: float) -> list[dict[str, Any]]:
-    """Restore the full limit, wait until quiet, publish a stricter one, time every station's ack."""
+                   deadline: float, redis: aioredis.Redis | None = None) -> list[dict[str, Any]]:
+    """Restore the full limit, wait until quiet, publish a stricter one, time every station's ack
+    (and, with several nodes, which node led the grid before and after)."""
     n = len(fleet.stations)
     full_kw = n * CAR_A * KW_PER_A
     capacity = round(full_kw * 1.1, 1)
@@ -186,6 +194,7 @@ async def _repeats(fleet: Fleet, client: aiomqtt.Client, run: Run, s: ClusterSet
         await _publish(client, run.mqtt_prefix, capacity)
         await _quiet(fleet, s.quiet_s, 60)
         low = round(full_kw * LOW_FRACTIONS[k % len(LOW_FRACTIONS)], 1)
+        before = await _who_leads(redis, run)
         fleet.arm(low)
         await _publish(client, run.mqtt_prefix, low)
         end = time.monotonic() + s.signal_timeout_s
@@ -195,11 +204,13 @@ async def _repeats(fleet: Fleet, client: aiomqtt.Client, run: Run, s: ClusterSet
         while time.monotonic() < end and fleet.under_at is None:
             await asyncio.sleep(0.01)
         fleet.armed = False
-        stats = {**_ack_stats(fleet.acks, n), "limit_kw": low,
-                 "under_s": fleet.under_at if fleet.under_at is not None else float("nan")}
+        after = await _who_leads(redis, run)
+        stats = {**_ack_stats(fleet.acks, n), "limit_kw": low, "leader": before if before == after else
+                 f"{before} -> {after}", "under_s": fleet.under_at if fleet.under_at is not None else float("nan")}
         runs.append(stats)
         say(f"{run.kind}: limit {low:,.0f} kW -> acknowledged by {stats['acked']:,}/{n:,}: p50 "
-            f"{stats['p50_s'] * 1000:.0f} ms, p99 {stats['p99_s'] * 1000:.0f} ms, max {stats['max_s'] * 1000:.0f} ms")
+            f"{stats['p50_s'] * 1000:.0f} ms, p99 {stats['p99_s'] * 1000:.0f} ms, max {stats['max_s'] * 1000:.0f} ms"
+            + (f"; grid leader {stats['leader']}" if redis is not None else ""))
         await _quiet(fleet, s.quiet_s, 60)
     return runs
 
@@ -272,7 +283,7 @@ async def run_cluster(s: ClusterSettings, work: Path, say: Progress, deadline: f
                 f"{first.node if first else '?'} (epoch {first.epoch if first else '?'})")
             setup = await _charging(fleet, run.nodes, s.stations, s, say, run.kind, "C")
             result["setup"] = {k: v for k, v in setup.items() if k != "where"}
-            result["runs"] = await _repeats(fleet, client, run, s, say, deadline)
+            result["runs"] = await _repeats(fleet, client, run, s, say, deadline, redis)
             if time.monotonic() > deadline:
                 say("failover not run (time budget)")
                 return result
@@ -408,10 +419,15 @@ def _section(s: ClusterSettings, baseline: dict[str, Any], cluster: dict[str, An
     for label, res in (("one node", baseline), (f"{s.nodes} nodes", cluster)):
         for k, r in enumerate(res.get("runs", []), 1):
             rows.append([label, k, r["limit_kw"], f"{r['acked']:,}/{r['stations']:,}", r["p50_s"] * 1000,
-                         r["p99_s"] * 1000, r["max_s"] * 1000, r["under_s"] * 1000])
+                         r["p99_s"] * 1000, r["max_s"] * 1000, r["under_s"] * 1000, r["leader"]])
     sec.tables.append(Table("Limit published -> each station's TxProfile acknowledged (per repeat)",
                             ["installation", "repeat", "limit kW", "acknowledged", "p50 ms", "p99 ms", "max ms",
-                             "reported power under the limit ms"], rows))
+                             "reported power under the limit ms", "grid leader (before -> after)"], rows))
+    moved = [r["leader"] for r in cluster.get("runs", []) if "->" in r["leader"]]
+    if moved:
+        sec.notes.append(f"The grid's leadership moved during {len(moved)} repeat(s) ({'; '.join(moved)}): the "
+                         "leading node did not renew its keys within the lease (its event loop busy for seconds "
+                         "with the wave), so another node took over and set every station up anew.")
     setups = [[label, res["setup"]["connected"], res["setup"]["transactions"], res["setup"]["setup_s"],
                ", ".join(f"{k}: {v}" for k, v in res["setup"]["failures"].items()) or "none"]
               for label, res in (("one node", baseline), (f"{s.nodes} nodes", cluster)) if "setup" in res]
