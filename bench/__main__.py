@@ -10,6 +10,10 @@ table in RESULTS.md (the rest stays as the last full run wrote it).
 mixing OCPP 1.6J, 2.0.1 and 2.1 under one transformer limit; replaces only its own section of
 RESULTS.md, and the other parts keep it.
 
+`python -m bench cluster [--smoke] [--stations N] [--out DIR]` (issue 15, under 8 minutes, not part
+of `all`): a limit's reaction across three `csms serve` nodes on one Redis against one node in the
+same run, and failover after the grid leader's node is SIGKILLed; replaces only its own section.
+
 `reaction` also takes `--sizes 100,1000` and `--servers ours` to run only part of it. `study`
 (issue 19, about 30 minutes, not part of `all`) writes docs/study.md and replaces only its own
 section of RESULTS.md; `--jobs N` sets its worker processes.
@@ -178,13 +182,34 @@ def _run_workers(out: Path, smoke: bool, console: Console) -> int:
     return 0
 
 
+def _run_cluster(out: Path, smoke: bool, stations: int | None, console: Console) -> int:
+    from bench import cluster
+    from bench.servers import pin_loadgen
+    from bench.study.writeup import splice_section
+
+    started = time.monotonic()
+
+    def say(text: str) -> None:
+        console.print(f"[dim]{time.monotonic() - started:6.0f}s[/] [cyan]cluster[/] {text}", highlight=False)
+
+    pinning = pin_loadgen()
+    settings = (cluster.SMOKE if smoke else cluster.FULL).sized(stations)
+    section = asyncio.run(cluster.run(settings, out / "results", say))
+    command = f"python -m bench cluster{' --smoke' if smoke else ''}{f' --stations {stations}' if stations else ''}"
+    section.intro = (f"_Written by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {_machine()}; "
+                     f"{pinning.split(',')[0]}._\n\n{section.intro}")
+    splice_section(out / "RESULTS.md", section)  # its own section only; the other parts' stay
+    console.print(f"wrote {out / 'RESULTS.md'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["fuzz"]:  # its own results (bench/results/fuzz.md), not a RESULTS.md section
         from bench import fuzz
         return fuzz.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description="Netbewust benchmarks (issue 6)")
-    parser.add_argument("part", choices=("all", *PARTS, "study", "storm", "mixed", "workers"))
+    parser.add_argument("part", choices=("all", *PARTS, "study", "storm", "mixed", "workers", "cluster"))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the machinery in well under a minute")
     parser.add_argument("--out", type=Path, default=None,
                         help="directory for RESULTS.md and results/*.png (default: the bench package)")
@@ -192,12 +217,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="reaction only: fleet sizes to run, comma separated (e.g. 100,1000)")
     parser.add_argument("--servers", type=_name_list, default=None,
                         help="reaction only: servers to run, comma separated (ours, baseline)")
+    parser.add_argument("--stations", type=int, default=None,
+                        help="cluster only: stations in the fleet (default 10,000; 60 with --smoke)")
     parser.add_argument("--jobs", type=int, default=None, help="study only: worker processes (default 2)")
     args = parser.parse_args(argv)
     if (args.sizes or args.servers) and args.part != "reaction":
         parser.error("--sizes and --servers apply to the reaction part only")
     if args.jobs is not None and (args.part != "study" or args.jobs < 1):
         parser.error("--jobs applies to the study part only and must be >= 1")
+    if args.stations is not None and (args.part != "cluster" or args.stations < 3):
+        parser.error("--stations applies to the cluster part only and must be >= 3")
     out = args.out or BENCH_DIR
     out.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
@@ -210,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_mixed(out, args.smoke, console)
     if args.part == "workers":
         return _run_workers(out, args.smoke, console)
+    if args.part == "cluster":
+        return _run_cluster(out, args.smoke, args.stations, console)
     parts = list(PARTS) if args.part == "all" else [args.part]
     results_md = out / "RESULTS.md"
     previous = results_md.read_text(encoding="utf-8") if results_md.exists() else ""
@@ -223,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     keep_section(previous, results_md, MIXED)  # and the mixed fleet's by `mixed` alone
     from bench.workers import SECTION_TITLE as WORKERS
     keep_section(previous, results_md, WORKERS)  # and the workers' by `workers` alone
+    from bench.cluster import SECTION_TITLE as CLUSTER
+    keep_section(previous, results_md, CLUSTER)  # and scale-out's by `cluster` alone
     return 1 if any("error" in s.data for s in sections) else 0
 
 

@@ -100,8 +100,11 @@ def _preexec() -> None:
     raise_nofile()
 
 
-def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    pin = ["taskset", "-c", str(SERVER_CORE)] if (os.cpu_count() or 1) >= 2 else []
+def _spawn(argv: list[str], log_path: Path, cores: str | None = str(SERVER_CORE)) -> subprocess.Popen[bytes]:
+    """Start a server process pinned to ``cores`` (a taskset list; None: every core of the machine,
+    not the load generator's one that the child would otherwise inherit)."""
+    every = f"0-{(os.cpu_count() or 1) - 1}"
+    pin = ["taskset", "-c", cores or every] if (os.cpu_count() or 1) >= 2 else []
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:

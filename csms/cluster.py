@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import socket
@@ -29,7 +30,7 @@ from typing import Any, ClassVar
 import orjson
 import redis.asyncio as aioredis
 
-from csms.cluster_grid import GRID_EVENTS, GridFeed, decode_event, encode_event
+from csms.cluster_grid import GRID_EVENTS, Batched, GridFeed, decode_event, encode_event, shared_client
 from csms.domain.events import Event
 from csms.errorlog import ErrorLog
 from csms.interfaces import Bus, Spawner
@@ -53,9 +54,6 @@ EVENTS_QUEUE = 10_000
 EVENTS_BATCH = 500
 #: Inbox messages taken at once after the first of a burst.
 INBOX_BATCH = 500
-#: Connections of the node's main Redis client (directory, inboxes, event stream writes; the inbox
-#: reader and the lease have their own).
-REDIS_CONNECTIONS = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,19 +117,22 @@ _RELEASE_DEAD = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
 """ + _RELEASE
 
-# Claim stations again after our lease lapsed, unless a node with a live lease took them meanwhile
-# (returned: those are no longer ours).
+# Claim stations again after our lease lapsed, unless a node with a live lease took them meanwhile.
+# Returned: {lost, back}: those no longer ours, and those the directory had released meanwhile (a
+# sweep announced them as disconnected; the others still listed as ours were never released).
 _RECLAIM = """
-local lost = {}
+local lost, back = {}, {}
 for i = 3, #ARGV do
   local owner = redis.call('HGET', KEYS[1], ARGV[i])
-  if not owner or owner == ARGV[1] or redis.call('EXISTS', ARGV[2] .. owner) == 0 then
+  if owner == ARGV[1] then
+  elseif not owner or redis.call('EXISTS', ARGV[2] .. owner) == 0 then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+    back[#back + 1] = ARGV[i]
   else
     lost[#lost + 1] = ARGV[i]
   end
 end
-return lost
+return {lost, back}
 """
 
 
@@ -214,8 +215,7 @@ class Cluster:
         self._owners = f"{self._prefix}owners"
         # A blocking pool: in a reconnect storm every arriving station writes the directory at once;
         # beyond the pool's size they queue for a connection instead of failing ("Too many connections").
-        self._redis: aioredis.Redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=REDIS_CONNECTIONS, timeout=30, decode_responses=True))
+        self._redis: aioredis.Redis = shared_client(redis_url, 30.0)
         # BLPOP holds its connection for up to a second: its own client, so it never starves the rest.
         self._reader: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
         # The lease's own connection: its renewal must never queue behind a storm's directory writes.
@@ -227,6 +227,10 @@ class Cluster:
         self._release_dead = self._redis.register_script(_RELEASE_DEAD)
         self._reclaim = self._redis.register_script(_RECLAIM)
         self._pending: dict[str, asyncio.Future[Any]] = {}
+        # A grid leader's wave (thousands of pushes at once) looks up and posts in a few round trips.
+        self._owners_of: Batched[str, str | None] = Batched(self._fetch_owners)
+        self._posts: Batched[tuple[str, int, bytes], None] = Batched(self._push_posts)
+        self._post_seq = itertools.count()
         self._tasks: list[asyncio.Task[Any]] = []
         self._sweeping: asyncio.Task[Any] | None = None  # the sweep in progress, run beside the heartbeat
         self._claim_due = False  # our lease had lapsed and our stations are not claimed again yet
@@ -334,10 +338,12 @@ class Cluster:
 
     async def owner(self, station_id: str) -> str | None:
         """The node holding the station's websocket, if that node's lease lives."""
-        node = await self._redis.hget(self._owners, station_id)
-        if node is None or not await self._redis.exists(self._lease(str(node))):
-            return None
-        return str(node)
+        return await self._owners_of.get(station_id)
+
+    async def _fetch_owners(self, stations: list[str]) -> dict[str, str | None]:
+        nodes = [None if n is None else str(n) for n in await self._redis.hmget(self._owners, stations)]
+        live = await self._live(n for n in nodes if n is not None)
+        return {s: n if n in live else None for s, n in zip(stations, nodes, strict=True)}
 
     async def live_owners(self) -> dict[str, str]:
         """Every station held by a node with a live lease: station -> node."""
@@ -375,29 +381,13 @@ class Cluster:
             self._errors.failed(log, "cluster sweep", exc, "dead nodes' stations not released")
 
     async def _heartbeat_forever(self) -> None:
-        """Renew the lease; if it lapsed (Redis unreachable, process frozen) claim our stations again,
-        except those another live node took meanwhile. Each lease period, sweep dead nodes' stations."""
+        """Renew the lease three times per lease; each lease period, sweep dead nodes' stations."""
         interval = self.lease_s / 3
         last_sweep = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             try:
-                previous = await self._set_lease(get=True)
-                if previous is None:
-                    log.warning("cluster node %s: lease had lapsed; claiming its %d station(s) again",
-                                self.node_id, len(list(self.local())))
-                    self._claim_due = True
-                if self._claim_due:  # until it succeeded: a claim that failed is tried at the next renewal
-                    stations = list(self.local())
-                    if stations:
-                        lost = [str(s) for s in await self._reclaim(keys=[self._owners],
-                                                                    args=[self.node_id, self._lease(""), *stations])]
-                        if lost:
-                            log.warning("cluster node %s: %d station(s) reconnected elsewhere meanwhile; closing "
-                                        "their old sockets here", self.node_id, len(lost))
-                            self.on_lost(lost)
-                        self.on_reclaim([s for s in stations if s not in set(lost)])
-                    self._claim_due = False
+                await self.renew()
                 if time.monotonic() - last_sweep >= self.lease_s and (self._sweeping is None or self._sweeping.done()):
                     last_sweep = time.monotonic()
                     # Not awaited: releasing a dead node's thousands of stations takes seconds, and our
@@ -409,13 +399,50 @@ class Cluster:
                 if self._errors.active:
                     self._errors.succeeded(log, "cluster heartbeat")
 
+    async def renew(self) -> None:
+        """Renew the lease; if it had lapsed (Redis unreachable, process frozen), claim our stations
+        again (until a claim succeeded: one that failed is tried at the next renewal)."""
+        if await self._set_lease(get=True) is None:
+            log.warning("cluster node %s: lease had lapsed; claiming its %d station(s) again", self.node_id,
+                        len(list(self.local())))
+            self._claim_due = True
+        if self._claim_due:
+            await self._claim()
+            self._claim_due = False
+
+    async def _claim(self) -> None:
+        """Our stations back in the directory, except those another live node took meanwhile (their
+        sockets here are stale); announced as back only those a sweep released meanwhile: for the
+        others nobody announced a departure, and announcing them would make the grid leader set every
+        one up again."""
+        stations = list(self.local())
+        if not stations:
+            return
+        lost, back = await self._reclaim(keys=[self._owners], args=[self.node_id, self._lease(""), *stations])
+        if lost:
+            log.warning("cluster node %s: %d station(s) reconnected elsewhere meanwhile; closing their old sockets "
+                        "here", self.node_id, len(lost))
+            self.on_lost([str(s) for s in lost])
+        if back:
+            log.warning("cluster node %s: %d station(s) had been released meanwhile; announced as back",
+                        self.node_id, len(back))
+            self.on_reclaim([str(s) for s in back])
+
     # Forwarding -----------------------------------------------------------------------------------
     async def _post(self, node: str, message: Payload) -> None:
-        key = self._inbox(node)
+        await self._posts.get((node, next(self._post_seq), orjson.dumps(message)))
+
+    async def _push_posts(self, posts: list[tuple[str, int, bytes]]) -> dict[tuple[str, int, bytes], None]:
+        """The messages posted meanwhile, in order, each inbox's in one RPUSH (one transaction)."""
+        by_node: dict[str, list[bytes]] = {}
+        for node, _, raw in posts:
+            by_node.setdefault(node, []).append(raw)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, orjson.dumps(message))
-            pipe.pexpire(key, INBOX_TTL_MS)
+            for node, raws in by_node.items():
+                pipe.rpush(self._inbox(node), *raws)
+                pipe.pexpire(self._inbox(node), INBOX_TTL_MS)
             await pipe.execute()
+        return dict.fromkeys(posts)
 
     async def forward(self, node: str, request: Payload) -> Payload:
         """Run ``request`` (``station_id`` plus the command) on ``node`` and return the station's answer,

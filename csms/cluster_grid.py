@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import time
 import typing
@@ -87,16 +88,28 @@ def _field_value(hint: Any, value: Any) -> Any:
     return value
 
 
+_HINTS: dict[str, dict[str, Any]] = {}
+
+
+def _field_hints(cls: type[Event]) -> dict[str, Any]:
+    """The field types of a grid event class, resolved once (``typing.get_type_hints`` costs about
+    60 us a call: the grid leader decodes every station event of the other nodes)."""
+    hints = _HINTS.get(cls.__name__)
+    if hints is None:
+        every = typing.get_type_hints(cls)
+        hints = _HINTS[cls.__name__] = {f.name: every[f.name] for f in dataclasses.fields(cls)}
+    return hints
+
+
 def decode_event(raw: str | bytes) -> Event:
     """The event :func:`encode_event` wrote (ValueError/TypeError/KeyError when it is malformed or unknown)."""
     message = orjson.loads(raw)
     cls = _BY_NAME[message["type"]]
-    hints = typing.get_type_hints(cls)
+    hints = _field_hints(cls)
     fields = message["fields"]
     if not isinstance(fields, dict):
         raise TypeError("fields is not an object")
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{name: _field_value(hints[name], value) for name, value in fields.items() if name in known})
+    return cls(**{name: _field_value(hints[name], value) for name, value in fields.items() if name in hints})
 
 
 class GridFeed:
@@ -183,16 +196,82 @@ def parse_leader(value: str | None) -> Leader | None:
         return None
 
 
+K = typing.TypeVar("K")
+V = typing.TypeVar("V")
+
+
+class Batched(typing.Generic[K, V]):
+    """Many concurrent requests of one kind as few Redis round trips: requests made while no batch
+    is on its way go out together in the next one; those made while one is on its way, in the one
+    after it (so each answer was read after its request was made). A wave of thousands of grid
+    pushes costs a handful of round trips, and never more connections than one.
+
+    ``fetch`` gets the distinct keys of one batch (at most ``limit``) and returns a value for each."""
+
+    def __init__(self, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]], limit: int = 1000) -> None:
+        self._fetch = fetch
+        self._limit = limit
+        self._waiting: dict[K, list[asyncio.Future[V]]] = {}
+        self._running = False
+        self._task: asyncio.Task[None] | None = None  # referenced, so it is not collected mid-batch
+
+    async def get(self, key: K) -> V:
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(future)
+        if not self._running:
+            self._running = True
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                keys = list(itertools.islice(self._waiting, self._limit))
+                batch = {key: self._waiting.pop(key) for key in keys}
+                try:
+                    values = await self._fetch(keys)
+                except Exception as exc:  # noqa: BLE001 - every waiter of the batch gets the error
+                    for futures in batch.values():
+                        for future in futures:
+                            if not future.done():
+                                future.set_exception(exc)
+                    continue
+                for key, futures in batch.items():
+                    for future in futures:
+                        if not future.done():
+                            future.set_result(values[key])
+        finally:
+            self._running = False
+
+
+#: Connections a node's cluster client opens at most; beyond, callers queue for one (no error).
+REDIS_CONNECTIONS = 64
+
+
+def shared_client(redis_url: str, wait_s: float) -> aioredis.Redis:
+    """A client whose callers queue for a connection under a burst (up to ``wait_s``), where the
+    default pool would open ever more sockets and then fail with "Too many connections": a burst
+    of connecting stations must not cost a node its lease renewal."""
+    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=REDIS_CONNECTIONS, timeout=wait_s,
+                                                    decode_responses=True)
+    return aioredis.Redis.from_pool(pool)
+
+
 class Fence:
-    """The check a node makes before it sends a grid command: the token must be the current epoch."""
+    """The check a node makes before it sends a grid command: the token must be the current epoch
+    (read after the command asked; concurrent checks share one read, see :class:`Batched`)."""
 
     def __init__(self, redis: aioredis.Redis, epoch_key: str) -> None:
         self._redis = redis
         self._key = epoch_key
+        self._reads: Batched[None, int] = Batched(self._read)
+
+    async def _read(self, keys: list[None]) -> dict[None, int]:
+        value = await self._redis.get(self._key)
+        return {None: int(value) if value is not None else 0}
 
     async def current(self) -> int:
-        value = await self._redis.get(self._key)
-        return int(value) if value is not None else 0
+        return await self._reads.get(None)
 
     async def admit(self, token: int) -> None:
         current = await self.current()
@@ -213,7 +292,7 @@ class GridLeadership:
                  spawner: Spawner, errors: ErrorLog) -> None:
         self.node_id = node_id
         self.lease_s = lease_s
-        self._redis: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
+        self._redis: aioredis.Redis = shared_client(redis_url, lease_s)
         self._key = f"{prefix}cluster:grid:leader"
         self.fence = Fence(self._redis, f"{prefix}cluster:grid:epoch")
         self._epoch_key = f"{prefix}cluster:grid:epoch"

@@ -201,3 +201,28 @@ def test_a_single_part_rerun_replaces_only_its_own_section() -> None:
     merged = replace_sections(previous, fresh)
     assert merged == "# Results\nrun A\n\n## 1. One\nold one\n\n## 2. Two\nnew two\n\n## 3. Three\nold three\n"
     assert replace_sections(previous, "# R\n\n## 4. Four\nfour\n").endswith("## 4. Four\nfour\n")
+
+
+@pytest.mark.redis
+async def test_cluster_smoke(tmp_path: Path) -> None:
+    """Issue 15: a limit across three real nodes on one Redis (and on one node), and the failover
+    after the grid leader's node is SIGKILLed: every station acknowledges, every moved station is
+    back and controlled by the new leader."""
+    from bench import cluster
+
+    sec = await cluster.run(cluster.SMOKE, tmp_path, _say)
+    one, three = sec.data["baseline"], sec.data["cluster"]
+    for res in (one, three):
+        assert res["setup"]["connected"] == cluster.SMOKE.stations and not res["setup"]["failures"]
+        assert len(res["runs"]) == cluster.SMOKE.repeats
+        for r in res["runs"]:
+            assert r["acked"] == r["stations"] == cluster.SMOKE.stations, r
+            assert 0 < r["p50_s"] <= r["p99_s"] <= r["max_s"] <= cluster.SMOKE.signal_timeout_s
+    fo = three["failover"]
+    moved = cluster.SMOKE.stations // cluster.SMOKE.nodes
+    assert fo["moved"] == fo["reconnected"] == fo["controlled"] == moved, fo
+    assert fo["new_leader"] not in (None, fo["victim"])
+    assert 0 < fo["leader_s"] <= fo["controlled_max_s"] <= cluster.SMOKE.failover_timeout_s
+    assert fo["all_acked"] == cluster.SMOKE.stations
+    assert len(sec.verdicts) == 2 and all(("**met**" in v) != ("**missed**" in v) for v in sec.verdicts)
+    _figures_ok(sec)

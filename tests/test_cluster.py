@@ -234,3 +234,59 @@ async def test_graceful_stop_releases_the_lease_and_the_stations(tmp_path: Path,
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+class _Spawner:
+    def spawn(self, coro: Any, name: str = "") -> asyncio.Task[Any]:
+        return asyncio.get_running_loop().create_task(coro, name=name or None)
+
+
+async def test_a_lapsed_lease_announces_back_only_the_stations_a_sweep_released() -> None:
+    """After a lapse nobody swept, the node's stations were never announced as gone: claiming them
+    again announces nothing (the grid leader would set every one up anew). Those a sweep released
+    are announced as back. A sweep never releases the stations of a node whose lease lives again."""
+    from csms.cluster import Cluster
+    from csms.errorlog import ErrorLog
+
+    prefix = f"nbcl:{uuid.uuid4().hex}:"
+    marked: list[tuple[str, bool]] = []
+
+    async def mark(station_id: str, connected: bool, _at: Any) -> None:
+        marked.append((station_id, connected))
+
+    def node(node_id: str) -> Cluster:
+        return Cluster(REDIS_URL, prefix, node_id, lease_s=30, forward_timeout_s=1, spawner=_Spawner(),
+                       errors=ErrorLog(), mark=mark)
+
+    a, b = node("a"), node("b")
+    back: list[list[str]] = []
+    a.on_reclaim = back.append
+    a.local = lambda: ["S1", "S2"]
+    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        await a.open()
+        await b.open()
+        for station_id in ("S1", "S2"):
+            await a.arrived(station_id)
+        await client.delete(f"{prefix}cluster:lease:a")  # a's lease lapsed; nobody swept
+        await a.renew()
+        assert back == [] and await b.owner("S1") == "a"
+
+        await client.delete(f"{prefix}cluster:lease:a")  # lapsed again, and b sweeps this time
+        assert sorted(await b.sweep()) == ["S1", "S2"] and sorted(marked) == [("S1", False), ("S2", False)]
+        assert await b.owner("S1") is None
+        await a.renew()
+        assert [sorted(s) for s in back] == [["S1", "S2"]]
+        assert await b.owner("S1") == "a" and await b.owner("S2") == "a"
+
+        # The sweep's release checks the lease itself: a's lives, so nothing of a's goes.
+        assert await b._release_dead(keys=[f"{prefix}cluster:owners"],
+                                     args=["a", f"{prefix}cluster:lease:a", "S1", "S2"]) == []
+        assert await b.owner("S1") == "a"
+    finally:
+        await a.close()
+        await b.close()
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()

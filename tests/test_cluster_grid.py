@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from csms.cluster_grid import Fence, StaleLeader, decode_event, encode_event, execute_grid_forwarded
+from csms.cluster_grid import Batched, Fence, StaleLeader, decode_event, encode_event, execute_grid_forwarded
 from csms.domain.events import MeterValuesReceived, StationBooted, TransactionChanged
 from csms.domain.meter import Reading
 from tests.grid_outside import REDIS_URL, Api, Site, cli, daemon
@@ -226,6 +226,49 @@ def test_grid_events_cross_nodes_with_every_field() -> None:
         assert decode_event(encode_event(ev)) == ev
     with pytest.raises(KeyError):
         decode_event(b'{"type": "Nope", "fields": {}}')
+
+
+async def test_concurrent_requests_share_a_round_trip_each_read_after_it_was_made() -> None:
+    """The leader's wave of pushes: lookups made together go out in one fetch; one made while a
+    fetch is on its way waits for the next (its answer is never read before it asked)."""
+    fetched: list[list[str]] = []
+    gate = asyncio.Event()
+
+    async def fetch(keys: list[str]) -> dict[str, str]:
+        fetched.append(list(keys))
+        await gate.wait()
+        return {k: k.upper() for k in keys}
+
+    batched: Batched[str, str] = Batched(fetch)
+    together = [asyncio.ensure_future(batched.get(k)) for k in ("a", "b", "a")]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert fetched == [["a", "b"]]
+    late = asyncio.ensure_future(batched.get("c"))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert fetched == [["a", "b"]], "a request made during a fetch must not share its (older) answer"
+    gate.set()
+    assert await asyncio.gather(*together) == ["A", "B", "A"]
+    assert await late == "C"
+    assert fetched == [["a", "b"], ["c"]]
+
+
+async def test_a_failed_fetch_fails_its_batch_only() -> None:
+    attempts = 0
+
+    async def fetch(keys: list[str]) -> dict[str, int]:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise ConnectionError("redis away")
+        return dict.fromkeys(keys, 7)
+
+    batched: Batched[str, int] = Batched(fetch, limit=2)
+    results = await asyncio.gather(*(batched.get(k) for k in ("x", "y", "z")), return_exceptions=True)
+    assert [type(r) for r in results[:2]] == [ConnectionError, ConnectionError]
+    assert results[2] == 7, "the next batch (over the limit of 2) is fetched anew"
+    assert await batched.get("x") == 7
 
 
 async def _same_leader(api_a: Api, api_b: Api) -> bool:
