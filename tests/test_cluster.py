@@ -280,8 +280,8 @@ async def test_a_lapsed_lease_announces_back_only_the_stations_a_sweep_released(
         assert await b.owner("S1") == "a" and await b.owner("S2") == "a"
 
         # The sweep's release checks the lease itself: a's lives, so nothing of a's goes.
-        assert await b._release_dead(keys=[f"{prefix}cluster:owners"],
-                                     args=["a", f"{prefix}cluster:lease:a", "S1", "S2"]) == []
+        assert await b._release_dead(keys=[f"{prefix}cluster:owners", f"{prefix}cluster:lease:a"],
+                                     args=["a", "S1", "S2"]) == []
         assert await b.owner("S1") == "a"
     finally:
         await a.close()
