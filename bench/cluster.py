@@ -57,7 +57,7 @@ from bench.reaction import (
     _wait_online,
 )
 from bench.report import Section, Table, fmt, percentile, ratio, verdict
-from bench.servers import ServerProcess, _spawn, _wait_listening, free_port, ours_config, raise_nofile
+from bench.servers import ServerProcess, _spawn, _wait_listening, drop_redis_prefix, free_port, ours_config, raise_nofile
 from bench.wsclient import LeanStation, open_station
 from csms.cluster_grid import Leader, parse_leader
 
@@ -152,13 +152,7 @@ async def _cleanup(run: Run) -> None:
     for node in run.nodes:
         with contextlib.suppress(Exception):
             await node.server.stop(15)
-    client = aioredis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{run.redis_prefix}*", count=2000)]
-        for i in range(0, len(keys), 1000):
-            await client.delete(*keys[i:i + 1000])
-    finally:
-        await client.aclose()
+    await drop_redis_prefix(REDIS_URL, run.redis_prefix)
     with contextlib.suppress(aiomqtt.MqttError):
         async with aiomqtt.Client(MQTT_HOST, MQTT_PORT) as mqtt:
             for topic in ("csms/availability", f"grid/{TRANSFORMER}/status", f"grid/{TRANSFORMER}/limit"):

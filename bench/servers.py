@@ -85,15 +85,33 @@ class ServerProcess:
 
     async def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, wait, then SIGKILL; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return await stop_process(self.proc, timeout)
+
+
+async def stop_process(proc: subprocess.Popen[Any], timeout: float) -> int | None:
+    """SIGTERM, wait up to ``timeout``, then SIGKILL; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+async def drop_redis_prefix(redis_url: str, prefix: str) -> None:
+    """Delete every key of a run's Redis prefix (in batches)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=2000)]
+        for i in range(0, len(keys), 1000):
+            await client.delete(*keys[i:i + 1000])
+    finally:
+        await client.aclose()
 
 
 def _preexec() -> None:

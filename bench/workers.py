@@ -28,7 +28,7 @@ import yaml
 from bench import loadgen
 from bench.loadgen import Progress, Throughput
 from bench.report import Section, Table, ratio, verdict
-from bench.servers import REPO, free_port, raise_nofile
+from bench.servers import REPO, drop_redis_prefix, free_port, raise_nofile, stop_process
 from bench.wsclient import LeanStation
 
 SECTION_TITLE = "7. Worker processes: `csms serve --workers N` on one machine"
@@ -105,15 +105,7 @@ class Workers:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     async def stop(self, timeout: float = 40.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            deadline = time.monotonic() + timeout
-            while self.proc.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return await stop_process(self.proc, timeout)
 
 
 async def _leases(prefix: str) -> int:
@@ -134,13 +126,7 @@ async def _spread(prefix: str) -> dict[str, int]:
 
 
 async def _drop_prefix(prefix: str) -> None:
-    client = aioredis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=5000)]
-        for i in range(0, len(keys), 5000):
-            await client.delete(*keys[i:i + 5000])
-    finally:
-        await client.aclose()
+    await drop_redis_prefix(REDIS_URL, prefix)
 
 
 async def start_workers(workdir: Path, count: int, timeout: float = 60.0, *, cluster: bool = False) -> Workers:
