@@ -309,6 +309,19 @@ async def test_disconnected_station_is_budgeted_at_last_draw(rig: Rig) -> None:
     assert rig.ctl.snapshot()["transformers"]["T1"]["sessions"][0]["connected"] is False
 
 
+async def test_a_station_being_set_up_is_budgeted_at_what_it_draws(rig: Rig) -> None:
+    """A station that reconnects is set up again before it gets profiles: until then it runs what it
+    holds, so the plan budgets what it draws, not a share it never receives (seen after a restart:
+    the stations already set up were given room the others still used)."""
+    await rig.station("CS-busy", power_kw=11.0)
+    await rig.station("CS-1")
+    rig.ctl.sessions.station("CS-busy").ready = False  # reconnected, setup not finished yet
+    rig.meter("CS-busy", 11.0)
+    rig.limit(34.0, "x")
+    await rig.settle()
+    assert rig.commands.last_limit("CS-1") * 3 * 230 / 1000 <= 34.0 - 20.0 - 11.0 + 1e-6
+
+
 async def test_session_need_from_api_and_bad_input(rig: Rig) -> None:
     await rig.station("CS-1")
     out = rig.ctl.set_session_need("CS-1", 1, energy_kwh=5.0, departure=T0 + timedelta(hours=2))

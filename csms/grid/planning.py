@@ -73,8 +73,12 @@ class GroupPlanner:
             st = self.book.station(s.station_id)
             if not p.allow_pause:
                 s.can_pause = False
+            # A station still being set up gets no profile yet (csms/grid/effects/waves.py): it runs what
+            # it holds, so it is budgeted at what it draws, like one that is away, not at a plan it
+            # never receives (after a restart, reconnecting stations would otherwise add both).
+            steerable = st.connected and (st.ready or s.power_kw is None)
             needs.append(session_need(s, st.caps, start, self.book.defaults,
-                                      self.topology.wiring(s.station_id, s.evse_id), connected=st.connected))
+                                      self.topology.wiring(s.station_id, s.evse_id), connected=steerable))
         group = self.grid.transformers[tid]
         inp = PlanInput(sessions=needs, limit_kw=limits, base_load_kw=base, slot_s=float(p.slot_s),
                         phase_limit_a=group.phase_limit_a)
