@@ -185,6 +185,13 @@ class Charger:
         return ({s.seq for s in ok if s.seq is not None}, {s.wh for s in ok if s.wh is not None})
 
 
+async def steady_traffic(chargers: Sequence[Charger], messages: int = 8, timeout: float = 30.0) -> None:
+    """Until every charger has had ``messages`` messages acknowledged (instead of a fixed warm-up)."""
+    async with asyncio.timeout(timeout):
+        while not all(sum(1 for s in c.log if s.outcome == "ack") >= messages for c in chargers):
+            await asyncio.sleep(0.05)
+
+
 async def drive(charger: Charger, stop: asyncio.Event, period_s: float, failover: Sequence[int] = ()) -> None:
     """Send at most one message per ``period_s`` until ``stop``; after a lost connection, reconnect to
     the ``failover`` ports and send the unanswered transaction events again."""
@@ -329,7 +336,7 @@ async def test_redis_restart_loses_nothing_acknowledged_and_the_nodes_recover(tm
                     await c.start()
                 await until_connected(api_a, everyone, 10)
                 loops = [asyncio.create_task(drive(c, stop, 0.2)) for c in on_a + on_b]
-                await asyncio.sleep(2.0)
+                await steady_traffic(on_a + on_b)
 
                 await server.kill(signal.SIGKILL)
                 down_at = time.monotonic()
@@ -414,7 +421,7 @@ async def test_node_killed_under_load_loses_nothing_and_its_sessions_continue_on
                 await c.connect(site_a.ws_port)
                 await c.start()
             loops = [asyncio.create_task(drive(c, stop, 0.2, failover=[site_b.ws_port])) for c in chargers]
-            await asyncio.sleep(2.0)
+            await steady_traffic(chargers)
             await proc_a.stop(signal.SIGKILL, timeout=10)
             killed = time.monotonic()
             acked_before = {c.station_id: c.acked(before=killed) for c in chargers}
