@@ -153,3 +153,36 @@ def test_hysteresis_tolerates_drifted_slot_boundaries_but_not_a_step_about_to_ha
     # A real change far ahead is still sent.
     changed = sp(30, (16.0, 16.0, 0.0, 0.0) + (16.0,) * 8)
     assert h.unchanged(installed, changed, T0 + timedelta(seconds=30)) is None
+
+
+async def test_a_plan_made_for_an_older_limit_is_not_pushed_when_a_looser_one_came_meanwhile() -> None:
+    r = Rig()
+    await r.ctl.start()
+    try:
+        stations = [f"CS-{i}" for i in range(10)]
+        for sid in stations:
+            await r.station(sid)
+        r.limit(100.0, "first")  # 8 kW a car
+        await r.settle()
+        real = r.ctl.planner.refine
+        computed, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_refine(now: Any, tids: list[str]) -> Any:
+            units = await real(now, tids)
+            computed.set()
+            await release.wait()
+            return units
+
+        r.ctl.planner.refine = slow_refine  # type: ignore[method-assign]
+        before = len(r.commands.tx_profiles())
+        r.limit(120.0, "looser")  # 10 kW a car: no cut, a plan
+        await asyncio.wait_for(computed.wait(), 5)
+        r.limit(300.0, "loosest")  # arrives while that plan is still being made
+        r.ctl.planner.refine = real  # type: ignore[method-assign]
+        release.set()
+        await r.settle()
+        sent = r.commands.tx_profiles()[before:]
+        assert sorted(s for s, _, _ in sent) == stations, "one profile per station: the 120 kW plan was dropped"
+        assert sum(first_limit(p) * 3 * 230 / 1000 for _, _, p in sent) > 100.0
+    finally:
+        await r.ctl.stop()

@@ -69,6 +69,8 @@ class GridController:
         self._watches: list[_LimitWatch] = []  # limit changes not yet answered (for the reaction time)
         self._unchecked: list[_LimitWatch] = []  # limit changes the cut has not looked at yet
         self._generation = 0  # bumped by every cut: a plan computed before it is dropped
+        self._limits_seen = 0  # bumped by every limit change: a plan computed for older limits is stale
+        self._stale_dropped = False  # the last plan was dropped as stale (the next one is never dropped)
         self._first_request: float | None = None
         self._last_cycle_end = 0.0
         self._last_cycle_s = 0.0
@@ -103,6 +105,7 @@ class GridController:
     def limit_changed(self, tid: str | None, kind: str) -> None:
         """A limit (or safe mode) changed for ``tid`` (None: unknown group, check all): cut if stricter."""
         watch = _LimitWatch(time.monotonic(), tid, kind)
+        self._limits_seen += 1
         self._watches.append(watch)
         self._unchecked.append(watch)
         if self._wave is not None and self._stricter([watch]):
@@ -212,17 +215,23 @@ class GridController:
 
     # Plans ---------------------------------------------------------------------------------------
     async def _plan_and_push(self, reasons: list[str]) -> None:
-        generation = self._generation
+        generation, limits_seen = self._generation, self._limits_seen
         cycle_start = time.monotonic()
         self.verification.check_resumes()
         now = self.clock()
         started = time.perf_counter()
         units: list[GroupPlan] = await self.planner.refine(now, list(self.grid.transformers))
         self.metrics.plan_s.observe(time.perf_counter() - started)
-        if generation != self._generation or self._stopping:
-            self._reasons.update(reasons)  # the limit changed while planning: plan again from the new state
+        stale = limits_seen != self._limits_seen and not self._stale_dropped
+        if generation != self._generation or stale or self._stopping:
+            # A limit changed while planning: plan again from the new state. A looser limit needs no
+            # cut, but a whole wave for the old one would delay the plan for the new one by as much;
+            # dropped once in a row at most, so limits changing faster than plans cannot starve them.
+            self._stale_dropped = stale and generation == self._generation
+            self._reasons.update(reasons)
             self._first_request = self._first_request or time.monotonic()
             return
+        self._stale_dropped = False
         self.plans += 1
         self._launch(self.dispatcher.decide(units, now, "plan", reasons), cycle_start=cycle_start,
                      resolve=lambda w: w.received_mono <= cycle_start)
