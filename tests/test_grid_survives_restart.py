@@ -369,3 +369,42 @@ async def test_a_signal_sent_while_the_daemon_is_down_arrives_after_its_restart(
             assert (await api.group())["limit_source"] == "signal:dso:while-down"
     async with aiomqtt.Client("127.0.0.1", 1883, identifier=client_id, clean_session=True):
         pass  # leave no persistent session behind on the broker
+
+
+async def test_set_ups_are_read_back_after_a_restart_and_asked_again_after_a_boot(tmp_path: Path) -> None:
+    site = Site(tmp_path, grid())
+    async with Api(site) as api:
+        stations = [LibStation(f"RST-U{i}", meter_interval_s=0.3) for i in range(2)]
+        try:
+            async with daemon(site) as running:
+                for st in stations:
+                    await st.connect(site.ws_url)
+                    await st.start_transaction(1)
+                status, _ = await api.post("/api/grid/transformers/T1/limit",
+                                           {"signal_id": "op-30", "limit_kw": 20, "source": "operator"})
+                assert status == 202
+                await until(lambda: all(st.tx_pushes() for st in stations), 10, "TxProfiles installed")
+                await running.stop(signal.SIGKILL)
+            for st in stations:
+                await st.wait_gone()
+            asked = [st.calls["GetVariables"] for st in stations]
+            defaults = [sum(p.purpose == "TxDefaultProfile" for p in st.pushes) for st in stations]
+            assert asked == [1, 1] and defaults == [1, 1]
+            stations[1].booted = False  # it reboots while we are down: what it said before may not hold
+            async with daemon(site):
+                reconnected = time.monotonic()
+                for st in stations:
+                    await st.connect(site.ws_url)
+                status, _ = await api.post("/api/grid/transformers/T1/limit",
+                                           {"signal_id": "op-31", "limit_kw": 18, "source": "operator"})
+                assert status == 202
+                await until(lambda: all(st.tx_pushes(reconnected) for st in stations), 10, "controlled again")
+                # The one that did not boot is not asked again, nor sent its fail-safe again ...
+                assert stations[0].calls["GetVariables"] == 1
+                assert sum(p.purpose == "TxDefaultProfile" for p in stations[0].pushes) == 1
+                # ... the one that booted is set up anew.
+                assert stations[1].calls["GetVariables"] == 2
+                assert sum(p.purpose == "TxDefaultProfile" for p in stations[1].pushes) == 2
+        finally:
+            for st in stations:
+                await st.stop()

@@ -131,6 +131,7 @@ class Observer:
         if ev.status == "Accepted":
             st.ready = False
             self.pusher.forget(ev.station_id)
+            self.setup.forget(ev.station_id)
             self.setup.ensure(ev.station_id, force=True)
 
     # Sessions ----------------------------------------------------------------------------------

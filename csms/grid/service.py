@@ -121,7 +121,7 @@ class Grid:
         self.controller = GridController(config, self.limit_book, self.planner, self.dispatcher, self.verification,
                                          self.views, self.journal, self.metrics, clock)
         self.setup = StationSetup(config, self.sessions, deps.commands, deps, self.journal, self._replan,
-                                  self.pusher, clock)
+                                  self.pusher, clock, memory=self.memory, stations=store)
         self.records = GridRecords(self.memory, self.topology, self.sessions.defaults, clock) \
             if self.memory is not None else None
         self.observer = Observer(config, self.sessions, self.setup, self.pusher, self.verification, self.controller,
@@ -169,6 +169,9 @@ class Grid:
             if rebuilt:
                 log.info("grid: %d running sessions rebuilt from the store", rebuilt)
             await self._station_models()
+            recalled = await self.setup.load()
+            if recalled:
+                log.info("grid: the set-ups of %d stations read back (not asked again until they boot)", recalled)
         self.observer.attach(self.deps.bus, self.deps.connections)
         if self.records is not None:
             self._unsubscribe_records = self.deps.bus.subscribe(self.records.on_event, "grid.finding")

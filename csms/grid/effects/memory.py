@@ -21,6 +21,7 @@ MAX_RECORDS = 1_000_000  # read back per kind at start (a need per running sessi
 SIGNAL = "signal"  # key: "<transformer>|<source>", value: LimitSignal.to_record()
 SAFE_MODE = "safe_mode"  # key: transformer, value: {"causes": {...}, "last_heard": iso | None}
 NEED = "need"  # key: "<station>|<transaction>", value: the operator's need for that session
+SETUP = "station_setup"  # key: station, value: what its set-up learnt and installed, and for which boot
 
 
 def signal_key(transformer_id: str, source: str) -> str:

@@ -6,6 +6,11 @@ A station that comes back without booting (after a lost link, or after our own r
 the profiles it had: it is asked (GetChargingProfiles) and its TxProfiles become what its sessions
 have installed, so the next plan pushes only what differs. A station that cannot say (refuses,
 does not answer in time) is treated as holding nothing: every session gets its plan again.
+
+What a set-up learnt (the GetVariables answers) and installed (the fail-safe) is kept in the store
+with the boot it was learnt in: a new grid leader, or the daemon after a restart, takes it as it is
+for every station that has not booted since instead of asking again; with 10,000 stations that is
+20,000 calls fewer before the first plan can reach them. A boot forgets it.
 """
 
 from __future__ import annotations
@@ -15,15 +20,17 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from csms.domain.events import ChargingProfilesReported
 from csms.grid.config import GridConfig
+from csms.grid.effects.memory import SETUP, GridMemory
 from csms.grid.effects.pusher import TX_PROFILE_ID_BASE, Pusher, failsafe_profile
 from csms.grid.journal import Journal
 from csms.grid.model.sessions import SessionBook, StationCaps
 from csms.interfaces import Clock, GridCommands, Spawner
+from csms.store.base import StationStore
 from profiles.installed import setpoints_from_profile
 
 log = logging.getLogger("csms.grid")
@@ -47,7 +54,8 @@ class _Report:
 class StationSetup:
     def __init__(self, grid: GridConfig, book: SessionBook, commands: GridCommands, spawner: Spawner,
                  journal: Journal, ready: Callable[[str], None], pusher: Pusher | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, memory: GridMemory | None = None,
+                 stations: StationStore | None = None) -> None:
         self.grid = grid
         self.book = book
         self.commands = commands
@@ -59,12 +67,51 @@ class StationSetup:
         self._reports: dict[tuple[str, int], _Report] = {}
         self._request_ids = itertools.count(1)
         self._charge_only: dict[tuple[str, int], list[str]] = {}  # bidirectional requests to answer
+        self.memory = memory
+        self.stations = stations  # each station's last boot: what a remembered set-up is valid for
+        self._known: dict[str, dict[str, Any]] = {}  # station -> {"boot", "variables", "failsafe"}
+
+    async def load(self) -> int:
+        """The set-ups remembered in the store, kept for the stations that have not booted since."""
+        if self.memory is None or self.stations is None:
+            return 0
+        remembered = await self.memory.load(SETUP)
+        if remembered:
+            boots = {r.station_id: _boot_mark(r.last_boot) for r in await self.stations.list_stations()}
+            self._known = {sid: rec for sid, rec in remembered.items()
+                           if sid in boots and rec.get("boot") == boots[sid] and isinstance(rec.get("variables"), list)}
+        return len(self._known)
+
+    def forget(self, station_id: str) -> None:
+        """The station booted: what it was told and what it said before may no longer hold."""
+        if self._known.pop(station_id, None) is not None and self.memory is not None:
+            self.memory.delete(SETUP, station_id)
+
+    async def _boot_of(self, station_id: str) -> str | None:
+        if self.stations is None or self.memory is None:
+            return None
+        try:
+            record = await self.stations.get_station(station_id)
+        except Exception as exc:  # noqa: BLE001 - not remembered this time; set up all the same
+            log.info("%s: boot not read (%s); its set-up is not remembered", station_id, exc)
+            return None
+        return _boot_mark(record.last_boot if record is not None else None)
+
+    def _remember(self, station_id: str, boot: str, variables: list[dict[str, Any]], failsafe: dict[str, Any]) -> None:
+        record = {"boot": boot, "variables": variables, "failsafe": failsafe}
+        self._known[station_id] = record
+        if self.memory is not None:
+            self.memory.put(SETUP, station_id, record)
 
     def ensure(self, station_id: str, force: bool = False, reconcile: bool = False) -> None:
         """Set the station up in the background unless it is ready (or being set up); ``reconcile``:
         it came back without booting, so ask it what it still holds."""
         st = self.book.station(station_id)
-        if st.setup_running or (st.ready and not force):
+        if st.setup_running:
+            if force:  # e.g. it booted while being set up after connecting: what that set-up learns may be stale
+                st.setup_again = bool(st.setup_again) or reconcile
+            return
+        if st.ready and not force:
             return
         st.setup_running = True
         st.ready = False  # nothing goes out to it until it is set up (again)
@@ -170,24 +217,19 @@ class StationSetup:
     async def _setup(self, station_id: str, reconcile: bool = False) -> None:
         st = self.book.station(station_id)
         try:
+            known = self._known.get(station_id)
+            boot = await self._boot_of(station_id) if known is None else None  # before asking: a boot meanwhile voids it
             vendor_model = f"{st.vendor}/{st.model}" if st.vendor or st.model else None
             rule = self.grid.station_model_for(station_id, vendor_model)
             modes = st.ocpp_version in OPERATION_MODE_VERSIONS
             caps = StationCaps(rate_units=("A",), max_stack_level=0, periods_per_schedule=1, v2g=rule.v2g,
                                phases=rule.phases, max_current_a=rule.max_current_a,
                                min_current_a=rule.min_current_a, source="rule", operation_modes=modes)
-            try:
-                items = [{"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": name}}
-                         for name in SMART_CHARGING_VARIABLES]
+            variables = known["variables"] if known is not None else await self._variables(station_id, modes)
+            if variables is not None:
+                apply_variables(caps, variables)
                 if modes:
-                    items += [{"component": {"name": "V2XChargingCtrlr"}, "variable": {"name": name}}
-                              for name in V2X_VARIABLES]
-                response = await self.commands.get_variables(station_id, items)
-                apply_variables(caps, response.get("getVariableResult", []))
-                if modes:
-                    caps.v2g = rule.v2g or can_discharge(response.get("getVariableResult", []))
-            except Exception as exc:  # noqa: BLE001 - a station without a device model gets the safest shape
-                log.info("%s: GetVariables failed (%s); assuming amps, stack level 0, one period", station_id, exc)
+                    caps.v2g = rule.v2g or can_discharge(variables)
             if rule.rate_unit is not None:
                 caps.rate_units = (rule.rate_unit,)
             st.caps = caps
@@ -196,23 +238,51 @@ class StationSetup:
             kept = self._adopt(station_id, held) if reconcile else 0
             if held is not None and any(evse == 0 and p == profile for evse, p in held):
                 st.failsafe_status = "Accepted"  # still there: nothing to send
+            elif known is not None and known.get("failsafe") == profile:
+                st.failsafe_status = "Accepted"  # installed in this boot already
             else:
                 try:
                     response = await self.commands.set_charging_profile(station_id, 0, profile)
                     st.failsafe_status = str(response.get("status"))
                 except Exception as exc:  # noqa: BLE001
                     st.failsafe_status = type(exc).__name__
+            if boot is not None and variables is not None and st.failsafe_status == "Accepted" \
+                    and st.setup_again is None:  # not when a boot came meanwhile: it is set up again
+                self._remember(station_id, boot, variables, profile)
             st.ready = True
             self.journal.record("station_setup", station_id=station_id, rate_units=list(caps.rate_units),
                                 stack_level=caps.max_stack_level, periods=caps.periods_per_schedule, v2g=caps.v2g,
-                                operation_modes=caps.operation_modes,
+                                operation_modes=caps.operation_modes, recalled=known is not None,
                                 caps_source=caps.source, failsafe=st.failsafe_status,
                                 reconciled=None if not reconcile else ("unknown" if held is None else kept))
         finally:
             st.setup_running = False
+            again, st.setup_again = st.setup_again, None
+        if again is not None:
+            self.ensure(station_id, force=True, reconcile=again)
+            return
         for session in self.book.of_station(station_id):
             self.check_transfer(station_id, session.evse_id)
         self.ready("station ready")
+
+    async def _variables(self, station_id: str, modes: bool) -> list[dict[str, Any]] | None:
+        """What the station's device model says about profiles (and V2X); None when it cannot say."""
+        items = [{"component": {"name": "SmartChargingCtrlr"}, "variable": {"name": name}}
+                 for name in SMART_CHARGING_VARIABLES]
+        if modes:
+            items += [{"component": {"name": "V2XChargingCtrlr"}, "variable": {"name": name}} for name in V2X_VARIABLES]
+        try:
+            response = await self.commands.get_variables(station_id, items)
+        except Exception as exc:  # noqa: BLE001 - a station without a device model gets the safest shape
+            log.info("%s: GetVariables failed (%s); assuming amps, stack level 0, one period", station_id, exc)
+            return None
+        results = response.get("getVariableResult", [])
+        return [r for r in results if isinstance(r, dict)] if isinstance(results, list) else []
+
+
+def _boot_mark(last_boot: datetime | None) -> str:
+    """Which boot a set-up belongs to ("" for a station never seen booting)."""
+    return last_boot.isoformat() if last_boot is not None else ""
 
 
 def can_discharge(results: list[dict[str, Any]]) -> bool:

@@ -85,6 +85,7 @@ class Station:
     ready: bool = False  # capabilities read and fail-safe installed
     failsafe_status: str | None = None  # outcome of installing the fail-safe TxDefaultProfile
     setup_running: bool = False
+    setup_again: bool | None = None  # a forced set-up asked for while one ran (its ``reconcile``), run after it
     clock_offset_s: float | None = None  # its clock minus ours, from its messages' timestamps
     clock_readings: list[float] = field(default_factory=list)  # timestamp minus receipt of recent messages
     ocpp_version: str | None = None  # the subprotocol of its connection, e.g. "ocpp2.1"
