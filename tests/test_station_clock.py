@@ -68,3 +68,14 @@ def test_relative_holds_the_first_period_whatever_the_clock() -> None:
 def test_only_absolute_profiles_are_anchored() -> None:
     with pytest.raises(ValueError):
         anchored(relative(profile([(0, 6.0)])), 10.0)
+
+
+def test_anchored_and_relative_leave_the_profile_they_copy_as_it_was() -> None:
+    import copy
+    original = profile([(0, 16.0), (900, 8.0), (1800, 0.0)])
+    before = copy.deepcopy(original)
+    moved, held = anchored(original, 3600.0), relative(original)
+    assert original == before
+    moved["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"] = 1.0
+    held["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"] = 2.0
+    assert original == before
