@@ -185,8 +185,9 @@ async def _repeats(fleet: Fleet, client: aiomqtt.Client, run: Run, s: ClusterSet
             say(f"{run.kind}: stopped after {k} repeats (time budget)")
             break
         fleet.armed = False
+        restored = time.perf_counter()
         await _publish(client, run.mqtt_prefix, capacity)
-        await _quiet(fleet, s.quiet_s, 60)
+        await _quiet(fleet, s.quiet_s, 60, since=restored)
         low = round(full_kw * LOW_FRACTIONS[k % len(LOW_FRACTIONS)], 1)
         before = await _who_leads(redis, run)
         fleet.arm(low)

@@ -149,10 +149,21 @@ async def _publish(client: aiomqtt.Client, prefix: str, limit_kw: float) -> None
     await client.publish(f"{prefix}/grid/{TRANSFORMER}/limit", json.dumps(payload).encode(), qos=1)
 
 
-async def _quiet(fleet: Fleet, quiet_s: float, timeout: float) -> None:
+#: After a publish, how long no profile at all means the server has nothing to send (a plan for
+#: 10,000 stations takes over a second before its first profile goes out).
+ANSWER_WAIT_S = 3.0
+
+
+async def _quiet(fleet: Fleet, quiet_s: float, timeout: float, since: float | None = None) -> None:
+    """Until no profile arrived for ``quiet_s`` and no station is busy. ``since`` (perf_counter
+    of a publish): the server's answer to it must have had time to start first, else the next
+    publish would overlap the wave still to come and both would be measured as one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if time.perf_counter() - fleet.last_profile_at >= quiet_s and not any(st.busy for st in fleet.stations):
+        now = time.perf_counter()
+        answered = since is None or fleet.last_profile_at >= since
+        window = quiet_s if answered else max(quiet_s, ANSWER_WAIT_S)
+        if now - max(fleet.last_profile_at, since or 0.0) >= window and not any(st.busy for st in fleet.stations):
             return
         await asyncio.sleep(0.05)
 
@@ -210,8 +221,9 @@ async def _one(kind: str, n: int, s: ReactionSettings, work: Path, say: Progress
                     say(f"{kind} {n}: stopped after {k} repeats (time budget)")
                     break
                 fleet.armed = False
+                restored = time.perf_counter()
                 await _publish(client, prefix, capacity)
-                await _quiet(fleet, s.quiet_s, 60)
+                await _quiet(fleet, s.quiet_s, 60, since=restored)
                 low = round(full_kw * LOW_FRACTIONS[k % len(LOW_FRACTIONS)], 1)
                 fleet.arm(low)
                 await _publish(client, prefix, low)
