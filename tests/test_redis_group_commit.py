@@ -235,3 +235,15 @@ async def test_redis_gone_fails_every_waiting_caller_and_nothing_hangs(own_redis
         assert len(await store.list_commands("CS-1")) == 1
     finally:
         await asyncio.wait_for(store.close(), 30)
+
+
+async def test_a_caller_cancelled_while_queued_is_left_out(store: RedisStore) -> None:
+    writes = [asyncio.create_task(store.record_command("CS-1", "Reset", {"i": i}, "Accepted", {}, AT, AT))
+              for i in range(100)]
+    await asyncio.sleep(0)  # all queued, no batch sent yet
+    for task in writes[::10]:
+        task.cancel()
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert [isinstance(r, asyncio.CancelledError) for r in results] == [i % 10 == 0 for i in range(100)]
+    assert sorted(c["request"]["i"] for c in await store.list_commands("CS-1")) == [
+        i for i in range(100) if i % 10]

@@ -77,8 +77,13 @@ _Slots = tuple[_Write, int, int]  # a write and its commands' positions [start, 
 
 
 def _fail(writes: Iterable[_Write], exc: BaseException) -> None:
+    """Settle writes with ``exc``; a cancelled sender cancels them (none is left waiting for ever)."""
     for write in writes:
-        if not write.done.done():
+        if write.done.done():
+            pass
+        elif isinstance(exc, asyncio.CancelledError):
+            write.done.cancel()
+        else:
             write.done.set_exception(exc)
 
 
@@ -347,8 +352,10 @@ class RedisStore(Store):
                 # so those writes are sent once more (the others in the batch are settled already).
                 try:
                     await self._load_scripts()
-                except Exception as exc:
+                except BaseException as exc:
                     _fail(again, exc)
+                    if not isinstance(exc, Exception):
+                        raise
                     continue
                 await self._send(*await self._batch(deque(again), None), retry_noscript=False)
 
@@ -391,12 +398,10 @@ class RedisStore(Store):
                 if acked < self.wait_replicas:
                     raise ReplicationError(f"only {acked} of {self.wait_replicas} Redis replicas acknowledged"
                                            f" within {self.wait_timeout_ms} ms")
-        except asyncio.CancelledError:
-            for write, _, _ in batch:
-                write.done.cancel()
-            raise
-        except Exception as exc:
+        except BaseException as exc:
             _fail([w for w, _, _ in batch], exc)
+            if not isinstance(exc, Exception):
+                raise
             return []
         for write, start, end in batch:
             mine = replies[start:end]
