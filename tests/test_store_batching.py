@@ -63,8 +63,9 @@ async def store_section(request, tmp_path):
 
 async def test_a_refused_write_among_concurrent_ones_fails_alone(store_section):
     """On SQLite the refused job shares a batch with the others (the batch is replayed job by job); on
-    Redis and PostgreSQL each write is its own round trip or transaction. Either way only it fails,
-    and a store opened afresh (a restarted daemon) reads the others."""
+    Redis it is refused before it joins a batch (tests/test_redis_group_commit.py: errors within one);
+    on PostgreSQL each write is its own transaction. Either way only it fails, and a store opened
+    afresh (a restarted daemon) reads the others."""
     at = datetime(2024, 3, 1, tzinfo=timezone.utc)
     store = open_store(store_section)
     await store.open()

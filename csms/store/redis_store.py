@@ -1,8 +1,10 @@
 """Redis store: the same records as the SQLite store, shared by several daemon nodes.
 
-Every write is one atomic server-side step (a single command or a Lua script), sent in a
-non-transactional pipeline that may end with ``WAIT`` on the same connection, so a caller returns
-only after Redis (and, with ``wait_replicas``, its replicas) acknowledged the write. A
+Every write is one atomic server-side step (a single command or a Lua script). Writes are sent by
+group commit: all those waiting when a batch goes share one non-transactional pipeline (ending with
+``WAIT`` when ``wait_replicas`` is set), and a caller returns only after Redis (and its replicas)
+acknowledged the batch holding its write. Per-pipeline client overhead, not Redis, was what limited
+a node with thousands of stations writing at once (see ``RedisStore._write``). A
 TransactionEvent is folded into its transaction by the shared merge rule in Python, from the
 record as read; the script then checks (station, transactionId, seqNo) and the record's revision
 and applies the result in one step: two nodes receiving the same retransmission can never both
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -46,6 +49,42 @@ PAGE = 500  # members read per round trip when a filtered list query walks a sor
 
 class ReplicationError(RedisError):
     """Fewer replicas than ``wait_replicas`` acknowledged a write in time: do not acknowledge it."""
+
+
+# Group commit -----------------------------------------------------------------------------------
+#: Commands in one batch at most (a single write with more goes alone): a batch is encoded, sent and
+#: parsed as a whole, so an unbounded one would delay everyone in it and hold a huge buffer.
+BATCH_COMMANDS = 2000
+#: Batches in flight at once. One at a time would leave Redis idle while the next batch is built and
+#: make a write queued just after a batch left wait for two round trips; a few overlap that work.
+#: More gain nothing (Redis runs one command at a time) and bring back per-pipeline overhead.
+BATCHES_IN_FLIGHT = 4
+
+Queue = Callable[[Pipeline], Awaitable[None]]  # adds one caller's commands to a pipeline
+
+
+class _Write:
+    """One caller's ``queue`` and the future it awaits (its replies, or its error)."""
+
+    __slots__ = ("queue", "done")
+
+    def __init__(self, queue: Queue, done: asyncio.Future[list[Any]]) -> None:
+        self.queue = queue
+        self.done = done
+
+
+_Slots = tuple[_Write, int, int]  # a write and its commands' positions [start, end) in the batch
+
+
+def _fail(writes: Iterable[_Write], exc: BaseException) -> None:
+    """Settle writes with ``exc``; a cancelled sender cancels them (none is left waiting for ever)."""
+    for write in writes:
+        if write.done.done():
+            pass
+        elif isinstance(exc, asyncio.CancelledError):
+            write.done.cancel()
+        else:
+            write.done.set_exception(exc)
 
 
 # Lua ------------------------------------------------------------------------------------------
@@ -220,6 +259,9 @@ class RedisStore(Store):
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
         self._tx_locks: dict[tuple[str, str], list[Any]] = {}  # [lock, waiters] per transaction in progress
+        self._pending: deque[_Write] = deque()  # writes waiting for the next batch
+        self._senders: set[asyncio.Task[None]] = set()  # batches in flight (or about to be)
+        self._starting: asyncio.Task[None] | None = None  # a sender that will take what is pending
 
     # Machinery --------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -257,6 +299,8 @@ class RedisStore(Store):
         """Nothing to wait for: every write returned after Redis acknowledged it."""
 
     async def close(self) -> None:
+        if self._senders:  # writes already queued are sent (their callers are waiting for them)
+            await asyncio.gather(*self._senders, return_exceptions=True)
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -267,28 +311,111 @@ class RedisStore(Store):
             raise RuntimeError("store is not open")
         return self._redis
 
-    async def _write(self, queue: Callable[[Pipeline], Awaitable[None]]) -> list[Any]:
-        """Send the queued writes in one round trip; return after Redis (and replicas) acknowledged."""
-        try:
-            results = await self._send(queue)
-        except NoScriptError:
-            # Redis restarted or failed over and forgot the scripts. NOSCRIPT means that script did
-            # not run; every queued write is idempotent or a script, so sending them again is safe.
-            await self._load_scripts()
-            results = await self._send(queue)
-        if self.wait_replicas:
-            acked = results.pop()
-            if acked < self.wait_replicas:
-                raise ReplicationError(f"only {acked} of {self.wait_replicas} Redis replicas acknowledged"
-                                       f" within {self.wait_timeout_ms} ms")
-        return results
+    # Group commit ----------------------------------------------------------------------------
+    async def _write(self, queue: Queue) -> list[Any]:
+        """Send the queued writes; return their replies once Redis (and replicas) acknowledged them.
 
-    async def _send(self, queue: Callable[[Pipeline], Awaitable[None]]) -> list[Any]:
+        ``queue`` adds this caller's commands to a pipeline, shared with every other write waiting
+        when a batch is sent (at least all those queued within one event-loop turn): thousands of
+        concurrent writers pay a few round trips instead of a pipeline each.
+        """
+        if self._redis is None:
+            raise RuntimeError("store is not open")
+        write = _Write(queue, asyncio.get_running_loop().create_future())
+        self._pending.append(write)
+        self._start_sender()
+        return await write.done
+
+    def _start_sender(self) -> None:
+        """A sender for what is pending, unless one is about to run anyway or enough are in flight."""
+        if self._pending and self._starting is None and len(self._senders) < BATCHES_IN_FLIGHT:
+            task = self._starting = asyncio.get_running_loop().create_task(self._send_batches())
+            self._senders.add(task)
+            task.add_done_callback(self._sender_done)
+
+    def _sender_done(self, task: asyncio.Task[None]) -> None:
+        self._senders.discard(task)
+        if self._starting is task:  # cancelled before it ran
+            self._starting = None
+        self._start_sender()
+
+    async def _send_batches(self) -> None:
+        while self._pending:
+            if self._starting is asyncio.current_task():
+                self._starting = None
+            batch = await self._batch(self._pending, BATCH_COMMANDS)
+            self._start_sender()  # the next batch may go while this one is in flight
+            again = await self._send(*batch, retry_noscript=True)
+            if again:
+                # Redis restarted or failed over and forgot the scripts. NOSCRIPT means that script
+                # did not run, and a write holding a script is all scripts or idempotent commands,
+                # so those writes are sent once more (the others in the batch are settled already).
+                try:
+                    await self._load_scripts()
+                except BaseException as exc:
+                    _fail(again, exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                await self._send(*await self._batch(deque(again), None), retry_noscript=False)
+
+    async def _batch(self, source: deque[_Write], limit: int | None) -> tuple[Pipeline, list[_Slots]]:
+        """Take writes from ``source`` into one pipeline, up to ``limit`` commands (a write is never split)."""
         pipe = self._r.pipeline(transaction=False)
-        await queue(pipe)
-        if self.wait_replicas:
+        batch: list[_Slots] = []
+        while source and (limit is None or len(pipe.command_stack) < limit):
+            write = source.popleft()
+            if write.done.done():  # its caller was cancelled meanwhile
+                continue
+            start = len(pipe.command_stack)
+            try:
+                await write.queue(pipe)
+            except Exception as exc:  # a bad argument: this caller's error alone
+                del pipe.command_stack[start:]
+                write.done.set_exception(exc)
+                continue
+            batch.append((write, start, len(pipe.command_stack)))
+        return pipe, batch
+
+    async def _send(self, pipe: Pipeline, batch: list[_Slots], *, retry_noscript: bool) -> list[_Write]:
+        """One round trip for the batch; settle each caller with its own replies or its first error.
+
+        An error of the round trip itself (Redis unreachable, too few replicas) fails every caller in
+        it. Returns the writes that met NOSCRIPT, unsettled, when ``retry_noscript``.
+        """
+        if not batch:
+            return []
+        if self.wait_replicas:  # one WAIT per batch: it covers every write sent before it on this connection
             pipe.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
-        return await pipe.execute()
+        stack = pipe.command_stack  # execute() gives the pipeline a new, empty one
+        again: list[_Write] = []
+        try:
+            replies = await pipe.execute(raise_on_error=False)
+            if self.wait_replicas:
+                acked = replies.pop()
+                if isinstance(acked, Exception):
+                    raise acked
+                if acked < self.wait_replicas:
+                    raise ReplicationError(f"only {acked} of {self.wait_replicas} Redis replicas acknowledged"
+                                           f" within {self.wait_timeout_ms} ms")
+        except BaseException as exc:
+            _fail([w for w, _, _ in batch], exc)
+            if not isinstance(exc, Exception):
+                raise
+            return []
+        for write, start, end in batch:
+            mine = replies[start:end]
+            if retry_noscript and any(isinstance(r, NoScriptError) for r in mine):
+                again.append(write)
+            elif write.done.done():
+                pass
+            elif (error := next((i for i, r in enumerate(mine) if isinstance(r, Exception)), None)) is None:
+                write.done.set_result(mine)
+            else:  # numbered within the caller's own commands, as when each had its pipeline
+                pipe.annotate_exception(mine[error], error + 1, stack[start + error][0])
+                write.done.set_exception(mine[error])
+        return again
+
     def _eval(self, pipe: Pipeline, name: str, keys: list[str], args: Iterable[Any]) -> None:
         """Queue one script by its SHA (loaded at open: no SCRIPT EXISTS round trip per write)."""
         pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)

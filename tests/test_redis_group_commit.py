@@ -1,0 +1,249 @@
+"""Group commit in the Redis store: concurrent writes share a few pipelines, and each caller still
+gets exactly what it got with a pipeline of its own (its replies, its error, NOSCRIPT recovered,
+an error when Redis is gone)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from csms.domain.meter import flatten
+from csms.store import redis_store
+from csms.store.redis_store import RedisStore, ReplicationError
+from tests.test_daemon_kit import free_port
+from tests.test_store_contract import REDIS_URL, delete_prefix
+
+pytestmark = pytest.mark.redis
+
+AT = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def samples(i: int) -> list[Any]:
+    return flatten([{"timestamp": "2025-01-01T10:00:00Z", "sampledValue": [
+        {"value": float(i), "measurand": "Energy.Active.Import.Register", "unitOfMeasure": {"unit": "Wh"}},
+        {"value": 7200.0, "measurand": "Power.Active.Import", "unitOfMeasure": {"unit": "W"}}]}], 1, None)
+
+
+def count_pipelines(store: RedisStore) -> list[int]:
+    """Wrap the client's pipeline factory: one entry per execute(), the number of commands it sent."""
+    sent: list[int] = []
+    client = store._r
+    factory = client.pipeline
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = factory(*args, **kwargs)
+        execute = pipe.execute
+
+        async def counted(*a: Any, **kw: Any) -> Any:
+            sent.append(len(pipe.command_stack))
+            return await execute(*a, **kw)
+        pipe.execute = counted  # type: ignore[method-assign]
+        return pipe
+    client.pipeline = pipeline  # type: ignore[method-assign]
+    return sent
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[RedisStore]:
+    prefix = f"nbtest:{uuid.uuid4().hex}:"
+    s = RedisStore(REDIS_URL, prefix)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+        await delete_prefix(prefix)
+
+
+async def test_concurrent_writes_share_few_round_trips_and_all_are_stored(store: RedisStore) -> None:
+    sent = count_pipelines(store)
+    n = 5000
+    await asyncio.gather(*(store.record_meter_values(f"CS-{i}", samples(i), AT) for i in range(n)))
+    # One script per write; a batch holds at most BATCH_COMMANDS of them.
+    assert sum(sent) == n and len(sent) <= 10, sent
+    assert max(sent) <= redis_store.BATCH_COMMANDS
+    for i in range(0, n, 97):
+        assert [s["value"] for s in await store.meter_samples(f"CS-{i}")] == [float(i), 7200.0]
+
+    # Different kinds of writes in one batch, each caller with its own replies.
+    sent.clear()
+    numbers, *_ = await asyncio.gather(
+        asyncio.gather(*(store.next_number("n") for _ in range(200))),
+        *(store.record_command("CS-1", "Reset", {"i": i}, "Accepted", {}, AT, AT) for i in range(100)),
+        *(store.put_document("docs", f"{i:04d}", {"i": i}) for i in range(100)),
+        *(store.record_charging_profile("CS-2", 1, {"id": i}, "Accepted", None, AT) for i in range(100)))
+    assert sorted(numbers) == list(range(1, 201))
+    assert len(sent) <= 3, sent
+    assert len(await store.list_commands("CS-1")) == 100
+    assert [d["i"] for _, d in await store.list_documents("docs")] == list(range(100))
+    assert [p["profile"]["id"] for p in await store.list_charging_profiles("CS-2")] == list(range(100))
+
+
+async def test_a_failing_command_fails_only_its_caller(store: RedisStore) -> None:
+    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    try:  # keys of the wrong type: RPUSH fails, and so does the script's ZADD
+        await client.set(store.keys.station("BAD", "charging_profiles"), "x")
+        await client.set(store.keys.station("BAD", "samples"), "x")
+    finally:
+        await client.aclose()
+    sent = count_pipelines(store)
+    writes = [store.record_meter_values(f"CS-{i}", samples(i), AT) for i in range(20)]
+    writes.insert(5, store.record_meter_values("BAD", samples(0), AT))  # a Lua script error
+    writes.insert(9, store.record_charging_profile("BAD", 1, {"id": 1}, "Accepted", None, AT))  # a command error
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert len(sent) == 1  # all in one batch
+    failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+    assert failed == [5, 9], results
+    assert all(isinstance(results[i], ResponseError) and "WRONGTYPE" in str(results[i]) for i in failed)
+    assert "Command # 1 (EVALSHA" in str(results[5])  # numbered within the caller's own commands
+    for i in range(20):
+        assert len(await store.meter_samples(f"CS-{i}")) == 2
+
+    # An error while queueing (a bad argument) is the caller's alone too.
+    async def bad(pipe: Any) -> None:
+        pipe.incr(f"{store.prefix}counter:x")
+        raise ValueError("bad argument")
+    results = await asyncio.gather(store.next_number("y"), store._write(bad), store.next_number("y"),
+                                   return_exceptions=True)
+    assert isinstance(results[1], ValueError) and sorted(results[::2]) == [1, 2]  # type: ignore[type-var]
+    assert await store.next_number("x") == 1  # the failed caller's INCR was never sent
+
+
+async def test_too_few_replicas_fail_every_caller_of_the_batch() -> None:
+    prefix = f"nbtest:{uuid.uuid4().hex}:"
+    store = RedisStore(REDIS_URL, prefix, wait_replicas=1, wait_timeout_ms=20)
+    await store.open()
+    try:
+        sent = count_pipelines(store)
+        results = await asyncio.gather(*(store.next_number("n") for _ in range(50)), return_exceptions=True)
+        assert all(isinstance(r, ReplicationError) for r in results), results
+        assert sent == [51]  # one WAIT for the whole batch
+    finally:
+        await store.close()
+        await delete_prefix(prefix)
+
+
+# Own redis-server: SCRIPT FLUSH and a kill must not disturb anyone else's Redis --------------------
+class OwnRedis:
+    def __init__(self, tmp: Path) -> None:
+        self.dir, self.port = tmp, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            "redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+            "--save", "", "--appendonly", "no", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        client = aioredis.from_url(self.url)
+        try:
+            async with asyncio.timeout(15):
+                while True:
+                    with contextlib.suppress(OSError, aioredis.RedisError):
+                        if await client.ping():
+                            return
+                    await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
+
+
+async def test_scripts_flushed_mid_run_are_reloaded_and_every_write_happens_once(own_redis: OwnRedis) -> None:
+    store = RedisStore(own_redis.url, "nbtest:")
+    await store.open()
+    admin = aioredis.from_url(own_redis.url)
+    reloads = 0
+    load = store._load_scripts
+
+    async def counted_load() -> None:
+        nonlocal reloads
+        reloads += 1
+        await load()
+    store._load_scripts = counted_load  # type: ignore[method-assign]
+    stop = asyncio.Event()
+
+    async def writer(w: int) -> int:
+        n = 0
+        while not stop.is_set():
+            # A script (retried after NOSCRIPT) and a plain RPUSH (never sent twice) in the same batches.
+            await store.record_meter_values(f"CS-{w}", samples(n), AT)
+            await store.record_charging_profile(f"CS-{w}", 1, {"id": n}, "Accepted", None, AT)
+            n += 1
+        return n
+    try:
+        writers = [asyncio.create_task(writer(w)) for w in range(200)]
+        for _ in range(3):
+            await asyncio.sleep(0.15)
+            await admin.script_flush()
+        await asyncio.sleep(0.15)
+        stop.set()
+        counts = await asyncio.wait_for(asyncio.gather(*writers), 30)
+        assert reloads >= 1
+        for w in range(0, 200, 7):
+            assert len(await store.meter_samples(f"CS-{w}")) == 2 * counts[w]
+            assert [p["profile"]["id"] for p in await store.list_charging_profiles(f"CS-{w}")] == list(range(counts[w]))
+    finally:
+        stop.set()
+        await store.close()
+        await admin.aclose()
+
+
+async def test_redis_gone_fails_every_waiting_caller_and_nothing_hangs(own_redis: OwnRedis) -> None:
+    store = RedisStore(own_redis.url, "nbtest:")
+    await store.open()
+    try:
+        await asyncio.gather(*(store.record_meter_values(f"CS-{i}", samples(i), AT) for i in range(100)))
+        writes = [asyncio.create_task(store.record_meter_values(f"CS-{i}", samples(i), AT)) for i in range(3000)]
+        await asyncio.sleep(0)  # the first batch is on its way
+        await own_redis.kill()
+        results = await asyncio.wait_for(asyncio.gather(*writes, return_exceptions=True), 30)
+        errors = [r for r in results if r is not None]
+        assert errors, "every write was acknowledged although Redis was killed"
+        assert all(isinstance(e, (RedisConnectionError, OSError)) for e in errors), {type(e) for e in errors}
+        # While it stays down, every caller gets the same error, promptly.
+        results = await asyncio.wait_for(asyncio.gather(
+            *(store.record_command("CS-1", "Reset", {}, "Accepted", {}, AT, AT) for _ in range(500)),
+            return_exceptions=True), 30)
+        assert all(isinstance(r, RedisConnectionError) for r in results), {type(r) for r in results}
+        # And back: writes are acknowledged again.
+        await own_redis.start()
+        await asyncio.wait_for(store.record_command("CS-1", "Reset", {}, "Accepted", {}, AT, AT), 30)
+        assert len(await store.list_commands("CS-1")) == 1
+    finally:
+        await asyncio.wait_for(store.close(), 30)
+
+
+async def test_a_caller_cancelled_while_queued_is_left_out(store: RedisStore) -> None:
+    writes = [asyncio.create_task(store.record_command("CS-1", "Reset", {"i": i}, "Accepted", {}, AT, AT))
+              for i in range(100)]
+    await asyncio.sleep(0)  # all queued, no batch sent yet
+    for task in writes[::10]:
+        task.cancel()
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert [isinstance(r, asyncio.CancelledError) for r in results] == [i % 10 == 0 for i in range(100)]
+    assert sorted(c["request"]["i"] for c in await store.list_commands("CS-1")) == [
+        i for i in range(100) if i % 10]
