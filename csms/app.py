@@ -247,7 +247,7 @@ class Daemon:
             link = self.connections.get(station_id)
             if link is not None:
                 self.bus.publish(StationConnected(station_id=station_id, accepted=link.accepted,
-                                                  subprotocol=link.version.subprotocol))
+                                                  subprotocol=link.version.subprotocol, resumed=True))
 
     async def _execute_forwarded(self, request: dict[str, Any]) -> dict[str, Any]:
         """A command another node sent here: the leader's grid commands (fenced) or an API command."""

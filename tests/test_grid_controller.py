@@ -342,3 +342,25 @@ async def test_session_end_forgets_profile_and_replans(rig: Rig) -> None:
     rig.transaction("CS-1", "Ended", tx)
     await rig.settle()
     assert ("CS-1", 1) not in rig.ctl.sessions.sessions and ("CS-1", 1) not in rig.ctl.pusher.installed
+
+
+async def test_a_station_announced_back_after_a_lease_lapse_is_not_set_up_again(rig: Rig) -> None:
+    await rig.station("CS-1")
+    await rig.settle()
+
+    def failsafes() -> int:
+        return sum(p["id"] == FAILSAFE_PROFILE_ID for _, _, p in rig.commands.profiles)
+
+    before = failsafes()
+    assert before == 1
+    # Its node's lease lapsed: a sweep released it, the node claimed it back; the socket never closed.
+    rig.publish(StationDisconnected(station_id="CS-1"))
+    rig.publish(StationConnected(station_id="CS-1", accepted=True, resumed=True))
+    await rig.settle()
+    assert rig.ctl.sessions.station("CS-1").connected and rig.ctl.sessions.station("CS-1").ready
+    assert failsafes() == before, "set up again although it never went away"
+    # A real reconnect (a new socket) is set up again.
+    rig.publish(StationDisconnected(station_id="CS-1"))
+    rig.publish(StationConnected(station_id="CS-1", accepted=True))
+    await rig.settle()
+    assert failsafes() == before + 1

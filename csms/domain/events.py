@@ -46,6 +46,9 @@ class StationConnected(Event):
     remote: str = ""
     accepted: bool = False
     subprotocol: str = ""  # the OCPP version negotiated, e.g. "ocpp2.1"
+    #: The same socket, announced again after its node's lease had lapsed and a sweep had released
+    #: it (with several nodes): the station never went away, so what it holds is what it was sent.
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -114,6 +114,11 @@ class Observer:
         st = self.book.station(ev.station_id)
         st.connected = True
         st.ocpp_version = ev.subprotocol or st.ocpp_version
+        if ev.resumed and (st.ready or st.setup_running):
+            # Only the directory lost it for a while (its node's lease lapsed): nothing to ask again.
+            # Asking 5,000 stations at once is what kept an overloaded node from renewing its lease.
+            self.controller.request("station connected")
+            return
         if ev.accepted:
             # Back without booting (a lost link, or our restart): its profiles are still there; ask.
             self.setup.ensure(ev.station_id, force=True, reconcile=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from csms.store.base import DocumentStore
@@ -33,11 +35,16 @@ def need_key(station_id: str, transaction_id: str) -> str:
 
 
 class GridMemory:
-    """Ordered writes of the grid's durable state, and reading it back."""
+    """Ordered writes of the grid's durable state, and reading it back.
+
+    One writer task takes the writes in order from a queue (not a chain of tasks each awaiting the
+    one before: 10,000 set-ups remembered at once made a chain that deep, and cancelling it at a
+    term's end overflowed the recursion limit)."""
 
     def __init__(self, store: DocumentStore) -> None:
         self.store = store
-        self._tail: asyncio.Future[None] | None = None
+        self._queue: deque[tuple[Callable[[], Awaitable[None]], asyncio.Future[None], str]] = deque()
+        self._writer: asyncio.Task[None] | None = None
         self.failed = 0
 
     def put(self, kind: str, key: str, value: dict[str, Any]) -> asyncio.Future[None]:
@@ -54,26 +61,38 @@ class GridMemory:
 
     async def flush(self) -> None:
         """Until every write asked for so far has ended (for a clean stop)."""
-        if self._tail is not None:
-            await asyncio.gather(self._tail, return_exceptions=True)
+        while self._writer is not None and not self._writer.done():
+            await asyncio.gather(asyncio.shield(self._writer), return_exceptions=True)
 
-    def _chain(self, write: Any, what: str) -> asyncio.Future[None]:
-        previous = self._tail
+    def _chain(self, write: Callable[[], Awaitable[None]], what: str) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        done.add_done_callback(_consume)
+        self._queue.append((write, done, what))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_all(), name="grid memory writer")
+        return done
 
-        async def run() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)  # in order; an earlier failure is its own
-            try:
-                await write()
-            except Exception:
-                self.failed += 1
-                log.exception("grid state not saved (%s)", what)
-                raise
-
-        task: asyncio.Future[None] = asyncio.ensure_future(run())
-        task.add_done_callback(_consume)
-        self._tail = task
-        return task
+    async def _write_all(self) -> None:
+        try:
+            while self._queue:
+                write, done, what = self._queue[0]
+                if not done.cancelled():
+                    try:
+                        await write()
+                    except Exception as exc:  # an earlier failure is its own: the next writes go on
+                        self.failed += 1
+                        log.exception("grid state not saved (%s)", what)
+                        if not done.done():
+                            done.set_exception(exc)
+                    else:
+                        if not done.done():
+                            done.set_result(None)
+                self._queue.popleft()
+        except asyncio.CancelledError:
+            while self._queue:  # nobody will write these: their waiters learn it
+                self._queue.popleft()[1].cancel()
+            raise
 
 
 def _scope(kind: str) -> str:

@@ -225,8 +225,9 @@ class Pusher:
 
     def forget(self, station_id: str, evse_id: int | None = None) -> None:
         """The transaction ended or the station rebooted: what we knew is gone."""
-        for key in [k for k in self.installed if k[0] == station_id and (evse_id is None or k[1] == evse_id)]:
-            del self.installed[key]
+        keys = [(station_id, evse_id)] if evse_id is not None else [k for k in self.installed if k[0] == station_id]
+        for key in keys:
+            self.installed.pop(key, None)
             self.pushed_at.pop(key, None)
             self.installed_offset.pop(key, None)
 
