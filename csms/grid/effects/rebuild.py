@@ -25,7 +25,7 @@ from profiles.installed import setpoints_from_profile
 log = logging.getLogger("csms.grid")
 
 MAX_SESSIONS = 100_000  # active transactions read at start
-CONCURRENT_READS = 16
+CONCURRENT_READS = 128  # a new leader reads 10,000 sessions back: 16 in flight took 8 s on Redis
 PHASE_KW = 230.0 / 1000.0
 
 
