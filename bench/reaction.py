@@ -150,8 +150,8 @@ async def _publish(client: aiomqtt.Client, prefix: str, limit_kw: float) -> None
 
 
 #: After a publish, how long no profile at all means the server has nothing to send (a plan for
-#: 10,000 stations takes over a second before its first profile goes out).
-ANSWER_WAIT_S = 3.0
+#: 10,000 stations takes a few seconds before its first profile goes out; 3 s was too short).
+ANSWER_WAIT_S = 10.0
 
 
 async def _quiet(fleet: Fleet, quiet_s: float, timeout: float, since: float | None = None) -> None:
