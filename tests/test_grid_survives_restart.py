@@ -314,13 +314,7 @@ async def test_a_reconnecting_station_is_asked_what_it_holds_and_sent_only_what_
                     for i in range(3)]
         try:
             async with daemon(site) as running:
-                for st in stations:
-                    await st.connect(site.ws_url)
-                    await st.start_transaction(1)
-                status, _ = await api.post("/api/grid/transformers/T1/limit",
-                                           {"signal_id": "op-20", "limit_kw": 20, "source": "operator"})
-                assert status == 202
-                await until(lambda: all(st.tx_pushes() for st in stations), 10, "TxProfiles installed")
+                await _charging_under_a_limit(site, api, stations, "op-20", 20)
                 await until(lambda: sum(st.power_kw() for st in stations) <= 20 + TOLERANCE_KW, 10, "under 20 kW")
                 await running.stop(signal.SIGKILL)
             for st in stations:
@@ -342,6 +336,18 @@ async def test_a_reconnecting_station_is_asked_what_it_holds_and_sent_only_what_
         finally:
             for st in stations:
                 await st.stop()
+
+
+async def _charging_under_a_limit(site: Site, api: Api, stations: list[LibStation], signal_id: str,
+                                  kw: float) -> None:
+    """Every station connected with a transaction on EVSE 1, an operator limit set, TxProfiles installed."""
+    for st in stations:
+        await st.connect(site.ws_url)
+        await st.start_transaction(1)
+    status, _ = await api.post("/api/grid/transformers/T1/limit",
+                               {"signal_id": signal_id, "limit_kw": kw, "source": "operator"})
+    assert status == 202
+    await until(lambda: all(st.tx_pushes() for st in stations), 10, "TxProfiles installed")
 
 
 async def _plans_since(api: Api, before: int, more: int) -> bool:
@@ -377,13 +383,7 @@ async def test_set_ups_are_read_back_after_a_restart_and_asked_again_after_a_boo
         stations = [LibStation(f"RST-U{i}", meter_interval_s=0.3) for i in range(2)]
         try:
             async with daemon(site) as running:
-                for st in stations:
-                    await st.connect(site.ws_url)
-                    await st.start_transaction(1)
-                status, _ = await api.post("/api/grid/transformers/T1/limit",
-                                           {"signal_id": "op-30", "limit_kw": 20, "source": "operator"})
-                assert status == 202
-                await until(lambda: all(st.tx_pushes() for st in stations), 10, "TxProfiles installed")
+                await _charging_under_a_limit(site, api, stations, "op-30", 20)
                 await running.stop(signal.SIGKILL)
             for st in stations:
                 await st.wait_gone()
