@@ -220,9 +220,10 @@ class Generator:
     local_host: str
     count: int
     booted: dict[str, Any] | None = None
+    progress: int = 0  # stations booted so far, from its progress lines
 
     async def read(self, event: str, timeout: float) -> dict[str, Any]:
-        """The next JSON line of kind ``event`` (others, e.g. progress, are skipped)."""
+        """The next JSON line of kind ``event`` (progress lines update ``progress``, others are skipped)."""
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while True:
@@ -233,8 +234,18 @@ class Generator:
                 msg: dict[str, Any] = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if msg.get("event") == "progress":
+                self.progress = int(msg["booted"])
             if msg.get("event") == event:
                 return msg
+
+    async def wait_booted(self, timeout: float) -> Counter[str]:
+        """Its failures once it reports it is done (its own failure to report counts as one)."""
+        try:
+            self.booted = await self.read("booted", timeout)
+            return Counter(self.booted["failures"])
+        except (asyncio.TimeoutError, ConnectionError) as exc:
+            return Counter({f"load generator {self.local_host}: {type(exc).__name__} {exc}"[:120]: 1})
 
     async def alive(self, timeout: float = 30.0) -> int:
         assert self.proc.stdin is not None
@@ -307,13 +318,13 @@ async def _idle(s: WorkerSettings, work: Path, say: Progress) -> dict[str, Any]:
             new = await _spawn_generators(server, have, target - have, hosts, per_process,
                                           deadline - t0, work / "idlegen.log")
             gens += new
-            step_failures: Counter[str] = Counter()
-            for g in new:
-                try:
-                    g.booted = await g.read("booted", deadline - time.monotonic() + 60.0)
-                    step_failures += Counter(g.booted["failures"])
-                except (asyncio.TimeoutError, ConnectionError) as exc:
-                    step_failures[f"load generator {g.local_host}: {type(exc).__name__} {exc}"[:120]] += 1
+            waiting = asyncio.ensure_future(asyncio.gather(*(g.wait_booted(deadline - t0 + 60.0) for g in new)))
+            while not waiting.done():
+                await asyncio.wait({waiting}, timeout=30.0)
+                if not waiting.done():
+                    say(f"idle: {have + sum(g.progress for g in new):,} of {target:,} booted after "
+                        f"{time.monotonic() - t0:.0f} s")
+            step_failures = sum(waiting.result(), Counter[str]())
             seconds = time.monotonic() - t0
             failures += step_failures
             await asyncio.sleep(2.0)  # the boots' writes
