@@ -443,6 +443,9 @@ def _section(s: WorkerSettings, runs: dict[str, list[Run]], idle: dict[str, Any]
                      f"event stream, leases and directory, and two processes' fixed costs). With two free cores for "
                      f"the workers alone, that would be about {2 * efficiency:.2f}x: an estimate from CPU time, not "
                      "a measurement, and not what the verdict above uses.")
+    sec.notes.append(f"Idle part: the {w} workers' RSS was {idle['rss0_mib']:,.0f} MiB before the first station, the "
+                     f"supervisor's {idle['supervisor_mib']:,.0f} MiB (not counted per connection); the whole idle part "
+                     f"took {idle['seconds']:,.0f} s. The load generators' own memory is not in these figures.")
     sec.data = {"gain": gain, "runs": {k: [r.throughput.per_s for r in v] for k, v in runs.items()}, "idle": points}
     return sec
 
