@@ -4,7 +4,7 @@
 table in RESULTS.md (the rest stays as the last full run wrote it).
 
 `python -m bench workers [--smoke] [--out DIR]` (issue 15, a few minutes, not part of `all`): `csms serve
---workers 2` against 1 (messages/s) and idle stations over three workers; replaces only its own section.
+--workers 2` against 1 (messages/s) and 50,000 idle stations over four workers; replaces only its own section.
 
 `python -m bench mixed [--smoke] [--out DIR]` (issue 13, under 3 minutes, not part of `all`): a fleet
 mixing OCPP 1.6J, 2.0.1 and 2.1 under one transformer limit; replaces only its own section of

@@ -34,8 +34,9 @@ def cpu_self() -> float:
 
 async def connect_many(ids: Sequence[str], port: int, prefix: str, *, concurrency: int = 200,
                        handlers: dict[str, CallHandler] | None = None, timeout: float = 30.0,
-                       deadline: float | None = None, boot: bool = True) -> Fleet:
-    """Open (and boot) stations with at most `concurrency` handshakes in flight."""
+                       deadline: float | None = None, boot: bool = True, local_host: str | None = None) -> Fleet:
+    """Open (and boot) stations with at most `concurrency` handshakes in flight (from ``local_host``, the
+    source address, when given)."""
     fleet = Fleet()
     sem = asyncio.Semaphore(concurrency)
     started = time.perf_counter()
@@ -46,7 +47,7 @@ async def connect_many(ids: Sequence[str], port: int, prefix: str, *, concurrenc
                 fleet.failures["skipped: time budget"] += 1
                 return
             try:
-                st = await open_station(sid, "127.0.0.1", port, prefix, handlers, timeout)
+                st = await open_station(sid, "127.0.0.1", port, prefix, handlers, timeout, local_host)
                 if boot:
                     reply = await st.request("BootNotification", msg.boot(), timeout)
                     if reply[0] != 3 or reply[2].get("status") != "Accepted":

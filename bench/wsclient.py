@@ -198,13 +198,18 @@ class LeanStation(asyncio.Protocol):
 
 
 async def open_station(station_id: str, host: str, port: int, prefix: str,
-                       handlers: dict[str, CallHandler] | None = None, timeout: float = 30.0) -> LeanStation:
-    """Connect and complete the websocket handshake (raises HandshakeError / OSError / TimeoutError)."""
+                       handlers: dict[str, CallHandler] | None = None, timeout: float = 30.0,
+                       local_host: str | None = None) -> LeanStation:
+    """Connect and complete the websocket handshake (raises HandshakeError / OSError / TimeoutError).
+
+    ``local_host``: the source address (127.0.0.x): one source address has only the machine's ephemeral
+    port range (about 28,000) of sockets, so more connections than that need several."""
     loop = asyncio.get_running_loop()
     path = f"{prefix.rstrip('/')}/{station_id}"
     proto = LeanStation(station_id, f"{host}:{port}", path, handlers)
     proto.ready.add_done_callback(_retrieve)  # a handshake failing after we gave up is not an unhandled error
-    await asyncio.wait_for(loop.create_connection(lambda: proto, host, port), timeout)
+    local_addr = (local_host, 0) if local_host else None
+    await asyncio.wait_for(loop.create_connection(lambda: proto, host, port, local_addr=local_addr), timeout)
     try:
         await asyncio.wait_for(asyncio.shield(proto.ready), timeout)
     except BaseException:

@@ -189,8 +189,10 @@ async def test_workers_smoke(tmp_path: Path) -> None:
     assert all(row[-1] == 0 for name, row in rows.items() if "run" in name), table.rows  # no CALLERRORs
     assert len(rows["2, run 1"][6].split(", ")) == 2  # stations landed on both workers
     assert math.isclose(sec.data["gain"], sec.data["runs"]["2"][0] / sec.data["runs"]["1"][0])
-    (n, per, spread), = sec.data["idle"]
-    assert n == workers.SMOKE.idle_steps[0] and len(spread) == workers.SMOKE.idle_workers and per > 0
+    point, = sec.data["idle"]
+    assert point["alive"] == workers.SMOKE.idle_steps[0] and point["kib_per_conn"] > 0
+    assert len(point["spread"]) == workers.SMOKE.idle_workers and point["failures"] == {}
+    assert point["generators"] == 2  # idle_per_process splits the step over two load-generator processes
     assert len(sec.verdicts) == 3 and all(("**met**" in v) != ("**missed**" in v) for v in sec.verdicts)
 
 
