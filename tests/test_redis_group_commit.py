@@ -80,7 +80,7 @@ async def test_concurrent_writes_share_few_round_trips_and_all_are_stored(store:
     sent.clear()
     numbers, *_ = await asyncio.gather(
         asyncio.gather(*(store.next_number("n") for _ in range(200))),
-        *(store.record_command("CS-1", "Reset", {"i": i}, "Accepted", {}, AT, AT) for i in range(100)),
+        *(store.record_command("CS-1", "Reset", {"i": i}, "result", {}, AT, AT) for i in range(100)),
         *(store.put_document("docs", f"{i:04d}", {"i": i}) for i in range(100)),
         *(store.record_charging_profile("CS-2", 1, {"id": i}, "Accepted", None, AT) for i in range(100)))
     assert sorted(numbers) == list(range(1, 201))
@@ -185,21 +185,35 @@ async def test_scripts_flushed_mid_run_are_reloaded_and_every_write_happens_once
         await load()
     store._load_scripts = counted_load  # type: ignore[method-assign]
     stop = asyncio.Event()
+    rounds = 0  # writes completed by all writers together
+    progressed = asyncio.Event()
 
     async def writer(w: int) -> int:
+        nonlocal rounds
         n = 0
         while not stop.is_set():
             # A script (retried after NOSCRIPT) and a plain RPUSH (never sent twice) in the same batches.
             await store.record_meter_values(f"CS-{w}", samples(n), AT)
             await store.record_charging_profile(f"CS-{w}", 1, {"id": n}, "Accepted", None, AT)
             n += 1
+            rounds += 1
+            progressed.set()
         return n
+
+    async def more_writes(count: int) -> None:
+        """Until the writers completed ``count`` more writes (a flush then hits batches in flight)."""
+        target = rounds + count
+        async with asyncio.timeout(15):
+            while rounds < target:
+                progressed.clear()
+                await progressed.wait()
+
     try:
         writers = [asyncio.create_task(writer(w)) for w in range(200)]
         for _ in range(3):
-            await asyncio.sleep(0.15)
+            await more_writes(400)
             await admin.script_flush()
-        await asyncio.sleep(0.15)
+        await more_writes(400)
         stop.set()
         counts = await asyncio.wait_for(asyncio.gather(*writers), 30)
         assert reloads >= 1
@@ -226,19 +240,19 @@ async def test_redis_gone_fails_every_waiting_caller_and_nothing_hangs(own_redis
         assert all(isinstance(e, (RedisConnectionError, OSError)) for e in errors), {type(e) for e in errors}
         # While it stays down, every caller gets the same error, promptly.
         results = await asyncio.wait_for(asyncio.gather(
-            *(store.record_command("CS-1", "Reset", {}, "Accepted", {}, AT, AT) for _ in range(500)),
+            *(store.record_command("CS-1", "Reset", {}, "result", {}, AT, AT) for _ in range(500)),
             return_exceptions=True), 30)
         assert all(isinstance(r, RedisConnectionError) for r in results), {type(r) for r in results}
         # And back: writes are acknowledged again.
         await own_redis.start()
-        await asyncio.wait_for(store.record_command("CS-1", "Reset", {}, "Accepted", {}, AT, AT), 30)
+        await asyncio.wait_for(store.record_command("CS-1", "Reset", {}, "result", {}, AT, AT), 30)
         assert len(await store.list_commands("CS-1")) == 1
     finally:
         await asyncio.wait_for(store.close(), 30)
 
 
 async def test_a_caller_cancelled_while_queued_is_left_out(store: RedisStore) -> None:
-    writes = [asyncio.create_task(store.record_command("CS-1", "Reset", {"i": i}, "Accepted", {}, AT, AT))
+    writes = [asyncio.create_task(store.record_command("CS-1", "Reset", {"i": i}, "result", {}, AT, AT))
               for i in range(100)]
     await asyncio.sleep(0)  # all queued, no batch sent yet
     for task in writes[::10]:
