@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import orjson
 import redis.asyncio as aioredis
 
-from csms.cluster_grid import GRID_EVENTS, Batched, GridFeed, decode_event, encode_event, shared_client
+from csms.cluster_grid import GRID_EVENTS, Batched, GridFeed, decode_event, encode_event, own_client, shared_client
 from csms.domain.events import Event
 from csms.errorlog import ErrorLog
 from csms.interfaces import Bus, Spawner
@@ -217,9 +217,9 @@ class Cluster:
         # beyond the pool's size they queue for a connection instead of failing ("Too many connections").
         self._redis: aioredis.Redis = shared_client(redis_url, 30.0)
         # BLPOP holds its connection for up to a second: its own client, so it never starves the rest.
-        self._reader: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
+        self._reader: aioredis.Redis = own_client(redis_url)
         # The lease's own connection: its renewal must never queue behind a storm's directory writes.
-        self._beat: aioredis.Redis = aioredis.from_url(redis_url, decode_responses=True)
+        self._beat: aioredis.Redis = own_client(redis_url)
         self._spawner = spawner
         self._errors = errors
         self._mark = mark
