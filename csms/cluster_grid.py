@@ -70,10 +70,14 @@ class StaleLeader(Exception):
 
 
 # Typed events across nodes ---------------------------------------------------------------------
+def grid_message(ev: Event) -> dict[str, Any]:
+    """A grid event, every field, as a JSON-ready object (datetimes become ISO text when dumped)."""
+    return {"type": type(ev).__name__, "fields": {f.name: getattr(ev, f.name) for f in dataclasses.fields(ev)}}
+
+
 def encode_event(ev: Event) -> bytes:
     """A grid event, every field, as JSON (datetimes ISO, the reading as an object)."""
-    fields = {f.name: getattr(ev, f.name) for f in dataclasses.fields(ev)}
-    return orjson.dumps({"type": type(ev).__name__, "fields": fields}, option=orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(grid_message(ev), option=orjson.OPT_NON_STR_KEYS)
 
 
 def _field_value(hint: Any, value: Any) -> Any:
@@ -104,7 +108,11 @@ def _field_hints(cls: type[Event]) -> dict[str, Any]:
 
 def decode_event(raw: str | bytes) -> Event:
     """The event :func:`encode_event` wrote (ValueError/TypeError/KeyError when it is malformed or unknown)."""
-    message = orjson.loads(raw)
+    return event_from_message(orjson.loads(raw))
+
+
+def event_from_message(message: Any) -> Event:
+    """The event of a :func:`grid_message` read back from JSON (ValueError/TypeError/KeyError when malformed)."""
     cls = _BY_NAME[message["type"]]
     hints = _field_hints(cls)
     fields = message["fields"]
