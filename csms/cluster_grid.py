@@ -48,6 +48,7 @@ from csms.interfaces import Bus, GridCommands, GridService, LimitIntake, Listene
 from csms.protocol.errors import StationOffline
 from csms.protocol.version import ProtocolVersion
 from csms.store.base import TransactionStore
+from csms.store.redis_packing import fast_packing
 
 log = logging.getLogger("csms.cluster.grid")
 
@@ -69,10 +70,14 @@ class StaleLeader(Exception):
 
 
 # Typed events across nodes ---------------------------------------------------------------------
+def grid_message(ev: Event) -> dict[str, Any]:
+    """A grid event, every field, as a JSON-ready object (datetimes become ISO text when dumped)."""
+    return {"type": type(ev).__name__, "fields": {f.name: getattr(ev, f.name) for f in dataclasses.fields(ev)}}
+
+
 def encode_event(ev: Event) -> bytes:
     """A grid event, every field, as JSON (datetimes ISO, the reading as an object)."""
-    fields = {f.name: getattr(ev, f.name) for f in dataclasses.fields(ev)}
-    return orjson.dumps({"type": type(ev).__name__, "fields": fields}, option=orjson.OPT_NON_STR_KEYS)
+    return orjson.dumps(grid_message(ev), option=orjson.OPT_NON_STR_KEYS)
 
 
 def _field_value(hint: Any, value: Any) -> Any:
@@ -103,7 +108,11 @@ def _field_hints(cls: type[Event]) -> dict[str, Any]:
 
 def decode_event(raw: str | bytes) -> Event:
     """The event :func:`encode_event` wrote (ValueError/TypeError/KeyError when it is malformed or unknown)."""
-    message = orjson.loads(raw)
+    return event_from_message(orjson.loads(raw))
+
+
+def event_from_message(message: Any) -> Event:
+    """The event of a :func:`grid_message` read back from JSON (ValueError/TypeError/KeyError when malformed)."""
     cls = _BY_NAME[message["type"]]
     hints = _field_hints(cls)
     fields = message["fields"]
@@ -252,9 +261,14 @@ def shared_client(redis_url: str, wait_s: float) -> aioredis.Redis:
     """A client whose callers queue for a connection under a burst (up to ``wait_s``), where the
     default pool would open ever more sockets and then fail with "Too many connections": a burst
     of connecting stations must not cost a node its lease renewal."""
-    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=REDIS_CONNECTIONS, timeout=wait_s,
-                                                    decode_responses=True)
+    pool = fast_packing(aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=REDIS_CONNECTIONS,
+                                                                 timeout=wait_s, decode_responses=True))
     return aioredis.Redis.from_pool(pool)
+
+
+def own_client(redis_url: str) -> aioredis.Redis:
+    """A client of its own (blocking reads, the lease): a plain pool, commands packed in C."""
+    return aioredis.Redis.from_pool(fast_packing(aioredis.ConnectionPool.from_url(redis_url, decode_responses=True)))
 
 
 class Fence:

@@ -20,6 +20,7 @@ from csms.grid.journal import Journal
 from csms.grid.model.limits import LimitBook
 from csms.grid.model.sessions import Session, SessionBook, parse_session_id, session_need
 from csms.grid.model.topology import Topology
+from profiles.heuristic import CUT_SLOTS
 from profiles.hysteresis import Setpoints
 from profiles.margin import margin_kw, with_margin
 from profiles.parents import PlannedGroup, fit_parents
@@ -60,11 +61,11 @@ class GroupPlanner:
         self.journal = journal
 
     # Inputs (on the event loop: the sessions must not change under a thread) -----------------
-    def _plan_input(self, tid: str, sessions: list[Session],
-                    start: datetime) -> tuple[PlanInput, list[str], list[float]]:
-        """The group's problem, what limits each slot, and each slot's limit before the margin."""
+    def _plan_input(self, tid: str, sessions: list[Session], start: datetime,
+                    slots: int) -> tuple[PlanInput, list[str], list[float]]:
+        """The group's problem over ``slots``, what limits each slot, and each slot's limit before the margin."""
         p = self.grid.planning
-        sched = self.limits.schedule(tid, start, p.horizon_slots, p.slot_s)
+        sched = self.limits.schedule(tid, start, slots, p.slot_s)
         raw = [kw for kw, _ in sched]
         limits = with_margin(raw, p.margin_kw, p.margin_percent)
         base = [self._slot_base_kw(tid, start + timedelta(seconds=i * p.slot_s), p.slot_s) for i in range(len(sched))]
@@ -96,7 +97,7 @@ class GroupPlanner:
             wanted.update(self.topology.descendants(tid))
         return [tid for tid in self.grid.transformers if tid in wanted]
 
-    def _inputs(self, now: datetime, tids: list[str]) -> list[Inputs]:
+    def _inputs(self, now: datetime, tids: list[str], slots: int | None = None) -> list[Inputs]:
         start = now.replace(microsecond=0)
         if self.judge is not None:
             self.judge(list(self.book.sessions.values()))
@@ -104,7 +105,7 @@ class GroupPlanner:
         out = []
         for tid in self._wanted(tids):
             sessions = by_group.get(tid, [])
-            inp, sources, raw = self._plan_input(tid, sessions, start)
+            inp, sources, raw = self._plan_input(tid, sessions, start, slots or self.grid.planning.horizon_slots)
             out.append((tid, sessions, inp, sources, raw))
         return out
 
@@ -116,8 +117,9 @@ class GroupPlanner:
                 for tid, sessions, _, sources, limits in inputs]
 
     def cut(self, now: datetime, tids: list[str]) -> list[GroupPlan]:
-        """The immediate safe answer (proportional, no look-ahead): cheap, so right here on the loop."""
-        inputs = self._inputs(now, tids)
+        """The immediate safe answer (proportional, no look-ahead, the next ``CUT_SLOTS`` slots only):
+        cheap, so right here on the loop."""
+        inputs = self._inputs(now, tids, min(CUT_SLOTS, self.grid.planning.horizon_slots))
         return self._units(inputs, self._fit(inputs, immediate_cut))
 
     async def refine(self, now: datetime, tids: list[str]) -> list[GroupPlan]:

@@ -76,11 +76,12 @@ def on_station_clock(shaped: ShapedProfile, offset_s: float, lead_s: float = DEF
     return replace(shaped, profile=anchored(shaped.profile, offset_s, lead_s), offset_s=offset_s)
 
 
-def as_relative(shaped: ShapedProfile) -> ShapedProfile:
-    """The first period as a Relative profile: it holds until replaced, whatever the station's clock."""
+def as_relative(shaped: ShapedProfile, hold_slots: int = 0) -> ShapedProfile:
+    """The first period as a Relative profile: it holds until replaced, whatever the station's clock
+    (carried over ``hold_slots``, the planning horizon, even when the plan was shorter: a cut)."""
     sp = shaped.carried
-    held = replace(sp, current_a=(sp.current_a[0],) * len(sp.current_a))
-    return replace(shaped, profile=relative(shaped.profile), carried=held)
+    held = replace(sp, current_a=(sp.current_a[0],) * max(len(sp.current_a), hold_slots))
+    return ShapedProfile(relative(shaped.profile), held, shaped.unit, shaped.offset_s)
 
 
 #: A change of a station's clock offset smaller than this is estimation noise (message delays,
@@ -246,7 +247,7 @@ class Pusher:
     def due(self, plans: list[tuple[Setpoints, StationCaps, str]],
             headroom_kw: Mapping[str, float | Sequence[float]] | None = None,
             *, force: bool = False, offsets: Mapping[str, float] | None = None,
-            cut: bool = False) -> tuple[list[ShapedProfile], list[PushResult]]:
+            cut: bool = False, hold_slots: int = 0) -> tuple[list[ShapedProfile], list[PushResult]]:
         """Split into profiles to send and results for skipped sessions.
 
         ``plans`` carry each session's capacity group; a group's skipped sessions may together
@@ -255,7 +256,7 @@ class Pusher:
         sessions with the largest excess in it are sent until it fits, so hysteresis never
         breaks a limit, not even one that begins later in the horizon. ``offsets``: each
         station's clock minus ours (the schedules are anchored on it); ``cut``: the immediate
-        cut, sent as Relative profiles to stations that take them.
+        cut, sent as Relative profiles to stations that take them (held for ``hold_slots``).
         """
         now = self.clock()
         to_send: list[ShapedProfile] = []
@@ -269,7 +270,7 @@ class Pusher:
                                           caps.unit, now, reason=str(exc)[:200]))
                 continue
             offset = (offsets or {}).get(sp.station_id, 0.0)
-            shaped = as_relative(shaped) if cut and caps.relative_tx else on_station_clock(shaped, offset)
+            shaped = as_relative(shaped, hold_slots) if cut and caps.relative_tx else on_station_clock(shaped, offset)
             key = (sp.station_id, sp.evse_id)
             old = self.seen_now(key, offset)
             # A profile still on the wire may replace ``installed`` any moment: send the new plan

@@ -83,7 +83,8 @@ class WaveDispatcher:
                 offsets[session.station_id] = st.clock_offset_s or 0.0
         headroom = {u.tid: tuple(max(0.0, kw) for kw in u.plan.headroom_kw) for u in units}  # per slot from start
         identical = self.pusher.identical
-        to_send, skipped = self.pusher.due(todo, headroom, offsets=offsets, cut=kind == "cut")
+        to_send, skipped = self.pusher.due(todo, headroom, offsets=offsets, cut=kind == "cut",
+                                           hold_slots=p.horizon_slots)
         if self.pusher.identical > identical:
             self.metrics.pushes.labels("identical").inc(self.pusher.identical - identical)
         if skipped:
