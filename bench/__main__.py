@@ -11,7 +11,7 @@ mixing OCPP 1.6J, 2.0.1 and 2.1 under one transformer limit; replaces only its o
 RESULTS.md, and the other parts keep it.
 
 `python -m bench cluster [--smoke] [--stations N] [--failover-stations N] [--only reaction|failover] [--out DIR]`
-(issue 15, about 15 minutes, not part of `all`): a limit's reaction across three `csms serve` nodes on one Redis
+(issue 15, about 12 minutes, not part of `all`): a limit's reaction across three `csms serve` nodes on one Redis
 against one node in the same run, and failover after the grid leader's node (10,000 of 30,000 stations, from
 station processes) is SIGKILLed; replaces only its own section (`--only` runs one half and prints it instead).
 
