@@ -10,9 +10,10 @@ table in RESULTS.md (the rest stays as the last full run wrote it).
 mixing OCPP 1.6J, 2.0.1 and 2.1 under one transformer limit; replaces only its own section of
 RESULTS.md, and the other parts keep it.
 
-`python -m bench cluster [--smoke] [--stations N] [--out DIR]` (issue 15, under 8 minutes, not part
-of `all`): a limit's reaction across three `csms serve` nodes on one Redis against one node in the
-same run, and failover after the grid leader's node is SIGKILLed; replaces only its own section.
+`python -m bench cluster [--smoke] [--stations N] [--failover-stations N] [--only reaction|failover] [--out DIR]`
+(issue 15, about 12 minutes, not part of `all`): a limit's reaction across three `csms serve` nodes on one Redis
+against one node in the same run, and failover after the grid leader's node (10,000 of 30,000 stations, from
+station processes) is SIGKILLed; replaces only its own section (`--only` runs one half and prints it instead).
 
 `reaction` also takes `--sizes 100,1000` and `--servers ours` to run only part of it. `study`
 (issue 19, about 30 minutes, not part of `all`) writes docs/study.md and replaces only its own
@@ -30,6 +31,7 @@ import asyncio
 import os
 import platform
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -182,7 +184,8 @@ def _run_workers(out: Path, smoke: bool, console: Console) -> int:
     return 0
 
 
-def _run_cluster(out: Path, smoke: bool, stations: int | None, console: Console) -> int:
+def _run_cluster(out: Path, smoke: bool, stations: int | None, failover_stations: int | None, only: str | None,
+                 console: Console) -> int:
     from bench import cluster
     from bench.servers import pin_loadgen
     from bench.study.writeup import splice_section
@@ -193,11 +196,19 @@ def _run_cluster(out: Path, smoke: bool, stations: int | None, console: Console)
         console.print(f"[dim]{time.monotonic() - started:6.0f}s[/] [cyan]cluster[/] {text}", highlight=False)
 
     pinning = pin_loadgen()
-    settings = (cluster.SMOKE if smoke else cluster.FULL).sized(stations)
-    section = asyncio.run(cluster.run(settings, out / "results", say))
-    command = f"python -m bench cluster{' --smoke' if smoke else ''}{f' --stations {stations}' if stations else ''}"
+    settings = (cluster.SMOKE if smoke else cluster.FULL).sized(stations, failover_stations,
+                                                                (only,) if only else None)
+    # one half: its figure goes to a scratch directory and its section to stdout, RESULTS.md keeps the full run's
+    figures = Path(tempfile.mkdtemp(prefix="bench-cluster-only-")) if only else out / "results"
+    section = asyncio.run(cluster.run(settings, figures, say))
+    command = (f"python -m bench cluster{' --smoke' if smoke else ''}{f' --stations {stations}' if stations else ''}"
+               f"{f' --failover-stations {failover_stations}' if failover_stations else ''}"
+               f"{f' --only {only}' if only else ''}")
     section.intro = (f"_Written by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {_machine()}; "
                      f"{pinning.split(',')[0]}._\n\n{section.intro}")
+    if only:
+        sys.stdout.write(section.markdown(figures.parent) + "\n")
+        return 0
     splice_section(out / "RESULTS.md", section)  # its own section only; the other parts' stay
     console.print(f"wrote {out / 'RESULTS.md'}")
     return 0
@@ -218,7 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", type=_name_list, default=None,
                         help="reaction only: servers to run, comma separated (ours, baseline)")
     parser.add_argument("--stations", type=int, default=None,
-                        help="cluster only: stations in the fleet (default 10,000; 60 with --smoke)")
+                        help="cluster only: stations in the reaction's fleet (default 10,000; 60 with --smoke)")
+    parser.add_argument("--failover-stations", type=int, default=None,
+                        help="cluster only: stations in the failover's fleet, a third on the killed node "
+                             "(default 30,000; 60 with --smoke)")
+    parser.add_argument("--only", choices=("reaction", "failover"), default=None,
+                        help="cluster only: run one half; its section is printed, RESULTS.md is left as it is")
     parser.add_argument("--jobs", type=int, default=None, help="study only: worker processes (default 2)")
     args = parser.parse_args(argv)
     if (args.sizes or args.servers) and args.part != "reaction":
@@ -227,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--jobs applies to the study part only and must be >= 1")
     if args.stations is not None and (args.part != "cluster" or args.stations < 3):
         parser.error("--stations applies to the cluster part only and must be >= 3")
+    if args.failover_stations is not None and (args.part != "cluster" or args.failover_stations < 3):
+        parser.error("--failover-stations applies to the cluster part only and must be >= 3")
+    if args.only is not None and args.part != "cluster":
+        parser.error("--only applies to the cluster part only")
     out = args.out or BENCH_DIR
     out.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
@@ -240,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.part == "workers":
         return _run_workers(out, args.smoke, console)
     if args.part == "cluster":
-        return _run_cluster(out, args.smoke, args.stations, console)
+        return _run_cluster(out, args.smoke, args.stations, args.failover_stations, args.only, console)
     parts = list(PARTS) if args.part == "all" else [args.part]
     results_md = out / "RESULTS.md"
     previous = results_md.read_text(encoding="utf-8") if results_md.exists() else ""

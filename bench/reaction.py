@@ -30,18 +30,14 @@ from typing import Any
 import aiomqtt
 
 from bench import loadgen
-from bench import messages as msg
+from bench.fleet import CAR_A, CAR_W, KW_PER_A, Fleet, quiet
 from bench.loadgen import Progress
 from bench.plots import figure, save
 from bench.report import Section, Table, percentile, ratio, verdict
 from bench.servers import ServerProcess, raise_nofile, start
-from bench.wsclient import LeanStation
 
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
 TRANSFORMER = "T1"
-CAR_A = 16.0
-PHASES = 3
-KW_PER_A = PHASES * 230.0 / 1000.0
 LOW_FRACTIONS = (0.5, 0.6, 0.45, 0.55, 0.4)  # of the uncontrolled load, cycled over the repeats
 
 
@@ -72,100 +68,10 @@ SMOKE = ReactionSettings(sizes=(20,), repeats={20: 2}, signal_timeout_s=15.0, qu
                          evening_stations=8, evening_seconds=20.0)
 
 
-class Fleet:
-    """The stations' side: answers the server's calls, applies TxProfiles, reports metered power."""
-
-    def __init__(self) -> None:
-        self.stations: list[LeanStation] = []
-        self.t0 = 0.0
-        self.armed = False
-        self.acks: dict[str, float] = {}
-        self.reported_kw: dict[str, float] = {}
-        self.limit_kw = 0.0
-        self.under_at: float | None = None
-        self.last_profile_at = time.perf_counter()
-        self.profiles = 0
-        self.rejected = 0
-
-    def handlers(self) -> dict[str, Any]:
-        return {"GetVariables": self._get_variables, "SetChargingProfile": self._set_profile,
-                "ClearChargingProfile": lambda st, uid, p: {"status": "Accepted"}}
-
-    @staticmethod
-    def _get_variables(st: LeanStation, uid: str, payload: dict[str, Any]) -> dict[str, Any]:
-        values = {"RateUnit": "A,W", "ProfileStackLevel": "8", "PeriodsPerSchedule": "24"}
-        results = []
-        for item in payload.get("getVariableData", []):
-            name = item["variable"]["name"]
-            entry = {"component": item["component"], "variable": item["variable"],
-                     "attributeStatus": "Accepted" if name in values else "UnknownVariable"}
-            if name in values:
-                entry["attributeValue"] = values[name]
-            results.append(entry)
-        return {"getVariableResult": results}
-
-    def _set_profile(self, st: LeanStation, uid: str, payload: dict[str, Any]) -> dict[str, Any]:
-        now = time.perf_counter()
-        self.last_profile_at = now
-        self.profiles += 1
-        profile = payload.get("chargingProfile", {})
-        if profile.get("chargingProfilePurpose") != "TxProfile":
-            return {"status": "Accepted"}
-        try:
-            schedule = profile["chargingSchedule"][0]
-            limit = float(schedule["chargingSchedulePeriod"][0]["limit"])
-            phases = schedule["chargingSchedulePeriod"][0].get("numberPhases", PHASES)
-            amps = limit if schedule["chargingRateUnit"] == "A" else limit / (phases * 230.0)
-        except (KeyError, IndexError, TypeError, ValueError):
-            self.rejected += 1
-            return {"status": "Rejected"}
-        amps = min(CAR_A, amps)
-        amps = 0.0 if amps < 6.0 else amps
-        st.state["w"] = amps * PHASES * 230.0
-        if self.armed and st.station_id not in self.acks:
-            self.acks[st.station_id] = now - self.t0
-        kw = st.state["w"] / 1000.0
-        st.state["wh"] = st.state.get("wh", 0.0) + 1.0
-        st.call("MeterValues", msg.meter_values(st.state["wh"], st.state["w"]),
-                lambda s, frame, _: self._metered(s, kw))
-        return {"status": "Accepted"}
-
-    def _metered(self, st: LeanStation, kw: float) -> None:
-        self.reported_kw[st.station_id] = kw
-        if self.armed and self.under_at is None and sum(self.reported_kw.values()) <= self.limit_kw + 1e-6:
-            self.under_at = time.perf_counter() - self.t0
-
-    def arm(self, limit_kw: float) -> None:
-        self.acks = {}
-        self.under_at = None
-        self.limit_kw = limit_kw
-        self.t0 = time.perf_counter()
-        self.armed = True
-
-
 async def _publish(client: aiomqtt.Client, prefix: str, limit_kw: float) -> None:
     payload = {"signal_id": f"bench-{uuid.uuid4().hex[:12]}", "source": "bench",
                "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"), "limit_kw": limit_kw}
     await client.publish(f"{prefix}/grid/{TRANSFORMER}/limit", json.dumps(payload).encode(), qos=1)
-
-
-#: After a publish, how long no profile at all means the server has nothing to send (a plan for
-#: 10,000 stations takes a few seconds before its first profile goes out; 3 s was too short).
-ANSWER_WAIT_S = 10.0
-
-
-async def _quiet(fleet: Fleet, quiet_s: float, timeout: float, since: float | None = None) -> None:
-    """Until no profile arrived for ``quiet_s`` and no station is busy. ``since`` (perf_counter
-    of a publish): the server's answer to it must have had time to start first, else the next
-    publish would overlap the wave still to come and both would be measured as one."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = time.perf_counter()
-        answered = since is None or fleet.last_profile_at >= since
-        window = quiet_s if answered else max(quiet_s, ANSWER_WAIT_S)
-        if now - max(fleet.last_profile_at, since or 0.0) >= window and not any(st.busy for st in fleet.stations):
-            return
-        await asyncio.sleep(0.05)
 
 
 async def _wait_online(client: aiomqtt.Client, prefix: str, timeout: float) -> None:
@@ -208,11 +114,9 @@ async def _one(kind: str, n: int, s: ReactionSettings, work: Path, say: Progress
             conn = await loadgen.connect_many([f"G{kind[0].upper()}-{i:05d}" for i in range(n)], server.port,
                                               server.prefix, handlers=fleet.handlers(), concurrency=300)
             fleet.stations = conn.stations
-            for st in fleet.stations:
-                st.state["w"] = CAR_A * PHASES * 230.0
-                fleet.reported_kw[st.station_id] = st.state["w"] / 1000.0
-            started = await loadgen.start_transactions(fleet.stations, power_w=CAR_A * PHASES * 230.0, timeout=120)
-            await _quiet(fleet, max(s.quiet_s, 1.0), 120)
+            fleet.charging()
+            started = await loadgen.start_transactions(fleet.stations, power_w=CAR_W, timeout=120)
+            await quiet(fleet, max(s.quiet_s, 1.0), 120)
             result["setup_s"] = time.perf_counter() - t_setup
             say(f"{kind}: {len(fleet.stations)}/{n} stations charging ({started} transactions) after "
                 f"{result['setup_s']:.1f} s; {fleet.profiles} profiles so far")
@@ -223,7 +127,7 @@ async def _one(kind: str, n: int, s: ReactionSettings, work: Path, say: Progress
                 fleet.armed = False
                 restored = time.perf_counter()
                 await _publish(client, prefix, capacity)
-                await _quiet(fleet, s.quiet_s, 60, since=restored)
+                await quiet(fleet, s.quiet_s, 60, since=restored)
                 low = round(full_kw * LOW_FRACTIONS[k % len(LOW_FRACTIONS)], 1)
                 fleet.arm(low)
                 await _publish(client, prefix, low)
@@ -241,7 +145,7 @@ async def _one(kind: str, n: int, s: ReactionSettings, work: Path, say: Progress
                 say(f"{kind} {n}: limit {low:,.0f} kW -> first ack {run['first_s'] * 1000:.0f} ms, last "
                     f"{run['last_s'] * 1000:.0f} ms ({len(acks)}/{len(fleet.stations)}), under the limit "
                     f"{run['under_s'] * 1000:.0f} ms")
-                await _quiet(fleet, s.quiet_s, 60)
+                await quiet(fleet, s.quiet_s, 60)
             result["stations"] = len(fleet.stations)
             result["connect_failures"] = dict(conn.failures)
             result["rejected"] = fleet.rejected

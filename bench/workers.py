@@ -25,7 +25,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,7 +229,7 @@ class Generator:
         while True:
             line = await asyncio.wait_for(self.proc.stdout.readline(), max(deadline - time.monotonic(), 0.1))
             if not line:
-                raise ConnectionError(f"idlegen {self.local_host} exited ({self.proc.returncode}) before {event!r}")
+                raise ConnectionError(f"load generator {self.local_host} exited ({self.proc.returncode}) before {event!r}")
             try:
                 msg: dict[str, Any] = json.loads(line)
             except json.JSONDecodeError:
@@ -246,6 +246,12 @@ class Generator:
             return Counter(self.booted["failures"])
         except (asyncio.TimeoutError, ConnectionError) as exc:
             return Counter({f"load generator {self.local_host}: {type(exc).__name__} {exc}"[:120]: 1})
+
+    async def send(self, command: dict[str, Any]) -> None:
+        """One JSON command line to its stdin."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command).encode() + b"\n")
+        await self.proc.stdin.drain()
 
     async def alive(self, timeout: float = 30.0) -> int:
         assert self.proc.stdin is not None
@@ -267,9 +273,14 @@ class Generator:
         await self.proc.wait()
 
 
-async def _spawn_generators(server: Workers, first: int, count: int, hosts: Iterator[str], per_process: int,
-                            budget_s: float, log: Path) -> list[Generator]:
-    """Enough idlegen processes for ``count`` stations from ``first``, evenly split, each on a new source address."""
+#: A load-generator's stdout lines can be long (a failover tick lists thousands of stations).
+LINE_LIMIT = 1 << 24
+
+
+async def spawn_generators(module: str, args: Callable[[int, int, str], list[str]], first: int, count: int,
+                           hosts: Iterator[str], per_process: int, log: Path) -> list[Generator]:
+    """Enough ``python -m <module>`` processes for ``count`` stations from ``first``, evenly split, each on a new
+    source address; ``args(first, count, host)`` gives each one's command line arguments."""
     n = -(-count // per_process)
     gens: list[Generator] = []
     for k in range(n):
@@ -277,11 +288,23 @@ async def _spawn_generators(server: Workers, first: int, count: int, hosts: Iter
         host = next(hosts)
         with open(log, "ab") as err:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bench.idlegen", "--port", str(server.port), "--first", str(lo),
-                "--count", str(hi - lo), "--local-host", host, "--budget-s", f"{max(budget_s, 1.0):.0f}",
-                cwd=REPO, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err)
+                sys.executable, "-m", module, *args(lo, hi - lo, host), cwd=REPO, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=err, limit=LINE_LIMIT)
         gens.append(Generator(proc, host, hi - lo))
     return gens
+
+
+async def wait_booted(gens: list[Generator], timeout: float, progress: Callable[[int, float], None],
+                      every_s: float = 30.0) -> Counter[str]:
+    """Until every generator reported it is set up (or ``timeout``); ``progress(booted so far, seconds)`` every
+    ``every_s`` meanwhile. Returns their failures together."""
+    t0 = time.monotonic()
+    waiting = asyncio.ensure_future(asyncio.gather(*(g.wait_booted(timeout) for g in gens)))
+    while not waiting.done():
+        await asyncio.wait({waiting}, timeout=every_s)
+        if not waiting.done():
+            progress(sum(g.progress for g in gens), time.monotonic() - t0)
+    return sum(waiting.result(), Counter[str]())
 
 
 def _worker_fds(server: Workers) -> list[int]:
@@ -315,16 +338,16 @@ async def _idle(s: WorkerSettings, work: Path, say: Progress) -> dict[str, Any]:
                 stop_reason = f"time budget ({s.idle_budget_s:g} s) used up before the {target:,} step"
                 break
             t0 = time.monotonic()
-            new = await _spawn_generators(server, have, target - have, hosts, per_process,
-                                          deadline - t0, work / "idlegen.log")
+            budget = f"{max(deadline - t0, 1.0):.0f}"
+            new = await spawn_generators(
+                "bench.idlegen", lambda lo, n, host, budget=budget: [
+                    "--port", str(server.port), "--first", str(lo), "--count", str(n), "--local-host", host,
+                    "--budget-s", budget],
+                have, target - have, hosts, per_process, work / "idlegen.log")
             gens += new
-            waiting = asyncio.ensure_future(asyncio.gather(*(g.wait_booted(deadline - t0 + 60.0) for g in new)))
-            while not waiting.done():
-                await asyncio.wait({waiting}, timeout=30.0)
-                if not waiting.done():
-                    say(f"idle: {have + sum(g.progress for g in new):,} of {target:,} booted after "
-                        f"{time.monotonic() - t0:.0f} s")
-            step_failures = sum(waiting.result(), Counter[str]())
+            step_failures = await wait_booted(
+                new, deadline - t0 + 60.0, lambda booted, seconds, have=have, target=target: say(
+                    f"idle: {have + booted:,} of {target:,} booted after {seconds:.0f} s"))
             seconds = time.monotonic() - t0
             failures += step_failures
             await asyncio.sleep(2.0)  # the boots' writes

@@ -326,10 +326,11 @@ class Daemon:
         """The stations other live nodes hold, with the OCPP version each last connected with."""
         assert self.cluster is not None
         links: dict[str, RemoteLink] = {}
-        for station_id, node in (await self.cluster.live_owners()).items():
-            if node == self.cluster.node_id:
-                continue
-            record = await self.store.get_station(station_id)
+        theirs = [sid for sid, node in (await self.cluster.live_owners()).items() if node != self.cluster.node_id]
+        # one listing, not a read per station: 20,000 reads took a new leader's takeover 10 s at 30,000 stations
+        records = {r.station_id: r for r in await self.store.list_stations()} if theirs else {}
+        for station_id in theirs:
+            record = records.get(station_id)
             package = VERSIONS.get(str(record.extra.get(VERSION_KEY))) if record is not None else None
             links[station_id] = RemoteLink(station_id, (package or DEFAULT_VERSION).version)
         return links

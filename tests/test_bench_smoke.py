@@ -208,8 +208,8 @@ def test_a_single_part_rerun_replaces_only_its_own_section() -> None:
 @pytest.mark.redis
 async def test_cluster_smoke(tmp_path: Path) -> None:
     """Issue 15: a limit across three real nodes on one Redis (and on one node), and the failover
-    after the grid leader's node is SIGKILLed: every station acknowledges, every moved station is
-    back and controlled by the new leader."""
+    after the grid leader's node is SIGKILLed (stations from two station processes): every station
+    acknowledges, every moved station is back and controlled by the new leader."""
     from bench import cluster
 
     sec = await cluster.run(cluster.SMOKE, tmp_path, _say)
@@ -220,11 +220,13 @@ async def test_cluster_smoke(tmp_path: Path) -> None:
         for r in res["runs"]:
             assert r["acked"] == r["stations"] == cluster.SMOKE.stations, r
             assert 0 < r["p50_s"] <= r["p99_s"] <= r["max_s"] <= cluster.SMOKE.signal_timeout_s
-    fo = three["failover"]
-    moved = cluster.SMOKE.stations // cluster.SMOKE.nodes
+    fo = sec.data["failover"]  # its own fleet, from station processes of per_process stations each
+    assert fo["setup"]["connected"] == cluster.SMOKE.failover_stations and not fo["setup"]["failures"]
+    assert fo["processes"] == fo["setup"]["processes"] == 2 and not fo["lost"]
+    moved = cluster.SMOKE.failover_stations // cluster.SMOKE.nodes
     assert fo["moved"] == fo["reconnected"] == fo["controlled"] == moved, fo
     assert fo["new_leader"] not in (None, fo["victim"])
     assert 0 < fo["leader_s"] <= fo["controlled_max_s"] <= cluster.SMOKE.failover_timeout_s
-    assert fo["all_acked"] == cluster.SMOKE.stations
+    assert fo["all_acked"] == cluster.SMOKE.failover_stations
     assert len(sec.verdicts) == 2 and all(("**met**" in v) != ("**missed**" in v) for v in sec.verdicts)
     _figures_ok(sec)

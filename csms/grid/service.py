@@ -180,14 +180,17 @@ class Grid:
 
     async def _station_models(self) -> None:
         """Vendor and model of the stations of rebuilt sessions, until they boot again (what the
-        resume knowledge of their model is judged on)."""
+        resume knowledge of their model is judged on). One listing of the stations, not a read per
+        station: 30,000 reads took a new leader's takeover 15 s."""
         assert self.store is not None
-        for station_id in {s.station_id for s in self.sessions}:
-            st = self.sessions.station(station_id)
-            if st.vendor is None and st.model is None:
-                record = await self.store.get_station(station_id)
-                if record is not None:
-                    st.vendor, st.model = record.vendor, record.model
+        stations = {s.station_id: self.sessions.station(s.station_id) for s in self.sessions}
+        unknown = {sid for sid, st in stations.items() if st.vendor is None and st.model is None}
+        if not unknown:
+            return
+        for record in await self.store.list_stations():
+            if record.station_id in unknown:
+                stations[record.station_id].vendor = record.vendor
+                stations[record.station_id].model = record.model
 
     async def stop(self) -> None:
         try:
