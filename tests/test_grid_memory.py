@@ -62,3 +62,49 @@ def test_of_station_follows_sessions_started_and_ended() -> None:
     book.ended("CS-A", "tx-a2")
     book.ended("CS-B", "tx-b")
     assert [s.evse_id for s in book.of_station("CS-A")] == [2, 3] and book.of_station("CS-B") == []
+
+
+class _Watched:
+    """A real store, watched: how many writes are in progress at once, and each key's values in the
+    order they reached it."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.now = self.most = 0
+        self.order: dict[str, list[object]] = {}
+
+    async def put_document(self, scope: str, key: str, value: dict[str, object]) -> None:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        self.order.setdefault(key, []).append(value["n"])
+        try:
+            await asyncio.sleep(0)  # let the others start, as a store round trip would
+            await self.store.put_document(scope, key, value)
+        finally:
+            self.now -= 1
+
+    async def delete_document(self, scope: str, key: str) -> None:
+        await self.store.delete_document(scope, key)
+
+    async def list_documents(self, scope: str, limit: int) -> list[tuple[str, dict[str, object]]]:
+        return await self.store.list_documents(scope, limit)
+
+
+async def test_writes_of_different_keys_go_together_and_each_key_keeps_its_order(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "csms.db"))
+    await store.open()
+    try:
+        watched = _Watched(store)
+        memory = GridMemory(watched)  # type: ignore[arg-type]
+        futures = []
+        for i in range(600):
+            futures.append(memory.put(SETUP, f"CS-{i:04d}", {"n": i}))
+            if i % 100 == 0:
+                futures.append(memory.put(SETUP, "CS-SAME", {"n": i}))  # one key written again and again
+        await memory.flush()
+        assert all(f.exception() is None for f in futures)
+        assert watched.most > 50  # a new leader's thousands of set-ups are not written one by one
+        assert watched.order["CS-SAME"] == sorted(watched.order["CS-SAME"]) and len(watched.order["CS-SAME"]) == 6
+        assert dict(await memory.load(SETUP))["CS-SAME"] == {"n": 500}
+    finally:
+        await store.close()
