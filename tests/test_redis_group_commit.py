@@ -90,6 +90,24 @@ async def test_concurrent_writes_share_few_round_trips_and_all_are_stored(store:
     assert [p["profile"]["id"] for p in await store.list_charging_profiles("CS-2")] == list(range(100))
 
 
+async def test_a_new_leaders_reads_at_once_share_round_trips_too(store: RedisStore) -> None:
+    """Samples, EV needs and pushed profiles of thousands of sessions, read at once (a takeover)."""
+    n = 2000
+    await asyncio.gather(*(store.record_meter_values(f"CS-{i}", samples(i), AT) for i in range(n)))
+    await asyncio.gather(*(store.record_charging_profile(f"CS-{i}", 1, {"id": i}, "Accepted", None, AT)
+                           for i in range(0, n, 2)))
+    await store.record_ev_charging_needs("CS-3", 1, {"chargingNeeds": {"requestedEnergyTransfer": "AC"}}, AT)
+    sent = count_pipelines(store)
+    read, profiles, needs = await asyncio.gather(
+        asyncio.gather(*(store.meter_samples(f"CS-{i}") for i in range(n))),
+        asyncio.gather(*(store.list_charging_profiles(f"CS-{i}") for i in range(n))),
+        asyncio.gather(*(store.latest_ev_charging_needs(f"CS-{i}", 1) for i in range(n))))
+    assert [[s["value"] for s in rows] for rows in read] == [[float(i), 7200.0] for i in range(n)]
+    assert [[p["profile"]["id"] for p in rows] for rows in profiles] == [[i] if i % 2 == 0 else [] for i in range(n)]
+    assert needs[3] == {"chargingNeeds": {"requestedEnergyTransfer": "AC"}} and needs.count(None) == n - 1
+    assert sum(sent) == 3 * n and len(sent) <= 12, sent  # not one round trip per read
+
+
 async def test_a_failing_command_fails_only_its_caller(store: RedisStore) -> None:
     client = aioredis.from_url(REDIS_URL, decode_responses=True)
     try:  # keys of the wrong type: RPUSH fails, and so does the script's ZADD

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -183,6 +184,11 @@ def _opt(v: Any) -> str:
 
 
 
+def _page(zkey: str, low: float | str, offset: int, num: int, pipe: Pipeline) -> None:
+    """One page of a sorted set by score, from ``low`` on."""
+    pipe.zrange(zkey, low, "+inf", byscore=True, offset=offset, num=num)
+
+
 def _texts(values: Iterable[Any]) -> list[str]:
     """Members as text (the client decodes responses; its type hints cannot know that)."""
     return [v if isinstance(v, str) else bytes(v).decode() for v in values]
@@ -326,6 +332,16 @@ class RedisStore(Store):
         self._pending.append(write)
         self._start_sender()
         return await write.done
+
+    async def _read(self, command: Callable[[Pipeline], Any]) -> Any:
+        """One read command's reply, sent in the next group-commit pipeline: a new grid leader's
+        tens of thousands of reads at once (samples, needs, profiles per session) share round trips
+        as writes do. Only for reads many callers make at once; a caller's own earlier write has
+        returned before it reads, so it reads what it wrote."""
+        async def queue(pipe: Pipeline) -> None:
+            command(pipe)
+        (reply,) = await self._write(queue)
+        return reply
 
     def _start_sender(self) -> None:
         """A sender for what is pending, unless one is about to run anyway or enough are in flight."""
@@ -668,7 +684,7 @@ class RedisStore(Store):
         out: list[dict[str, Any]] = []
         offset, page = 0, max(min(limit, PAGE * 10), 1)
         while len(out) < limit:
-            members = _texts(await self._r.zrange(zkey, low, "+inf", byscore=True, offset=offset, num=page))
+            members = _texts(await self._read(functools.partial(_page, zkey, low, offset, page)))
             if not members:
                 break
             offset += len(members)
@@ -692,7 +708,8 @@ class RedisStore(Store):
         await self._write(queue)
 
     async def latest_ev_charging_needs(self, station_id: str, evse_id: int) -> dict[str, Any] | None:
-        newest = await self._r.lindex(self.keys.station(station_id, "ev_needs", str(evse_id)), 0)
+        key = self.keys.station(station_id, "ev_needs", str(evse_id))
+        newest = await self._read(lambda pipe: pipe.lindex(key, 0))
         return None if newest is None else orjson.loads(newest)["payload"]
 
     async def record_charging_profile(self, station_id: str, evse_id: int, profile: dict[str, Any],
@@ -708,7 +725,8 @@ class RedisStore(Store):
         await self._write(queue)
 
     async def list_charging_profiles(self, station_id: str) -> list[dict[str, Any]]:
-        return [orjson.loads(v) for v in await self._r.lrange(self.keys.station(station_id, "charging_profiles"), 0, -1)]
+        key = self.keys.station(station_id, "charging_profiles")
+        return [orjson.loads(v) for v in await self._read(lambda pipe: pipe.lrange(key, 0, -1))]
 
     # Device model, events, commands -----------------------------------------------------------
     async def record_variables(self, station_id: str, variables: list[dict[str, Any]], at: datetime) -> None:
