@@ -57,6 +57,8 @@ class Hysteresis:
     refresh_s: float = 1800.0  # renew the installed schedule when it covers less than this ahead (see _runs_out)
     min_interval_s: float = 0.0  # a safe (non-decreasing) change waits this long after the last push
     near_s: float | None = None  # compared exactly this far ahead; beyond, per new slot (None: whole horizon)
+    #: A difference further ahead than this is no reason to send now (None: the whole horizon counts).
+    defer_s: float | None = None
 
     def unchanged(self, old: Setpoints | None, new: Setpoints, now: datetime,
                   pushed_at: datetime | None = None) -> float | None:
@@ -75,6 +77,12 @@ class Hysteresis:
         beyond it each new slot is compared with the installed value at the slot's middle (the
         installed slot covering most of it). The controller re-plans more often than ``near_s``,
         so every installed step is compared exactly before it takes effect.
+
+        A difference that starts more than ``defer_s`` ahead is not sent yet: successive plans
+        reshuffle far slots (which car pauses when, by an amp or two) far more often than the
+        reshuffle survives until it takes effect, and the next plans send it once it comes within
+        ``defer_s`` if it is still there. What the deferred slots would draw too much is still
+        budgeted per slot by :func:`keep_within_budget`, so deferring never breaks a limit.
         """
         if old is None or old.transaction_id != new.transaction_id or old.phases != new.phases:
             return None
@@ -102,6 +110,7 @@ class Hysteresis:
             return 0.0  # the very same schedule
         recent = pushed_at is not None and (now - pushed_at).total_seconds() < self.min_interval_s
         near_end = min(new_end, t_now + self.near_s) if self.near_s is not None else new_end
+        judged_end = min(new_end, t_now + self.defer_s) if self.defer_s is not None else new_end
 
         def points() -> Iterator[tuple[float, float]]:
             """(instant for new, instant for old), now first: a cut is told apart at the first one."""
@@ -116,7 +125,7 @@ class Hysteresis:
                 yield t, t
 
         for t_n, t_o in points():
-            if t_n >= new_end:
+            if t_n >= judged_end:
                 continue
             v_new, v_old = new_at(t_n), old_at(t_o)
             if v_new is None:
@@ -186,6 +195,12 @@ class Hysteresis:
                 j = int((at - o) // o_slot)
                 if 0 <= j < len(old_vals) and at >= o:
                     top = old_vals[j] if top is None else max(top, old_vals[j])
+                # A step drifted further than ``near_s`` into the slot is no rounding of boundaries:
+                # a schedule kept for long (a deferred difference) runs it for real.
+                drift = self.near_s if self.near_s is not None else 0.0
+                inner = peak(max(lo, near_end) + drift, hi - drift) if hi - drift > max(lo, near_end) + drift else None
+                if inner is not None:
+                    top = inner if top is None else max(top, inner)
             out.append(0.0 if top is None else (top - new_vals[i]) * kw_per_a)
         return tuple(out)
 

@@ -143,3 +143,41 @@ def test_a_drifted_step_beyond_near_s_is_judged_at_the_slot_middle_as_the_hyster
     # Within near_s it counts in full.
     assert Hysteresis(near_s=None).excess_by_slot(installed, replanned, at) == pytest.approx(
         (6 * 3 * 230 / 1000, 0.0, 0.0))
+
+
+def test_a_step_drifted_further_than_near_s_into_a_far_slot_counts_in_full() -> None:
+    # Installed 16 A over [900, 1800) s; the new plan, made 600 s later, has slot 1 over [1500, 2400) s at 10 A:
+    # the installed 16 A runs for the first 300 s of that slot although its middle sees 10 A.
+    installed = Setpoints("S", 1, "tx", NOW, 900.0, (10.0, 16.0, 10.0, 10.0), 3)
+    replanned = Setpoints("S", 1, "tx", NOW + timedelta(seconds=600), 900.0, (10.0, 10.0, 10.0), 3)
+    excess = Hysteresis(near_s=120).excess_by_slot(installed, replanned, NOW + timedelta(seconds=600))
+    assert excess[1] == pytest.approx(6 * 3 * 230 / 1000)
+
+
+# 5. Far differences are deferred, never at the limit's expense -----------------------------------
+def test_a_pause_planned_beyond_defer_s_is_not_sent_until_it_is_in_force() -> None:
+    installed = Setpoints("S", 1, "tx", NOW, 900.0, (16.0,) * 4, 3)
+    paused_later = Setpoints("S", 1, "tx", NOW, 900.0, (16.0, 16.0, 16.0, 0.0), 3)  # pause 2,700 s ahead
+    h = Hysteresis(refresh_s=600.0, near_s=120.0, defer_s=900.0)
+    assert h.unchanged(installed, paused_later, NOW) == 0.0
+    assert Hysteresis(refresh_s=600.0, near_s=120.0).unchanged(installed, paused_later, NOW) is None
+    later = NOW + timedelta(seconds=1900)  # re-planned: the pause is in the next slot, still not in force
+    assert h.unchanged(installed, Setpoints("S", 1, "tx", later, 900.0, (16.0, 0.0), 3), later) == 0.0
+    due = NOW + timedelta(seconds=2700)  # the pause is in force from now: sent
+    assert h.unchanged(installed, Setpoints("S", 1, "tx", due, 900.0, (0.0, 0.0), 3), due) is None
+
+
+def test_a_deferred_difference_is_kept_only_while_the_far_slot_has_headroom_for_it() -> None:
+    def sessions(headroom: tuple[float, ...]) -> tuple[int, int]:
+        pusher = Pusher(_never_called, Hysteresis(min_interval_s=0, refresh_s=600.0, near_s=120.0, defer_s=900.0),
+                        clock=lambda: NOW)
+        plans = []
+        for i in range(10):
+            pusher.installed[(f"S{i}", 1)] = Setpoints(f"S{i}", 1, "tx", NOW, 900.0, (16.0,) * 4, 3)
+            plans.append((Setpoints(f"S{i}", 1, "tx", NOW, 900.0, (16.0, 16.0, 16.0, 0.0), 3), CAPS, "t"))
+        todo, skipped = pusher.due(plans, {"t": headroom})
+        return len(todo), len(skipped)
+
+    per_session = 16.0 * 3 * 230 / 1000
+    assert sessions((0.0, 0.0, 0.0, 4 * per_session + 0.01)) == (6, 4)  # room for four to keep charging then
+    assert sessions((0.0, 0.0, 0.0, 0.0)) == (10, 0)  # no room: every pause goes out now

@@ -102,11 +102,14 @@ class Grid:
         # Control and effects
         self.metrics = ControlMetrics(registry)
         self.views = GroupViews(config, self.limit_book, self.sessions, self.topology, self.metrics, clock)
-        # Installed steps are compared exactly from two re-plan intervals ahead (see Hysteresis).
+        # Installed steps are compared exactly from two re-plan intervals ahead. Only the slot in force
+        # is judged for differences (a plan's next slot starts exactly a slot ahead); later slots
+        # are budgeted against the plan's headroom and sent once they are in force (see Hysteresis).
+        near_s = max(60.0, 2 * p.replan_interval_s)
         self.pusher = Pusher(deps.commands.set_charging_profile,
                              Hysteresis(current_a=p.hysteresis_a, refresh_s=p.slot_s * p.horizon_slots / 2,
-                                        min_interval_s=p.min_push_interval_s,
-                                        near_s=max(60.0, 2 * p.replan_interval_s)),
+                                        min_interval_s=p.min_push_interval_s, near_s=near_s,
+                                        defer_s=max(float(p.slot_s), near_s)),
                              clock=clock, stack_level=p.stack_level)
         self.learning = ResumeLearning(self.sessions, self.memory, self.journal)
         self.planner = GroupPlanner(config, self.limit_book, self.sessions, self.topology, self.pusher.installed,
