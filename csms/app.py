@@ -15,6 +15,7 @@ import gc
 import logging
 import signal
 import ssl
+import time
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -271,7 +272,8 @@ class Daemon:
         store, cluster = self.config.store, self.cluster
         return GridLeadership(store.redis_url, store.redis_prefix, cluster.node_id, lease_s=cluster.lease_s,
                               api_url=self._api_url, lead=self._lead_grid, resign=self._resign_grid,
-                              node_lease=lambda: cluster.lease_held, spawner=self, errors=self.errors)
+                              node_lease=lambda: cluster.lease_held, spawner=self, errors=self.errors,
+                              keeper=cluster.keeper)
 
     @property
     def node_id(self) -> str:
@@ -306,21 +308,27 @@ class Daemon:
     async def _lead_grid(self, epoch: int) -> None:
         """This node won the election: build the grid part on the shared state and start it."""
         assert self.cluster is not None and self.leadership is not None and self.config.grid is not None
+        started = time.monotonic()
         feed = GridFeed(self.bus)
         self.cluster.grid_feed = feed  # the others' station events are held from now on
         registry = CollectorRegistry()
         self.metrics.extra = [registry]
+        links = await self._remote_links()
+        listed = time.monotonic()
         deps = TermDeps(bus=feed, metrics=TermMetrics(registry), spawner=self,
                         commands=RoutedGridCommands(self.commands, self.connections, self.cluster, self.leadership),
-                        connections={**await self._remote_links(), **self.connections})
+                        connections={**links, **self.connections})
         grid = Grid(self.config.grid, deps, self.clock, store=self.store)
         self._term_grid = grid
         await grid.start()
-        feed.release()
+        held = feed.release()
         self.grid = grid
         self._reconciler = self.spawn(reconcile_forever(self.store, grid.sessions, feed, self.errors),
                                       "grid session reconcile")
-        log.info("grid: controller running on node %s (epoch %d)", self.leadership.node_id, epoch)
+        log.info("grid: controller running on node %s (epoch %d) after %.1f s: %d stations listed in %.1f s, "
+                 "its state read back in %.1f s, %d events of other nodes held meanwhile", self.leadership.node_id,
+                 epoch, time.monotonic() - started, len(deps.connections), listed - started,
+                 time.monotonic() - listed, held)
 
     async def _remote_links(self) -> dict[str, RemoteLink]:
         """The stations other live nodes hold, with the OCPP version each last connected with."""

@@ -43,6 +43,7 @@ from csms.cluster_grid import (
 from csms.domain.events import Event
 from csms.errorlog import ErrorLog
 from csms.interfaces import Bus, Spawner
+from csms.lease_keeper import LeaseKeeper
 from csms.ocpp.v201.operations import BodyError
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
 
@@ -54,6 +55,8 @@ Executor = Callable[[Payload], Awaitable[Payload]]
 #: Marks stations disconnected in the store (those released by a dead node, or ours before a restart).
 MarkDisconnected = Callable[[str, bool, datetime], Awaitable[None]]
 
+#: A loop that has not run for this many leases is hung, not busy: its leases are left to lapse.
+STALL_LEASES = 3.0
 #: An inbox nobody reads (its node died) disappears this long after its last message.
 INBOX_TTL_MS = 60_000
 #: The shared event stream keeps about this many events (XADD MAXLEN ~).
@@ -258,8 +261,11 @@ class Cluster:
         self._redis: aioredis.Redis = shared_client(redis_url, 30.0)
         # BLPOP holds its connection for up to a second: its own client, so it never starves the rest.
         self._reader: aioredis.Redis = own_client(redis_url)
-        # The lease's own connection: its renewal must never queue behind a storm's directory writes.
+        # The lease's own connection for taking it at start; renewed from a thread of its own
+        # (LeaseKeeper), so neither a storm's directory writes nor a busy loop delay the renewals.
         self._beat: aioredis.Redis = own_client(redis_url)
+        self.keeper = LeaseKeeper(redis_url, lease_s / 3, STALL_LEASES * lease_s, self._renewed)
+        self.keeper.add(self._renew_lease)
         self._spawner = spawner
         self._errors = errors
         self._mark = mark
@@ -274,6 +280,7 @@ class Cluster:
         self._tasks: list[asyncio.Task[Any]] = []
         self._sweeping: asyncio.Task[Any] | None = None  # the sweep in progress, run beside the heartbeat
         self._claim_due = False  # our lease had lapsed and our stations are not claimed again yet
+        self._closing = False
         self._lease_until = 0.0  # monotonic time until which our last lease write holds
         self._events = f"{self._prefix}events"
         self._bus: Bus | None = None
@@ -309,14 +316,24 @@ class Cluster:
         """Whether our lease surely still lives (readiness: a node without it must not take stations)."""
         return time.monotonic() < self._lease_until
 
-    async def _set_lease(self, *, nx: bool = False, get: bool = False) -> Any:
-        """Write our lease; returns what SET returns (with ``get``: the previous value)."""
+    async def _set_lease(self, *, nx: bool = False) -> Any:
+        """Take our lease if nobody holds it; returns what SET NX returns."""
         sent = time.monotonic()
         answer = await self._beat.set(self._lease(self.node_id), str(time.time()), px=int(self.lease_s * 1000),
-                                      nx=nx, get=get)
-        if answer is not None or get:
+                                      nx=nx)
+        if answer is not None:
             self._lease_until = sent + self.lease_s
         return answer
+
+    def _renew_lease(self, client: Any) -> None:
+        """Renew our lease (in the keeper's thread); a lease found lapsed makes our stations due to be
+        claimed again, on the loop."""
+        sent = time.monotonic()
+        previous = client.set(self._lease(self.node_id), str(time.time()), px=int(self.lease_s * 1000), get=True)
+        self._lease_until = sent + self.lease_s
+        if previous is None and not self._closing:
+            log.warning("cluster node %s: lease had lapsed; claiming its stations again", self.node_id)
+            self._claim_due = True
 
     async def _take_lease(self) -> None:
         """Our lease, once nobody holds it: after a crash the old one lapses within a lease; one that
@@ -339,6 +356,7 @@ class Cluster:
         bus.subscribe(self._outgoing)
 
     def start(self) -> None:
+        self.keeper.start()
         self._tasks = [self._spawner.spawn(self._heartbeat_forever(), "cluster heartbeat"),
                        self._spawner.spawn(self._read_inbox_forever(), "cluster inbox")]
         if self._bus is not None:
@@ -346,6 +364,8 @@ class Cluster:
                             self._spawner.spawn(self._read_events_forever(), "cluster events in")]
 
     async def close(self) -> None:
+        self._closing = True
+        await self.keeper.stop()
         await _cancel_all(self._tasks + ([self._sweeping] if self._sweeping is not None else []))
         for fut in self._pending.values():
             if not fut.done():
@@ -420,35 +440,44 @@ class Cluster:
         except Exception as exc:  # noqa: BLE001 - tried again next lease period
             self._errors.failed(log, "cluster sweep", exc, "dead nodes' stations not released")
 
+    def _renewed(self, failure: BaseException | None) -> None:
+        """A round of the keeper's renewals ended (on the loop): log an outage once, and its end."""
+        if failure is not None:
+            self._errors.failed(log, "cluster heartbeat", failure, "lease not renewed")
+        elif self._errors.active:
+            self._errors.succeeded(log, "cluster heartbeat")
+
     async def _heartbeat_forever(self) -> None:
-        """Renew the lease three times per lease; each lease period, sweep dead nodes' stations."""
+        """Three times per lease: claim our stations back if the keeper found our lease lapsed; each
+        lease period, sweep dead nodes' stations (the lease itself is renewed by the keeper)."""
         interval = self.lease_s / 3
         last_sweep = time.monotonic()
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.renew()
+                await self.claim_if_due()
                 if time.monotonic() - last_sweep >= self.lease_s and (self._sweeping is None or self._sweeping.done()):
                     last_sweep = time.monotonic()
-                    # Not awaited: releasing a dead node's thousands of stations takes seconds, and our
-                    # lease must not lapse meanwhile (the others would release ours in turn).
+                    # Not awaited: releasing a dead node's thousands of stations takes seconds.
                     self._sweeping = self._spawner.spawn(self._sweep_logged(), "cluster-sweep")
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a Redis outage
-                self._errors.failed(log, "cluster heartbeat", exc, "lease not renewed")
-            else:
-                if self._errors.active:
-                    self._errors.succeeded(log, "cluster heartbeat")
+                self._errors.failed(log, "cluster claim", exc, "stations not claimed again yet")
 
     async def renew(self) -> None:
-        """Renew the lease; if it had lapsed (Redis unreachable, process frozen), claim our stations
-        again (until a claim succeeded: one that failed is tried at the next renewal)."""
-        if await self._set_lease(get=True) is None:
-            log.warning("cluster node %s: lease had lapsed; claiming its %d station(s) again", self.node_id,
-                        len(list(self.local())))
-            self._claim_due = True
+        """Renew the lease now (as the keeper does) and claim our stations if it had lapsed."""
+        await asyncio.to_thread(self._renew_lease, self.keeper.client)
+        await self.claim_if_due()
+
+    async def claim_if_due(self) -> None:
+        """If our lease had lapsed (Redis unreachable, process frozen), claim our stations again
+        (until a claim succeeded: one that failed is tried at the next round)."""
         if self._claim_due:
-            await self._claim()
-            self._claim_due = False
+            self._claim_due = False  # before: a lapse the keeper finds meanwhile makes it due again
+            try:
+                await self._claim()
+            except BaseException:
+                self._claim_due = True
+                raise
 
     async def _claim(self) -> None:
         """Our stations back in the directory, except those another live node took meanwhile (their

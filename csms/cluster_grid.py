@@ -45,6 +45,7 @@ from csms.domain.meter import Reading
 from csms.domain.records import TransactionRecord
 from csms.errorlog import ErrorLog
 from csms.interfaces import Bus, GridCommands, GridService, LimitIntake, Listener, Spawner
+from csms.lease_keeper import LeaseKeeper
 from csms.protocol.errors import StationOffline
 from csms.protocol.version import ProtocolVersion
 from csms.store.base import TransactionStore
@@ -154,11 +155,13 @@ class GridFeed:
         else:
             self._others.publish(event)
 
-    def release(self) -> None:
-        """The grid part listens now: deliver what was held, then pass events on as they come."""
+    def release(self) -> int:
+        """The grid part listens now: deliver what was held, then pass events on as they come;
+        returns how many were held."""
         held, self._held = self._held or [], None
         for event in held:
             self.remote(event)
+        return len(held)
 
 
 # Election and fencing -------------------------------------------------------------------------------
@@ -303,7 +306,7 @@ class GridLeadership:
 
     def __init__(self, redis_url: str, prefix: str, node_id: str, *, lease_s: float, api_url: Callable[[], str],
                  lead: Term, resign: Callable[[], Awaitable[None]], node_lease: Callable[[], bool],
-                 spawner: Spawner, errors: ErrorLog) -> None:
+                 spawner: Spawner, errors: ErrorLog, keeper: LeaseKeeper) -> None:
         self.node_id = node_id
         self.lease_s = lease_s
         self._redis: aioredis.Redis = shared_client(redis_url, lease_s)
@@ -311,7 +314,10 @@ class GridLeadership:
         self.fence = Fence(self._redis, f"{prefix}cluster:grid:epoch")
         self._epoch_key = f"{prefix}cluster:grid:epoch"
         self._acquire = self._redis.register_script(_ACQUIRE)
-        self._renew = self._redis.register_script(_RENEW)
+        # Renewed by the node's lease keeper (its own thread): a takeover keeping the loop busy for
+        # seconds must not let the key lapse, or the next node would start the takeover anew.
+        self._renew = keeper.client.register_script(_RENEW)
+        self._keeper = keeper
         self._resign_script = self._redis.register_script(_RESIGN)
         self._api_url = api_url
         self._lead = lead
@@ -322,6 +328,7 @@ class GridLeadership:
         self.token: int | None = None
         self._value = ""
         self._until = 0.0  # monotonic time until which our last renewal holds
+        self._refused = ""  # the value of ours a renewal found replaced (the loop steps down)
         self._term: asyncio.Task[Any] | None = None
         self._loop: asyncio.Task[Any] | None = None
         self.terms = 0  # how often this node has led (tests, logs)
@@ -342,7 +349,21 @@ class GridLeadership:
         return parse_leader(str(value) if value is not None else None)
 
     async def start(self) -> None:
+        self._keeper.add(self._renew_key)
         self._loop = self._spawner.spawn(self._campaign_forever(), "grid leadership")
+
+    def _renew_key(self, client: Any) -> None:
+        """Renew our leader key if we lead (in the keeper's thread); one found replaced or gone is
+        left to the loop to step down from."""
+        value = self._value
+        if self.token is None or not value:
+            return
+        sent = time.monotonic()
+        if self._renew(keys=[self._key], args=[value, int(self.lease_s * 1000)], client=client):
+            if self._value == value:
+                self._until = sent + self.lease_s
+        else:
+            self._refused = value
 
     async def stop(self) -> None:
         if self._loop is not None:
@@ -373,9 +394,7 @@ class GridLeadership:
         sent = time.monotonic()
         px = int(self.lease_s * 1000)
         if self.token is not None:
-            if await self._renew(keys=[self._key], args=[self._value, px]):
-                self._until = sent + self.lease_s
-            else:
+            if self._refused and self._refused == self._value:
                 await self._step_down("another node holds the leader key")
             return
         if not self._node_lease():
@@ -385,6 +404,7 @@ class GridLeadership:
                                         args=[self.node_id, api, px, int(time.time() * 1000)]))
         if epoch:
             self.token, self._value, self._until = epoch, f"{self.node_id}|{epoch}|{api}", sent + self.lease_s
+            self._refused = ""
             self.terms += 1
             log.info("grid: node %s leads the grid controller (epoch %d)", self.node_id, epoch)
             self._term = self._spawner.spawn(self._lead(epoch), "grid leader term")

@@ -12,6 +12,7 @@ the operator API reads.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -167,14 +168,18 @@ class Grid:
         if learnt:
             log.info("grid: %d resume records of cars and station models read back", learnt)
         if self.store is not None:
+            started = time.monotonic()
             rebuilt = await rebuild_sessions(self.store, self.store, self.sessions, self.pusher, self.memory,
                                              self.config, self.clock())
             if rebuilt:
-                log.info("grid: %d running sessions rebuilt from the store", rebuilt)
+                log.info("grid: %d running sessions rebuilt from the store in %.1f s", rebuilt,
+                         time.monotonic() - started)
+            started = time.monotonic()
             await self._station_models()
             recalled = await self.setup.load()
             if recalled:
-                log.info("grid: the set-ups of %d stations read back (not asked again until they boot)", recalled)
+                log.info("grid: the set-ups of %d stations read back in %.1f s (not asked again until they boot)",
+                         recalled, time.monotonic() - started)
         self.observer.attach(self.deps.bus, self.deps.connections)
         if self.records is not None:
             self._unsubscribe_records = self.deps.bus.subscribe(self.records.on_event, "grid.finding")

@@ -1,0 +1,139 @@
+"""Leases renewed from the lease keeper's thread (csms/lease_keeper.py), against the real Redis.
+
+A node whose event loop is busy for longer than a lease (a takeover, a reconnect storm) keeps its
+node lease and its grid leadership; a loop that is stalled (hung) for longer than the keeper's
+``stall_s`` loses both, as a dead node does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import redis
+
+from csms.cluster import STALL_LEASES, Cluster
+from csms.cluster_grid import GridLeadership
+from csms.errorlog import ErrorLog
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+LEASE_S = 1.0
+
+
+class _Spawner:
+    def spawn(self, coro: Any, name: str = "") -> asyncio.Task[Any]:
+        return asyncio.get_running_loop().create_task(coro, name=name or None)
+
+
+@contextmanager
+def watching(keys: list[str]) -> Iterator[dict[str, int]]:
+    """Counts, from a thread of its own every 20 ms, the looks at which each key was missing."""
+    missing = {k: 0 for k in keys}
+    stop = threading.Event()
+    client = redis.Redis.from_url(REDIS_URL)
+
+    def look() -> None:
+        while not stop.is_set():
+            for k in keys:
+                if not client.exists(k):
+                    missing[k] += 1
+            stop.wait(0.02)
+
+    thread = threading.Thread(target=look, daemon=True)
+    thread.start()
+    try:
+        yield missing
+    finally:
+        stop.set()
+        thread.join()
+        client.close()
+
+
+async def _node(prefix: str, node_id: str) -> tuple[Cluster, GridLeadership, list[int]]:
+    async def mark(station_id: str, connected: bool, _at: Any) -> None:
+        pass
+
+    terms: list[int] = []
+
+    async def lead(epoch: int) -> None:
+        terms.append(epoch)
+
+    async def resign() -> None:
+        terms.append(-1)
+
+    cluster = Cluster(REDIS_URL, prefix, node_id, lease_s=LEASE_S, forward_timeout_s=1, spawner=_Spawner(),
+                      errors=ErrorLog(), mark=mark)
+    leadership = GridLeadership(REDIS_URL, prefix, node_id, lease_s=LEASE_S, api_url=lambda: "http://127.0.0.1:1",
+                                lead=lead, resign=resign, node_lease=lambda: cluster.lease_held, spawner=_Spawner(),
+                                errors=ErrorLog(), keeper=cluster.keeper)
+    await cluster.open()
+    await leadership.start()
+    cluster.start()
+    return cluster, leadership, terms
+
+
+async def _until(check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    p = f"nblk:{uuid.uuid4().hex}:"
+    yield p
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=f"{p}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+async def test_a_busy_loop_keeps_the_node_lease_and_the_grid_leadership(prefix: str) -> None:
+    """The loop blocked for twice a lease (under the stall limit): neither key ever goes missing,
+    the node still leads in the same term, and nothing is due to be claimed again."""
+    cluster, leadership, terms = await _node(prefix, "busy")
+    try:
+        await _until(lambda: leadership.leading and terms, 5)
+        epoch = leadership.token
+        lease, leader = f"{prefix}cluster:lease:busy", f"{prefix}cluster:grid:leader"
+        with watching([lease, leader]) as missing:
+            time.sleep(2 * LEASE_S)  # the whole loop busy: a takeover's reads, a storm's handshakes
+            await asyncio.sleep(2 * LEASE_S)
+        assert missing == {lease: 0, leader: 0}
+        assert leadership.leading and leadership.token == epoch and terms == [epoch]
+        assert cluster.lease_held and not cluster._claim_due
+    finally:
+        await leadership.stop()
+        await cluster.close()
+
+
+async def test_a_stalled_loop_loses_both_and_claims_its_stations_back_after(prefix: str) -> None:
+    """Blocked past the keeper's stall limit, the loop is taken for hung: the leases are no longer
+    renewed and lapse, and once the loop runs again the node steps down and claims its stations."""
+    cluster, leadership, terms = await _node(prefix, "hung")
+    cluster.local = lambda: ["S1"]
+    try:
+        await cluster.arrived("S1")
+        await _until(lambda: leadership.leading and terms, 5)
+        lease = f"{prefix}cluster:lease:hung"
+        with watching([lease]) as missing:
+            time.sleep(STALL_LEASES * LEASE_S + 2 * LEASE_S)
+            assert missing[lease] > 0 and cluster.keeper.skipped > 0
+        await _until(lambda: terms[-1] == -1, 5)  # stepped down: it could not be sure it still led
+        await _until(lambda: not cluster._claim_due and cluster.lease_held, 5)
+        client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+        try:
+            assert client.hget(f"{prefix}cluster:owners", "S1") == "hung" and client.exists(lease)
+        finally:
+            client.close()
+    finally:
+        await leadership.stop()
+        await cluster.close()
