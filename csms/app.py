@@ -16,6 +16,7 @@ import logging
 import signal
 import ssl
 import time
+from collections import ChainMap
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -309,7 +310,7 @@ class Daemon:
         """This node won the election: build the grid part on the shared state and start it."""
         assert self.cluster is not None and self.leadership is not None and self.config.grid is not None
         started = time.monotonic()
-        feed = GridFeed(self.bus)
+        feed = GridFeed(self.bus, here=self.connections)
         self.cluster.grid_feed = feed  # the others' station events are held from now on
         registry = CollectorRegistry()
         self.metrics.extra = [registry]
@@ -317,7 +318,9 @@ class Daemon:
         listed = time.monotonic()
         deps = TermDeps(bus=feed, metrics=TermMetrics(registry), spawner=self,
                         commands=RoutedGridCommands(self.commands, self.connections, self.cluster, self.leadership),
-                        connections={**links, **self.connections})
+                        # Live: the stations that connect here while the state is read back (their
+                        # events came before the grid listened) are taken as connected when it attaches.
+                        connections=ChainMap(self.connections, links))
         grid = Grid(self.config.grid, deps, self.clock, store=self.store)
         self._term_grid = grid
         await grid.start()

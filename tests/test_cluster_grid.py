@@ -324,3 +324,26 @@ async def test_the_leader_repairs_sessions_the_stream_lost(tmp_path: Path) -> No
         assert await reconcile_sessions(store, held, feed) == 0 and told == []
     finally:
         await store.close()
+
+
+def test_another_nodes_stale_disconnect_of_a_station_connected_here_is_dropped() -> None:
+    """A survivor sweeping the dead leader's stations announces them gone through the stream; those
+    that reconnected to the new leader's node meanwhile told its bus at once. The sweep's
+    "disconnected", delivered after them (held through the takeover), must not mark them gone."""
+    from csms.bus import LocalBus
+    from csms.cluster_grid import GridFeed
+    from csms.domain.events import Event, StationConnected, StationDisconnected
+
+    here: dict[str, object] = {}
+    feed = GridFeed(LocalBus(), here=here)
+    told: list[Event] = []
+    feed.subscribe(told.append)
+    feed.remote(StationDisconnected(station_id="MOVED"))  # swept by another node, held
+    feed.remote(StationDisconnected(station_id="GONE"))
+    here["MOVED"] = object()  # reconnected to this node while the state was read back
+    feed.publish(StationConnected(station_id="MOVED", accepted=True))
+    assert feed.release() == 2
+    assert [(type(ev).__name__, ev.station_id) for ev in told] == [
+        ("StationConnected", "MOVED"), ("StationDisconnected", "GONE")]
+    feed.remote(StationDisconnected(station_id="MOVED"))  # after the release too
+    assert len(told) == 2
