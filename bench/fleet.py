@@ -153,6 +153,29 @@ async def quiet(fleet: Fleet, quiet_s: float, timeout: float, since: float | Non
         await asyncio.sleep(0.05)
 
 
+#: How long a repeat waits for the fleet to run the restored full limit before it publishes anyway.
+RESTORE_WAIT_S = 60.0
+
+
+async def restored(fleet: Fleet, timeout: float) -> bool:
+    """Until every station runs at full power again (the restored limit's plan reached it), or
+    ``timeout``; False on timeout. Quiet alone is not enough: the refined plan for the previous
+    low limit may still be arriving and the restore's plan come seconds later, and a new limit
+    looser than what the fleet still runs needs no cut, so that repeat would time a slow re-plan."""
+    full_w = CAR_W - 1e-6
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(st.state.get("w", 0.0) >= full_w for st in fleet.stations):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def not_restored_note(count: int | None) -> str:
+    """How a report's verdict names the repeats that had to go on without :func:`restored` ("" if none)."""
+    return f", {count} not restored to full power first" if count else ""
+
+
 #: Connect-and-boot passes: a handshake the loaded server timed out is tried again (until the deadline).
 SETUP_PASSES = 3
 

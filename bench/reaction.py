@@ -31,7 +31,7 @@ from typing import Any
 import aiomqtt
 
 from bench import loadgen
-from bench.fleet import CAR_A, CAR_W, KW_PER_A, Fleet, quiet
+from bench.fleet import CAR_A, CAR_W, KW_PER_A, RESTORE_WAIT_S, Fleet, not_restored_note, quiet, restored
 from bench.loadgen import Progress
 from bench.plots import figure, save
 from bench.report import Section, Table, percentile, ratio, verdict
@@ -73,24 +73,6 @@ async def _publish(client: aiomqtt.Client, prefix: str, limit_kw: float) -> None
     payload = {"signal_id": f"bench-{uuid.uuid4().hex[:12]}", "source": "bench",
                "timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"), "limit_kw": limit_kw}
     await client.publish(f"{prefix}/grid/{TRANSFORMER}/limit", json.dumps(payload).encode(), qos=1)
-
-
-#: How long a repeat waits for the fleet to run the restored full limit before it publishes anyway.
-RESTORE_WAIT_S = 60.0
-
-
-async def _restored(fleet: Fleet, timeout: float) -> bool:
-    """Until every station runs at full power again (the restored limit's plan reached it), or
-    ``timeout``; False on timeout. Quiet alone is not enough: the refined plan for the previous
-    low limit may still be arriving and the restore's plan come seconds later, and a new limit
-    looser than what the fleet still runs needs no cut, so that repeat would time a slow re-plan."""
-    full_w = CAR_W - 1e-6
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(st.state.get("w", 0.0) >= full_w for st in fleet.stations):
-            return True
-        await asyncio.sleep(0.05)
-    return False
 
 
 async def _wait_online(client: aiomqtt.Client, prefix: str, timeout: float) -> None:
@@ -144,12 +126,12 @@ async def _one(kind: str, n: int, s: ReactionSettings, work: Path, say: Progress
                     say(f"{kind} {n}: stopped after {k} repeats (time budget)")
                     break
                 fleet.armed = False
-                restored = time.perf_counter()
+                published = time.perf_counter()
                 await _publish(client, prefix, capacity)
-                if not await _restored(fleet, RESTORE_WAIT_S):
+                if not await restored(fleet, RESTORE_WAIT_S):
                     result["not_restored"] += 1
                     say(f"{kind} {n}: the fleet did not run the full limit again within {RESTORE_WAIT_S:.0f} s")
-                await quiet(fleet, s.quiet_s, 60, since=restored)
+                await quiet(fleet, s.quiet_s, 60, since=published)
                 low = round(full_kw * LOW_FRACTIONS[k % len(LOW_FRACTIONS)], 1)
                 fleet.arm(low)
                 await _publish(client, prefix, low)
@@ -281,8 +263,7 @@ def _section(s: ReactionSettings, res: dict[str, dict[int, dict[str, Any]]], out
         sec.verdicts.append(verdict(f"all of {n:,} acknowledged within {target} s of publish (p99)",
                                     p99 <= target and r["incomplete"] == 0 and not r.get("not_restored"),
                                     f"p99 {p99:.3f} s over {len(r['runs'])} repeats, {r['incomplete']} incomplete"
-                                    + (f", {r['not_restored']} not restored to full power first"
-                                       if r.get("not_restored") else "")))
+                                    + not_restored_note(r.get("not_restored"))))
     sec.figures.append(("Reaction time by fleet size", _plot(s, res, out_dir / "reaction.png")))
     sec.data = {"res": res}
     return sec

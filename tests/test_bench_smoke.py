@@ -216,7 +216,7 @@ async def test_cluster_smoke(tmp_path: Path) -> None:
     one, three = sec.data["baseline"], sec.data["cluster"]
     for res in (one, three):
         assert res["setup"]["connected"] == cluster.SMOKE.stations and not res["setup"]["failures"]
-        assert len(res["runs"]) == cluster.SMOKE.repeats
+        assert len(res["runs"]) == cluster.SMOKE.repeats and res["not_restored"] == 0  # every repeat timed a cut
         for r in res["runs"]:
             assert r["acked"] == r["stations"] == cluster.SMOKE.stations, r
             assert 0 < r["p50_s"] <= r["p99_s"] <= r["max_s"] <= cluster.SMOKE.signal_timeout_s
@@ -230,3 +230,20 @@ async def test_cluster_smoke(tmp_path: Path) -> None:
     assert fo["all_acked"] == cluster.SMOKE.failover_stations
     assert len(sec.verdicts) == 2 and all(("**met**" in v) != ("**missed**" in v) for v in sec.verdicts)
     _figures_ok(sec)
+
+
+def test_cluster_verdict_counts_a_repeat_that_went_on_without_the_full_power(tmp_path: Path) -> None:
+    """As section 2: a repeat published while the fleet did not run the full limit again may time a
+    re-plan after a looser limit instead of a cut, so it counts against the goal and is named."""
+    from bench import cluster
+
+    s = cluster.SMOKE.sized(parts=("reaction",))
+    n = s.stations
+    run = {"limit_kw": 100.0, "acked": n, "stations": n, "p50_s": 0.1, "p99_s": 0.2, "max_s": 0.3, "under_s": 0.4,
+           "leader": "node-1 (epoch 1)", "latencies": [0.1] * n}
+    setup = {"connected": n, "transactions": n, "setup_s": 1.0, "failures": {}}
+    one = {"setup": setup, "runs": [run], "not_restored": 0}
+    met = cluster._section(s, one, {"setup": setup, "runs": [run], "not_restored": 0}, {}, tmp_path)
+    assert "**met**" in met.verdicts[0] and "not restored" not in met.verdicts[0]
+    missed = cluster._section(s, one, {"setup": setup, "runs": [run], "not_restored": 1}, {}, tmp_path)
+    assert "**missed**" in missed.verdicts[0] and "1 not restored to full power first" in missed.verdicts[0]
