@@ -406,7 +406,36 @@ async def _failover(gens: list[Generator], client: aiomqtt.Client, redis: aiored
         f"{len(controlled):,}/{total:,} controlled again (last {result['controlled_max_s']:.2f} s), "
         f"all {len(acks):,}/{n:,} stations acknowledged the new limit (last {result['all_acked_max_s']:.2f} s)"
         + (f"; station processes lost: {lost}" if lost else ""))
+    uncontrolled = set(back) - set(acks)
+    if uncontrolled:
+        result["uncontrolled"] = await _leaders_view(survivors[0], uncontrolled)
+        say(f"failover: the new leader's view of the {len(uncontrolled):,} moved stations not controlled again: "
+            f"{result['uncontrolled']}")
     return result
+
+
+async def _leaders_view(node: Node, stations: set[str]) -> dict[str, int]:
+    """Why moved stations were not controlled again, as the grid leader sees their sessions (asked
+    through any node: the grid API is forwarded to the leader): counts of connected / push status."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_TOKEN}"}) as http, \
+                http.get(f"http://127.0.0.1:{node.api_port}/api/grid", timeout=aiohttp.ClientTimeout(total=60)) as r:
+            snapshot = await r.json()
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        return {f"not read: {type(exc).__name__}": len(stations)}
+    counts: dict[str, int] = {}
+    seen: set[str] = set()
+    for group in snapshot.get("transformers", {}).values():
+        for view in group.get("sessions", []):
+            if view["station_id"] in stations:
+                seen.add(view["station_id"])
+                key = f"connected={view['connected']} push={view['push_status']} setpoint={view['setpoint_a']}"
+                counts[key] = counts.get(key, 0) + 1
+    if len(seen) < len(stations):
+        counts["no session"] = len(stations) - len(seen)
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:6])
 
 
 async def run(settings: ClusterSettings, out_dir: Path, say: Progress) -> Section:

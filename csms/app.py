@@ -328,10 +328,12 @@ class Daemon:
         self.grid = grid
         self._reconciler = self.spawn(reconcile_forever(self.store, grid.sessions, feed, self.errors),
                                       "grid session reconcile")
-        log.info("grid: controller running on node %s (epoch %d) after %.1f s: %d stations listed in %.1f s, "
-                 "its state read back in %.1f s, %d events of other nodes held meanwhile", self.leadership.node_id,
-                 epoch, time.monotonic() - started, len(deps.connections), listed - started,
-                 time.monotonic() - listed, held)
+        took = time.monotonic() - started
+        # A takeover slower than a lease is worth a warning: the stations wait for control that long.
+        log.log(logging.WARNING if took > self.leadership.lease_s else logging.INFO,
+                "grid: controller running on node %s (epoch %d) after %.1f s: %d stations listed in %.1f s, "
+                "its state read back in %.1f s, %d events of other nodes held meanwhile", self.leadership.node_id,
+                epoch, took, len(deps.connections), listed - started, time.monotonic() - listed, held)
 
     async def _remote_links(self) -> dict[str, RemoteLink]:
         """The stations other live nodes hold, with the OCPP version each last connected with."""

@@ -265,7 +265,7 @@ class Cluster:
         # (LeaseKeeper), so neither a storm's directory writes nor a busy loop delay the renewals.
         self._beat: aioredis.Redis = own_client(redis_url)
         self.keeper = LeaseKeeper(redis_url, lease_s / 3, STALL_LEASES * lease_s, self._renewed)
-        self.keeper.add(self._renew_lease)
+        self.keeper.add(self._keep_lease)
         self._spawner = spawner
         self._errors = errors
         self._mark = mark
@@ -325,15 +325,20 @@ class Cluster:
             self._lease_until = sent + self.lease_s
         return answer
 
-    def _renew_lease(self, client: Any) -> None:
-        """Renew our lease (in the keeper's thread); a lease found lapsed makes our stations due to be
-        claimed again, on the loop."""
+    def _renew_lease(self, client: Any) -> float | None:
+        """Renew our lease with the keeper's (synchronous) client; if it had lapsed, returns until when
+        the renewal before held (None: it lived)."""
+        held_until = self._lease_until
         sent = time.monotonic()
         previous = client.set(self._lease(self.node_id), str(time.time()), px=int(self.lease_s * 1000), get=True)
         self._lease_until = sent + self.lease_s
-        if previous is None and not self._closing:
-            log.warning("cluster node %s: lease had lapsed; claiming its stations again", self.node_id)
-            self._claim_due = True
+        return held_until if previous is None and not self._closing else None
+
+    def _keep_lease(self, client: Any) -> None:
+        """The keeper's renewal (in its thread): a lapse found is handed to the loop."""
+        lapsed = self._renew_lease(client)
+        if lapsed is not None:
+            self.keeper.on_loop(self._lapsed_then_claim, lapsed)
 
     async def _take_lease(self) -> None:
         """Our lease, once nobody holds it: after a crash the old one lapses within a lease; one that
@@ -464,13 +469,40 @@ class Cluster:
                 self._errors.failed(log, "cluster claim", exc, "stations not claimed again yet")
 
     async def renew(self) -> None:
-        """Renew the lease now (as the keeper does) and claim our stations if it had lapsed."""
-        await asyncio.to_thread(self._renew_lease, self.keeper.client)
+        """Renew the lease now, as the keeper does, and claim our stations if it had lapsed."""
+        lapsed = await asyncio.to_thread(self._renew_lease, self.keeper.client)
+        if lapsed is not None:
+            self._lapsed(lapsed)
         await self.claim_if_due()
 
+    def _lapsed(self, held_until: float) -> None:
+        """Our lease was gone when we renewed it: a claim is due if stations are connected here. A node
+        holding none (all its stations just left, as after a whole fleet disconnects) has nothing to
+        claim; its lapse says only that its loop or Redis fell behind, so it is logged at info."""
+        stations = len(list(self.local()))
+        since = f"; last renewed {time.monotonic() - held_until + self.lease_s:.1f} s ago" if held_until else ""
+        if not stations:
+            log.info("cluster node %s: lease had lapsed (lease %g s%s); no stations connected here, none to claim",
+                     self.node_id, self.lease_s, since)
+            return
+        log.warning("cluster node %s: lease had lapsed (lease %g s%s); claiming its %d station(s) again",
+                    self.node_id, self.lease_s, since, stations)
+        self._claim_due = True
+
+    def _lapsed_then_claim(self, held_until: float) -> None:
+        self._lapsed(held_until)
+        if self._claim_due:
+            self._spawner.spawn(self._claim_logged(), "cluster claim")
+
+    async def _claim_logged(self) -> None:
+        try:
+            await self.claim_if_due()
+        except Exception as exc:  # noqa: BLE001 - the heartbeat tries again
+            self._errors.failed(log, "cluster claim", exc, "stations not claimed again yet")
+
     async def claim_if_due(self) -> None:
-        """If our lease had lapsed (Redis unreachable, process frozen), claim our stations again
-        (until a claim succeeded: one that failed is tried at the next round)."""
+        """Claim our stations again if a lapse made it due (until a claim succeeded: one that failed
+        is tried at the heartbeat's next round)."""
         if self._claim_due:
             self._claim_due = False  # before: a lapse the keeper finds meanwhile makes it due again
             try:

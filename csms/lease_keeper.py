@@ -124,10 +124,14 @@ class LeaseKeeper:
         self._report(failure)
 
     def _report(self, failure: BaseException | None) -> None:
+        self.on_loop(self._on_error, failure)
+
+    def on_loop(self, callback: Callable[..., None], *args: object) -> None:
+        """Run ``callback(*args)`` on the event loop (what a renewal found is acted on there)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
         try:
-            loop.call_soon_threadsafe(self._on_error, failure)
+            loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:  # the loop closed meanwhile
             pass

@@ -11,7 +11,7 @@
   both serve them all (directory, messages, commands forwarded between them).
 - The sweep of dead nodes' stations, in process: a node renewing its lease at the same moment keeps its own,
   and a sweep of 10,000 stations does not hold up the sweeping node's lease; a node whose claim after a
-  lapsed lease failed claims its stations at the next renewal.
+  lapsed lease failed claims its stations at the next renewal; one with no station connected claims nothing.
 
 A node frozen past its lease (SIGSTOP, SIGCONT) is tested in tests/test_cluster.py.
 Each test is bounded in time and in the number of stations and messages.
@@ -668,6 +668,54 @@ async def test_a_claim_that_failed_after_a_lapse_is_tried_again() -> None:
             while await client.hgetall(f"{prefix}cluster:owners") != {"S-1": "node-a", "S-2": "node-a"}:
                 await asyncio.sleep(0.05)
         assert failures == 1
+    finally:
+        await a.close()
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(60)
+async def test_a_lapsed_lease_with_no_stations_connected_claims_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """After the 30,000-station failover the survivors, whose stations had all just left, logged "lease had
+    lapsed; claiming its 0 station(s) again" at every lapse while they worked through the departures: a
+    warning of a claim that was no claim. With nothing connected the lapse is noted (how long since the
+    last renewal) and no claim is made; with stations connected it still warns and claims them."""
+    prefix = f"nbfail:{uuid.uuid4().hex}:"
+    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+
+    async def mark(station_id: str, connected: bool, at: datetime) -> None:
+        pass
+
+    a = Cluster(REDIS_URL, prefix, "node-a", lease_s=1.0, forward_timeout_s=2.0, spawner=_Tasks(),
+                errors=ErrorLog(), mark=mark)
+    claims: list[Any] = []
+    claim = a._reclaim
+
+    async def counted(**kwargs: Any) -> Any:
+        claims.append(kwargs["args"][2:])
+        return await claim(**kwargs)
+
+    a._reclaim = counted  # type: ignore[assignment]
+    caplog.set_level("INFO", logger="csms.cluster")
+    try:
+        await a.renew()  # no lease taken yet: this renewal finds it lapsed, with nothing connected
+        assert not claims and not a._claim_due
+        lapses = [r for r in caplog.records if "lease had lapsed" in r.getMessage()]
+        assert len(lapses) == 1 and lapses[0].levelname == "INFO", [r.getMessage() for r in caplog.records]
+        assert "none to claim" in lapses[0].getMessage() and "claiming" not in lapses[0].getMessage()
+        await a.renew()  # the lease lives now: nothing more is logged or claimed (no claim is left due)
+        assert not claims and [r for r in caplog.records if "lapsed" in r.getMessage()] == lapses
+
+        await client.delete(f"{prefix}cluster:lease:node-a")  # it lapses again, now with a station here
+        a.local = lambda: ["S-1"]
+        await a.renew()
+        assert claims == [["S-1"]] and await client.hgetall(f"{prefix}cluster:owners") == {"S-1": "node-a"}
+        warned = [r for r in caplog.records if r.levelname == "WARNING" and "lease had lapsed" in r.getMessage()]
+        assert len(warned) == 1 and "claiming its 1 station(s) again" in warned[0].getMessage()
+        assert "last renewed" in warned[0].getMessage()
     finally:
         await a.close()
         keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
