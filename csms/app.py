@@ -43,6 +43,7 @@ from csms.cluster_grid import (
 from csms.commands import Commands
 from csms.config import Config, api_port, api_token_file
 from csms.domain.events import StationConnected, StationDisconnected
+from csms.domain.records import StationRecord
 from csms.domain.registration import VERSION_KEY, Authorizer
 from csms.edge.connection import EdgeContext, StationConnection, Trace
 from csms.edge.gateway import Gateway
@@ -314,8 +315,9 @@ class Daemon:
         self.cluster.grid_feed = feed  # the others' station events are held from now on
         registry = CollectorRegistry()
         self.metrics.extra = [registry]
-        links = await self._remote_links()
-        listed = time.monotonic()
+        listed = await self.store.list_stations()  # once for the whole takeover (30,000: seconds each)
+        links = self._remote_links(await self.cluster.live_owners(), listed)
+        listed_at = time.monotonic()
         deps = TermDeps(bus=feed, metrics=TermMetrics(registry), spawner=self,
                         commands=RoutedGridCommands(self.commands, self.connections, self.cluster, self.leadership),
                         # Live: the stations that connect here while the state is read back (their
@@ -323,7 +325,7 @@ class Daemon:
                         connections=ChainMap(self.connections, links))
         grid = Grid(self.config.grid, deps, self.clock, store=self.store)
         self._term_grid = grid
-        await grid.start()
+        await grid.start(listed)
         held = feed.release()
         self.grid = grid
         self._reconciler = self.spawn(reconcile_forever(self.store, grid.sessions, feed, self.errors),
@@ -333,16 +335,17 @@ class Daemon:
         log.log(logging.WARNING if took > self.leadership.lease_s else logging.INFO,
                 "grid: controller running on node %s (epoch %d) after %.1f s: %d stations listed in %.1f s, "
                 "its state read back in %.1f s, %d events of other nodes held meanwhile", self.leadership.node_id,
-                epoch, took, len(deps.connections), listed - started, time.monotonic() - listed, held)
+                epoch, took, len(deps.connections), listed_at - started, time.monotonic() - listed_at, held)
 
-    async def _remote_links(self) -> dict[str, RemoteLink]:
-        """The stations other live nodes hold, with the OCPP version each last connected with."""
+    def _remote_links(self, owners: Mapping[str, str], listed: list[StationRecord]) -> dict[str, RemoteLink]:
+        """The stations other live nodes hold (``owners``: the live directory), with the OCPP version
+        each last connected with (from ``listed``: one listing, not a read per station)."""
         assert self.cluster is not None
+        records = {r.station_id: r for r in listed}
         links: dict[str, RemoteLink] = {}
-        theirs = [sid for sid, node in (await self.cluster.live_owners()).items() if node != self.cluster.node_id]
-        # one listing, not a read per station: 20,000 reads took a new leader's takeover 10 s at 30,000 stations
-        records = {r.station_id: r for r in await self.store.list_stations()} if theirs else {}
-        for station_id in theirs:
+        for station_id, node in owners.items():
+            if node == self.cluster.node_id:
+                continue
             record = records.get(station_id)
             package = VERSIONS.get(str(record.extra.get(VERSION_KEY))) if record is not None else None
             links[station_id] = RemoteLink(station_id, (package or DEFAULT_VERSION).version)

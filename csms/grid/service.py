@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from csms.domain.records import StationRecord
 from csms.grid.config import GridConfig
 from csms.grid.control import GridController
 from csms.grid.effects.learning import ResumeLearning
@@ -162,7 +163,9 @@ class Grid:
     def _replan(self, reason: str) -> None:
         self.controller.request(reason)
 
-    async def start(self) -> None:
+    async def start(self, listed: list[StationRecord] | None = None) -> None:
+        """Read the grid's state back and start; ``listed``: the stations as the caller just listed
+        them (else listed here, once)."""
         await self.signals.start()  # limits and safe mode as they were before a restart
         learnt = await self.learning.load()  # which cars and station models do not resume after a pause
         if learnt:
@@ -175,8 +178,10 @@ class Grid:
                 log.info("grid: %d running sessions rebuilt from the store in %.1f s", rebuilt,
                          time.monotonic() - started)
             started = time.monotonic()
-            await self._station_models()
-            recalled = await self.setup.load()
+            if listed is None:
+                listed = await self.store.list_stations()
+            self._station_models(listed)
+            recalled = await self.setup.load(listed)
             if recalled:
                 log.info("grid: the set-ups of %d stations read back in %.1f s (not asked again until they boot)",
                          recalled, time.monotonic() - started)
@@ -186,16 +191,15 @@ class Grid:
         await self.controller.start()
         await self.recorder.start()
 
-    async def _station_models(self) -> None:
+    def _station_models(self, listed: list[StationRecord]) -> None:
         """Vendor and model of the stations of rebuilt sessions, until they boot again (what the
-        resume knowledge of their model is judged on). One listing of the stations, not a read per
-        station: 30,000 reads took a new leader's takeover 15 s."""
-        assert self.store is not None
+        resume knowledge of their model is judged on). From one listing of the stations, not a read
+        per station: 30,000 reads took a new leader's takeover 15 s."""
         stations = {s.station_id: self.sessions.station(s.station_id) for s in self.sessions}
         unknown = {sid for sid, st in stations.items() if st.vendor is None and st.model is None}
         if not unknown:
             return
-        for record in await self.store.list_stations():
+        for record in listed:
             if record.station_id in unknown:
                 stations[record.station_id].vendor = record.vendor
                 stations[record.station_id].model = record.model

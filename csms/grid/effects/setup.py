@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from csms.domain.events import ChargingProfilesReported
+from csms.domain.records import StationRecord
 from csms.grid.config import GridConfig
 from csms.grid.effects.memory import SETUP, GridMemory
 from csms.grid.effects.pusher import TX_PROFILE_ID_BASE, Pusher, failsafe_profile
@@ -71,13 +72,15 @@ class StationSetup:
         self.stations = stations  # each station's last boot: what a remembered set-up is valid for
         self._known: dict[str, dict[str, Any]] = {}  # station -> {"boot", "variables", "failsafe"}
 
-    async def load(self) -> int:
-        """The set-ups remembered in the store, kept for the stations that have not booted since."""
+    async def load(self, listed: list[StationRecord] | None = None) -> int:
+        """The set-ups remembered in the store, kept for the stations that have not booted since;
+        ``listed``: the stations as just listed (a new leader lists 30,000 once, not per part)."""
         if self.memory is None or self.stations is None:
             return 0
         remembered = await self.memory.load(SETUP)
         if remembered:
-            boots = {r.station_id: _boot_mark(r.last_boot) for r in await self.stations.list_stations()}
+            records = listed if listed is not None else await self.stations.list_stations()
+            boots = {r.station_id: _boot_mark(r.last_boot) for r in records}
             self._known = {sid: rec for sid, rec in remembered.items()
                            if sid in boots and rec.get("boot") == boots[sid] and isinstance(rec.get("variables"), list)}
         return len(self._known)
