@@ -468,6 +468,23 @@ async def test_node_killed_under_load_loses_nothing_and_its_sessions_continue_on
 STORM = 1000
 
 
+def _lone_node(prefix: str) -> Cluster:
+    """Node "node-a" on ``prefix`` (lease 1 s), in process, marking nothing in a store."""
+    async def mark(station_id: str, connected: bool, at: datetime) -> None:
+        pass
+
+    return Cluster(REDIS_URL, prefix, "node-a", lease_s=1.0, forward_timeout_s=2.0, spawner=_Tasks(),
+                   errors=ErrorLog(), mark=mark)
+
+
+async def _drop_prefix(client: aioredis.Redis, prefix: str) -> None:
+    """Delete the test's keys and close its client."""
+    keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
 def storm_size() -> int:
     """STORM, or fewer where the file limit cannot hold that many sockets: this process holds every
     station's, node A all of them (the nodes inherit this process's limit, raised here to the hard one)."""
@@ -587,10 +604,7 @@ async def test_a_sweep_keeps_the_stations_of_a_node_that_renewed_its_lease_meanw
         assert marked == ["S-DEAD"]
     finally:
         await b.close()
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        await _drop_prefix(client, prefix)
 
 
 @pytest.mark.redis
@@ -630,10 +644,7 @@ async def test_the_lease_is_renewed_while_a_sweep_releases_thousands_of_stations
     finally:
         await b.close()
         await store.close()
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        await _drop_prefix(client, prefix)
 
 
 @pytest.mark.redis
@@ -645,11 +656,7 @@ async def test_a_claim_that_failed_after_a_lapse_is_tried_again() -> None:
     prefix = f"nbfail:{uuid.uuid4().hex}:"
     client = aioredis.from_url(REDIS_URL, decode_responses=True)
 
-    async def mark(station_id: str, connected: bool, at: datetime) -> None:
-        pass
-
-    a = Cluster(REDIS_URL, prefix, "node-a", lease_s=1.0, forward_timeout_s=2.0, spawner=_Tasks(),
-                errors=ErrorLog(), mark=mark)
+    a = _lone_node(prefix)
     a.local = lambda: ["S-1", "S-2"]
     claim = a._reclaim
     failures = 0
@@ -670,10 +677,7 @@ async def test_a_claim_that_failed_after_a_lapse_is_tried_again() -> None:
         assert failures == 1
     finally:
         await a.close()
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        await _drop_prefix(client, prefix)
 
 
 @pytest.mark.redis
@@ -686,11 +690,7 @@ async def test_a_lapsed_lease_with_no_stations_connected_claims_nothing(caplog: 
     prefix = f"nbfail:{uuid.uuid4().hex}:"
     client = aioredis.from_url(REDIS_URL, decode_responses=True)
 
-    async def mark(station_id: str, connected: bool, at: datetime) -> None:
-        pass
-
-    a = Cluster(REDIS_URL, prefix, "node-a", lease_s=1.0, forward_timeout_s=2.0, spawner=_Tasks(),
-                errors=ErrorLog(), mark=mark)
+    a = _lone_node(prefix)
     claims: list[Any] = []
     claim = a._reclaim
 
@@ -718,7 +718,4 @@ async def test_a_lapsed_lease_with_no_stations_connected_claims_nothing(caplog: 
         assert "last renewed" in warned[0].getMessage()
     finally:
         await a.close()
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        await _drop_prefix(client, prefix)
