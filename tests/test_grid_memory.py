@@ -24,9 +24,9 @@ async def test_twenty_thousand_queued_writes_land_in_order_and_a_stop_cancels_th
         # A queue as deep as a whole fleet's set-ups, cancelled at a term's end: no recursion, waiters told.
         rest = [memory.put(SETUP, f"CS-{i:05d}", {"n": -i}) for i in range(20_000)]
         await asyncio.sleep(0)
-        assert memory._writer is not None
-        memory._writer.cancel()
-        await asyncio.gather(memory._writer, return_exceptions=True)
+        assert memory.bulk._writer is not None
+        memory.bulk._writer.cancel()
+        await asyncio.gather(memory.bulk._writer, return_exceptions=True)
         assert sum(f.cancelled() for f in rest) > 19_000
         assert all(f.done() for f in rest)
     finally:

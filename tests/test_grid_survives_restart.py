@@ -288,14 +288,23 @@ async def test_a_non_retained_mqtt_signal_survives_a_restart(tmp_path: Path) -> 
         async with daemon(site) as running:
             await until(lambda: _mqtt_up(api), 10, "daemon subscribed")
             async with aiomqtt.Client("127.0.0.1", 1883, identifier=f"dso-{uuid.uuid4().hex[:8]}") as dso:
+                await dso.subscribe(f"{prefix}/grid/T1/signal-status", qos=1)
                 payload = {"signal_id": "mqtt-1", "source": "dso", "limit_kw": 42,
                            "timestamp": datetime.now(UTC).isoformat()}
                 await dso.publish(f"{prefix}/grid/T1/limit", json.dumps(payload), qos=1, retain=False)
-            await until(lambda: _limit(api, 42.0), 10, "MQTT limit applied")
+                await until(lambda: _limit(api, 42.0), 10, "MQTT limit applied")
+                # In force at once, answered once stored: the verdict is the answer (docs/decisions.md).
+                await asyncio.wait_for(_verdict(dso, "mqtt-1"), 10)
             await running.stop(signal.SIGKILL)
         async with daemon(site):
             g = await api.group()
             assert g["limit_kw"] == 42.0 and g["limit_source"] == "signal:dso:mqtt-1", g
+
+
+async def _verdict(client: aiomqtt.Client, signal_id: str) -> None:
+    async for message in client.messages:
+        if json.loads(bytes(message.payload)).get("signal_id") == signal_id:
+            return
 
 
 async def _mqtt_up(api: Api) -> bool:

@@ -65,7 +65,6 @@ class LimitDesk:
         self._tasks: list[asyncio.Task[None]] = []
         self._restored_silence: set[str] = set()  # in safe mode for silence before the restart
         self._unconfirmed: dict[str, set[str]] = {}  # restored source causes, held until the source is back
-        self._accepting = asyncio.Lock()
 
     async def restore(self) -> None:
         """Before :meth:`start`: put back the signals in force and the safe-mode state stored before
@@ -134,7 +133,7 @@ class LimitDesk:
         return list(self.grid.transformers)
 
     async def submit(self, transformer_id: str, payload: bytes | str | dict[str, Any]) -> LimitSignal:
-        """Validate, store and apply a signal exactly as if it arrived live from a source."""
+        """Validate, apply and store a signal exactly as if it arrived live from a source."""
         return await self.accept(transformer_id, payload, live=True, via="api")
 
     async def clear(self, transformer_id: str, source: str) -> LimitSignal | None:
@@ -154,7 +153,7 @@ class LimitDesk:
 
     # Signals ------------------------------------------------------------------------------------
     async def accept(self, tid: str, payload: bytes | str | dict[str, Any], *, live: bool, via: str) -> LimitSignal:
-        """Validate, store, then apply one signal; ``live``: a live message (a sign of life of its
+        """Validate and apply one signal, then store it; ``live``: a live message (a sign of life of its
         source), not a retained one redelivered on (re)subscription. Raises SignalError (already
         reported)."""
         try:
@@ -166,35 +165,48 @@ class LimitDesk:
         return signal
 
     async def put_signal(self, signal: LimitSignal, *, via: str) -> bool:
-        """Store, then apply a signal a source built and validated itself (a UFTP order: its source
+        """Apply, then store a signal a source built and validated itself (a UFTP order: its source
         ``uftp:<order>`` is outside what a JSON payload may name, so no MQTT or API sender can
         touch it); False for an identical re-send. Not a sign of life for silence (that is the live
         channels' business). Raises SignalError (reported)."""
         return await self._admit(signal.transformer_id, signal, live=False, via=via)
 
     async def _admit(self, tid: str, signal: LimitSignal, *, live: bool, via: str) -> bool:
-        """A signal takes effect only once it is durable, so nothing the daemon acts on or shows is
-        forgotten by a crash (a few milliseconds, well inside the reaction window)."""
-        async with self._accepting:  # one at a time: what was checked is what gets stored and applied
-            not_stored: Exception | None = None
-            try:
-                if self.book.is_new(signal) and self.memory is not None:
-                    try:
-                        await self.memory.put(SIGNAL, signal_key(tid, signal.source), signal.to_record())
-                    except Exception as exc:  # noqa: BLE001 - the grid comes first: obey, then report
-                        not_stored = exc
-                applied = self.book.apply(signal)
-            except SignalError as exc:
-                self._reject(tid, exc.reason, exc.signal_id, via)
-                raise
-            self._take_effect(tid, signal, applied, live=live, via=via)
-            if self.memory is not None:
-                await self.memory.flush()  # the safe-mode change it caused is stored and switched too
-            if not_stored is not None:
-                raise not_stored  # in force, but a restart would forget it: the caller must not acknowledge
-            return applied
+        """In force at once, answered once stored. A limit must not wait for the store (its write
+        may queue behind others; at 10,000 sessions that cost seconds), and acting on it early is
+        safe: a crash before it is stored restores the previous limit, and the source, not answered,
+        sends it again (docs/decisions.md). Nothing awaits between the check, the apply and the
+        queued write, so signals land in the store in the order they took effect."""
+        try:
+            applied = self.book.apply(signal)
+        except SignalError as exc:
+            self._reject(tid, exc.reason, exc.signal_id, via)
+            raise
+        write = None
+        if applied and self.memory is not None:
+            write = self.memory.put(SIGNAL, signal_key(tid, signal.source), signal.to_record())
+        self._take_effect(tid, signal, applied, live=live)  # the controller hears of it here
+        not_stored = await self._stored(write)
+        self._answer(tid, signal, applied, via)
+        if not_stored is not None:
+            raise not_stored  # in force, but a restart would forget it: the caller must not acknowledge
+        return applied
 
-    def _take_effect(self, tid: str, signal: LimitSignal, applied: bool, *, live: bool, via: str) -> None:
+    async def _stored(self, write: asyncio.Future[None] | None) -> Exception | None:
+        """Wait for the signal's write and the safe-mode write it caused (the limit lane only);
+        the signal's store failure, if any (the grid comes first: it stays in force)."""
+        if self.memory is None:
+            return None
+        failed: Exception | None = None
+        if write is not None:
+            try:
+                await write
+            except Exception as exc:  # noqa: BLE001 - reported to the caller, after the answer
+                failed = exc
+        await self.memory.flush_limits()
+        return failed
+
+    def _take_effect(self, tid: str, signal: LimitSignal, applied: bool, *, live: bool) -> None:
         now = self._now()
         if live:
             self.book.mark_heard(tid, now)
@@ -202,6 +214,12 @@ class LimitDesk:
             self._set_cause(tid, "silence", None, now)
             if self.grid.transformers[tid].expects_signals:
                 self._save_safe_mode(tid)
+        if applied:
+            self._refresh(tid, now, signal_id=signal.signal_id, force=True)
+
+    def _answer(self, tid: str, signal: LimitSignal, applied: bool, via: str) -> None:
+        """The verdict on the status channel, the metric and the log line: once the signal is stored."""
+        now = self._now()
         outcome = "accepted" if applied else "duplicate"
         self.metrics.signals.labels(tid, outcome).inc()
         self._signal_status(tid, signal.signal_id, outcome, None, now)
@@ -209,7 +227,6 @@ class LimitDesk:
             current = signal.limit_at(now)
             log.info("grid %s: %s signal %r from %s via %s (now %s kW)", tid, outcome, signal.signal_id,
                      signal.source, via, "-" if current is None else f"{current:g}")
-            self._refresh(tid, now, signal_id=signal.signal_id, force=True)
 
     def refuse(self, tid: str, reason: str, signal_id: str | None, via: str) -> None:
         """Report a message a source refused before it became a signal (same log, metric, event)."""

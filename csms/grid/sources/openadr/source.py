@@ -97,6 +97,8 @@ class OpenAdrSource:
         self.intake = intake
         self.bus = bus
         self.memory = memory
+        if memory is not None:
+            memory.prioritise(STATE)  # with the signals, in their order, not behind unrelated writes
         self.metrics = OpenAdrMetrics(registry)
         self.client = VtnClient(config)
         self._now = now
@@ -478,7 +480,7 @@ class OpenAdrSource:
     async def _stored(self, now: datetime) -> None:
         """Wait until what this round decided is durable (signals and state are written in order)."""
         if self.memory is not None and self._dirty:
-            await self.memory.flush()
+            await self.memory.flush_limits()
             self._dirty = False
             self.stored_at = now
 

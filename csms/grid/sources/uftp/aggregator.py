@@ -170,6 +170,8 @@ class Aggregator:
         self.intake = intake
         self.fleet = fleet
         self.memory = memory
+        if memory is not None:
+            memory.prioritise(OFFER, ORDER)  # an order is stored before its limit, and answered after both
         self.transactions = transactions
         self.metrics = UftpMetrics(registry)
         self.clock = clock
