@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from csms.domain.meter import flatten
+from csms.domain.records import StationRecord
 from csms.store import redis_store
 from csms.store.redis_store import RedisStore, ReplicationError
 from tests.test_daemon_kit import free_port
@@ -106,6 +107,33 @@ async def test_a_new_leaders_reads_at_once_share_round_trips_too(store: RedisSto
     assert [[p["profile"]["id"] for p in rows] for rows in profiles] == [[i] if i % 2 == 0 else [] for i in range(n)]
     assert needs[3] == {"chargingNeeds": {"requestedEnergyTransfer": "AC"}} and needs.count(None) == n - 1
     assert sum(sent) == 3 * n and len(sent) <= 12, sent  # not one round trip per read
+
+
+async def test_a_long_listing_lets_the_event_loop_run_between_its_round_trips(
+        store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listing of thousands of records (a grid leader's running transactions, every 30 s) is read
+    and decoded a pipeline at a time with the loop let in between; in one pipeline the leader's loop
+    stood still for seconds at 30,000, and its lease keeper took it for hung."""
+    monkeypatch.setattr(redis_store, "HASHES_PER_PIPELINE", 100)
+    n = 1000
+    await asyncio.gather(*(store.put_station(StationRecord(station_id=f"CS-{i:04d}")) for i in range(n)))
+    decoded = 0
+    decode = redis_store._decode
+
+    def counted(h: dict[str, str]) -> dict[str, Any]:
+        nonlocal decoded
+        decoded += 1
+        return decode(h)
+
+    monkeypatch.setattr(redis_store, "_decode", counted)
+    listing = asyncio.ensure_future(store.list_stations())
+    seen = [0]  # records decoded by each time another task got a turn
+    while not listing.done():
+        seen.append(decoded)
+        await asyncio.sleep(0)
+    seen.append(decoded)
+    assert [s.station_id for s in listing.result()] == [f"CS-{i:04d}" for i in range(n)]
+    assert max(b - a for a, b in zip(seen, seen[1:], strict=False)) <= 100, seen  # never more without a turn
 
 
 async def test_a_failing_command_fails_only_its_caller(store: RedisStore) -> None:

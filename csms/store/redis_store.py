@@ -47,6 +47,7 @@ from csms.store.redis_packing import fast_packing
 log = logging.getLogger(__name__)
 
 PAGE = 500  # members read per round trip when a filtered list query walks a sorted set
+HASHES_PER_PIPELINE = 1000  # records read per round trip when a listing reads them whole
 
 
 class ReplicationError(RedisError):
@@ -445,12 +446,18 @@ class RedisStore(Store):
         return (await self._write(queue))[0]
 
     async def _hashes(self, keys: list[str]) -> list[dict[str, Any] | None]:
-        if not keys:
-            return []
-        pipe = self._r.pipeline(transaction=False)
-        for k in keys:
-            pipe.hgetall(k)
-        return [_decode(h) if h else None for h in await pipe.execute()]
+        """The hashes, read and decoded :data:`HASHES_PER_PIPELINE` at a time with the event loop
+        let in between: one pipeline of 30,000 (a grid leader listing its running transactions)
+        was parsed and decoded in one stretch, and the leader's loop stood still for seconds."""
+        out: list[dict[str, Any] | None] = []
+        for start in range(0, len(keys), HASHES_PER_PIPELINE):
+            if start:
+                await asyncio.sleep(0)
+            pipe = self._r.pipeline(transaction=False)
+            for k in keys[start:start + HASHES_PER_PIPELINE]:
+                pipe.hgetall(k)
+            out += [_decode(h) if h else None for h in await pipe.execute()]
+        return out
 
     # Stations ---------------------------------------------------------------------------------
     @staticmethod
