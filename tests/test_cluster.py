@@ -290,3 +290,44 @@ async def test_a_lapsed_lease_announces_back_only_the_stations_a_sweep_released(
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+async def test_a_station_connecting_while_the_new_leader_reads_its_state_back_counts_as_connected(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process: the grid part of a new term is held while it reads its state back; a station that
+    connects to the leader's node meanwhile told the node's bus before the grid listened, so the
+    grid must take it from the node's connections as they are when it attaches (in the 30,000-station
+    failover such stations were never controlled again)."""
+    from csms.grid.service import Grid
+
+    entered, gate = asyncio.Event(), asyncio.Event()
+    original = Grid.start
+
+    async def held_start(self: Grid, listed: Any = None) -> None:
+        entered.set()
+        await gate.wait()
+        await original(self, listed)
+
+    monkeypatch.setattr(Grid, "start", held_start)
+    prefix = f"nbcluster:{uuid.uuid4().hex}:"
+    station = LibStation("CL-LIVE")
+    grid = {"transformers": {"T1": {"capacity_kw": 400, "members": [{"station": "CL-*"}]}}}
+    try:
+        async with asyncio.timeout(30):
+            async with running_daemon(tmp_path, store={"backend": "redis", "redis_url": REDIS_URL,
+                                                       "redis_prefix": prefix},
+                                      cluster={"node_id": "leader", "lease_s": LEASE_S}, grid=grid) as running:
+                await entered.wait()  # it leads, and its term is reading the state back
+                await station.connect(running.ws_url)
+                assert "CL-LIVE" in running.daemon.connections
+                gate.set()
+                while running.daemon.grid is None:
+                    await asyncio.sleep(0.05)
+                assert running.daemon.grid.sessions.station("CL-LIVE").connected is True
+    finally:
+        await station.stop()
+        client = aioredis.from_url(REDIS_URL, decode_responses=True)
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
