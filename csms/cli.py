@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import gc
 import logging
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Coroutine
@@ -40,8 +42,11 @@ def run(coro: Coroutine[Any, Any, None]) -> None:
     the default thresholds, full collections over a heap of 10,000 stations ran every 1-2 s, took
     up to a second each and freed nothing (they dominated the grid controller's reaction time).
     Objects alive after start-up are moved out of the collector's sight (gc.freeze at start).
+    SIGUSR1 prints every thread's stack to stderr: what a daemon that stopped answering is doing,
+    without stopping it.
     """
     gc.set_threshold(GC_GEN0_THRESHOLD, 50, 100)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: where every thread is, on stderr
     try:
         import uvloop
     except ImportError:

@@ -112,7 +112,11 @@ class Site:
                 await client.aclose()
 
 
-@dataclass
+#: Daemons running now (for the timeout dump in tests/conftest.py: what a hung test's daemon was doing).
+RUNNING: list[Daemon] = []
+
+
+@dataclass(eq=False)
 class Daemon:
     proc: asyncio.subprocess.Process
     log: list[str]
@@ -157,8 +161,11 @@ async def daemon(site: Site, *, timeout: float = 30.0) -> AsyncIterator[Daemon]:
                 lines.append(line.decode())
 
         running.drain = asyncio.create_task(drain())
+        RUNNING.append(running)
         yield running
     finally:
+        if running in RUNNING:
+            RUNNING.remove(running)
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
