@@ -95,7 +95,7 @@ class LibStation:
                  clock_offset: timedelta = timedelta(0), rate_units: str = "A,W", stack_levels: int = 8,
                  periods_per_schedule: int | None = 24, report_power: bool = True, energy_unit: str = "Wh",
                  obey: bool = True, meter_interval_s: float = 0.5, forget_profiles_on_reconnect: bool = False,
-                 answers_get_charging_profiles: bool = True) -> None:
+                 answers_get_charging_profiles: bool = True, tx_profile_answer_delay_s: float = 0.0) -> None:
         self.station_id = station_id
         self.evses = {i: Evse(i) for i in range(1, evses + 1)}
         self.max_current_a = max_current_a
@@ -110,6 +110,9 @@ class LibStation:
         self.meter_interval_s = meter_interval_s
         self.forget_profiles_on_reconnect = forget_profiles_on_reconnect
         self.answers_get_charging_profiles = answers_get_charging_profiles
+        #: A station that takes this long to answer a TxProfile (its reader stalls meanwhile, as a
+        #: firmware busy writing flash would): it holds up every wave that includes it.
+        self.tx_profile_answer_delay_s = tx_profile_answer_delay_s
         self.profiles: dict[int, Installed] = {}
         self.pushes: list[Push] = []
         self.calls: Counter[str] = Counter()
@@ -411,8 +414,11 @@ class _Cp(ChargePoint):
     station: LibStation
 
     @on("SetChargingProfile")
-    def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
+    async def on_set_charging_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
         self.station.calls["SetChargingProfile"] += 1
+        if self.station.tx_profile_answer_delay_s and charging_profile["charging_profile_purpose"] == "TxProfile":
+            self.station.calls["TxProfile held"] += 1
+            await asyncio.sleep(self.station.tx_profile_answer_delay_s)
         return call_result.SetChargingProfile(status=self.station.install(evse_id, charging_profile))
 
     @on("ClearChargingProfile")

@@ -107,7 +107,7 @@ async def test_stricter_limit_during_a_refine_wave_is_cut_first() -> None:
         before = len(held.tx_profiles())
         r.limit(300.0, "relax")  # every car may go up: a refine wave to all ten, answers held back
         await until(lambda: len(held.tx_profiles()) > before, what="the refine wave started", interval=0.001)
-        assert r.ctl.controller._wave is not None and r.ctl.controller._wave.kind == "plan"
+        assert [wave.kind for wave in r.ctl.controller._live] == ["plan"]
         refine_sent = len(held.tx_profiles()) - before
         r.limit(45.0, "cut")  # 25 kW for ten cars while the refine wave still waits for answers
         await until(lambda: {s for s, _, p in held.tx_profiles()[before + refine_sent:]

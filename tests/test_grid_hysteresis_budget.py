@@ -43,7 +43,7 @@ async def test_cut_within_hysteresis_of_installed_is_sent_while_a_higher_profile
     todo, _ = pusher.due([(_plan(16.0), CAPS, "t")])
     slow = asyncio.create_task(pusher.push(todo))
     await asyncio.sleep(0)
-    assert pusher.in_flight == {("S", 1): 1}
+    assert {k: len(v) for k, v in pusher.in_flight.items()} == {("S", 1): 1}
 
     cut, skipped = pusher.due([(_plan(10.5), CAPS, "t")], {"t": 0.0})
     assert [shaped.carried.current_a[0] for shaped in cut] == [10.5]
@@ -55,6 +55,39 @@ async def test_cut_within_hysteresis_of_installed_is_sent_while_a_higher_profile
     assert wire == [10.0, 16.0, 10.5]
     assert pusher.installed[("S", 1)].current_a[0] == 10.5
     assert pusher.in_flight == {}
+
+
+async def test_a_plan_equal_to_the_profile_on_the_wire_is_not_queued_behind_it() -> None:
+    """Plans overlap a slow wave: judged against what is on the wire, not against what was installed
+    before it, a station that takes its time is not sent the same plan once per re-plan."""
+    gate = asyncio.Event()
+
+    async def send(station_id: str, evse_id: int, profile: dict[str, Any]) -> dict[str, Any]:
+        await gate.wait()
+        return {"status": "Accepted"}
+
+    pusher = Pusher(send, Hysteresis(min_interval_s=0), clock=lambda: NOW)
+    todo, _ = pusher.due([(_plan(16.0), CAPS, "t")])
+    slow = asyncio.create_task(pusher.push(todo))
+    await asyncio.sleep(0)
+    again, skipped = pusher.due([(_plan(16.0), CAPS, "t")], {"t": 0.0})
+    assert again == [] and [(r.reason, r.limit_a) for r in skipped] == [("within hysteresis", 16.0)]
+    lower, _ = pusher.due([(_plan(10.0), CAPS, "t")], {"t": 0.0})
+    assert [shaped.carried.current_a[0] for shaped in lower] == [10.0]
+    gate.set()
+    await asyncio.wait_for(slow, 5)
+    assert pusher.in_flight == {}
+
+
+async def test_a_refused_profile_on_the_wire_vouches_for_nothing_once_answered() -> None:
+    async def send(station_id: str, evse_id: int, profile: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "Rejected"}
+
+    pusher = Pusher(send, Hysteresis(min_interval_s=0), clock=lambda: NOW)
+    todo, _ = pusher.due([(_plan(16.0), CAPS, "t")])
+    await pusher.push(todo)
+    again, _ = pusher.due([(_plan(16.0), CAPS, "t")], {"t": 0.0})
+    assert [shaped.carried.current_a[0] for shaped in again] == [16.0]
 
 
 async def test_hysteresis_applies_again_once_the_answer_landed() -> None:
@@ -82,7 +115,7 @@ async def test_cancelled_push_releases_profiles_that_never_went_out() -> None:
     second, _ = pusher.due([(_plan(12.0, "A"), CAPS, "t")])
     task = asyncio.create_task(pusher.push(first + second))
     await asyncio.wait_for(started.wait(), 5)
-    assert pusher.in_flight == {("A", 1): 2}
+    assert {k: len(v) for k, v in pusher.in_flight.items()} == {("A", 1): 2}
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert pusher.in_flight == {}

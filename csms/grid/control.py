@@ -38,6 +38,9 @@ log = logging.getLogger("csms.grid")
 
 DEBOUNCE_S = 0.02  # coalesce a burst of events into one plan
 MAX_COALESCE_S = 5.0  # a re-plan waits at most this long after the previous cycle ended
+#: A wave in flight longer than this no longer holds the next plan back (one overlapping wave at most).
+OVERLAP_AFTER_S = MAX_COALESCE_S
+SLOW_WAVE_S = 5.0  # a wave longer than this holds up the next plan noticeably: worth a warning
 
 
 @dataclass
@@ -75,7 +78,7 @@ class GridController:
         self._last_cycle_end = 0.0
         self._last_cycle_s = 0.0
         self._planning: asyncio.Task[None] | None = None
-        self._wave: Wave | None = None
+        self._live: dict[Wave, float] = {}  # waves in flight -> when each was launched (monotonic)
         self._waves: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -92,7 +95,8 @@ class GridController:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._task = self._planning = self._wave = None
+        self._task = self._planning = None
+        self._live.clear()
 
     def request(self, reason: str) -> None:
         """Ask for a re-plan soon (coalesced)."""
@@ -108,8 +112,8 @@ class GridController:
         self._limits_seen += 1
         self._watches.append(watch)
         self._unchecked.append(watch)
-        if self._wave is not None and self._stricter([watch]):
-            self._wave.supersede()  # nothing more of the old wave goes out, not even the next chunk
+        if self._live and self._stricter([watch]):
+            self._supersede()  # nothing more of the old waves goes out, not even the next chunk
         self.request(kind)
 
     async def settled(self, timeout: float = 10.0) -> None:
@@ -127,6 +131,8 @@ class GridController:
             wake_at = next_periodic
             if self._plan_ready():
                 wake_at = min(wake_at, self._plan_at())
+            elif self._reasons and self._planning is None and len(self._live) == 1:
+                wake_at = min(wake_at, next(iter(self._live.values())) + OVERLAP_AFTER_S)
             try:
                 # Not asyncio.wait_for: on 3.11 it can swallow a cancel that races with the event.
                 async with asyncio.timeout(max(0.0, wake_at - time.monotonic())):
@@ -152,11 +158,20 @@ class GridController:
                 raise
             except Exception:  # noqa: BLE001 - the controller must survive a bad plan and try again
                 log.exception("grid planning failed")
-            if not (self._reasons or self._unchecked or self._busy()):
+            if not (self._reasons or self._unchecked or self._planning is not None or self._live):
                 self._idle.set()
 
     def _busy(self) -> bool:
-        return self._planning is not None or self._wave is not None
+        """A plan is computing, or a wave holds the next plan back: a wave holds it until it ends,
+        unless it has been in flight for ``OVERLAP_AFTER_S`` (then one more wave may go out beside
+        it). So one slow or silent station delays the others' next plan by seconds, not by its call
+        timeout, and a large wave (10,000 pushes after a failover) does not keep stations that got
+        ready meanwhile waiting for all of it."""
+        if self._planning is not None:
+            return True
+        if len(self._live) > 1:
+            return True
+        return any(time.monotonic() - launched < OVERLAP_AFTER_S for launched in self._live.values())
 
     def _plan_ready(self) -> bool:
         return bool(self._reasons) and not self._busy()
@@ -190,13 +205,19 @@ class GridController:
             return
         started = time.monotonic()
         self._generation += 1  # a plan computing now was made for the old limit: drop it
-        if self._wave is not None:
-            self._wave.supersede()
+        self._supersede()
         units = self.planner.cut(now, stricter)
         groups = set(stricter)
         self._launch(self.dispatcher.decide(units, now, "cut"),
                      resolve=lambda w: w.received_mono <= started and (w.tid is None or w.tid in groups))
         self.request("cut")
+
+    def _supersede(self) -> None:
+        """Nothing more of the waves in flight goes out; they hold no plan back any more (only their
+        calls already on the wire finish)."""
+        for wave in self._live:
+            wave.supersede()
+        self._live.clear()
 
     def _stricter(self, watches: list[_LimitWatch]) -> list[str]:
         """Groups named by ``watches`` whose limit in force is now below what was planned (cheap)."""
@@ -233,15 +254,17 @@ class GridController:
             return
         self._stale_dropped = False
         self.plans += 1
-        self._launch(self.dispatcher.decide(units, now, "plan", reasons), cycle_start=cycle_start,
-                     resolve=lambda w: w.received_mono <= cycle_start)
+        # Beside a wave still in flight (a slow one, see _busy), only sessions without a profile get
+        # theirs now; the others get this plan's changes in the next full wave.
+        self._launch(self.dispatcher.decide(units, now, "plan", reasons, newcomers=bool(self._live)),
+                     cycle_start=cycle_start, resolve=lambda w: w.received_mono <= cycle_start)
 
     # Waves ---------------------------------------------------------------------------------------
     def _launch(self, dispatch: Dispatch, *, resolve: Callable[[_LimitWatch], bool],
                 cycle_start: float | None = None) -> None:
         """Start the wave as its own task (the loop goes on; a stricter limit may supersede it)."""
         wave = Wave(dispatch.kind)
-        self._wave = wave
+        self._live[wave] = time.monotonic()
         task = asyncio.get_running_loop().create_task(self._run_wave(wave, dispatch, resolve, cycle_start),
                                                       name=f"grid {dispatch.kind} wave")
         task.add_done_callback(self._task_done)
@@ -250,16 +273,28 @@ class GridController:
 
     async def _run_wave(self, wave: Wave, dispatch: Dispatch, resolve: Callable[[_LimitWatch], bool],
                         cycle_start: float | None) -> None:
+        started = time.monotonic()
         try:
             results = await self.dispatcher.run(dispatch, wave)
+            self._timed(dispatch.kind, time.monotonic() - started, results)
             if not wave.superseded:
                 self._resolve_watches(resolve, results, dispatch.kind)
         finally:
-            if self._wave is wave:
-                self._wave = None
+            self._live.pop(wave, None)
             if cycle_start is not None:
                 self._last_cycle_end = time.monotonic()
                 self._last_cycle_s = self._last_cycle_end - cycle_start
+
+    def _timed(self, kind: str, seconds: float, results: list[PushResult]) -> None:
+        """Record how long the wave took; a slow one says which push held it (the next plan waits
+        for the whole wave, so one station that does not answer delays every other's next plan)."""
+        self.metrics.wave_s.labels(kind).observe(seconds)
+        if seconds < SLOW_WAVE_S or not results:
+            return
+        slowest = max(results, key=lambda r: r.seconds)
+        failed = sum(r.status not in ("Accepted", "Rejected", "superseded") for r in results)
+        log.warning("grid %s wave took %.1f s: %d pushes (%d failed), slowest %.1f s to %s (%s)", kind, seconds,
+                    len(results), failed, slowest.seconds, slowest.station_id, slowest.status)
 
     def _resolve_watches(self, covered: Callable[[_LimitWatch], bool], results: list[PushResult], by: str) -> None:
         """Limit changes now answered by pushes: record the reaction time (received -> all answered)."""

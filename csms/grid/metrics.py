@@ -37,6 +37,8 @@ class ControlMetrics:
                                   buckets=(.01, .025, .05, .1, .25, .5, 1, 2, 5, 10, 30), registry=registry)
         self.plan_s = Histogram("csms_grid_plan_seconds", "Time to compute one plan of all groups",
                                 buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5), registry=registry)
+        self.wave_s = Histogram("csms_grid_wave_seconds", "A cut's or plan's pushes: first sent -> last answered",
+                                ["kind"], buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60), registry=registry)
         self.pushes = Counter("csms_grid_pushes_total", "TxProfile pushes by outcome", ["status"], registry=registry)
         self.findings = Counter("csms_grid_findings_total", "Verification findings by kind", ["kind"],
                                 registry=registry)

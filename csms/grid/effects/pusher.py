@@ -204,6 +204,11 @@ def failsafe_profile(caps: StationCaps, current_a: float) -> dict[str, Any]:
                                      unit=caps.unit)
 
 
+def _holds_for(old: Setpoints, new: Setpoints) -> bool:
+    """``old`` is a schedule of the same transaction and phases as ``new`` (it is in force for it)."""
+    return old.transaction_id == new.transaction_id and old.phases == new.phases
+
+
 @dataclass
 class Pusher:
     """Sends profiles and remembers what each session has installed."""
@@ -216,9 +221,9 @@ class Pusher:
     #: The station's clock offset each installed schedule was anchored on.
     installed_offset: dict[tuple[str, int], float] = field(default_factory=dict)
     pushed_at: dict[tuple[str, int], datetime] = field(default_factory=dict)
-    #: Profiles queued or sent but not yet answered, per session: what the station runs once they
-    #: land is unknown until then, so ``installed`` cannot vouch for it.
-    in_flight: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: Profiles queued or sent but not yet answered, per session, in the order they go out: once they
+    #: land the station runs the last of them (if accepted), so a new plan is judged against that one.
+    in_flight: dict[tuple[str, int], list[ShapedProfile]] = field(default_factory=dict)
     sent: int = 0
     skipped: int = 0
     identical: int = 0  # profiles sent that prescribed exactly what the station had (goal: none)
@@ -244,10 +249,19 @@ class Pusher:
             return None
         return as_seen_now(old, self.installed_offset.get(key, 0.0), offset_now)
 
+    def expected(self, key: tuple[str, int], offset_now: float) -> Setpoints | None:
+        """What ``key`` will run once what is on the wire lands: the last profile sent or queued for
+        it, else the installed one (as it plays out on our clock with the station's offset now)."""
+        flying = self.in_flight.get(key)
+        if flying:
+            return as_seen_now(flying[-1].carried, flying[-1].offset_s, offset_now)
+        return self.seen_now(key, offset_now)
+
     def due(self, plans: list[tuple[Setpoints, StationCaps, str]],
             headroom_kw: Mapping[str, float | Sequence[float]] | None = None,
             *, force: bool = False, offsets: Mapping[str, float] | None = None,
-            cut: bool = False, hold_slots: int = 0) -> tuple[list[ShapedProfile], list[PushResult]]:
+            cut: bool = False, hold_slots: int = 0,
+            newcomers: bool = False) -> tuple[list[ShapedProfile], list[PushResult]]:
         """Split into profiles to send and results for skipped sessions.
 
         ``plans`` carry each session's capacity group; a group's skipped sessions may together
@@ -257,6 +271,10 @@ class Pusher:
         breaks a limit, not even one that begins later in the horizon. ``offsets``: each
         station's clock minus ours (the schedules are anchored on it); ``cut``: the immediate
         cut, sent as Relative profiles to stations that take them (held for ``hold_slots``).
+        ``newcomers``: a plan going out beside a wave still in flight sends only to sessions that
+        hold no profile of theirs yet; the others keep what they have or have on the wire as far
+        as the headroom allows (the budget above decides, as for hysteresis) and get the plan in
+        the next full wave.
         """
         now = self.clock()
         to_send: list[ShapedProfile] = []
@@ -272,12 +290,13 @@ class Pusher:
             offset = (offsets or {}).get(sp.station_id, 0.0)
             shaped = as_relative(shaped, hold_slots) if cut and caps.relative_tx else on_station_clock(shaped, offset)
             key = (sp.station_id, sp.evse_id)
-            old = self.seen_now(key, offset)
-            # A profile still on the wire may replace ``installed`` any moment: send the new plan
-            # behind it (one call per station at a time, in order) rather than judge it against a
-            # schedule the station may no longer run.
-            if force or key in self.in_flight or old is None or self.hysteresis.unchanged(
-                    old, shaped.carried, now, self.pushed_at.get(key)) is None:
+            # A profile still on the wire replaces ``installed`` any moment: the new plan is judged
+            # against it, and if it differs, sent behind it (one call per station at a time, in order).
+            # Were that one refused or lost, the station keeps ``installed``, nothing is in flight any
+            # more and the next plan judges against ``installed`` again.
+            old = self.expected(key, offset)
+            if force or old is None or not _holds_for(old, shaped.carried) or (
+                    not newcomers and self.hysteresis.unchanged(old, shaped.carried, now, self.pushed_at.get(key)) is None):
                 to_send.append(shaped)
                 if old is not None and key not in self.in_flight and same_limits(old, shaped.carried, now):
                     self.identical += 1
@@ -290,7 +309,7 @@ class Pusher:
             to_send.extend(shaped for _, shaped in items if id(shaped) not in kept)
             for _, shaped in keep:
                 sp = shaped.carried
-                held = self.seen_now((sp.station_id, sp.evse_id), shaped.offset_s)
+                held = self.expected((sp.station_id, sp.evse_id), shaped.offset_s)
                 skipped.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "skipped",
                                           held.value_at(now) if held is not None else None, None,
                                           shaped.unit, now, reason="within hysteresis"))
@@ -312,7 +331,7 @@ class Pusher:
         for shaped in profiles:
             by_station.setdefault(shaped.carried.station_id, []).append(shaped)
             key = (shaped.carried.station_id, shaped.carried.evse_id)
-            self.in_flight[key] = self.in_flight.get(key, 0) + 1  # before any await: ``due`` sees it at once
+            self.in_flight.setdefault(key, []).append(shaped)  # before any await: ``due`` sees it at once
         stations = list(by_station.values())  # each station's profiles not yet taken up
         loop = asyncio.get_running_loop()
         tasks: list[asyncio.Future[list[PushResult]]] = []
@@ -327,16 +346,19 @@ class Pusher:
         finally:
             for items in stations:  # only when cancelled: these never went out
                 for shaped in items:
-                    self._landed((shaped.carried.station_id, shaped.carried.evse_id))
+                    self._landed(shaped)
                 items.clear()
         return [r for group in groups for r in group]
 
-    def _landed(self, key: tuple[str, int]) -> None:
-        """One queued or sent profile of ``key`` was answered, failed or dropped."""
-        left = self.in_flight.get(key, 1) - 1
-        if left > 0:
-            self.in_flight[key] = left
-        else:
+    def _landed(self, shaped: ShapedProfile) -> None:
+        """A queued or sent profile was answered, failed or dropped: no longer on the wire."""
+        key = (shaped.carried.station_id, shaped.carried.evse_id)
+        flying = self.in_flight.get(key, [])
+        for i, item in enumerate(flying):
+            if item is shaped:
+                del flying[i]
+                break
+        if not flying:
             self.in_flight.pop(key, None)
 
     async def _push_station(self, items: list[ShapedProfile], wave: Wave) -> list[PushResult]:
@@ -349,7 +371,7 @@ class Pusher:
             period = shaped.profile["chargingSchedule"][0]["chargingSchedulePeriod"][0]
             first = period.get("setpoint", period["limit"])  # a 2.1 discharge period's value is its setpoint
             if wave.superseded:
-                self._landed((sp.station_id, sp.evse_id))
+                self._landed(shaped)
                 results.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "superseded",
                                           sp.value_at(self.clock()), first, shaped.unit, self.clock(),
                                           reason="a stricter limit came first"))
@@ -365,7 +387,7 @@ class Pusher:
             except Exception as exc:  # noqa: BLE001 - offline, timeout, CALLERROR: recorded, never raised
                 status, reason = type(exc).__name__, str(exc)[:200]
             finally:
-                self._landed(key)
+                self._landed(shaped)
             self.sent += 1
             at = self.clock()
             if status == "Accepted":

@@ -57,8 +57,10 @@ class WaveDispatcher:
         self.metrics = metrics
         self.status = status
 
-    def decide(self, units: list[GroupPlan], now: datetime, kind: str, reasons: list[str] | None = None) -> Dispatch:
-        """Which profiles go out (hysteresis), and the setpoints of the sessions that keep theirs."""
+    def decide(self, units: list[GroupPlan], now: datetime, kind: str, reasons: list[str] | None = None,
+               *, newcomers: bool = False) -> Dispatch:
+        """Which profiles go out (hysteresis), and the setpoints of the sessions that keep theirs;
+        ``newcomers``: only to sessions without a profile (a plan beside a wave in flight)."""
         p = self.grid.planning
         start = now.replace(microsecond=0)
         todo: list[tuple[Setpoints, StationCaps, str]] = []
@@ -84,13 +86,13 @@ class WaveDispatcher:
         headroom = {u.tid: tuple(max(0.0, kw) for kw in u.plan.headroom_kw) for u in units}  # per slot from start
         identical = self.pusher.identical
         to_send, skipped = self.pusher.due(todo, headroom, offsets=offsets, cut=kind == "cut",
-                                           hold_slots=p.horizon_slots)
+                                           hold_slots=p.horizon_slots, newcomers=newcomers)
         if self.pusher.identical > identical:
             self.metrics.pushes.labels("identical").inc(self.pusher.identical - identical)
         if skipped:
             self.metrics.pushes.labels("skipped").inc(len(skipped))
         for r in skipped:
-            installed = self.pusher.seen_now((r.station_id, r.evse_id), offsets.get(r.station_id, 0.0))
+            installed = self.pusher.expected((r.station_id, r.evse_id), offsets.get(r.station_id, 0.0))
             session = sessions.get((r.station_id, r.evse_id))
             if installed is not None and session is not None:
                 value = installed.value_at(now)
@@ -115,15 +117,15 @@ class WaveDispatcher:
         return results
 
     def _split(self, dispatch: Dispatch) -> tuple[list[ShapedProfile], list[ShapedProfile]]:
-        """The profiles that lower what a station may draw now, and the others. A station we know
-        nothing about is assumed at its fail-safe."""
+        """The profiles that lower what a station may draw now (or once what is on the wire for it
+        lands), and the others. A station we know nothing about is assumed at its fail-safe."""
         now = self.pusher.clock()
         failsafe = self.grid.planning.fail_safe_limit_a
         lower: list[ShapedProfile] = []
         higher: list[ShapedProfile] = []
         for shaped in dispatch.to_send:
             sp = shaped.carried
-            installed = self.pusher.seen_now((sp.station_id, sp.evse_id), shaped.offset_s)
+            installed = self.pusher.expected((sp.station_id, sp.evse_id), shaped.offset_s)
             before = installed.value_at(now) if installed is not None else None
             after = sp.value_at(now)
             if after is None:
