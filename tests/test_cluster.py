@@ -22,6 +22,7 @@ from csms.store.redis_store import RedisStore
 from tests.daemon_fixture import running_daemon
 from tests.grid_outside import ADMIN_TOKEN, ENV, REDIS_URL, REPO, Api, Site, daemon
 from tests.ocpp_station import LibStation
+from tests.test_store_contract import delete_prefix
 
 LEASE_S = 2.0
 PROFILE: dict[str, Any] = {
@@ -326,8 +327,4 @@ async def test_a_station_connecting_while_the_new_leader_reads_its_state_back_co
                 assert running.daemon.grid.sessions.station("CL-LIVE").connected is True
     finally:
         await station.stop()
-        client = aioredis.from_url(REDIS_URL, decode_responses=True)
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        await delete_prefix(prefix)

@@ -42,6 +42,7 @@ from csms.cluster import Cluster
 from csms.errorlog import ErrorLog
 from csms.store.redis_store import RedisStore
 from tests.grid_outside import REDIS_URL, Api, Daemon, Site, daemon, free_port
+from tests.test_store_contract import delete_prefix
 
 LEASE_S = 2.0
 ANSWER_TIMEOUT_S = 15.0  # a station waits this long for an answer (far above any seen: "no answer" is a failure)
@@ -477,14 +478,6 @@ def _lone_node(prefix: str) -> Cluster:
                    errors=ErrorLog(), mark=mark)
 
 
-async def _drop_prefix(client: aioredis.Redis, prefix: str) -> None:
-    """Delete the test's keys and close its client."""
-    keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
 def storm_size() -> int:
     """STORM, or fewer where the file limit cannot hold that many sockets: this process holds every
     station's, node A all of them (the nodes inherit this process's limit, raised here to the hard one)."""
@@ -604,7 +597,8 @@ async def test_a_sweep_keeps_the_stations_of_a_node_that_renewed_its_lease_meanw
         assert marked == ["S-DEAD"]
     finally:
         await b.close()
-        await _drop_prefix(client, prefix)
+        await client.aclose()
+        await delete_prefix(prefix)
 
 
 @pytest.mark.redis
@@ -644,7 +638,8 @@ async def test_the_lease_is_renewed_while_a_sweep_releases_thousands_of_stations
     finally:
         await b.close()
         await store.close()
-        await _drop_prefix(client, prefix)
+        await client.aclose()
+        await delete_prefix(prefix)
 
 
 @pytest.mark.redis
@@ -677,7 +672,8 @@ async def test_a_claim_that_failed_after_a_lapse_is_tried_again() -> None:
         assert failures == 1
     finally:
         await a.close()
-        await _drop_prefix(client, prefix)
+        await client.aclose()
+        await delete_prefix(prefix)
 
 
 @pytest.mark.redis
@@ -718,4 +714,5 @@ async def test_a_lapsed_lease_with_no_stations_connected_claims_nothing(caplog: 
         assert "last renewed" in warned[0].getMessage()
     finally:
         await a.close()
-        await _drop_prefix(client, prefix)
+        await client.aclose()
+        await delete_prefix(prefix)

@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,6 +21,7 @@ import redis
 from csms.cluster import STALL_LEASES, Cluster
 from csms.cluster_grid import GridLeadership
 from csms.errorlog import ErrorLog
+from tests.test_store_contract import delete_prefix
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 LEASE_S = 1.0
@@ -86,14 +87,10 @@ async def _until(check: Any, timeout: float) -> None:
 
 
 @pytest.fixture
-def prefix() -> Iterator[str]:
+async def prefix() -> AsyncIterator[str]:
     p = f"nblk:{uuid.uuid4().hex}:"
     yield p
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{p}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    await delete_prefix(p)
 
 
 async def test_a_busy_loop_keeps_the_node_lease_and_the_grid_leadership(prefix: str) -> None:
