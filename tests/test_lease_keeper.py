@@ -21,15 +21,11 @@ import redis
 from csms.cluster import STALL_LEASES, Cluster
 from csms.cluster_grid import GridLeadership
 from csms.errorlog import ErrorLog
+from tests.spawning import LoopSpawner
 from tests.test_store_contract import delete_prefix
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 LEASE_S = 1.0
-
-
-class _Spawner:
-    def spawn(self, coro: Any, name: str = "") -> asyncio.Task[Any]:
-        return asyncio.get_running_loop().create_task(coro, name=name or None)
 
 
 @contextmanager
@@ -68,10 +64,10 @@ async def _node(prefix: str, node_id: str) -> tuple[Cluster, GridLeadership, lis
     async def resign() -> None:
         terms.append(-1)
 
-    cluster = Cluster(REDIS_URL, prefix, node_id, lease_s=LEASE_S, forward_timeout_s=1, spawner=_Spawner(),
+    cluster = Cluster(REDIS_URL, prefix, node_id, lease_s=LEASE_S, forward_timeout_s=1, spawner=LoopSpawner(),
                       errors=ErrorLog(), mark=mark)
     leadership = GridLeadership(REDIS_URL, prefix, node_id, lease_s=LEASE_S, api_url=lambda: "http://127.0.0.1:1",
-                                lead=lead, resign=resign, node_lease=lambda: cluster.lease_held, spawner=_Spawner(),
+                                lead=lead, resign=resign, node_lease=lambda: cluster.lease_held, spawner=LoopSpawner(),
                                 errors=ErrorLog(), keeper=cluster.keeper)
     await cluster.open()
     await leadership.start()
