@@ -43,7 +43,7 @@ from csms.cluster_grid import (
 from csms.domain.events import Event
 from csms.errorlog import ErrorLog
 from csms.interfaces import Bus, Spawner
-from csms.lease_keeper import LeaseKeeper
+from csms.lease_keeper import LeaseKeeper, Outcome
 from csms.ocpp.v201.operations import BodyError
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
 
@@ -265,7 +265,7 @@ class Cluster:
         # (LeaseKeeper), so neither a storm's directory writes nor a busy loop delay the renewals.
         self._beat: aioredis.Redis = own_client(redis_url)
         self.keeper = LeaseKeeper(redis_url, lease_s / 3, STALL_LEASES * lease_s, self._renewed)
-        self.keeper.add(self._keep_lease)
+        self.keeper.add("cluster heartbeat", self._keep_lease)
         self._spawner = spawner
         self._errors = errors
         self._mark = mark
@@ -445,12 +445,14 @@ class Cluster:
         except Exception as exc:  # noqa: BLE001 - tried again next lease period
             self._errors.failed(log, "cluster sweep", exc, "dead nodes' stations not released")
 
-    def _renewed(self, failure: BaseException | None) -> None:
-        """A round of the keeper's renewals ended (on the loop): log an outage once, and its end."""
-        if failure is not None:
-            self._errors.failed(log, "cluster heartbeat", failure, "lease not renewed")
-        elif self._errors.active:
-            self._errors.succeeded(log, "cluster heartbeat")
+    def _renewed(self, outcomes: list[Outcome]) -> None:
+        """A round of the keeper's renewals ended (on the loop): log each lease's outage once, under
+        its own label (the node lease's or the grid leader key's), and its end."""
+        for where, failure in outcomes:
+            if failure is not None:
+                self._errors.failed(log, where, failure, "lease not renewed")
+            elif self._errors.active:
+                self._errors.succeeded(log, where)
 
     async def _heartbeat_forever(self) -> None:
         """Three times per lease: claim our stations back if the keeper found our lease lapsed; each

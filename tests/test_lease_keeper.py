@@ -130,3 +130,28 @@ async def test_a_stalled_loop_loses_both_and_claims_its_stations_back_after(pref
     finally:
         await leadership.stop()
         await cluster.close()
+
+
+async def test_a_failed_grid_leader_renewal_is_logged_as_such(prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Both of the keeper's renewals used to be reported as "cluster heartbeat", so a failing grid
+    leader key read as a failing node lease; each renewal is reported under its own label now."""
+    async def mark(station_id: str, connected: bool, _at: Any) -> None:
+        pass
+
+    def refused(client: Any) -> None:
+        raise redis.ConnectionError("the leader key's renewal failed")
+
+    cluster = Cluster(REDIS_URL, prefix, "labels", lease_s=60, forward_timeout_s=1, spawner=LoopSpawner(),
+                      errors=ErrorLog(), mark=mark)
+    cluster.keeper.add("grid leader renewal", refused)  # as GridLeadership.start registers its renewal
+    cluster.keeper.start()  # a round every 20 s: only the one below runs in this test
+    try:
+        cluster.keeper.renew_all()
+
+        def errors() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+        await _until(errors, 5)  # the outcomes are handed to the loop
+        assert len(errors()) == 1 and errors()[0].startswith("grid leader renewal: lease not renewed"), errors()
+    finally:
+        await cluster.close()
