@@ -305,9 +305,18 @@ class Cluster:
     # Lifecycle ------------------------------------------------------------------------------------
     async def open(self) -> list[str]:
         """Take the lease and release what this node id held before (a restart) and what dead nodes
-        hold; returns the stations released (the caller marks them disconnected)."""
+        hold; returns the stations released (the caller marks them disconnected).
+
+        The keeper renews the lease from here on, not from :meth:`start`: this sweep (a restarted
+        node's thousands of stations) and the rest of a slow node start can take longer than a lease.
+        If the sweep fails the keeper stops again, or it would keep a node that never started alive."""
         await self._take_lease()
-        released = await self.sweep(also=self.node_id)
+        self.keeper.start()
+        try:
+            released = await self.sweep(also=self.node_id)
+        except BaseException:
+            await self.keeper.stop()
+            raise
         log.info("cluster node %s: lease %.1f s on %s", self.node_id, self.lease_s, self._prefix)
         return released
 
@@ -361,6 +370,7 @@ class Cluster:
         bus.subscribe(self._outgoing)
 
     def start(self) -> None:
+        """The heartbeat, the inbox and the shared events; the keeper too if :meth:`open` did not start it."""
         self.keeper.start()
         self._tasks = [self._spawner.spawn(self._heartbeat_forever(), "cluster heartbeat"),
                        self._spawner.spawn(self._read_inbox_forever(), "cluster inbox")]

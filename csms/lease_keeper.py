@@ -89,7 +89,10 @@ class LeaseKeeper:
         self._renewals = (*self._renewals, (where, renewal))
 
     def start(self) -> None:
-        """Start the pulse on the running loop and the thread."""
+        """Start the pulse on the running loop and the thread, unless they run already (the cluster
+        starts its keeper at open, and at start again for a node that was not opened)."""
+        if self._thread is not None:
+            return
         self._loop = asyncio.get_running_loop()
         self._pulse.start(self._loop)
         self._stop.clear()
