@@ -43,7 +43,7 @@ from csms.cluster_grid import (
 from csms.domain.events import Event
 from csms.errorlog import ErrorLog
 from csms.interfaces import Bus, Spawner
-from csms.lease_keeper import LeaseKeeper
+from csms.lease_keeper import LeaseKeeper, Outcome
 from csms.ocpp.v201.operations import BodyError
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
 
@@ -265,7 +265,7 @@ class Cluster:
         # (LeaseKeeper), so neither a storm's directory writes nor a busy loop delay the renewals.
         self._beat: aioredis.Redis = own_client(redis_url)
         self.keeper = LeaseKeeper(redis_url, lease_s / 3, STALL_LEASES * lease_s, self._renewed)
-        self.keeper.add(self._keep_lease)
+        self.keeper.add("cluster heartbeat", self._keep_lease)
         self._spawner = spawner
         self._errors = errors
         self._mark = mark
@@ -305,9 +305,18 @@ class Cluster:
     # Lifecycle ------------------------------------------------------------------------------------
     async def open(self) -> list[str]:
         """Take the lease and release what this node id held before (a restart) and what dead nodes
-        hold; returns the stations released (the caller marks them disconnected)."""
+        hold; returns the stations released (the caller marks them disconnected).
+
+        The keeper renews the lease from here on, not from :meth:`start`: this sweep (a restarted
+        node's thousands of stations) and the rest of a slow node start can take longer than a lease.
+        If the sweep fails the keeper stops again, or it would keep a node that never started alive."""
         await self._take_lease()
-        released = await self.sweep(also=self.node_id)
+        self.keeper.start()
+        try:
+            released = await self.sweep(also=self.node_id)
+        except BaseException:
+            await self.keeper.stop()
+            raise
         log.info("cluster node %s: lease %.1f s on %s", self.node_id, self.lease_s, self._prefix)
         return released
 
@@ -361,6 +370,7 @@ class Cluster:
         bus.subscribe(self._outgoing)
 
     def start(self) -> None:
+        """The heartbeat, the inbox and the shared events; the keeper too if :meth:`open` did not start it."""
         self.keeper.start()
         self._tasks = [self._spawner.spawn(self._heartbeat_forever(), "cluster heartbeat"),
                        self._spawner.spawn(self._read_inbox_forever(), "cluster inbox")]
@@ -445,12 +455,14 @@ class Cluster:
         except Exception as exc:  # noqa: BLE001 - tried again next lease period
             self._errors.failed(log, "cluster sweep", exc, "dead nodes' stations not released")
 
-    def _renewed(self, failure: BaseException | None) -> None:
-        """A round of the keeper's renewals ended (on the loop): log an outage once, and its end."""
-        if failure is not None:
-            self._errors.failed(log, "cluster heartbeat", failure, "lease not renewed")
-        elif self._errors.active:
-            self._errors.succeeded(log, "cluster heartbeat")
+    def _renewed(self, outcomes: list[Outcome]) -> None:
+        """A round of the keeper's renewals ended (on the loop): log each lease's outage once, under
+        its own label (the node lease's or the grid leader key's), and its end."""
+        for where, failure in outcomes:
+            if failure is not None:
+                self._errors.failed(log, where, failure, "lease not renewed")
+            elif self._errors.active:
+                self._errors.succeeded(log, where)
 
     async def _heartbeat_forever(self) -> None:
         """Three times per lease: claim our stations back if the keeper found our lease lapsed; each

@@ -356,7 +356,7 @@ class GridLeadership:
         return parse_leader(str(value) if value is not None else None)
 
     async def start(self) -> None:
-        self._keeper.add(self._renew_key)
+        self._keeper.add("grid leader renewal", self._renew_key)
         self._loop = self._spawner.spawn(self._campaign_forever(), "grid leadership")
 
     def _renew_key(self, client: Any) -> None:

@@ -27,6 +27,8 @@ log = logging.getLogger("csms.cluster")
 
 #: Renews one lease with the keeper's client (runs in the keeper's thread; raises on a Redis failure).
 Renewal = Callable[[redis.Redis], None]
+#: What a round found of one lease: its label and its renewal's failure (None: renewed).
+Outcome = tuple[str, BaseException | None]
 PULSE_S = 0.25  # how often the loop stamps its pulse
 
 
@@ -59,15 +61,16 @@ class LoopPulse:
 
 class LeaseKeeper:
     """One thread renewing the registered leases every ``interval_s`` while the loop's pulse is
-    younger than ``stall_s``. A failed renewal is reported to ``on_error`` on the loop."""
+    younger than ``stall_s``. Each round's outcomes go to ``on_error`` on the loop, every lease under
+    its own label, so a log says which renewal failed."""
 
     def __init__(self, redis_url: str, interval_s: float, stall_s: float,
-                 on_error: Callable[[BaseException | None], None]) -> None:
+                 on_error: Callable[[list[Outcome]], None]) -> None:
         self.interval_s = interval_s
         self.stall_s = stall_s
         timeout = max(0.5, interval_s)
         self._client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        self._renewals: tuple[Renewal, ...] = ()
+        self._renewals: tuple[tuple[str, Renewal], ...] = ()
         self._on_error = on_error
         self._pulse = LoopPulse()
         self._stop = threading.Event()
@@ -80,12 +83,16 @@ class LeaseKeeper:
         """The keeper's own (synchronous) client, for scripts a renewal registers on it."""
         return self._client
 
-    def add(self, renewal: Renewal) -> None:
-        """Renew this lease too, from the next round on (safe while the thread runs)."""
-        self._renewals = (*self._renewals, renewal)
+    def add(self, where: str, renewal: Renewal) -> None:
+        """Renew this lease too, from the next round on (safe while the thread runs); its failures are
+        reported under ``where``."""
+        self._renewals = (*self._renewals, (where, renewal))
 
     def start(self) -> None:
-        """Start the pulse on the running loop and the thread."""
+        """Start the pulse on the running loop and the thread, unless they run already (the cluster
+        starts its keeper at open, and at start again for a node that was not opened)."""
+        if self._thread is not None:
+            return
         self._loop = asyncio.get_running_loop()
         self._pulse.start(self._loop)
         self._stop.clear()
@@ -115,16 +122,15 @@ class LeaseKeeper:
 
     def renew_all(self) -> None:
         """One round: every lease, each on its own (one failing does not keep the others from renewing)."""
-        failure: BaseException | None = None
-        for renewal in self._renewals:
+        outcomes: list[Outcome] = []
+        for where, renewal in self._renewals:
+            failure: BaseException | None = None
             try:
                 renewal(self._client)
             except Exception as exc:  # noqa: BLE001 - reported; tried again next round
                 failure = exc
-        self._report(failure)
-
-    def _report(self, failure: BaseException | None) -> None:
-        self.on_loop(self._on_error, failure)
+            outcomes.append((where, failure))
+        self.on_loop(self._on_error, outcomes)
 
     def on_loop(self, callback: Callable[..., None], *args: object) -> None:
         """Run ``callback(*args)`` on the event loop (what a renewal found is acted on there)."""

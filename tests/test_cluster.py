@@ -22,6 +22,8 @@ from csms.store.redis_store import RedisStore
 from tests.daemon_fixture import running_daemon
 from tests.grid_outside import ADMIN_TOKEN, ENV, REDIS_URL, REPO, Api, Site, daemon
 from tests.ocpp_station import LibStation
+from tests.spawning import LoopSpawner
+from tests.test_store_contract import delete_prefix
 
 LEASE_S = 2.0
 PROFILE: dict[str, Any] = {
@@ -236,11 +238,6 @@ async def test_graceful_stop_releases_the_lease_and_the_stations(tmp_path: Path,
         await client.aclose()
 
 
-class _Spawner:
-    def spawn(self, coro: Any, name: str = "") -> asyncio.Task[Any]:
-        return asyncio.get_running_loop().create_task(coro, name=name or None)
-
-
 async def test_a_lapsed_lease_announces_back_only_the_stations_a_sweep_released() -> None:
     """After a lapse nobody swept, the node's stations were never announced as gone: claiming them
     again announces nothing (the grid leader would set every one up anew). Those a sweep released
@@ -255,7 +252,7 @@ async def test_a_lapsed_lease_announces_back_only_the_stations_a_sweep_released(
         marked.append((station_id, connected))
 
     def node(node_id: str) -> Cluster:
-        return Cluster(REDIS_URL, prefix, node_id, lease_s=30, forward_timeout_s=1, spawner=_Spawner(),
+        return Cluster(REDIS_URL, prefix, node_id, lease_s=30, forward_timeout_s=1, spawner=LoopSpawner(),
                        errors=ErrorLog(), mark=mark)
 
     a, b = node("a"), node("b")
@@ -326,8 +323,4 @@ async def test_a_station_connecting_while_the_new_leader_reads_its_state_back_co
                 assert running.daemon.grid.sessions.station("CL-LIVE").connected is True
     finally:
         await station.stop()
-        client = aioredis.from_url(REDIS_URL, decode_responses=True)
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        await delete_prefix(prefix)

@@ -42,6 +42,8 @@ from csms.cluster import Cluster
 from csms.errorlog import ErrorLog
 from csms.store.redis_store import RedisStore
 from tests.grid_outside import REDIS_URL, Api, Daemon, Site, daemon, free_port
+from tests.spawning import LoopSpawner
+from tests.test_store_contract import delete_prefix
 
 LEASE_S = 2.0
 ANSWER_TIMEOUT_S = 15.0  # a station waits this long for an answer (far above any seen: "no answer" is a failure)
@@ -473,16 +475,8 @@ def _lone_node(prefix: str) -> Cluster:
     async def mark(station_id: str, connected: bool, at: datetime) -> None:
         pass
 
-    return Cluster(REDIS_URL, prefix, "node-a", lease_s=1.0, forward_timeout_s=2.0, spawner=_Tasks(),
+    return Cluster(REDIS_URL, prefix, "node-a", lease_s=1.0, forward_timeout_s=2.0, spawner=LoopSpawner(),
                    errors=ErrorLog(), mark=mark)
-
-
-async def _drop_prefix(client: aioredis.Redis, prefix: str) -> None:
-    """Delete the test's keys and close its client."""
-    keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 def storm_size() -> int:
@@ -570,11 +564,6 @@ async def test_reconnect_storm_onto_the_remaining_nodes(tmp_path: Path) -> None:
 
 
 # 4. The sweep against a node renewing at the same moment ----------------------------------------------
-class _Tasks:
-    def spawn(self, coro: Any, name: str = "") -> asyncio.Task[Any]:
-        return asyncio.create_task(coro, name=name)
-
-
 @pytest.mark.redis
 async def test_a_sweep_keeps_the_stations_of_a_node_that_renewed_its_lease_meanwhile() -> None:
     """After a Redis outage every node finds its lease lapsed; node B's sweep may read the leases just
@@ -587,7 +576,7 @@ async def test_a_sweep_keeps_the_stations_of_a_node_that_renewed_its_lease_meanw
     async def mark(station_id: str, connected: bool, _: Any) -> None:
         marked.append(station_id)
 
-    b = Cluster(REDIS_URL, prefix, "node-b", lease_s=LEASE_S, forward_timeout_s=2.0, spawner=_Tasks(),
+    b = Cluster(REDIS_URL, prefix, "node-b", lease_s=LEASE_S, forward_timeout_s=2.0, spawner=LoopSpawner(),
                 errors=ErrorLog(), mark=mark)
     try:
         await client.hset(f"{prefix}cluster:owners", mapping={"S-A": "node-a", "S-DEAD": "node-dead"})
@@ -604,7 +593,8 @@ async def test_a_sweep_keeps_the_stations_of_a_node_that_renewed_its_lease_meanw
         assert marked == ["S-DEAD"]
     finally:
         await b.close()
-        await _drop_prefix(client, prefix)
+        await client.aclose()
+        await delete_prefix(prefix)
 
 
 @pytest.mark.redis
@@ -624,7 +614,7 @@ async def test_the_lease_is_renewed_while_a_sweep_releases_thousands_of_stations
         await store.set_connection_state(station_id, connected, at)
         marked += 1
 
-    b = Cluster(REDIS_URL, prefix, "node-b", lease_s=LEASE_S, forward_timeout_s=2.0, spawner=_Tasks(),
+    b = Cluster(REDIS_URL, prefix, "node-b", lease_s=LEASE_S, forward_timeout_s=2.0, spawner=LoopSpawner(),
                 errors=ErrorLog(), mark=mark)
     try:
         await b.open()
@@ -644,7 +634,8 @@ async def test_the_lease_is_renewed_while_a_sweep_releases_thousands_of_stations
     finally:
         await b.close()
         await store.close()
-        await _drop_prefix(client, prefix)
+        await client.aclose()
+        await delete_prefix(prefix)
 
 
 @pytest.mark.redis
@@ -677,7 +668,8 @@ async def test_a_claim_that_failed_after_a_lapse_is_tried_again() -> None:
         assert failures == 1
     finally:
         await a.close()
-        await _drop_prefix(client, prefix)
+        await client.aclose()
+        await delete_prefix(prefix)
 
 
 @pytest.mark.redis
@@ -718,4 +710,5 @@ async def test_a_lapsed_lease_with_no_stations_connected_claims_nothing(caplog: 
         assert "last renewed" in warned[0].getMessage()
     finally:
         await a.close()
-        await _drop_prefix(client, prefix)
+        await client.aclose()
+        await delete_prefix(prefix)

@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,14 +21,11 @@ import redis
 from csms.cluster import STALL_LEASES, Cluster
 from csms.cluster_grid import GridLeadership
 from csms.errorlog import ErrorLog
+from tests.spawning import LoopSpawner
+from tests.test_store_contract import delete_prefix
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 LEASE_S = 1.0
-
-
-class _Spawner:
-    def spawn(self, coro: Any, name: str = "") -> asyncio.Task[Any]:
-        return asyncio.get_running_loop().create_task(coro, name=name or None)
 
 
 @contextmanager
@@ -55,10 +52,16 @@ def watching(keys: list[str]) -> Iterator[dict[str, int]]:
         client.close()
 
 
-async def _node(prefix: str, node_id: str) -> tuple[Cluster, GridLeadership, list[int]]:
-    async def mark(station_id: str, connected: bool, _at: Any) -> None:
-        pass
+async def _mark_nothing(station_id: str, connected: bool, _at: Any) -> None:
+    """No store here: released stations are not marked anywhere."""
 
+
+def _cluster(prefix: str, node_id: str, lease_s: float = LEASE_S) -> Cluster:
+    return Cluster(REDIS_URL, prefix, node_id, lease_s=lease_s, forward_timeout_s=1, spawner=LoopSpawner(),
+                   errors=ErrorLog(), mark=_mark_nothing)
+
+
+async def _node(prefix: str, node_id: str) -> tuple[Cluster, GridLeadership, list[int]]:
     terms: list[int] = []
 
     async def lead(epoch: int) -> None:
@@ -67,10 +70,9 @@ async def _node(prefix: str, node_id: str) -> tuple[Cluster, GridLeadership, lis
     async def resign() -> None:
         terms.append(-1)
 
-    cluster = Cluster(REDIS_URL, prefix, node_id, lease_s=LEASE_S, forward_timeout_s=1, spawner=_Spawner(),
-                      errors=ErrorLog(), mark=mark)
+    cluster = _cluster(prefix, node_id)
     leadership = GridLeadership(REDIS_URL, prefix, node_id, lease_s=LEASE_S, api_url=lambda: "http://127.0.0.1:1",
-                                lead=lead, resign=resign, node_lease=lambda: cluster.lease_held, spawner=_Spawner(),
+                                lead=lead, resign=resign, node_lease=lambda: cluster.lease_held, spawner=LoopSpawner(),
                                 errors=ErrorLog(), keeper=cluster.keeper)
     await cluster.open()
     await leadership.start()
@@ -86,14 +88,10 @@ async def _until(check: Any, timeout: float) -> None:
 
 
 @pytest.fixture
-def prefix() -> Iterator[str]:
+async def prefix() -> AsyncIterator[str]:
     p = f"nblk:{uuid.uuid4().hex}:"
     yield p
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"{p}*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    await delete_prefix(p)
 
 
 async def test_a_busy_loop_keeps_the_node_lease_and_the_grid_leadership(prefix: str) -> None:
@@ -136,4 +134,39 @@ async def test_a_stalled_loop_loses_both_and_claims_its_stations_back_after(pref
             client.close()
     finally:
         await leadership.stop()
+        await cluster.close()
+
+
+async def test_a_failed_grid_leader_renewal_is_logged_as_such(prefix: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Both of the keeper's renewals used to be reported as "cluster heartbeat", so a failing grid
+    leader key read as a failing node lease; each renewal is reported under its own label now."""
+    def refused(client: Any) -> None:
+        raise redis.ConnectionError("the leader key's renewal failed")
+
+    cluster = _cluster(prefix, "labels", lease_s=60)
+    cluster.keeper.add("grid leader renewal", refused)  # as GridLeadership.start registers its renewal
+    cluster.keeper.start()  # a round every 20 s: only the one below runs in this test
+    try:
+        cluster.keeper.renew_all()
+
+        def errors() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+        await _until(errors, 5)  # the outcomes are handed to the loop
+        assert len(errors()) == 1 and errors()[0].startswith("grid leader renewal: lease not renewed"), errors()
+    finally:
+        await cluster.close()
+
+
+async def test_the_lease_is_renewed_from_open_on_before_the_node_starts(prefix: str) -> None:
+    """Between open() and start() a node builds its parts and starts its listeners (and a restarted
+    node's open sweeps its old stations): longer than a lease, the lease must not lapse meanwhile."""
+    cluster = _cluster(prefix, "slow")
+    lease = f"{prefix}cluster:lease:slow"
+    try:
+        await cluster.open()
+        with watching([lease]) as missing:
+            await asyncio.sleep(3 * LEASE_S)  # a slow start, the loop turning; start() not called yet
+        assert missing == {lease: 0} and cluster.lease_held
+    finally:
         await cluster.close()
