@@ -311,7 +311,7 @@ class Daemon:
         """This node won the election: build the grid part on the shared state and start it."""
         assert self.cluster is not None and self.leadership is not None and self.config.grid is not None
         started = time.monotonic()
-        feed = GridFeed(self.bus, here=self.connections)
+        feed = GridFeed(self.bus, here=self.connections, owner=self.cluster.owner)
         self.cluster.grid_feed = feed  # the others' station events are held from now on
         registry = CollectorRegistry()
         self.metrics.extra = [registry]

@@ -127,17 +127,26 @@ class GridFeed:
     nodes' station events (typed, from the shared stream). Publishing goes to the node's bus only.
     Until :meth:`release`, the others' events are held, so none is lost while the state is read back.
 
-    Another node's "disconnected" for a station connected to this node now is stale and dropped: a
-    node sweeping a dead node's stations announces them gone, and those that reconnect here tell
-    this node's bus at once, while the sweep's announcement comes through the stream (held for the
-    whole takeover). Applied after it, it marked about a quarter of the moved stations disconnected
-    for good in the 30,000-station failover, and they were never controlled again."""
+    Another node's "disconnected" for a station connected now, here or to another node, is stale
+    and dropped: a node sweeping a dead node's stations announces them gone, and those that
+    reconnect here tell this node's bus at once, while the sweep's announcement comes through the
+    stream (held for the whole takeover); those that reconnect to a third node may have their
+    "connected" in the stream before the sweep's "disconnected". Applied after it, it marked a
+    quarter of the moved stations disconnected for good in the 30,000-station failover (702 of
+    10,000 through third nodes in a later run), and they were never controlled again. So another
+    node's "disconnected" passes only once the directory (``owner``) says no live node holds the
+    station and no "connected" of it came meanwhile."""
 
-    def __init__(self, bus: Bus, here: Container[str] = ()) -> None:
+    def __init__(self, bus: Bus, here: Container[str] = (),
+                 owner: Callable[[str], Awaitable[str | None]] | None = None) -> None:
         self._bus = bus
         self._here = here  # the stations connected to this node (live)
+        self._owner = owner  # the directory: which live node holds a station's socket now
         self._others = LocalBus()  # the other nodes' events, to the same listeners
         self._held: list[Event] | None = []
+        self._connects: dict[str, int] = {}  # per station: other nodes' "connected" passed on so far
+        self._confirming: set[asyncio.Task[None]] = set()
+        self._lookups_failing = False
 
     def publish(self, event: Event) -> None:
         self._bus.publish(event)
@@ -159,7 +168,40 @@ class GridFeed:
             if len(self._held) >= HELD_MAX:
                 del self._held[0]
             self._held.append(event)
-        elif not (isinstance(event, StationDisconnected) and event.station_id in self._here):
+        elif isinstance(event, StationDisconnected):
+            if event.station_id not in self._here:
+                self._pass_if_gone(event)
+        else:
+            if isinstance(event, StationConnected) and event.station_id is not None:
+                self._connects[event.station_id] = self._connects.get(event.station_id, 0) + 1
+            self._others.publish(event)
+
+    def _pass_if_gone(self, event: StationDisconnected) -> None:
+        """Pass another node's "disconnected" on once the directory confirms no live node holds the
+        station. A node releases a station from the directory before it announces it gone, and a
+        node a station reconnects to claims it before it announces it back; so a station held by a
+        node when the announcement has arrived came back after it (through another node, whose
+        "connected" may reach the stream first), and the announcement is stale."""
+        sid = event.station_id
+        if self._owner is None or sid is None:
+            self._others.publish(event)
+            return
+        task = asyncio.get_running_loop().create_task(self._confirm_gone(event, sid, self._connects.get(sid, 0)),
+                                                      name=f"grid feed: is {sid} gone")
+        self._confirming.add(task)
+        task.add_done_callback(self._confirming.discard)
+
+    async def _confirm_gone(self, event: StationDisconnected, sid: str, connects_before: int) -> None:
+        assert self._owner is not None
+        try:
+            owner = await self._owner(sid)
+            self._lookups_failing = False
+        except Exception as exc:  # noqa: BLE001 - the directory unreachable: take the announcement as it is
+            if not self._lookups_failing:  # once per outage, not once per station
+                log.warning("grid feed: could not check whether %s is gone (%s); taken as gone", sid, exc)
+            self._lookups_failing = True
+            owner = None
+        if owner is None and self._connects.get(sid, 0) == connects_before and sid not in self._here:
             self._others.publish(event)
 
     def release(self) -> int:

@@ -347,3 +347,43 @@ def test_another_nodes_stale_disconnect_of_a_station_connected_here_is_dropped()
         ("StationConnected", "MOVED"), ("StationDisconnected", "GONE")]
     feed.remote(StationDisconnected(station_id="MOVED"))  # after the release too
     assert len(told) == 2
+
+
+async def test_another_nodes_disconnect_of_a_station_held_by_a_third_node_is_dropped() -> None:
+    """A node sweeping the dead leader's stations releases them in the directory, then announces them
+    gone; a station that reconnects to a third node in between is claimed there and announced back,
+    and that "connected" can reach the stream first. The leader passes another node's "disconnected"
+    on only once the directory (real Redis, a real node's claim) says nobody holds the station."""
+    from csms.bus import LocalBus
+    from csms.cluster import Cluster
+    from csms.cluster_grid import GridFeed
+    from csms.domain.events import Event, StationConnected, StationDisconnected
+    from csms.errorlog import ErrorLog
+    from tests.spawning import LoopSpawner
+    from tests.test_store_contract import delete_prefix
+
+    async def mark(station_id: str, connected: bool, at: datetime) -> None:
+        pass
+
+    prefix = f"nbfeed:{uuid.uuid4().hex}:"
+    third = Cluster(REDIS_URL, prefix, "node-c", lease_s=5.0, forward_timeout_s=2.0, spawner=LoopSpawner(),
+                    errors=ErrorLog(), mark=mark)
+    await third.open()
+    try:
+        feed = GridFeed(LocalBus(), owner=third.owner)
+        told: list[Event] = []
+        feed.subscribe(told.append)
+        feed.release()
+        await third.arrived("MOVED")  # reconnected to node C: claimed there first
+        feed.remote(StationConnected(station_id="MOVED", accepted=True))  # C's "connected" came first
+        feed.remote(StationDisconnected(station_id="MOVED"))  # the sweep's, stale
+        feed.remote(StationDisconnected(station_id="GONE"))  # nobody holds it: gone indeed
+        feed.remote(StationDisconnected(station_id="BACK"))  # gone when announced...
+        feed.remote(StationConnected(station_id="BACK", accepted=True))  # ...back before the check answered
+        await until(lambda: any(isinstance(ev, StationDisconnected) for ev in told), 5, "a disconnect passed on")
+        await asyncio.sleep(0.2)  # a window for a stale one to come through as well
+        assert [(type(ev).__name__, ev.station_id) for ev in told] == [
+            ("StationConnected", "MOVED"), ("StationConnected", "BACK"), ("StationDisconnected", "GONE")]
+    finally:
+        await third.close()
+        await delete_prefix(prefix)
