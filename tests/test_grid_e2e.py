@@ -102,6 +102,11 @@ def metered_kw(d: RunningDaemon) -> float:
 async def test_limit_drop_v2g_and_recovery(tmp_path: Path) -> None:
     async with neighbourhood(tmp_path) as (d, stations, dso):
         ctl = d.daemon.grid
+        # Every car metered drawing first: the car that will not resume must have been paused while it
+        # drew (a car paused before its first reading is not one whose resume is watched), which the
+        # first cut, 30 ms after the sessions start, otherwise decided by a race with the first readings.
+        await until(lambda: all((s := ctl.sessions.sessions.get((st.station_id, 1))) is not None
+                                and (s.power_kw or 0.0) > 0 for st in stations), 15, "every car metered drawing")
         # 1. A limit drop: composite schedules and metered power fall under the limit within seconds.
         room = 100.0 - BASE_KW
         await dso.send_limit("T1", 100.0)
