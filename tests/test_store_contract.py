@@ -431,6 +431,21 @@ async def test_charging_profiles_recorded_in_order(store: Store) -> None:
     assert await store.list_charging_profiles("CS-2") == []
 
 
+async def test_the_newest_charging_profiles_only(store: Store) -> None:
+    """A station's history grows with every push: the newest ones can be read without the rest."""
+    base = {"stackLevel": 1, "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Absolute",
+            "transactionId": "TX-1", "chargingSchedule": [{"id": 1, "chargingRateUnit": "A",
+                                                           "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16}]}]}
+    for i in range(5):
+        await store.record_charging_profile("CS-1", 1, {**base, "id": 20 + i}, "Accepted", None, T0 + timedelta(seconds=i))
+    assert [r["profile_id"] for r in await store.list_charging_profiles("CS-1", newest=2)] == [23, 24]
+    assert [r["profile_id"] for r in await store.list_charging_profiles("CS-1", newest=9)] == [20, 21, 22, 23, 24]
+    assert await store.list_charging_profiles("CS-1", newest=0) == []
+    assert await store.list_charging_profiles("CS-2", newest=3) == []
+    with pytest.raises(ValueError, match="limit"):
+        await store.list_charging_profiles("CS-1", newest=-1)
+
+
 # Device model, events, commands -----------------------------------------------------------------
 async def test_variables_upsert_by_component_variable_and_attribute(store: Store) -> None:
     def var(comp: str, name: str, value: Any, attr: str | None = None, evse: dict[str, int] | None = None,

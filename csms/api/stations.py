@@ -23,6 +23,7 @@ from csms.security.credentials import register_station as register_credentials
 
 log = logging.getLogger("csms.api")
 routes = Routes()
+CHARGING_PROFILES_SHOWN = 100  # a station's newest pushed profiles in its detail view
 
 
 def station_summary(rec: StationRecord, connected: bool, version: str | None = None) -> dict[str, Any]:
@@ -92,7 +93,8 @@ async def station_detail(request: web.Request) -> web.Response:
     for evse in out["evses"]:  # what the car last said it needs (2.1: V2X parameters, controlMode ...)
         evse["ev_charging_needs"] = await context.store.latest_ev_charging_needs(station_id, evse["evse_id"])
     out["variables"] = [_safe_variable(v) for v in await context.store.list_variables(station_id)]
-    out["charging_profiles"] = await context.store.list_charging_profiles(station_id)
+    # The newest only: the history grows with every push (thousands a month for a busy station).
+    out["charging_profiles"] = await context.store.list_charging_profiles(station_id, newest=CHARGING_PROFILES_SHOWN)
     out["has_password"] = rec.password_hash is not None
     return json_response(out)
 

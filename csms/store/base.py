@@ -104,7 +104,11 @@ class SmartChargingStore(Protocol):
 
     async def latest_ev_charging_needs(self, station_id: str, evse_id: int) -> dict[str, Any] | None: ...
 
-    async def list_charging_profiles(self, station_id: str) -> list[dict[str, Any]]: ...
+    async def list_charging_profiles(self, station_id: str, newest: int | None = None) -> list[dict[str, Any]]:
+        """The profiles sent to the station and their answers, oldest first; ``newest``: only the last
+        that many (a station's history grows with every push: readers that need the recent ones only
+        must not read years of it)."""
+        ...
 
 
 class DeviceModelStore(Protocol):

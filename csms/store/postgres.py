@@ -428,10 +428,14 @@ class PostgresStore(Store):
             (station_id, evse_id, profile.get("id"), profile.get("chargingProfilePurpose"), profile.get("stackLevel"),
              profile.get("transactionId"), _json(profile), status, _json(status_info) if status_info else None, at))
 
-    async def list_charging_profiles(self, station_id: str) -> list[dict[str, Any]]:
-        rows = await self._rows(
-            "SELECT station_id, evse_id, profile_id, purpose, stack_level, transaction_id, profile, status,"
-            " status_info, sent_at FROM charging_profiles WHERE station_id = %s ORDER BY id", (station_id,))
+    async def list_charging_profiles(self, station_id: str, newest: int | None = None) -> list[dict[str, Any]]:
+        columns = ("SELECT station_id, evse_id, profile_id, purpose, stack_level, transaction_id, profile, status,"
+                   " status_info, sent_at FROM charging_profiles WHERE station_id = %s")
+        if newest is None:
+            rows = await self._rows(columns + " ORDER BY id", (station_id,))
+        else:
+            rows = await self._rows(columns + " ORDER BY id DESC LIMIT %s", (station_id, check_limit(newest)))
+            rows.reverse()
         return [{**r, "sent_at": _text(r["sent_at"])} for r in rows]
 
     # Device model, events, commands -----------------------------------------------------------

@@ -731,9 +731,12 @@ class RedisStore(Store):
             pipe.rpush(key, value)
         await self._write(queue)
 
-    async def list_charging_profiles(self, station_id: str) -> list[dict[str, Any]]:
+    async def list_charging_profiles(self, station_id: str, newest: int | None = None) -> list[dict[str, Any]]:
         key = self.keys.station(station_id, "charging_profiles")
-        return [orjson.loads(v) for v in await self._read(lambda pipe: pipe.lrange(key, 0, -1))]
+        if newest is not None and check_limit(newest) == 0:
+            return []
+        first = 0 if newest is None else -newest
+        return [orjson.loads(v) for v in await self._read(lambda pipe: pipe.lrange(key, first, -1))]
 
     # Device model, events, commands -----------------------------------------------------------
     async def record_variables(self, station_id: str, variables: list[dict[str, Any]], at: datetime) -> None:

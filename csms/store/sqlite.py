@@ -374,8 +374,13 @@ class SqliteStore(Store):
         """Written behind (see :meth:`write_behind`): a wave of pushes does not wait for commits."""
         self.write_behind(_insert_profile(station_id, evse_id, profile, status, status_info, at))
 
-    async def list_charging_profiles(self, station_id: str) -> list[dict[str, Any]]:
-        rows = await self._rows("SELECT * FROM charging_profiles WHERE station_id=? ORDER BY rowid", (station_id,))
+    async def list_charging_profiles(self, station_id: str, newest: int | None = None) -> list[dict[str, Any]]:
+        if newest is None:
+            rows = await self._rows("SELECT * FROM charging_profiles WHERE station_id=? ORDER BY rowid", (station_id,))
+        else:
+            rows = await self._rows("SELECT * FROM charging_profiles WHERE station_id=? ORDER BY rowid DESC LIMIT ?",
+                                    (station_id, check_limit(newest)))
+            rows.reverse()
         for r in rows:
             r["profile"] = orjson.loads(r["profile"])
             r["status_info"] = orjson.loads(r["status_info"]) if r["status_info"] else None

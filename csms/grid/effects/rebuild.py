@@ -26,6 +26,10 @@ log = logging.getLogger("csms.grid")
 
 MAX_SESSIONS = 100_000  # active transactions read at start
 CONCURRENT_READS = 1000  # sessions read back at once: on Redis their reads share group-commit pipelines
+#: A station's pushed profiles read back, newest first: its history grows with every push (about ten
+#: per session-hour), and the last accepted TxProfile of a running session is among the newest. A
+#: session whose is further back is taken as holding nothing known, and gets its plan again.
+PROFILES_READ_BACK = 50
 # (16 in flight took 8 s at 10,000 sessions; 128 took 16.6 s at 30,000 on a loaded leader)
 PHASE_KW = 230.0 / 1000.0
 
@@ -68,7 +72,7 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
                         need.baseline_wh = session.start_energy_wh
                         session.need = need
             if station_id not in pushed:
-                pushed[station_id] = await profiles.list_charging_profiles(station_id)
+                pushed[station_id] = await profiles.list_charging_profiles(station_id, newest=PROFILES_READ_BACK)
             _last_profile(session, pushed[station_id], pusher, grid, now)
 
     jobs = []
