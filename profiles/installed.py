@@ -58,17 +58,29 @@ def setpoints_from_profile(profile: dict[str, Any], *, station_id: str, evse_id:
         duration = float(duration)
         lead = duration % slot_s
         slots = max(1, math.ceil((duration - lead) / slot_s - 1e-9))
-        values = []
-        for k in range(slots):
-            at = lead + k * slot_s + 1e-6
-            chosen = None
-            for period in periods:
-                if float(period["startPeriod"]) <= at:
-                    chosen = period
-            values.append(amps(chosen if chosen is not None else periods[0]))
+        values = [amps(period) for period in _in_force_by_slot(periods, lead, slot_s, slots)]
         if start.tzinfo is None or not all(math.isfinite(v) for v in values):
             return None
         return Setpoints(station_id, evse_id, transaction_id, start + timedelta(seconds=lead), slot_s,
                          tuple(values), phases)
     except (KeyError, IndexError, TypeError, ValueError):
         return None
+
+
+def _in_force_by_slot(periods: list[dict[str, Any]], lead: float, slot_s: float, slots: int) -> list[dict[str, Any]]:
+    """The period in force at the start of each slot (the last one listed that has started; the first
+    before any has). One pass when the starts ascend, as OCPP requires: a read-back after a failover
+    converts 30,000 schedules of up to 24 periods over the whole horizon."""
+    starts = [float(period["startPeriod"]) for period in periods]
+    ascending = all(a < b for a, b in zip(starts, starts[1:], strict=False))
+    chosen: list[dict[str, Any]] = []
+    j = -1
+    for k in range(slots):
+        at = lead + k * slot_s + 1e-6
+        if ascending:
+            while j + 1 < len(starts) and starts[j + 1] <= at:
+                j += 1
+        else:  # out of order (a station's report): the last listed that has started, as before
+            j = max((i for i, start in enumerate(starts) if start <= at), default=-1)
+        chosen.append(periods[j] if j >= 0 else periods[0])
+    return chosen

@@ -56,3 +56,30 @@ def test_what_we_cannot_read_is_unknown(damage: dict[str, object]) -> None:
     profile = {**shape_tx_profile(plan((6.0,)), caps).profile, **damage}
     assert setpoints_from_profile(profile, station_id="CS", evse_id=1, slot_s=900.0, horizon_slots=8,
                                   default_phases=3, now=NOW) is None
+
+
+def test_periods_in_force_by_slot_match_the_plain_scan_whatever_their_order() -> None:
+    """The one-pass lookup (ascending starts) and the scan for out-of-order reports pick, for every
+    slot, the last listed period that has started, as a plain scan of all periods does."""
+    import random
+
+    from profiles.installed import _in_force_by_slot
+
+    def plain(periods: list[dict[str, float]], lead: float, slot_s: float, slots: int) -> list[dict[str, float]]:
+        out = []
+        for k in range(slots):
+            chosen = None
+            for period in periods:
+                if period["startPeriod"] <= lead + k * slot_s + 1e-6:
+                    chosen = period
+            out.append(chosen if chosen is not None else periods[0])
+        return out
+
+    rng = random.Random(7)
+    for _ in range(300):
+        starts = sorted(rng.sample(range(0, 20_000, 60), rng.randint(1, 24)))
+        if rng.random() < 0.3:
+            rng.shuffle(starts)
+        periods = [{"startPeriod": float(s), "limit": float(i)} for i, s in enumerate(starts)]
+        lead, slots = float(rng.choice([0, 30, 899])), rng.randint(1, 96)
+        assert _in_force_by_slot(periods, lead, 900.0, slots) == plain(periods, lead, 900.0, slots)
