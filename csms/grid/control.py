@@ -8,7 +8,8 @@ profiles/), and how it reaches the stations from the wave dispatcher (csms/grid/
    every station at once, superseding whatever wave is in flight;
 2. then the refined plan, also after sessions start or end, needs arrive, stations connect or
    drop, verification findings, and periodically; re-plans are coalesced (a debounce, then at
-   most one plan computing or pushing, spaced by how long the last one took).
+   most one plan computing or pushing, spaced by how long the last one took); a wave still in
+   flight after ``OVERLAP_AFTER_S`` lets one plan go out beside it, for newcomers only.
 
 The reaction time (limit received -> every affected station answered) is measured here.
 """
@@ -123,8 +124,9 @@ class GridController:
     # The loop ------------------------------------------------------------------------------------
     async def _run(self) -> None:
         """Orchestrates, never waits on stations: cuts start at once (superseding any wave in
-        flight), re-plans are coalesced (a debounce, then at most one plan computing or pushing,
-        spaced by how long the last one took, always from the latest state)."""
+        flight), re-plans are coalesced (a debounce, then at most one plan computing, none while a
+        wave younger than ``OVERLAP_AFTER_S`` is in flight, spaced by how long the last cycle took,
+        always from the latest state)."""
         interval = self.grid.planning.replan_interval_s
         next_periodic = time.monotonic() + interval
         while not self._stopping:
@@ -286,8 +288,8 @@ class GridController:
                 self._last_cycle_s = self._last_cycle_end - cycle_start
 
     def _timed(self, kind: str, seconds: float, results: list[PushResult]) -> None:
-        """Record how long the wave took; a slow one says which push held it (the next plan waits
-        for the whole wave, so one station that does not answer delays every other's next plan)."""
+        """Record how long the wave took; a slow one says which push held it (it held the next plan
+        back for ``OVERLAP_AFTER_S``, and everything beyond the newcomers until it ended)."""
         self.metrics.wave_s.labels(kind).observe(seconds)
         if seconds < SLOW_WAVE_S or not results:
             return
