@@ -71,6 +71,7 @@ EVENTS_PER_ENTRY = 100
 ENTRIES_PER_READ = 20
 #: Inbox messages taken at once after the first of a burst.
 INBOX_BATCH = 500
+OWNERS_PER_READ = 1000  # directory entries read in one round trip (a sweep re-checks thousands)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -444,10 +445,21 @@ class Cluster:
         for station_id in released:
             await self._mark(station_id, False, now)
         if released:
-            self.on_release(released)
+            self.on_release(await self._unheld(released))
             log.info("cluster: released %d station(s) of %s (no live lease)", len(released),
                      ", ".join(sorted(by_node)))
         return released
+
+    async def _unheld(self, stations: list[str]) -> list[str]:
+        """Those of ``stations`` no live node holds now. Marking thousands takes seconds, and a station
+        that reconnected to another node meanwhile was claimed there and announced as connected: it
+        must not be announced gone after that (the grid leader would take it as gone for good)."""
+        unheld: list[str] = []
+        for first in range(0, len(stations), OWNERS_PER_READ):
+            chunk = stations[first:first + OWNERS_PER_READ]
+            owners = await self._fetch_owners(chunk)
+            unheld += [s for s in chunk if owners[s] is None]
+        return unheld
 
     async def _sweep_logged(self) -> None:
         try:
