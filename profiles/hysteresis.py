@@ -155,6 +155,16 @@ class Hysteresis:
         soon = self.near_s if self.near_s is not None else 2 * 60.0
         return covers_old < soon or covers_new - covers_old >= slot_s
 
+    def budgeted(self, pairs: Sequence[tuple[Setpoints, Setpoints]], now: datetime,
+                 budget: float | Sequence[float]) -> tuple[list[tuple[float, ...]], float | Sequence[float]]:
+        """What :func:`keep_within_budget` judges a group's (installed, new) pairs by: each pair's
+        excess and the budget, per piece of time (:func:`excess_by_piece`, exact) or, for a group
+        too large for that, per slot (:meth:`excess_by_slot`)."""
+        pieces = excess_by_piece(pairs, now, budget, self.near_s)
+        if pieces is not None:
+            return pieces
+        return [self.excess_by_slot(old, new, now) for old, new in pairs], budget
+
     def excess_by_slot(self, old: Setpoints, new: Setpoints, now: datetime) -> tuple[float, ...]:
         """Per slot of ``new`` (index from ``new.start``): the kW by which keeping ``old`` would
         draw more than ``new`` plans (negative: less); 0 for slots already over and where ``old``
@@ -217,6 +227,86 @@ def same_limits(old: Setpoints, new: Setpoints, now: datetime, *, step_s: float 
         if (a is None) != (b is None) or (a is not None and b is not None and abs(a - b) > tolerance_a):
             return False
     return True
+
+
+#: Above this many (session x piece of time) cells a group is budgeted per plan slot instead
+#: (:meth:`Hysteresis.excess_by_slot`): exact pieces cost time in proportion to both.
+MAX_EXACT_CELLS = 100_000
+
+
+def excess_by_piece(pairs: Sequence[tuple[Setpoints, Setpoints]], now: datetime, budget: float | Sequence[float],
+                    near_s: float | None = None,
+                    max_cells: int = MAX_EXACT_CELLS) -> tuple[list[tuple[float, ...]], list[float]] | None:
+    """Each (installed, new) pair's kW excess (keeping the installed schedule minus the new plan) on
+    every piece of time from ``now`` on which all the schedules hold one value, and each piece's
+    budget (``budget``: per slot of the new plans from their common start, or one figure; a piece
+    spanning slots gets the smallest). None when that would be more than ``max_cells`` cells.
+
+    Why pieces, not plan slots: each plan starts now, so an installed schedule's steps fall inside
+    the new plan's slots. Taken per slot, a kept schedule counts at its highest value in the slot,
+    so two sessions whose installed plan moved current from one to the other at a step (a rotation
+    the new plan keeps, a few minutes shifted) count both at their high side, and one of them is
+    sent although together they draw exactly what the limit allows at every instant. Per piece each
+    instant is judged as it is: what the kept schedules draw beyond the new plan, together, at that
+    instant. Up to ``near_s`` ahead that is exact. Beyond, as in :meth:`Hysteresis.unchanged` and
+    :meth:`Hysteresis.excess_by_slot`, an installed step less than ``near_s`` from the new plan's
+    slot boundary counts as if on it (it is judged exactly once it comes near; a plan made a second
+    later would otherwise re-send every schedule that steps at all); a step drifted further runs
+    for real and counts in full.
+    """
+    if not pairs:
+        return [], []
+    ref = min(new.start for _, new in pairs)
+    slot = pairs[0][1].slot_s
+    t_now = (now - ref).total_seconds()
+    end = max((new.end - ref).total_seconds() for _, new in pairs)
+    if end <= t_now:
+        return [(0.0,) for _ in pairs], [0.0]
+    near_end = t_now + near_s if near_s is not None else math.inf
+    cuts = {round(t_now, 3), round(end, 3)} | ({round(near_end, 3)} if t_now < near_end < end else set())
+    for start, slot_s, count in {(s.start, s.slot_s, len(s.current_a)) for pair in pairs for s in pair}:
+        first = (start - ref).total_seconds()
+        for k in range(count + 1):
+            t = first + k * slot_s
+            if t_now < t < end:
+                cuts.add(round(t, 3))
+        if len(cuts) * len(pairs) > max_cells:
+            return None
+    edges = sorted(cuts)
+    pieces = list(zip(edges, edges[1:]))
+    excess = [tuple(_piece_excess(old, new, ref, pieces, near_end, near_s or 0.0)) for old, new in pairs]
+    return excess, [_piece_budget(budget, lo, hi, slot) for lo, hi in pieces]
+
+
+def _piece_excess(old: Setpoints, new: Setpoints, ref: datetime, pieces: list[tuple[float, float]],
+                  near_end: float, drift_s: float) -> Iterator[float]:
+    """kW by which ``old`` draws more than ``new`` on each piece (0 where either has no value: an
+    installed schedule that ended is renewed by :meth:`Hysteresis._runs_out`, not budgeted).
+    Beyond ``near_end`` the installed value is read at least ``drift_s`` inside the new slot (at
+    its middle if it is shorter): a step that close to the slot's boundary counts as on it."""
+    kw_per_a = new.phases * VOLTAGE_V / 1000.0
+    o, n = (old.start - ref).total_seconds(), (new.start - ref).total_seconds()
+    for lo, hi in pieces:
+        middle = (lo + hi) / 2  # both schedules hold one value over the whole piece
+        i = math.floor((middle - n) / new.slot_s)
+        at = middle
+        if lo >= near_end - 1e-6:
+            a = n + i * new.slot_s
+            b = a + new.slot_s
+            at = min(max(middle, a + drift_s), b - drift_s) if b - a > 2 * drift_s else (a + b) / 2
+        j = math.floor((at - o) / old.slot_s)
+        if 0 <= i < len(new.current_a) and 0 <= j < len(old.current_a):
+            yield (old.current_a[j] - new.current_a[i]) * kw_per_a
+        else:
+            yield 0.0
+
+
+def _piece_budget(budget: float | Sequence[float], lo: float, hi: float, slot_s: float) -> float:
+    """The headroom over [lo, hi) seconds from the plans' start: the smallest of the slots it spans."""
+    if isinstance(budget, (int, float)):
+        return float(budget)
+    first, last = math.floor(lo / slot_s + 1e-9), math.ceil(hi / slot_s - 1e-9)
+    return min(float(budget[i]) if 0 <= i < len(budget) else 0.0 for i in range(first, max(last, first + 1)))
 
 
 def keep_within_budget(items: list[tuple[tuple[float, ...], T]],
