@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -213,6 +214,44 @@ class Hysteresis:
                     top = inner if top is None else max(top, inner)
             out.append(0.0 if top is None else (top - new_vals[i]) * kw_per_a)
         return tuple(out)
+
+
+def paced(h: Hysteresis, replan_s: float, slot_s: float) -> Hysteresis:
+    """``h`` with a near window of at least two re-plan spacings (``replan_s``: the longest of late,
+    on the clock the schedules run on), at most a slot, and ``defer_s`` at least as long.
+
+    Beyond the near window an installed step drifted from the new plan's slot boundary counts as on
+    it, because a plan is made again before the step comes into force and compares it exactly then.
+    The window derived from ``replan_interval_s`` (a wall-clock timer) keeps that promise only while
+    plans come that often on the schedules' clock. A slow plan, or a compressed simulated clock (the
+    demo's busy evening: 232 simulated seconds between plans against a 60 s window), lets such a
+    step take effect uncompared, and makes every step of a schedule kept from the previous plan,
+    drifted by that plan's spacing, count as a difference in full: sent for the budget.
+    """
+    if h.near_s is None:
+        return h
+    near = min(max(h.near_s, 2 * replan_s), max(h.near_s, slot_s))
+    if near == h.near_s:
+        return h
+    return replace(h, near_s=near, defer_s=None if h.defer_s is None else max(h.defer_s, near))
+
+
+@dataclass
+class PlanPace:
+    """When the last few plans were made (the clock the schedules run on): the longest spacing
+    between them is how long a step may wait for its next exact comparison (:func:`paced`)."""
+
+    keep: int = 8
+    made: deque[datetime] = field(default_factory=deque)
+
+    def plan_at(self, at: datetime) -> float:
+        """Record a plan made at ``at``; the longest spacing among the last ``keep`` plans (0 before
+        the second)."""
+        self.made.append(at)
+        while len(self.made) > self.keep:
+            self.made.popleft()
+        made = list(self.made)
+        return max(((b - a).total_seconds() for a, b in zip(made, made[1:])), default=0.0)
 
 
 def same_limits(old: Setpoints, new: Setpoints, now: datetime, *, step_s: float = 30.0,
