@@ -120,6 +120,30 @@ def _would_send(pusher: Any, h: Hysteresis, plans: Any, headroom_kw: Any, offset
     return sent
 
 
+def _why_budget(pusher: Any, plans: Any, to_send: Any, now: datetime, stats: dict[str, Any]) -> None:
+    """Per plan that sends for the budget: did the sessions sent for other reasons (or new ones) take
+    more now than they had, which the kept ones must then give up?"""
+    sent = {(s.carried.station_id, s.carried.evse_id): s for s in to_send}
+    taken, budget_sends = 0.0, 0
+    for sp, _caps, _group in plans:
+        key = (sp.station_id, sp.evse_id)
+        shaped = sent.get(key)
+        if shaped is None:
+            continue
+        old = pusher.expected(key, shaped.offset_s)
+        unchanged = old is not None and old.transaction_id == sp.transaction_id and \
+            pusher.hysteresis.unchanged(old, shaped.carried, now, pusher.pushed_at.get(key)) is not None
+        if unchanged:
+            budget_sends += 1
+            continue
+        was = (old.value_at(now) if old is not None else 0.0) or 0.0
+        taken += ((shaped.carried.value_at(now) or 0.0) - was) * sp.phases * 0.23
+    if budget_sends:
+        bucket = "others took more now" if taken > 0.5 else ("others gave back now" if taken < -0.5 else "others ~same now")
+        stats["budget_plans"][bucket] += 1
+        stats["budget_sends_by"][bucket] += budget_sends
+
+
 def install(stats: dict[str, Any]) -> None:
     """Patch the pusher and dispatcher so each decision is counted by cause."""
     causes: collections.Counter[str] = stats["causes"]
@@ -148,10 +172,12 @@ def install(stats: dict[str, Any]) -> None:
                 cause += " [behind in-flight]"
             causes[cause] += 1
         stats["kept"] += len(skipped)
+        if not kw.get("cut"):
+            _why_budget(self, plans, to_send, now, stats)
         if not kw.get("cut") and not kw.get("newcomers"):
             for name, h in stats["variants"].items():
                 stats["variant_sends"][name] += _would_send(self, h, plans, headroom_kw, kw.get("offsets"), now,
-                                                           stats["worst_slot"] if name == "same" else None)
+                                                           stats["worst_slot"] if name == "configured" else None)
         return to_send, skipped
 
     def decide(self: Any, units: Any, now: Any, kind: str, reasons_: Any = None, **kw: Any) -> Any:
@@ -164,7 +190,7 @@ def install(stats: dict[str, Any]) -> None:
                 reasons[r] += 1
         if not stats["variants"]:
             h = self.pusher.hysteresis
-            stats["variants"].update({"same": h, "near480": replace(h, near_s=480.0),
+            stats["variants"].update({"configured": h, "near480": replace(h, near_s=480.0),
                                       "near960": replace(h, near_s=960.0, defer_s=960.0),
                                       "middle(unsafe)": _Middle(h.current_a, h.refresh_s, h.min_interval_s, h.near_s,
                                                                 h.defer_s),
@@ -186,7 +212,8 @@ def main() -> None:
     stats: dict[str, Any] = {"causes": collections.Counter(), "plan_reasons": collections.Counter(), "kept": 0,
                              "plans": 0, "newcomer_plans": 0, "plan_times": [],
                              "variants": {}, "variant_sends": collections.Counter(),
-                             "worst_slot": collections.Counter()}
+                             "worst_slot": collections.Counter(),
+                             "budget_plans": collections.Counter(), "budget_sends_by": collections.Counter()}
     install(stats)
     from demo.evening import run_demo
 
@@ -205,7 +232,7 @@ def main() -> None:
                               "p90": gaps[9 * len(gaps) // 10] if gaps else None},
            "causes": dict(stats["causes"].most_common()),
            "counterfactual_sends": dict(stats["variant_sends"]),
-           "worst_slot_first": dict(sorted(stats["worst_slot"].items())),
+           "budget_plans": dict(stats["budget_plans"]), "budget_sends_by": dict(stats["budget_sends_by"]),
            "plan_reasons": dict(stats["plan_reasons"].most_common())}
     text = json.dumps(out, indent=2, default=str)
     print(text)
