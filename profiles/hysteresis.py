@@ -157,11 +157,13 @@ class Hysteresis:
         return covers_old < soon or covers_new - covers_old >= slot_s
 
     def budgeted(self, pairs: Sequence[tuple[Setpoints, Setpoints]], now: datetime,
-                 budget: float | Sequence[float]) -> tuple[list[tuple[float, ...]], float | Sequence[float]]:
+                 budget: float | Sequence[float], *,
+                 exact: bool = True) -> tuple[list[tuple[float, ...]], float | Sequence[float]]:
         """What :func:`keep_within_budget` judges a group's (installed, new) pairs by: each pair's
         excess and the budget, per piece of time (:func:`excess_by_piece`, exact) or, for a group
-        too large for that, per slot (:meth:`excess_by_slot`)."""
-        pieces = excess_by_piece(pairs, now, budget, self.near_s)
+        too large for that or when not ``exact`` (a cut, where every millisecond counts and a
+        stricter budget only sends more), per slot (:meth:`excess_by_slot`)."""
+        pieces = excess_by_piece(pairs, now, budget, self.near_s) if exact else None
         if pieces is not None:
             return pieces
         return [self.excess_by_slot(old, new, now) for old, new in pairs], budget

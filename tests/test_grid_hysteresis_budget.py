@@ -297,3 +297,13 @@ def test_a_step_kept_from_the_previous_plan_is_not_sent_when_plans_come_slower_t
     configured = Hysteresis(min_interval_s=0, near_s=60.0, defer_s=900.0)
     assert sent(configured) == 1  # a 60 s window: the early step counts in full, sent for the budget
     assert sent(paced(configured, 232.0, 900.0)) == 0  # compared exactly by the next plan, before it happens
+
+
+def test_a_cut_is_budgeted_per_slot_where_speed_counts_more_than_a_kept_schedule() -> None:
+    h = Hysteresis(near_s=120.0)
+    installed = Setpoints("S", 1, "tx", NOW, 900.0, (10.0, 16.0, 16.0), 3)
+    replanned = Setpoints("S", 1, "tx", NOW + timedelta(seconds=30), 900.0, (10.0, 16.0), 3)
+    at = NOW + timedelta(seconds=30)
+    excess, budget = h.budgeted([(installed, replanned)], at, (1.0, 2.0), exact=False)
+    assert (excess, budget) == ([h.excess_by_slot(installed, replanned, at)], (1.0, 2.0))
+    assert h.budgeted([(installed, replanned)], at, (1.0, 2.0))[1] == [1.0, 1.0, 1.0, 2.0, 2.0]  # exact: per piece

@@ -305,7 +305,7 @@ class Pusher:
                 candidates.setdefault(group, []).append((old, shaped))
         for group, items in candidates.items():
             excess, budget = self.hysteresis.budgeted([(old, shaped.carried) for old, shaped in items], now,
-                                                      (headroom_kw or {}).get(group, 0.0))
+                                                      (headroom_kw or {}).get(group, 0.0), exact=not cut)
             keep = keep_within_budget([(e, shaped) for e, (_, shaped) in zip(excess, items)], budget)
             kept = {id(shaped) for _, shaped in keep}
             to_send.extend(shaped for _, shaped in items if id(shaped) not in kept)
