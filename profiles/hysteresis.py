@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -155,6 +156,18 @@ class Hysteresis:
         soon = self.near_s if self.near_s is not None else 2 * 60.0
         return covers_old < soon or covers_new - covers_old >= slot_s
 
+    def budgeted(self, pairs: Sequence[tuple[Setpoints, Setpoints]], now: datetime,
+                 budget: float | Sequence[float], *,
+                 exact: bool = True) -> tuple[list[tuple[float, ...]], float | Sequence[float]]:
+        """What :func:`keep_within_budget` judges a group's (installed, new) pairs by: each pair's
+        excess and the budget, per piece of time (:func:`excess_by_piece`, exact) or, for a group
+        too large for that or when not ``exact`` (a cut, where every millisecond counts and a
+        stricter budget only sends more), per slot (:meth:`excess_by_slot`)."""
+        pieces = excess_by_piece(pairs, now, budget, self.near_s) if exact else None
+        if pieces is not None:
+            return pieces
+        return [self.excess_by_slot(old, new, now) for old, new in pairs], budget
+
     def excess_by_slot(self, old: Setpoints, new: Setpoints, now: datetime) -> tuple[float, ...]:
         """Per slot of ``new`` (index from ``new.start``): the kW by which keeping ``old`` would
         draw more than ``new`` plans (negative: less); 0 for slots already over and where ``old``
@@ -205,6 +218,44 @@ class Hysteresis:
         return tuple(out)
 
 
+def paced(h: Hysteresis, replan_s: float, slot_s: float) -> Hysteresis:
+    """``h`` with a near window of at least two re-plan spacings (``replan_s``: the longest of late,
+    on the clock the schedules run on), at most a slot, and ``defer_s`` at least as long.
+
+    Beyond the near window an installed step drifted from the new plan's slot boundary counts as on
+    it, because a plan is made again before the step comes into force and compares it exactly then.
+    The window derived from ``replan_interval_s`` (a wall-clock timer) keeps that promise only while
+    plans come that often on the schedules' clock. A slow plan, or a compressed simulated clock (the
+    demo's busy evening: 232 simulated seconds between plans against a 60 s window), lets such a
+    step take effect uncompared, and makes every step of a schedule kept from the previous plan,
+    drifted by that plan's spacing, count as a difference in full: sent for the budget.
+    """
+    if h.near_s is None:
+        return h
+    near = min(max(h.near_s, 2 * replan_s), max(h.near_s, slot_s))
+    if near == h.near_s:
+        return h
+    return replace(h, near_s=near, defer_s=None if h.defer_s is None else max(h.defer_s, near))
+
+
+@dataclass
+class PlanPace:
+    """When the last few plans were made (the clock the schedules run on): the longest spacing
+    between them is how long a step may wait for its next exact comparison (:func:`paced`)."""
+
+    keep: int = 8
+    made: deque[datetime] = field(default_factory=deque)
+
+    def plan_at(self, at: datetime) -> float:
+        """Record a plan made at ``at``; the longest spacing among the last ``keep`` plans (0 before
+        the second)."""
+        self.made.append(at)
+        while len(self.made) > self.keep:
+            self.made.popleft()
+        made = list(self.made)
+        return max(((b - a).total_seconds() for a, b in zip(made, made[1:])), default=0.0)
+
+
 def same_limits(old: Setpoints, new: Setpoints, now: datetime, *, step_s: float = 30.0,
                 tolerance_a: float = 0.05) -> bool:
     """Does ``new`` prescribe what ``old`` does, at every ``step_s`` from ``now`` to the end of both
@@ -217,6 +268,86 @@ def same_limits(old: Setpoints, new: Setpoints, now: datetime, *, step_s: float 
         if (a is None) != (b is None) or (a is not None and b is not None and abs(a - b) > tolerance_a):
             return False
     return True
+
+
+#: Above this many (session x piece of time) cells a group is budgeted per plan slot instead
+#: (:meth:`Hysteresis.excess_by_slot`): exact pieces cost time in proportion to both.
+MAX_EXACT_CELLS = 100_000
+
+
+def excess_by_piece(pairs: Sequence[tuple[Setpoints, Setpoints]], now: datetime, budget: float | Sequence[float],
+                    near_s: float | None = None,
+                    max_cells: int = MAX_EXACT_CELLS) -> tuple[list[tuple[float, ...]], list[float]] | None:
+    """Each (installed, new) pair's kW excess (keeping the installed schedule minus the new plan) on
+    every piece of time from ``now`` on which all the schedules hold one value, and each piece's
+    budget (``budget``: per slot of the new plans from their common start, or one figure; a piece
+    spanning slots gets the smallest). None when that would be more than ``max_cells`` cells.
+
+    Why pieces, not plan slots: each plan starts now, so an installed schedule's steps fall inside
+    the new plan's slots. Taken per slot, a kept schedule counts at its highest value in the slot,
+    so two sessions whose installed plan moved current from one to the other at a step (a rotation
+    the new plan keeps, a few minutes shifted) count both at their high side, and one of them is
+    sent although together they draw exactly what the limit allows at every instant. Per piece each
+    instant is judged as it is: what the kept schedules draw beyond the new plan, together, at that
+    instant. Up to ``near_s`` ahead that is exact. Beyond, as in :meth:`Hysteresis.unchanged` and
+    :meth:`Hysteresis.excess_by_slot`, an installed step less than ``near_s`` from the new plan's
+    slot boundary counts as if on it (it is judged exactly once it comes near; a plan made a second
+    later would otherwise re-send every schedule that steps at all); a step drifted further runs
+    for real and counts in full.
+    """
+    if not pairs:
+        return [], []
+    ref = min(new.start for _, new in pairs)
+    slot = pairs[0][1].slot_s
+    t_now = (now - ref).total_seconds()
+    end = max((new.end - ref).total_seconds() for _, new in pairs)
+    if end <= t_now:
+        return [(0.0,) for _ in pairs], [0.0]
+    near_end = t_now + near_s if near_s is not None else math.inf
+    cuts = {round(t_now, 3), round(end, 3)} | ({round(near_end, 3)} if t_now < near_end < end else set())
+    for start, slot_s, count in {(s.start, s.slot_s, len(s.current_a)) for pair in pairs for s in pair}:
+        first = (start - ref).total_seconds()
+        for k in range(count + 1):
+            t = first + k * slot_s
+            if t_now < t < end:
+                cuts.add(round(t, 3))
+        if len(cuts) * len(pairs) > max_cells:
+            return None
+    edges = sorted(cuts)
+    pieces = list(zip(edges, edges[1:]))
+    excess = [tuple(_piece_excess(old, new, ref, pieces, near_end, near_s or 0.0)) for old, new in pairs]
+    return excess, [_piece_budget(budget, lo, hi, slot) for lo, hi in pieces]
+
+
+def _piece_excess(old: Setpoints, new: Setpoints, ref: datetime, pieces: list[tuple[float, float]],
+                  near_end: float, drift_s: float) -> Iterator[float]:
+    """kW by which ``old`` draws more than ``new`` on each piece (0 where either has no value: an
+    installed schedule that ended is renewed by :meth:`Hysteresis._runs_out`, not budgeted).
+    Beyond ``near_end`` the installed value is read at least ``drift_s`` inside the new slot (at
+    its middle if it is shorter): a step that close to the slot's boundary counts as on it."""
+    kw_per_a = new.phases * VOLTAGE_V / 1000.0
+    o, n = (old.start - ref).total_seconds(), (new.start - ref).total_seconds()
+    for lo, hi in pieces:
+        middle = (lo + hi) / 2  # both schedules hold one value over the whole piece
+        i = math.floor((middle - n) / new.slot_s)
+        at = middle
+        if lo >= near_end - 1e-6:
+            a = n + i * new.slot_s
+            b = a + new.slot_s
+            at = min(max(middle, a + drift_s), b - drift_s) if b - a > 2 * drift_s else (a + b) / 2
+        j = math.floor((at - o) / old.slot_s)
+        if 0 <= i < len(new.current_a) and 0 <= j < len(old.current_a):
+            yield (old.current_a[j] - new.current_a[i]) * kw_per_a
+        else:
+            yield 0.0
+
+
+def _piece_budget(budget: float | Sequence[float], lo: float, hi: float, slot_s: float) -> float:
+    """The headroom over [lo, hi) seconds from the plans' start: the smallest of the slots it spans."""
+    if isinstance(budget, (int, float)):
+        return float(budget)
+    first, last = math.floor(lo / slot_s + 1e-9), math.ceil(hi / slot_s - 1e-9)
+    return min(float(budget[i]) if 0 <= i < len(budget) else 0.0 for i in range(first, max(last, first + 1)))
 
 
 def keep_within_budget(items: list[tuple[tuple[float, ...], T]],

@@ -12,7 +12,7 @@ import pytest
 
 from csms.grid.effects.pusher import Pusher
 from csms.grid.model.sessions import StationCaps
-from profiles.hysteresis import Hysteresis, Setpoints
+from profiles.hysteresis import Hysteresis, PlanPace, Setpoints, excess_by_piece, paced
 
 NOW = datetime(2025, 1, 1, 12, tzinfo=timezone.utc)
 CAPS = StationCaps(periods_per_schedule=4)
@@ -214,3 +214,96 @@ def test_a_deferred_difference_is_kept_only_while_the_far_slot_has_headroom_for_
     per_session = 16.0 * 3 * 230 / 1000
     assert sessions((0.0, 0.0, 0.0, 4 * per_session + 0.01)) == (6, 4)  # room for four to keep charging then
     assert sessions((0.0, 0.0, 0.0, 0.0)) == (10, 0)  # no room: every pause goes out now
+
+
+# 6. The budget is judged per instant: a rotation the new plan keeps is kept -----------------------
+KW_PER_TENTH = 0.4 * 3 * 230 / 1000  # 0.4 A over three phases
+
+
+def _rotation(new_a: tuple[float, ...], new_b: tuple[float, ...], headroom: tuple[float, ...],
+              installed_b: tuple[float, ...] = (15.2, 16.0, 16.0)) -> list[str]:
+    """A and B were planned at NOW to swap 0.8 A at NOW + 900 s (unless ``installed_b`` says
+    otherwise); re-planned 300 s later, each plan slot is 300 s off the installed step. The sent."""
+    later = NOW + timedelta(seconds=300)
+    pusher = Pusher(_never_called, Hysteresis(min_interval_s=0, near_s=120, defer_s=900), clock=lambda: later)
+    pusher.installed[("A", 1)] = Setpoints("A", 1, "tx", NOW, 900.0, (16.0, 15.2, 15.2), 3)
+    pusher.installed[("B", 1)] = Setpoints("B", 1, "tx", NOW, 900.0, installed_b, 3)
+    plans = [(Setpoints(s, 1, "tx", later, 900.0, a, 3), CAPS, "t") for s, a in (("A", new_a), ("B", new_b))]
+    todo, _ = pusher.due(plans, {"t": headroom})
+    return sorted(p.carried.station_id for p in todo)
+
+
+def test_two_sessions_whose_installed_step_swaps_current_keep_their_schedules_at_full_load() -> None:
+    # Per slot each counts at its higher side in the slot that holds the step (0.4 A each); per instant
+    # what one draws beyond the new plan the other draws less, so together they fit a full limit.
+    assert _rotation((15.6, 15.2), (15.6, 16.0), (0.0, 0.0)) == []
+
+
+def test_an_excess_at_one_instant_is_not_offset_by_a_saving_at_another() -> None:
+    # Both draw 0.4 A more than planned before the installed step and 0.4 A less after it: over before.
+    same = (16.0, 15.2, 15.2)
+    assert _rotation((15.6, 15.2), (15.6, 15.2), (0.0, 0.0), same) == ["A", "B"]
+    assert len(_rotation((15.6, 15.2), (15.6, 15.2), (KW_PER_TENTH + 0.01, 0.0), same)) == 1
+    assert _rotation((15.6, 15.2), (15.6, 15.2), (2 * KW_PER_TENTH + 0.01, 0.0), same) == []
+
+
+def test_excess_by_piece_is_exact_near_and_snaps_small_drifts_far() -> None:
+    installed = Setpoints("S", 1, "tx", NOW, 900.0, (10.0, 16.0, 16.0), 3)
+    replanned = Setpoints("S", 1, "tx", NOW + timedelta(seconds=30), 900.0, (10.0, 16.0), 3)
+    at = NOW + timedelta(seconds=30)
+    pieces = excess_by_piece([(installed, replanned)], at, (1.0, 2.0), near_s=120)
+    assert pieces is not None
+    excess, budget = pieces
+    # The installed step to 16 A lands 30 s before the new one, 870 s ahead: far, counts as on the boundary.
+    # Pieces: [0, 120) exact, then [120, 870), [870, 900), [900, 1770), [1770, 1800) s ahead.
+    assert excess == [pytest.approx((0.0,) * 5)]
+    assert budget == [1.0, 1.0, 1.0, 2.0, 2.0]
+    pieces = excess_by_piece([(installed, replanned)], at, 0.0, near_s=None)  # exact everywhere
+    assert pieces is not None
+    excess, _ = pieces
+    assert excess == [pytest.approx((0.0, 6 * 3 * 230 / 1000, 0.0, 0.0))]
+    assert excess_by_piece([(installed, replanned)], at, 0.0, near_s=120, max_cells=3) is None
+
+
+# 7. The near window follows the plans' pace on the schedules' clock --------------------------------
+def test_the_near_window_covers_two_plan_spacings_up_to_a_slot() -> None:
+    h = Hysteresis(near_s=60.0, defer_s=900.0)
+    assert paced(h, 30.0, 900.0) is h  # plans every 30 s: the configured window already covers two
+    assert (paced(h, 232.0, 900.0).near_s, paced(h, 232.0, 900.0).defer_s) == (464.0, 900.0)
+    assert (paced(h, 2000.0, 900.0).near_s, paced(h, 2000.0, 900.0).defer_s) == (900.0, 900.0)
+    assert paced(Hysteresis(near_s=None), 232.0, 900.0).near_s is None
+
+
+def test_plan_pace_is_the_longest_of_the_last_spacings() -> None:
+    pace = PlanPace(keep=3)
+    assert pace.plan_at(NOW) == 0.0
+    assert pace.plan_at(NOW + timedelta(seconds=200)) == 200.0
+    assert pace.plan_at(NOW + timedelta(seconds=250)) == 200.0
+    assert pace.plan_at(NOW + timedelta(seconds=300)) == 50.0  # the 200 s spacing is no longer among the last 3
+
+
+def test_a_step_kept_from_the_previous_plan_is_not_sent_when_plans_come_slower_than_the_window() -> None:
+    # Installed at NOW, stepping to 16 A at NOW + 900 s; the next plan, 232 s later (a compressed clock's
+    # pace), has the same step at its own slot boundary, 232 s later: the installed step is 232 s early.
+    later = NOW + timedelta(seconds=232)
+    installed = Setpoints("S", 1, "tx", NOW, 900.0, (10.0, 16.0, 16.0), 3)
+    plans = [(Setpoints("S", 1, "tx", later, 900.0, (10.0, 16.0), 3), CAPS, "t")]
+
+    def sent(h: Hysteresis) -> int:
+        pusher = Pusher(_never_called, h, clock=lambda: later)
+        pusher.installed[("S", 1)] = installed
+        return len(pusher.due(plans, {"t": 0.0})[0])
+
+    configured = Hysteresis(min_interval_s=0, near_s=60.0, defer_s=900.0)
+    assert sent(configured) == 1  # a 60 s window: the early step counts in full, sent for the budget
+    assert sent(paced(configured, 232.0, 900.0)) == 0  # compared exactly by the next plan, before it happens
+
+
+def test_a_cut_is_budgeted_per_slot_where_speed_counts_more_than_a_kept_schedule() -> None:
+    h = Hysteresis(near_s=120.0)
+    installed = Setpoints("S", 1, "tx", NOW, 900.0, (10.0, 16.0, 16.0), 3)
+    replanned = Setpoints("S", 1, "tx", NOW + timedelta(seconds=30), 900.0, (10.0, 16.0), 3)
+    at = NOW + timedelta(seconds=30)
+    excess, budget = h.budgeted([(installed, replanned)], at, (1.0, 2.0), exact=False)
+    assert (excess, budget) == ([h.excess_by_slot(installed, replanned, at)], (1.0, 2.0))
+    assert h.budgeted([(installed, replanned)], at, (1.0, 2.0))[1] == [1.0, 1.0, 1.0, 2.0, 2.0]  # exact: per piece

@@ -104,7 +104,8 @@ class Grid:
         # Control and effects
         self.metrics = ControlMetrics(registry)
         self.views = GroupViews(config, self.limit_book, self.sessions, self.topology, self.metrics, clock)
-        # Installed steps are compared exactly from two re-plan intervals ahead. Only the slot in force
+        # Installed steps are compared exactly from two re-plan intervals ahead (at least two spacings
+        # of the plans actually made, on the grid's clock: WaveDispatcher paces it). Only the slot in force
         # is judged for differences (a plan's next slot starts exactly a slot ahead); later slots
         # are budgeted against the plan's headroom and sent once they are in force (see Hysteresis).
         near_s = max(60.0, 2 * p.replan_interval_s)

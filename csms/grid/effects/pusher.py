@@ -266,9 +266,10 @@ class Pusher:
 
         ``plans`` carry each session's capacity group; a group's skipped sessions may together
         exceed their new setpoints by at most its ``headroom_kw`` in every slot (per slot from
-        the plans' common start, or one figure for all; default 0): while a slot is over, the
-        sessions with the largest excess in it are sent until it fits, so hysteresis never
-        breaks a limit, not even one that begins later in the horizon. ``offsets``: each
+        the plans' common start, or one figure for all; default 0), judged at every instant of
+        the horizon (``Hysteresis.budgeted``): while some instant is over, the sessions with the
+        largest excess then are sent until it fits, so hysteresis never breaks a limit, not even
+        one that begins later in the horizon. ``offsets``: each
         station's clock minus ours (the schedules are anchored on it); ``cut``: the immediate
         cut, sent as Relative profiles to stations that take them (held for ``hold_slots``).
         ``newcomers``: a plan going out beside a wave still in flight sends only to sessions that
@@ -279,7 +280,7 @@ class Pusher:
         now = self.clock()
         to_send: list[ShapedProfile] = []
         skipped: list[PushResult] = []
-        candidates: dict[str, list[tuple[tuple[float, ...], ShapedProfile]]] = {}
+        candidates: dict[str, list[tuple[Setpoints, ShapedProfile]]] = {}
         for sp, caps, group in plans:
             try:
                 shaped = shape_tx_profile(sp, caps, self.stack_level)
@@ -301,10 +302,11 @@ class Pusher:
                 if old is not None and key not in self.in_flight and same_limits(old, shaped.carried, now):
                     self.identical += 1
             else:
-                excess = self.hysteresis.excess_by_slot(old, shaped.carried, now)
-                candidates.setdefault(group, []).append((excess, shaped))
+                candidates.setdefault(group, []).append((old, shaped))
         for group, items in candidates.items():
-            keep = keep_within_budget(items, (headroom_kw or {}).get(group, 0.0))
+            excess, budget = self.hysteresis.budgeted([(old, shaped.carried) for old, shaped in items], now,
+                                                      (headroom_kw or {}).get(group, 0.0), exact=not cut)
+            keep = keep_within_budget([(e, shaped) for e, (_, shaped) in zip(excess, items)], budget)
             kept = {id(shaped) for _, shaped in keep}
             to_send.extend(shaped for _, shaped in items if id(shaped) not in kept)
             for _, shaped in keep:

@@ -24,7 +24,7 @@ from csms.grid.planning import GroupPlan
 from csms.grid.ports import StatusSink
 from csms.grid.views import GroupViews
 from csms.interfaces import Bus
-from profiles.hysteresis import Setpoints
+from profiles.hysteresis import PlanPace, Setpoints, paced
 from profiles.units import VOLTAGE_V
 
 log = logging.getLogger("csms.grid")
@@ -56,12 +56,16 @@ class WaveDispatcher:
         self.bus = bus
         self.metrics = metrics
         self.status = status
+        self.hysteresis = pusher.hysteresis  # as configured; the pusher's follows the plans' pace
+        self.pace = PlanPace()
 
     def decide(self, units: list[GroupPlan], now: datetime, kind: str, reasons: list[str] | None = None,
                *, newcomers: bool = False) -> Dispatch:
         """Which profiles go out (hysteresis), and the setpoints of the sessions that keep theirs;
         ``newcomers``: only to sessions without a profile (a plan beside a wave in flight)."""
         p = self.grid.planning
+        if kind == "plan":
+            self.pusher.hysteresis = paced(self.hysteresis, self.pace.plan_at(now), float(p.slot_s))
         start = now.replace(microsecond=0)
         todo: list[tuple[Setpoints, StationCaps, str]] = []
         sessions: dict[tuple[str, int], Session] = {}
