@@ -23,12 +23,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
 from bench.fuzz import EventStream  # noqa: F401 - the live-stream reader, shared with the fuzz run
 from tests.pg_kit import PG_DSN, pg_schema
+from tests.redis_kit import REDIS_URL, delete_prefix  # noqa: F401 - delete_prefix: the edge tests' clean-up
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 REPO = Path(__file__).resolve().parent.parent
 #: Every store backend: the edge's tests and the store's input contract run against each.
 BACKENDS = ["sqlite", pytest.param("redis", marks=pytest.mark.redis), pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -36,14 +35,6 @@ ADMIN_TOKEN = "edge-kit-admin-token-0123456789abcdef"
 
 
 # Store backends ------------------------------------------------------------------------------------
-async def delete_prefix(prefix: str) -> None:
-    client = aioredis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 @contextlib.asynccontextmanager

@@ -23,15 +23,14 @@ from pathlib import Path
 from typing import Any, Self
 
 import aiohttp
-import redis.asyncio as aioredis
 import yaml
 
 from tests.pg_kit import PG_DSN, drop_schema, ensure_database
+from tests.redis_kit import REDIS_URL, delete_prefix
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "COLUMNS": "1000", "PYTHONUNBUFFERED": "1"}
 ADMIN_TOKEN = "grid-outside-admin-token-0123456789abcdef"
-REDIS_URL = "redis://127.0.0.1:6379/0"
 API_LISTENING = re.compile(r"operator API\S* .*on (http://127\.0\.0\.1:\d+)/")
 
 
@@ -103,13 +102,7 @@ class Site:
         if self.backend == "postgres":
             await drop_schema(self.pg_schema)
         if self.backend == "redis":
-            client = aioredis.from_url(REDIS_URL, decode_responses=True)
-            try:
-                keys = [k async for k in client.scan_iter(match=f"{self.redis_prefix}*", count=1000)]
-                if keys:
-                    await client.delete(*keys)
-            finally:
-                await client.aclose()
+            await delete_prefix(self.redis_prefix)
 
 
 #: Daemons running now (for the timeout dump in tests/conftest.py: what a hung test's daemon was doing).

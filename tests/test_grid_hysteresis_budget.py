@@ -79,11 +79,15 @@ async def test_a_plan_equal_to_the_profile_on_the_wire_is_not_queued_behind_it()
     assert pusher.in_flight == {}
 
 
-async def test_a_refused_profile_on_the_wire_vouches_for_nothing_once_answered() -> None:
+def _answering(status: str) -> Any:
+    """A station link that answers every SetChargingProfile with ``status`` at once."""
     async def send(station_id: str, evse_id: int, profile: dict[str, Any]) -> dict[str, Any]:
-        return {"status": "Rejected"}
+        return {"status": status}
+    return send
 
-    pusher = Pusher(send, Hysteresis(min_interval_s=0), clock=lambda: NOW)
+
+async def test_a_refused_profile_on_the_wire_vouches_for_nothing_once_answered() -> None:
+    pusher = Pusher(_answering("Rejected"), Hysteresis(min_interval_s=0), clock=lambda: NOW)
     todo, _ = pusher.due([(_plan(16.0), CAPS, "t")])
     await pusher.push(todo)
     again, _ = pusher.due([(_plan(16.0), CAPS, "t")], {"t": 0.0})
@@ -91,10 +95,7 @@ async def test_a_refused_profile_on_the_wire_vouches_for_nothing_once_answered()
 
 
 async def test_hysteresis_applies_again_once_the_answer_landed() -> None:
-    async def send(station_id: str, evse_id: int, profile: dict[str, Any]) -> dict[str, Any]:
-        return {"status": "Accepted"}
-
-    pusher = Pusher(send, Hysteresis(min_interval_s=0), clock=lambda: NOW)
+    pusher = Pusher(_answering("Accepted"), Hysteresis(min_interval_s=0), clock=lambda: NOW)
     todo, _ = pusher.due([(_plan(10.0), CAPS, "t")])
     await pusher.push(todo)
     assert pusher.in_flight == {}

@@ -37,8 +37,8 @@ from csms.store.redis_store import RedisStore
 from csms.store.sqlite import SqliteStore
 from profiles.model import Plan, PlanInput, SessionNeed, SessionPlan
 from profiles.pauses import keep_pauses
+from tests.redis_kit import REDIS_URL, delete_prefix
 from tests.test_grid_controller import T0, FakeClock, FakeDaemon, grid_section
-from tests.test_net_energy import REDIS_URL, _delete_prefix
 
 
 class StoredRig:
@@ -106,7 +106,7 @@ async def stores(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
     yield make
     if request.param == "redis":
-        await _delete_prefix(prefix)
+        await delete_prefix(prefix)
 
 
 async def _first_run_teaches_that_car_x_does_not_resume(rig: StoredRig) -> None:

@@ -30,8 +30,8 @@ from csms.store.postgres import PostgresStore
 from csms.store.redis_store import RedisStore
 from csms.store.sqlite import SqliteStore
 from tests.pg_kit import PG_DSN, pg_schema
+from tests.redis_kit import REDIS_URL, delete_prefix
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 T0 = datetime(2024, 3, 1, 17, 0, tzinfo=timezone.utc)
 
 
@@ -136,16 +136,6 @@ def test_registers_round_trip_and_bad_records_read_as_none() -> None:
 
 
 # Both stores -------------------------------------------------------------------------------------
-async def _delete_prefix(prefix: str) -> None:
-    client = aioredis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis),
                         pytest.param("postgres", marks=pytest.mark.postgres)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
@@ -167,7 +157,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     finally:
         await backend.close()
         if request.param == "redis":
-            await _delete_prefix(prefix)
+            await delete_prefix(prefix)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -238,7 +228,7 @@ async def test_a_redis_record_from_before_reads_as_no_export() -> None:
         assert old is not None and old.export_wh == pytest.approx(20.0) and old.net_energy_wh == pytest.approx(0.0)
     finally:
         await store.close()
-        await _delete_prefix(prefix)
+        await delete_prefix(prefix)
 
 
 def test_event_registers_in_any_unit() -> None:

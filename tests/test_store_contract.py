@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from csms.domain.meter import flatten
 from csms.domain.records import BootInfo, IdTokenRecord, StationRecord
@@ -30,25 +29,14 @@ from csms.store.sqlite import SqliteStore
 from tests.daemon_fixture import running_daemon
 from tests.ocpp_client import RawStation
 from tests.pg_kit import PG_DSN, pg_schema
+from tests.redis_kit import REDIS_URL, delete_prefix
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=timezone.utc)
 
 
 def z(dt: datetime) -> str:
     """A station-style timestamp ("...Z"), as chargers send them."""
     return dt.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-async def delete_prefix(prefix: str) -> int:
-    client = aioredis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        return len(keys)
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture
