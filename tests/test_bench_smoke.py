@@ -226,7 +226,10 @@ async def test_cluster_smoke(tmp_path: Path) -> None:
     moved = cluster.SMOKE.failover_stations // cluster.SMOKE.nodes
     assert fo["moved"] == fo["reconnected"] == fo["controlled"] == moved, fo
     assert fo["new_leader"] not in (None, fo["victim"])
-    assert 0 < fo["leader_s"] <= fo["controlled_max_s"] <= cluster.SMOKE.failover_timeout_s
+    # Not leader_s <= controlled_max_s: the bench sees the new leader by polling its key every 0.1 s,
+    # and a small fleet can be controlled again before that poll comes round (CI: 2.229 > 2.204 s).
+    assert 0 < fo["leader_s"] <= cluster.SMOKE.failover_timeout_s
+    assert 0 < fo["controlled_max_s"] <= cluster.SMOKE.failover_timeout_s
     assert fo["all_acked"] == cluster.SMOKE.failover_stations
     assert len(sec.verdicts) == 2 and all(("**met**" in v) != ("**missed**" in v) for v in sec.verdicts)
     _figures_ok(sec)
