@@ -46,6 +46,7 @@ from csms.interfaces import Bus, Spawner
 from csms.lease_keeper import LeaseKeeper, Outcome
 from csms.ocpp.v201.operations import BodyError
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
+from csms.tasks import cancel_and_wait
 
 log = logging.getLogger("csms.cluster")
 
@@ -178,22 +179,6 @@ for i = 3, #ARGV do
 end
 return {lost, back}
 """
-
-
-async def _cancel_all(tasks: list[asyncio.Task[Any]], tries: int = 20) -> None:
-    """Cancel the tasks and wait for them; cancel again those still running (a cancellation that arrives
-    inside a redis-py command can be turned into an error the loops catch and outlive; seen as a worker
-    that never stopped). Bounded: gives up after ``tries`` half-second rounds."""
-    pending = {task for task in tasks if not task.done()}
-    for _ in range(tries):
-        if not pending:
-            break
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.5)
-    if pending:
-        log.warning("cluster: %d task(s) did not stop: %s", len(pending), ", ".join(t.get_name() for t in pending))
-    await asyncio.gather(*(task for task in tasks if task.done()), return_exceptions=True)
 
 
 def default_node_id() -> str:
@@ -382,7 +367,7 @@ class Cluster:
     async def close(self) -> None:
         self._closing = True
         await self.keeper.stop()
-        await _cancel_all(self._tasks + ([self._sweeping] if self._sweeping is not None else []))
+        await cancel_and_wait(self._tasks + ([self._sweeping] if self._sweeping is not None else []))
         for fut in self._pending.values():
             if not fut.done():
                 fut.cancel()

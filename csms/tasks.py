@@ -15,15 +15,17 @@ async def cancel_and_wait(tasks: list[asyncio.Task[Any]], rounds: int = 20, roun
     On Python 3.11, `asyncio.wait_for` (used inside aiomqtt's publish/subscribe) swallows a
     cancellation that arrives just as the awaited operation completes; one `cancel()` is then lost
     and a plain gather would hang the daemon's shutdown. Bounded: gives up (and logs) after
-    `rounds` x `round_s` seconds.
+    `rounds` x `round_s` seconds. The ended tasks' exceptions are retrieved (a cancellation inside
+    redis-py can become an error the task ends with), so none is reported as never retrieved.
     """
     pending = [t for t in tasks if not t.done()]
     for _ in range(rounds):
         if not pending:
-            return
+            break
         for task in pending:
             task.cancel()
         await asyncio.wait(pending, timeout=round_s)
         pending = [t for t in pending if not t.done()]
     if pending:
         log.error("tasks did not stop: %s", ", ".join(t.get_name() for t in pending))
+    await asyncio.gather(*(t for t in tasks if t.done()), return_exceptions=True)

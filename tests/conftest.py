@@ -44,7 +44,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 
 def _print_pending_tasks(nodeid: str) -> None:
-    tasks = [o for o in gc.get_objects() if isinstance(o, asyncio.Task) and not o.done()]
+    # type() rather than isinstance(): a dead weakref proxy among the objects raises on isinstance()
+    tasks = [o for o in gc.get_objects() if issubclass(type(o), asyncio.Task) and not o.done()]
     print(f"--- {nodeid}: {len(tasks)} pending asyncio task(s), {TASK_DUMP_LEAD_S:.0f} s before the timeout ---",
           file=sys.stderr)
     for task in tasks:

@@ -22,6 +22,7 @@ import websockets
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 
+from csms.tasks import cancel_and_wait
 from tests.station_schedule import schedule_limit_a
 
 VOLTAGE_V = 230.0
@@ -104,11 +105,7 @@ class Lib16Station:
             await cp.start()
 
     async def stop(self) -> None:
-        for task in (self._meter, self._reader):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await cancel_and_wait([task for task in (self._meter, self._reader) if task is not None])
         if self._ws is not None:
             await self._ws.close()
 

@@ -33,6 +33,7 @@ import websockets
 from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 
+from csms.tasks import cancel_and_wait
 from tests.station_schedule import schedule_limit_a
 
 VOLTAGE_V = 230.0
@@ -172,15 +173,11 @@ class LibStation:
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+            await cancel_and_wait([self._reader])
 
     async def stop(self) -> None:
-        if self._meter is not None:
-            self._meter.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._meter
+        if self._meter is not None:  # its call's wait_for may swallow one cancel (Python 3.11)
+            await cancel_and_wait([self._meter])
         await self.disconnect()
 
     async def wait_gone(self, timeout: float = 15.0) -> None:

@@ -22,6 +22,8 @@ import websockets
 from ocpp.routing import on
 from ocpp.v21 import ChargePoint, call, call_result
 
+from csms.tasks import cancel_and_wait
+
 VOLTAGE_V = 230.0
 OFFERED = ["ocpp2.1", "ocpp2.0.1", "ocpp1.6"]
 
@@ -79,9 +81,7 @@ class Station21:
         if self.ws is not None:
             await self.ws.close()
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+            await cancel_and_wait([self._reader])
 
     async def boot(self) -> Any:
         result = await self.cp.call(call.BootNotification(

@@ -525,3 +525,32 @@ async def test_shutdown_survives_a_swallowed_cancellation() -> None:
     await started.wait()
     await asyncio.wait_for(cancel_and_wait([task], round_s=0.05), 2)
     assert task.cancelled()
+
+
+async def test_shutdown_retrieves_the_error_a_cancelled_task_ended_with() -> None:
+    """A cancellation inside redis-py can end a task with an error instead: stopping retrieves it,
+    so asyncio reports no "exception was never retrieved" once the task is gone."""
+    import gc
+
+    from csms.tasks import cancel_and_wait
+
+    reported: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    started = asyncio.Event()
+
+    async def turns_cancel_into_error() -> None:
+        try:
+            started.set()
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise ConnectionError("connection closed by the cancellation") from None
+
+    task = asyncio.create_task(turns_cancel_into_error())
+    await started.wait()
+    await cancel_and_wait([task], round_s=0.05)
+    assert task.done()
+    del task
+    gc.collect()
+    loop.set_exception_handler(None)
+    assert not reported, reported
