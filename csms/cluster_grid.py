@@ -50,6 +50,7 @@ from csms.protocol.errors import StationOffline
 from csms.protocol.version import ProtocolVersion
 from csms.store.base import TransactionStore
 from csms.store.redis_packing import fast_packing
+from csms.tasks import cancel_and_wait
 
 log = logging.getLogger("csms.cluster.grid")
 
@@ -415,10 +416,8 @@ class GridLeadership:
             self._refused = value
 
     async def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        if self._loop is not None:  # its Redis calls may turn or swallow a cancel: cancel until it ends
+            await cancel_and_wait([self._loop])
         if self.token is not None:
             await self._step_down("the node stops")
             with contextlib.suppress(Exception):  # graceful: the next leader need not wait for the lease
