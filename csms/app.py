@@ -358,7 +358,9 @@ class Daemon:
             self._reconciler.cancel()
             self._reconciler = None
         if self.cluster is not None:
-            self.cluster.grid_feed = None
+            feed, self.cluster.grid_feed = self.cluster.grid_feed, None
+            if feed is not None:
+                await feed.stop()
         self.metrics.extra = []
         if grid is not None:
             try:
