@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from csms.cluster_grid import Batched, Fence, StaleLeader, decode_event, encode_event, execute_grid_forwarded
 from csms.domain.events import MeterValuesReceived, StationBooted, TransactionChanged
 from csms.domain.meter import Reading
+from csms.store.redis_store import RedisStore
 from tests.grid_outside import REDIS_URL, Api, Site, cli, daemon
 from tests.ocpp_station import LibStation
 from tests.waiting import until
@@ -362,12 +363,9 @@ async def test_another_nodes_disconnect_of_a_station_held_by_a_third_node_is_dro
     from tests.spawning import LoopSpawner
     from tests.test_store_contract import delete_prefix
 
-    async def mark(station_id: str, connected: bool, at: datetime) -> None:
-        pass
-
     prefix = f"nbfeed:{uuid.uuid4().hex}:"
     third = Cluster(REDIS_URL, prefix, "node-c", lease_s=5.0, forward_timeout_s=2.0, spawner=LoopSpawner(),
-                    errors=ErrorLog(), mark=mark)
+                    errors=ErrorLog(), station_key=RedisStore(REDIS_URL, prefix).keys.station)
     await third.open()
     try:
         feed = GridFeed(LocalBus(), owner=third.owner)
@@ -401,12 +399,9 @@ async def test_a_stopped_feed_cancels_its_directory_checks_and_passes_nothing_on
     from tests.redis_kit import delete_prefix
     from tests.spawning import LoopSpawner
 
-    async def mark(station_id: str, connected: bool, at: datetime) -> None:
-        pass
-
     prefix = f"nbfeed:{uuid.uuid4().hex}:"
     third = Cluster(REDIS_URL, prefix, "node-c", lease_s=5.0, forward_timeout_s=2.0, spawner=LoopSpawner(),
-                    errors=ErrorLog(), mark=mark)
+                    errors=ErrorLog(), station_key=RedisStore(REDIS_URL, prefix).keys.station)
     await third.open()
     asked, answer = asyncio.Event(), asyncio.Event()
     looked_up: list[str] = []
