@@ -326,3 +326,41 @@ async def test_a_station_connecting_while_the_new_leader_reads_its_state_back_co
     finally:
         await station.stop()
         await delete_prefix(prefix)
+
+
+async def test_a_term_that_ends_stops_its_feeds_directory_checks(tmp_path: Path) -> None:
+    """In process: the leader checks with the directory whether a station another node announced gone
+    is gone. When the node stops (its term ends) while such a check waits, the check is cancelled and
+    awaited, not left pending to pass its "disconnected" on after the grid part stopped."""
+    from csms.domain.events import Event, StationDisconnected
+
+    prefix = f"nbcluster:{uuid.uuid4().hex}:"
+    grid = {"transformers": {"T1": {"capacity_kw": 400, "members": [{"station": "CL-*"}]}}}
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def slow_owner(station_id: str) -> str | None:
+        asked.set()
+        await answer.wait()
+        return None
+
+    told: list[Event] = []
+    try:
+        async with asyncio.timeout(30):
+            async with running_daemon(tmp_path, store={"backend": "redis", "redis_url": REDIS_URL,
+                                                       "redis_prefix": prefix},
+                                      cluster={"node_id": "leader", "lease_s": LEASE_S}, grid=grid) as running:
+                while running.daemon.grid is None:  # it leads, its state read back
+                    await asyncio.sleep(0.05)
+                feed = running.daemon.cluster.grid_feed
+                assert feed is not None
+                feed._owner = slow_owner
+                feed.subscribe(told.append)
+                feed.remote(StationDisconnected(station_id="CL-GONE"))  # another node's: checked first
+                (check,) = feed._confirming
+                await asyncio.wait_for(asked.wait(), 5)
+            assert check.cancelled()
+            answer.set()
+            await asyncio.sleep(0)
+            assert not [ev for ev in told if ev.station_id == "CL-GONE"]
+    finally:
+        await delete_prefix(prefix)
