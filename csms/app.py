@@ -29,7 +29,7 @@ from csms.api.operations import execute_forwarded
 from csms.api.server import ApiServer
 from csms.billing import Billing
 from csms.bus import LocalBus
-from csms.cluster import Cluster, default_node_id
+from csms.cluster import Cluster, StationKey, default_node_id
 from csms.cluster_grid import (
     GridFeed,
     GridLeadership,
@@ -59,6 +59,7 @@ from csms.security.component import LAB_MODE_WARNING, Security
 from csms.security.contracts import Iso15118, build_iso15118
 from csms.store.base import Store
 from csms.store.factory import open_store
+from csms.store.redis_store import RedisStore
 
 log = logging.getLogger("csms")
 
@@ -221,7 +222,7 @@ class Daemon:
         node = Cluster(store.redis_url, store.redis_prefix, cluster.node_id or default_node_id(),
                        lease_s=cluster.lease_s,
                        forward_timeout_s=cluster.forward_timeout_s or self.config.websocket.call_timeout_s + 5.0,
-                       spawner=self, errors=self.errors, mark=self.store.set_connection_state)
+                       spawner=self, errors=self.errors, station_key=self._station_key())
         node.local = lambda: list(self.connections)
         node.attach_bus(self.bus)
         node.executor = self._execute_forwarded
@@ -229,6 +230,12 @@ class Daemon:
         node.on_reclaim = self._reclaimed
         node.on_lost = self._lost
         return node
+
+    def _station_key(self) -> StationKey:
+        """The key of a station's record in the shared Redis store, which the cluster's sweep marks."""
+        if not isinstance(self.store, RedisStore):
+            raise TypeError("a cluster needs the Redis store (the nodes share their records there)")
+        return self.store.keys.station
 
     def _released(self, stations: list[str]) -> None:
         """Stations of a dead node, released here: gone, for every node's grid and live stream."""
@@ -358,7 +365,9 @@ class Daemon:
             self._reconciler.cancel()
             self._reconciler = None
         if self.cluster is not None:
-            self.cluster.grid_feed = None
+            feed, self.cluster.grid_feed = self.cluster.grid_feed, None
+            if feed is not None:
+                await feed.stop()
         self.metrics.extra = []
         if grid is not None:
             try:

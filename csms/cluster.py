@@ -46,6 +46,7 @@ from csms.interfaces import Bus, Spawner
 from csms.lease_keeper import LeaseKeeper, Outcome
 from csms.ocpp.v201.operations import BodyError
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
+from csms.store.encoding import iso, to_json
 from csms.tasks import cancel_and_wait
 
 log = logging.getLogger("csms.cluster")
@@ -53,8 +54,8 @@ log = logging.getLogger("csms.cluster")
 Payload = dict[str, Any]
 #: Runs one forwarded command on this node (the API's typed or generic command path).
 Executor = Callable[[Payload], Awaitable[Payload]]
-#: Marks stations disconnected in the store (those released by a dead node, or ours before a restart).
-MarkDisconnected = Callable[[str, bool, datetime], Awaitable[None]]
+#: The store's key of a station's record (RedisStore.keys.station): the sweep marks it disconnected.
+StationKey = Callable[[str], str]
 
 #: A loop that has not run for this many leases is hung, not busy: its leases are left to lapse.
 STALL_LEASES = 3.0
@@ -180,6 +181,23 @@ end
 return {lost, back}
 """
 
+# The sweep's mark of released stations in the store: a record (KEYS[i - 2] for station ARGV[i]) says
+# disconnected only while no node with a live lease (key prefix ARGV[1]) holds the station in the
+# directory (KEYS[1]), and only if it exists (fields as RedisStore.set_connection_state writes them:
+# ARGV[2] connected, ARGV[3] last_seen). A station that reconnected elsewhere after the release was
+# written connected there, and an unconditional mark would overwrite that. Returns the stations marked.
+_MARK_UNHELD = """
+local marked = {}
+for i = 4, #ARGV do
+  local owner = redis.call('HGET', KEYS[1], ARGV[i])
+  if (not owner or redis.call('EXISTS', ARGV[1] .. owner) == 0) and redis.call('EXISTS', KEYS[i - 2]) == 1 then
+    redis.call('HSET', KEYS[i - 2], 'connected', ARGV[2], 'last_seen', ARGV[3])
+    marked[#marked + 1] = ARGV[i]
+  end
+end
+return marked
+"""
+
 
 def default_node_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -236,7 +254,7 @@ class Cluster:
     """This node's membership: its lease, its stations in the directory, its inbox."""
 
     def __init__(self, redis_url: str, prefix: str, node_id: str, *, lease_s: float, forward_timeout_s: float,
-                 spawner: Spawner, errors: ErrorLog, mark: MarkDisconnected) -> None:
+                 spawner: Spawner, errors: ErrorLog, station_key: StationKey) -> None:
         self.node_id = node_id
         self.lease_s = lease_s
         self.forward_timeout_s = forward_timeout_s
@@ -254,10 +272,11 @@ class Cluster:
         self.keeper.add("cluster heartbeat", self._keep_lease)
         self._spawner = spawner
         self._errors = errors
-        self._mark = mark
+        self._station_key = station_key
         self._release = self._redis.register_script(_RELEASE)
         self._release_dead = self._redis.register_script(_RELEASE_DEAD)
         self._reclaim = self._redis.register_script(_RECLAIM)
+        self._mark_unheld = self._redis.register_script(_MARK_UNHELD)
         self._pending: dict[str, asyncio.Future[Any]] = {}
         # A grid leader's wave (thousands of pushes at once) looks up and posts in a few round trips.
         self._owners_of: Batched[str, str | None] = Batched(self._fetch_owners)
@@ -426,17 +445,23 @@ class Cluster:
                 released += await self._release(keys=[self._owners], args=[node, *stations])
             else:
                 released += await self._release_dead(keys=[self._owners, self._lease(node)], args=[node, *stations])
-        now = datetime.now(timezone.utc)
-        for station_id in released:
-            await self._mark(station_id, False, now)
+        await self._mark_disconnected(released)
         if released:
             self.on_release(await self._unheld(released))
             log.info("cluster: released %d station(s) of %s (no live lease)", len(released),
                      ", ".join(sorted(by_node)))
         return released
 
+    async def _mark_disconnected(self, stations: list[str]) -> None:
+        """Mark released stations disconnected in the store, :data:`OWNERS_PER_READ` per script, each only
+        while no live node holds it (:data:`_MARK_UNHELD`)."""
+        fields = [self._lease(""), to_json(False), to_json(iso(datetime.now(timezone.utc)))]
+        for first in range(0, len(stations), OWNERS_PER_READ):
+            chunk = stations[first:first + OWNERS_PER_READ]
+            await self._mark_unheld(keys=[self._owners, *map(self._station_key, chunk)], args=[*fields, *chunk])
+
     async def _unheld(self, stations: list[str]) -> list[str]:
-        """Those of ``stations`` no live node holds now. Marking thousands takes seconds, and a station
+        """Those of ``stations`` no live node holds now. Marking thousands takes a while, and a station
         that reconnected to another node meanwhile was claimed there and announced as connected: it
         must not be announced gone after that (the grid leader would take it as gone for good)."""
         unheld: list[str] = []

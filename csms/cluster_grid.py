@@ -148,6 +148,7 @@ class GridFeed:
         self._connects: dict[str, int] = {}  # per station: other nodes' "connected" passed on so far
         self._confirming: set[asyncio.Task[None]] = set()
         self._lookups_failing = False
+        self._stopped = False
 
     def publish(self, event: Event) -> None:
         self._bus.publish(event)
@@ -164,7 +165,9 @@ class GridFeed:
         return self._bus.queue(prefix, maxsize)
 
     def remote(self, event: Event) -> None:
-        """Another node's station event."""
+        """Another node's station event (none is taken once the feed stopped)."""
+        if self._stopped:
+            return
         if self._held is not None:
             if len(self._held) >= HELD_MAX:
                 del self._held[0]
@@ -202,6 +205,8 @@ class GridFeed:
                 log.warning("grid feed: could not check whether %s is gone (%s); taken as gone", sid, exc)
             self._lookups_failing = True
             owner = None
+        if self._stopped:  # a cancellation inside the lookup can come back as an error: the term is over
+            return
         if owner is None and self._connects.get(sid, 0) == connects_before and sid not in self._here:
             self._others.publish(event)
 
@@ -212,6 +217,15 @@ class GridFeed:
         for event in held:
             self.remote(event)
         return len(held)
+
+    async def stop(self) -> None:
+        """The term is over: take no more events, and cancel and await the directory checks under way
+        (left running, they would pass events to a stopped grid part, or be destroyed pending)."""
+        self._stopped = True
+        tasks = list(self._confirming)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # Election and fencing -------------------------------------------------------------------------------

@@ -243,34 +243,35 @@ async def test_a_lapsed_lease_announces_back_only_the_stations_a_sweep_released(
     again announces nothing (the grid leader would set every one up anew). Those a sweep released
     are announced as back. A sweep never releases the stations of a node whose lease lives again."""
     from csms.cluster import Cluster
+    from csms.domain.records import StationRecord
     from csms.errorlog import ErrorLog
 
     prefix = f"nbcl:{uuid.uuid4().hex}:"
-    marked: list[tuple[str, bool]] = []
-
-    async def mark(station_id: str, connected: bool, _at: Any) -> None:
-        marked.append((station_id, connected))
+    store = RedisStore(REDIS_URL, prefix)
 
     def node(node_id: str) -> Cluster:
         return Cluster(REDIS_URL, prefix, node_id, lease_s=30, forward_timeout_s=1, spawner=LoopSpawner(),
-                       errors=ErrorLog(), mark=mark)
+                       errors=ErrorLog(), station_key=store.keys.station)
 
     a, b = node("a"), node("b")
     back: list[list[str]] = []
     a.on_reclaim = back.append
     a.local = lambda: ["S1", "S2"]
     client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    await store.open()
     try:
         await a.open()
         await b.open()
         for station_id in ("S1", "S2"):
+            await store.put_station(StationRecord(station_id=station_id, connected=True))
             await a.arrived(station_id)
         await client.delete(f"{prefix}cluster:lease:a")  # a's lease lapsed; nobody swept
         await a.renew()
         assert back == [] and await b.owner("S1") == "a"
 
         await client.delete(f"{prefix}cluster:lease:a")  # lapsed again, and b sweeps this time
-        assert sorted(await b.sweep()) == ["S1", "S2"] and sorted(marked) == [("S1", False), ("S2", False)]
+        assert sorted(await b.sweep()) == ["S1", "S2"]
+        assert [s.connected for s in await store.list_stations()] == [False, False]  # marked in the store
         assert await b.owner("S1") is None
         await a.renew()
         assert [sorted(s) for s in back] == [["S1", "S2"]]
@@ -283,6 +284,7 @@ async def test_a_lapsed_lease_announces_back_only_the_stations_a_sweep_released(
     finally:
         await a.close()
         await b.close()
+        await store.close()
         keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
         if keys:
             await client.delete(*keys)
@@ -323,4 +325,42 @@ async def test_a_station_connecting_while_the_new_leader_reads_its_state_back_co
                 assert running.daemon.grid.sessions.station("CL-LIVE").connected is True
     finally:
         await station.stop()
+        await delete_prefix(prefix)
+
+
+async def test_a_term_that_ends_stops_its_feeds_directory_checks(tmp_path: Path) -> None:
+    """In process: the leader checks with the directory whether a station another node announced gone
+    is gone. When the node stops (its term ends) while such a check waits, the check is cancelled and
+    awaited, not left pending to pass its "disconnected" on after the grid part stopped."""
+    from csms.domain.events import Event, StationDisconnected
+
+    prefix = f"nbcluster:{uuid.uuid4().hex}:"
+    grid = {"transformers": {"T1": {"capacity_kw": 400, "members": [{"station": "CL-*"}]}}}
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def slow_owner(station_id: str) -> str | None:
+        asked.set()
+        await answer.wait()
+        return None
+
+    told: list[Event] = []
+    try:
+        async with asyncio.timeout(30):
+            async with running_daemon(tmp_path, store={"backend": "redis", "redis_url": REDIS_URL,
+                                                       "redis_prefix": prefix},
+                                      cluster={"node_id": "leader", "lease_s": LEASE_S}, grid=grid) as running:
+                while running.daemon.grid is None:  # it leads, its state read back
+                    await asyncio.sleep(0.05)
+                feed = running.daemon.cluster.grid_feed
+                assert feed is not None
+                feed._owner = slow_owner
+                feed.subscribe(told.append)
+                feed.remote(StationDisconnected(station_id="CL-GONE"))  # another node's: checked first
+                (check,) = feed._confirming
+                await asyncio.wait_for(asked.wait(), 5)
+            assert check.cancelled()
+            answer.set()
+            await asyncio.sleep(0)
+            assert not [ev for ev in told if ev.station_id == "CL-GONE"]
+    finally:
         await delete_prefix(prefix)

@@ -76,7 +76,7 @@ def test_a_malformed_grid_part_costs_only_its_own_typed_event() -> None:
     items[1]["grid"] = {"type": "Nope", "fields": {}}
     fields["events"] = orjson.dumps(items).decode()
     cluster = Cluster(REDIS_URL, "test-events:", "node-b", lease_s=2.0, forward_timeout_s=1.0, spawner=None,  # type: ignore[arg-type]
-                      errors=ErrorLog(), mark=None)  # type: ignore[arg-type]
+                      errors=ErrorLog(), station_key=None)  # type: ignore[arg-type]
     bus = LocalBus()
     seen: list[Event] = []
     typed: list[Event] = []

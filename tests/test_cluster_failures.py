@@ -29,7 +29,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ import redis.asyncio as aioredis
 from bench import messages as msg
 from bench.wsclient import CallHandler, LeanStation, open_station
 from csms.cluster import Cluster
+from csms.domain.records import StationRecord
 from csms.errorlog import ErrorLog
 from csms.store.redis_store import RedisStore
 from tests.grid_outside import REDIS_URL, Api, Daemon, Site, daemon, free_port
@@ -471,12 +472,14 @@ STORM = 1000
 
 
 def _lone_node(prefix: str) -> Cluster:
-    """Node "node-a" on ``prefix`` (lease 1 s), in process, marking nothing in a store."""
-    async def mark(station_id: str, connected: bool, at: datetime) -> None:
-        pass
+    """Node "node-a" on ``prefix`` (lease 1 s), in process."""
+    return _node(prefix, "node-a", lease_s=1.0)
 
-    return Cluster(REDIS_URL, prefix, "node-a", lease_s=1.0, forward_timeout_s=2.0, spawner=LoopSpawner(),
-                   errors=ErrorLog(), mark=mark)
+
+def _node(prefix: str, node_id: str, lease_s: float = LEASE_S) -> Cluster:
+    """A cluster node in process, marking released stations in the store on ``prefix``."""
+    return Cluster(REDIS_URL, prefix, node_id, lease_s=lease_s, forward_timeout_s=2.0, spawner=LoopSpawner(),
+                   errors=ErrorLog(), station_key=RedisStore(REDIS_URL, prefix).keys.station)
 
 
 def storm_size() -> int:
@@ -571,14 +574,12 @@ async def test_a_sweep_keeps_the_stations_of_a_node_that_renewed_its_lease_meanw
     would stay shown disconnected: A claims only once, when it finds its lease lapsed)."""
     prefix = f"nbfail:{uuid.uuid4().hex}:"
     client = aioredis.from_url(REDIS_URL, decode_responses=True)
-    marked: list[str] = []
-
-    async def mark(station_id: str, connected: bool, _: Any) -> None:
-        marked.append(station_id)
-
-    b = Cluster(REDIS_URL, prefix, "node-b", lease_s=LEASE_S, forward_timeout_s=2.0, spawner=LoopSpawner(),
-                errors=ErrorLog(), mark=mark)
+    store = RedisStore(REDIS_URL, prefix=prefix)
+    await store.open()
+    b = _node(prefix, "node-b")
     try:
+        for station_id in ("S-A", "S-DEAD"):
+            await store.put_station(StationRecord(station_id=station_id, connected=True))
         await client.hset(f"{prefix}cluster:owners", mapping={"S-A": "node-a", "S-DEAD": "node-dead"})
         leases_read = b._live
 
@@ -590,9 +591,11 @@ async def test_a_sweep_keeps_the_stations_of_a_node_that_renewed_its_lease_meanw
         b._live = node_a_renews_right_after  # type: ignore[method-assign]
         assert await b.sweep() == ["S-DEAD"]
         assert await client.hgetall(f"{prefix}cluster:owners") == {"S-A": "node-a"}
-        assert marked == ["S-DEAD"]
+        assert [(s.station_id, s.connected) for s in await store.list_stations()] == [("S-A", True),
+                                                                                     ("S-DEAD", False)]
     finally:
         await b.close()
+        await store.close()
         await client.aclose()
         await delete_prefix(prefix)
 
@@ -600,35 +603,30 @@ async def test_a_sweep_keeps_the_stations_of_a_node_that_renewed_its_lease_meanw
 @pytest.mark.redis
 @pytest.mark.timeout(90)
 async def test_the_lease_is_renewed_while_a_sweep_releases_thousands_of_stations() -> None:
-    """A dead node held 10,000 stations: the sweep that releases them marks each one disconnected in the
-    store, which takes seconds, longer than the lease here. The sweeping node's own lease must be
-    renewed meanwhile, or the other nodes would release its stations in turn."""
+    """A dead node held 10,000 stations: the sweep releases them and marks each one disconnected in the
+    store (seconds when it marked one at a time, longer than the lease here). The sweeping node's own
+    lease must be renewed meanwhile, or the other nodes would release its stations in turn."""
     prefix = f"nbfail:{uuid.uuid4().hex}:"
     client = aioredis.from_url(REDIS_URL, decode_responses=True)
     store = RedisStore(REDIS_URL, prefix=prefix)
     await store.open()
-    marked = 0
-
-    async def mark(station_id: str, connected: bool, at: datetime) -> None:
-        nonlocal marked
-        await store.set_connection_state(station_id, connected, at)
-        marked += 1
-
-    b = Cluster(REDIS_URL, prefix, "node-b", lease_s=LEASE_S, forward_timeout_s=2.0, spawner=LoopSpawner(),
-                errors=ErrorLog(), mark=mark)
+    b = _node(prefix, "node-b")
     try:
         await b.open()
+        await asyncio.gather(*(store.put_station(StationRecord(station_id=f"D-{i:05d}", connected=True))
+                               for i in range(10_000)))
         await client.hset(f"{prefix}cluster:owners", mapping={f"D-{i:05d}": "node-dead" for i in range(10_000)})
         b.start()
         looks = lapsed = 0
         started = time.monotonic()
         async with asyncio.timeout(60):
-            while marked < 10_000:
+            while b._sweeping is None or not b._sweeping.done():  # the heartbeat's first sweep
                 looks += 1
                 lapsed += not await client.exists(f"{prefix}cluster:lease:node-b")
                 await asyncio.sleep(0.05)
         assert lapsed == 0, f"node-b's lease was gone at {lapsed} of {looks} looks during its sweep"
         assert await client.hlen(f"{prefix}cluster:owners") == 0
+        assert not any(s.connected for s in await store.list_stations())
         print(f"10,000 stations of a dead node released and marked within {time.monotonic() - started:.1f} s "
               f"(lease {LEASE_S:g} s): the lease was there at all {looks} looks")
     finally:
@@ -723,15 +721,15 @@ async def test_a_sweep_does_not_announce_gone_a_station_that_reconnected_elsewhe
     took it as gone for good (1,261 of 10,000 moved stations never controlled again in a failover)."""
     prefix = f"nbfail:{uuid.uuid4().hex}:"
     client = aioredis.from_url(REDIS_URL, decode_responses=True)
-    c = Cluster(REDIS_URL, prefix, "node-c", lease_s=LEASE_S, forward_timeout_s=2.0, spawner=LoopSpawner(),
-                errors=ErrorLog(), mark=_mark_nothing)
+    c = _node(prefix, "node-c")
+    b = _node(prefix, "node-b")
+    mark = b._mark_unheld
 
-    async def mark(station_id: str, connected: bool, at: datetime) -> None:
-        if station_id == "S-1":
-            await c.arrived("S-1")  # reconnected to node C while node B was still marking
+    async def reconnects_while_marking(**kwargs: Any) -> Any:
+        await c.arrived("S-1")  # reconnected to node C while node B was still marking
+        return await mark(**kwargs)
 
-    b = Cluster(REDIS_URL, prefix, "node-b", lease_s=LEASE_S, forward_timeout_s=2.0, spawner=LoopSpawner(),
-                errors=ErrorLog(), mark=mark)
+    b._mark_unheld = reconnects_while_marking  # type: ignore[assignment]
     announced: list[str] = []
     b.on_release = announced.extend
     try:
@@ -748,5 +746,44 @@ async def test_a_sweep_does_not_announce_gone_a_station_that_reconnected_elsewhe
         await delete_prefix(prefix)
 
 
-async def _mark_nothing(station_id: str, connected: bool, at: datetime) -> None:
-    pass
+@pytest.mark.redis
+@pytest.mark.timeout(60)
+async def test_a_sweep_does_not_mark_disconnected_a_station_that_reconnected_elsewhere_after_its_release() -> None:
+    """The sweep releases a dead node's stations in the directory, then marks their records disconnected
+    in the store. A station that reconnects to node C in between is claimed there and its record
+    written connected (as a node does: the directory first, then the record); the sweep's mark must not
+    overwrite that, or the store says disconnected for a connected station until it reconnects."""
+    prefix = f"nbfail:{uuid.uuid4().hex}:"
+    store = RedisStore(REDIS_URL, prefix=prefix)
+    await store.open()
+    client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    c = _node(prefix, "node-c")
+    b = _node(prefix, "node-b")
+    release = b._release_dead
+
+    async def reconnects_right_after_the_release(**kwargs: Any) -> Any:
+        released = await release(**kwargs)
+        assert "S-MOVED" in released
+        await c.arrived("S-MOVED")
+        await store.set_connection_state("S-MOVED", True, datetime.now(UTC))
+        return released
+
+    b._release_dead = reconnects_right_after_the_release  # type: ignore[assignment]
+    try:
+        await c.open()
+        await b.open()
+        for station_id in ("S-MOVED", "S-GONE"):
+            await store.put_station(StationRecord(station_id=station_id, connected=True))
+        await client.hset(f"{prefix}cluster:owners", mapping={"S-MOVED": "node-dead", "S-GONE": "node-dead",
+                                                              "S-NO-RECORD": "node-dead"})
+        assert sorted(await b.sweep()) == ["S-GONE", "S-MOVED", "S-NO-RECORD"]
+        assert [(s.station_id, s.connected) for s in await store.list_stations()] == [("S-GONE", False),
+                                                                                     ("S-MOVED", True)]
+        assert await store.get_station("S-NO-RECORD") is None  # a mark never creates a record
+        assert await client.hgetall(f"{prefix}cluster:owners") == {"S-MOVED": "node-c"}
+    finally:
+        await b.close()
+        await c.close()
+        await store.close()
+        await client.aclose()
+        await delete_prefix(prefix)

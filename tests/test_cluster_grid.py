@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from csms.cluster_grid import Batched, Fence, StaleLeader, decode_event, encode_event, execute_grid_forwarded
 from csms.domain.events import MeterValuesReceived, StationBooted, TransactionChanged
 from csms.domain.meter import Reading
+from csms.store.redis_store import RedisStore
 from tests.grid_outside import REDIS_URL, Api, Site, cli, daemon
 from tests.ocpp_station import LibStation
 from tests.waiting import until
@@ -362,12 +363,9 @@ async def test_another_nodes_disconnect_of_a_station_held_by_a_third_node_is_dro
     from tests.spawning import LoopSpawner
     from tests.test_store_contract import delete_prefix
 
-    async def mark(station_id: str, connected: bool, at: datetime) -> None:
-        pass
-
     prefix = f"nbfeed:{uuid.uuid4().hex}:"
     third = Cluster(REDIS_URL, prefix, "node-c", lease_s=5.0, forward_timeout_s=2.0, spawner=LoopSpawner(),
-                    errors=ErrorLog(), mark=mark)
+                    errors=ErrorLog(), station_key=RedisStore(REDIS_URL, prefix).keys.station)
     await third.open()
     try:
         feed = GridFeed(LocalBus(), owner=third.owner)
@@ -384,6 +382,52 @@ async def test_another_nodes_disconnect_of_a_station_held_by_a_third_node_is_dro
             await asyncio.gather(*list(feed._confirming))
         assert [(type(ev).__name__, ev.station_id) for ev in told] == [
             ("StationConnected", "MOVED"), ("StationConnected", "BACK"), ("StationDisconnected", "GONE")]
+    finally:
+        await third.close()
+        await delete_prefix(prefix)
+
+
+async def test_a_stopped_feed_cancels_its_directory_checks_and_passes_nothing_on() -> None:
+    """A term ends while the feed still asks the directory whether stations another node announced
+    gone are gone: those checks are cancelled and awaited when the feed stops (none left pending to be
+    destroyed with the loop), and none passes its "disconnected" to the ended term's grid part."""
+    from csms.bus import LocalBus
+    from csms.cluster import Cluster
+    from csms.cluster_grid import GridFeed
+    from csms.domain.events import Event, StationDisconnected
+    from csms.errorlog import ErrorLog
+    from tests.redis_kit import delete_prefix
+    from tests.spawning import LoopSpawner
+
+    prefix = f"nbfeed:{uuid.uuid4().hex}:"
+    third = Cluster(REDIS_URL, prefix, "node-c", lease_s=5.0, forward_timeout_s=2.0, spawner=LoopSpawner(),
+                    errors=ErrorLog(), station_key=RedisStore(REDIS_URL, prefix).keys.station)
+    await third.open()
+    asked, answer = asyncio.Event(), asyncio.Event()
+    looked_up: list[str] = []
+
+    async def slow_owner(station_id: str) -> str | None:
+        asked.set()
+        await answer.wait()  # the directory is slow: the term ends meanwhile
+        looked_up.append(station_id)
+        return await third.owner(station_id)
+
+    try:
+        feed = GridFeed(LocalBus(), owner=slow_owner)
+        told: list[Event] = []
+        feed.subscribe(told.append)
+        feed.release()
+        feed.remote(StationDisconnected(station_id="GONE"))  # nobody holds it: would pass once checked
+        checks = list(feed._confirming)
+        assert len(checks) == 1
+        async with asyncio.timeout(5):
+            await asked.wait()
+            await feed.stop()
+        assert all(task.done() for task in checks) and checks[0].cancelled() and not feed._confirming
+        feed.remote(StationDisconnected(station_id="LATER"))  # after the stop: not even checked
+        answer.set()
+        await asyncio.sleep(0)
+        assert not feed._confirming and looked_up == [] and told == []
     finally:
         await third.close()
         await delete_prefix(prefix)

@@ -21,6 +21,7 @@ import redis
 from csms.cluster import STALL_LEASES, Cluster
 from csms.cluster_grid import GridLeadership
 from csms.errorlog import ErrorLog
+from csms.store.redis_store import RedisStore
 from tests.spawning import LoopSpawner
 from tests.test_store_contract import delete_prefix
 
@@ -52,13 +53,9 @@ def watching(keys: list[str]) -> Iterator[dict[str, int]]:
         client.close()
 
 
-async def _mark_nothing(station_id: str, connected: bool, _at: Any) -> None:
-    """No store here: released stations are not marked anywhere."""
-
-
 def _cluster(prefix: str, node_id: str, lease_s: float = LEASE_S) -> Cluster:
     return Cluster(REDIS_URL, prefix, node_id, lease_s=lease_s, forward_timeout_s=1, spawner=LoopSpawner(),
-                   errors=ErrorLog(), mark=_mark_nothing)
+                   errors=ErrorLog(), station_key=RedisStore(REDIS_URL, prefix).keys.station)
 
 
 async def _node(prefix: str, node_id: str) -> tuple[Cluster, GridLeadership, list[int]]:

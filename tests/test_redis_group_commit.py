@@ -136,6 +136,28 @@ async def test_a_long_listing_lets_the_event_loop_run_between_its_round_trips(
     assert max(b - a for a, b in zip(seen, seen[1:], strict=False)) <= 100, seen  # never more without a turn
 
 
+async def test_a_long_document_listing_is_read_a_chunk_of_keys_per_mget(store: RedisStore) -> None:
+    """A listing of more documents than one MGET takes is read in several: one MGET over every key
+    builds one huge reply that Redis (one thread) and the node's loop each handle in one stretch."""
+    n = redis_store.DOCUMENTS_PER_MGET * 2 + 500
+    await asyncio.gather(*(store.put_document("many", f"{i:05d}", {"i": i}) for i in range(n)))
+    client = store._r
+    mget = client.mget
+    asked: list[int] = []  # keys per MGET sent
+
+    async def counted(keys: Any, *args: Any) -> Any:
+        asked.append(len(keys) + len(args))
+        return await mget(keys, *args)
+
+    client.mget = counted  # type: ignore[method-assign]
+    listed = await store.list_documents("many", limit=n)
+    assert [(k, d["i"]) for k, d in listed] == [(f"{i:05d}", i) for i in range(n)]
+    assert asked == [redis_store.DOCUMENTS_PER_MGET] * 2 + [500]
+    asked.clear()
+    assert [k for k, _ in await store.list_documents("many", limit=10)] == [f"{i:05d}" for i in range(10)]
+    assert asked == [10]
+
+
 async def test_a_failing_command_fails_only_its_caller(store: RedisStore) -> None:
     client = aioredis.from_url(REDIS_URL, decode_responses=True)
     try:  # keys of the wrong type: RPUSH fails, and so does the script's ZADD

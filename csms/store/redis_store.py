@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 PAGE = 500  # members read per round trip when a filtered list query walks a sorted set
 HASHES_PER_PIPELINE = 1000  # records read per round trip when a listing reads them whole
+DOCUMENTS_PER_MGET = 1000  # documents read per MGET when a listing reads many
 
 
 class ReplicationError(RedisError):
@@ -838,8 +839,14 @@ class RedisStore(Store):
         keys = [str(k) for k in found]
         if not keys:
             return []
-        values = await self._r.mget([self._doc(scope, k) for k in keys])
-        return [(k, dict(orjson.loads(v))) for k, v in zip(keys, values) if v is not None]
+        out: list[tuple[str, dict[str, Any]]] = []
+        for start in range(0, len(keys), DOCUMENTS_PER_MGET):  # one huge reply would block Redis and us
+            if start:
+                await asyncio.sleep(0)
+            chunk = keys[start:start + DOCUMENTS_PER_MGET]
+            values = await self._r.mget([self._doc(scope, k) for k in chunk])
+            out += [(k, dict(orjson.loads(v))) for k, v in zip(chunk, values) if v is not None]
+        return out
 
     async def next_number(self, name: str) -> int:
         async def queue(pipe: Pipeline) -> None:
