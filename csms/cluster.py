@@ -46,7 +46,7 @@ from csms.interfaces import Bus, Spawner
 from csms.lease_keeper import LeaseKeeper, Outcome
 from csms.ocpp.v201.operations import BodyError
 from csms.protocol.errors import CallTimeout, OcppError, StationOffline
-from csms.store.encoding import iso, to_json
+from csms.store.redis_store import connection_fields
 from csms.tasks import cancel_and_wait
 
 log = logging.getLogger("csms.cluster")
@@ -183,15 +183,20 @@ return {lost, back}
 
 # The sweep's mark of released stations in the store: a record (KEYS[i - 2] for station ARGV[i]) says
 # disconnected only while no node with a live lease (key prefix ARGV[1]) holds the station in the
-# directory (KEYS[1]), and only if it exists (fields as RedisStore.set_connection_state writes them:
-# ARGV[2] connected, ARGV[3] last_seen). A station that reconnected elsewhere after the release was
+# directory (KEYS[1]), and only if it exists (ARGV[2] counts the field/value pairs that follow, as
+# redis_store.connection_fields makes them). A station that reconnected elsewhere after the release was
 # written connected there, and an unconditional mark would overwrite that. Returns the stations marked.
 _MARK_UNHELD = """
+local n = tonumber(ARGV[2])
+local fields = {}
+for j = 3, 2 + 2 * n do fields[#fields + 1] = ARGV[j] end
+local first = 3 + 2 * n
 local marked = {}
-for i = 4, #ARGV do
+for i = first, #ARGV do
+  local key = KEYS[i - first + 2]
   local owner = redis.call('HGET', KEYS[1], ARGV[i])
-  if (not owner or redis.call('EXISTS', ARGV[1] .. owner) == 0) and redis.call('EXISTS', KEYS[i - 2]) == 1 then
-    redis.call('HSET', KEYS[i - 2], 'connected', ARGV[2], 'last_seen', ARGV[3])
+  if (not owner or redis.call('EXISTS', ARGV[1] .. owner) == 0) and redis.call('EXISTS', key) == 1 then
+    redis.call('HSET', key, unpack(fields))
     marked[#marked + 1] = ARGV[i]
   end
 end
@@ -455,7 +460,8 @@ class Cluster:
     async def _mark_disconnected(self, stations: list[str]) -> None:
         """Mark released stations disconnected in the store, :data:`OWNERS_PER_READ` per script, each only
         while no live node holds it (:data:`_MARK_UNHELD`)."""
-        fields = [self._lease(""), to_json(False), to_json(iso(datetime.now(timezone.utc)))]
+        state = connection_fields(False, datetime.now(timezone.utc))
+        fields = [self._lease(""), str(len(state) // 2), *state]
         for first in range(0, len(stations), OWNERS_PER_READ):
             chunk = stations[first:first + OWNERS_PER_READ]
             await self._mark_unheld(keys=[self._owners, *map(self._station_key, chunk)], args=[*fields, *chunk])

@@ -245,6 +245,11 @@ def _tx_member(sid: str, tx_id: str) -> str:
     return _json([sid, tx_id])
 
 
+def connection_fields(connected: bool, at: datetime) -> list[str]:
+    """A station record's connection state as field/value pairs (also written by the cluster's sweep)."""
+    return ["connected", _json(bool(connected)), "last_seen", _json(_iso(at))]
+
+
 # The store --------------------------------------------------------------------------------------
 class RedisStore(Store):
     def __init__(self, url: str, prefix: str = "netbewust:", *, wait_replicas: int = 0,
@@ -507,8 +512,7 @@ class RedisStore(Store):
                           _json({k: _json(v) for k, v in defaults.items()})])
 
     async def set_connection_state(self, station_id: str, connected: bool, at: datetime) -> None:
-        await self._call("update_if_exists", [self.keys.station(station_id)],
-                         ["connected", _json(bool(connected)), "last_seen", _json(_iso(at))])
+        await self._call("update_if_exists", [self.keys.station(station_id)], connection_fields(connected, at))
 
     async def touch_stations(self, last_seen: dict[str, datetime]) -> None:
         if not last_seen:
