@@ -49,7 +49,7 @@ from csms.lease_keeper import LeaseKeeper
 from csms.protocol.errors import StationOffline
 from csms.protocol.version import ProtocolVersion
 from csms.store.base import TransactionStore
-from csms.store.redis_packing import fast_packing
+from csms.store.redis_clients import async_client
 from csms.tasks import cancel_and_wait
 
 log = logging.getLogger("csms.cluster.grid")
@@ -328,14 +328,12 @@ def shared_client(redis_url: str, wait_s: float) -> aioredis.Redis:
     """A client whose callers queue for a connection under a burst (up to ``wait_s``), where the
     default pool would open ever more sockets and then fail with "Too many connections": a burst
     of connecting stations must not cost a node its lease renewal."""
-    pool = fast_packing(aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=REDIS_CONNECTIONS,
-                                                                 timeout=wait_s, decode_responses=True))
-    return aioredis.Redis.from_pool(pool)
+    return async_client(redis_url, wait_s=wait_s, max_connections=REDIS_CONNECTIONS)
 
 
 def own_client(redis_url: str) -> aioredis.Redis:
-    """A client of its own (blocking reads, the lease): a plain pool, commands packed in C."""
-    return aioredis.Redis.from_pool(fast_packing(aioredis.ConnectionPool.from_url(redis_url, decode_responses=True)))
+    """A client of its own (blocking reads, the lease): a plain pool."""
+    return async_client(redis_url)
 
 
 class Fence:

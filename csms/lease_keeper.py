@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import redis
 
+from csms.store.redis_clients import sync_client
+
 log = logging.getLogger("csms.cluster")
 
 #: Renews one lease with the keeper's client (runs in the keeper's thread; raises on a Redis failure).
@@ -69,7 +71,7 @@ class LeaseKeeper:
         self.interval_s = interval_s
         self.stall_s = stall_s
         timeout = max(0.5, interval_s)
-        self._client = redis.Redis.from_url(redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._client = sync_client(redis_url, timeout)
         self._renewals: tuple[tuple[str, Renewal], ...] = ()
         self._on_error = on_error
         self._pulse = LoopPulse()

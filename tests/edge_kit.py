@@ -115,6 +115,14 @@ class TcpProxy:
         self.server: asyncio.Server | None = None
         self.port = 0
         self._writers: set[asyncio.StreamWriter] = set()
+        self._lose_reply = False
+        self.replies_lost = 0
+
+    def lose_next_reply(self) -> None:
+        """Forward requests as usual, but the next bytes the backend answers never reach the client:
+        the proxy drops both sides of that connection instead (a reply lost after the backend acted,
+        as when a connection breaks at the wrong moment). New connections pass through again."""
+        self._lose_reply = True
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -128,16 +136,22 @@ class TcpProxy:
             return
         self._writers |= {writer, up_writer}
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
             try:
                 while data := await src.read(65536):
+                    if replies and self._lose_reply:
+                        self._lose_reply = False
+                        self.replies_lost += 1
+                        writer.transport.abort()
+                        up_writer.transport.abort()
+                        return
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
                 pass
             finally:
                 dst.close()
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
         self._writers -= {writer, up_writer}
 
     async def cut(self) -> None:

@@ -42,7 +42,7 @@ from csms.store.encoding import connector_ids, transaction_record
 from csms.store.encoding import from_iso as _dt
 from csms.store.encoding import iso as _iso
 from csms.store.encoding import to_json as _json
-from csms.store.redis_packing import fast_packing
+from csms.store.redis_clients import async_client
 
 log = logging.getLogger(__name__)
 
@@ -280,9 +280,7 @@ class RedisStore(Store):
     # Machinery --------------------------------------------------------------------------------
     async def open(self) -> None:
         # A blocking pool: under a burst, callers queue for a connection instead of failing.
-        pool = fast_packing(aioredis.BlockingConnectionPool.from_url(self.url, max_connections=self.max_connections,
-                                                                     timeout=30, decode_responses=True))
-        client = aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its sockets
+        client = async_client(self.url, wait_s=30, max_connections=self.max_connections)
         try:
             await client.ping()
         except (RedisError, OSError) as exc:
