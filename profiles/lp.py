@@ -19,8 +19,7 @@ Lexicographic order, two solves:
    small it never trades away shortfall) the largest shortfall share z: the shortfall is
    shared so that no session misses a larger part of its guarantee than necessary;
 2. with those fixed (within a tolerance), maximise the total net energy sum(g + c), with tiny
-   costs that avoid pointless discharge, prefer charging where the station already does
-   (`PlanInput.installed_a`) and, optionally, charging late or early.
+   costs that avoid pointless discharge and, optionally, prefer charging late or early.
 
 Resources and energy as in `profiles.arrays`: usage per amp charged, credit per amp discharged,
 kWh into the battery per amp = kW per amp x efficiency x hours present.
@@ -43,9 +42,6 @@ SHARE_WEIGHT = 1e-4
 #: Per grid kWh: discourages discharge that buys nothing, and orders otherwise equal charging.
 DISCHARGE_COST = 1e-3
 CHARGE_COST = 1e-6
-#: Charging where the station's installed schedule charges costs this share of CHARGE_COST: below
-#: any ordering by "late" / "early" (factors 1-2), so it decides among otherwise equal charging.
-INSTALLED_DISCOUNT = 0.25
 #: How much the first stage's optimum may be given up in the second (absolute + relative).
 STAGE_TOL_ABS = 1e-5
 STAGE_TOL_REL = 1e-7
@@ -273,10 +269,7 @@ def solve(prep: Prepared, bounds: Bounds, *, prefer: str | None = None,
         order = 1.0 + (n_slots - 1 - x_t) / max(n_slots, 1)
     elif prefer == "early":
         order = 1.0 + x_t / max(n_slots, 1)
-    # Among equally good plans, charge where the stations already do (see PlanInput.installed_a):
-    # a fresh vertex every plan would move which car charges when, and every move is a message.
-    runs = np.nan_to_num(prep.installed[x_i, x_t], nan=0.0) > 0
-    cost2[:n_x] = CHARGE_COST * e_in * order * np.where(runs, INSTALLED_DISCOUNT, 1.0)
+    cost2[:n_x] = CHARGE_COST * e_in * order
     try:
         v2 = run(cost2, lb2, ub2, keep_row + 1)
     except LPError:

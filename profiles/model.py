@@ -9,7 +9,7 @@ discharge as negative, since the need was stated.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,10 +139,6 @@ class PlanInput:
     slot_s: float = 900.0
     phase_limit_a: float | None = None
     base_load_phase_split: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
-    #: Per session id, the amps its station already runs in each slot (None: unknown there). Among
-    #: plans equally good by every measure above, the planner prefers charging where these do, so
-    #: consecutive plans differ less and fewer profiles need sending (docs/grid-control.md).
-    installed_a: Mapping[str, Sequence[float | None]] | None = None
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
