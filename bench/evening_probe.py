@@ -92,8 +92,19 @@ def _worst_slots(items: list[Any], budget: Any, hist: Any) -> None:
         hist[worst] += 1
 
 
+def _excess_kinds(pairs: list[Any], kinds: Any) -> None:
+    """kW-slots by which kept schedules exceed the new plan, by kind (the new plan pauses the car, or
+    gives it less) and by where (the slot in force, the next, later), at each new slot's middle."""
+    for old, new in pairs:
+        for t, amps in enumerate(new.current_a):
+            was = old.value_at(new.start + (new.end - new.start) * ((t + 0.5) / len(new.current_a)))
+            if was is not None and was > amps:
+                where = ("slot 0", "slot 1")[t] if t < 2 else "later"
+                kinds[f"{'pause' if amps == 0 else 'less'} {where}"] += (was - amps) * new.phases * 0.23
+
+
 def _would_send(pusher: Any, h: Hysteresis, plans: Any, headroom_kw: Any, offsets: Any, now: datetime,
-                worst: Any = None) -> int:
+                worst: Any = None, kinds: Any = None) -> int:
     """How many of ``plans`` a pusher judging with ``h`` would send (one decision, counterfactual)."""
     sent = 0
     candidates: dict[str, list[Any]] = {}
@@ -117,6 +128,8 @@ def _would_send(pusher: Any, h: Hysteresis, plans: Any, headroom_kw: Any, offset
         sent += len(items) - len(keep_within_budget(items, budget))
         if worst is not None:
             _worst_slots(items, budget, worst)
+        if kinds is not None:
+            _excess_kinds(pairs, kinds)
     return sent
 
 
@@ -178,7 +191,8 @@ def install(stats: dict[str, Any]) -> None:
         if not kw.get("cut") and not kw.get("newcomers"):
             for name, h in stats["variants"].items():
                 stats["variant_sends"][name] += _would_send(self, h, plans, headroom_kw, kw.get("offsets"), now,
-                                                           stats["worst_slot"] if name == "configured" else None)
+                                                           *((stats["worst_slot"], stats["excess_kinds"])
+                                                             if name == "configured" else ()))
         return to_send, skipped
 
     def decide(self: Any, units: Any, now: Any, kind: str, reasons_: Any = None, **kw: Any) -> Any:
@@ -217,7 +231,7 @@ def main() -> None:
                              "variants": {}, "variant_sends": collections.Counter(),
                              "worst_slot": collections.Counter(),
                              "budget_plans": collections.Counter(), "budget_sends_by": collections.Counter(),
-                             "methods": collections.Counter()}
+                             "methods": collections.Counter(), "excess_kinds": collections.Counter()}
     install(stats)
     from demo.evening import run_demo
 
@@ -237,7 +251,8 @@ def main() -> None:
            "causes": dict(stats["causes"].most_common()),
            "counterfactual_sends": dict(stats["variant_sends"]),
            "budget_plans": dict(stats["budget_plans"]), "budget_sends_by": dict(stats["budget_sends_by"]),
-           "plan_reasons": dict(stats["plan_reasons"].most_common()), "methods": dict(stats["methods"])}
+           "plan_reasons": dict(stats["plan_reasons"].most_common()), "methods": dict(stats["methods"]),
+           "kept_excess_kw_slots": {k: round(v) for k, v in stats["excess_kinds"].most_common()}}
     text = json.dumps(out, indent=2, default=str)
     print(text)
     if args.json:
