@@ -92,8 +92,19 @@ def _worst_slots(items: list[Any], budget: Any, hist: Any) -> None:
         hist[worst] += 1
 
 
+def _excess_kinds(pairs: list[Any], kinds: Any) -> None:
+    """kW-slots by which kept schedules exceed the new plan, by kind (the new plan pauses the car, or
+    gives it less) and by where (the slot in force, the next, later), at each new slot's middle."""
+    for old, new in pairs:
+        for t, amps in enumerate(new.current_a):
+            was = old.value_at(new.start + (new.end - new.start) * ((t + 0.5) / len(new.current_a)))
+            if was is not None and was > amps:
+                where = ("slot 0", "slot 1")[t] if t < 2 else "later"
+                kinds[f"{'pause' if amps == 0 else 'less'} {where}"] += (was - amps) * new.phases * 0.23
+
+
 def _would_send(pusher: Any, h: Hysteresis, plans: Any, headroom_kw: Any, offsets: Any, now: datetime,
-                worst: Any = None) -> int:
+                worst: Any = None, kinds: Any = None) -> int:
     """How many of ``plans`` a pusher judging with ``h`` would send (one decision, counterfactual)."""
     sent = 0
     candidates: dict[str, list[Any]] = {}
@@ -117,10 +128,12 @@ def _would_send(pusher: Any, h: Hysteresis, plans: Any, headroom_kw: Any, offset
         sent += len(items) - len(keep_within_budget(items, budget))
         if worst is not None:
             _worst_slots(items, budget, worst)
+        if kinds is not None:
+            _excess_kinds(pairs, kinds)
     return sent
 
 
-def _why_budget(pusher: Any, plans: Any, to_send: Any, now: datetime, stats: dict[str, Any]) -> None:
+def _why_budget(pusher: Any, h: Hysteresis, plans: Any, to_send: Any, now: datetime, stats: dict[str, Any]) -> None:
     """Per plan that sends for the budget: did the sessions sent for other reasons (or new ones) take
     more now than they had, which the kept ones must then give up?"""
     sent = {(s.carried.station_id, s.carried.evse_id): s for s in to_send}
@@ -132,7 +145,7 @@ def _why_budget(pusher: Any, plans: Any, to_send: Any, now: datetime, stats: dic
             continue
         old = pusher.expected(key, shaped.offset_s)
         unchanged = old is not None and old.transaction_id == sp.transaction_id and \
-            pusher.hysteresis.unchanged(old, shaped.carried, now, pusher.pushed_at.get(key)) is not None
+            h.unchanged(old, shaped.carried, now, pusher.pushed_at.get(key)) is not None
         if unchanged:
             budget_sends += 1
             continue
@@ -154,6 +167,7 @@ def install(stats: dict[str, Any]) -> None:
     def due(self: Any, plans: Any, headroom_kw: Any = None, **kw: Any) -> Any:
         to_send, skipped = original_due(self, plans, headroom_kw, **kw)
         now = self.clock()
+        h = kw.get("hysteresis") or self.hysteresis
         for shaped in to_send:
             sp = shaped.carried
             key = (sp.station_id, sp.evse_id)
@@ -164,8 +178,8 @@ def install(stats: dict[str, Any]) -> None:
                 cause = "plan: no profile (new session)"
             elif old.transaction_id != sp.transaction_id or old.phases != sp.phases:
                 cause = "plan: other transaction/phases"
-            elif self.hysteresis.unchanged(old, sp, now, self.pushed_at.get(key)) is None:
-                cause = "plan: " + why_not_kept(self.hysteresis, old, sp, now, self.pushed_at.get(key))
+            elif h.unchanged(old, sp, now, self.pushed_at.get(key)) is None:
+                cause = "plan: " + why_not_kept(h, old, sp, now, self.pushed_at.get(key))
             else:
                 cause = "plan: budget (keep_within_budget)"
             if key in self.in_flight:
@@ -173,23 +187,26 @@ def install(stats: dict[str, Any]) -> None:
             causes[cause] += 1
         stats["kept"] += len(skipped)
         if not kw.get("cut"):
-            _why_budget(self, plans, to_send, now, stats)
+            _why_budget(self, h, plans, to_send, now, stats)
         if not kw.get("cut") and not kw.get("newcomers"):
             for name, h in stats["variants"].items():
                 stats["variant_sends"][name] += _would_send(self, h, plans, headroom_kw, kw.get("offsets"), now,
-                                                           stats["worst_slot"] if name == "configured" else None)
+                                                           *((stats["worst_slot"], stats["excess_kinds"])
+                                                             if name == "configured" else ()))
         return to_send, skipped
 
     def decide(self: Any, units: Any, now: Any, kind: str, reasons_: Any = None, **kw: Any) -> Any:
         if kind == "plan":
             stats["plans"] += 1
+            for unit in units:
+                stats["methods"][unit.plan.method] += 1
             stats["plan_times"].append(now)
             if kw.get("newcomers"):
                 stats["newcomer_plans"] += 1
             for r in reasons_ or []:
                 reasons[r] += 1
         if not stats["variants"]:
-            h = self.pusher.hysteresis
+            h = self.hysteresis
             stats["variants"].update({"configured": h, "near480": replace(h, near_s=480.0),
                                       "near960": replace(h, near_s=960.0, defer_s=960.0),
                                       "middle(unsafe)": _Middle(h.current_a, h.refresh_s, h.min_interval_s, h.near_s,
@@ -213,7 +230,8 @@ def main() -> None:
                              "plans": 0, "newcomer_plans": 0, "plan_times": [],
                              "variants": {}, "variant_sends": collections.Counter(),
                              "worst_slot": collections.Counter(),
-                             "budget_plans": collections.Counter(), "budget_sends_by": collections.Counter()}
+                             "budget_plans": collections.Counter(), "budget_sends_by": collections.Counter(),
+                             "methods": collections.Counter(), "excess_kinds": collections.Counter()}
     install(stats)
     from demo.evening import run_demo
 
@@ -224,7 +242,7 @@ def main() -> None:
     figures = result["figures"]
     times = stats.pop("plan_times")
     gaps = sorted((b - a).total_seconds() for a, b in zip(times, times[1:]))
-    out = {"profiles": figures["profiles"], "over_kwh": figures["grid"]["over_kwh"],
+    out = {"profiles": figures["profiles"], "over_kwh": figures["grid"]["over_kwh"], "drivers": figures["drivers"],
            "wall_s": round(time.monotonic() - started, 1),
            "plans": stats["plans"], "newcomer_plans": stats["newcomer_plans"], "kept": stats["kept"],
            "plan_gap_sim_s": {"median": gaps[len(gaps) // 2] if gaps else None,
@@ -233,7 +251,8 @@ def main() -> None:
            "causes": dict(stats["causes"].most_common()),
            "counterfactual_sends": dict(stats["variant_sends"]),
            "budget_plans": dict(stats["budget_plans"]), "budget_sends_by": dict(stats["budget_sends_by"]),
-           "plan_reasons": dict(stats["plan_reasons"].most_common())}
+           "plan_reasons": dict(stats["plan_reasons"].most_common()), "methods": dict(stats["methods"]),
+           "kept_excess_kw_slots": {k: round(v) for k, v in stats["excess_kinds"].most_common()}}
     text = json.dumps(out, indent=2, default=str)
     print(text)
     if args.json:

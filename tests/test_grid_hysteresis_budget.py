@@ -308,3 +308,20 @@ def test_a_cut_is_budgeted_per_slot_where_speed_counts_more_than_a_kept_schedule
     excess, budget = h.budgeted([(installed, replanned)], at, (1.0, 2.0), exact=False)
     assert (excess, budget) == ([h.excess_by_slot(installed, replanned, at)], (1.0, 2.0))
     assert h.budgeted([(installed, replanned)], at, (1.0, 2.0))[1] == [1.0, 1.0, 1.0, 2.0, 2.0]  # exact: per piece
+
+
+async def test_the_caller_s_hysteresis_judges_without_replacing_the_pusher_s() -> None:
+    """The dispatcher paces the rules to the plans' spacing per call; the pusher keeps its own."""
+
+    async def send(station_id: str, evse_id: int, profile: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "Accepted"}
+
+    configured = Hysteresis(current_a=1.0, min_interval_s=0)
+    pusher = Pusher(send, configured, clock=lambda: NOW)
+    await pusher.push(pusher.due([(_plan(10.0), CAPS, "t")])[0])
+    coarse = Hysteresis(current_a=3.0, min_interval_s=0)
+    sent, skipped = pusher.due([(_plan(8.0), CAPS, "t")], {"t": 5.0}, hysteresis=coarse)
+    assert sent == [] and [r.reason for r in skipped] == ["within hysteresis"]
+    assert pusher.hysteresis is configured
+    sent, _ = pusher.due([(_plan(8.0), CAPS, "t")], {"t": 5.0})
+    assert [shaped.carried.current_a[0] for shaped in sent] == [8.0]

@@ -260,8 +260,8 @@ class Pusher:
     def due(self, plans: list[tuple[Setpoints, StationCaps, str]],
             headroom_kw: Mapping[str, float | Sequence[float]] | None = None,
             *, force: bool = False, offsets: Mapping[str, float] | None = None,
-            cut: bool = False, hold_slots: int = 0,
-            newcomers: bool = False) -> tuple[list[ShapedProfile], list[PushResult]]:
+            cut: bool = False, hold_slots: int = 0, newcomers: bool = False,
+            hysteresis: Hysteresis | None = None) -> tuple[list[ShapedProfile], list[PushResult]]:
         """Split into profiles to send and results for skipped sessions.
 
         ``plans`` carry each session's capacity group; a group's skipped sessions may together
@@ -275,9 +275,11 @@ class Pusher:
         ``newcomers``: a plan going out beside a wave still in flight sends only to sessions that
         hold no profile of theirs yet; the others keep what they have or have on the wire as far
         as the headroom allows (the budget above decides, as for hysteresis) and get the plan in
-        the next full wave.
+        the next full wave. ``hysteresis``: the rules to judge by this time (the caller's, e.g. paced
+        to the plans' actual spacing), else ``self.hysteresis``.
         """
         now = self.clock()
+        h = hysteresis or self.hysteresis
         to_send: list[ShapedProfile] = []
         skipped: list[PushResult] = []
         candidates: dict[str, list[tuple[Setpoints, ShapedProfile]]] = {}
@@ -297,15 +299,15 @@ class Pusher:
             # more and the next plan judges against ``installed`` again.
             old = self.expected(key, offset)
             if force or old is None or not _holds_for(old, shaped.carried) or (
-                    not newcomers and self.hysteresis.unchanged(old, shaped.carried, now, self.pushed_at.get(key)) is None):
+                    not newcomers and h.unchanged(old, shaped.carried, now, self.pushed_at.get(key)) is None):
                 to_send.append(shaped)
                 if old is not None and key not in self.in_flight and same_limits(old, shaped.carried, now):
                     self.identical += 1
             else:
                 candidates.setdefault(group, []).append((old, shaped))
         for group, items in candidates.items():
-            excess, budget = self.hysteresis.budgeted([(old, shaped.carried) for old, shaped in items], now,
-                                                      (headroom_kw or {}).get(group, 0.0), exact=not cut)
+            excess, budget = h.budgeted([(old, shaped.carried) for old, shaped in items], now,
+                                        (headroom_kw or {}).get(group, 0.0), exact=not cut)
             keep = keep_within_budget([(e, shaped) for e, (_, shaped) in zip(excess, items)], budget)
             kept = {id(shaped) for _, shaped in keep}
             to_send.extend(shaped for _, shaped in items if id(shaped) not in kept)

@@ -56,7 +56,8 @@ class WaveDispatcher:
         self.bus = bus
         self.metrics = metrics
         self.status = status
-        self.hysteresis = pusher.hysteresis  # as configured; the pusher's follows the plans' pace
+        self.hysteresis = pusher.hysteresis  # as configured
+        self.paced = pusher.hysteresis  # as configured, following the plans' pace (set per plan)
         self.pace = PlanPace()
 
     def decide(self, units: list[GroupPlan], now: datetime, kind: str, reasons: list[str] | None = None,
@@ -65,7 +66,7 @@ class WaveDispatcher:
         ``newcomers``: only to sessions without a profile (a plan beside a wave in flight)."""
         p = self.grid.planning
         if kind == "plan":
-            self.pusher.hysteresis = paced(self.hysteresis, self.pace.plan_at(now), float(p.slot_s))
+            self.paced = paced(self.hysteresis, self.pace.plan_at(now), float(p.slot_s))
         start = now.replace(microsecond=0)
         todo: list[tuple[Setpoints, StationCaps, str]] = []
         sessions: dict[tuple[str, int], Session] = {}
@@ -90,7 +91,7 @@ class WaveDispatcher:
         headroom = {u.tid: tuple(max(0.0, kw) for kw in u.plan.headroom_kw) for u in units}  # per slot from start
         identical = self.pusher.identical
         to_send, skipped = self.pusher.due(todo, headroom, offsets=offsets, cut=kind == "cut",
-                                           hold_slots=p.horizon_slots, newcomers=newcomers)
+                                           hold_slots=p.horizon_slots, newcomers=newcomers, hysteresis=self.paced)
         if self.pusher.identical > identical:
             self.metrics.pushes.labels("identical").inc(self.pusher.identical - identical)
         if skipped:
