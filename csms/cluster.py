@@ -408,8 +408,13 @@ class Cluster:
         await self._redis.hset(self._owners, station_id, self.node_id)
 
     async def departed(self, station_id: str) -> bool:
-        """A station's connection here ended: release it unless another node holds it by now (False)."""
-        return bool(await self._release(keys=[self._owners], args=[self.node_id, station_id]))
+        """A station's connection here ended: release it and mark its record disconnected, unless another
+        node holds it by now (False). The mark is guarded as the sweep's is: a station that reconnected
+        to another node right after the release was written connected there, and stays so."""
+        if not await self._release(keys=[self._owners], args=[self.node_id, station_id]):
+            return False
+        await self._mark_disconnected([station_id])
+        return True
 
     async def _live(self, nodes: Iterable[str]) -> set[str]:
         nodes = sorted(set(nodes))

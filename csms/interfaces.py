@@ -106,7 +106,8 @@ class Presence(Protocol):
     async def arrived(self, station_id: str) -> None: ...
 
     async def departed(self, station_id: str) -> bool:
-        """Release the station unless another node holds it by now; False: it is connected elsewhere."""
+        """Release the station and mark its record disconnected, unless another node holds it by now
+        (False: it is connected elsewhere; its record is left as that node wrote it)."""
         ...
 
 

@@ -787,3 +787,42 @@ async def test_a_sweep_does_not_mark_disconnected_a_station_that_reconnected_els
         await store.close()
         await client.aclose()
         await delete_prefix(prefix)
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(60)
+async def test_a_departure_does_not_mark_disconnected_a_station_that_reconnected_elsewhere_at_once() -> None:
+    """A station leaves node B and reconnects to node C right after B released it in the directory:
+    C wrote its record connected, and B's mark of the departure must not overwrite that. A plain
+    departure is still marked."""
+    prefix = f"nbfail:{uuid.uuid4().hex}:"
+    store = RedisStore(REDIS_URL, prefix=prefix)
+    await store.open()
+    c = _node(prefix, "node-c")
+    b = _node(prefix, "node-b")
+    release = b._release
+
+    async def reconnects_right_after_the_release(**kwargs: Any) -> Any:
+        released = await release(**kwargs)
+        if "S-MOVED" in kwargs["args"]:
+            await c.arrived("S-MOVED")
+            await store.set_connection_state("S-MOVED", True, datetime.now(UTC))
+        return released
+
+    b._release = reconnects_right_after_the_release  # type: ignore[assignment]
+    try:
+        await c.open()
+        await b.open()
+        for station_id in ("S-MOVED", "S-LEFT"):
+            await store.put_station(StationRecord(station_id=station_id, connected=True))
+            await b.arrived(station_id)
+        assert await b.departed("S-MOVED")  # released here; C holds it now
+        assert await b.departed("S-LEFT")
+        assert [(s.station_id, s.connected) for s in await store.list_stations()] == [("S-LEFT", False),
+                                                                                     ("S-MOVED", True)]
+        assert await c.owner("S-MOVED") == "node-c"
+    finally:
+        await b.close()
+        await c.close()
+        await store.close()
+        await delete_prefix(prefix)

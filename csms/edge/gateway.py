@@ -291,10 +291,11 @@ class Gateway:
                 gone = True  # False: it is connected to another node by now (several nodes)
                 try:
                     # Always: a station first seen in this connection got its record at boot (even when
-                    # Pending or Rejected), and the update is a no-op when there is no record.
+                    # Pending or Rejected), and the update is a no-op when there is no record. Several
+                    # nodes: the directory marks it, only while no other node holds the station.
                     if self.presence is not None:
                         gone = await self.presence.departed(station_id)
-                    if gone:
+                    else:
                         await self.stations.set_connection_state(station_id, False, datetime.now(timezone.utc))
                 except Exception as exc:  # noqa: BLE001 - the store is down: the start-up check corrects it
                     edge.errors.failed(log, "station disconnection", exc, f"{station_id} not marked disconnected")
