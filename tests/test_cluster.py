@@ -22,8 +22,8 @@ from csms.store.redis_store import RedisStore
 from tests.daemon_fixture import running_daemon
 from tests.grid_outside import ADMIN_TOKEN, ENV, REDIS_URL, REPO, Api, Site, daemon
 from tests.ocpp_station import LibStation
+from tests.redis_kit import delete_prefix
 from tests.spawning import LoopSpawner
-from tests.test_store_contract import delete_prefix
 
 LEASE_S = 2.0
 PROFILE: dict[str, Any] = {

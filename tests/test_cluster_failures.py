@@ -43,8 +43,8 @@ from csms.domain.records import StationRecord
 from csms.errorlog import ErrorLog
 from csms.store.redis_store import RedisStore
 from tests.grid_outside import REDIS_URL, Api, Daemon, Site, daemon, free_port
+from tests.redis_kit import delete_prefix
 from tests.spawning import LoopSpawner
-from tests.test_store_contract import delete_prefix
 
 LEASE_S = 2.0
 ANSWER_TIMEOUT_S = 15.0  # a station waits this long for an answer (far above any seen: "no answer" is a failure)

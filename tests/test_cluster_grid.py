@@ -360,8 +360,8 @@ async def test_another_nodes_disconnect_of_a_station_held_by_a_third_node_is_dro
     from csms.cluster_grid import GridFeed
     from csms.domain.events import Event, StationConnected, StationDisconnected
     from csms.errorlog import ErrorLog
+    from tests.redis_kit import delete_prefix
     from tests.spawning import LoopSpawner
-    from tests.test_store_contract import delete_prefix
 
     prefix = f"nbfeed:{uuid.uuid4().hex}:"
     third = Cluster(REDIS_URL, prefix, "node-c", lease_s=5.0, forward_timeout_s=2.0, spawner=LoopSpawner(),

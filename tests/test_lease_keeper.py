@@ -22,8 +22,8 @@ from csms.cluster import STALL_LEASES, Cluster
 from csms.cluster_grid import GridLeadership
 from csms.errorlog import ErrorLog
 from csms.store.redis_store import RedisStore
+from tests.redis_kit import delete_prefix
 from tests.spawning import LoopSpawner
-from tests.test_store_contract import delete_prefix
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 LEASE_S = 1.0

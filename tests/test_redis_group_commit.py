@@ -22,8 +22,8 @@ from csms.domain.meter import flatten
 from csms.domain.records import StationRecord
 from csms.store import redis_store
 from csms.store.redis_store import RedisStore, ReplicationError
+from tests.redis_kit import REDIS_URL, delete_prefix
 from tests.test_daemon_kit import free_port
-from tests.test_store_contract import REDIS_URL, delete_prefix
 
 pytestmark = pytest.mark.redis
 
