@@ -63,13 +63,22 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("grid: stored need of %s is unreadable (%s)", key, exc)
         sessions.append(session)
-    for first in range(0, len(sessions), READ_BATCH):
-        batch = sessions[first:first + READ_BATCH]
-        stations = [sid for sid in dict.fromkeys(s.station_id for s in batch) if sid not in pushed]
-        meters, evs, listed = await asyncio.gather(
+    batches = [sessions[first:first + READ_BATCH] for first in range(0, len(sessions), READ_BATCH)]
+    listing: set[str] = set()
+
+    def read(batch: list[Session]) -> asyncio.Future[tuple[Any, ...]]:
+        stations = [sid for sid in dict.fromkeys(s.station_id for s in batch) if sid not in listing]
+        listing.update(stations)
+        return asyncio.gather(
             store.meter_bounds([(s.station_id, s.transaction_id) for s in batch]),
             profiles.latest_ev_charging_needs_many([(s.station_id, s.evse_id) for s in batch if s.need is None]),
             profiles.list_charging_profiles_many(stations, PROFILES_READ_BACK))
+
+    ahead: asyncio.Future[tuple[Any, ...]] | None = None
+    for i, batch in enumerate(batches):
+        meters, evs, listed = await (ahead if ahead is not None else read(batch))
+        # the next batch is read while this one is taken in: the store works meanwhile
+        ahead = read(batches[i + 1]) if i + 1 < len(batches) else None
         pushed.update(listed)
         for session in batch:
             _readings(session, meters[(session.station_id, session.transaction_id)], now)
