@@ -1,5 +1,7 @@
 """`python -m bench all | scale | reaction | planning | hosting | study [--smoke] [--out DIR]`, and
 `python -m bench fuzz [--frames N] [--backend sqlite|redis]` (the edge fuzz run, bench/fuzz.py).
+`python -m bench readback [--sessions N]` times a new grid leader's read-back of running sessions
+alone (bench/readback.py, printed only).
 `python -m bench storm` re-runs only the reconnect storm row of the scale part and replaces that
 table in RESULTS.md (the rest stays as the last full run wrote it).
 
@@ -219,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["fuzz"]:  # its own results (bench/results/fuzz.md), not a RESULTS.md section
         from bench import fuzz
         return fuzz.main(argv[1:])
+    if argv[:1] == ["readback"]:  # a micro measurement printed, not a RESULTS.md section
+        from bench import readback
+        return readback.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description="Netbewust benchmarks (issue 6)")
     parser.add_argument("part", choices=("all", *PARTS, "study", "storm", "mixed", "workers", "cluster"))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the machinery in well under a minute")

@@ -385,6 +385,80 @@ async def test_meter_values_are_not_deduplicated(store: Store) -> None:
     assert [r["value"] for r in await store.meter_samples("CS-1")] == [1.0, 1.0]
 
 
+def _meter_event(seq: int, values: list[tuple[str, list[dict[str, Any]]]], tx_id: str = "TX-A",
+                 evse: int | None = None, offline: bool = False) -> TxEvent:
+    """A TransactionEvent carrying meter values at the given (textual) timestamps."""
+    payload: dict[str, Any] = {"eventType": "Started" if seq == 0 else "Updated", "timestamp": values[0][0],
+                               "triggerReason": "MeterValuePeriodic", "seqNo": seq, "offline": offline,
+                               "transactionInfo": {"transactionId": tx_id},
+                               "meterValue": [{"timestamp": ts, "sampledValue": sv} for ts, sv in values]}
+    if evse is not None:
+        payload["evse"] = {"id": evse, "connectorId": 1}
+    return v201_tx_event(payload)
+
+
+def _kwh(value: float) -> dict[str, Any]:
+    return {"value": value, "unitOfMeasure": {"unit": "kWh"}}
+
+
+async def test_meter_bounds_decide_as_all_samples(store: Store) -> None:
+    """The new grid leader reads only the samples that decide a session's registers and latest
+    reading; on odd data (kWh and Wh, phase rows, equal instants written differently, events out
+    of order, offsets whose text order is not their time order) they give what all samples give."""
+    from csms.grid.effects.rebuild import _readings
+    from csms.grid.model.sessions import Session
+    power = "Power.Active.Import"
+    events = [
+        _meter_event(0, [("2024-03-01T08:00:00Z", [_kwh(2.0), {"value": 10, "measurand": "Energy.Active.Export.Register"},
+                                                   {"value": 3.0, "measurand": power, "unitOfMeasure": {"unit": "kW"}}])],
+                     evse=1),
+        _meter_event(1, [("2024-03-01T08:00:00.000Z", [{"value": 1500}]),  # the same instant, less: the first
+                         ("2024-03-01T09:30:00+01:00", [{"value": 99999, "phase": "L1"}, _kwh(4.5)])]),
+        _meter_event(3, [("2024-03-01T09:00:00Z", [{"value": 9000},
+                                                   {"value": 0.05, "measurand": "Energy.Active.Export.Register",
+                                                    "unitOfMeasure": {"unit": "kWh"}}]),
+                         ("2024-03-01T09:00:00.000Z", [_kwh(9.1)])]),  # the last instant twice: the larger
+        _meter_event(2, [("2024-03-01T07:59:59.500Z", [{"value": 5, "measurand": "Energy.Active.Export.Register"},
+                                                       {"value": 7, "measurand": power}])], offline=True),
+        # the latest by text (08:45Z): per-phase power only, and a later instant (09:00Z) exists
+        _meter_event(4, [("2024-03-01T09:45:00+01:00", [
+            *({"value": 2.0, "measurand": power, "phase": p, "unitOfMeasure": {"unit": "kW"}} for p in ("L1", "L2", "L3")),
+            {"value": 100, "measurand": "Power.Active.Export", "phase": "L1"},
+            {"value": 50, "measurand": "SoC", "unitOfMeasure": {"unit": "Percent"}}])]),
+    ]
+    for ev in events:
+        assert await store.record_transaction_event("CS-1", ev, T0)
+    assert await store.record_transaction_event("CS-1", _meter_event(0, [
+        ("2024-03-01T08:00:00Z", [{"value": 100}, {"value": 1000, "measurand": power}])], "TX-B", evse=2), T0)
+    assert await store.record_transaction_event("CS-1", _meter_event(1, [  # the latest has no power
+        ("2024-03-01T08:10:00Z", [{"value": 40, "measurand": "SoC"}])], "TX-B"), T0)
+    assert await store.record_transaction_event("CS-2", _meter_event(0, [("2024-03-01T08:00:00Z", [{"value": 7}])],
+                                                                     evse=1), T0)
+    assert await store.record_transaction_event("CS-1", tx_event("Started", 0, T0, "TX-C", evse={"id": 3}), T0)
+    await store.record_meter_values("CS-1", flatten([{"timestamp": "2024-03-01T10:00:00Z",
+                                                      "sampledValue": [{"value": 1}]}], 1, None), T0)  # no transaction
+
+    keys = [("CS-1", "TX-A"), ("CS-1", "TX-B"), ("CS-2", "TX-A"), ("CS-1", "TX-C"), ("CS-9", "TX-A")]
+    bounds = await store.meter_bounds(keys)
+    assert sorted(bounds) == sorted(keys)
+
+    def readings(rows: list[dict[str, Any]]) -> tuple[float | None, ...]:
+        session = Session("CS", 1, "TX", T0)
+        _readings(session, rows, T0)
+        return session.start_energy_wh, session.energy_wh, session.start_export_wh, session.export_wh, session.power_kw
+
+    for sid, tx_id in keys:
+        every = await store.meter_samples(sid, transaction_id=tx_id)
+        assert all(row in every for row in bounds[(sid, tx_id)])
+        assert readings(bounds[(sid, tx_id)]) == readings(every), (sid, tx_id)
+    assert readings(bounds[("CS-1", "TX-A")]) == (1500.0, 9100.0, 5.0, 50.0, 5.9)
+    assert len(bounds[("CS-1", "TX-A")]) < len(await store.meter_samples("CS-1", transaction_id="TX-A"))
+    assert readings(bounds[("CS-1", "TX-B")]) == (100.0, 100.0, None, None, None)
+    assert readings(bounds[("CS-2", "TX-A")]) == (7.0, 7.0, None, None, None)
+    assert bounds[("CS-1", "TX-C")] == bounds[("CS-9", "TX-A")] == []
+    assert await store.meter_bounds([]) == {}
+
+
 # Smart charging ---------------------------------------------------------------------------------
 async def test_latest_ev_charging_needs(store: Store) -> None:
     assert await store.latest_ev_charging_needs("CS-1", 1) is None
@@ -398,6 +472,20 @@ async def test_latest_ev_charging_needs(store: Store) -> None:
     assert await store.latest_ev_charging_needs("CS-1", 1) == second
     assert await store.latest_ev_charging_needs("CS-1", 2) == first
     assert await store.latest_ev_charging_needs("CS-2", 1) is None
+
+
+async def test_latest_ev_charging_needs_of_many_evses(store: Store) -> None:
+    needs = [{"evseId": e, "chargingNeeds": {"requestedEnergyTransfer": "AC_three_phase", "n": n}}
+             for n, e in enumerate((1, 1, 2, 1))]
+    await store.record_ev_charging_needs("CS-1", 1, needs[0], T0)
+    await store.record_ev_charging_needs("CS-1", 1, needs[1], T0 + timedelta(minutes=1))
+    await store.record_ev_charging_needs("CS-1", 2, needs[2], T0)
+    await store.record_ev_charging_needs("CS-2", 1, needs[3], T0)
+    evses = [("CS-1", 1), ("CS-1", 2), ("CS-2", 1), ("CS-2", 2), ("CS-9", 1)]
+    many = await store.latest_ev_charging_needs_many(evses)
+    assert many == {e: await store.latest_ev_charging_needs(*e) for e in evses}
+    assert [many[e] for e in evses] == [needs[1], needs[2], needs[3], None, None]
+    assert await store.latest_ev_charging_needs_many([]) == {}
 
 
 async def test_charging_profiles_recorded_in_order(store: Store) -> None:
@@ -432,6 +520,24 @@ async def test_the_newest_charging_profiles_only(store: Store) -> None:
     assert await store.list_charging_profiles("CS-2", newest=3) == []
     with pytest.raises(ValueError, match="limit"):
         await store.list_charging_profiles("CS-1", newest=-1)
+
+
+async def test_the_newest_charging_profiles_of_many_stations(store: Store) -> None:
+    base: dict[str, Any] = {"stackLevel": 1, "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Absolute",
+            "transactionId": "TX-1", "chargingSchedule": [{"id": 1, "chargingRateUnit": "A",
+                                                           "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16}]}]}
+    for i in range(5):  # interleaved: the newest of each station, not of all
+        for sid in ("CS-1", "CS-2")[:1 + i % 2]:
+            await store.record_charging_profile(sid, 1, {**base, "id": 20 + i}, "Accepted", {"n": i} if i else None,
+                                                T0 + timedelta(seconds=i))
+    stations = ["CS-1", "CS-2", "CS-9"]
+    many = await store.list_charging_profiles_many(stations, 2)
+    assert many == {sid: await store.list_charging_profiles(sid, newest=2) for sid in stations}
+    assert {sid: [r["profile_id"] for r in rows] for sid, rows in many.items()} == {
+        "CS-1": [23, 24], "CS-2": [21, 23], "CS-9": []}
+    assert many["CS-1"][1]["status_info"] == {"n": 4} and many["CS-1"][1]["profile"] == {**base, "id": 24}
+    assert await store.list_charging_profiles_many(stations, 0) == {sid: [] for sid in stations}
+    assert await store.list_charging_profiles_many([], 5) == {}
 
 
 # Device model, events, commands -----------------------------------------------------------------

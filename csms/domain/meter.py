@@ -16,6 +16,7 @@ from csms.domain.values import optional_int64
 
 DEFAULT_MEASURAND = "Energy.Active.Import.Register"  # OCPP: measurand absent means this one
 EXPORT_REGISTER = "Energy.Active.Export.Register"  # what a V2G car gave back to the grid
+REGISTERS = (DEFAULT_MEASURAND, EXPORT_REGISTER)  # a session's energy in and out
 
 # OCPP unitOfMeasure multiplier is a power of ten; we store values in the unit without multiplier.
 MAX_MULTIPLIER = 9  # the schema sets no bound; beyond 10^9 a meter value is nonsense (and 10^400 overflows)

@@ -97,6 +97,16 @@ class TransactionStore(Protocol):
         """Flat samples: timestamp, evse_id, transaction_id, measurand, phase, value, unit, context."""
         ...
 
+    async def meter_bounds(self, transactions: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """For each (station, transaction): the flat samples (as :meth:`meter_samples`) that decide
+        its registers and its latest reading, not all of them: every sample of an energy register
+        (import, export; no phase) at that register's earliest and at its latest instant, and every
+        sample at the transaction's latest timestamp (as text, as
+        :func:`csms.domain.meter.latest_reading` takes it). A backend may add others (SQLite's
+        instants are in milliseconds). One read for many transactions (a new grid leader's
+        read-back of thousands, ~1,000 a call); a transaction without samples maps to []."""
+        ...
+
 
 class SmartChargingStore(Protocol):
     async def record_ev_charging_needs(self, station_id: str, evse_id: int, payload: dict[str, Any],
@@ -104,10 +114,20 @@ class SmartChargingStore(Protocol):
 
     async def latest_ev_charging_needs(self, station_id: str, evse_id: int) -> dict[str, Any] | None: ...
 
+    async def latest_ev_charging_needs_many(self, evses: Sequence[tuple[str, int]]
+                                            ) -> dict[tuple[str, int], dict[str, Any] | None]:
+        """:meth:`latest_ev_charging_needs` of many (station, EVSE) in one read."""
+        ...
+
     async def list_charging_profiles(self, station_id: str, newest: int | None = None) -> list[dict[str, Any]]:
         """The profiles sent to the station and their answers, oldest first; ``newest``: only the last
         that many (a station's history grows with every push: readers that need the recent ones only
         must not read years of it)."""
+        ...
+
+    async def list_charging_profiles_many(self, station_ids: Sequence[str], newest: int
+                                          ) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`list_charging_profiles` (the ``newest`` only) of many stations in one read."""
         ...
 
 

@@ -36,7 +36,7 @@ from psycopg.types.string import StrBinaryDumper, StrDumperUnknown, TextBinaryLo
 from psycopg_pool import AsyncConnectionPool
 
 from csms.domain.datetimes import parse
-from csms.domain.meter import Sample
+from csms.domain.meter import REGISTERS, Sample
 from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
 from csms.domain.transactions import Registers, TxEvent, TxState, merge
 from csms.store.base import CommandOutcome, Store, check_limit
@@ -126,6 +126,11 @@ _TX_COLUMNS = ("evse_id", "connector_id", "id_token", "started_at", "started", "
 def _instant(stamp: str | None) -> datetime | None:
     """The instant of a canonical OCPP date-time (checked before it reaches a store)."""
     return None if stamp is None else parse(stamp)
+
+
+def _profile_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A charging-profile record as the other backends give it."""
+    return {**r, "sent_at": _text(r["sent_at"])}
 
 
 def _text(v: datetime | None) -> str | None:
@@ -409,6 +414,26 @@ class PostgresStore(Store):
             "SELECT timestamp, evse_id, transaction_id, measurand, phase, value, unit, context FROM meter_samples"
             " WHERE " + " AND ".join(where) + " ORDER BY ts, id LIMIT %s", (*args, limit))
 
+    async def meter_bounds(self, transactions: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        out: dict[tuple[str, str], list[dict[str, Any]]] = {(sid, tx_id): [] for sid, tx_id in transactions}
+        if not out:
+            return out
+        rows = await self._rows(
+            "WITH k AS (SELECT DISTINCT sid, tid FROM unnest(%s::text[], %s::text[]) AS k(sid, tid)),"
+            " s AS (SELECT m.id, m.station_id, m.timestamp, m.ts, m.evse_id, m.transaction_id, m.measurand, m.phase,"
+            " m.value, m.unit, m.context, CASE WHEN m.phase IS NULL AND m.measurand IN (%s, %s) THEN m.ts END AS reg"
+            " FROM k JOIN meter_samples m ON m.station_id = k.sid AND m.transaction_id = k.tid"
+            " WHERE m.transaction_id IS NOT NULL)"
+            " SELECT station_id, timestamp, evse_id, transaction_id, measurand, phase, value, unit, context FROM"
+            " (SELECT s.*, max(timestamp COLLATE \"C\") OVER (PARTITION BY station_id, transaction_id) AS last_ts,"
+            " min(reg) OVER w AS low, max(reg) OVER w AS high FROM s"
+            " WINDOW w AS (PARTITION BY station_id, transaction_id, measurand)) AS x"
+            " WHERE timestamp COLLATE \"C\" = last_ts OR reg = low OR reg = high ORDER BY ts, id",
+            ([sid for sid, _ in out], [tx_id for _, tx_id in out], *REGISTERS))
+        for r in rows:
+            out[(r.pop("station_id"), r["transaction_id"])].append(r)
+        return out
+
     # Smart charging ---------------------------------------------------------------------------
     async def record_ev_charging_needs(self, station_id: str, evse_id: int, payload: dict[str, Any],
                                        at: datetime) -> None:
@@ -419,6 +444,20 @@ class PostgresStore(Store):
         rows = await self._rows("SELECT payload FROM ev_charging_needs WHERE station_id = %s AND evse_id = %s"
                                 " ORDER BY id DESC LIMIT 1", (station_id, evse_id))
         return cast(dict[str, Any], rows[0]["payload"]) if rows else None
+
+    async def latest_ev_charging_needs_many(self, evses: Sequence[tuple[str, int]]
+                                            ) -> dict[tuple[str, int], dict[str, Any] | None]:
+        out: dict[tuple[str, int], dict[str, Any] | None] = dict.fromkeys(evses)
+        if not out:
+            return out
+        rows = await self._rows(
+            "SELECT k.sid, k.eid, n.payload FROM (SELECT DISTINCT sid, eid FROM unnest(%s::text[], %s::bigint[])"
+            " AS k(sid, eid)) AS k CROSS JOIN LATERAL (SELECT payload FROM ev_charging_needs"
+            " WHERE station_id = k.sid AND evse_id = k.eid ORDER BY id DESC LIMIT 1) AS n",
+            ([sid for sid, _ in out], [evse_id for _, evse_id in out]))
+        for r in rows:
+            out[(r["sid"], r["eid"])] = r["payload"]
+        return out
 
     async def record_charging_profile(self, station_id: str, evse_id: int, profile: dict[str, Any],
                                       status: str, status_info: dict[str, Any] | None, at: datetime) -> None:
@@ -436,7 +475,21 @@ class PostgresStore(Store):
         else:
             rows = await self._rows(columns + " ORDER BY id DESC LIMIT %s", (station_id, check_limit(newest)))
             rows.reverse()
-        return [{**r, "sent_at": _text(r["sent_at"])} for r in rows]
+        return [_profile_row(r) for r in rows]
+
+    async def list_charging_profiles_many(self, station_ids: Sequence[str], newest: int
+                                          ) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {sid: [] for sid in station_ids}
+        if check_limit(newest) == 0 or not out:
+            return out
+        rows = await self._rows(
+            "SELECT p.station_id, p.evse_id, p.profile_id, p.purpose, p.stack_level, p.transaction_id, p.profile,"
+            " p.status, p.status_info, p.sent_at FROM (SELECT DISTINCT sid FROM unnest(%s::text[]) AS k(sid)) AS k"
+            " CROSS JOIN LATERAL (SELECT * FROM charging_profiles WHERE station_id = k.sid ORDER BY id DESC LIMIT %s)"
+            " AS p ORDER BY p.id", (list(out), newest))
+        for r in rows:
+            out[r["station_id"]].append(_profile_row(r))
+        return out
 
     # Device model, events, commands -----------------------------------------------------------
     async def record_variables(self, station_id: str, variables: list[dict[str, Any]], at: datetime) -> None:

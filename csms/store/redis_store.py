@@ -34,7 +34,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT
 
-from csms.domain.meter import Sample
+from csms.domain.meter import REGISTERS, Sample
 from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
 from csms.domain.transactions import Registers, TxEvent, TxState, epoch, merge
 from csms.store.base import CommandOutcome, Store, check_limit
@@ -171,6 +171,15 @@ return 1
 """
 
 # KEYS: lists.  ARGV[1]: the value pushed (newest first) onto every one of them.
+# KEYS: any number.  ARGV: a read command and its arguments after the key.  Returns its reply for
+# each key: one command for a thousand keys (a new grid leader's read-back), where a pipeline's
+# client cost per command (reply parsing, a timeout each) was most of the read's time.
+_EACH = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call(ARGV[1], key, unpack(ARGV, 2)) end
+return out
+"""
+
 _PUSH_ALL = """
 for _, key in ipairs(KEYS) do redis.call('LPUSH', key, ARGV[1]) end
 return 1
@@ -194,6 +203,28 @@ def _page(zkey: str, low: float | str, offset: int, num: int, pipe: Pipeline) ->
 def _texts(values: Iterable[Any]) -> list[str]:
     """Members as text (the client decodes responses; its type hints cannot know that)."""
     return [v if isinstance(v, str) else bytes(v).decode() for v in values]
+
+
+def _flat_sample(s: dict[str, Any]) -> dict[str, Any]:
+    """A stored sample as :meth:`RedisStore.meter_samples` gives it."""
+    return {k: s[k] for k in ("timestamp", "evse_id", "transaction_id", "measurand", "phase", "value", "unit",
+                              "context")}
+
+
+def _bounds(flat: list[str]) -> list[dict[str, Any]]:
+    """:meth:`RedisStore.meter_bounds` of one transaction, from its members each followed by its
+    score (the sample's instant as :func:`csms.domain.transactions.epoch` gave it, read back exactly)."""
+    samples = [(orjson.loads(m[16:]), float(at)) for m, at in zip(flat[::2], flat[1::2])]
+    if not samples:
+        return []
+    last = max(s["timestamp"] for s, _ in samples)
+    ends: dict[str, tuple[float, float]] = {}
+    for s, at in samples:
+        if s["phase"] is None and s["measurand"] in REGISTERS:
+            low, high = ends.get(s["measurand"], (at, at))
+            ends[s["measurand"]] = (min(low, at), max(high, at))
+    return [_flat_sample(s) for s, at in samples
+            if s["timestamp"] == last or (s["phase"] is None and at in ends.get(s["measurand"], ()))]
 
 
 def _decode(h: dict[str, str]) -> dict[str, Any]:
@@ -289,7 +320,7 @@ class RedisStore(Store):
         self._redis = client
         for name, source in (("tx_event", _TX_EVENT), ("meter_values", _METER_VALUES), ("upsert", _UPSERT),
                              ("delete", _DELETE), ("update_if_exists", _UPDATE_IF_EXISTS),
-                             ("push_all", _PUSH_ALL)):
+                             ("push_all", _PUSH_ALL), ("each", _EACH)):
             self._scripts[name] = client.register_script(source)
         await self._load_scripts()
         await self._warn_without_persistence(client)
@@ -701,11 +732,17 @@ class RedisStore(Store):
             for m in members:
                 s = orjson.loads(m[16:])
                 if evse_id is None or s["evse_id"] == evse_id:
-                    out.append({k: s[k] for k in ("timestamp", "evse_id", "transaction_id", "measurand", "phase",
-                                                  "value", "unit", "context")})
+                    out.append(_flat_sample(s))
             if len(members) < page:  # the last page: no round trip to find the next one empty (a new
                 break  # grid leader reads 30,000 transactions' samples at once)
         return out[:limit]
+
+    async def meter_bounds(self, transactions: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """One command for all: each transaction's samples with their instants (the scores), the
+        deciding ones picked here (decoding every member is cheap next to parsing timestamps)."""
+        keys = [self.keys.tx(sid, tx_id, "samples") for sid, tx_id in transactions]
+        replies = await self._call("each", keys, ["ZRANGE", 0, -1, "WITHSCORES"]) if keys else []
+        return {t: _bounds(flat) for t, flat in zip(transactions, replies)}
 
     # Smart charging ---------------------------------------------------------------------------
     async def record_ev_charging_needs(self, station_id: str, evse_id: int, payload: dict[str, Any],
@@ -721,6 +758,12 @@ class RedisStore(Store):
         key = self.keys.station(station_id, "ev_needs", str(evse_id))
         newest = await self._read(lambda pipe: pipe.lindex(key, 0))
         return None if newest is None else orjson.loads(newest)["payload"]
+
+    async def latest_ev_charging_needs_many(self, evses: Sequence[tuple[str, int]]
+                                            ) -> dict[tuple[str, int], dict[str, Any] | None]:
+        keys = [self.keys.station(sid, "ev_needs", str(evse_id)) for sid, evse_id in evses]
+        replies = await self._call("each", keys, ["LINDEX", 0]) if keys else []
+        return {e: None if v is None else orjson.loads(v)["payload"] for e, v in zip(evses, replies)}
 
     async def record_charging_profile(self, station_id: str, evse_id: int, profile: dict[str, Any],
                                       status: str, status_info: dict[str, Any] | None, at: datetime) -> None:
@@ -740,6 +783,14 @@ class RedisStore(Store):
             return []
         first = 0 if newest is None else -newest
         return [orjson.loads(v) for v in await self._read(lambda pipe: pipe.lrange(key, first, -1))]
+
+    async def list_charging_profiles_many(self, station_ids: Sequence[str], newest: int
+                                          ) -> dict[str, list[dict[str, Any]]]:
+        if check_limit(newest) == 0 or not station_ids:
+            return {sid: [] for sid in station_ids}
+        keys = [self.keys.station(sid, "charging_profiles") for sid in station_ids]
+        replies = await self._call("each", keys, ["LRANGE", -newest, -1])
+        return {sid: [orjson.loads(v) for v in values] for sid, values in zip(station_ids, replies)}
 
     # Device model, events, commands -----------------------------------------------------------
     async def record_variables(self, station_id: str, variables: list[dict[str, Any]], at: datetime) -> None:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from csms.domain.meter import Sample
+from csms.domain.meter import REGISTERS, Sample
 from csms.domain.records import BootInfo, IdTokenRecord, StationRecord, TransactionRecord
 from csms.domain.transactions import Registers, TxEvent, TxState, epoch, merge
 from csms.store.base import CommandOutcome, Store, check_limit
@@ -63,9 +63,11 @@ CREATE TABLE IF NOT EXISTS meter_samples (
 CREATE INDEX IF NOT EXISTS meter_by_tx ON meter_samples(station_id, transaction_id);
 CREATE TABLE IF NOT EXISTS ev_charging_needs (
     station_id TEXT, evse_id INTEGER, payload TEXT, received_at TEXT);
+CREATE INDEX IF NOT EXISTS ev_needs_by_evse ON ev_charging_needs(station_id, evse_id);
 CREATE TABLE IF NOT EXISTS charging_profiles (
     station_id TEXT, evse_id INTEGER, profile_id INTEGER, purpose TEXT, stack_level INTEGER,
     transaction_id TEXT, profile TEXT, status TEXT, status_info TEXT, sent_at TEXT);
+CREATE INDEX IF NOT EXISTS charging_profiles_by_station ON charging_profiles(station_id);
 CREATE TABLE IF NOT EXISTS variables (
     station_id TEXT, component TEXT, component_instance TEXT, evse_id INTEGER, connector_id INTEGER,
     variable TEXT, variable_instance TEXT, attribute_type TEXT, value TEXT, updated_at TEXT,
@@ -358,6 +360,29 @@ class SqliteStore(Store):
             "SELECT timestamp, evse_id, transaction_id, measurand, phase, value, unit, context FROM meter_samples"
             " WHERE " + " AND ".join(where) + " ORDER BY julianday(timestamp), rowid LIMIT ?", (*args, limit))
 
+    async def meter_bounds(self, transactions: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """One query; the registers' instants are julianday()'s (milliseconds), so samples within
+        the same millisecond as a register's first or last come along."""
+        out: dict[tuple[str, str], list[dict[str, Any]]] = {(sid, tx_id): [] for sid, tx_id in transactions}
+        if not out:
+            return out
+        rows = await self._rows(
+            "WITH k AS (SELECT DISTINCT json_extract(value, '$[0]') AS sid, json_extract(value, '$[1]') AS tid"
+            " FROM json_each(?)),"
+            " s AS (SELECT m.rowid AS rid, m.station_id, m.timestamp, m.evse_id, m.transaction_id, m.measurand,"
+            " m.phase, m.value, m.unit, m.context, CASE WHEN m.phase IS NULL AND m.measurand IN (?, ?)"
+            " THEN julianday(m.timestamp) END AS jd"
+            " FROM k JOIN meter_samples m ON m.station_id = k.sid AND m.transaction_id = k.tid)"
+            " SELECT station_id, timestamp, evse_id, transaction_id, measurand, phase, value, unit, context FROM"
+            " (SELECT s.*, max(timestamp) OVER (PARTITION BY station_id, transaction_id) AS last_ts,"
+            " min(jd) OVER w AS low, max(jd) OVER w AS high FROM s"
+            " WINDOW w AS (PARTITION BY station_id, transaction_id, measurand))"
+            " WHERE timestamp = last_ts OR jd = low OR jd = high ORDER BY julianday(timestamp), rid",
+            (_json(list(out)), *REGISTERS))
+        for r in rows:
+            out[(r.pop("station_id"), r["transaction_id"])].append(r)
+        return out
+
     # Smart charging ---------------------------------------------------------------------------
     async def record_ev_charging_needs(self, station_id: str, evse_id: int, payload: dict[str, Any],
                                        at: datetime) -> None:
@@ -368,6 +393,21 @@ class SqliteStore(Store):
         rows = await self._rows("SELECT payload FROM ev_charging_needs WHERE station_id=? AND evse_id=?"
                                 " ORDER BY rowid DESC LIMIT 1", (station_id, evse_id))
         return orjson.loads(rows[0]["payload"]) if rows else None
+
+    async def latest_ev_charging_needs_many(self, evses: Sequence[tuple[str, int]]
+                                            ) -> dict[tuple[str, int], dict[str, Any] | None]:
+        out: dict[tuple[str, int], dict[str, Any] | None] = dict.fromkeys(evses)
+        if not out:
+            return out
+        rows = await self._rows(
+            "WITH k AS (SELECT DISTINCT json_extract(value, '$[0]') AS sid, json_extract(value, '$[1]') AS eid"
+            " FROM json_each(?))"
+            " SELECT station_id, evse_id, payload FROM ev_charging_needs WHERE rowid IN"
+            " (SELECT (SELECT max(rowid) FROM ev_charging_needs WHERE station_id = k.sid AND evse_id = k.eid)"
+            " FROM k)", (_json(list(out)),))
+        for r in rows:
+            out[(r["station_id"], r["evse_id"])] = orjson.loads(r["payload"])
+        return out
 
     async def record_charging_profile(self, station_id: str, evse_id: int, profile: dict[str, Any],
                                       status: str, status_info: dict[str, Any] | None, at: datetime) -> None:
@@ -381,10 +421,23 @@ class SqliteStore(Store):
             rows = await self._rows("SELECT * FROM charging_profiles WHERE station_id=? ORDER BY rowid DESC LIMIT ?",
                                     (station_id, check_limit(newest)))
             rows.reverse()
+        return [_profile_row(r) for r in rows]
+
+    async def list_charging_profiles_many(self, station_ids: Sequence[str], newest: int
+                                          ) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {sid: [] for sid in station_ids}
+        if check_limit(newest) == 0 or not out:
+            return out
+        rows = await self._rows(
+            "WITH k AS (SELECT DISTINCT value AS sid FROM json_each(?))"
+            " SELECT station_id, evse_id, profile_id, purpose, stack_level, transaction_id, profile, status,"
+            " status_info, sent_at FROM (SELECT p.*, p.rowid AS rid,"
+            " row_number() OVER (PARTITION BY p.station_id ORDER BY p.rowid DESC) AS n"
+            " FROM k JOIN charging_profiles p ON p.station_id = k.sid) WHERE n <= ? ORDER BY rid",
+            (_json(list(out)), newest))
         for r in rows:
-            r["profile"] = orjson.loads(r["profile"])
-            r["status_info"] = orjson.loads(r["status_info"]) if r["status_info"] else None
-        return rows
+            out[r["station_id"]].append(_profile_row(r))
+        return out
 
     # Device model, events, commands -----------------------------------------------------------
     async def record_variables(self, station_id: str, variables: list[dict[str, Any]], at: datetime) -> None:
@@ -494,6 +547,13 @@ def _insert_command(station_id: str, action: str, request: dict[str, Any], outco
                          (station_id, action, _json(request), outcome, None if response is None else _json(response),
                           _iso(sent_at), _iso(finished_at)))
     return job
+
+
+def _profile_row(r: dict[str, Any]) -> dict[str, Any]:
+    """A charging-profile record as read: its JSON columns decoded."""
+    r["profile"] = orjson.loads(r["profile"])
+    r["status_info"] = orjson.loads(r["status_info"]) if r["status_info"] else None
+    return r
 
 
 def _insert_profile(station_id: str, evse_id: int, profile: dict[str, Any], status: str,

@@ -25,12 +25,14 @@ from profiles.installed import setpoints_from_profile
 log = logging.getLogger("csms.grid")
 
 MAX_SESSIONS = 100_000  # active transactions read at start
-CONCURRENT_READS = 1000  # sessions read back at once: on Redis their reads share group-commit pipelines
+#: Sessions read back per store call: one query (or one Redis pipeline) each for their meter
+#: readings, their cars' charging needs and their stations' pushed profiles. (Read one session at a
+#: time, 1,000 at once, 30,000 took a new leader 8-9 s; see docs/scale-out.md, "takeover".)
+READ_BATCH = 1000
 #: A station's pushed profiles read back, newest first: its history grows with every push (about ten
 #: per session-hour), and the last accepted TxProfile of a running session is among the newest. A
 #: session whose is further back is taken as holding nothing known, and gets its plan again.
 PROFILES_READ_BACK = 50
-# (16 in flight took 8 s at 10,000 sessions; 128 took 16.6 s at 30,000 on a loaded leader)
 PHASE_KW = 230.0 / 1000.0
 
 
@@ -41,58 +43,64 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
     needs = await memory.load(NEED) if memory is not None else {}
     used: set[str] = set()
     pushed: dict[str, list[dict[str, Any]]] = {}
-    reads = asyncio.Semaphore(CONCURRENT_READS)
-    count = 0
-
-    async def one(station_id: str, transaction_id: str, evse_id: int, started: datetime,
-                  charging_state: str | None, id_token: str | None) -> None:
-        nonlocal count
-        session = book.adopt(station_id, evse_id, transaction_id, started)
-        session.charging_state = charging_state
-        token = vehicles.token_key(id_token)
-        if token is not None:  # the car is judged on what earlier sessions taught about it
-            session.add_vehicle_ids((token,))
-        count += 1
-        async with reads:
-            samples = await store.meter_samples(station_id, transaction_id=transaction_id)
-            _readings(session, samples, now)
-            key = need_key(station_id, transaction_id)
-            if key in needs:
-                try:
-                    session.need = need_from_record(needs[key])
-                    used.add(key)
-                except (KeyError, TypeError, ValueError) as exc:
-                    log.warning("grid: stored need of %s is unreadable (%s)", key, exc)
-            if session.need is None:
-                ev = await profiles.latest_ev_charging_needs(station_id, evse_id)
-                charging = ev.get("chargingNeeds") if ev is not None else None  # stored: the whole request
-                if isinstance(charging, dict):
-                    need = need_from_ev(charging, now, book.defaults)
-                    if need.departure > session.started_at:  # not the car of an earlier session
-                        need.baseline_wh = session.start_energy_wh
-                        session.need = need
-            if station_id not in pushed:
-                pushed[station_id] = await profiles.list_charging_profiles(station_id, newest=PROFILES_READ_BACK)
-            _last_profile(session, pushed[station_id], pusher, grid, now)
-
-    jobs = []
+    sessions: list[Session] = []
     for record in records:
         if record.evse_id is None or record.evse_id <= 0:
             log.warning("grid: transaction %s of %s has no known EVSE; it joins when the station says which",
                         record.transaction_id, record.station_id)
             continue
         started = record.started_at.astimezone(UTC) if record.started_at is not None else now
-        jobs.append(one(record.station_id, record.transaction_id, record.evse_id, min(started, now),
-                        record.charging_state, record.id_token))
-    await asyncio.gather(*jobs)
+        session = book.adopt(record.station_id, record.evse_id, record.transaction_id, min(started, now))
+        session.charging_state = record.charging_state
+        token = vehicles.token_key(record.id_token)
+        if token is not None:  # the car is judged on what earlier sessions taught about it
+            session.add_vehicle_ids((token,))
+        key = need_key(session.station_id, session.transaction_id)
+        if key in needs:
+            try:
+                session.need = need_from_record(needs[key])
+                used.add(key)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("grid: stored need of %s is unreadable (%s)", key, exc)
+        sessions.append(session)
+    batches = [sessions[first:first + READ_BATCH] for first in range(0, len(sessions), READ_BATCH)]
+    listing: set[str] = set()
+
+    def read(batch: list[Session]) -> asyncio.Future[tuple[Any, ...]]:
+        stations = [sid for sid in dict.fromkeys(s.station_id for s in batch) if sid not in listing]
+        listing.update(stations)
+        return asyncio.gather(
+            store.meter_bounds([(s.station_id, s.transaction_id) for s in batch]),
+            profiles.latest_ev_charging_needs_many([(s.station_id, s.evse_id) for s in batch if s.need is None]),
+            profiles.list_charging_profiles_many(stations, PROFILES_READ_BACK))
+
+    ahead: asyncio.Future[tuple[Any, ...]] | None = None
+    for i, batch in enumerate(batches):
+        meters, evs, listed = await (ahead if ahead is not None else read(batch))
+        # the next batch is read while this one is taken in: the store works meanwhile
+        ahead = read(batches[i + 1]) if i + 1 < len(batches) else None
+        pushed.update(listed)
+        for session in batch:
+            _readings(session, meters[(session.station_id, session.transaction_id)], now)
+            if session.need is None:
+                ev = evs[(session.station_id, session.evse_id)]
+                charging = ev.get("chargingNeeds") if ev is not None else None  # stored: the whole request
+                if isinstance(charging, dict):
+                    need = need_from_ev(charging, now, book.defaults)
+                    if need.departure > session.started_at:  # not the car of an earlier session
+                        need.baseline_wh = session.start_energy_wh
+                        session.need = need
+            _last_profile(session, pushed[session.station_id], pusher, grid, now)
     if memory is not None:
         for key in set(needs) - used:
             memory.delete(NEED, key)  # the session ended while we were away
-    return count
+    return len(sessions)
 
 
 def _readings(session: Session, rows: list[dict[str, Any]], now: datetime) -> None:
-    """Both registers at the start and now, and the last measured power, from the transaction's samples."""
+    """Both registers at the start and now, and the last measured power, from the transaction's
+    samples: all of them or those :meth:`~csms.store.base.TransactionStore.meter_bounds` gives,
+    alike (it gives every sample that can change the result)."""
     samples = [Sample(r["timestamp"], r.get("evse_id"), r.get("transaction_id"), r["measurand"], r.get("phase"),
                       float(r["value"]), r.get("unit"), r.get("context"), None) for r in rows]
     session.start_energy_wh, session.energy_wh = _register(samples, DEFAULT_MEASURAND)

@@ -1,0 +1,81 @@
+"""A new grid leader reads the running sessions back in batches (csms/grid/effects/rebuild.py): a
+station whose sessions fall in two batches has its pushed profiles read once and used for both, and
+the sessions come back as they do read in one batch (on a real SQLite store)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from csms.grid.config import parse_grid
+from csms.grid.effects import rebuild
+from csms.grid.effects.pusher import TX_PROFILE_ID_BASE, Pusher
+from csms.grid.model.sessions import SessionBook
+from csms.ocpp.v201.transactions import tx_event
+from csms.store.sqlite import SqliteStore
+
+T0 = datetime(2026, 12, 1, 18, 0, tzinfo=timezone.utc)
+NOW = T0 + timedelta(hours=1)
+
+
+def _z(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+async def _never(*_: Any, **__: Any) -> Any:
+    raise AssertionError("the read-back sends nothing")
+
+
+async def _fill(store: SqliteStore) -> None:
+    # list_transactions gives the newest start first: CS-1/TX-A, CS-2/TX-B, then CS-1/TX-C
+    for n, (sid, tx_id, evse, limit) in enumerate((("CS-1", "TX-C", 2, 10.0), ("CS-2", "TX-B", 1, 13.0),
+                                                   ("CS-1", "TX-A", 1, 16.0))):
+        at = T0 + timedelta(minutes=n)
+        for seq, wh in enumerate((100.0 * n, 100.0 * n + 500)):
+            stamp = at + timedelta(minutes=10 * seq)
+            payload: dict[str, Any] = {
+                "eventType": "Started" if seq == 0 else "Updated", "timestamp": _z(stamp),
+                "triggerReason": "MeterValuePeriodic", "seqNo": seq, "transactionInfo": {"transactionId": tx_id},
+                "meterValue": [{"timestamp": _z(stamp), "sampledValue": [
+                    {"value": wh}, {"value": 1000.0 * (n + 1), "measurand": "Power.Active.Import"}]}]}
+            if seq == 0:
+                payload["evse"] = {"id": evse, "connectorId": 1}
+            assert await store.record_transaction_event(sid, tx_event(payload), stamp)
+        profile = {"id": TX_PROFILE_ID_BASE + evse, "stackLevel": 1, "chargingProfilePurpose": "TxProfile",
+                   "chargingProfileKind": "Absolute", "transactionId": tx_id,
+                   "chargingSchedule": [{"id": 1, "startSchedule": _z(T0), "chargingRateUnit": "A",
+                                         "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit,
+                                                                     "numberPhases": 3}]}]}
+        await store.record_charging_profile(sid, evse, profile, "Accepted", None, T0)
+    needs = {"requestedEnergyTransfer": "AC_three_phase", "departureTime": _z(T0 + timedelta(hours=8)),
+             "acChargingParameters": {"energyAmount": 20000, "evMinCurrent": 6, "evMaxCurrent": 32,
+                                      "evMaxVoltage": 400}}
+    await store.record_ev_charging_needs("CS-1", 2, {"evseId": 2, "chargingNeeds": needs}, T0)
+
+
+async def _rebuilt(store: SqliteStore) -> dict[str, tuple[Any, ...]]:
+    book = SessionBook()
+    grid = parse_grid({"transformers": {"T1": {"capacity_kw": 100, "members": ["CS-*"]}}})
+    count = await rebuild.rebuild_sessions(store, store, book, Pusher(_never, clock=lambda: NOW), None, grid, NOW)
+    assert count == 3
+    return {s.transaction_id: (s.station_id, s.evse_id, s.start_energy_wh, s.energy_wh, s.power_kw, s.setpoint_a,
+                               (s.need.source, s.need.energy_kwh, s.need.baseline_wh) if s.need else None)
+            for s in book}
+
+
+async def test_sessions_read_back_in_batches_as_in_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SqliteStore(str(tmp_path / "store.db"))
+    await store.open()
+    try:
+        await _fill(store)
+        whole = await _rebuilt(store)
+        monkeypatch.setattr(rebuild, "READ_BATCH", 2)  # CS-1 in the first batch and in the second
+        assert await _rebuilt(store) == whole
+    finally:
+        await store.close()
+    assert whole == {"TX-A": ("CS-1", 1, 200.0, 700.0, 3.0, 16.0, None),
+                     "TX-B": ("CS-2", 1, 100.0, 600.0, 2.0, 13.0, None),
+                     "TX-C": ("CS-1", 2, 0.0, 500.0, 1.0, 10.0, ("ev", 20.0, 0.0))}
