@@ -1,4 +1,4 @@
-"""`python -m bench readback [--sessions N] [--samples N] [--repeats N] [--fresh] [--drop]`: a new grid
+"""`python -m bench readback [--sessions N] [--samples N] [--repeats N] [--prefix P] [--fresh] [--drop]`: a new grid
 leader's read-back alone (csms/grid/effects/rebuild.py::rebuild_sessions), in this process, on the
 shared Redis (issue 15: part of a failover's takeover, docs/scale-out.md "takeover").
 
@@ -71,13 +71,13 @@ async def _fill_one(store: RedisStore, n: int, events: int) -> None:
     await store.record_charging_profile(sid, 1, profile, "Accepted", None, T0)
 
 
-async def _fill(store: RedisStore, sessions: int, samples: int) -> None:
+async def _fill(store: RedisStore, prefix: str, sessions: int, samples: int) -> None:
     events = max(1, samples // PER_EVENT)
     started = time.monotonic()
     for first in range(0, sessions, WRITES_AT_ONCE):
         await asyncio.gather(*(_fill_one(store, n, events) for n in range(first, min(first + WRITES_AT_ONCE,
                                                                                     sessions))))
-    await store._r.set(f"{PREFIX}filled", f"{sessions}x{samples}")
+    await store._r.set(f"{prefix}filled", f"{sessions}x{samples}")
     print(f"filled {sessions} sessions x {events * PER_EVENT} samples in {time.monotonic() - started:.1f} s")
 
 
@@ -85,13 +85,14 @@ async def _never(*_: Any, **__: Any) -> Any:
     raise AssertionError("the read-back sends nothing")
 
 
-async def run(sessions: int, samples: int, repeats: int, fresh: bool, drop: bool) -> list[float]:
-    store = RedisStore(REDIS_URL, PREFIX)
+async def run(sessions: int, samples: int, repeats: int, fresh: bool, drop: bool,
+              prefix: str = PREFIX) -> list[float]:
+    store = RedisStore(REDIS_URL, prefix)
     await store.open()
     try:
-        if fresh or await store._r.get(f"{PREFIX}filled") != f"{sessions}x{samples}":
-            await drop_redis_prefix(REDIS_URL, PREFIX)
-            await _fill(store, sessions, samples)
+        if fresh or await store._r.get(f"{prefix}filled") != f"{sessions}x{samples}":
+            await drop_redis_prefix(REDIS_URL, prefix)
+            await _fill(store, prefix, sessions, samples)
         grid = parse_grid({"transformers": {"T1": {"capacity_kw": 10_000, "members": ["RB-*"]}}})
         now = T0 + timedelta(hours=1)
         times = []
@@ -108,7 +109,7 @@ async def run(sessions: int, samples: int, repeats: int, fresh: bool, drop: bool
     finally:
         await store.close()
         if drop:
-            await drop_redis_prefix(REDIS_URL, PREFIX)
+            await drop_redis_prefix(REDIS_URL, prefix)
 
 
 def main(argv: list[str]) -> int:
@@ -116,8 +117,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sessions", type=int, default=30_000)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--prefix", default=PREFIX, help="the Redis key prefix of the filled sessions")
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--drop", action="store_true")
     args = parser.parse_args(argv)
-    asyncio.run(run(args.sessions, args.samples, args.repeats, args.fresh, args.drop))
+    asyncio.run(run(args.sessions, args.samples, args.repeats, args.fresh, args.drop, args.prefix))
     return 0

@@ -250,3 +250,18 @@ def test_cluster_verdict_counts_a_repeat_that_went_on_without_the_full_power(tmp
     assert "**met**" in met.verdicts[0] and "not restored" not in met.verdicts[0]
     missed = cluster._section(s, one, {"setup": setup, "runs": [run], "not_restored": 1}, {}, tmp_path)
     assert "**missed**" in missed.verdicts[0] and "1 not restored to full power first" in missed.verdicts[0]
+
+
+@pytest.mark.redis
+@pytest.mark.timeout(120)
+def test_readback_smoke() -> None:
+    """`python -m bench readback` fills sessions under its own prefix and reads every one back with
+    its meter readings (a micro measurement: printed, not a RESULTS.md section)."""
+    import uuid
+
+    prefix = f"bench:readback:test-{uuid.uuid4().hex}:"
+    done = subprocess.run([sys.executable, "-m", "bench", "readback", "--sessions", "30", "--samples", "10",
+                           "--repeats", "1", "--prefix", prefix, "--drop"],
+                          capture_output=True, text=True, timeout=100, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "read back 30 sessions (30 with meter readings)" in done.stdout, done.stdout
