@@ -60,7 +60,6 @@ class Prepared:
     fixed_kw: np.ndarray  # (n_fixed, T)
     base_kw: np.ndarray
     limit_kw: np.ndarray
-    installed: np.ndarray  # (n, T) amps the station already runs (PlanInput.installed_a); NaN: unknown
 
     @property
     def phase_limited(self) -> bool:
@@ -148,18 +147,8 @@ def prepare(inp: PlanInput) -> Prepared:
         usage=np.asarray(usage, dtype=float).reshape(len(cs), n_res),
         credit=np.asarray(credit, dtype=float).reshape(len(cs), n_res),
         cap=cap, export_room=export_room,
-        fixed_kw=fixed_kw, base_kw=base, limit_kw=limit, installed=_installed(cs, inp, n_slots),
+        fixed_kw=fixed_kw, base_kw=base, limit_kw=limit,
     )
-
-
-def _installed(cs: list[SessionNeed], inp: PlanInput, n_slots: int) -> np.ndarray:
-    out = np.full((len(cs), n_slots), np.nan)
-    for row, s in enumerate(cs):
-        have = (inp.installed_a or {}).get(s.session_id) or ()
-        for t, amps in enumerate(list(have)[:n_slots]):
-            if amps is not None:
-                out[row, t] = amps
-    return out
 
 
 def deficit_slots(prep: Prepared) -> np.ndarray:

@@ -66,12 +66,7 @@ def alap_reference(prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
                                                   + floor_energy, 0.0))
     live = ~prep.off  # a car off until departure gets nothing, so nothing is placed for it
     out = []
-    # Comfort energy goes preferably where the station already charges (`sticky_laxity`); the
-    # guarantees, placed first, stay strictly least-laxity so none becomes undeliverable.
-    held = np.nan_to_num(prep.installed, nan=0.0) > 0.0
-    sticky = (np.zeros_like(held, dtype=float), np.where(held, STICKY_SLOTS * prep.slot_h, 0.0))
-    for needs, pre, bonus in ((prep.guar * live, to_guar, sticky[0]),
-                              ((prep.need - prep.guar) * live, floor_energy - to_guar, sticky[1])):
+    for needs, pre in ((prep.guar * live, to_guar), ((prep.need - prep.guar) * live, floor_energy - to_guar)):
         placed = pre.copy()
         remaining = np.maximum(needs - pre.sum(axis=1), 0.0)
         # Sweep 2 only needs the departure slots: in every other slot sweep 1 already gave each
@@ -87,12 +82,11 @@ def alap_reference(prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
                 slope = prep.imax[idx] / h
                 tau = remaining[idx] / rate[idx]
                 usage = prep.usage[idx]
-                tau_b = tau + bonus[idx, t]
-                amps = water_fill(slope * tau_b, slope, np.zeros(idx.size), hi, usage, cap[:, t])
+                amps = water_fill(slope * tau, slope, np.zeros(idx.size), hi, usage, cap[:, t])
                 # Keep the reference realisable: no current in the 0-6 A gap either.
                 gap_min = np.where(used_a[idx, t] > 0, 0.0, prep.imin[idx])
                 top = np.maximum(hi, np.minimum(gap_min, prep.imax[idx] - used_a[idx, t]))
-                amps = snap_gap(amps, gap_min, top, np.argsort(-tau_b, kind="stable"), usage,
+                amps = snap_gap(amps, gap_min, top, np.argsort(-tau, kind="stable"), usage,
                                 cap[:, t] - usage.T @ amps)
                 cap[:, t] -= prep.usage[idx].T @ amps
                 used_a[idx, t] += amps
@@ -101,21 +95,6 @@ def alap_reference(prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
                 placed[idx, t] += energy
         out.append(np.cumsum(placed, axis=1))
     return out[0], out[1]
-
-
-#: Slots of laxity (for the reference: of full-rate hours still to place) a car whose station
-#: already charges in a slot is treated as having less there (`sticky_laxity`).
-STICKY_SLOTS = 1.0
-
-
-def sticky_laxity(prep: Prepared, idx: np.ndarray, t: int, laxity_h: np.ndarray) -> np.ndarray:
-    """Laxity for choosing which cars pause in slot t, less `STICKY_SLOTS` slots for a car whose
-    installed schedule (`PlanInput.installed_a`) already charges there. Cars of near-equal laxity
-    otherwise swap from plan to plan as it drifts, and each swap in a later slot is a profile to
-    send or headroom the kept schedules take. The comfort pass of `alap_reference` uses the same
-    bonus; guarantees and dues keep the strict least-laxity order."""
-    charging = np.nan_to_num(prep.installed[idx, t], nan=0.0) > 0.0
-    return laxity_h - np.where(charging, STICKY_SLOTS * prep.slot_h, 0.0)
 
 
 def reference_allocator(must_g: np.ndarray, must_c: np.ndarray) -> Allocator:

@@ -49,19 +49,6 @@ class Setpoints:
     def breakpoints(self) -> list[datetime]:
         return [self.start + timedelta(seconds=i * self.slot_s) for i in range(len(self.current_a))]
 
-    def highest_by_slot(self, start: datetime, slot_s: float, slots: int) -> tuple[float | None, ...]:
-        """The highest amps this schedule prescribes within each slot of another grid (from
-        ``start``, ``slot_s`` long); None where it does not cover the whole slot. A plan made a few
-        minutes later has its slot boundaries elsewhere: this is what the schedule could draw there."""
-        o = (start - self.start).total_seconds()
-        n = len(self.current_a)
-        out: list[float | None] = []
-        for t in range(slots):
-            lo, hi = o + t * slot_s, o + (t + 1) * slot_s
-            first, last = int((lo + 1e-6) // self.slot_s), math.ceil((hi - 1e-6) / self.slot_s) - 1
-            out.append(max(self.current_a[first:last + 1]) if lo >= -1e-6 and last < n else None)
-        return tuple(out)
-
 
 @dataclass
 class Hysteresis:

@@ -9,7 +9,7 @@ discharge as negative, since the need was stated.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,10 +139,6 @@ class PlanInput:
     slot_s: float = 900.0
     phase_limit_a: float | None = None
     base_load_phase_split: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
-    #: Per session id, the amps its station already runs in each slot (None: unknown there). The
-    #: heuristic places comfort energy and chooses pauses preferably where these charge
-    #: (`profiles.heuristic.sticky_laxity`), so consecutive plans reshuffle later slots less.
-    installed_a: Mapping[str, Sequence[float | None]] | None = None
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

@@ -2,8 +2,7 @@
 
 Reads the limit book, the sessions and the topology into a :class:`profiles.planner.PlanInput`
 per group, solves it (the immediate cut or the refined plan), fits nested groups under their
-ancestors (profiles/parents.py) and keeps paused cars paused (profiles/pauses.py). Each problem
-carries what every station already runs, so the heuristic can keep to it where that costs no guarantee. Every
+ancestors (profiles/parents.py) and keeps paused cars paused (profiles/pauses.py). Every
 decision is made in profiles/; this module only gathers the inputs and hands out the results.
 A refined plan of many sessions is solved, parents included, in a worker thread, so the event
 loop keeps serving stations (and can start a cut) meanwhile.
@@ -26,7 +25,7 @@ from profiles.hysteresis import Setpoints
 from profiles.margin import margin_kw, with_margin
 from profiles.parents import PlannedGroup, fit_parents
 from profiles.pauses import keep_pauses
-from profiles.planner import MAX_LP_CELLS, Plan, PlanInput, immediate_cut, plan
+from profiles.planner import Plan, PlanInput, immediate_cut, plan
 
 THREAD_MIN_SESSIONS = 1000  # from this many sessions on, the refined plan is solved in a worker thread
 BASE_LOAD_SAMPLE_S = 60.0
@@ -62,20 +61,15 @@ class GroupPlanner:
         self.journal = journal
 
     # Inputs (on the event loop: the sessions must not change under a thread) -----------------
-    def _plan_input(self, tid: str, sessions: list[Session], start: datetime, slots: int,
-                    with_installed: bool = False) -> tuple[PlanInput, list[str], list[float]]:
-        """The group's problem over ``slots``, what limits each slot, and each slot's limit before the margin.
-
-        ``with_installed``: carry what each station runs (``PlanInput.installed_a``), for the refined plan
-        only (the cut answers a limit and must be quick), and not for a group larger than the LP takes
-        (it costs a loop per session-slot here on the event loop)."""
+    def _plan_input(self, tid: str, sessions: list[Session], start: datetime,
+                    slots: int) -> tuple[PlanInput, list[str], list[float]]:
+        """The group's problem over ``slots``, what limits each slot, and each slot's limit before the margin."""
         p = self.grid.planning
         sched = self.limits.schedule(tid, start, slots, p.slot_s)
         raw = [kw for kw, _ in sched]
         limits = with_margin(raw, p.margin_kw, p.margin_percent)
         base = [self._slot_base_kw(tid, start + timedelta(seconds=i * p.slot_s), p.slot_s) for i in range(len(sched))]
         needs = []
-        installed: dict[str, tuple[float | None, ...]] = {}
         for s in sessions:
             st = self.book.station(s.station_id)
             if not p.allow_pause:
@@ -86,12 +80,9 @@ class GroupPlanner:
             steerable = st.connected and (st.ready or s.power_kw is None)
             needs.append(session_need(s, st.caps, start, self.book.defaults,
                                       self.topology.wiring(s.station_id, s.evse_id), connected=steerable))
-            have = self.installed.get((s.station_id, s.evse_id)) if with_installed else None
-            if have is not None and have.transaction_id == s.transaction_id:
-                installed[needs[-1].session_id] = have.highest_by_slot(start, p.slot_s, len(sched))
         group = self.grid.transformers[tid]
         inp = PlanInput(sessions=needs, limit_kw=limits, base_load_kw=base, slot_s=float(p.slot_s),
-                        phase_limit_a=group.phase_limit_a, installed_a=installed)
+                        phase_limit_a=group.phase_limit_a)
         return inp, [source for _, source in sched], raw
 
     def _slot_base_kw(self, tid: str, start: datetime, slot_s: float) -> float:
@@ -106,8 +97,7 @@ class GroupPlanner:
             wanted.update(self.topology.descendants(tid))
         return [tid for tid in self.grid.transformers if tid in wanted]
 
-    def _inputs(self, now: datetime, tids: list[str], slots: int | None = None,
-                with_installed: bool = False) -> list[Inputs]:
+    def _inputs(self, now: datetime, tids: list[str], slots: int | None = None) -> list[Inputs]:
         start = now.replace(microsecond=0)
         if self.judge is not None:
             self.judge(list(self.book.sessions.values()))
@@ -115,9 +105,7 @@ class GroupPlanner:
         out = []
         for tid in self._wanted(tids):
             sessions = by_group.get(tid, [])
-            slots_n = slots or self.grid.planning.horizon_slots
-            inp, sources, raw = self._plan_input(tid, sessions, start, slots_n,
-                                                 with_installed and len(sessions) * slots_n <= MAX_LP_CELLS)
+            inp, sources, raw = self._plan_input(tid, sessions, start, slots or self.grid.planning.horizon_slots)
             out.append((tid, sessions, inp, sources, raw))
         return out
 
@@ -136,7 +124,7 @@ class GroupPlanner:
 
     async def refine(self, now: datetime, tids: list[str]) -> list[GroupPlan]:
         """The refined plan; with many sessions solved in a worker thread (parents included)."""
-        inputs = self._inputs(now, tids, with_installed=True)
+        inputs = self._inputs(now, tids)
         if len(self.book) < THREAD_MIN_SESSIONS:
             fitted = self._fit(inputs, plan)
         else:
