@@ -4,6 +4,7 @@ the sessions come back as they do read in one batch (on a real SQLite store)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,42 @@ async def test_sessions_read_back_in_batches_as_in_one(tmp_path: Path, monkeypat
     assert whole == {"TX-A": ("CS-1", 1, 200.0, 700.0, 3.0, 16.0, None),
                      "TX-B": ("CS-2", 1, 100.0, 600.0, 2.0, 13.0, None),
                      "TX-C": ("CS-1", 2, 0.0, 500.0, 1.0, 10.0, ("ev", 20.0, 0.0))}
+
+
+async def test_a_batch_that_cannot_be_taken_in_fails_the_rebuild_and_stops_the_read_ahead(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next batch is read while one is taken in; when taking one in fails, that read is cancelled
+    and awaited, not left running behind the failed rebuild (its error never retrieved)."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    await store.open()
+    try:
+        await _fill(store)
+        monkeypatch.setattr(rebuild, "READ_BATCH", 1)
+        calls = 0
+        running: set[asyncio.Task[Any] | None] = set()
+        bounds = store.meter_bounds
+
+        async def slow_bounds(transactions: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            running.add(asyncio.current_task())
+            try:
+                if calls > 1:  # the first batch answers at once, a read ahead would hang
+                    await asyncio.sleep(10)
+                return await bounds(transactions)
+            finally:
+                running.discard(asyncio.current_task())
+
+        def unreadable(*_: Any) -> None:
+            raise ValueError("an unreadable sample")
+
+        monkeypatch.setattr(store, "meter_bounds", slow_bounds)
+        monkeypatch.setattr(rebuild, "_take_in", unreadable)
+        with pytest.raises(ValueError, match="unreadable"):
+            await asyncio.wait_for(rebuild.rebuild_sessions(
+                store, store, SessionBook(), Pusher(_never, clock=lambda: NOW), None,
+                parse_grid({"transformers": {"T1": {"capacity_kw": 100, "members": ["CS-*"]}}}), NOW), 5)
+        await asyncio.sleep(0.05)  # a read ahead left behind would have started by now
+        assert not running, "a read of the next batch runs on behind the failed rebuild"
+    finally:
+        await store.close()

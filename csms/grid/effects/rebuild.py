@@ -75,26 +75,38 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
             profiles.list_charging_profiles_many(stations, PROFILES_READ_BACK))
 
     ahead: asyncio.Future[tuple[Any, ...]] | None = None
-    for i, batch in enumerate(batches):
-        meters, evs, listed = await (ahead if ahead is not None else read(batch))
-        # the next batch is read while this one is taken in: the store works meanwhile
-        ahead = read(batches[i + 1]) if i + 1 < len(batches) else None
-        pushed.update(listed)
-        for session in batch:
-            _readings(session, meters[(session.station_id, session.transaction_id)], now)
-            if session.need is None:
-                ev = evs[(session.station_id, session.evse_id)]
-                charging = ev.get("chargingNeeds") if ev is not None else None  # stored: the whole request
-                if isinstance(charging, dict):
-                    need = need_from_ev(charging, now, book.defaults)
-                    if need.departure > session.started_at:  # not the car of an earlier session
-                        need.baseline_wh = session.start_energy_wh
-                        session.need = need
-            _last_profile(session, pushed[session.station_id], pusher, grid, now)
+    try:
+        for i, batch in enumerate(batches):
+            meters, evs, listed = await (ahead if ahead is not None else read(batch))
+            # the next batch is read while this one is taken in: the store works meanwhile
+            ahead = read(batches[i + 1]) if i + 1 < len(batches) else None
+            pushed.update(listed)
+            _take_in(batch, meters, evs, pushed, book, pusher, grid, now)
+    finally:  # a failed batch fails the rebuild: the read ahead is not left behind unawaited
+        if ahead is not None:
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
     if memory is not None:
         for key in set(needs) - used:
             memory.delete(NEED, key)  # the session ended while we were away
     return len(sessions)
+
+
+def _take_in(batch: list[Session], meters: dict[Any, Any], evs: dict[Any, Any],
+             pushed: dict[str, list[dict[str, Any]]], book: SessionBook, pusher: Pusher, grid: GridConfig,
+             now: datetime) -> None:
+    """A batch's readings, cars' needs (where the grid's own memory had none) and last accepted profiles."""
+    for session in batch:
+        _readings(session, meters[(session.station_id, session.transaction_id)], now)
+        if session.need is None:
+            ev = evs[(session.station_id, session.evse_id)]
+            charging = ev.get("chargingNeeds") if ev is not None else None  # stored: the whole request
+            if isinstance(charging, dict):
+                need = need_from_ev(charging, now, book.defaults)
+                if need.departure > session.started_at:  # not the car of an earlier session
+                    need.baseline_wh = session.start_energy_wh
+                    session.need = need
+        _last_profile(session, pushed[session.station_id], pusher, grid, now)
 
 
 def _readings(session: Session, rows: list[dict[str, Any]], now: datetime) -> None:
