@@ -24,6 +24,7 @@ from tests.grid_outside import ADMIN_TOKEN, ENV, REDIS_URL, REPO, Api, Site, dae
 from tests.ocpp_station import LibStation
 from tests.redis_kit import delete_prefix
 from tests.spawning import LoopSpawner
+from tests.waiting import until as wait_until
 
 LEASE_S = 2.0
 PROFILE: dict[str, Any] = {
@@ -320,8 +321,7 @@ async def test_a_station_connecting_while_the_new_leader_reads_its_state_back_co
                 await station.connect(running.ws_url)
                 assert "CL-LIVE" in running.daemon.connections
                 gate.set()
-                while running.daemon.grid is None:
-                    await asyncio.sleep(0.05)
+                await wait_until(lambda: running.daemon.grid is not None, 20, "the grid led here")
                 assert running.daemon.grid.sessions.station("CL-LIVE").connected is True
     finally:
         await station.stop()
@@ -349,8 +349,7 @@ async def test_a_term_that_ends_stops_its_feeds_directory_checks(tmp_path: Path)
             async with running_daemon(tmp_path, store={"backend": "redis", "redis_url": REDIS_URL,
                                                        "redis_prefix": prefix},
                                       cluster={"node_id": "leader", "lease_s": LEASE_S}, grid=grid) as running:
-                while running.daemon.grid is None:  # it leads, its state read back
-                    await asyncio.sleep(0.05)
+                await wait_until(lambda: running.daemon.grid is not None, 20, "the grid led here, its state read back")
                 feed = running.daemon.cluster.grid_feed
                 assert feed is not None
                 feed._owner = slow_owner
@@ -359,8 +358,7 @@ async def test_a_term_that_ends_stops_its_feeds_directory_checks(tmp_path: Path)
                 (check,) = feed._confirming
                 await asyncio.wait_for(asked.wait(), 5)
             assert check.cancelled()
-            answer.set()
-            await asyncio.sleep(0)
+            answer.set()  # the lookup answers only now: the cancelled check can no longer pass it on
             assert not [ev for ev in told if ev.station_id == "CL-GONE"]
     finally:
         await delete_prefix(prefix)

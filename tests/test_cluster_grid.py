@@ -425,8 +425,7 @@ async def test_a_stopped_feed_cancels_its_directory_checks_and_passes_nothing_on
             await feed.stop()
         assert all(task.done() for task in checks) and checks[0].cancelled() and not feed._confirming
         feed.remote(StationDisconnected(station_id="LATER"))  # after the stop: not even checked
-        answer.set()
-        await asyncio.sleep(0)
+        answer.set()  # the lookup answers only now: the stopped checks can no longer pass it on
         assert not feed._confirming and looked_up == [] and told == []
     finally:
         await third.close()

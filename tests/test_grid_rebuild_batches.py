@@ -91,20 +91,14 @@ async def test_a_batch_that_cannot_be_taken_in_fails_the_rebuild_and_stops_the_r
     try:
         await _fill(store)
         monkeypatch.setattr(rebuild, "READ_BATCH", 1)
-        calls = 0
-        running: set[asyncio.Task[Any] | None] = set()
+        reads: list[asyncio.Future[Any]] = []
         bounds = store.meter_bounds
 
-        async def slow_bounds(transactions: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            running.add(asyncio.current_task())
-            try:
-                if calls > 1:  # the first batch answers at once, a read ahead would hang
-                    await asyncio.sleep(10)
-                return await bounds(transactions)
-            finally:
-                running.discard(asyncio.current_task())
+        def slow_bounds(transactions: Any) -> asyncio.Future[Any]:
+            # the first batch answers at once; the read ahead of the next never does (until cancelled)
+            reads.append(asyncio.ensure_future(bounds(transactions)) if not reads
+                         else asyncio.get_running_loop().create_future())
+            return reads[-1]
 
         def unreadable(*_: Any) -> None:
             raise ValueError("an unreadable sample")
@@ -115,7 +109,6 @@ async def test_a_batch_that_cannot_be_taken_in_fails_the_rebuild_and_stops_the_r
             await asyncio.wait_for(rebuild.rebuild_sessions(
                 store, store, SessionBook(), Pusher(_never, clock=lambda: NOW), None,
                 parse_grid({"transformers": {"T1": {"capacity_kw": 100, "members": ["CS-*"]}}}), NOW), 5)
-        await asyncio.sleep(0.05)  # a read ahead left behind would have started by now
-        assert not running, "a read of the next batch runs on behind the failed rebuild"
+        assert len(reads) == 2 and reads[1].cancelled(), "a read of the next batch runs on behind the failed rebuild"
     finally:
         await store.close()

@@ -542,7 +542,7 @@ async def test_shutdown_retrieves_the_error_a_cancelled_task_ended_with() -> Non
     async def turns_cancel_into_error() -> None:
         try:
             started.set()
-            await asyncio.sleep(10)
+            await asyncio.Event().wait()  # until cancelled
         except asyncio.CancelledError:
             raise ConnectionError("connection closed by the cancellation") from None
 
