@@ -218,6 +218,24 @@ class Hysteresis:
         return tuple(out)
 
 
+def held_peak_kw(sp: Setpoints, now: datetime, cover_s: float) -> float | None:
+    """The most ``sp`` lets its session draw from ``now`` on (kW; a discharge counts as 0: a car may
+    stop discharging at any moment), or None when it does not reach ``cover_s`` ahead.
+
+    Used to plan newcomers beside a wave in flight (csms/grid/control.py): a session that holds a
+    schedule keeps it and is budgeted at this peak, so whatever the newcomers get fits beside it in
+    every slot until the next full plan, which comes long before ``cover_s`` has passed. A schedule
+    about to run out is not held: the station would fall back to a default the plan does not know.
+    """
+    if cover_s < 0 or sp.slot_s <= 0:
+        raise ValueError(f"cover_s must be >= 0 and slot_s > 0, got {cover_s} and {sp.slot_s}")
+    first = (now - sp.start).total_seconds() // sp.slot_s
+    if first < 0 or now + timedelta(seconds=cover_s) > sp.end:
+        return None
+    peak = max(sp.current_a[int(first):])
+    return max(0.0, peak) * sp.phases * VOLTAGE_V / 1000.0
+
+
 def paced(h: Hysteresis, replan_s: float, slot_s: float) -> Hysteresis:
     """``h`` with a near window of at least two re-plan spacings (``replan_s``: the longest of late,
     on the clock the schedules run on), at most a slot, and ``defer_s`` at least as long.

@@ -167,8 +167,8 @@ async def test_a_plan_made_for_an_older_limit_is_not_pushed_when_a_looser_one_ca
         real = r.ctl.planner.refine
         computed, release = asyncio.Event(), asyncio.Event()
 
-        async def slow_refine(now: Any, tids: list[str]) -> Any:
-            units = await real(now, tids)
+        async def slow_refine(now: Any, tids: list[str], hold: Any = None) -> Any:
+            units = await real(now, tids, hold)
             computed.set()
             await release.wait()
             return units

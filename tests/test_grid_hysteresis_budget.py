@@ -12,7 +12,7 @@ import pytest
 
 from csms.grid.effects.pusher import Pusher
 from csms.grid.model.sessions import StationCaps
-from profiles.hysteresis import Hysteresis, PlanPace, Setpoints, excess_by_piece, paced
+from profiles.hysteresis import Hysteresis, PlanPace, Setpoints, excess_by_piece, held_peak_kw, paced
 
 NOW = datetime(2025, 1, 1, 12, tzinfo=timezone.utc)
 CAPS = StationCaps(periods_per_schedule=4)
@@ -325,3 +325,23 @@ async def test_the_caller_s_hysteresis_judges_without_replacing_the_pusher_s() -
     assert pusher.hysteresis is configured
     sent, _ = pusher.due([(_plan(8.0), CAPS, "t")], {"t": 5.0})
     assert [shaped.carried.current_a[0] for shaped in sent] == [8.0]
+
+
+# 5. A session held beside newcomers is budgeted at the most its schedule allows -------------------
+def test_held_peak_is_the_highest_slot_from_now_on_with_discharge_as_zero() -> None:
+    sp = Setpoints("S", 1, "tx", NOW, 900.0, (32.0, 10.0, 16.0, -20.0), 3)
+    # from the second slot on: 16 A is the most, the first slot's 32 A is past
+    assert held_peak_kw(sp, NOW + timedelta(seconds=900), 0.0) == pytest.approx(16.0 * 3 * 0.23)
+    assert held_peak_kw(sp, NOW, 0.0) == pytest.approx(32.0 * 3 * 0.23)
+    discharging = Setpoints("S", 1, "tx", NOW, 900.0, (-20.0, -10.0), 3)
+    assert held_peak_kw(discharging, NOW, 0.0) == 0.0  # a car may stop discharging: never counted below 0
+
+
+def test_a_schedule_that_runs_out_or_has_not_begun_is_not_held() -> None:
+    sp = Setpoints("S", 1, "tx", NOW, 900.0, (16.0,) * 4, 3)  # one hour
+    assert held_peak_kw(sp, NOW + timedelta(minutes=45), 600.0) is not None  # 15 min left, 10 asked: held
+    assert held_peak_kw(sp, NOW + timedelta(minutes=50), 600.0) is not None  # 10 min left: just held
+    assert held_peak_kw(sp, NOW + timedelta(minutes=51), 600.0) is None  # ... 9 min left: not held
+    assert held_peak_kw(sp, NOW - timedelta(seconds=1), 0.0) is None  # not in force yet
+    with pytest.raises(ValueError):
+        held_peak_kw(sp, NOW, -1.0)

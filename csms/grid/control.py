@@ -9,7 +9,9 @@ profiles/), and how it reaches the stations from the wave dispatcher (csms/grid/
 2. then the refined plan, also after sessions start or end, needs arrive, stations connect or
    drop, verification findings, and periodically; re-plans are coalesced (a debounce, then at
    most one plan computing or pushing, spaced by how long the last one took); a wave still in
-   flight after ``OVERLAP_AFTER_S`` lets one plan go out beside it, for newcomers only.
+   flight after ``OVERLAP_AFTER_S`` lets a plan for the newcomers go out beside it (every session
+   holding a schedule keeps it, budgeted at its peak), at most one per ``OVERLAP_AFTER_S``; the
+   full plan follows once the wave has ended.
 
 The reaction time (limit received -> every affected station answered) is measured here.
 """
@@ -39,7 +41,8 @@ log = logging.getLogger("csms.grid")
 
 DEBOUNCE_S = 0.02  # coalesce a burst of events into one plan
 MAX_COALESCE_S = 5.0  # a re-plan waits at most this long after the previous cycle ended
-#: A wave in flight longer than this no longer holds the next plan back (one overlapping wave at most).
+#: A wave in flight longer than this no longer holds the newcomers' plan back (one overlapping wave at
+#: most, and at most one plan beside it per this many seconds).
 OVERLAP_AFTER_S = MAX_COALESCE_S
 SLOW_WAVE_S = 5.0  # a wave longer than this holds up the next plan noticeably: worth a warning
 
@@ -80,6 +83,7 @@ class GridController:
         self._last_cycle_s = 0.0
         self._planning: asyncio.Task[None] | None = None
         self._live: dict[Wave, float] = {}  # waves in flight -> when each was launched (monotonic)
+        self._beside_at = 0.0  # when the last plan beside a wave in flight started (monotonic)
         self._waves: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -134,7 +138,7 @@ class GridController:
             if self._plan_ready():
                 wake_at = min(wake_at, self._plan_at())
             elif self._reasons and self._planning is None and len(self._live) == 1:
-                wake_at = min(wake_at, next(iter(self._live.values())) + OVERLAP_AFTER_S)
+                wake_at = min(wake_at, self._overlap_at())
             try:
                 # Not asyncio.wait_for: on 3.11 it can swallow a cancel that races with the event.
                 async with asyncio.timeout(max(0.0, wake_at - time.monotonic())):
@@ -165,15 +169,20 @@ class GridController:
 
     def _busy(self) -> bool:
         """A plan is computing, or a wave holds the next plan back: a wave holds it until it ends,
-        unless it has been in flight for ``OVERLAP_AFTER_S`` (then one more wave may go out beside
-        it). So one slow or silent station delays the others' next plan by seconds, not by its call
-        timeout, and a large wave (10,000 pushes after a failover) does not keep stations that got
-        ready meanwhile waiting for all of it."""
+        unless it has been in flight for ``OVERLAP_AFTER_S`` (then a plan for the newcomers may go
+        out beside it, one per ``OVERLAP_AFTER_S``). So one slow or silent station delays the
+        others' next plan by seconds, not by its call timeout, and a large wave (30,000 pushes after
+        a failover) does not keep stations that got ready meanwhile waiting for all of it."""
         if self._planning is not None:
             return True
         if len(self._live) > 1:
             return True
-        return any(time.monotonic() - launched < OVERLAP_AFTER_S for launched in self._live.values())
+        return bool(self._live) and time.monotonic() < self._overlap_at()
+
+    def _overlap_at(self) -> float:
+        """When a plan may go out beside the wave in flight (the one wave of ``_live``)."""
+        launched = max(self._live.values(), default=0.0)
+        return max(launched, self._beside_at) + OVERLAP_AFTER_S
 
     def _plan_ready(self) -> bool:
         return bool(self._reasons) and not self._busy()
@@ -243,7 +252,13 @@ class GridController:
         self.verification.check_resumes()
         now = self.clock()
         started = time.perf_counter()
-        units: list[GroupPlan] = await self.planner.refine(now, list(self.grid.transformers))
+        # Beside a wave still in flight (a slow one, see _busy) only the newcomers are planned: every
+        # session that holds a schedule, or has one on the wire, keeps it (budgeted at its peak).
+        beside = bool(self._live)
+        if beside:
+            self._beside_at = cycle_start
+        hold = self.dispatcher.holding(now) if beside else None
+        units: list[GroupPlan] = await self.planner.refine(now, list(self.grid.transformers), hold)
         self.metrics.plan_s.observe(time.perf_counter() - started)
         stale = limits_seen != self._limits_seen and not self._stale_dropped
         if generation != self._generation or stale or self._stopping:
@@ -256,9 +271,15 @@ class GridController:
             return
         self._stale_dropped = False
         self.plans += 1
-        # Beside a wave still in flight (a slow one, see _busy), only sessions without a profile get
-        # theirs now; the others get this plan's changes in the next full wave.
-        self._launch(self.dispatcher.decide(units, now, "plan", reasons, newcomers=bool(self._live)),
+        if beside:
+            # The held sessions still run an older plan: the full plan follows once the wave has ended,
+            # for the same reasons, and it (not this one) answers the limit changes.
+            self._reasons.update(reasons)
+            self._first_request = self._first_request or time.monotonic()
+            self._launch(self.dispatcher.decide(units, now, "plan", reasons, newcomers=True),
+                         cycle_start=cycle_start, resolve=lambda w: False)
+            return
+        self._launch(self.dispatcher.decide(units, now, "plan", reasons),
                      cycle_start=cycle_start, resolve=lambda w: w.received_mono <= cycle_start)
 
     # Waves ---------------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ class GroupPlan:
     sources: list[str]
     limit_kw: float = 0.0  # the limit in the first slot, as the grid operator set it (inp has it minus the margin)
     margin_kw: float = 0.0  # the safety margin kept below it
+    #: Sessions that keep the schedule they hold (budgeted at its peak, not planned): a plan for newcomers.
+    held: frozenset[str] = frozenset()
 
 
 class GroupPlanner:
@@ -61,15 +63,17 @@ class GroupPlanner:
         self.journal = journal
 
     # Inputs (on the event loop: the sessions must not change under a thread) -----------------
-    def _plan_input(self, tid: str, sessions: list[Session], start: datetime,
-                    slots: int) -> tuple[PlanInput, list[str], list[float]]:
-        """The group's problem over ``slots``, what limits each slot, and each slot's limit before the margin."""
+    def _plan_input(self, tid: str, sessions: list[Session], start: datetime, slots: int,
+                    hold: Mapping[str, float] | None = None) -> tuple[PlanInput, list[str], list[float]]:
+        """The group's problem over ``slots``, what limits each slot, and each slot's limit before the
+        margin; ``hold``: sessions (by id) budgeted at these kW instead of planned."""
         p = self.grid.planning
         sched = self.limits.schedule(tid, start, slots, p.slot_s)
         raw = [kw for kw, _ in sched]
         limits = with_margin(raw, p.margin_kw, p.margin_percent)
         base = [self._slot_base_kw(tid, start + timedelta(seconds=i * p.slot_s), p.slot_s) for i in range(len(sched))]
         needs = []
+        hold = hold or {}
         for s in sessions:
             st = self.book.station(s.station_id)
             if not p.allow_pause:
@@ -79,7 +83,8 @@ class GroupPlanner:
             # never receives (after a restart, reconnecting stations would otherwise add both).
             steerable = st.connected and (st.ready or s.power_kw is None)
             needs.append(session_need(s, st.caps, start, self.book.defaults,
-                                      self.topology.wiring(s.station_id, s.evse_id), connected=steerable))
+                                      self.topology.wiring(s.station_id, s.evse_id), connected=steerable,
+                                      held_kw=hold.get(f"{s.station_id}#{s.evse_id}") if steerable else None))
         group = self.grid.transformers[tid]
         inp = PlanInput(sessions=needs, limit_kw=limits, base_load_kw=base, slot_s=float(p.slot_s),
                         phase_limit_a=group.phase_limit_a)
@@ -97,7 +102,8 @@ class GroupPlanner:
             wanted.update(self.topology.descendants(tid))
         return [tid for tid in self.grid.transformers if tid in wanted]
 
-    def _inputs(self, now: datetime, tids: list[str], slots: int | None = None) -> list[Inputs]:
+    def _inputs(self, now: datetime, tids: list[str], slots: int | None = None,
+                hold: Mapping[str, float] | None = None) -> list[Inputs]:
         start = now.replace(microsecond=0)
         if self.judge is not None:
             self.judge(list(self.book.sessions.values()))
@@ -105,16 +111,19 @@ class GroupPlanner:
         out = []
         for tid in self._wanted(tids):
             sessions = by_group.get(tid, [])
-            inp, sources, raw = self._plan_input(tid, sessions, start, slots or self.grid.planning.horizon_slots)
+            inp, sources, raw = self._plan_input(tid, sessions, start, slots or self.grid.planning.horizon_slots,
+                                                 hold)
             out.append((tid, sessions, inp, sources, raw))
         return out
 
     # Solving ------------------------------------------------------------------------------------
-    def _units(self, inputs: list[Inputs], fitted: dict[str, PlannedGroup]) -> list[GroupPlan]:
+    def _units(self, inputs: list[Inputs], fitted: dict[str, PlannedGroup],
+               hold: Mapping[str, float] | None = None) -> list[GroupPlan]:
         p = self.grid.planning
         return [GroupPlan(tid, sessions, fitted[tid].inp, fitted[tid].plan, sources, limits[0],
-                          margin_kw(limits[0], p.margin_kw, p.margin_percent))
-                for tid, sessions, _, sources, limits in inputs]
+                          margin_kw(limits[0], p.margin_kw, p.margin_percent),
+                          frozenset(n.session_id for n in inp.sessions if n.session_id in (hold or {})))
+                for tid, sessions, inp, sources, limits in inputs]
 
     def cut(self, now: datetime, tids: list[str]) -> list[GroupPlan]:
         """The immediate safe answer (proportional, no look-ahead, the next ``CUT_SLOTS`` slots only):
@@ -122,14 +131,16 @@ class GroupPlanner:
         inputs = self._inputs(now, tids, min(CUT_SLOTS, self.grid.planning.horizon_slots))
         return self._units(inputs, self._fit(inputs, immediate_cut))
 
-    async def refine(self, now: datetime, tids: list[str]) -> list[GroupPlan]:
-        """The refined plan; with many sessions solved in a worker thread (parents included)."""
-        inputs = self._inputs(now, tids)
+    async def refine(self, now: datetime, tids: list[str], hold: Mapping[str, float] | None = None) -> list[GroupPlan]:
+        """The refined plan; with many sessions solved in a worker thread (parents included).
+        ``hold``: sessions (by id) that keep what they hold, budgeted at these kW (a plan for the
+        newcomers beside a wave in flight); the others are planned into what is left."""
+        inputs = self._inputs(now, tids, hold=hold)
         if len(self.book) < THREAD_MIN_SESSIONS:
             fitted = self._fit(inputs, plan)
         else:
             fitted = await asyncio.to_thread(self._fit, inputs, plan)
-        units = self._units(inputs, fitted)
+        units = self._units(inputs, fitted, hold)
         for unit in units:
             self._keep_pauses(unit, now)
         return units

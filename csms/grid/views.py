@@ -56,8 +56,9 @@ class GroupViews:
         state.infeasible = 0 in unit.plan.infeasible_slots
         state.sessions = [s.session_id for s in unit.inp.sessions]
         for session in unit.sessions:
-            sp = unit.plan.sessions.get(f"{session.station_id}#{session.evse_id}")
-            if sp is None:
+            sid = f"{session.station_id}#{session.evse_id}"
+            sp = unit.plan.sessions.get(sid)
+            if sp is None or sid in unit.held:  # a held session's plan is the one it holds
                 continue
             session.plan_reason = sp.reason
             session.plan_guarantee_short_kwh = sp.guarantee_unmet_kwh

@@ -24,10 +24,14 @@ from csms.grid.planning import GroupPlan
 from csms.grid.ports import StatusSink
 from csms.grid.views import GroupViews
 from csms.interfaces import Bus
-from profiles.hysteresis import PlanPace, Setpoints, paced
+from profiles.hysteresis import PlanPace, Setpoints, held_peak_kw, paced
 from profiles.units import VOLTAGE_V
 
 log = logging.getLogger("csms.grid")
+
+#: A session keeps its schedule beside newcomers only if the schedule runs at least this much longer
+#: (the full plan after the wave in flight comes long before; see :meth:`WaveDispatcher.holding`).
+HOLD_COVER_S = 600.0
 
 
 @dataclass
@@ -59,6 +63,26 @@ class WaveDispatcher:
         self.hysteresis = pusher.hysteresis  # as configured
         self.paced = pusher.hysteresis  # as configured, following the plans' pace (set per plan)
         self.pace = PlanPace()
+
+    def holding(self, now: datetime) -> dict[str, float]:
+        """The sessions that hold (or have on the wire) a schedule of their transaction, by id, with
+        the most it lets them draw (kW): while a wave is in flight the next plan keeps them at it and
+        plans only the rest, the newcomers, into what is left. Re-planning every session beside a
+        wave of thousands shifted nearly every schedule a little, past the hysteresis budget at a
+        tight limit: the plan went out to all of them again, a second full wave on top of the first
+        (after a failover 30,000 pushes twice, and the planning itself took the event loop's CPU)."""
+        held: dict[str, float] = {}
+        for session in self.book:
+            st = self.book.station(session.station_id)
+            if session.fixed_kw is not None or not st.connected or not st.ready:
+                continue
+            sp = self.pusher.expected(session.key, st.clock_offset_s or 0.0)
+            if sp is None or sp.transaction_id != session.transaction_id:
+                continue
+            peak = held_peak_kw(sp, now, HOLD_COVER_S)
+            if peak is not None:
+                held[f"{session.station_id}#{session.evse_id}"] = peak
+        return held
 
     def decide(self, units: list[GroupPlan], now: datetime, kind: str, reasons: list[str] | None = None,
                *, newcomers: bool = False) -> Dispatch:

@@ -558,12 +558,14 @@ def is_off_until_departure(session: Session, now: datetime) -> bool:
 
 
 def session_need(session: Session, caps: StationCaps, now: datetime, defaults: Defaults,
-                 wiring: tuple[str, ...] | None = None, connected: bool = True) -> SessionNeed:
+                 wiring: tuple[str, ...] | None = None, connected: bool = True,
+                 held_kw: float | None = None) -> SessionNeed:
     """The planner's view of one session.
 
     A session on a disconnected station, or one that proved uncontrollable, is budgeted at its
-    last known draw (``fixed_kw``); V2G is offered only when both the station model and the car
-    support it.
+    last known draw (``fixed_kw``); one that keeps the schedule it holds while newcomers are
+    planned beside it, at ``held_kw`` (the most that schedule allows). V2G is offered only when
+    both the station model and the car support it.
     """
     need = session.need or default_need(session, now, defaults)
     phases = need.phases or caps.phases or defaults.phases
@@ -581,6 +583,8 @@ def session_need(session: Session, caps: StationCaps, now: datetime, defaults: D
     fixed = session.fixed_kw
     if not connected:
         fixed = session.power_kw if session.power_kw is not None else (fixed or 0.0)
+    elif held_kw is not None and fixed is None:
+        fixed = held_kw
     wiring = wiring or PHASE_NAMES
     if len(wiring) < phases:
         wiring = PHASE_NAMES
