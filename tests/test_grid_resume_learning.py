@@ -318,3 +318,36 @@ async def test_a_token_two_running_sessions_share_names_no_car(tmp_path: Path) -
         assert stored["token:FLEET"]["shared"] is True
     finally:
         await store.close()
+
+
+def test_a_burst_of_findings_does_not_judge_every_session_once_per_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a takeover thousands of paused cars resume at once: each resume finding used to judge
+    every running session again (to mark shared car keys first), 30,000 x thousands of judgements
+    that held a new grid leader's event loop for 16 s. Now a finding counts the keys in use at most
+    once a second, and judges nobody (every plan judges all sessions anyway)."""
+    from datetime import datetime, timezone
+
+    from csms.grid.effects import learning as learning_module
+    from csms.grid.effects.learning import ResumeLearning
+    from csms.grid.journal import Journal
+    from csms.grid.model.sessions import SessionBook
+
+    now = datetime(2026, 12, 1, 18, tzinfo=timezone.utc)
+    book = SessionBook()
+    sessions = [book.adopt(f"BURST-{i}", 1, f"tx-{i}", now) for i in range(400)]
+    for i, session in enumerate(sessions):
+        session.add_vehicle_ids((f"token:CAR-{i}", "token:FLEET" if i < 2 else f"token:OWN-{i}"))
+    learning = ResumeLearning(book, None, Journal(lambda: now))
+    judged: list[str] = []
+    counted: list[int] = []
+    real_judge, real_mark = learning.judge, learning.mark_shared
+    monkeypatch.setattr(learning, "judge", lambda s: (judged.append(s.station_id), real_judge(s)))
+    monkeypatch.setattr(learning, "mark_shared", lambda ss: (counted.append(1), real_mark(ss)))
+    monkeypatch.setattr(learning_module.time, "monotonic", lambda: 1000.0)  # the whole burst within a second
+    for session in sessions:
+        learning.finding(session, RESUMED, now)
+    assert judged == [], f"{len(judged)} judgements for {len(sessions)} findings"
+    assert len(counted) == 1, f"car keys counted {len(counted)} times for one burst"
+    assert learning.knowledge.vehicles["token:FLEET"].shared  # still: the shared key taught nothing
+    assert learning.knowledge.vehicles["token:FLEET"].resumed == 0
+    assert learning.knowledge.vehicles["token:CAR-7"].resumed == 1

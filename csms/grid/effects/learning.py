@@ -9,6 +9,7 @@ look-ups), so what one session teaches reaches every other session of that car o
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
@@ -23,6 +24,10 @@ log = logging.getLogger("csms.grid")
 
 RESUME_VEHICLE = "resume_vehicle"  # key: a car key ("token:..", "evccid:..", "vehicle:.."), value: Outcomes
 RESUME_MODEL = "resume_model"  # key: "vendor/model", value: Outcomes
+#: A finding marks car keys shared among running sessions from a count at most this old (every plan
+#: counts afresh too). Counting every session per finding made a takeover's thousands of resume
+#: findings quadratic: 30,000 sessions held a new leader's event loop for 16 s, past its lease.
+SHARED_RECOUNT_S = 1.0
 
 
 class ResumeLearning:
@@ -31,6 +36,7 @@ class ResumeLearning:
         self.memory = memory
         self.journal = journal
         self.knowledge = ResumeBook()
+        self._counted_at: float | None = None  # when car keys in use were last counted (monotonic)
 
     async def load(self) -> int:
         """Read back what earlier runs learnt; an unreadable record is logged and skipped."""
@@ -54,7 +60,8 @@ class ResumeLearning:
         """Count a ``no_resume`` or ``resumed`` finding of ``session`` and store it."""
         if kind not in (NO_RESUME, RESUMED):
             return
-        self.judge_all(self.book)  # a key this car shares with another running session is not learnt on
+        if self._counted_at is None or time.monotonic() - self._counted_at >= SHARED_RECOUNT_S:
+            self.mark_shared(self.book)  # a key this car shares with another running session is not learnt on
         model = self.model_of(session)
         where = f"{session.station_id}|{session.transaction_id}"
         changed = self.knowledge.learn(kind, session.vehicle_ids, model, now.isoformat(), where)
@@ -68,6 +75,14 @@ class ResumeLearning:
     def judge_all(self, sessions: Iterable[Session]) -> None:
         """Judge every session (before a plan); a car key two of them share is marked shared first."""
         sessions = list(sessions)
+        self.mark_shared(sessions)
+        for session in sessions:
+            self.judge(session)
+
+    def mark_shared(self, sessions: Iterable[Session]) -> None:
+        """Mark every car key that two of ``sessions`` (all running ones) carry as shared: no car's
+        lesson is learnt on it."""
+        self._counted_at = time.monotonic()
         in_use = Counter(k for s in sessions for k in s.vehicle_ids)
         for key, count in in_use.items():
             if count > 1:
@@ -76,8 +91,6 @@ class ResumeLearning:
                     self.journal.record("shared_vehicle_key", kind=key.split(":", 1)[0], sessions=count)
                     if self.memory is not None:
                         self.memory.put(RESUME_VEHICLE, key, news.record())
-        for session in sessions:
-            self.judge(session)
 
     def judge(self, session: Session) -> None:
         """Set the session's ``no_resume`` doubt from this session and from what earlier ones taught."""
