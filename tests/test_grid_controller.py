@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -364,3 +365,22 @@ async def test_a_station_announced_back_after_a_lease_lapse_is_not_set_up_again(
     rig.publish(StationConnected(station_id="CS-1", accepted=True))
     await rig.settle()
     assert failsafes() == before + 1
+
+
+async def test_beside_a_wave_only_schedules_from_this_controller_are_held(rig: Rig) -> None:
+    """A plan beside a wave in flight keeps every session that holds a schedule of ours at it; one
+    whose schedule was read back (an earlier leader's, maybe from before the limit in force) is
+    planned again like a newcomer, and so is one whose last push was refused."""
+    for sid in ("CS-1", "CS-2", "CS-3"):
+        await rig.station(sid)
+    pusher, now = rig.ctl.pusher, rig.clock()
+    ours = pusher.installed[("CS-1", 1)]
+    assert pusher.ours(("CS-1", 1)) and pusher.ours(("CS-2", 1))
+    read_back = dataclasses.replace(ours, station_id="CS-2",
+                                    transaction_id=rig.ctl.sessions.sessions[("CS-2", 1)].transaction_id)
+    pusher.adopt(("CS-2", 1), read_back, 0.0)  # as a read-back would
+    pusher.forget("CS-3")  # as a refused push would
+    held = rig.ctl.dispatcher.holding(now)
+    assert set(held) == {"CS-1#1"}
+    assert held["CS-1#1"] == pytest.approx(max(ours.current_a) * ours.phases * 230 / 1000)
+    assert not pusher.ours(("CS-2", 1)) and not pusher.ours(("CS-3", 1))

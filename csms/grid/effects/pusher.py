@@ -221,6 +221,8 @@ class Pusher:
     #: The station's clock offset each installed schedule was anchored on.
     installed_offset: dict[tuple[str, int], float] = field(default_factory=dict)
     pushed_at: dict[tuple[str, int], datetime] = field(default_factory=dict)
+    #: Sessions whose installed schedule was read back or reported, not accepted from us (:meth:`ours`).
+    adopted: set[tuple[str, int]] = field(default_factory=set)
     #: Profiles queued or sent but not yet answered, per session, in the order they go out: once they
     #: land the station runs the last of them (if accepted), so a new plan is judged against that one.
     in_flight: dict[tuple[str, int], list[ShapedProfile]] = field(default_factory=dict)
@@ -236,11 +238,19 @@ class Pusher:
             self.installed.pop(key, None)
             self.pushed_at.pop(key, None)
             self.installed_offset.pop(key, None)
+            self.adopted.discard(key)
 
     def adopt(self, key: tuple[str, int], setpoints: Setpoints, offset_s: float) -> None:
         """What the station says (or the store remembers) it holds, read on its clock at ``offset_s``."""
         self.installed[key] = setpoints
         self.installed_offset[key] = offset_s
+        self.adopted.add(key)
+
+    def ours(self, key: tuple[str, int]) -> bool:
+        """Whether what ``key`` runs once the wire is quiet came from this controller (a profile on
+        the wire, or one it accepted from us), not from a read-back or a station's report: one of an
+        earlier leader may predate the limit in force."""
+        return key in self.in_flight or (key in self.installed and key not in self.adopted)
 
     def seen_now(self, key: tuple[str, int], offset_now: float) -> Setpoints | None:
         """The installed schedule of ``key`` as it plays out on our clock with the station's offset now."""
@@ -401,6 +411,7 @@ class Pusher:
             else:
                 self.installed.pop(key, None)
                 self.installed_offset.pop(key, None)
+            self.adopted.discard(key)
             in_force = sp.value_at(at)
             results.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, status,
                                       in_force if in_force is not None else sp.current_a[0], first, shaped.unit,

@@ -65,8 +65,9 @@ class WaveDispatcher:
         self.pace = PlanPace()
 
     def holding(self, now: datetime) -> dict[str, float]:
-        """The sessions that hold (or have on the wire) a schedule of their transaction, by id, with
-        the most it lets them draw (kW): while a wave is in flight the next plan keeps them at it and
+        """The sessions that hold (or have on the wire) a schedule of their transaction from this
+        controller, by id, with the most it lets them draw (kW): while a wave is in flight the next
+        plan keeps them at it and
         plans only the rest, the newcomers, into what is left. Re-planning every session beside a
         wave of thousands shifted nearly every schedule a little, past the hysteresis budget at a
         tight limit: the plan went out to all of them again, a second full wave on top of the first
@@ -74,8 +75,8 @@ class WaveDispatcher:
         held: dict[str, float] = {}
         for session in self.book:
             st = self.book.station(session.station_id)
-            if session.fixed_kw is not None or not st.connected or not st.ready:
-                continue
+            if session.fixed_kw is not None or not st.connected or not st.ready or not self.pusher.ours(session.key):
+                continue  # a schedule read back (an earlier leader's) may predate the limit: planned again
             sp = self.pusher.expected(session.key, st.clock_offset_s or 0.0)
             if sp is None or sp.transaction_id != session.transaction_id:
                 continue
