@@ -112,3 +112,78 @@ async def test_a_batch_that_cannot_be_taken_in_fails_the_rebuild_and_stops_the_r
         assert len(reads) == 2 and reads[1].cancelled(), "a read of the next batch runs on behind the failed rebuild"
     finally:
         await store.close()
+
+
+def _profile(evse: int, tx_id: str, limit: float) -> dict[str, Any]:
+    return {"id": TX_PROFILE_ID_BASE + evse, "stackLevel": 1, "chargingProfilePurpose": "TxProfile",
+            "chargingProfileKind": "Absolute", "transactionId": tx_id,
+            "chargingSchedule": [{"id": 1, "startSchedule": _z(T0), "chargingRateUnit": "A",
+                                  "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit, "numberPhases": 3}]}]}
+
+
+async def _fill_histories(store: SqliteStore) -> None:
+    """Stations with long push histories: a session's last accepted profile among the newest, behind
+    them, beyond what is read back, or none at all."""
+    sessions = (("CS-1", "TX-A", 1), ("CS-1", "TX-C", 2), ("CS-2", "TX-B", 1), ("CS-3", "TX-D", 1),
+                ("CS-4", "TX-E", 1))
+    for n, (sid, tx_id, evse) in enumerate(sessions):
+        at = T0 + timedelta(minutes=n)
+        assert await store.record_transaction_event(sid, tx_event({
+            "eventType": "Started", "timestamp": _z(at), "triggerReason": "Authorized", "seqNo": 0,
+            "transactionInfo": {"transactionId": tx_id}, "evse": {"id": evse, "connectorId": 1},
+            "meterValue": [{"timestamp": _z(at), "sampledValue": [{"value": 100.0 * n}]}]}), at)
+
+    async def push(sid: str, evse: int, tx_id: str, limit: float, times: int = 1, status: str = "Accepted") -> None:
+        for _ in range(times):
+            await store.record_charging_profile(sid, evse, _profile(evse, tx_id, limit), status, None, T0)
+    await push("CS-1", 1, "TX-A", 16.0)  # TX-A's, 13 rows back: behind the newest few
+    await push("CS-1", 2, "TX-C", 10.0, 12)  # TX-C's among the newest
+    await push("CS-1", 1, "TX-A", 6.0, status="Rejected")
+    await push("CS-2", 1, "TX-OLD", 13.0, 9)  # an earlier session's only: none for TX-B
+    await push("CS-3", 1, "TX-OLD", 13.0, 3)  # a short history, none for TX-D: nothing more to read
+    await push("CS-4", 1, "TX-E", 11.0)  # TX-E's beyond what is read back
+    await push("CS-4", 1, "TX-OLD", 13.0, rebuild.PROFILES_READ_BACK)
+
+
+async def test_further_profiles_are_read_only_for_stations_whose_sessions_found_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The newest few pushed profiles of every station first, up to PROFILES_READ_BACK only of
+    those with a session that found no accepted profile there; the sessions hold what they would
+    from reading PROFILES_READ_BACK of every station, in one batch or in several."""
+    store = SqliteStore(str(tmp_path / "store.db"))
+    await store.open()
+    try:
+        await _fill_histories(store)
+        reads: list[tuple[int, list[str]]] = []
+        listing = store.list_charging_profiles_many
+
+        async def counted(stations: Any, newest: int) -> dict[str, list[dict[str, Any]]]:
+            reads.append((newest, sorted(stations)))
+            return await listing(stations, newest)
+
+        monkeypatch.setattr(store, "list_charging_profiles_many", counted)
+        book = SessionBook()
+        grid = parse_grid({"transformers": {"T1": {"capacity_kw": 100, "members": ["CS-*"]}}})
+        assert await rebuild.rebuild_sessions(store, store, book, Pusher(_never, clock=lambda: NOW), None, grid,
+                                              NOW) == 5
+        setpoints = {s.transaction_id: s.setpoint_a for s in book}
+        assert setpoints == {"TX-A": 16.0, "TX-C": 10.0, "TX-B": None, "TX-D": None, "TX-E": None}
+        assert reads == [(rebuild.PROFILES_FIRST, ["CS-1", "CS-2", "CS-3", "CS-4"]),
+                         (rebuild.PROFILES_READ_BACK, ["CS-1", "CS-2", "CS-4"])]
+
+        async def rebuilt() -> dict[str, Any]:
+            book = SessionBook()
+            await rebuild.rebuild_sessions(store, store, book, Pusher(_never, clock=lambda: NOW), None, grid, NOW)
+            return {s.transaction_id: s.setpoint_a for s in book}
+
+        monkeypatch.setattr(rebuild, "READ_BATCH", 1)  # CS-1's sessions in two batches: read further once
+        reads.clear()
+        assert await rebuilt() == setpoints
+        assert sorted(r for n, stations in reads if n == rebuild.PROFILES_READ_BACK for r in stations) == [
+            "CS-1", "CS-2", "CS-4"]
+        monkeypatch.setattr(rebuild, "PROFILES_FIRST", rebuild.PROFILES_READ_BACK)  # every station read whole
+        reads.clear()
+        assert await rebuilt() == setpoints
+        assert all(n == rebuild.PROFILES_READ_BACK for n, _ in reads)
+    finally:
+        await store.close()

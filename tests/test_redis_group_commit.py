@@ -136,6 +136,38 @@ async def test_a_long_listing_lets_the_event_loop_run_between_its_round_trips(
     assert max(b - a for a, b in zip(seen, seen[1:], strict=False)) <= 100, seen  # never more without a turn
 
 
+async def test_a_transaction_listing_reads_a_chunk_of_records_per_command(
+        store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Running transactions (a new grid leader's 30,000, its drift repair's every 30 s) are read a
+    chunk of records per script call, not one command each, with the loop let in between; filters,
+    order and limit as in one read."""
+    from csms.ocpp.v201.transactions import tx_event
+    monkeypatch.setattr(redis_store, "HASHES_PER_PIPELINE", 7)
+    n = 30
+    for i in range(n):
+        stamp = f"2025-01-01T10:{i:02d}:00Z"
+        for seq, kind in enumerate(("Started", "Ended")[:1 + (i % 4 == 0)]):
+            assert await store.record_transaction_event(f"CS-{i % 3}", tx_event({
+                "eventType": kind, "timestamp": stamp, "triggerReason": "Authorized", "seqNo": seq,
+                "transactionInfo": {"transactionId": f"TX-{i}"}, "evse": {"id": 1, "connectorId": 1}}), AT)
+    calls: list[int] = []
+    call = store._call
+
+    async def counted(name: str, keys: list[str], args: Any) -> Any:
+        calls.append(len(keys))
+        return await call(name, keys, args)
+
+    monkeypatch.setattr(store, "_call", counted)
+    running = [t.transaction_id for t in await store.list_transactions(active=True)]
+    assert running == [f"TX-{i}" for i in reversed(range(n)) if i % 4], running  # the newest start first
+    assert calls == [7, 7, 7, 1]
+    assert [t.transaction_id for t in await store.list_transactions(active=True, station_id="CS-1", limit=3)] == [
+        "TX-25", "TX-22", "TX-19"]
+    ended = await store.list_transactions(active=False)
+    assert [t.transaction_id for t in ended] == [f"TX-{i}" for i in reversed(range(n)) if i % 4 == 0]
+    assert all(t.ended_at is not None and t.evse_id == 1 and t.last_seq_no == 1 for t in ended)
+
+
 async def test_a_long_document_listing_is_read_a_chunk_of_keys_per_mget(store: RedisStore) -> None:
     """A listing of more documents than one MGET takes is read in several: one MGET over every key
     builds one huge reply that Redis (one thread) and the node's loop each handle in one stretch."""

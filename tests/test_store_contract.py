@@ -8,6 +8,7 @@ the shared servers on 127.0.0.1 without seeing each other.
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -17,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from csms.domain.meter import flatten
+from csms.domain.meter import REGISTERS, flatten
 from csms.domain.records import BootInfo, IdTokenRecord, StationRecord
-from csms.domain.transactions import TxEvent
+from csms.domain.transactions import TxEvent, epoch
 from csms.ocpp.v201.provisioning import boot_info
 from csms.ocpp.v201.transactions import tx_event as v201_tx_event
 from csms.store.base import Store
@@ -457,6 +458,76 @@ async def test_meter_bounds_decide_as_all_samples(store: Store) -> None:
     assert readings(bounds[("CS-2", "TX-A")]) == (7.0, 7.0, None, None, None)
     assert bounds[("CS-1", "TX-C")] == bounds[("CS-9", "TX-A")] == []
     assert await store.meter_bounds([]) == {}
+
+
+def _odd_history(rng: random.Random, events: int = 80) -> list[TxEvent]:
+    """A long transaction's events, shuffled (offline queues): the import register absent at the
+    first instant (power and a phase register only), several samples at one instant written
+    differently (``Z``, ``.000Z``, an offset), kWh and Wh, phase rows, an export register only in
+    the middle, and the latest timestamp by text (``+02:00``) at an instant before the last."""
+    power, export = "Power.Active.Import", "Energy.Active.Export.Register"
+    start = datetime(2024, 3, 1, 8, 0, tzinfo=timezone.utc)
+    out = []
+    for seq in range(events):
+        at = start + timedelta(minutes=seq)
+        wh = 1000.0 + 100 * seq
+        sampled: list[dict[str, Any]] = [{"value": 7.0 + seq, "measurand": power, "unitOfMeasure": {"unit": "kW"}},
+                                         *({"value": 16.0, "measurand": "Current.Import", "phase": p}
+                                           for p in ("L1", "L2", "L3"))]
+        if seq:
+            sampled.append(_kwh(wh / 1000) if rng.random() < 0.5 else {"value": wh})
+        sampled.append({"value": wh / 3 + 9999, "phase": "L1"})  # a phase register decides nothing
+        if events // 3 <= seq < events // 2:
+            sampled.append({"value": float(seq), "measurand": export})
+        values = [(z(at), sampled)]
+        if seq % 7 == 3 or seq == events - 1:  # the same instant again, written differently, other values
+            values.append((z(at).replace("Z", ".000Z"), [{"value": wh + 1}, {"value": wh - 1, "phase": "L2"}]))
+            values.append(((at + timedelta(hours=1)).isoformat().replace("+00:00", "+01:00"), [{"value": wh + 2}]))
+        if seq == events // 3:
+            values.append((z(at), [{"value": -1.0, "measurand": export}]))  # two export rows at its first instant
+        if seq == events // 2:  # the latest by text, not in time: per-phase power only
+            values.append(((at + timedelta(hours=2)).isoformat().replace("+00:00", "+02:00"),
+                           [{"value": 1.0, "measurand": power, "phase": p} for p in ("L1", "L2")]))
+        out.append(_meter_event(seq, values, "TX-L", evse=1 if seq == 0 else None, offline=seq % 5 == 0))
+    rng.shuffle(out)
+    return out
+
+
+def _deciding(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What :meth:`~csms.store.base.TransactionStore.meter_bounds` must give at least, from all samples."""
+    if not rows:
+        return []
+    last = max(r["timestamp"] for r in rows)
+    ends: dict[str, list[float]] = {}
+    for r in rows:
+        if r["phase"] is None and r["measurand"] in REGISTERS:
+            ends.setdefault(r["measurand"], []).append(epoch(r["timestamp"], "sample"))
+    return [r for r in rows if r["timestamp"] == last or (r["phase"] is None and r["measurand"] in ends and epoch(
+        r["timestamp"], "sample") in (min(ends[r["measurand"]]), max(ends[r["measurand"]])))]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_meter_bounds_of_a_long_odd_history(store: Store, seed: int) -> None:
+    """However long and odd a transaction's history, the read-back's samples decide as all do."""
+    from csms.grid.effects.rebuild import _readings
+    from csms.grid.model.sessions import Session
+    for ev in _odd_history(random.Random(seed)):
+        assert await store.record_transaction_event("CS-1", ev, T0)
+    every = await store.meter_samples("CS-1", transaction_id="TX-L")
+    bounds = (await store.meter_bounds([("CS-1", "TX-L")]))[("CS-1", "TX-L")]
+    deciding = _deciding(every)
+    assert len(every) > 500 and len(deciding) == 9  # import 1 + 3, export 2 + 1, the latest text 2
+    assert all(row in every for row in bounds) and all(row in bounds for row in deciding)
+    if isinstance(store, RedisStore):  # no extra samples: Redis has the instants exactly
+        assert bounds == deciding
+
+    def readings(rows: list[dict[str, Any]]) -> tuple[float | None, ...]:
+        session = Session("CS", 1, "TX", T0)
+        _readings(session, rows, T0)
+        return session.start_energy_wh, session.energy_wh, session.start_export_wh, session.export_wh, session.power_kw
+
+    assert readings(bounds) == readings(every)
+    assert readings(bounds)[2:] == (-1.0, 39.0, 0.002)  # export from the middle; phase power (W) of the latest text
 
 
 # Smart charging ---------------------------------------------------------------------------------

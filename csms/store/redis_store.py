@@ -180,6 +180,37 @@ for i, key in ipairs(KEYS) do out[i] = redis.call(ARGV[1], key, unpack(ARGV, 2))
 return out
 """
 
+# KEYS: per transaction its hash and its samples.  Returns per transaction its samples (member,
+# score, ...; in the sorted set's order) at the instants its hash's 'sample_bounds' names, or all its
+# samples where that field is missing, unreadable or stale (its rev is not the record's).
+_METER_BOUNDS = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local got = redis.call('HMGET', KEYS[i], 'rev', 'sample_bounds')
+  local ok, b = false, nil
+  if got[1] and got[2] then ok, b = pcall(cjson.decode, got[2]) end
+  if ok and type(b) == 'table' and b.rev == tonumber(got[1]) then
+    local scores = {}
+    if type(b.last) == 'table' then scores[#scores + 1] = b.last[2] end
+    if type(b.registers) == 'table' then
+      for _, ends in pairs(b.registers) do scores[#scores + 1] = ends[1]; scores[#scores + 1] = ends[2] end
+    end
+    table.sort(scores, function(x, y) return tonumber(x) < tonumber(y) end)
+    local flat, prev = {}, nil
+    for _, at in ipairs(scores) do
+      if tonumber(at) ~= prev then
+        prev = tonumber(at)
+        for _, v in ipairs(redis.call('ZRANGEBYSCORE', KEYS[i + 1], at, at, 'WITHSCORES')) do flat[#flat + 1] = v end
+      end
+    end
+    out[#out + 1] = flat
+  else
+    out[#out + 1] = redis.call('ZRANGE', KEYS[i + 1], 0, -1, 'WITHSCORES')
+  end
+end
+return out
+"""
+
 _PUSH_ALL = """
 for _, key in ipairs(KEYS) do redis.call('LPUSH', key, ARGV[1]) end
 return 1
@@ -227,6 +258,39 @@ def _bounds(flat: list[str]) -> list[dict[str, Any]]:
             if s["timestamp"] == last or (s["phase"] is None and at in ends.get(s["measurand"], ()))]
 
 
+def _scores(samples: Iterable[Any]) -> list[str]:
+    """The samples' sorted-set scores: their instants, as text that reads back as the same float."""
+    return [repr(epoch(s.timestamp, "meter value timestamp")) for s in samples]
+
+
+def _fold_bounds(prior: dict[str, Any], samples: Sequence[Sample], scores: Sequence[str], rev: int
+                 ) -> dict[str, Any]:
+    """A transaction's ``sample_bounds`` (written with its record, at revision ``rev``) after
+    ``samples``: the latest timestamp as text and its instant (``last``), and each energy
+    register's (no phase) first and last instant (``registers``), instants as their scores.
+    Order-free, as :meth:`RedisStore.meter_bounds` needs: the samples at those instants are the
+    deciding ones whatever order the events came in."""
+    last = prior.get("last")
+    registers: dict[str, list[str]] = dict(prior.get("registers") or {})
+    for s, score in zip(samples, scores):
+        if last is None or s.timestamp > last[0]:
+            last = [s.timestamp, score]
+        if s.phase is None and s.measurand in REGISTERS:
+            ends = registers.get(s.measurand)
+            if ends is None:
+                registers[s.measurand] = [score, score]
+            else:
+                at = float(score)
+                registers[s.measurand] = [score if at < float(ends[0]) else ends[0],
+                                          score if at > float(ends[1]) else ends[1]]
+    out: dict[str, Any] = {"rev": rev}
+    if last is not None:
+        out["last"] = last
+    if registers:
+        out["registers"] = registers
+    return out
+
+
 def _decode(h: dict[str, str]) -> dict[str, Any]:
     return {k: orjson.loads(v) for k, v in h.items()}
 
@@ -270,6 +334,13 @@ class _Keys:
 
     def tx(self, sid: str, tx_id: str, *rest: str) -> str:
         return ":".join((f"{self.p}tx", _part(sid), _part(tx_id), *rest))
+
+
+#: A transaction hash's fields a listing reads: the record's and its filters' (not the writers'
+#: bookkeeping: ``rev``, ``sample_bounds``, how its start was decided).
+_TX_FIELDS = ("station_id", "transaction_id", "evse_id", "connector_id", "id_token", "started_at", "ended_at",
+              "active", "charging_state", "stopped_reason", "last_seq_no", "energy_wh", "first_seen_as",
+              "registers", "started_score")
 
 
 def _tx_member(sid: str, tx_id: str) -> str:
@@ -320,7 +391,8 @@ class RedisStore(Store):
         self._redis = client
         for name, source in (("tx_event", _TX_EVENT), ("meter_values", _METER_VALUES), ("upsert", _UPSERT),
                              ("delete", _DELETE), ("update_if_exists", _UPDATE_IF_EXISTS),
-                             ("push_all", _PUSH_ALL), ("each", _EACH)):
+                             ("push_all", _PUSH_ALL), ("each", _EACH),
+                             ("meter_bounds", _METER_BOUNDS)):
             self._scripts[name] = client.register_script(source)
         await self._load_scripts()
         await self._warn_without_persistence(client)
@@ -494,6 +566,19 @@ class RedisStore(Store):
             out += [_decode(h) if h else None for h in await pipe.execute()]
         return out
 
+    async def _tx_hashes(self, keys: list[str]) -> list[dict[str, Any] | None]:
+        """Transaction records' fields (:data:`_TX_FIELDS` only), as :meth:`_hashes` reads hashes but
+        one command per :data:`HASHES_PER_PIPELINE` (a new grid leader lists 30,000 running
+        transactions, the leader's drift repair every 30 s: a command per record was most of it)."""
+        out: list[dict[str, Any] | None] = []
+        for start in range(0, len(keys), HASHES_PER_PIPELINE):
+            if start:
+                await asyncio.sleep(0)
+            replies = await self._call("each", keys[start:start + HASHES_PER_PIPELINE], ["HMGET", *_TX_FIELDS])
+            out += [{f: orjson.loads(v) for f, v in zip(_TX_FIELDS, values) if v is not None} or None
+                    for values in replies]
+        return out
+
     # Stations ---------------------------------------------------------------------------------
     @staticmethod
     def _station(h: dict[str, Any]) -> StationRecord:
@@ -590,10 +675,12 @@ class RedisStore(Store):
 
     # Transactions -----------------------------------------------------------------------------
     @staticmethod
-    def _sample_args(samples: Iterable[Any], received_at: str | None) -> list[str]:
+    def _sample_args(samples: Sequence[Any], received_at: str | None, scores: Sequence[str] | None = None
+                     ) -> list[str]:
+        """Score/member-JSON pairs of the samples (``scores``: their :func:`_scores`, if made already)."""
         args: list[str] = []
-        for s in samples:
-            args += [repr(epoch(s.timestamp, "meter value timestamp")), _json({
+        for s, score in zip(samples, _scores(samples) if scores is None else scores):
+            args += [score, _json({
                 "timestamp": s.timestamp, "evse_id": s.evse_id, "transaction_id": s.transaction_id,
                 "measurand": s.measurand, "phase": s.phase, "value": s.value, "unit": s.unit,
                 "context": s.context, "location": s.location, "received_at": received_at})]
@@ -636,13 +723,18 @@ class RedisStore(Store):
             energy_wh=h.get("energy_wh"), started_seq_no=h.get("started_seq_no"), started_by=h.get("started_by"),
             registers=Registers.from_record(h.get("registers")))
         tx = merge(state, ev)
+        scores = _scores(ev.samples)
+        prior = h.get("sample_bounds") if h else {}  # {}: a new record, no samples yet
+        if not isinstance(prior, dict) or (h and (rev is None or prior.get("rev") != rev)):
+            prior = None  # missing or stale (a node with older code wrote since): left so, read whole
         fields = {"station_id": station_id, "transaction_id": ev.transaction_id, "started_at": tx.started_at,
                   "started_score": tx.started_epoch, "last_seq_no": tx.last_seq_no, "first_seen_as": tx.first_seen_as,
                   "active": tx.active, "evse_id": tx.evse_id, "connector_id": tx.connector_id,
                   "id_token": tx.id_token, "ended_at": tx.ended_at, "charging_state": tx.charging_state,
                   "stopped_reason": tx.stopped_reason, "energy_wh": tx.energy_wh,
                   "started_seq_no": tx.started_seq_no, "started_by": tx.started_by,
-                  "registers": tx.registers.record() or None}
+                  "registers": tx.registers.record() or None,
+                  "sample_bounds": None if prior is None else _fold_bounds(prior, ev.samples, scores, (rev or 0) + 1)}
         present = [(name, _json(value)) for name, value in fields.items() if value is not None]
         received = _iso(received_at)
         keys = [k.tx(station_id, ev.transaction_id, "events"), k.tx(station_id, ev.transaction_id), k.txs,
@@ -651,7 +743,7 @@ class RedisStore(Store):
         args = [str(ev.seq_no), _json({**ev.payload, "receivedAt": received}), "" if rev is None else str(rev),
                 str((rev or 0) + 1), _tx_member(station_id, ev.transaction_id), ev.transaction_id,
                 repr(tx.started_epoch), "1" if tx.active else "0", str(len(present)),
-                *(item for pair in present for item in pair), *self._sample_args(ev.samples, received)]
+                *(item for pair in present for item in pair), *self._sample_args(ev.samples, received, scores)]
         return int(await self._call("tx_event", keys, args))
 
     async def record_meter_values(self, station_id: str, samples: Sequence[Sample], received_at: datetime) -> None:
@@ -688,7 +780,7 @@ class RedisStore(Store):
             return []
         if active:  # the active set is small (one entry per busy EVSE): read it whole
             pairs = [orjson.loads(m) for m in _texts(await self._r.smembers(self.keys.active))]
-            hashes = await self._hashes([self.keys.tx(s, t) for s, t in pairs if station_id in (None, s)])
+            hashes = await self._tx_hashes([self.keys.tx(s, t) for s, t in pairs if station_id in (None, s)])
             found = sorted((h for h in hashes if h and wanted(h)), key=lambda h: h["started_score"], reverse=True)
             return [self._tx(h) for h in found[:limit]]
         # Newest start first, walking the sorted set in pages until ``limit`` records passed the filters.
@@ -706,7 +798,7 @@ class RedisStore(Store):
                 keys = [self.keys.tx(*orjson.loads(m)) for m in members]
             else:
                 keys = [self.keys.tx(station_id, m) for m in members]
-            out += [self._tx(h) for h in await self._hashes(keys) if h and wanted(h)]
+            out += [self._tx(h) for h in await self._tx_hashes(keys) if h and wanted(h)]
         return out[:limit]
 
     async def transaction_events(self, station_id: str, transaction_id: str) -> list[dict[str, Any]]:
@@ -738,10 +830,12 @@ class RedisStore(Store):
         return out[:limit]
 
     async def meter_bounds(self, transactions: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-        """One command for all: each transaction's samples with their instants (the scores), the
-        deciding ones picked here (decoding every member is cheap next to parsing timestamps)."""
-        keys = [self.keys.tx(sid, tx_id, "samples") for sid, tx_id in transactions]
-        replies = await self._call("each", keys, ["ZRANGE", 0, -1, "WITHSCORES"]) if keys else []
+        """One command for all: each transaction's samples at the few instants its record's
+        ``sample_bounds`` name (all its samples where those are missing or stale), the deciding
+        ones picked here, as from all: the read no longer grows with the transaction's history."""
+        keys = [key for sid, tx_id in transactions
+                for key in (self.keys.tx(sid, tx_id), self.keys.tx(sid, tx_id, "samples"))]
+        replies = await self._call("meter_bounds", keys, []) if keys else []
         return {t: _bounds(flat) for t, flat in zip(transactions, replies)}
 
     # Smart charging ---------------------------------------------------------------------------

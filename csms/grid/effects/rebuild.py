@@ -33,6 +33,10 @@ READ_BATCH = 1000
 #: per session-hour), and the last accepted TxProfile of a running session is among the newest. A
 #: session whose is further back is taken as holding nothing known, and gets its plan again.
 PROFILES_READ_BACK = 50
+#: Of those, read first: a session's last accepted TxProfile is nearly always among the newest few;
+#: only stations with a session that found none there (and more history) are read to
+#: :data:`PROFILES_READ_BACK`, with the same result. Every row is a whole profile to decode.
+PROFILES_FIRST = 8
 PHASE_KW = 230.0 / 1000.0
 
 
@@ -65,6 +69,7 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
         sessions.append(session)
     batches = [sessions[first:first + READ_BATCH] for first in range(0, len(sessions), READ_BATCH)]
     listing: set[str] = set()
+    deep: set[str] = set()  # stations read to PROFILES_READ_BACK
 
     def read(batch: list[Session]) -> asyncio.Future[tuple[Any, ...]]:
         stations = [sid for sid in dict.fromkeys(s.station_id for s in batch) if sid not in listing]
@@ -72,7 +77,7 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
         return asyncio.gather(
             store.meter_bounds([(s.station_id, s.transaction_id) for s in batch]),
             profiles.latest_ev_charging_needs_many([(s.station_id, s.evse_id) for s in batch if s.need is None]),
-            profiles.list_charging_profiles_many(stations, PROFILES_READ_BACK))
+            profiles.list_charging_profiles_many(stations, min(PROFILES_FIRST, PROFILES_READ_BACK)))
 
     ahead: asyncio.Future[tuple[Any, ...]] | None = None
     try:
@@ -81,7 +86,8 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
             # the next batch is read while this one is taken in: the store works meanwhile
             ahead = read(batches[i + 1]) if i + 1 < len(batches) else None
             pushed.update(listed)
-            _take_in(batch, meters, evs, pushed, book, pusher, grid, now)
+            unmatched = _take_in(batch, meters, evs, pushed, book, pusher, grid, now)
+            await _look_further(unmatched, profiles, pushed, deep, pusher, grid, now)
     finally:  # a failed batch fails the rebuild: the read ahead is not left behind unawaited
         if ahead is not None:
             ahead.cancel()
@@ -92,10 +98,29 @@ async def rebuild_sessions(store: TransactionStore, profiles: SmartChargingStore
     return len(sessions)
 
 
+async def _look_further(unmatched: list[Session], profiles: SmartChargingStore,
+                        pushed: dict[str, list[dict[str, Any]]], deep: set[str], pusher: Pusher, grid: GridConfig,
+                        now: datetime) -> None:
+    """The last accepted profile of sessions that found none among their station's newest
+    :data:`PROFILES_FIRST`, from up to :data:`PROFILES_READ_BACK` (where the station has more)."""
+    further = [sid for sid in dict.fromkeys(s.station_id for s in unmatched)
+               if sid not in deep and PROFILES_FIRST <= len(pushed[sid]) < PROFILES_READ_BACK]
+    if not further:
+        return
+    deep.update(further)
+    pushed.update(await profiles.list_charging_profiles_many(further, PROFILES_READ_BACK))
+    again = set(further)
+    for session in unmatched:
+        if session.station_id in again:
+            _last_profile(session, pushed[session.station_id], pusher, grid, now)
+
+
 def _take_in(batch: list[Session], meters: dict[Any, Any], evs: dict[Any, Any],
              pushed: dict[str, list[dict[str, Any]]], book: SessionBook, pusher: Pusher, grid: GridConfig,
-             now: datetime) -> None:
-    """A batch's readings, cars' needs (where the grid's own memory had none) and last accepted profiles."""
+             now: datetime) -> list[Session]:
+    """A batch's readings, cars' needs (where the grid's own memory had none) and last accepted
+    profiles; returns the sessions that found no accepted profile among their station's rows."""
+    unmatched = []
     for session in batch:
         _readings(session, meters[(session.station_id, session.transaction_id)], now)
         if session.need is None:
@@ -106,7 +131,9 @@ def _take_in(batch: list[Session], meters: dict[Any, Any], evs: dict[Any, Any],
                 if need.departure > session.started_at:  # not the car of an earlier session
                     need.baseline_wh = session.start_energy_wh
                     session.need = need
-        _last_profile(session, pushed[session.station_id], pusher, grid, now)
+        if not _last_profile(session, pushed[session.station_id], pusher, grid, now):
+            unmatched.append(session)
+    return unmatched
 
 
 def _readings(session: Session, rows: list[dict[str, Any]], now: datetime) -> None:
@@ -132,9 +159,9 @@ def _register(samples: list[Sample], measurand: str) -> tuple[float | None, floa
 
 
 def _last_profile(session: Session, rows: list[dict[str, Any]], pusher: Pusher, grid: GridConfig,
-                  now: datetime) -> None:
+                  now: datetime) -> bool:
     """The last TxProfile the session's station accepted for it, as what it has installed (until
-    the station, once back, says what it really holds)."""
+    the station, once back, says what it really holds); False if ``rows`` hold none (nothing done)."""
     p = grid.planning
     for row in reversed(rows):
         profile = row.get("profile") or {}
@@ -146,10 +173,11 @@ def _last_profile(session: Session, rows: list[dict[str, Any]], pusher: Pusher, 
                                     slot_s=float(p.slot_s), horizon_slots=p.horizon_slots, default_phases=3,
                                     now=now)
         if sp is None:
-            return
+            return True
         pusher.adopt(session.key, sp, 0.0)  # on the station's clock, as it was sent
         value = sp.value_at(now)
         if value is not None:
             session.setpoint_a = session.pushed_a = value
             session.setpoint_kw = value * sp.phases * PHASE_KW
-        return
+        return True
+    return False
