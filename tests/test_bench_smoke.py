@@ -264,4 +264,4 @@ def test_readback_smoke() -> None:
                            "--repeats", "1", "--prefix", prefix, "--drop"],
                           capture_output=True, text=True, timeout=100, cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "read back 30 sessions (30 with meter readings)" in done.stdout, done.stdout
+    assert "read back 30 sessions (30 with meter readings, 30 with their last profile)" in done.stdout, done.stdout
