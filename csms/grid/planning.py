@@ -84,7 +84,7 @@ class GroupPlanner:
             steerable = st.connected and (st.ready or s.power_kw is None)
             needs.append(session_need(s, st.caps, start, self.book.defaults,
                                       self.topology.wiring(s.station_id, s.evse_id), connected=steerable,
-                                      held_kw=hold.get(f"{s.station_id}#{s.evse_id}") if steerable else None))
+                                      held_kw=hold.get(s.session_id) if steerable else None))
         group = self.grid.transformers[tid]
         inp = PlanInput(sessions=needs, limit_kw=limits, base_load_kw=base, slot_s=float(p.slot_s),
                         phase_limit_a=group.phase_limit_a)

@@ -56,7 +56,7 @@ class GroupViews:
         state.infeasible = 0 in unit.plan.infeasible_slots
         state.sessions = [s.session_id for s in unit.inp.sessions]
         for session in unit.sessions:
-            sid = f"{session.station_id}#{session.evse_id}"
+            sid = session.session_id
             sp = unit.plan.sessions.get(sid)
             if sp is None or sid in unit.held:  # a held session's plan is the one it holds
                 continue

@@ -67,8 +67,7 @@ class WaveDispatcher:
     def holding(self, now: datetime) -> dict[str, float]:
         """The sessions that hold (or have on the wire) a schedule of their transaction from this
         controller, by id, with the most it lets them draw (kW): while a wave is in flight the next
-        plan keeps them at it and
-        plans only the rest, the newcomers, into what is left. Re-planning every session beside a
+        plan keeps them at it and plans only the rest, the newcomers, into what is left. Re-planning every session beside a
         wave of thousands shifted nearly every schedule a little, past the hysteresis budget at a
         tight limit: the plan went out to all of them again, a second full wave on top of the first
         (after a failover 30,000 pushes twice, and the planning itself took the event loop's CPU)."""
@@ -82,7 +81,7 @@ class WaveDispatcher:
                 continue
             peak = held_peak_kw(sp, now, HOLD_COVER_S)
             if peak is not None:
-                held[f"{session.station_id}#{session.evse_id}"] = peak
+                held[session.session_id] = peak
         return held
 
     def decide(self, units: list[GroupPlan], now: datetime, kind: str, reasons: list[str] | None = None,
@@ -98,7 +97,7 @@ class WaveDispatcher:
         offsets: dict[str, float] = {}
         for unit in units:
             self.views.remember(unit, now)
-            by_id = {f"{s.station_id}#{s.evse_id}": s for s in unit.sessions}
+            by_id = {s.session_id: s for s in unit.sessions}
             for need in unit.inp.sessions:
                 session = by_id.get(need.session_id)
                 if session is None or self.book.sessions.get(session.key) is not session:

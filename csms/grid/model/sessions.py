@@ -167,6 +167,11 @@ class Session:
         return self.station_id, self.evse_id
 
     @property
+    def session_id(self) -> str:
+        """The planner's id of this session (``profiles`` names sessions by it; :func:`parse_session_id`)."""
+        return f"{self.station_id}#{self.evse_id}"
+
+    @property
     def imported_kwh(self) -> float:
         return _since(self.energy_wh, self.start_energy_wh)
 
@@ -591,7 +596,7 @@ def session_need(session: Session, caps: StationCaps, now: datetime, defaults: D
     v2g = bool(caps.v2g and need.v2g and need.max_discharge_kw > 0)
     no_resume = session.no_resume if session.no_resume in NO_RESUME_VALUES else RESUMES
     fields = {
-        "session_id": f"{session.station_id}#{session.evse_id}",
+        "session_id": session.session_id,
         "phases": phases, "phase_wiring": tuple(wiring), "min_current_a": float(min_a), "max_current_a": float(max_a),
         "energy_needed_kwh": float(remaining),
         "guaranteed_kwh": float(min(guaranteed, remaining) if not v2g else guaranteed),
