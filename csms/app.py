@@ -332,8 +332,7 @@ class Daemon:
                         connections=ChainMap(self.connections, links))
         grid = Grid(self.config.grid, deps, self.clock, store=self.store)
         self._term_grid = grid
-        await grid.start(listed)
-        held = feed.release()
+        await grid.start(listed, listening=feed.release)  # held events in before the first plan
         self.grid = grid
         self._reconciler = self.spawn(reconcile_forever(self.store, grid.sessions, feed, self.errors),
                                       "grid session reconcile")
@@ -342,7 +341,7 @@ class Daemon:
         log.log(logging.WARNING if took > self.leadership.lease_s else logging.INFO,
                 "grid: controller running on node %s (epoch %d) after %.1f s: %d stations listed in %.1f s, "
                 "its state read back in %.1f s, %d events of other nodes held meanwhile", self.leadership.node_id,
-                epoch, took, len(deps.connections), listed_at - started, time.monotonic() - listed_at, held)
+                epoch, took, len(deps.connections), listed_at - started, time.monotonic() - listed_at, feed.released)
 
     def _remote_links(self, owners: Mapping[str, str], listed: list[StationRecord]) -> dict[str, RemoteLink]:
         """The stations other live nodes hold (``owners``: the live directory), with the OCPP version

@@ -149,6 +149,7 @@ class GridFeed:
         self._confirming: set[asyncio.Task[None]] = set()
         self._lookups_failing = False
         self._stopped = False
+        self.released = 0  # how many events were held until release()
 
     def publish(self, event: Event) -> None:
         self._bus.publish(event)
@@ -216,6 +217,7 @@ class GridFeed:
         held, self._held = self._held or [], None
         for event in held:
             self.remote(event)
+        self.released += len(held)
         return len(held)
 
     async def stop(self) -> None:

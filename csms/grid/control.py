@@ -9,7 +9,7 @@ profiles/), and how it reaches the stations from the wave dispatcher (csms/grid/
 2. then the refined plan, also after sessions start or end, needs arrive, stations connect or
    drop, verification findings, and periodically; re-plans are coalesced (a debounce, then at
    most one plan computing or pushing, spaced by how long the last one took); a wave still in
-   flight after ``OVERLAP_AFTER_S`` lets a plan for the newcomers go out beside it (every session
+   flight after ``OVERLAP_AFTER_S`` lets a plan for the newcomers (if any) go out beside it (every session
    holding a schedule keeps it, budgeted at its peak), at most one per ``OVERLAP_AFTER_S``; the
    full plan follows once the wave has ended.
 
@@ -258,6 +258,10 @@ class GridController:
         if beside:
             self._beside_at = cycle_start
         hold = self.dispatcher.holding(now) if beside else None
+        if hold is not None and not self.dispatcher.newcomers(hold):
+            self._reasons.update(reasons)  # nobody to plan beside the wave: the full plan follows it
+            self._first_request = self._first_request or time.monotonic()
+            return
         units: list[GroupPlan] = await self.planner.refine(now, list(self.grid.transformers), hold)
         self.metrics.plan_s.observe(time.perf_counter() - started)
         stale = limits_seen != self._limits_seen and not self._stale_dropped

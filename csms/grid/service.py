@@ -164,9 +164,12 @@ class Grid:
     def _replan(self, reason: str) -> None:
         self.controller.request(reason)
 
-    async def start(self, listed: list[StationRecord] | None = None) -> None:
+    async def start(self, listed: list[StationRecord] | None = None,
+                    listening: Callable[[], object] | None = None) -> None:
         """Read the grid's state back and start; ``listed``: the stations as the caller just listed
-        them (else listed here, once)."""
+        them (else listed here, once); ``listening``: called once the grid listens to its bus, before
+        its controller starts (a new leader delivers there the other nodes' events it held while
+        reading back, so the stations that reconnected meanwhile are in its first plan)."""
         await self.signals.start()  # limits and safe mode as they were before a restart
         learnt = await self.learning.load()  # which cars and station models do not resume after a pause
         if learnt:
@@ -189,6 +192,8 @@ class Grid:
         self.observer.attach(self.deps.bus, self.deps.connections)
         if self.records is not None:
             self._unsubscribe_records = self.deps.bus.subscribe(self.records.on_event, "grid.finding")
+        if listening is not None:
+            listening()
         await self.controller.start()
         await self.recorder.start()
 

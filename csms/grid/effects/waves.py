@@ -10,6 +10,7 @@ then reports each group's new state.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -83,6 +84,17 @@ class WaveDispatcher:
             if peak is not None:
                 held[session.session_id] = peak
         return held
+
+    def newcomers(self, held: Mapping[str, float]) -> int:
+        """How many sessions a plan beside the wave could send to (steerable, not in ``held``): with
+        none, that plan would compute every session of the groups to send nothing, taking the CPU the
+        wave in flight needs (after a failover about 1.5 s of it per plan, every few seconds)."""
+        count = 0
+        for session in self.book:
+            if session.fixed_kw is None and session.session_id not in held:
+                st = self.book.station(session.station_id)
+                count += st.connected and st.ready
+        return count
 
     def decide(self, units: list[GroupPlan], now: datetime, kind: str, reasons: list[str] | None = None,
                *, newcomers: bool = False) -> Dispatch:

@@ -1,0 +1,130 @@
+"""What a new grid leader's first plans cover, after a failover of thousands of stations.
+
+Two things kept the last moved stations waiting in the 30,000-station failover of
+`python -m bench cluster --only failover`:
+
+- the other nodes' station events, held while the new leader reads its state back, were delivered
+  after the controller had started, and the history's read-back at start gave the first plan time to
+  begin without them: every station that reconnected to another node meanwhile (2,377 in one run)
+  missed the first wave and waited for a plan beside it (5 s later, then its own wave);
+- while a wave is in flight, a plan beside it ran every few seconds even when no session was left to
+  plan (every steerable one held a schedule): each computed all 30,000 sessions to send nothing,
+  taking about 1.5 s of the CPU the wave needed.
+
+The grid part against a fake daemon (commands answered in process, a hand clock), real planner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+import csms.grid.control as control
+from csms.cluster_grid import GridFeed
+from csms.domain.events import StationBooted, StationConnected, TransactionChanged
+from csms.domain.meter import Reading
+from csms.grid.config import parse_grid
+from csms.grid.history import HistoryRecorder
+from csms.grid.service import Grid
+from tests.test_grid_controller import FakeClock, FakeCommands, FakeDaemon, Rig, grid_section
+from tests.waiting import until
+
+
+class GatedCommands(FakeCommands):
+    """TxProfiles to ``slow`` stations wait until the gate opens: a wave that stays in flight."""
+
+    def __init__(self, slow: set[str]) -> None:
+        super().__init__()
+        self.slow = slow
+        self.gate = asyncio.Event()
+
+    async def set_charging_profile(self, station_id: str, evse_id: int, profile: dict[str, Any],
+                                   timeout: float | None = None) -> dict[str, Any]:
+        if station_id in self.slow and profile["chargingProfilePurpose"] == "TxProfile":
+            await self.gate.wait()
+        return await super().set_charging_profile(station_id, evse_id, profile, timeout)
+
+
+class Refines:
+    """Every refined plan the controller computes: what it held (None: a full plan) and which
+    transactions the grid knew when it began."""
+
+    def __init__(self, grid: Grid) -> None:
+        self.holds: list[dict[str, float] | None] = []
+        self.known: list[set[str]] = []
+        refine = grid.planner.refine
+
+        async def counted(now: Any, tids: list[str], hold: dict[str, float] | None = None) -> Any:
+            self.holds.append(hold)
+            self.known.append({s.transaction_id for s in grid.sessions})
+            return await refine(now, tids, hold)
+        grid.planner.refine = counted  # type: ignore[method-assign]
+
+
+async def test_no_plan_is_computed_beside_a_wave_while_every_session_holds_a_schedule(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(control, "OVERLAP_AFTER_S", 0.2)
+    commands = GatedCommands({"CS-SLOW"})
+    rig = Rig(commands)
+    await rig.ctl.start()
+    try:
+        for sid in ("CS-1", "CS-2"):
+            await rig.station(sid)
+        refines = Refines(rig.ctl).holds
+        # A session whose TxProfile stays on the wire keeps a wave in flight.
+        rig.connect("CS-SLOW")
+        rig.transaction("CS-SLOW", "Started", "tx-slow", charging_state="Charging",
+                        reading=Reading(power_w=11_000, energy_wh=1000.0))
+        await until(lambda: bool(rig.ctl.controller._live) and any(h is None for h in refines), 5,
+                    "a plan wave in flight to the slow station")
+        full = len(refines)
+        for _ in range(5):  # reasons to plan again keep coming, several overlap periods long
+            rig.ctl.controller.request("meter values")
+            await asyncio.sleep(0.15)
+        assert len(refines) == full, f"plans computed beside the wave with nobody to plan: {refines[full:]}"
+        # A newcomer is planned beside the wave (everyone else held), without waiting for it.
+        rig.connect("CS-3")
+        rig.transaction("CS-3", "Started", "tx-3", charging_state="Charging",
+                        reading=Reading(power_w=11_000, energy_wh=1000.0))
+        await until(lambda: bool(commands.tx_profiles("CS-3")), 5, "the newcomer's TxProfile beside the wave")
+        beside = [h for h in refines[full:] if h is not None]
+        assert beside and {"CS-1#1", "CS-2#1", "CS-SLOW#1"} <= set(beside[0]), beside
+        assert rig.ctl.controller._live, "the slow wave is still in flight"
+        commands.gate.set()
+        await until(lambda: any(h is None for h in refines[full:]), 10, "the full plan once the wave ended")
+    finally:
+        commands.gate.set()
+        await rig.ctl.stop()
+
+
+async def test_events_held_while_the_state_is_read_back_are_in_the_first_plan(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A station that reconnected to another node during the takeover gets its TxProfile from the
+    first plan, even when the grid's start takes a while after its controller is running."""
+    slow_history = HistoryRecorder.start
+
+    async def slow_start(self: HistoryRecorder) -> None:  # as the history's read-back of 30,000 sessions
+        await asyncio.sleep(0.3)
+        await slow_history(self)
+    monkeypatch.setattr(HistoryRecorder, "start", slow_start)
+    daemon = FakeDaemon()
+    feed = GridFeed(daemon.bus)
+    daemon.bus = feed  # type: ignore[assignment]
+    grid = Grid(parse_grid(grid_section()), daemon, FakeClock())
+    refines = Refines(grid)
+    # Another node's events, held while the leader reads its state back.
+    feed.remote(StationConnected(station_id="CS-MOVED"))
+    feed.remote(StationBooted(station_id="CS-MOVED", status="Accepted", vendor="V", model="M"))
+    feed.remote(TransactionChanged(station_id="CS-MOVED", event_type="Started", transaction_id="tx-m", evse_id=1,
+                                   charging_state="Charging", reading=Reading(power_w=11_000, energy_wh=1000.0)))
+    try:
+        await grid.start(listening=feed.release)
+        assert feed.released == 3
+        await until(lambda: bool(daemon.commands.tx_profiles("CS-MOVED")), 5, "the moved station's TxProfile")
+        assert refines.known, "no plan computed"
+        assert refines.holds[0] is None and "tx-m" in refines.known[0], \
+            f"the first plan began without the moved station's session: {refines.known}"
+    finally:
+        await grid.stop()
