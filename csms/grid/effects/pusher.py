@@ -330,8 +330,21 @@ class Pusher:
         self.skipped += sum(r.status == "skipped" for r in skipped)
         return to_send, skipped
 
+    def queue(self, profiles: list[ShapedProfile]) -> None:
+        """``profiles`` count as on the wire from now on (see :meth:`expected`, :meth:`ours`), though
+        they go out later by ``push(..., queued=True)``: a wave's increases wait for its reductions to
+        be answered, and a plan beside the wave must not take them for sessions without a schedule.
+        What is never pushed goes back through :meth:`unqueue`."""
+        for shaped in profiles:
+            self.in_flight.setdefault((shaped.carried.station_id, shaped.carried.evse_id), []).append(shaped)
+
+    def unqueue(self, profiles: list[ShapedProfile]) -> None:
+        """Queued profiles that will not be pushed after all (their wave was cancelled first)."""
+        for shaped in profiles:
+            self._landed(shaped)
+
     async def push(self, profiles: list[ShapedProfile], wave: Wave | None = None,
-                   chunk: int | None = None) -> list[PushResult]:
+                   chunk: int | None = None, *, queued: bool = False) -> list[PushResult]:
         """Send every profile; stations in parallel, one call per station at a time.
 
         Calls start in chunks of ``chunk`` stations (default ``self.chunk``) with a yield to the
@@ -339,13 +352,14 @@ class Pusher:
         itself goes out in one burst: answers and meter values read in between would only delay
         it). Once ``wave`` is superseded, what has not gone out yet is dropped (status
         ``superseded``: the station keeps what it has); calls already on the wire finish.
+        ``queued``: the profiles were put on the wire by :meth:`queue` already.
         """
         wave = wave or Wave()
         by_station: dict[str, list[ShapedProfile]] = {}
         for shaped in profiles:
             by_station.setdefault(shaped.carried.station_id, []).append(shaped)
-            key = (shaped.carried.station_id, shaped.carried.evse_id)
-            self.in_flight.setdefault(key, []).append(shaped)  # before any await: ``due`` sees it at once
+        if not queued:
+            self.queue(profiles)  # before any await: ``due`` sees them at once
         stations = list(by_station.values())  # each station's profiles not yet taken up
         loop = asyncio.get_running_loop()
         tasks: list[asyncio.Future[list[PushResult]]] = []
