@@ -409,8 +409,10 @@ async def _failover(gens: list[Generator], client: aiomqtt.Client, redis: aiored
     uncontrolled = set(back) - set(acks)
     if uncontrolled:
         result["uncontrolled"] = await _leaders_view(survivors[0], uncontrolled)
+        sample = sorted(uncontrolled)[:5]
+        owners = await redis.hmget(f"{run.redis_prefix}cluster:owners", sample)
         say(f"failover: the new leader's view of the {len(uncontrolled):,} moved stations not controlled again: "
-            f"{result['uncontrolled']}")
+            f"{result['uncontrolled']}; e.g. {', '.join(f'{s} (directory: {o})' for s, o in zip(sample, owners))}")
     return result
 
 
