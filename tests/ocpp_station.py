@@ -96,7 +96,8 @@ class LibStation:
                  clock_offset: timedelta = timedelta(0), rate_units: str = "A,W", stack_levels: int = 8,
                  periods_per_schedule: int | None = 24, report_power: bool = True, energy_unit: str = "Wh",
                  obey: bool = True, meter_interval_s: float = 0.5, forget_profiles_on_reconnect: bool = False,
-                 answers_get_charging_profiles: bool = True, tx_profile_answer_delay_s: float = 0.0) -> None:
+                 answers_get_charging_profiles: bool = True, tx_profile_answer_delay_s: float = 0.0,
+                 report_delay_s: float = 0.0) -> None:
         self.station_id = station_id
         self.evses = {i: Evse(i) for i in range(1, evses + 1)}
         self.max_current_a = max_current_a
@@ -114,6 +115,10 @@ class LibStation:
         #: A station that takes this long to answer a TxProfile (its reader stalls meanwhile, as a
         #: firmware busy writing flash would): it holds up every wave that includes it.
         self.tx_profile_answer_delay_s = tx_profile_answer_delay_s
+        #: A station whose ReportChargingProfiles (what it held when asked) comes this long after its
+        #: GetChargingProfiles answer; ``reports`` counts those sent.
+        self.report_delay_s = report_delay_s
+        self.reports = 0
         self.profiles: dict[int, Installed] = {}
         self.pushes: list[Push] = []
         self.calls: Counter[str] = Counter()
@@ -459,6 +464,9 @@ class _Cp(ChargePoint):
         by_evse: dict[int, list[dict[str, Any]]] = {}
         for inst in found:
             by_evse.setdefault(inst.evse_id, []).append(inst.profile)
+        if self.station.report_delay_s:
+            await asyncio.sleep(self.station.report_delay_s)
+        self.station.reports += 1
         for n, (evse, profiles) in enumerate(sorted(by_evse.items())):
             with contextlib.suppress(Exception):
                 await self.call(call.ReportChargingProfiles(

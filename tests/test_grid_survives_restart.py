@@ -32,6 +32,7 @@ from tests.waiting import until
 
 KW_PER_STATION_MAX = 16 * 3 * 230 / 1000.0  # 11.04 kW: every car takes 16 A on three phases
 TOLERANCE_KW = 0.05
+REPORT_LATE_S = 4.0  # < the grid's wait for a report (csms/grid/effects/setup.py, REPORT_WAIT_S)
 
 
 def grid(**transformer: Any) -> dict[str, Any]:
@@ -342,6 +343,43 @@ async def test_a_reconnecting_station_is_asked_what_it_holds_and_sent_only_what_
                 for st in stations[1:]:
                     assert not st.tx_pushes(reconnected), (st.station_id, [p.profile for p in st.tx_pushes(reconnected)])
                 assert sum(st.power_kw() for st in stations) <= 20 + TOLERANCE_KW
+        finally:
+            for st in stations:
+                await st.stop()
+
+
+async def test_a_station_back_without_booting_obeys_a_stricter_limit_before_it_says_what_it_holds(
+        tmp_path: Path) -> None:
+    """Its set-up is known from this boot, so it is steerable at once on what it held when the daemon
+    went down; its report (late here, and made before the cut reached it) does not undo the cut."""
+    site = Site(tmp_path, grid())
+    async with Api(site) as api:
+        stations = [LibStation(f"RST-LATE-{i}", meter_interval_s=0.3, report_delay_s=REPORT_LATE_S) for i in range(2)]
+        try:
+            async with daemon(site) as running:
+                await _charging_under_a_limit(site, api, stations, "op-20", 20)
+                await running.stop(signal.SIGKILL)
+            for st in stations:
+                await st.wait_gone()
+            async with daemon(site):
+                for st in stations:
+                    await st.connect(site.ws_url)
+                await until(lambda: all(st.calls["GetChargingProfiles"] for st in stations), 10,
+                            "every station asked what it holds")
+                posted = time.monotonic()
+                status, _ = await api.post("/api/grid/transformers/T1/limit",
+                                           {"signal_id": "op-8", "limit_kw": 8, "source": "operator"})
+                assert status == 202
+                await until(lambda: all(st.tx_pushes(posted) for st in stations), REPORT_LATE_S - 1,
+                            "the stricter limit's TxProfiles before the late reports")
+                assert not any(st.reports for st in stations), "a report came first: the test proves nothing"
+                await until(lambda: all(st.reports for st in stations), REPORT_LATE_S + 2, "the late reports")
+                plans = (await api.get("/api/grid"))["plans"]
+                await until(lambda: _plans_since(api, plans, 2), 15, "two more plans")
+                assert sum(st.power_kw() for st in stations) <= 8 + TOLERANCE_KW
+                # The reports showed the schedules from before the cut; taken as what the stations hold,
+                # they would have been sent the cut's schedule once more.
+                assert not any(st.identical_pushes for st in stations), [st.identical_pushes for st in stations]
         finally:
             for st in stations:
                 await st.stop()

@@ -192,14 +192,22 @@ class StationSetup:
         finally:
             self._reports.pop((station_id, request_id), None)
 
-    def _adopt(self, station_id: str, held: list[tuple[int, dict[str, Any]]] | None) -> int:
-        """What each session's station holds becomes what it has installed; returns how many kept one."""
+    def _adopt(self, station_id: str, held: list[tuple[int, dict[str, Any]]] | None,
+               asked_at: datetime | None = None) -> int:
+        """What each session's station holds becomes what it has installed; returns how many kept one.
+        A session sent a profile since ``asked_at`` (or with one on the wire) keeps that: the answer
+        may predate it."""
         if self.pusher is None or self.clock is None:
             return 0
         p = self.grid.planning
         now = self.clock()
         kept = 0
         for session in self.book.of_station(station_id):
+            pushed = self.pusher.pushed_at.get(session.key)
+            if session.key in self.pusher.in_flight or (
+                    asked_at is not None and pushed is not None and pushed >= asked_at):
+                kept += session.key in self.pusher.installed
+                continue
             ours = [profile for evse, profile in held or ()
                     if evse == session.evse_id and profile.get("id") == TX_PROFILE_ID_BASE + session.evse_id
                     and profile.get("transactionId") == session.transaction_id
@@ -237,9 +245,21 @@ class StationSetup:
                 caps.rate_units = (rule.rate_unit,)
             st.caps = caps
             profile = failsafe_profile(caps, self.grid.planning.fail_safe_limit_a)
+            early = reconcile and known is not None and known.get("failsafe") == profile
+            if early:
+                # Back without booting, set up in this boot: steerable at once, on what it held when
+                # it left (read back); what it says it holds adjusts that once its report comes. A
+                # stricter limit must not wait for the report (seconds; 3,000 moved stations of a
+                # failover waited for a plan beside the first wave).
+                st.failsafe_status = "Accepted"
+                st.ready = True
+                self.ready("station ready")
+            asked_at = self.clock() if self.clock is not None else None
             held = await self._held(station_id) if reconcile else None
-            kept = self._adopt(station_id, held) if reconcile else 0
-            if held is not None and any(evse == 0 and p == profile for evse, p in held):
+            kept = self._adopt(station_id, held, asked_at) if reconcile else 0
+            if early:
+                pass
+            elif held is not None and any(evse == 0 and p == profile for evse, p in held):
                 st.failsafe_status = "Accepted"  # still there: nothing to send
             elif known is not None and known.get("failsafe") == profile:
                 st.failsafe_status = "Accepted"  # installed in this boot already
