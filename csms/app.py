@@ -40,6 +40,7 @@ from csms.cluster_grid import (
     execute_grid_forwarded,
     reconcile_forever,
 )
+from csms.collector import collect_frozen_later, paused_then_frozen
 from csms.commands import Commands
 from csms.config import Config, api_port, api_token_file
 from csms.domain.events import StationConnected, StationDisconnected
@@ -315,7 +316,13 @@ class Daemon:
         return leader.api_url
 
     async def _lead_grid(self, epoch: int) -> None:
-        """This node won the election: build the grid part on the shared state and start it."""
+        """This node won the election: build the grid part on the shared state and start it, with no
+        garbage collection meanwhile and what it read kept out of later ones (csms/collector.py)."""
+        with paused_then_frozen():
+            await self._take_over(epoch)
+        self.spawn(collect_frozen_later(), "collect what the takeover froze")
+
+    async def _take_over(self, epoch: int) -> None:
         assert self.cluster is not None and self.leadership is not None and self.config.grid is not None
         started = time.monotonic()
         feed = GridFeed(self.bus, here=self.connections, owner=self.cluster.owner)
