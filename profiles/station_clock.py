@@ -13,6 +13,7 @@ ours in force on a clock that is off (a year behind, hours ahead, a few seconds 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -45,18 +46,25 @@ def _copy(profile: dict[str, Any]) -> dict[str, Any]:
         for schedule in profile["chargingSchedule"]]}
 
 
-def anchored(profile: dict[str, Any], offset_s: float, lead_s: float = DEFAULT_LEAD_S) -> dict[str, Any]:
+@functools.lru_cache(maxsize=1024)
+def _shifted(start: str, seconds: float) -> str:
+    """``start`` (ISO 8601) moved by ``seconds``: a wave's profiles share a few starts and offsets."""
+    return _iso(_parse(start) + timedelta(seconds=seconds))
+
+
+def anchored(profile: dict[str, Any], offset_s: float, lead_s: float = DEFAULT_LEAD_S, *,
+             in_place: bool = False) -> dict[str, Any]:
     """A copy of an Absolute profile whose schedule starts ``offset_s`` later (the station's clock) and
-    whose first period already holds ``lead_s`` before that; later periods keep their instants."""
+    whose first period already holds ``lead_s`` before that; later periods keep their instants.
+    ``in_place``: change ``profile`` itself instead (its caller just built it; a wave anchors 30,000)."""
     if profile.get("chargingProfileKind") != "Absolute":
         raise ValueError(f"only Absolute profiles can be anchored, got {profile.get('chargingProfileKind')!r}")
     if lead_s < 0:
         raise ValueError(f"lead_s must be >= 0, got {lead_s}")
     lead = round(lead_s)
-    out = _copy(profile)
+    out = profile if in_place else _copy(profile)
     for schedule in out["chargingSchedule"]:
-        start = _parse(schedule["startSchedule"]) + timedelta(seconds=offset_s - lead)
-        schedule["startSchedule"] = _iso(start)
+        schedule["startSchedule"] = _shifted(schedule["startSchedule"], offset_s - lead)
         for n, period in enumerate(schedule["chargingSchedulePeriod"]):
             if n:
                 period["startPeriod"] += lead

@@ -79,3 +79,11 @@ def test_anchored_and_relative_leave_the_profile_they_copy_as_it_was() -> None:
     moved["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"] = 1.0
     held["chargingSchedule"][0]["chargingSchedulePeriod"][0]["limit"] = 2.0
     assert original == before
+
+
+@given(offset=st.floats(-1e8, 1e8), lead=st.integers(0, 600))
+def test_anchoring_in_place_gives_what_the_copy_gives(offset: float, lead: int) -> None:
+    copied = anchored(profile([(0, 16.0), (900, 8.0), (1800, 0.0)]), offset, lead_s=lead)
+    mine = profile([(0, 16.0), (900, 8.0), (1800, 0.0)])
+    assert anchored(mine, offset, lead_s=lead, in_place=True) is mine
+    assert mine == copied

@@ -71,9 +71,11 @@ class ShapedProfile:
     offset_s: float = 0.0
 
 
-def on_station_clock(shaped: ShapedProfile, offset_s: float, lead_s: float = DEFAULT_LEAD_S) -> ShapedProfile:
-    """The profile anchored on the station's clock (``offset_s``: its clock minus ours)."""
-    return replace(shaped, profile=anchored(shaped.profile, offset_s, lead_s), offset_s=offset_s)
+def on_station_clock(shaped: ShapedProfile, offset_s: float, lead_s: float = DEFAULT_LEAD_S, *,
+                     fresh: bool = False) -> ShapedProfile:
+    """The profile anchored on the station's clock (``offset_s``: its clock minus ours); ``fresh``: the
+    profile was just shaped and is nobody else's, so it is anchored in place (not copied)."""
+    return replace(shaped, profile=anchored(shaped.profile, offset_s, lead_s, in_place=fresh), offset_s=offset_s)
 
 
 def as_relative(shaped: ShapedProfile, hold_slots: int = 0) -> ShapedProfile:
@@ -301,7 +303,8 @@ class Pusher:
                                           caps.unit, now, reason=str(exc)[:200]))
                 continue
             offset = (offsets or {}).get(sp.station_id, 0.0)
-            shaped = as_relative(shaped, hold_slots) if cut and caps.relative_tx else on_station_clock(shaped, offset)
+            shaped = as_relative(shaped, hold_slots) if cut and caps.relative_tx else \
+                on_station_clock(shaped, offset, fresh=True)
             key = (sp.station_id, sp.evse_id)
             # A profile still on the wire replaces ``installed`` any moment: the new plan is judged
             # against it, and if it differs, sent behind it (one call per station at a time, in order).
