@@ -40,7 +40,7 @@ from csms.cluster_grid import (
     execute_grid_forwarded,
     reconcile_forever,
 )
-from csms.collector import collect_frozen_later, paused_then_frozen
+from csms.collector import COLLECT_AFTER_RESIGN_S, collect_frozen_later, paused_then_frozen
 from csms.commands import Commands
 from csms.config import Config, api_port, api_token_file
 from csms.domain.events import StationConnected, StationDisconnected
@@ -318,9 +318,11 @@ class Daemon:
     async def _lead_grid(self, epoch: int) -> None:
         """This node won the election: build the grid part on the shared state and start it, with no
         garbage collection meanwhile and what it read kept out of later ones (csms/collector.py)."""
-        with paused_then_frozen():
-            await self._take_over(epoch)
-        self.spawn(collect_frozen_later(), "collect what the takeover froze")
+        try:
+            with paused_then_frozen():
+                await self._take_over(epoch)
+        finally:  # also after a takeover that failed or was cancelled: what it froze is freed
+            self.spawn(collect_frozen_later(), "collect what the takeover froze")
 
     async def _take_over(self, epoch: int) -> None:
         assert self.cluster is not None and self.leadership is not None and self.config.grid is not None
@@ -380,6 +382,8 @@ class Daemon:
                 await grid.stop()
             except Exception:  # noqa: BLE001 - the node keeps serving its stations
                 log.exception("grid: stopping the controller after losing the lead failed")
+            # The term's state was frozen (csms/collector.py): free it once it has let go.
+            self.spawn(collect_frozen_later(COLLECT_AFTER_RESIGN_S), "collect the resigned grid")
 
     def _iso15118(self) -> Iso15118:
         iso = self.config.iso15118

@@ -303,10 +303,10 @@ async def test_a_station_connecting_while_the_new_leader_reads_its_state_back_co
     entered, gate = asyncio.Event(), asyncio.Event()
     original = Grid.start
 
-    async def held_start(self: Grid, listed: Any = None) -> None:
+    async def held_start(self: Grid, listed: Any = None, listening: Any = None) -> None:
         entered.set()
         await gate.wait()
-        await original(self, listed)
+        await original(self, listed, listening)
 
     monkeypatch.setattr(Grid, "start", held_start)
     prefix = f"nbcluster:{uuid.uuid4().hex}:"

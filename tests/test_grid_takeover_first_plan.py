@@ -194,3 +194,73 @@ async def test_queued_increases_are_released_when_their_wave_is_cancelled() -> N
     finally:
         commands.gate.set()
         await rig.ctl.stop()
+
+
+async def test_a_superseded_waves_queued_increases_are_off_the_wire_at_once() -> None:
+    """A cut arriving while a wave's reductions are out: the increases that wave will never send no
+    longer stand for what their sessions hold (the cut judges them on what they run)."""
+    commands = GatedCommands({"CS-1"}, opened=True)
+    rig = Rig(commands)
+    await rig.ctl.start()
+    try:
+        for sid in ("CS-1", "CS-2"):
+            await rig.station(sid)
+        pusher, dispatcher = rig.ctl.pusher, rig.ctl.dispatcher
+        one, two = pusher.installed[("CS-1", 1)], pusher.installed[("CS-2", 1)]
+        runs = dataclasses.replace(two, current_a=tuple(a / 2 for a in two.current_a))
+        pusher.adopt(("CS-2", 1), runs, 0.0)
+        lower = dataclasses.replace(one, current_a=tuple(a / 2 for a in one.current_a))
+        caps = {sid: rig.ctl.sessions.station(sid).caps for sid in ("CS-1", "CS-2")}
+        to_send, _ = pusher.due([(lower, caps["CS-1"], "T1"), (two, caps["CS-2"], "T1")], {"T1": 0.0}, force=True)
+        commands.gate.clear()
+        wave = Wave()
+        task = asyncio.get_running_loop().create_task(dispatcher.run(Dispatch("plan", [], to_send, [], {}), wave))
+        await until(lambda: ("CS-1", 1) in pusher.in_flight, 5, "the reduction on the wire")
+        assert ("CS-2", 1) in pusher.in_flight
+        wave.supersede()
+        assert ("CS-2", 1) not in pusher.in_flight, "a superseded increase still counts as on the wire"
+        assert pusher.expected(("CS-2", 1), 0.0) == runs
+        commands.gate.set()
+        results = await asyncio.wait_for(task, 5)
+        assert {r.station_id: r.status for r in results} == {"CS-1": "Accepted", "CS-2": "superseded"}
+        assert not pusher.in_flight and not commands.tx_profiles("CS-2")[1:]
+    finally:
+        commands.gate.set()
+        await rig.ctl.stop()
+
+
+async def test_a_read_back_schedule_a_full_plan_kept_is_held_beside_a_later_wave() -> None:
+    rig = Rig()
+    await rig.ctl.start()
+    try:
+        await rig.station("CS-1")
+        pusher, key = rig.ctl.pusher, ("CS-1", 1)
+        pusher.adopt(key, pusher.installed[key], 0.0)  # as read back after a takeover: not ours
+        assert not pusher.ours(key)
+        rig.ctl.controller.request("periodic")
+        await rig.settle()
+        assert len(rig.commands.tx_profiles("CS-1")) == 1, "the plan sent it again"
+        assert pusher.ours(key), "kept by a full plan of ours, it is still taken for a newcomer"
+    finally:
+        await rig.ctl.stop()
+
+
+async def test_a_stations_answer_does_not_stand_for_a_session_with_a_push_on_the_wire() -> None:
+    rig = Rig()
+    await rig.ctl.start()
+    try:
+        await rig.station("CS-1")
+        pusher, key = rig.ctl.pusher, ("CS-1", 1)
+        installed = pusher.installed[key]
+        caps = rig.ctl.sessions.station("CS-1").caps
+        to_send, _ = pusher.due([(dataclasses.replace(installed, current_a=(6.0,) * len(installed.current_a)),
+                                  caps, "T1")], {"T1": 0.0}, force=True)
+        pusher.queue(to_send)
+        asked = pusher.accepted
+        # The station's answer (made before that push) names the old schedule; it is not believed.
+        rig.ctl.setup._adopt("CS-1", [(1, rig.commands.tx_profiles("CS-1")[-1][2])], asked)
+        assert key not in pusher.installed and pusher.expected(key, 0.0) is not None
+        pusher.unqueue(to_send)
+        assert pusher.expected(key, 0.0) is None, "nothing is believed once the push did not land"
+    finally:
+        await rig.ctl.stop()

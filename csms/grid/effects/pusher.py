@@ -223,6 +223,10 @@ class Pusher:
     #: The station's clock offset each installed schedule was anchored on.
     installed_offset: dict[tuple[str, int], float] = field(default_factory=dict)
     pushed_at: dict[tuple[str, int], datetime] = field(default_factory=dict)
+    #: Accepted pushes so far, and the count at each session's last one: what came after a moment
+    #: (a question to the station) is told by counting, whatever the clock does.
+    accepted: int = 0
+    accepted_as: dict[tuple[str, int], int] = field(default_factory=dict)
     #: Sessions whose installed schedule was read back or reported, not accepted from us (:meth:`ours`).
     adopted: set[tuple[str, int]] = field(default_factory=set)
     #: Profiles queued or sent but not yet answered, per session, in the order they go out: once they
@@ -247,6 +251,13 @@ class Pusher:
         self.installed[key] = setpoints
         self.installed_offset[key] = offset_s
         self.adopted.add(key)
+
+    def doubt(self, key: tuple[str, int]) -> None:
+        """What ``key`` holds is not known any more (the next plan sends it its schedule), unless a
+        profile on the wire lands and says so."""
+        self.installed.pop(key, None)
+        self.installed_offset.pop(key, None)
+        self.adopted.discard(key)
 
     def ours(self, key: tuple[str, int]) -> bool:
         """Whether what ``key`` runs once the wire is quiet came from this controller (a profile on
@@ -326,6 +337,8 @@ class Pusher:
             to_send.extend(shaped for _, shaped in items if id(shaped) not in kept)
             for _, shaped in keep:
                 sp = shaped.carried
+                if not newcomers:  # judged against the limits in force: a plan beside a wave may hold it
+                    self.adopted.discard((sp.station_id, sp.evse_id))
                 held = self.expected((sp.station_id, sp.evse_id), shaped.offset_s)
                 skipped.append(PushResult(sp.station_id, sp.evse_id, sp.transaction_id, "skipped",
                                           held.value_at(now) if held is not None else None, None,
@@ -425,6 +438,8 @@ class Pusher:
                 self.installed[key] = sp
                 self.installed_offset[key] = shaped.offset_s
                 self.pushed_at[key] = at
+                self.accepted += 1
+                self.accepted_as[key] = self.accepted
             else:
                 self.installed.pop(key, None)
                 self.installed_offset.pop(key, None)
@@ -442,6 +457,17 @@ class Wave:
     def __init__(self, kind: str = "plan") -> None:
         self.kind = kind
         self.superseded = False
+        self._on_supersede: list[Callable[[], None]] = []
+
+    def when_superseded(self, action: Callable[[], None]) -> None:
+        """Run ``action`` the moment the wave is superseded (at once if it is already)."""
+        if self.superseded:
+            action()
+        else:
+            self._on_supersede.append(action)
 
     def supersede(self) -> None:
         self.superseded = True
+        actions, self._on_supersede = self._on_supersede, []
+        for action in actions:
+            action()

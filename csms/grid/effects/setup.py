@@ -5,7 +5,9 @@ TxDefaultProfile unless it has it.
 A station that comes back without booting (after a lost link, or after our own restart) still runs
 the profiles it had: it is asked (GetChargingProfiles) and its TxProfiles become what its sessions
 have installed, so the next plan pushes only what differs. A station that cannot say (refuses,
-does not answer in time) is treated as holding nothing: every session gets its plan again.
+does not answer in time) is treated as holding nothing: every session gets its plan again. One
+whose set-up is remembered from this boot is steerable while it is asked, on what it held when it
+left; its answer then corrects that, except for a session sent a profile since the question.
 
 What a set-up learnt (the GetVariables answers) and installed (the fail-safe) is kept in the store
 with the boot it was learnt in: a new grid leader, or the daemon after a restart, takes it as it is
@@ -192,21 +194,23 @@ class StationSetup:
         finally:
             self._reports.pop((station_id, request_id), None)
 
-    def _adopt(self, station_id: str, held: list[tuple[int, dict[str, Any]]] | None,
-               asked_at: datetime | None = None) -> int:
+    def _adopt(self, station_id: str, held: list[tuple[int, dict[str, Any]]] | None, asked_at: int = 0) -> int:
         """What each session's station holds becomes what it has installed; returns how many kept one.
-        A session sent a profile since ``asked_at`` (or with one on the wire) keeps that: the answer
-        may predate it."""
+        ``asked_at``: the pusher's count of accepted pushes when the station was asked. A session that
+        accepted a push since keeps it (the answer may predate it); one with a push on the wire is
+        believed to hold nothing unless that push lands (the next plan sends it its schedule)."""
         if self.pusher is None or self.clock is None:
             return 0
         p = self.grid.planning
         now = self.clock()
         kept = 0
         for session in self.book.of_station(station_id):
-            pushed = self.pusher.pushed_at.get(session.key)
-            if session.key in self.pusher.in_flight or (
-                    asked_at is not None and pushed is not None and pushed >= asked_at):
-                kept += session.key in self.pusher.installed
+            key = session.key
+            if self.pusher.accepted_as.get(key, 0) > asked_at:
+                kept += key in self.pusher.installed
+                continue
+            if key in self.pusher.in_flight:  # that push decides what it holds; should it not land, nothing is
+                self.pusher.doubt(key)        # believed (the next plan sends it its schedule)
                 continue
             ours = [profile for evse, profile in held or ()
                     if evse == session.evse_id and profile.get("id") == TX_PROFILE_ID_BASE + session.evse_id
@@ -254,7 +258,7 @@ class StationSetup:
                 st.failsafe_status = "Accepted"
                 st.ready = True
                 self.ready("station ready")
-            asked_at = self.clock() if self.clock is not None else None
+            asked_at = self.pusher.accepted if self.pusher is not None else 0
             held = await self._held(station_id) if reconcile else None
             kept = self._adopt(station_id, held, asked_at) if reconcile else 0
             if early:

@@ -155,12 +155,19 @@ class WaveDispatcher:
         # 30,000 pushes) would otherwise take their sessions for newcomers and send them a schedule
         # too, which the increase then overwrote (6,394 needless pushes in one run).
         self.pusher.queue(higher)
+        waiting = [True]  # the increases wait for the reductions: released at once if superseded meanwhile
+
+        def release() -> None:
+            if waiting[0]:
+                self.pusher.unqueue(higher)
+        wave.when_superseded(release)
         try:
             results = await self.pusher.push(lower, wave, chunk=chunk)
         except BaseException:
-            self.pusher.unqueue(higher)
+            release()
             raise
-        if higher:
+        waiting[0] = False
+        if higher:  # superseded: each is answered "superseded" (and was released already)
             results += await self.pusher.push(higher, wave, chunk=chunk, queued=True)
         self._outcomes(dispatch, results)
         return results
