@@ -356,11 +356,7 @@ async def test_a_station_back_without_booting_obeys_a_stricter_limit_before_it_s
     async with Api(site) as api:
         stations = [LibStation(f"RST-LATE-{i}", meter_interval_s=0.3, report_delay_s=REPORT_LATE_S) for i in range(2)]
         try:
-            async with daemon(site) as running:
-                await _charging_under_a_limit(site, api, stations, "op-20", 20)
-                await running.stop(signal.SIGKILL)
-            for st in stations:
-                await st.wait_gone()
+            await _killed_while_charging(site, api, stations, "op-20", 20)
             async with daemon(site):
                 for st in stations:
                     await st.connect(site.ws_url)
@@ -383,6 +379,16 @@ async def test_a_station_back_without_booting_obeys_a_stricter_limit_before_it_s
         finally:
             for st in stations:
                 await st.stop()
+
+
+async def _killed_while_charging(site: Site, api: Api, stations: list[LibStation], signal_id: str,
+                                 kw: float) -> None:
+    """A daemon with every station charging under an operator limit, SIGKILLed; the stations gone."""
+    async with daemon(site) as running:
+        await _charging_under_a_limit(site, api, stations, signal_id, kw)
+        await running.stop(signal.SIGKILL)
+    for st in stations:
+        await st.wait_gone()
 
 
 async def _charging_under_a_limit(site: Site, api: Api, stations: list[LibStation], signal_id: str,
@@ -429,11 +435,7 @@ async def test_set_ups_are_read_back_after_a_restart_and_asked_again_after_a_boo
     async with Api(site) as api:
         stations = [LibStation(f"RST-U{i}", meter_interval_s=0.3) for i in range(2)]
         try:
-            async with daemon(site) as running:
-                await _charging_under_a_limit(site, api, stations, "op-30", 20)
-                await running.stop(signal.SIGKILL)
-            for st in stations:
-                await st.wait_gone()
+            await _killed_while_charging(site, api, stations, "op-30", 20)
             asked = [st.calls["GetVariables"] for st in stations]
             defaults = [sum(p.purpose == "TxDefaultProfile" for p in st.pushes) for st in stations]
             assert asked == [1, 1] and defaults == [1, 1]

@@ -30,10 +30,11 @@ from csms.cluster_grid import GridFeed
 from csms.domain.events import StationBooted, StationConnected, TransactionChanged
 from csms.domain.meter import Reading
 from csms.grid.config import parse_grid
-from csms.grid.effects.pusher import Wave
+from csms.grid.effects.pusher import ShapedProfile, Wave
 from csms.grid.effects.waves import Dispatch
 from csms.grid.history import HistoryRecorder
 from csms.grid.service import Grid
+from profiles.hysteresis import Setpoints
 from tests.test_grid_controller import FakeClock, FakeCommands, FakeDaemon, Rig, grid_section
 from tests.waiting import until
 
@@ -138,20 +139,28 @@ async def test_events_held_while_the_state_is_read_back_are_in_the_first_plan(
         await grid.stop()
 
 
+async def _a_reduction_and_an_increase(rig: Rig) -> tuple[list[ShapedProfile], Setpoints]:
+    """CS-1 and CS-2 charging; profiles that halve CS-1 and raise CS-2, which runs a read-back
+    schedule (an earlier leader's, not ours) at half its plan; returns them and that schedule."""
+    for sid in ("CS-1", "CS-2"):
+        await rig.station(sid)
+    pusher = rig.ctl.pusher
+    one, two = pusher.installed[("CS-1", 1)], pusher.installed[("CS-2", 1)]
+    runs = dataclasses.replace(two, current_a=tuple(a / 2 for a in two.current_a))
+    pusher.adopt(("CS-2", 1), runs, 0.0)
+    lower = dataclasses.replace(one, current_a=tuple(a / 2 for a in one.current_a))
+    caps = {sid: rig.ctl.sessions.station(sid).caps for sid in ("CS-1", "CS-2")}
+    to_send, _ = pusher.due([(lower, caps["CS-1"], "T1"), (two, caps["CS-2"], "T1")], {"T1": 0.0}, force=True)
+    return to_send, runs
+
+
 async def test_a_waves_increases_waiting_for_its_reductions_are_held_beside_it() -> None:
     commands = GatedCommands({"CS-1"}, opened=True)
     rig = Rig(commands)
     await rig.ctl.start()
     try:
-        for sid in ("CS-1", "CS-2"):
-            await rig.station(sid)
+        to_send, _ = await _a_reduction_and_an_increase(rig)
         pusher, dispatcher, now = rig.ctl.pusher, rig.ctl.dispatcher, rig.clock()
-        one, two = pusher.installed[("CS-1", 1)], pusher.installed[("CS-2", 1)]
-        # CS-2 runs a read-back schedule (an earlier leader's) at half its plan: raising it is an increase.
-        pusher.adopt(("CS-2", 1), dataclasses.replace(two, current_a=tuple(a / 2 for a in two.current_a)), 0.0)
-        lower = dataclasses.replace(one, current_a=tuple(a / 2 for a in one.current_a))
-        caps = {sid: rig.ctl.sessions.station(sid).caps for sid in ("CS-1", "CS-2")}
-        to_send, _ = pusher.due([(lower, caps["CS-1"], "T1"), (two, caps["CS-2"], "T1")], {"T1": 0.0}, force=True)
         assert len(to_send) == 2
         commands.gate.clear()  # the reduction to CS-1 stays on the wire
         dispatch = Dispatch("plan", [], to_send, [], {})
@@ -176,14 +185,8 @@ async def test_queued_increases_are_released_when_their_wave_is_cancelled() -> N
     rig = Rig(commands)
     await rig.ctl.start()
     try:
-        for sid in ("CS-1", "CS-2"):
-            await rig.station(sid)
+        to_send, _ = await _a_reduction_and_an_increase(rig)
         pusher, dispatcher = rig.ctl.pusher, rig.ctl.dispatcher
-        one, two = pusher.installed[("CS-1", 1)], pusher.installed[("CS-2", 1)]
-        pusher.adopt(("CS-2", 1), dataclasses.replace(two, current_a=tuple(a / 2 for a in two.current_a)), 0.0)
-        lower = dataclasses.replace(one, current_a=tuple(a / 2 for a in one.current_a))
-        caps = {sid: rig.ctl.sessions.station(sid).caps for sid in ("CS-1", "CS-2")}
-        to_send, _ = pusher.due([(lower, caps["CS-1"], "T1"), (two, caps["CS-2"], "T1")], {"T1": 0.0}, force=True)
         commands.gate.clear()
         wave = asyncio.get_running_loop().create_task(dispatcher.run(Dispatch("plan", [], to_send, [], {}), Wave()))
         await until(lambda: ("CS-2", 1) in pusher.in_flight and ("CS-1", 1) in pusher.in_flight, 5, "both on the wire")
@@ -203,15 +206,8 @@ async def test_a_superseded_waves_queued_increases_are_off_the_wire_at_once() ->
     rig = Rig(commands)
     await rig.ctl.start()
     try:
-        for sid in ("CS-1", "CS-2"):
-            await rig.station(sid)
+        to_send, runs = await _a_reduction_and_an_increase(rig)
         pusher, dispatcher = rig.ctl.pusher, rig.ctl.dispatcher
-        one, two = pusher.installed[("CS-1", 1)], pusher.installed[("CS-2", 1)]
-        runs = dataclasses.replace(two, current_a=tuple(a / 2 for a in two.current_a))
-        pusher.adopt(("CS-2", 1), runs, 0.0)
-        lower = dataclasses.replace(one, current_a=tuple(a / 2 for a in one.current_a))
-        caps = {sid: rig.ctl.sessions.station(sid).caps for sid in ("CS-1", "CS-2")}
-        to_send, _ = pusher.due([(lower, caps["CS-1"], "T1"), (two, caps["CS-2"], "T1")], {"T1": 0.0}, force=True)
         commands.gate.clear()
         wave = Wave()
         task = asyncio.get_running_loop().create_task(dispatcher.run(Dispatch("plan", [], to_send, [], {}), wave))
