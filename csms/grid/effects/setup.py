@@ -261,9 +261,8 @@ class StationSetup:
             asked_at = self.pusher.accepted if self.pusher is not None else 0
             held = await self._held(station_id) if reconcile else None
             kept = self._adopt(station_id, held, asked_at) if reconcile else 0
-            if early:
-                pass
-            elif held is not None and any(evse == 0 and p == profile for evse, p in held):
+            # (A station steered early has its fail-safe from this boot: the branches below keep it.)
+            if held is not None and any(evse == 0 and p == profile for evse, p in held):
                 st.failsafe_status = "Accepted"  # still there: nothing to send
             elif known is not None and known.get("failsafe") == profile:
                 st.failsafe_status = "Accepted"  # installed in this boot already
